@@ -1,0 +1,157 @@
+"""The relational model (SQLAlchemy 2). Alembic migrations in `migrations/` mirror it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from common.db.types import UtcDateTime
+from common.wire import utcnow
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Status values (stored as short strings; the API and CLI use the same words).
+SUB_PENDING = "pending_verification"
+SUB_ACTIVE = "active"
+SUB_PAUSED = "paused"
+SUB_DISABLED = "disabled"
+SUBSCRIPTION_STATUSES = (SUB_PENDING, SUB_ACTIVE, SUB_PAUSED, SUB_DISABLED)
+
+PENDING = "pending"
+SUCCEEDED = "succeeded"
+RETRYING = "retrying"
+DEAD = "dead"
+CANCELLED = "cancelled"
+DELIVERY_STATUSES = (PENDING, SUCCEEDED, RETRYING, DEAD, CANCELLED)
+FINAL_STATUSES = (SUCCEEDED, DEAD, CANCELLED)
+
+Json = JSON().with_variant(JSON(none_as_null=True), "postgresql")
+
+
+def _when() -> Mapped[datetime]:
+    return mapped_column(UtcDateTime(), default=utcnow, nullable=False)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[datetime] = _when()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True, nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    scopes: Mapped[list[str]] = mapped_column(Json, nullable=False, default=list)
+    allowed_cidrs: Mapped[list[str]] = mapped_column(Json, nullable=False, default=list)
+    created_at: Mapped[datetime] = _when()
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("tenant_id", "dedupe_key"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True, nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    event_types: Mapped[list[str]] = mapped_column(Json, nullable=False)
+    operations: Mapped[list[str]] = mapped_column(Json, nullable=False, default=list)
+    payload_filter: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Fernet tokens of `whsec_...` secrets; the previous one signs too until it expires.
+    secret_enc: Mapped[str] = mapped_column(Text, nullable=False)
+    previous_secret_enc: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    headers: Mapped[dict[str, str]] = mapped_column(Json, nullable=False, default=dict)
+    rate_limit_per_s: Mapped[float | None] = mapped_column(Float)
+    max_in_flight: Mapped[int | None] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", Json, nullable=False, default=dict)
+    status: Mapped[str] = mapped_column(String(32), nullable=False, default=SUB_ACTIVE)
+    dedupe_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = _when()
+    updated_at: Mapped[datetime] = mapped_column(
+        UtcDateTime(), default=utcnow, onupdate=utcnow, nullable=False, index=True
+    )
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(200), nullable=False)
+    operation: Mapped[str | None] = mapped_column(String(100))
+    timestamp: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False)
+    received_at: Mapped[datetime] = _when()
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "event_id", "subscription_id"),
+        Index("ix_deliveries_tenant_status_created", "tenant_id", "status", "created_at"),
+        Index("ix_deliveries_subscription_created", "subscription_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    subscription_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(200), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    dead_reason: Mapped[str | None] = mapped_column(String(64))
+    replay_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = _when()
+    updated_at: Mapped[datetime] = _when()
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    delivery_id: Mapped[str] = mapped_column(String(64), index=True, nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _when()

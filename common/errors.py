@@ -1,0 +1,33 @@
+"""The errors Hookline raises across package boundaries: a shallow tree, one line each."""
+
+
+class HooklineError(Exception):
+    """Base class for every error Hookline raises on purpose."""
+
+
+class ConfigurationError(HooklineError):
+    """A setting is missing or has a value that cannot work."""
+
+
+class TransportError(HooklineError):
+    """The message broker could not do what was asked."""
+
+
+class ConnectionLostError(TransportError):
+    """The connection to the broker dropped; unacked messages will be redelivered."""
+
+
+class PublishError(TransportError):
+    """The broker refused a publish (nack) or could not route it (returned)."""
+
+
+class TopologyError(TransportError):
+    """A queue or exchange is missing or was declared with other arguments."""
+
+
+class DecodeError(HooklineError):
+    """A message body is not a valid wire model; it goes to the poison queue."""
+
+
+class UnsafeTargetError(HooklineError):
+    """An outbound URL points somewhere Hookline refuses to send (SSRF guard)."""

@@ -1,0 +1,109 @@
+"""Prometheus metrics (section 10 of the architecture file): base units, bounded labels.
+
+One `Metrics` object per process, built by the composition root and passed down, so that
+tests and the all-in-one dev server can give each its own registry.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+from common import __version__
+
+ATTEMPT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
+# From milliseconds to past the last retry of the default schedule (about 33 hours).
+E2E_BUCKETS_S = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600,
+    7200, 18000, 36000, 72000, 129600,
+)  # fmt: skip
+OUTCOMES = ("success", "retry", "dead", "deferred")
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "none")
+INGEST_RESULTS = ("accepted", "duplicate", "rejected", "failed")
+ORIGINS = ("new", "retry", "replay")
+FINISH_RESULTS = ("succeeded", "dead")
+
+
+def status_class(status_code: int | None) -> str:
+    if status_code is None or not 100 <= status_code <= 599:
+        return "none"
+    return f"{status_code // 100}xx" if status_code >= 200 else "none"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_ingested = Counter(
+            "hookline_events_ingested_total", "Events offered to the producer, by result",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.events_routed = Counter(
+            "hookline_events_routed_total", "Events matched and persisted by the router",
+            registry=r,
+        )  # fmt: skip
+        self.deliveries_enqueued = Counter(
+            "hookline_deliveries_enqueued_total", "Delivery messages published, by origin",
+            ["origin"], registry=r,
+        )  # fmt: skip
+        self.attempts = Counter(
+            "hookline_delivery_attempts_total", "HTTP delivery attempts",
+            ["outcome", "status_class"], registry=r,
+        )  # fmt: skip
+        self.attempt_duration = Histogram(
+            "hookline_delivery_attempt_duration_seconds", "Duration of one HTTP attempt",
+            ["outcome"], buckets=ATTEMPT_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.finished = Counter(
+            "hookline_deliveries_finished_total", "Deliveries that reached a final state",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.e2e = Histogram(
+            "hookline_delivery_e2e_seconds", "Event accepted to delivered",
+            buckets=E2E_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "hookline_dead_letters_total", "Deliveries and messages dead-lettered, by reason",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.circuit_open = Gauge(
+            "hookline_circuit_open_endpoints", "Endpoints whose circuit is open", registry=r
+        )
+        self.inflight = Gauge(
+            "hookline_inflight_deliveries", "HTTP deliveries in progress", registry=r
+        )
+        self.replay_messages = Counter(
+            "hookline_replay_messages_total", "Messages re-published by replay jobs",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.build_info = Gauge("hookline_build_info", "Hookline version", ["version"], registry=r)
+        self.build_info.labels(version=__version__).set(1)
+        self._precreate()
+
+    def _precreate(self) -> None:
+        """Every label combination exists at zero, so rates and alerts work from the start."""
+        for result in INGEST_RESULTS:
+            self.events_ingested.labels(result=result)
+        for origin in ORIGINS:
+            self.deliveries_enqueued.labels(origin=origin)
+        for outcome in OUTCOMES:
+            self.attempt_duration.labels(outcome=outcome)
+            for klass in STATUS_CLASSES:
+                self.attempts.labels(outcome=outcome, status_class=klass)
+        for result in FINISH_RESULTS:
+            self.finished.labels(result=result)
+        for reason in ("max_attempts", "endpoint_disabled", "poison", "unsafe_target",
+                       "subscription_missing"):  # fmt: skip
+            self.dead_letters.labels(reason=reason)
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:
+        """Serve `/metrics` for this registry on `port` in a daemon thread."""
+        return start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,73 @@
+"""One `Settings` object, read from `HOOKLINE_*` variables, built in `main()` and passed down."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import ConfigurationError
+
+DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `text` such as `5s`, `30m`, `2h`, `1.5d` or a bare number of seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigurationError(f"not a duration: {text!r} (use e.g. 5s, 30m, 2h)")
+    value, unit = match.groups()
+    return float(value) * _UNIT_S[unit or "s"]
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """The delays before each retry, from a comma-separated list such as `5s,5m,30m`."""
+    parts = [p for p in text.split(",") if p.strip()]
+    delays = tuple(parse_duration(p) for p in parts)
+    if any(d <= 0 for d in delays):
+        raise ConfigurationError("retry delays must be positive")
+    return delays
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOOKLINE_", extra="ignore")
+
+    database_url: str = "sqlite:///hookline.db"
+    broker_url: str = "amqp://guest:guest@localhost:5672/%2F"
+    admin_token: str | None = None
+    secret_key: str | None = None
+    retry_schedule: str = DEFAULT_RETRY_SCHEDULE
+    dispatcher_concurrency: int = Field(default=32, ge=1, le=1024)
+    allow_private_targets: bool = False
+    allow_http: bool = False
+    metrics_port: int | None = None
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+    # Outbound HTTP: a connect timeout and a total deadline per request.
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    request_timeout_s: float = Field(default=15.0, gt=0)
+    max_response_bytes: int = Field(default=64 * 1024, ge=0)
+    # How long the router and dispatcher trust their subscription caches.
+    subscription_refresh_s: float = Field(default=1.0, gt=0)
+    publish_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule_parses(cls, value: str) -> str:
+        try:
+            parse_schedule(value)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def retry_delays_s(self) -> tuple[float, ...]:
+        return parse_schedule(self.retry_schedule)
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_delays_s) + 1

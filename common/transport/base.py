@@ -1,0 +1,111 @@
+"""The transport interface: what router, dispatcher and producer know of a message broker.
+
+Two implementations stand behind it: `RabbitTransport` (pika, production) and
+`MemoryTransport` (the strict in-memory twin for the dev server and unit tests). One
+contract test suite runs against both, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.transport.topology import Topology
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to publish: persistent, confirmed, and `mandatory` (unroutable is an error)."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+
+
+@dataclass
+class Message:
+    """A message handed to a consumer. `tag` is opaque: settle it through its `Consumer`."""
+
+    queue: str
+    body: bytes
+    routing_key: str
+    headers: dict[str, Any]
+    redelivered: bool
+    tag: Any
+    message_id: str | None = None
+
+    @property
+    def delivery_count(self) -> int:
+        """How many times the broker handed this message out before (quorum queues)."""
+        return int(self.headers.get("x-delivery-count", 0) or 0)
+
+
+class Consumer(abc.ABC):
+    """Iterate it in the thread that created it; `ack`/`reject` may be called from any thread.
+
+    Iteration yields `None` whenever nothing arrived for a short while, so a run loop can
+    check its stop flag without extra threads. It raises `ConnectionLostError` when the
+    connection drops; unsettled messages are then redelivered by the broker.
+    """
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[Message | None]: ...
+
+    @abc.abstractmethod
+    def ack(self, message: Message) -> None:
+        """Settle a message as done. Thread-safe; a stale tag (after a reconnect) is ignored."""
+
+    @abc.abstractmethod
+    def reject(self, message: Message, *, requeue: bool) -> None:
+        """Give a message back (`requeue=True`) or drop it to the queue's dead-letter target."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Stop taking new messages; settling those already handed out still works."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the consumer; unsettled messages go back to the queue."""
+
+
+class Transport(abc.ABC):
+    """A connection to a broker that can declare topology, publish, and create consumers."""
+
+    @abc.abstractmethod
+    def declare(self, topology: Topology) -> None:
+        """Declare every exchange, queue and binding in `topology` (idempotent)."""
+
+    @abc.abstractmethod
+    def publish(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> None:
+        """Publish all `messages` and return once the broker confirmed every one.
+
+        Confirms are awaited as a window, not one round-trip per message, and concurrent
+        callers share the connection. Raises `PublishError` when any message was nacked or
+        returned as unroutable, `ConnectionLostError` when the connection dropped first.
+        """
+
+    @abc.abstractmethod
+    def consume(self, queue: str, *, prefetch: int) -> Consumer:
+        """A consumer on `queue` that holds at most `prefetch` unsettled messages."""
+
+    @abc.abstractmethod
+    def queue_depth(self, queue: str) -> int:
+        """Messages ready in `queue` (not counting those handed out and unsettled)."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str) -> int:
+        """Remove every ready message from `queue`; returns how many."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close every connection this transport opened."""
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

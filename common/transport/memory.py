@@ -1,0 +1,270 @@
+"""The in-memory broker: a strict twin of the RabbitMQ topology for the dev server and tests.
+
+Strict means it refuses what RabbitMQ would refuse: publishing to an undeclared exchange,
+an unroutable message, redeclaring a queue with other arguments, settling a message twice.
+It models prefetch, TTL queues that dead-letter on expiry (head-first, like RabbitMQ),
+quorum `x-delivery-limit`, and rejection to a dead-letter exchange.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.errors import ConnectionLostError, PublishError, TopologyError
+from common.transport.base import Consumer, Message, Outgoing, Transport
+from common.transport.topology import Exchange, Queue, Topology
+
+IDLE_TICK_S = 0.05
+
+
+@dataclass
+class _Envelope:
+    body: bytes
+    routing_key: str
+    headers: dict[str, Any]
+    message_id: str | None
+    expires_at: float | None = None
+    redelivered: bool = False
+
+
+@dataclass
+class _QueueState:
+    spec: Queue
+    ready: deque[_Envelope] = field(default_factory=deque)
+
+
+def _topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: `*` is one word, `#` is zero or more words."""
+
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        if not k:
+            return False
+        return (p[0] == "*" or p[0] == k[0]) and match(p[1:], k[1:])
+
+    return match(pattern.split("."), key.split("."))
+
+
+class MemoryBroker:
+    """The shared state: exchanges, queues and bindings, guarded by one condition."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, _QueueState] = {}
+        self.bindings: list[tuple[str, str, str]] = []  # (exchange, routing key, queue)
+
+    def declare(self, topology: Topology) -> None:
+        with self.cond:
+            for exchange in topology.exchanges:
+                known = self.exchanges.get(exchange.name)
+                if known is not None and known != exchange:
+                    raise TopologyError(f"exchange {exchange.name} exists with another kind")
+                self.exchanges[exchange.name] = exchange
+            for queue in topology.queues:
+                state = self.queues.get(queue.name)
+                if state is not None and dict(state.spec.arguments) != dict(queue.arguments):
+                    raise TopologyError(f"queue {queue.name} exists with other arguments")
+                if state is None:
+                    self.queues[queue.name] = _QueueState(queue)
+                for exchange_name, key in queue.bindings:
+                    if exchange_name not in self.exchanges:
+                        raise TopologyError(f"cannot bind to undeclared exchange {exchange_name}")
+                    binding = (exchange_name, key, queue.name)
+                    if binding not in self.bindings:
+                        self.bindings.append(binding)
+
+    def _route(self, exchange_name: str, routing_key: str) -> list[str]:
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None:
+            raise TopologyError(f"exchange {exchange_name!r} was never declared")
+        targets = []
+        for bound_exchange, key, queue in self.bindings:
+            if bound_exchange != exchange_name:
+                continue
+            if (
+                exchange.kind == "fanout"
+                or (exchange.kind == "direct" and key == routing_key)
+                or (exchange.kind == "topic" and _topic_matches(key, routing_key))
+            ):
+                targets.append(queue)
+        return targets
+
+    def _enqueue(self, queue_name: str, envelope: _Envelope) -> None:
+        state = self.queues[queue_name]
+        ttl_ms = state.spec.ttl_ms
+        envelope.expires_at = time.monotonic() + ttl_ms / 1000 if ttl_ms is not None else None
+        state.ready.append(envelope)
+
+    def publish(self, message: Outgoing) -> None:
+        with self.cond:
+            targets = self._route(message.exchange, message.routing_key)
+            if not targets:
+                raise PublishError(
+                    f"unroutable: exchange {message.exchange!r} key {message.routing_key!r}"
+                )
+            for queue_name in targets:
+                envelope = _Envelope(
+                    message.body, message.routing_key, dict(message.headers), message.message_id
+                )
+                self._enqueue(queue_name, envelope)
+            self.cond.notify_all()
+
+    def dead_letter(self, queue_name: str, envelope: _Envelope, reason: str) -> None:
+        """Move a message to its queue's dead-letter exchange, as RabbitMQ does (or drop it)."""
+        spec = self.queues[queue_name].spec
+        exchange = spec.arguments.get("x-dead-letter-exchange")
+        if exchange is None:
+            return
+        key = spec.arguments.get("x-dead-letter-routing-key", envelope.routing_key)
+        headers = dict(envelope.headers)
+        headers.pop("x-delivery-count", None)
+        deaths = list(headers.get("x-death", []))
+        deaths.insert(0, {"queue": queue_name, "reason": reason, "count": 1})
+        headers["x-death"] = deaths
+        moved = _Envelope(envelope.body, key, headers, envelope.message_id)
+        for target in self._route(exchange, key):
+            self._enqueue(target, moved)
+        self.cond.notify_all()
+
+    def expire(self) -> None:
+        """Dead-letter expired messages at the head of every TTL queue (head-first)."""
+        now = time.monotonic()
+        for name, state in self.queues.items():
+            while state.ready and (state.ready[0].expires_at or now + 1) <= now:
+                self.dead_letter(name, state.ready.popleft(), "expired")
+
+    def requeue(self, queue_name: str, envelope: _Envelope) -> None:
+        """Return a message after a reject or a lost consumer, counting the delivery."""
+        state = self.queues[queue_name]
+        count = int(envelope.headers.get("x-delivery-count", 0)) + 1
+        limit = state.spec.arguments.get("x-delivery-limit")
+        if limit is not None and count > int(limit):
+            self.dead_letter(queue_name, envelope, "delivery_limit")
+            return
+        envelope.headers["x-delivery-count"] = count
+        envelope.redelivered = True
+        envelope.expires_at = None
+        state.ready.appendleft(envelope)
+        self.cond.notify_all()
+
+
+class MemoryConsumer(Consumer):
+    def __init__(self, broker: MemoryBroker, queue: str, prefetch: int) -> None:
+        if queue not in broker.queues:
+            raise TopologyError(f"queue {queue!r} was never declared")
+        self._broker = broker
+        self._queue = queue
+        self._prefetch = max(1, prefetch)
+        self._tags = itertools.count(1)
+        self._unsettled: dict[int, _Envelope] = {}
+        self._cancelled = False
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Message | None]:
+        broker = self._broker
+        while True:
+            with broker.cond:
+                if self._closed:
+                    raise ConnectionLostError("consumer closed")
+                broker.expire()
+                state = broker.queues[self._queue]
+                can_take = not self._cancelled and len(self._unsettled) < self._prefetch
+                if can_take and state.ready:
+                    envelope = state.ready.popleft()
+                    tag = next(self._tags)
+                    self._unsettled[tag] = envelope
+                    message = Message(
+                        queue=self._queue,
+                        body=envelope.body,
+                        routing_key=envelope.routing_key,
+                        headers=dict(envelope.headers),
+                        redelivered=envelope.redelivered,
+                        tag=tag,
+                        message_id=envelope.message_id,
+                    )
+                else:
+                    broker.cond.wait(IDLE_TICK_S)
+                    message = None
+            yield message
+
+    def _settle(self, message: Message) -> _Envelope | None:
+        envelope = self._unsettled.pop(message.tag, None)
+        if envelope is None and not self._closed:
+            raise TopologyError(f"message {message.tag} was already settled (PRECONDITION_FAILED)")
+        return envelope
+
+    def ack(self, message: Message) -> None:
+        with self._broker.cond:
+            self._settle(message)
+            self._broker.cond.notify_all()
+
+    def reject(self, message: Message, *, requeue: bool) -> None:
+        with self._broker.cond:
+            envelope = self._settle(message)
+            if envelope is None:
+                return
+            if requeue:
+                self._broker.requeue(self._queue, envelope)
+            else:
+                self._broker.dead_letter(self._queue, envelope, "rejected")
+
+    def cancel(self) -> None:
+        with self._broker.cond:
+            self._cancelled = True
+
+    def close(self) -> None:
+        with self._broker.cond:
+            if self._closed:
+                return
+            self._closed = True
+            for tag in sorted(self._unsettled, reverse=True):
+                self._broker.requeue(self._queue, self._unsettled.pop(tag))
+
+
+class MemoryTransport(Transport):
+    """A `Transport` on a `MemoryBroker`; several transports may share one broker."""
+
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
+        self.broker = broker or MemoryBroker()
+        self._consumers: list[MemoryConsumer] = []
+
+    def declare(self, topology: Topology) -> None:
+        self.broker.declare(topology)
+
+    def publish(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> None:
+        for message in messages:
+            self.broker.publish(message)
+
+    def consume(self, queue: str, *, prefetch: int) -> Consumer:
+        consumer = MemoryConsumer(self.broker, queue, prefetch)
+        self._consumers.append(consumer)
+        return consumer
+
+    def queue_depth(self, queue: str) -> int:
+        with self.broker.cond:
+            self.broker.expire()
+            if queue not in self.broker.queues:
+                raise TopologyError(f"queue {queue!r} was never declared")
+            return len(self.broker.queues[queue].ready)
+
+    def purge(self, queue: str) -> int:
+        with self.broker.cond:
+            state = self.broker.queues[queue]
+            count = len(state.ready)
+            state.ready.clear()
+            return count
+
+    def close(self) -> None:
+        for consumer in self._consumers:
+            consumer.close()
+        self._consumers.clear()

@@ -1,0 +1,97 @@
+"""The wire formats: events as producers publish them, delivery messages between services.
+
+Secrets never travel in messages: the dispatcher reads them from the database at send time.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.errors import DecodeError
+
+EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
+OPERATION_PATTERN = r"^[A-Za-z0-9_\-.]+$"
+EVENT_ID_PATTERN = r"^[A-Za-z0-9_\-.:]+$"
+M = TypeVar("M", bound=BaseModel)
+# One namespace for the deterministic delivery ids (uuid5 over tenant, event and subscription).
+_DELIVERY_NAMESPACE = uuid.UUID("8f3b5c1e-6a47-4a3e-9a55-1f0d3c2b7e90")
+
+
+def new_id(prefix: str) -> str:
+    """A random, URL-safe identifier such as `evt_3f9c...`."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def delivery_id_for(tenant: str, event_id: str, subscription_id: str) -> str:
+    """The id of the delivery of one event to one subscription, the same on every retry.
+
+    Deterministic, so a redelivered event yields the same delivery ids and the router can
+    publish them again without reading them back from the database.
+    """
+    name = f"{tenant}\x1f{event_id}\x1f{subscription_id}"
+    return "dlv_" + uuid.uuid5(_DELIVERY_NAMESPACE, name).hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """A business event: the unit producers publish and subscribers receive."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(
+        default_factory=lambda: new_id("evt"),
+        min_length=1,
+        max_length=200,
+        pattern=EVENT_ID_PATTERN,
+    )
+    tenant: str = Field(min_length=1, max_length=64)
+    type: str = Field(min_length=1, max_length=200, pattern=EVENT_TYPE_PATTERN)
+    operation: str | None = Field(default=None, max_length=100, pattern=OPERATION_PATTERN)
+    timestamp: datetime = Field(default_factory=utcnow)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def webhook_body(self) -> dict[str, Any]:
+        """The JSON body a subscriber receives (Standard Webhooks shape)."""
+        body: dict[str, Any] = {
+            "type": self.type,
+            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "data": self.data,
+        }
+        if self.operation is not None:
+            body["operation"] = self.operation
+        return body
+
+
+class DeliveryMessage(BaseModel):
+    """One delivery of one event to one subscription, as it moves through the queues."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delivery_id: str
+    event_id: str
+    tenant: str
+    subscription_id: str
+    attempt: int = Field(ge=1)
+    event: Event
+    first_attempt_at: datetime | None = None
+    replay: bool = False
+
+
+def decode(model: type[M], body: bytes) -> M:
+    """Parse a message body, turning any failure into `DecodeError` (poison, not a crash)."""
+    try:
+        return model.model_validate_json(body)
+    except (ValidationError, ValueError) as exc:
+        raise DecodeError(f"{model.__name__}: {exc}".splitlines()[0][:500]) from None
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()

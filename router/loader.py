@@ -1,0 +1,66 @@
+"""Keeps the router's subscription index current: one cheap query per refresh interval,
+and a full rebuild only when the subscriptions table changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.models import SUB_ACTIVE, Subscription
+from router.index import SubscriptionIndex, Target
+
+log = logging.getLogger(__name__)
+
+
+class IndexLoader:
+    def __init__(self, sessionmaker: sessionmaker[Session], refresh_s: float) -> None:
+        self._sessionmaker = sessionmaker
+        self._refresh_s = refresh_s
+        self._index = SubscriptionIndex()
+        self._version: tuple[int, datetime | None] | None = None
+        self._checked_at = float("-inf")
+
+    def current(self, *, force: bool = False) -> SubscriptionIndex:
+        """The index, rebuilt first if the table changed since the last look."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self._refresh_s:
+            return self._index
+        with self._sessionmaker() as session:
+            # Count and newest change together notice inserts, updates and deletes.
+            count, newest = session.execute(
+                select(func.count(Subscription.id), func.max(Subscription.updated_at))
+            ).one()
+            version = (int(count), newest)
+            if version != self._version:
+                self._index = self._build(session)
+                self._version = version
+                log.info("subscription index rebuilt", extra={"active": self._index.size})
+        self._checked_at = now
+        return self._index
+
+    @staticmethod
+    def _build(session: Session) -> SubscriptionIndex:
+        rows = session.execute(
+            select(
+                Subscription.id,
+                Subscription.tenant_id,
+                Subscription.event_types,
+                Subscription.operations,
+                Subscription.payload_filter,
+            ).where(Subscription.status == SUB_ACTIVE)
+        )
+        return SubscriptionIndex(
+            Target(
+                subscription_id=row.id,
+                tenant_id=row.tenant_id,
+                event_types=tuple(row.event_types),
+                operations=frozenset(row.operations or ()),
+                payload_filter=row.payload_filter,
+            )
+            for row in rows
+        )

@@ -1,0 +1,180 @@
+"""The router's run loop: consume events, route them in batches, publish, then ack.
+
+The consuming thread only pumps the connection and hands messages to one routing thread,
+which takes whatever is ready (up to a batch) so that a burst shares one transaction and one
+confirm window while a lone event is routed at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.errors import DecodeError, TransportError
+from common.metrics import Metrics
+from common.settings import Settings
+from common.transport import Consumer, Message, Outgoing, Transport
+from common.transport import topology as tp
+from common.wire import Event, decode, encode
+from router.index import Target
+from router.loader import IndexLoader
+from router.persist import persist_batch
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+DRAIN_TIMEOUT_S = 30.0
+
+
+def poison(message: Message, reason: str, error: str) -> Outgoing:
+    """The raw message, unchanged, on its way to the poison queue with the reason."""
+    headers = dict(message.headers)
+    headers.update({tp.H_REASON: reason, tp.H_ERROR: error[:500], tp.H_SOURCE_QUEUE: message.queue})
+    return Outgoing(tp.POISON, "", message.body, headers, message.message_id)
+
+
+class Router:
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        sessionmaker: sessionmaker[Session],
+        metrics: Metrics,
+        *,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._sessionmaker = sessionmaker
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._loader = IndexLoader(sessionmaker, settings.subscription_refresh_s)
+
+    def run(self, stop: threading.Event) -> None:
+        """Route until `stop` is set; raises when the broker or database goes away."""
+        self._transport.declare(tp.build(self._settings.retry_delays_s))
+        self._loader.current(force=True)
+        consumer = self._transport.consume(tp.EVENTS, prefetch=self._batch_size * 2)
+        inbox: queue.Queue[Message | None] = queue.Queue()
+        failure: list[BaseException] = []
+        worker = threading.Thread(
+            target=self._route_loop, args=(consumer, inbox, failure), name="router", daemon=True
+        )
+        worker.start()
+        try:
+            for message in consumer:
+                if failure:
+                    raise failure[0]
+                if message is not None:
+                    inbox.put(message)
+                if stop.is_set():
+                    break
+            consumer.cancel()
+            inbox.put(None)
+            # Keep pumping so the routing thread's acks reach the broker while it drains.
+            ticks_after_exit = 0
+            for _ in consumer:
+                if not worker.is_alive():
+                    ticks_after_exit += 1
+                    if ticks_after_exit > 1:  # one more tick flushes the last acks
+                        break
+            if failure:
+                raise failure[0]
+        finally:
+            inbox.put(None)
+            worker.join(DRAIN_TIMEOUT_S)
+            consumer.close()
+
+    def _route_loop(
+        self, consumer: Consumer, inbox: queue.Queue[Message | None], failure: list[BaseException]
+    ) -> None:
+        try:
+            while True:
+                first = inbox.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < self._batch_size:
+                    try:
+                        message = inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if message is None:
+                        self.route(batch, consumer)
+                        return
+                    batch.append(message)
+                self.route(batch, consumer)
+        except BaseException as exc:  # handed to the consuming thread, which reconnects
+            failure.append(exc)
+
+    def route(self, batch: Sequence[Message], consumer: Consumer) -> None:
+        """Route a batch; on an unexpected error, route one by one to isolate the culprit."""
+        try:
+            self._route(batch, consumer)
+        except (OperationalError, DBAPIError, TransportError) as exc:
+            if not _is_data_error(exc) or len(batch) == 1:
+                raise
+            for message in batch:
+                self._route_one_guarded(message, consumer)
+        except Exception:
+            if len(batch) == 1:
+                self._route_one_guarded(batch[0], consumer)
+                return
+            for message in batch:
+                self._route_one_guarded(message, consumer)
+
+    def _route_one_guarded(self, message: Message, consumer: Consumer) -> None:
+        try:
+            self._route([message], consumer)
+        except (OperationalError, TransportError):
+            raise
+        except Exception as exc:
+            log.exception("event could not be routed; moved to poison")
+            self._transport.publish([poison(message, "handler_error", repr(exc))])
+            self._metrics.dead_letters.labels(reason="poison").inc()
+            consumer.ack(message)
+
+    def _route(self, batch: Sequence[Message], consumer: Consumer) -> None:
+        index = self._loader.current()
+        routed: list[tuple[Event, list[Target]]] = []
+        poisoned: list[Outgoing] = []
+        for message in batch:
+            try:
+                event = decode(Event, message.body)
+            except DecodeError as exc:
+                poisoned.append(poison(message, "undecodable", str(exc)))
+                continue
+            routed.append((event, index.match(event.tenant, event.type, event.operation)))
+        with self._sessionmaker() as session, session.begin():
+            out = persist_batch(session, routed)
+        outgoing = [
+            Outgoing(
+                tp.DELIVERIES,
+                tp.DELIVERY_ROUTING_KEY,
+                encode(r.message),
+                {tp.H_RECHECK: 1} if r.recheck else {},
+                r.message.delivery_id,
+            )
+            for r in out
+        ]
+        self._transport.publish(outgoing + poisoned, timeout_s=self._settings.publish_timeout_s)
+        for message in batch:
+            consumer.ack(message)
+        self._metrics.events_routed.inc(len(routed))
+        self._metrics.deliveries_enqueued.labels(origin="new").inc(len(outgoing))
+        if poisoned:
+            self._metrics.dead_letters.labels(reason="poison").inc(len(poisoned))
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """A database error caused by one row's data rather than by the database being away."""
+    return (
+        isinstance(exc, DBAPIError)
+        and not exc.connection_invalidated
+        and not isinstance(exc, OperationalError)
+    )

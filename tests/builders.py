@@ -1,0 +1,115 @@
+"""Data builders for tests: rows inserted directly, with sensible defaults."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from common.db.models import (
+    PENDING,
+    SUB_ACTIVE,
+    Delivery,
+    EventRow,
+    Subscription,
+    Tenant,
+)
+from common.secretbox import DEV_SECRET_KEY, SecretBox
+from common.signing import new_secret
+from common.wire import DeliveryMessage, Event, delivery_id_for, new_id, utcnow
+
+DEV_BOX = SecretBox(DEV_SECRET_KEY)
+
+
+def tenant(session: Session, *, name: str = "acme", id: str | None = None) -> Tenant:
+    row = Tenant(id=id or new_id("ten"), name=name, created_at=utcnow())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def subscription(
+    session: Session,
+    tenant_id: str,
+    url: str,
+    *,
+    event_types: list[str] | None = None,
+    operations: list[str] | None = None,
+    secret: str | None = None,
+    status: str = SUB_ACTIVE,
+    headers: dict[str, str] | None = None,
+    box: SecretBox = DEV_BOX,
+    **extra: Any,
+) -> tuple[Subscription, str]:
+    """A subscription row and its plaintext secret."""
+    secret = secret or new_secret()
+    types = event_types or ["*"]
+    ops = operations or []
+    dedupe = hashlib.sha256(json.dumps([url, sorted(types), sorted(ops)]).encode()).hexdigest()
+    now = utcnow()
+    row = Subscription(
+        id=new_id("sub"),
+        tenant_id=tenant_id,
+        url=url,
+        event_types=types,
+        operations=ops,
+        secret_enc=box.seal(secret),
+        headers=headers or {},
+        meta={},
+        status=status,
+        dedupe_key=dedupe,
+        created_at=now,
+        updated_at=now,
+        **extra,
+    )
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def event(tenant_id: str, *, type: str = "order.created", **fields: Any) -> Event:
+    fields.setdefault("data", {"order": 42})
+    return Event(tenant=tenant_id, type=type, **fields)
+
+
+def delivery(session: Session, ev: Event, subscription_id: str) -> DeliveryMessage:
+    """The event and delivery rows the router would write, and the message it would publish."""
+    now = utcnow()
+    if session.get(EventRow, (ev.tenant, ev.id)) is None:
+        session.add(
+            EventRow(
+                tenant_id=ev.tenant,
+                id=ev.id,
+                type=ev.type,
+                operation=ev.operation,
+                timestamp=ev.timestamp,
+                data=ev.data,
+                received_at=now,
+            )
+        )
+    delivery_id = delivery_id_for(ev.tenant, ev.id, subscription_id)
+    session.add(
+        Delivery(
+            id=delivery_id,
+            tenant_id=ev.tenant,
+            event_id=ev.id,
+            subscription_id=subscription_id,
+            event_type=ev.type,
+            status=PENDING,
+            attempts=0,
+            replay_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    session.flush()
+    return DeliveryMessage(
+        delivery_id=delivery_id,
+        event_id=ev.id,
+        tenant=ev.tenant,
+        subscription_id=subscription_id,
+        attempt=1,
+        event=ev,
+    )

@@ -1,0 +1,52 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services import temporary_database
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A migrated-from-empty PostgreSQL database for this test session."""
+    with temporary_database() as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path}/hookline.db"
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres(postgres_url: str) -> str:
+    from common.db import migrate
+
+    migrate.upgrade(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated, empty database: SQLite in tmp_path, or the session's PostgreSQL emptied."""
+    from sqlalchemy import text
+
+    from common.db import migrate
+    from common.db.models import Base
+    from common.db.session import make_engine
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/hookline.db"
+        migrate.upgrade(url)
+        yield url
+        return
+    url = request.getfixturevalue("migrated_postgres")
+    yield url
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+    engine.dispose()

@@ -1,0 +1,188 @@
+"""The router against the in-memory broker and a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.models import PENDING, SUCCEEDED, Delivery, EventRow
+from common.db.session import make_engine, make_sessionmaker
+from common.metrics import Metrics
+from common.settings import Settings
+from common.transport import MemoryTransport, Outgoing
+from common.transport import topology as tp
+from common.wire import DeliveryMessage, Event, decode, encode
+from router import Router
+from tests import builders
+
+SCHEDULE = "1s,2s"
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def transport() -> Iterator[MemoryTransport]:
+    transport = MemoryTransport()
+    transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
+    yield transport
+    transport.close()
+
+
+@pytest.fixture
+def running_router(sessions: sessionmaker[Session], transport: MemoryTransport) -> Iterator[Router]:
+    settings = Settings(retry_schedule=SCHEDULE, subscription_refresh_s=0.1)
+    router = Router(settings, transport, sessions, Metrics())
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    yield router
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive(), "router did not stop"
+
+
+def publish(transport: MemoryTransport, event: Event) -> None:
+    transport.publish([Outgoing(tp.EVENTS, event.type, encode(event), {}, event.id)])
+
+
+def drain(transport: MemoryTransport, queue: str, count: int, timeout_s: float = 10) -> list:
+    """Take `count` messages from `queue` (acked), failing if they do not all come."""
+    consumer = transport.consume(queue, prefetch=1000)
+    got = []
+    deadline = time.monotonic() + timeout_s
+    for message in consumer:
+        if message is not None:
+            got.append(message)
+            consumer.ack(message)
+        if len(got) >= count or time.monotonic() > deadline:
+            break
+    consumer.close()
+    assert len(got) == count, f"expected {count} messages on {queue}, got {len(got)}"
+    return got
+
+
+def test_router_persists_event_and_one_delivery_per_matching_subscription(
+    sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        wanted = [
+            builders.subscription(
+                session, tenant.id, "http://127.0.0.1:1/a", event_types=["order.created"]
+            )[0].id,
+            builders.subscription(
+                session, tenant.id, "http://127.0.0.1:1/b", event_types=["order.*"]
+            )[0].id,
+        ]
+        builders.subscription(session, tenant.id, "http://127.0.0.1:1/c", event_types=["invoice.*"])
+        tenant_id = tenant.id
+    settings = Settings(retry_schedule=SCHEDULE, subscription_refresh_s=0.1)
+    router = Router(settings, transport, sessions, Metrics())
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        event = builders.event(tenant_id, type="order.created", data={"total": 12.5})
+        publish(transport, event)
+        messages = drain(transport, tp.DELIVERIES, 2)
+    finally:
+        stop.set()
+        thread.join(10)
+    decoded = [decode(DeliveryMessage, m.body) for m in messages]
+    assert {d.subscription_id for d in decoded} == set(wanted)
+    assert all(d.event == event and d.attempt == 1 and not d.replay for d in decoded)
+    with sessions() as session:
+        rows = session.scalars(select(Delivery)).all()
+        assert {r.subscription_id for r in rows} == set(wanted)
+        assert all(r.status == PENDING and r.event_id == event.id for r in rows)
+        stored = session.get(EventRow, (tenant_id, event.id))
+        assert stored is not None and stored.data == {"total": 12.5}
+    assert transport.queue_depth(tp.EVENTS) == 0
+
+
+def test_repeated_event_creates_no_new_rows_and_republishes_only_unfinished_deliveries(
+    sessions: sessionmaker[Session], transport: MemoryTransport, running_router: Router
+) -> None:
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        for path in ("a", "b"):
+            builders.subscription(session, tenant.id, f"http://127.0.0.1:1/{path}")
+        tenant_id = tenant.id
+    time.sleep(0.3)  # the index refreshes every 0.1 s
+    event = builders.event(tenant_id)
+    publish(transport, event)
+    first = [decode(DeliveryMessage, m.body) for m in drain(transport, tp.DELIVERIES, 2)]
+    done = first[0].delivery_id
+    with sessions.begin() as session:
+        session.execute(update(Delivery).where(Delivery.id == done).values(status=SUCCEEDED))
+    publish(transport, event)
+    again = drain(transport, tp.DELIVERIES, 1)
+    assert decode(DeliveryMessage, again[0].body).delivery_id == first[1].delivery_id
+    assert again[0].headers.get(tp.H_RECHECK) == 1
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 2
+        assert session.scalar(select(func.count()).select_from(EventRow)) == 1
+
+
+def test_undecodable_event_goes_to_poison_with_raw_body_and_the_queue_keeps_flowing(
+    sessions: sessionmaker[Session], transport: MemoryTransport, running_router: Router
+) -> None:
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
+        tenant_id = tenant.id
+    time.sleep(0.3)
+    transport.publish([Outgoing(tp.EVENTS, "order.created", b"{not json", {}, None)])
+    publish(transport, builders.event(tenant_id))
+    poisoned = drain(transport, tp.POISON, 1)
+    assert poisoned[0].body == b"{not json"
+    assert poisoned[0].headers[tp.H_REASON] == "undecodable"
+    assert poisoned[0].headers[tp.H_SOURCE_QUEUE] == tp.EVENTS
+    drain(transport, tp.DELIVERIES, 1)
+
+
+def test_subscription_created_while_running_is_picked_up(
+    sessions: sessionmaker[Session], transport: MemoryTransport, running_router: Router
+) -> None:
+    with sessions.begin() as session:
+        tenant_id = builders.tenant(session).id
+    publish(transport, builders.event(tenant_id))
+    time.sleep(0.3)
+    assert transport.queue_depth(tp.DELIVERIES) == 0
+    with sessions.begin() as session:
+        builders.subscription(session, tenant_id, "http://127.0.0.1:1/late")
+    time.sleep(0.3)
+    publish(transport, builders.event(tenant_id))
+    drain(transport, tp.DELIVERIES, 1)
+
+
+def test_event_for_a_subscription_of_another_operation_creates_no_delivery(
+    sessions: sessionmaker[Session], transport: MemoryTransport, running_router: Router
+) -> None:
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        builders.subscription(
+            session,
+            tenant.id,
+            "http://127.0.0.1:1/a",
+            event_types=["content.*"],
+            operations=["sync"],
+        )
+        tenant_id = tenant.id
+    time.sleep(0.3)
+    publish(transport, builders.event(tenant_id, type="content.updated", operation="delete"))
+    publish(transport, builders.event(tenant_id, type="content.updated", operation="sync"))
+    (message,) = drain(transport, tp.DELIVERIES, 1)
+    assert decode(DeliveryMessage, message.body).event.operation == "sync"
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EventRow)) == 2
