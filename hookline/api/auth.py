@@ -1,0 +1,143 @@
+"""API keys and the admin token: issuing keys, and the dependencies that check them.
+
+A key is `hl_` and 32 random URL-safe characters. Only its SHA-256 is stored (with a short
+prefix to recognise it by), so a leaked database does not leak working keys; the key has
+enough entropy that an unsalted fast hash is not a weakness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.db.models import ApiKey
+from common.wire import new_id, utcnow
+from hookline.api.deps import Services, get_services
+from hookline.api.errors import ApiError
+
+KEY_PREFIX = "hl_"
+KEY_RANDOM_BYTES = 24  # 32 URL-safe characters
+DISPLAY_PREFIX_CHARS = len(KEY_PREFIX) + 8
+
+EVENTS_WRITE = "events:write"
+SUBSCRIPTIONS_READ = "subscriptions:read"
+SUBSCRIPTIONS_WRITE = "subscriptions:write"
+DELIVERIES_READ = "deliveries:read"
+DELIVERIES_REPLAY = "deliveries:replay"
+
+_api_key = HTTPBearer(
+    scheme_name="ApiKey",
+    description="A tenant's API key: `Authorization: Bearer hl_...`",
+    auto_error=False,
+)
+_admin_token = HTTPBearer(
+    scheme_name="AdminToken",
+    description="The operator's token: `Authorization: Bearer <HOOKLINE_ADMIN_TOKEN>`",
+    auto_error=False,
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: one tenant, through one API key, with these scopes."""
+
+    tenant_id: str
+    key_id: str
+    scopes: frozenset[str]
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def issue_key(session: Session, tenant_id: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
+    """A new key row for `tenant_id` (flushed, not committed) and the key in clear."""
+    key = new_api_key()
+    row = ApiKey(
+        id=new_id("key"),
+        tenant_id=tenant_id,
+        key_hash=hash_key(key),
+        prefix=key[:DISPLAY_PREFIX_CHARS],
+        scopes=list(dict.fromkeys(scopes)),
+        allowed_cidrs=[],
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _source_allowed(request: Request, cidrs: list[str]) -> bool:
+    if not cidrs:
+        return True
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def _principal(request: Request, token: str | None, services: Services) -> Principal:
+    if not token:
+        raise _unauthorized("missing API key: send Authorization: Bearer hl_...")
+    if not token.startswith(KEY_PREFIX):
+        raise _unauthorized("unknown API key")
+    with services.sessionmaker() as session:
+        key = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(token))).first()
+    if key is None:
+        raise _unauthorized("unknown API key")
+    if key.revoked_at is not None:
+        raise _unauthorized("this API key has been revoked")
+    if not _source_allowed(request, key.allowed_cidrs):
+        raise ApiError(403, "forbidden", "this API key may not be used from this address")
+    return Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes))
+
+
+def require(scope: str) -> Callable[..., Principal]:
+    """A dependency that admits API keys holding `scope` and returns the caller."""
+
+    def check(
+        request: Request,
+        credentials: HTTPAuthorizationCredentials | None = Depends(_api_key),
+        services: Services = Depends(get_services),
+    ) -> Principal:
+        token = credentials.credentials if credentials else None
+        principal = _principal(request, token, services)
+        if scope not in principal.scopes:
+            raise ApiError(403, "forbidden", f"this API key lacks the scope {scope!r}")
+        return principal
+
+    return check
+
+
+def require_admin(
+    credentials: HTTPAuthorizationCredentials | None = Depends(_admin_token),
+    services: Services = Depends(get_services),
+) -> None:
+    """Admit only the operator's `HOOKLINE_ADMIN_TOKEN`, compared in constant time."""
+    expected = services.settings.admin_token
+    if not expected:
+        raise ApiError(403, "admin_disabled", "admin routes are disabled: set HOOKLINE_ADMIN_TOKEN")
+    if credentials is None:
+        raise _unauthorized("missing admin token: send Authorization: Bearer <admin token>")
+    # Digests of equal length, so the comparison reveals nothing, not even the token's length.
+    if not hmac.compare_digest(hash_key(credentials.credentials), hash_key(expected)):
+        raise _unauthorized("invalid admin token")

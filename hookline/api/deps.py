@@ -1,0 +1,29 @@
+"""What route handlers need, built once by `create_app` and kept on `app.state.services`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.metrics import Metrics
+from common.secretbox import SecretBox
+from common.settings import Settings
+from common.transport import Transport
+from producer import Producer
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    transport: Transport
+    sessionmaker: sessionmaker[Session]
+    metrics: Metrics
+    producer: Producer
+    secret_box: SecretBox
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services

@@ -1,0 +1,128 @@
+"""Every error the API answers is `{"error": {"code", "message"}}`: never a trace or a secret."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hookline.api.schemas import ErrorResponse
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_PROBLEMS = 10
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    500: "internal",
+    503: "unavailable",
+}
+_DESCRIPTIONS = {
+    401: "Missing, unknown or revoked credentials",
+    403: "The credentials do not allow this operation",
+    404: "Not found (resources of other tenants are not found either)",
+    413: "The request body is too large",
+    422: "The request does not fit the schema",
+    503: "A dependency (broker or database) is unavailable; retrying may succeed",
+}
+
+
+class ApiError(Exception):
+    """An answer other than success, raised anywhere below a route handler."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def error_response(
+    status_code: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
+
+
+def documented(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error answers a route can give."""
+    return {
+        code: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(code, "Error")}
+        for code in status_codes
+    }
+
+
+def _problems(exc: RequestValidationError) -> str:
+    lines = []
+    for error in exc.errors()[:MAX_REPORTED_PROBLEMS]:
+        where = ".".join(str(part) for part in error.get("loc", ())) or "request"
+        lines.append(f"{where}: {error.get('msg', 'invalid')}")
+    hidden = len(exc.errors()) - MAX_REPORTED_PROBLEMS
+    if hidden > 0:
+        lines.append(f"and {hidden} more")
+    return "; ".join(lines) or "invalid request"
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _CODES.get(exc.status_code, "error")
+    if exc.status_code == 404:
+        message = f"no such resource: {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, code, message, exc.headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, "validation_error", _problems(exc))
+
+
+async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
+    # The driver's message can name hosts and users; it goes to the log, not the client.
+    log.warning("database unavailable", extra={"error": type(exc).__name__})
+    return error_response(503, "database_unavailable", "the database is unavailable; retry later")
+
+
+async def _internal(_request: Request, _exc: Exception) -> JSONResponse:
+    # Starlette re-raises the exception after this answer, so the server still logs it.
+    return error_response(500, "internal", "internal server error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(Exception, _internal)

@@ -1,0 +1,164 @@
+"""`Producer`: builds wire events and publishes them to `hookline.events`, confirmed.
+
+An id is returned only after the broker confirmed the message, so a caller that got one
+can rely on the event being delivered (at least once) or dead-lettered, never lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+
+from common.errors import TransportError
+from common.metrics import Metrics
+from common.settings import Settings
+from common.transport import Outgoing, Transport, open_transport, topology
+from common.wire import Event, encode
+from producer.errors import InvalidEvent
+
+EventLike = Event | Mapping[str, Any]
+
+
+def _aware_utc(timestamp: datetime) -> datetime:
+    # The database stores UTC-aware datetimes only; guessing a naive value's zone would
+    # silently shift it, so the caller has to say.
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        raise InvalidEvent("invalid event: timestamp: must carry a timezone (e.g. UTC)")
+    return timestamp.astimezone(UTC)
+
+
+def build_event(fields: Mapping[str, Any], *, where: str = "") -> Event:
+    """A validated `Event` from its fields; omitted `id` and `timestamp` are generated."""
+    present = {key: value for key, value in fields.items() if value is not None}
+    try:
+        event = Event.model_validate(present)
+    except ValidationError as exc:
+        raise InvalidEvent.from_validation(exc, where=where) from None
+    return event.model_copy(update={"timestamp": _aware_utc(event.timestamp)})
+
+
+def _outgoing(event: Event) -> Outgoing:
+    try:
+        body = encode(event)
+    except PydanticSerializationError as exc:
+        raise InvalidEvent(f"invalid event: data is not JSON-serialisable: {exc}") from None
+    return Outgoing(
+        exchange=topology.EVENTS, routing_key=event.type, body=body, message_id=event.id
+    )
+
+
+class Producer:
+    """Publishes events with publisher confirms. Thread-safe; use as a context manager.
+
+    The topology is declared on first use rather than in the constructor, so a process can
+    start while the broker is still coming up and report that through its readiness check.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._owns_transport = transport is None
+        self._transport = open_transport(settings.broker_url) if transport is None else transport
+        self._topology = topology.build(settings.retry_delays_s)
+        self._metrics = metrics
+        self._timeout_s = settings.publish_timeout_s
+        self._declared = False
+        self._declare_lock = threading.Lock()
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    def declare_topology(self) -> None:
+        """Declare every exchange and queue once; later calls cost nothing."""
+        if self._declared:
+            return
+        with self._declare_lock:
+            if not self._declared:
+                self._transport.declare(self._topology)
+                self._declared = True
+
+    def publish(
+        self,
+        type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        tenant: str,
+        id: str | None = None,
+        operation: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> str:
+        """Publish one event and return its id once the broker confirmed it.
+
+        Raises `InvalidEvent` (nothing published) or a `TransportError` (not accepted:
+        publish again with the same `id`; the router drops duplicates).
+        """
+        fields = {
+            "type": type,
+            "data": dict(data) if data is not None else {},
+            "tenant": tenant,
+            "id": id,
+            "operation": operation,
+            "timestamp": timestamp,
+        }
+        return self._send([self._prepare(fields)])[0]
+
+    def publish_batch(self, events: Sequence[EventLike]) -> list[str]:
+        """Publish several events in one confirmed window; all are validated first.
+
+        Items are `Event`s or mappings of their fields (including `tenant`). When any is
+        invalid, `InvalidEvent` names it and nothing is published.
+        """
+        prepared = []
+        for index, item in enumerate(events):
+            fields = item.model_dump() if isinstance(item, Event) else item
+            prepared.append(self._prepare(fields, where=f" #{index}"))
+        return self._send(prepared)
+
+    def _prepare(self, fields: Mapping[str, Any], *, where: str = "") -> Outgoing:
+        try:
+            return _outgoing(build_event(fields, where=where))
+        except InvalidEvent:
+            self._count("rejected")
+            raise
+
+    def _send(self, messages: list[Outgoing]) -> list[str]:
+        if not messages:
+            return []
+        try:
+            self.declare_topology()
+            self._transport.publish(messages, timeout_s=self._timeout_s)
+        except TransportError:
+            self._count("failed", len(messages))
+            raise
+        self._count("accepted", len(messages))
+        return [str(message.message_id) for message in messages]
+
+    def _count(self, result: str, amount: int = 1) -> None:
+        if self._metrics is not None:
+            self._metrics.events_ingested.labels(result=result).inc(amount)
+
+    def close(self) -> None:
+        """Close the transport if this producer opened it; a given one stays open."""
+        if self._owns_transport:
+            self._transport.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

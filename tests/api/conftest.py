@@ -1,0 +1,77 @@
+"""An API app on a migrated SQLite file and the in-memory broker, driven by TestClient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.migrate import upgrade
+from common.db.session import make_engine, make_sessionmaker
+from common.metrics import Metrics
+from common.settings import Settings
+from common.transport import MemoryTransport, Transport, topology
+from hookline.api import create_app
+from tests.api.support import ADMIN_TOKEN, Api, TestClient
+
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    upgrade(sqlite_url)
+    return sqlite_url
+
+
+@pytest.fixture
+def make_api(database_url: str) -> Iterator[Callable[..., Api]]:
+    """`make_api(transport=..., sessionmaker=..., **settings)`: an app; closed after the test."""
+    made: list[Api] = []
+
+    def create(
+        *,
+        transport: Transport | None = None,
+        sessionmaker: sessionmaker[Session] | None = None,
+        raise_server_exceptions: bool = True,
+        client_address: tuple[str, int] = ("testclient", 50000),
+        declare: bool = True,
+        **overrides: Any,
+    ) -> Api:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "broker_url": "memory://",
+            "admin_token": ADMIN_TOKEN,
+            "allow_private_targets": True,
+            "retry_schedule": "1s,2s",
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        engine = make_engine(database_url)
+        transport = transport or MemoryTransport()
+        if declare:
+            # Declared up front, so a test can look into queues before anything is published.
+            transport.declare(topology.build(settings.retry_delays_s))
+        metrics = Metrics()
+        # The test looks at the database through its own sessions, even when the app is
+        # handed a broken sessionmaker.
+        sessions = make_sessionmaker(engine)
+        app = create_app(
+            settings, transport=transport, sessionmaker=sessionmaker or sessions, metrics=metrics
+        )
+        client = TestClient(
+            app, raise_server_exceptions=raise_server_exceptions, client=client_address
+        )
+        api = Api(client, app, settings, transport, sessions, metrics, engine)
+        made.append(api)
+        return api
+
+    yield create
+    for api in made:
+        api.client.close()
+        api.transport.close()
+        api.engine.dispose()
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    return make_api()

@@ -1,0 +1,91 @@
+"""What API tests share: the `Api` handle, queue draining and the error-shape check."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import StarletteDeprecationWarning
+
+from common.metrics import Metrics
+from common.settings import Settings
+from common.transport import Message, Transport, topology
+from common.wire import Event, decode
+
+with warnings.catch_warnings():
+    # Starlette asks for `httpx2` in its test client; the project pins `httpx`, which works.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+__all__ = ["ADMIN_TOKEN", "Api", "TestClient", "assert_error", "drain"]
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+DRAIN_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Api:
+    client: TestClient
+    app: FastAPI
+    settings: Settings
+    transport: Transport
+    sessionmaker: sessionmaker[Session]
+    metrics: Metrics
+    engine: Engine
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def tenant(self, name: str = "acme") -> tuple[str, dict[str, str]]:
+        """A new tenant (through the API) and auth headers for its all-scopes key."""
+        response = self.client.post("/v1/tenants", json={"name": name}, headers=self.admin)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return body["id"], {"Authorization": f"Bearer {body['api_key']}"}
+
+    def key(self, tenant_id: str, *scopes: str) -> dict[str, str]:
+        """Auth headers for a new key of `tenant_id` holding only `scopes`."""
+        response = self.client.post(
+            f"/v1/tenants/{tenant_id}/api-keys", json={"scopes": list(scopes)}, headers=self.admin
+        )
+        assert response.status_code == 201, response.text
+        return {"Authorization": f"Bearer {response.json()['api_key']}"}
+
+    def published(self) -> list[tuple[Message, Event]]:
+        """Consume (and ack) every event waiting in `hookline.events`."""
+        return drain(self.transport, topology.EVENTS)
+
+
+def drain(transport: Transport, queue: str) -> list[tuple[Message, Event]]:
+    consumer = transport.consume(queue, prefetch=1000)
+    found: list[tuple[Message, Event]] = []
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    try:
+        for message in consumer:
+            if message is None or time.monotonic() > deadline:
+                break
+            found.append((message, decode(Event, message.body)))
+            consumer.ack(message)
+    finally:
+        consumer.close()
+    return found
+
+
+def assert_error(response: Any, status_code: int, code: str | None = None) -> str:
+    """Check the error shape and status; returns the message for further checks."""
+    assert response.status_code == status_code, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message"}
+    if code is not None:
+        assert body["error"]["code"] == code
+    message: str = body["error"]["message"]
+    assert message
+    assert "Traceback" not in response.text
+    return message

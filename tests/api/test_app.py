@@ -1,0 +1,117 @@
+"""The application as a whole: one error shape everywhere, and an OpenAPI that tells the
+truth about every route.
+"""
+
+from __future__ import annotations
+
+from fastapi.routing import APIRoute
+
+from common.db.session import make_engine, make_sessionmaker
+from hookline.api.routes import deliveries, events, health, subscriptions, tenants
+from tests.api.support import assert_error
+
+ERROR_REF = "#/components/schemas/ErrorResponse"
+
+
+def test_an_unknown_route_is_a_json_404(api):
+    message = assert_error(api.client.get("/v1/nothing-here"), 404, "not_found")
+
+    assert "/v1/nothing-here" in message
+
+
+def test_a_wrong_method_is_a_json_405_that_says_what_is_allowed(api):
+    response = api.client.put("/v1/events", json={})
+
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
+
+
+def test_an_unexpected_failure_is_a_json_500_without_details(make_api):
+    api = make_api(raise_server_exceptions=False)
+
+    def explode() -> None:
+        raise RuntimeError("secret-detail-from-deep-inside")
+
+    api.app.add_api_route("/explode", explode)
+
+    response = api.client.get("/explode")
+
+    assert_error(response, 500, "internal")
+    assert "secret-detail" not in response.text
+
+
+def test_an_unreachable_database_is_a_503_not_a_500(make_api, tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/absent/dir/hookline.db")
+    api = make_api(sessionmaker=make_sessionmaker(engine))
+
+    response = api.client.get("/v1/subscriptions", headers={"Authorization": "Bearer hl_x"})
+
+    assert_error(response, 503, "database_unavailable")
+    assert str(tmp_path) not in response.text
+    engine.dispose()
+
+
+def test_openapi_lists_every_route_with_its_statuses_and_our_error_shape(api):
+    spec = api.client.get("/openapi.json").json()
+
+    routes = {
+        (method.lower(), route.path)
+        for module in (health, tenants, subscriptions, events, deliveries)
+        for route in module.router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods or ()
+    }
+    assert len(routes) == 10
+    described = {(method, path) for path, ops in spec["paths"].items() for method in ops}
+    assert described == routes
+    statuses = {
+        (method, path): set(op["responses"])
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+    }
+    assert statuses == {
+        ("get", "/healthz"): {"200"},
+        ("get", "/readyz"): {"200", "503"},
+        ("get", "/metrics"): {"200"},
+        ("post", "/v1/tenants"): {"201", "401", "403", "413", "422", "503"},
+        ("post", "/v1/tenants/{tenant_id}/api-keys"): {
+            "201", "401", "403", "404", "413", "422", "503",
+        },
+        ("post", "/v1/subscriptions"): {"200", "201", "401", "403", "413", "422", "503"},
+        ("get", "/v1/subscriptions"): {"200", "401", "403", "422", "503"},
+        ("get", "/v1/subscriptions/{subscription_id}"): {"200", "401", "403", "404", "422", "503"},
+        ("post", "/v1/events"): {"202", "401", "403", "413", "422", "503"},
+        ("get", "/v1/deliveries/{delivery_id}"): {"200", "401", "403", "404", "422", "503"},
+    }  # fmt: skip
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for status, response in op["responses"].items():
+                if status.startswith(("4", "5")):
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": ERROR_REF}, (method, path, status)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
+def test_openapi_names_the_success_bodies_and_the_credentials(api):
+    spec = api.client.get("/openapi.json").json()
+    paths = spec["paths"]
+
+    def body_ref(path: str, method: str, status: str) -> str:
+        content = paths[path][method]["responses"][status]["content"]
+        ref: str = content["application/json"]["schema"]["$ref"]
+        return ref.rsplit("/", 1)[-1]
+
+    assert body_ref("/v1/events", "post", "202") == "EventAccepted"
+    assert body_ref("/v1/subscriptions", "post", "201") == "SubscriptionCreated"
+    assert body_ref("/v1/subscriptions", "post", "200") == "SubscriptionOut"
+    assert body_ref("/v1/subscriptions", "get", "200") == "SubscriptionList"
+    assert body_ref("/v1/deliveries/{delivery_id}", "get", "200") == "DeliveryOut"
+    assert body_ref("/v1/tenants", "post", "201") == "TenantCreated"
+    assert body_ref("/v1/tenants/{tenant_id}/api-keys", "post", "201") == "ApiKeyCreated"
+    assert paths["/v1/events"]["post"]["security"] == [{"ApiKey": []}]
+    assert paths["/v1/tenants"]["post"]["security"] == [{"AdminToken": []}]
+    assert "security" not in paths["/healthz"]["get"]
+    headers = [p["name"] for p in paths["/v1/events"]["post"]["parameters"]]
+    assert headers == ["Idempotency-Key"]
+    assert "secret" in spec["components"]["schemas"]["SubscriptionCreated"]["required"]
+    assert "secret" not in spec["components"]["schemas"]["SubscriptionOut"]["properties"]

@@ -1,0 +1,87 @@
+"""API keys: missing, unknown, revoked, out of scope, or used from the wrong address."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import update
+
+from common.db.models import ApiKey
+from common.wire import utcnow
+from hookline.api.auth import hash_key, new_api_key
+from tests.api.support import assert_error
+
+
+def test_new_keys_are_hl_and_32_url_safe_characters_and_never_repeat():
+    keys = {new_api_key() for _ in range(200)}
+
+    assert len(keys) == 200
+    assert all(re.fullmatch(r"hl_[A-Za-z0-9_-]{32}", key) for key in keys)
+    assert hash_key("hl_x") != hash_key("hl_y")
+    assert re.fullmatch(r"[0-9a-f]{64}", hash_key("hl_x"))
+
+
+def test_a_request_without_a_key_is_unauthorized_with_a_bearer_challenge(api):
+    response = api.client.get("/v1/subscriptions")
+
+    message = assert_error(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in message
+
+
+def test_an_unknown_or_malformed_key_is_unauthorized(api):
+    api.tenant()
+    for value in ("Bearer hl_" + "A" * 32, "Bearer not-a-key", "Basic dXNlcjpwYXNz", "Bearer"):
+        response = api.client.get("/v1/subscriptions", headers={"Authorization": value})
+        assert_error(response, 401, "unauthorized")
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_the_admin_token_is_not_an_api_key(api):
+    response = api.client.get("/v1/subscriptions", headers=api.admin)
+
+    assert_error(response, 401, "unauthorized")
+
+
+def test_a_revoked_key_is_refused(api):
+    _, headers = api.tenant()
+    assert api.client.get("/v1/subscriptions", headers=headers).status_code == 200
+    token = headers["Authorization"].removeprefix("Bearer ")
+    with api.sessionmaker() as session, session.begin():
+        session.execute(
+            update(ApiKey).where(ApiKey.key_hash == hash_key(token)).values(revoked_at=utcnow())
+        )
+
+    response = api.client.get("/v1/subscriptions", headers=headers)
+
+    message = assert_error(response, 401, "unauthorized")
+    assert "revoked" in message
+
+
+def test_a_key_without_the_scope_is_forbidden(api):
+    tenant_id, _ = api.tenant()
+    writer = api.key(tenant_id, "events:write")
+
+    response = api.client.get("/v1/subscriptions", headers=writer)
+
+    message = assert_error(response, 403, "forbidden")
+    assert "subscriptions:read" in message
+
+
+def test_a_key_limited_to_source_addresses_is_refused_from_elsewhere(make_api):
+    outside = make_api(client_address=("192.0.2.7", 40000))
+    inside = make_api(client_address=("10.1.2.3", 40000))
+    _, headers = outside.tenant()
+    token = headers["Authorization"].removeprefix("Bearer ")
+    with outside.sessionmaker() as session, session.begin():
+        session.execute(
+            update(ApiKey)
+            .where(ApiKey.key_hash == hash_key(token))
+            .values(allowed_cidrs=["10.0.0.0/8"])
+        )
+
+    refused = outside.client.get("/v1/subscriptions", headers=headers)
+    allowed = inside.client.get("/v1/subscriptions", headers=headers)
+
+    assert_error(refused, 403, "forbidden")
+    assert allowed.status_code == 200

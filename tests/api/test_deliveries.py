@@ -1,0 +1,93 @@
+"""`GET /v1/deliveries/{id}`: a delivery and its attempts, within one tenant."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from common.db.models import DEAD, Attempt, Delivery
+from common.wire import utcnow
+from tests import builders
+from tests.api.support import assert_error
+
+
+def delivered_twice(api, tenant_id: str) -> str:
+    """A delivery that failed once with a 500, then died on a timeout."""
+    with api.sessionmaker() as session, session.begin():
+        sub, _ = builders.subscription(session, tenant_id, "http://127.0.0.1:9/hook")
+        message = builders.delivery(session, builders.event(tenant_id), sub.id)
+        row = session.get(Delivery, message.delivery_id)
+        now = utcnow()
+        row.status = DEAD
+        row.attempts = 2
+        row.last_error = "timed out after 15s"
+        row.dead_reason = "max_attempts"
+        row.finished_at = now
+        session.add_all(
+            [
+                Attempt(
+                    delivery_id=row.id, attempt=1, outcome="retry", status_code=500,
+                    duration_s=0.25, response_body="oops", created_at=now - timedelta(seconds=5),
+                ),
+                Attempt(
+                    delivery_id=row.id, attempt=2, outcome="dead", status_code=None,
+                    duration_s=15.0, error="timed out after 15s", created_at=now,
+                ),
+            ]
+        )  # fmt: skip
+    return message.delivery_id
+
+
+def test_a_delivery_is_shown_with_its_attempts_in_order(api):
+    tenant_id, headers = api.tenant()
+    delivery_id = delivered_twice(api, tenant_id)
+
+    response = api.client.get(f"/v1/deliveries/{delivery_id}", headers=headers)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == delivery_id
+    assert body["event_type"] == "order.created"
+    assert body["status"] == "dead"
+    assert body["attempt_count"] == 2
+    assert body["dead_reason"] == "max_attempts"
+    assert body["finished_at"] is not None
+    assert [a["attempt"] for a in body["attempts"]] == [1, 2]
+    assert [a["outcome"] for a in body["attempts"]] == ["retry", "dead"]
+    assert body["attempts"][0]["status_code"] == 500
+    assert body["attempts"][0]["response_body"] == "oops"
+    assert body["attempts"][1]["status_code"] is None
+    assert body["attempts"][1]["error"] == "timed out after 15s"
+
+
+def test_a_delivery_without_attempts_yet_has_an_empty_list(api):
+    tenant_id, headers = api.tenant()
+    with api.sessionmaker() as session, session.begin():
+        sub, _ = builders.subscription(session, tenant_id, "http://127.0.0.1:9/hook")
+        delivery_id = builders.delivery(session, builders.event(tenant_id), sub.id).delivery_id
+
+    body = api.client.get(f"/v1/deliveries/{delivery_id}", headers=headers).json()
+
+    assert body["status"] == "pending"
+    assert body["attempts"] == []
+
+
+def test_another_tenants_delivery_is_not_found(api):
+    acme_id, acme = api.tenant("acme")
+    globex_id, globex = api.tenant("globex")
+    theirs = delivered_twice(api, globex_id)
+
+    assert_error(api.client.get(f"/v1/deliveries/{theirs}", headers=acme), 404, "not_found")
+    assert_error(api.client.get("/v1/deliveries/dlv_missing", headers=acme), 404, "not_found")
+    assert api.client.get(f"/v1/deliveries/{theirs}", headers=globex).status_code == 200
+    assert acme_id != globex_id
+
+
+def test_reading_a_delivery_needs_the_deliveries_read_scope(api):
+    tenant_id, _ = api.tenant()
+    delivery_id = delivered_twice(api, tenant_id)
+    writer = api.key(tenant_id, "events:write", "deliveries:replay")
+
+    response = api.client.get(f"/v1/deliveries/{delivery_id}", headers=writer)
+
+    assert "deliveries:read" in assert_error(response, 403, "forbidden")
+    assert_error(api.client.get(f"/v1/deliveries/{delivery_id}"), 401, "unauthorized")

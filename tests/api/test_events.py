@@ -1,0 +1,249 @@
+"""`POST /v1/events`: 202 only once the broker confirmed, the event on `hookline.events`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+
+from common.errors import ConnectionLostError, PublishError
+from common.transport import MemoryTransport, Outgoing, topology
+from tests.api.support import Api, assert_error
+
+LIMIT_BYTES = 256 * 1024
+
+
+class BrokerDown(MemoryTransport):
+    """A broker whose connection drops (or that nacks) whenever something is published."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def publish(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> None:
+        raise self.error
+
+
+def ingested(api: Api, result: str) -> float:
+    value = api.metrics.registry.get_sample_value(
+        "hookline_events_ingested_total", {"result": result}
+    )
+    return value or 0.0
+
+
+def test_an_accepted_event_waits_in_the_events_queue_as_a_wire_event(api):
+    tenant_id, headers = api.tenant()
+
+    response = api.client.post(
+        "/v1/events",
+        json={
+            "type": "content.updated",
+            "data": {"page": "home", "revision": 3},
+            "operation": "sync",
+            "timestamp": "2026-05-01T12:00:00+02:00",
+        },
+        headers=headers,
+    )
+
+    assert response.status_code == 202
+    event_id = response.json()["id"]
+    assert response.json() == {"id": event_id}
+    [(message, event)] = api.published()
+    assert message.routing_key == "content.updated"
+    assert message.message_id == event_id
+    assert event.id == event_id
+    assert event.tenant == tenant_id
+    assert event.type == "content.updated"
+    assert event.operation == "sync"
+    assert event.data == {"page": "home", "revision": 3}
+    assert event.timestamp == datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
+    assert ingested(api, "accepted") == 1
+
+
+def test_an_event_id_in_the_body_is_kept(api):
+    _, headers = api.tenant()
+
+    response = api.client.post(
+        "/v1/events", json={"type": "order.paid", "data": {}, "id": "order-7:paid"}, headers=headers
+    )
+
+    assert response.json() == {"id": "order-7:paid"}
+    assert [event.id for _, event in api.published()] == ["order-7:paid"]
+
+
+def test_a_retried_request_with_an_idempotency_key_carries_the_same_event_id(api):
+    _, headers = api.tenant()
+    request = {"type": "order.paid", "data": {"order": 7}}
+    keyed = {**headers, "Idempotency-Key": "pay-7-attempt"}
+
+    first = api.client.post("/v1/events", json=request, headers=keyed)
+    retry = api.client.post("/v1/events", json=request, headers=keyed)
+
+    assert first.status_code == retry.status_code == 202
+    assert first.json() == retry.json() == {"id": "pay-7-attempt"}
+    assert [event.id for _, event in api.published()] == ["pay-7-attempt", "pay-7-attempt"]
+
+
+def test_the_body_id_wins_over_the_idempotency_key(api):
+    _, headers = api.tenant()
+
+    response = api.client.post(
+        "/v1/events",
+        json={"type": "order.paid", "data": {}, "id": "from-body"},
+        headers={**headers, "Idempotency-Key": "from-header"},
+    )
+
+    assert response.json() == {"id": "from-body"}
+
+
+def test_an_idempotency_key_that_cannot_be_an_event_id_is_refused(api):
+    _, headers = api.tenant()
+
+    response = api.client.post(
+        "/v1/events",
+        json={"type": "order.paid", "data": {}},
+        headers={**headers, "Idempotency-Key": "has spaces/and slashes"},
+    )
+
+    assert "Idempotency-Key" in assert_error(response, 422, "validation_error")
+    assert api.published() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": {}},
+        {"type": "order.paid"},
+        {"type": "order paid", "data": {}},
+        {"type": "order.paid", "data": [1, 2]},
+        {"type": "order.paid", "data": {}, "operation": "a b"},
+        {"type": "order.paid", "data": {}, "id": ""},
+        {"type": "order.paid", "data": {}, "timestamp": "2026-05-01T12:00:00"},
+        {"type": "order.paid", "data": {}, "timestamp": "yesterday"},
+        {"type": "order.paid", "data": {}, "tenant": "someone-else"},
+        [],
+    ],
+)
+def test_an_event_that_does_not_fit_the_schema_is_refused_and_not_published(api, body):
+    _, headers = api.tenant()
+
+    response = api.client.post("/v1/events", json=body, headers=headers)
+
+    assert_error(response, 422, "validation_error")
+    assert api.published() == []
+
+
+def test_a_body_that_is_not_json_is_refused(api):
+    _, headers = api.tenant()
+
+    response = api.client.post(
+        "/v1/events",
+        content=b'{"type": "order.paid", "data": {',
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+    assert "JSON" in assert_error(response, 422, "validation_error")
+    assert api.published() == []
+
+
+def test_a_body_over_the_limit_is_too_large_and_not_published(api):
+    _, headers = api.tenant()
+    body = {"type": "file.uploaded", "data": {"blob": "x" * LIMIT_BYTES}}
+
+    response = api.client.post("/v1/events", json=body, headers=headers)
+
+    assert "262144 bytes" in assert_error(response, 413, "payload_too_large")
+    assert api.published() == []
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_without_a_content_length(api):
+    _, headers = api.tenant()
+    chunk = json.dumps({"type": "file.uploaded", "data": {"blob": "x" * 100_000}}).encode()
+
+    def stream() -> Iterator[bytes]:
+        yield from (chunk,) * 3
+
+    response = api.client.post(
+        "/v1/events", content=stream(), headers={**headers, "Content-Type": "application/json"}
+    )
+
+    assert_error(response, 413, "payload_too_large")
+    assert api.published() == []
+
+
+def test_a_body_just_under_the_limit_is_accepted(api):
+    _, headers = api.tenant()
+    envelope = json.dumps({"type": "file.uploaded", "data": {"blob": ""}}).encode()
+    body = envelope.replace(b'""', b'"' + b"x" * (LIMIT_BYTES - len(envelope)) + b'"')
+    assert len(body) == LIMIT_BYTES
+
+    response = api.client.post(
+        "/v1/events", content=body, headers={**headers, "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 202
+    assert len(api.published()) == 1
+
+
+@pytest.mark.parametrize(
+    "error", [ConnectionLostError("connection reset"), PublishError("nacked by broker")]
+)
+def test_a_broker_failure_answers_503_and_accepts_nothing(make_api, error):
+    api = make_api(transport=BrokerDown(error))
+    _, headers = api.tenant()
+
+    response = api.client.post(
+        "/v1/events", json={"type": "order.paid", "data": {}}, headers=headers
+    )
+
+    message = assert_error(response, 503, "broker_unavailable")
+    assert "retry" in message
+    assert "connection reset" not in message
+    assert response.headers["retry-after"] == "1"
+    assert api.transport.queue_depth(topology.EVENTS) == 0
+    assert ingested(api, "failed") == 1
+    assert ingested(api, "accepted") == 0
+
+
+def test_publishing_needs_the_events_write_scope(api):
+    tenant_id, _ = api.tenant()
+    reader = api.key(tenant_id, "subscriptions:read", "deliveries:read")
+    event = {"type": "order.paid", "data": {}}
+
+    assert_error(api.client.post("/v1/events", json=event, headers=reader), 403, "forbidden")
+    assert_error(api.client.post("/v1/events", json=event), 401, "unauthorized")
+    assert api.published() == []
+
+
+def test_concurrent_requests_are_each_accepted_once(api):
+    tenant_id, headers = api.tenant()
+
+    def publish(number: int) -> str:
+        response = api.client.post(
+            "/v1/events", json={"type": "order.paid", "data": {"n": number}}, headers=headers
+        )
+        assert response.status_code == 202
+        event_id: str = response.json()["id"]
+        return event_id
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(publish, range(40)))
+
+    published = api.published()
+    assert len(set(ids)) == 40
+    assert sorted(event.id for _, event in published) == sorted(ids)
+    assert sorted(event.data["n"] for _, event in published) == list(range(40))
+    assert {event.tenant for _, event in published} == {tenant_id}
+
+
+def test_accepted_events_are_counted_on_the_metrics_page(api):
+    _, headers = api.tenant()
+    for _ in range(3):
+        api.client.post("/v1/events", json={"type": "order.paid", "data": {}}, headers=headers)
+
+    page = api.client.get("/metrics").text
+
+    assert 'hookline_events_ingested_total{result="accepted"} 3.0' in page
