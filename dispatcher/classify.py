@@ -1,0 +1,107 @@
+"""What an HTTP attempt means for its delivery: success, a retry after some delay, or dead.
+
+Pure functions of the response and the retry schedule, so every branch is unit-tested
+without a network.
+"""
+
+from __future__ import annotations
+
+import bisect
+import email.utils
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+Outcome = Literal["success", "retry", "dead"]
+
+# Dead-letter reasons (the `reason` label of hookline_dead_letters_total and the
+# `dead_reason` column). A closed set, so the metric label stays bounded.
+MAX_ATTEMPTS = "max_attempts"
+ENDPOINT_DISABLED = "endpoint_disabled"
+SUBSCRIPTION_DISABLED = "subscription_disabled"
+SUBSCRIPTION_MISSING = "subscription_missing"
+UNSAFE_TARGET = "unsafe_target"
+
+# Statuses whose Retry-After header the schedule honours.
+RETRY_AFTER_STATUSES = (429, 503)
+DEFERRAL_FLOOR_S = 60.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    delay_s: float | None = None  # for a retry: a delay of the schedule (an existing tier)
+    reason: str | None = None  # for dead: one of the reasons above
+    disable_subscription: bool = False
+
+
+SUCCESS = Decision("success")
+
+
+def dead(reason: str, *, disable_subscription: bool = False) -> Decision:
+    return Decision("dead", reason=reason, disable_subscription=disable_subscription)
+
+
+def decide(
+    status_code: int | None,
+    attempt: int,
+    delays: Sequence[float],
+    *,
+    retry_after: str | None = None,
+    now: datetime | None = None,
+) -> Decision:
+    """The decision for attempt number `attempt` (1-based) under the schedule `delays`.
+
+    `status_code` is None when no complete response arrived (timeout, connection error,
+    a failure inside the sender); that is retried like any other failure.
+    """
+    if status_code is not None and 200 <= status_code <= 299:
+        return SUCCESS
+    if status_code == 410:
+        return dead(ENDPOINT_DISABLED, disable_subscription=True)
+    if attempt > len(delays):
+        return dead(MAX_ATTEMPTS)
+    delay_s = delays[attempt - 1]
+    if status_code in RETRY_AFTER_STATUSES and retry_after is not None:
+        wanted_s = parse_retry_after(retry_after, now or datetime.now(UTC))
+        if wanted_s is not None:
+            delay_s = honour_retry_after(wanted_s, attempt, delays)
+    return Decision("retry", delay_s=delay_s)
+
+
+def honour_retry_after(wanted_s: float, attempt: int, delays: Sequence[float]) -> float:
+    """The smallest tier that waits at least `wanted_s`, capped at the next-but-one delay.
+
+    Only existing tiers are possible (each is a queue with a fixed TTL), and the cap keeps
+    an endpoint from parking a delivery for a day with one header.
+    """
+    tiers = sorted(set(delays))
+    cap_s = delays[min(attempt, len(delays) - 1)]
+    index = bisect.bisect_left(tiers, wanted_s)
+    chosen = tiers[index] if index < len(tiers) else tiers[-1]
+    return min(chosen, cap_s)
+
+
+def parse_retry_after(value: str, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or an HTTP date), or None."""
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # RFC 9110 dates are GMT; a naive parse means GMT
+    return max(0.0, (when - now).total_seconds())
+
+
+def deferral_delay(delays: Sequence[float]) -> float:
+    """How long a delivery to a paused endpoint waits before it is looked at again.
+
+    The smallest tier of at least a minute: short enough that resuming takes effect soon,
+    long enough that a paused endpoint's backlog does not cycle through the queues.
+    """
+    tiers = sorted(set(delays))
+    return next((tier for tier in tiers if tier >= DEFERRAL_FLOOR_S), tiers[-1])

@@ -1,0 +1,49 @@
+"""What happened to one delivery message, as the sending threads hand it to the settler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from common.transport import Message
+from common.wire import DeliveryMessage
+from dispatcher.classify import Decision
+from dispatcher.sender import SendResult
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """An attempt was made (or refused before sending): it gets a row, and a decision."""
+
+    message: Message
+    delivery: DeliveryMessage
+    decision: Decision
+    result: SendResult
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """Held back without an attempt (paused endpoint, later a gate): comes back after a delay."""
+
+    message: Message
+    delivery: DeliveryMessage
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A redelivered copy of a delivery that is already final: acked, nothing else."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class Poisoned:
+    """A message that could not be decoded: its raw body goes to the poison queue."""
+
+    message: Message
+    error: str
+
+
+Outcome = Attempted | Deferred | Skipped | Poisoned

@@ -1,0 +1,284 @@
+"""Settling outcomes: the one place that records attempts, publishes onward copies and acks.
+
+Sending threads hand their outcomes to one settler thread, which takes them in batches: one
+transaction for the attempt and delivery rows of the whole batch, then one confirmed publish
+for every retry copy, dead letter and poison message, and only then the acks. If the write
+or the publish fails nothing of the batch is acked, so the broker hands it out again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import Boolean, Table, and_, bindparam, insert, or_, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.models import (
+    DEAD,
+    FINAL_STATUSES,
+    RETRYING,
+    SUB_DISABLED,
+    SUCCEEDED,
+    Attempt,
+    Delivery,
+    Subscription,
+)
+from common.db.types import UtcDateTime
+from common.metrics import Metrics, status_class
+from common.transport import Consumer, Message, Outgoing, Transport
+from common.transport import topology as tp
+from common.wire import encode, utcnow
+from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
+
+log = logging.getLogger(__name__)
+
+H_STATUS_CODE = "x-hookline-status-code"
+BATCH_SIZE = 200
+LINGER_S = 0.005
+STORED_BODY_BYTES = 4096
+_STATUS_BY_OUTCOME = {"success": SUCCEEDED, "retry": RETRYING, "dead": DEAD}
+
+
+_deliveries = cast(Table, Delivery.__table__)
+# A stale duplicate must not move a final row backwards, nor an earlier attempt a later one.
+# Replays are meant to reopen a final delivery, so they pass.
+_UPDATE_DELIVERY = (
+    update(_deliveries)
+    .where(_deliveries.c.id == bindparam("b_id"))
+    .where(
+        or_(
+            bindparam("b_replay", type_=Boolean),
+            and_(
+                # Not `not_in`: an expanding IN cannot run as one executemany.
+                *(_deliveries.c.status != status for status in FINAL_STATUSES),
+                _deliveries.c.attempts <= bindparam("b_attempt"),
+            ),
+        )
+    )
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempt"),
+        last_status_code=bindparam("b_code"),
+        last_error=bindparam("b_error"),
+        dead_reason=bindparam("b_reason"),
+        next_attempt_at=bindparam("b_next", type_=UtcDateTime()),
+        updated_at=bindparam("b_now", type_=UtcDateTime()),
+        finished_at=bindparam("b_finished", type_=UtcDateTime()),
+    )
+)
+
+
+def poison_message(message: Message, reason: str, error: str) -> Outgoing:
+    """The raw message, unchanged, on its way to the poison queue with why."""
+    headers = dict(message.headers)
+    headers.update({tp.H_REASON: reason, tp.H_ERROR: error[:500], tp.H_SOURCE_QUEUE: message.queue})
+    return Outgoing(tp.POISON, "", message.body, headers, message.message_id)
+
+
+def _onward(outcome: Outcome) -> Outgoing | None:
+    """The message an outcome publishes before its original is acked, if any."""
+    if isinstance(outcome, Poisoned):
+        return poison_message(outcome.message, "undecodable", outcome.error)
+    if isinstance(outcome, Deferred):
+        body = encode(outcome.delivery)
+        return Outgoing(
+            tp.RETRY, tp.tier_name(outcome.delay_s), body, {}, outcome.delivery.delivery_id
+        )
+    if not isinstance(outcome, Attempted):
+        return None
+    delivery, decision, result = outcome.delivery, outcome.decision, outcome.result
+    if decision.outcome == "retry":
+        assert decision.delay_s is not None
+        retry = delivery.model_copy(
+            update={
+                "attempt": delivery.attempt + 1,
+                "first_attempt_at": delivery.first_attempt_at or outcome.started_at,
+            }
+        )
+        routing_key = tp.tier_name(decision.delay_s)
+        return Outgoing(tp.RETRY, routing_key, encode(retry), {}, delivery.delivery_id)
+    if decision.outcome == "dead":
+        headers: dict[str, Any] = {tp.H_REASON: decision.reason or "unknown"}
+        if result.status_code is not None:
+            headers[H_STATUS_CODE] = result.status_code
+        if result.error:
+            headers[tp.H_ERROR] = result.error[:500]
+        return Outgoing(tp.DEAD, "", encode(delivery), headers, delivery.delivery_id)
+    return None
+
+
+class Settler:
+    """The settling thread of one consumer session."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        transport: Transport,
+        sessionmaker: sessionmaker[Session],
+        metrics: Metrics,
+        *,
+        publish_timeout_s: float,
+        on_disabled: Callable[[str], None] = lambda _id: None,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self._consumer = consumer
+        self._transport = transport
+        self._sessionmaker = sessionmaker
+        self._metrics = metrics
+        self._publish_timeout_s = publish_timeout_s
+        self._on_disabled = on_disabled
+        self._batch_size = batch_size
+        self._queue: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._held = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hookline-settler", daemon=True)
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error that stopped settling; the session must end and reconnect."""
+        return self._failure
+
+    @property
+    def held(self) -> int:
+        """Messages taken from the queue and not settled yet."""
+        with self._lock:
+            return self._held
+
+    def hold(self) -> None:
+        with self._lock:
+            self._held += 1
+
+    def put(self, outcome: Outcome) -> None:
+        self._queue.put(outcome)
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop settling because a dependency failed outside the settler (e.g. a DB read)."""
+        if self._failure is None:
+            self._failure = exc
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Settle what is queued, then end the thread."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while self._failure is None:
+            try:
+                batch = [self._queue.get(timeout=0.1)]
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            # Linger a moment under light load so that a trickle still shares transactions.
+            linger_until = time.monotonic() + LINGER_S
+            while len(batch) < self._batch_size:
+                remaining = linger_until - time.monotonic()
+                try:
+                    batch.append(self._queue.get(timeout=max(remaining, 0)))
+                except queue.Empty:
+                    if remaining <= 0:
+                        break
+            try:
+                self.settle(batch)
+            except Exception as exc:
+                log.warning("settling failed; the batch stays unacked", exc_info=True)
+                self.fail(exc)
+
+    def settle(self, batch: Sequence[Outcome]) -> None:
+        """Record, publish onward, ack, count: for every outcome of the batch, in that order."""
+        attempted = [o for o in batch if isinstance(o, Attempted)]
+        if attempted:
+            self._record(attempted)
+        onward = [m for m in map(_onward, batch) if m is not None]
+        if onward:
+            self._transport.publish(onward, timeout_s=self._publish_timeout_s)
+        for outcome in batch:
+            self._consumer.ack(outcome.message)
+        with self._lock:
+            self._held -= len(batch)
+        for outcome in batch:
+            self._count(outcome)
+
+    def _record(self, attempted: Sequence[Attempted]) -> None:
+        now = utcnow()
+        attempts, updates, disabled = [], [], set()
+        for o in attempted:
+            delivery, decision, result = o.delivery, o.decision, o.result
+            final = decision.outcome != "retry"
+            body = result.body[:STORED_BODY_BYTES].decode("utf-8", "replace") or None
+            attempts.append(
+                {
+                    "delivery_id": delivery.delivery_id,
+                    "attempt": delivery.attempt,
+                    "outcome": decision.outcome,
+                    "status_code": result.status_code,
+                    "duration_s": result.duration_s,
+                    "error": result.error,
+                    "response_body": body,
+                    "created_at": o.started_at,
+                }
+            )
+            next_at = None if final else now + timedelta(seconds=decision.delay_s or 0)
+            updates.append(
+                {
+                    "b_id": delivery.delivery_id,
+                    "b_replay": delivery.replay,
+                    "b_attempt": delivery.attempt,
+                    "b_status": _STATUS_BY_OUTCOME[decision.outcome],
+                    "b_code": result.status_code,
+                    "b_error": result.error,
+                    "b_reason": decision.reason,
+                    "b_next": next_at,
+                    "b_now": now,
+                    "b_finished": now if final else None,
+                }
+            )
+            if decision.disable_subscription:
+                disabled.add(delivery.subscription_id)
+        with self._sessionmaker() as session, session.begin():
+            session.execute(insert(Attempt), attempts)
+            session.execute(_UPDATE_DELIVERY, updates)
+            if disabled:
+                session.execute(
+                    update(Subscription)
+                    .where(Subscription.id.in_(disabled), Subscription.status != SUB_DISABLED)
+                    .values(status=SUB_DISABLED, updated_at=now)
+                )
+        for subscription_id in disabled:
+            log.warning("endpoint answered 410: subscription disabled",
+                        extra={"subscription_id": subscription_id})  # fmt: skip
+            self._on_disabled(subscription_id)
+
+    def _count(self, outcome: Outcome) -> None:
+        m = self._metrics
+        if isinstance(outcome, Poisoned):
+            m.dead_letters.labels(reason="poison").inc()
+        elif isinstance(outcome, Deferred):
+            m.attempts.labels(outcome="deferred", status_class="none").inc()
+        elif isinstance(outcome, Attempted):
+            decision, result = outcome.decision, outcome.result
+            m.attempts.labels(
+                outcome=decision.outcome, status_class=status_class(result.status_code)
+            ).inc()
+            m.attempt_duration.labels(outcome=decision.outcome).observe(result.duration_s)
+            if decision.outcome == "success":
+                m.finished.labels(result="succeeded").inc()
+                e2e_s = (utcnow() - outcome.delivery.event.timestamp).total_seconds()
+                m.e2e.observe(max(e2e_s, 0.0))
+            elif decision.outcome == "dead":
+                m.finished.labels(result="dead").inc()
+                m.dead_letters.labels(reason=decision.reason or "unknown").inc()
+            else:
+                m.deliveries_enqueued.labels(origin="retry").inc()

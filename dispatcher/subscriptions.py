@@ -1,0 +1,149 @@
+"""The dispatcher's view of subscriptions: what it needs to send, cached in memory.
+
+Entries are loaded on first use (one query by id) and kept fresh by one query every
+`subscription_refresh_s` for the rows whose `updated_at` moved, so a delivery never costs a
+database read of its own. Secrets are decrypted once, when a row is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.models import SUB_DISABLED, Subscription
+from common.secretbox import SecretBox
+from common.wire import utcnow
+
+# Rows committed a little after a refresh read, with an earlier `updated_at` (clock skew
+# between hosts, long transactions), are still seen by the next refresh.
+REFRESH_OVERLAP = timedelta(seconds=5)
+# A row deleted outright never shows up as changed; a bounded age makes it vanish too.
+MAX_ENTRY_AGE_S = 300.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One subscription as the dispatcher sees it. Static headers are already plain."""
+
+    id: str
+    tenant_id: str
+    url: str
+    status: str
+    headers: dict[str, str] = field(default_factory=dict)
+    secret: str = ""
+    previous_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
+    max_in_flight: int | None = None
+    rate_limit_per_s: float | None = None
+
+    def secrets_at(self, now: datetime) -> tuple[str, ...]:
+        """The secrets that sign now: the current one, and the previous during rotation."""
+        expires = self.previous_secret_expires_at
+        if self.previous_secret is not None and expires is not None and expires > now:
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
+
+
+def _endpoint(row: Subscription, box: SecretBox) -> Endpoint:
+    return Endpoint(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        url=row.url,
+        status=row.status,
+        headers=dict(row.headers or {}),
+        secret=box.open(row.secret_enc),
+        previous_secret=box.open(row.previous_secret_enc) if row.previous_secret_enc else None,
+        previous_secret_expires_at=row.previous_secret_expires_at,
+        max_in_flight=row.max_in_flight,
+        rate_limit_per_s=row.rate_limit_per_s,
+    )
+
+
+class SubscriptionCache:
+    """Thread-safe; `get` is called from every sending thread."""
+
+    def __init__(
+        self, sessionmaker: sessionmaker[Session], box: SecretBox, *, refresh_s: float
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._box = box
+        self._refresh_s = refresh_s
+        self._entries: dict[str, tuple[Endpoint, float]] = {}  # id -> (endpoint, loaded at)
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+        self._refreshing = threading.Lock()
+        self._watermark = utcnow()
+        self._refreshed_at = time.monotonic()
+
+    def get(self, subscription_id: str) -> Endpoint | None:
+        """The subscription, loading it on first use; None if no such row exists."""
+        self.refresh_if_due()
+        cached = self._cached(subscription_id)
+        if cached is not None:
+            return cached
+        # One load per id: a burst for a new subscription must not become a burst of reads.
+        with self._lock:
+            loading = self._loading.setdefault(subscription_id, threading.Lock())
+        with loading:
+            cached = self._cached(subscription_id)
+            if cached is not None:
+                return cached
+            with self._sessionmaker() as session:
+                row = session.get(Subscription, subscription_id)
+                endpoint = _endpoint(row, self._box) if row is not None else None
+            with self._lock:
+                self._loading.pop(subscription_id, None)
+                if endpoint is not None:
+                    self._entries[subscription_id] = (endpoint, time.monotonic())
+            return endpoint
+
+    def _cached(self, subscription_id: str) -> Endpoint | None:
+        with self._lock:
+            cached = self._entries.get(subscription_id)
+        if cached is None or time.monotonic() - cached[1] >= MAX_ENTRY_AGE_S:
+            return None
+        return cached[0]
+
+    def refresh_if_due(self) -> None:
+        """One query for rows changed since the last refresh; one caller does it at a time."""
+        if time.monotonic() - self._refreshed_at < self._refresh_s:
+            return
+        if not self._refreshing.acquire(blocking=False):
+            return  # another thread is refreshing; the entries it replaces are fine meanwhile
+        try:
+            started = utcnow()
+            since = self._watermark - REFRESH_OVERLAP
+            with self._sessionmaker() as session:
+                with self._lock:
+                    held = set(self._entries)
+                rows = session.scalars(
+                    select(Subscription).where(Subscription.updated_at >= since)
+                ).all()
+                loaded = [_endpoint(row, self._box) for row in rows if row.id in held]
+            self._store(loaded)
+            self._watermark = started
+            self._refreshed_at = time.monotonic()
+        finally:
+            self._refreshing.release()
+
+    def mark_disabled(self, subscription_id: str) -> None:
+        """Reflect a disable this process just committed, before the next refresh sees it."""
+        with self._lock:
+            cached = self._entries.get(subscription_id)
+            if cached is not None:
+                endpoint, loaded_at = cached
+                disabled = dataclasses.replace(endpoint, status=SUB_DISABLED)
+                self._entries[subscription_id] = (disabled, loaded_at)
+
+    def _store(self, endpoints: Iterable[Endpoint]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for endpoint in endpoints:
+                self._entries[endpoint.id] = (endpoint, now)

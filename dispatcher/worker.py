@@ -1,0 +1,305 @@
+"""The dispatcher's run loop: take delivery messages, POST them on a thread pool, settle.
+
+Threads of one connection session:
+- the calling thread owns the consumer: it decodes, batches the idempotency re-checks of
+  redelivered messages, submits work, and keeps iterating so the connection stays pumped;
+- `concurrency` sending threads each resolve the subscription, POST, and classify;
+- one settler thread records, publishes onward and acks in batches (`settle.py`);
+- one dead-letter drain thread with its own consumer (`deadletters.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.models import FINAL_STATUSES, PENDING, SUB_ACTIVE, SUB_DISABLED, Delivery
+from common.errors import DecodeError, TransportError
+from common.metrics import Metrics
+from common.secretbox import DEV_SECRET_KEY, SecretBox
+from common.service import run_until_stopped
+from common.settings import Settings
+from common.transport import Consumer, Message, Transport
+from common.transport import topology as tp
+from common.wire import DeliveryMessage, decode, utcnow
+from dispatcher import classify
+from dispatcher.deadletters import DeadLetterDrain
+from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned, Skipped
+from dispatcher.sender import Sender, SendResult
+from dispatcher.settle import Settler
+from dispatcher.subscriptions import Endpoint, SubscriptionCache
+
+log = logging.getLogger(__name__)
+
+MAX_PREFETCH = 1000
+RECHECK_BATCH = 200
+RECHECK_LINGER_S = 0.01
+# On top of the longest a request can take, for the settler's last batch and its acks.
+DRAIN_GRACE_S = 5.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        sessionmaker: sessionmaker[Session],
+        metrics: Metrics,
+        *,
+        secret_box: SecretBox,
+        sender: Sender | None = None,
+    ) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._sessionmaker = sessionmaker
+        self._metrics = metrics
+        self._delays = settings.retry_delays_s
+        self._sender = sender or Sender(settings)
+        self._cache = SubscriptionCache(
+            sessionmaker, secret_box, refresh_s=settings.subscription_refresh_s
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """One connection session: deliver until `stop` is set, drain, return.
+
+        Raises when the broker or the database fails (after closing the consumer, so the
+        unsettled messages go back to the queue); `run_until_stopped` reconnects.
+        """
+        settings = self._settings
+        self._transport.declare(tp.build(self._delays))
+        prefetch = min(settings.dispatcher_concurrency * 2, MAX_PREFETCH)
+        consumer = self._transport.consume(tp.DELIVERIES, prefetch=prefetch)
+        settler = Settler(
+            consumer, self._transport, self._sessionmaker, self._metrics,
+            publish_timeout_s=settings.publish_timeout_s, on_disabled=self._cache.mark_disabled,
+        )  # fmt: skip
+        drain = DeadLetterDrain(
+            self._transport, self._sessionmaker, publish_timeout_s=settings.publish_timeout_s
+        )
+        pool = ThreadPoolExecutor(settings.dispatcher_concurrency, "hookline-send")
+        consuming = _Consuming(self, consumer, settler, drain, pool)
+        settler.start()
+        drain.start()
+        try:
+            consuming.consume(stop)
+        finally:
+            with contextlib.suppress(TransportError):
+                consumer.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            settler.stop()
+            drain.stop()
+            with contextlib.suppress(TransportError):
+                consumer.close()
+            self._sender.close()
+        failure = settler.failure or drain.failure
+        if failure is not None:  # raised after a clean stop too: never swallowed
+            raise failure
+
+    def close(self) -> None:
+        self._sender.close()
+
+    @property
+    def drain_bound_s(self) -> float:
+        """The longest a stop waits for in-flight work: one whole request, and some."""
+        return self._settings.connect_timeout_s + self._settings.request_timeout_s + DRAIN_GRACE_S
+
+    def recheck(self, delivery_ids: set[str]) -> dict[str, str]:
+        """The status of each delivery row that exists, in one query."""
+        with self._sessionmaker() as session:
+            rows = session.execute(
+                select(Delivery.id, Delivery.status).where(Delivery.id.in_(delivery_ids))
+            )
+            return dict(rows.tuples().all())
+
+    def deliver(self, message: Message, delivery: DeliveryMessage) -> Outcome:
+        """One attempt of one delivery, as an outcome for the settler. Runs on a pool thread.
+
+        Raises `SQLAlchemyError` when the subscription cannot be read: that is an outage,
+        not an attempt.
+        """
+        started_at = utcnow()
+        try:
+            endpoint = self._cache.get(delivery.subscription_id)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # e.g. a secret sealed with another HOOKLINE_SECRET_KEY
+            result = SendResult(None, 0.0, f"cannot load subscription: {exc}"[:500])
+            decision = classify.decide(None, delivery.attempt, self._delays)
+            return Attempted(message, delivery, decision, result, started_at)
+        if endpoint is None or endpoint.tenant_id != delivery.tenant:
+            return _refused(message, delivery, started_at, classify.SUBSCRIPTION_MISSING)
+        if endpoint.status == SUB_DISABLED:
+            return _refused(message, delivery, started_at, classify.SUBSCRIPTION_DISABLED)
+        if endpoint.status != SUB_ACTIVE:  # paused, or not verified yet: hold, do not count
+            return Deferred(message, delivery, classify.deferral_delay(self._delays))
+        result = self._send(endpoint, delivery)
+        if result.deferred:
+            return Deferred(message, delivery, classify.deferral_delay(self._delays))
+        if result.unsafe:
+            decision = classify.dead(classify.UNSAFE_TARGET)
+        else:
+            decision = classify.decide(
+                result.status_code if result.complete else None,
+                delivery.attempt,
+                self._delays,
+                retry_after=result.retry_after,
+            )
+        return Attempted(message, delivery, decision, result, started_at)
+
+    def failed(self, message: Message, delivery: DeliveryMessage, exc: Exception) -> Outcome:
+        """The outcome of an attempt that crashed: recorded and retried like a failure."""
+        result = SendResult(None, 0.0, f"internal error: {exc!r}"[:500])
+        decision = classify.decide(None, delivery.attempt, self._delays)
+        return Attempted(message, delivery, decision, result, utcnow())
+
+    def _send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
+        self._metrics.inflight.inc()
+        try:
+            return self._sender.send(endpoint, delivery)
+        finally:
+            self._metrics.inflight.dec()
+
+
+def _refused(
+    message: Message, delivery: DeliveryMessage, started_at: datetime, reason: str
+) -> Attempted:
+    result = SendResult(None, 0.0, f"not sent: {reason.replace('_', ' ')}")
+    return Attempted(message, delivery, classify.dead(reason), result, started_at)
+
+
+def _already_handled(message: Message, delivery: DeliveryMessage, status: str | None) -> bool:
+    """Whether a redelivered or re-published copy must not be sent.
+
+    A copy the router re-published (H_RECHECK) is only needed while nothing was attempted
+    yet: once the row moved on, the original message or its retry copy carries it.
+    """
+    if delivery.replay or status is None:
+        return False
+    if tp.H_RECHECK in message.headers:
+        return status != PENDING
+    return status in FINAL_STATUSES
+
+
+class _Consuming:
+    """The consuming side of one `run`: owns the consumer's iteration, hands work out."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        consumer: Consumer,
+        settler: Settler,
+        drain: DeadLetterDrain,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._consumer = consumer
+        self._settler = settler
+        self._drain = drain
+        self._pool = pool
+        self._rechecks: list[tuple[Message, DeliveryMessage]] = []
+        self._recheck_since = 0.0
+
+    def consume(self, stop: threading.Event) -> None:
+        messages = iter(self._consumer)
+        for message in messages:
+            self._raise_failure()
+            if message is not None:
+                self._accept(message)
+            if self._rechecks and (
+                message is None
+                or len(self._rechecks) >= RECHECK_BATCH
+                or time.monotonic() - self._recheck_since >= RECHECK_LINGER_S
+            ):
+                self._flush_rechecks()
+            if stop.is_set():
+                break
+        self._finish(messages)
+
+    def _finish(self, messages: Iterator[Message | None]) -> None:
+        """Stop taking messages, and keep pumping the connection (acks flow through it)
+        until everything in hand is settled, or the drain bound passes."""
+        self._consumer.cancel()
+        self._flush_rechecks()
+        deadline = time.monotonic() + self._dispatcher.drain_bound_s
+        for message in messages:
+            self._raise_failure()
+            if message is not None:  # handed out before the cancel took effect
+                self._accept(message)
+                self._flush_rechecks()
+            if self._settler.held == 0:
+                return
+            if time.monotonic() >= deadline:
+                log.warning("drain bound reached; unsettled messages will be redelivered",
+                            extra={"held": self._settler.held})  # fmt: skip
+                return
+
+    def _raise_failure(self) -> None:
+        failure = self._settler.failure or self._drain.failure
+        if failure is not None:
+            raise failure
+
+    def _accept(self, message: Message) -> None:
+        self._settler.hold()
+        try:
+            delivery = decode(DeliveryMessage, message.body)
+        except DecodeError as exc:
+            self._settler.put(Poisoned(message, str(exc)))
+            return
+        if message.redelivered or tp.H_RECHECK in message.headers:
+            if not self._rechecks:
+                self._recheck_since = time.monotonic()
+            self._rechecks.append((message, delivery))
+            return
+        self._pool.submit(self._work, message, delivery)
+
+    def _flush_rechecks(self) -> None:
+        """Skip redelivered copies of deliveries that are already final: one query a batch."""
+        if not self._rechecks:
+            return
+        batch, self._rechecks = self._rechecks, []
+        statuses = self._dispatcher.recheck({delivery.delivery_id for _, delivery in batch})
+        for message, delivery in batch:
+            status = statuses.get(delivery.delivery_id)
+            if _already_handled(message, delivery, status):
+                self._settler.put(Skipped(message))
+            else:
+                self._pool.submit(self._work, message, delivery)
+
+    def _work(self, message: Message, delivery: DeliveryMessage) -> None:
+        try:
+            outcome = self._dispatcher.deliver(message, delivery)
+        except SQLAlchemyError as exc:
+            # The database is gone, so settling would fail too: end the session unsettled.
+            self._settler.fail(exc)
+            return
+        except Exception as exc:
+            log.exception("delivery crashed", extra={"delivery_id": delivery.delivery_id})
+            outcome = self._dispatcher.failed(message, delivery, exc)
+        self._settler.put(outcome)
+
+
+def serve(
+    settings: Settings,
+    transport: Transport,
+    sessionmaker: sessionmaker[Session],
+    metrics: Metrics,
+    stop: threading.Event,
+    *,
+    secret_box: SecretBox | None = None,
+) -> None:
+    """Run a dispatcher until `stop`, reconnecting when the broker or database drops."""
+    box = secret_box or SecretBox(settings.secret_key or DEV_SECRET_KEY)
+    dispatcher = Dispatcher(settings, transport, sessionmaker, metrics, secret_box=box)
+    try:
+        run_until_stopped(dispatcher.run, stop)
+    finally:
+        dispatcher.close()

@@ -1,0 +1,3 @@
+from hookline.cli import app
+
+app(prog_name="hookline")

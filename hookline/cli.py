@@ -1,0 +1,223 @@
+"""The `hookline` command: run the services, migrate, set up the broker, publish."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from common import logs
+from common.db import migrate as db_migrate
+from common.service import install_stop_handlers, run_until_stopped
+from common.settings import Settings
+from common.transport import topology
+from hookline.runtime import build_runtime
+
+app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
+broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+app.add_typer(tenant_app, name="tenant")
+console = Console()
+log = logging.getLogger("hookline")
+
+MetricsPort = Annotated[
+    int | None, typer.Option("--metrics-port", help="Serve /metrics on this port.")
+]
+
+
+def _settings(**overrides: object) -> Settings:
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    logs.configure(settings.log_format, settings.log_level)
+    return settings
+
+
+@app.command()
+def dev(
+    demo: Annotated[
+        bool, typer.Option(help="Start a receiver and publish example events.")
+    ] = False,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    demo_events: Annotated[int, typer.Option(help="How many demo events to publish.")] = 5,
+    exit_after_demo: Annotated[
+        bool, typer.Option(help="Stop once every demo event was delivered (for scripts).")
+    ] = False,
+) -> None:
+    """Everything in one process on SQLite and the in-memory broker."""
+    from hookline.dev import run_dev
+
+    settings = _settings(broker_url="memory://", allow_private_targets=True)
+    raise typer.Exit(
+        run_dev(
+            settings,
+            host=host,
+            port=port,
+            demo=demo,
+            demo_events=demo_events,
+            exit_after_demo=exit_after_demo,
+            console=console,
+        )
+    )
+
+
+@app.command()
+def api(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the HTTP API (control plane and event ingest)."""
+    import uvicorn
+
+    from hookline.api import create_app
+
+    settings = _settings()
+    runtime = build_runtime(settings, pool_size=20)
+    application = create_app(
+        settings,
+        transport=runtime.transport,
+        sessionmaker=runtime.sessionmaker,
+        metrics=runtime.metrics,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False)
+    )
+    # Serve from a worker thread so uvicorn leaves signals to us: it would re-raise SIGTERM
+    # after its shutdown, making a clean drain look like a crash (exit -15) to supervisors.
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    log.info("api listening", extra={"host": host, "port": port})
+    try:
+        while thread.is_alive() and not stop.wait(0.5):
+            pass
+        server.should_exit = True
+        thread.join(30)
+    finally:
+        runtime.close()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+@app.command()
+def router(metrics_port: MetricsPort = None) -> None:
+    """Consume events, match subscriptions, emit deliveries."""
+    from router import Router
+
+    settings = _settings(metrics_port=metrics_port)
+    runtime = build_runtime(settings)
+    if settings.metrics_port:
+        runtime.metrics.serve(settings.metrics_port)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    worker = Router(settings, runtime.transport, runtime.sessionmaker, runtime.metrics)
+    log.info("router started")
+    try:
+        run_until_stopped(worker.run, stop)
+    finally:
+        runtime.close()
+    log.info("router stopped")
+
+
+@app.command()
+def dispatcher(
+    concurrency: Annotated[int | None, typer.Option(help="Concurrent HTTP deliveries.")] = None,
+    metrics_port: MetricsPort = None,
+) -> None:
+    """Deliver webhooks: POST, classify, retry, dead-letter."""
+    from dispatcher import Dispatcher
+
+    settings = _settings(dispatcher_concurrency=concurrency, metrics_port=metrics_port)
+    runtime = build_runtime(settings, pool_size=4)
+    if settings.metrics_port:
+        runtime.metrics.serve(settings.metrics_port)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    worker = Dispatcher(
+        settings,
+        runtime.transport,
+        runtime.sessionmaker,
+        runtime.metrics,
+        secret_box=runtime.secret_box,
+    )
+    log.info("dispatcher started", extra={"concurrency": settings.dispatcher_concurrency})
+    try:
+        run_until_stopped(worker.run, stop)
+    finally:
+        runtime.close()
+    log.info("dispatcher stopped")
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    settings = _settings()
+    db_migrate.upgrade(settings.database_url)
+    console.print("[green]database is up to date[/green]")
+
+
+@broker_app.command("setup")
+def broker_setup() -> None:
+    """Declare every exchange and queue (idempotent)."""
+    settings = _settings()
+    runtime = build_runtime(settings)
+    try:
+        plan = topology.build(settings.retry_delays_s)
+        runtime.transport.declare(plan)
+    finally:
+        runtime.close()
+    for queue in plan.queues:
+        console.print(f"declared queue [bold]{queue.name}[/bold]")
+
+
+@app.command()
+def publish(
+    event_type: Annotated[str, typer.Argument(help="Dotted event type, e.g. order.created.")],
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    data: Annotated[str, typer.Option(help="JSON object.")] = "{}",
+    event_id: Annotated[str | None, typer.Option("--id", help="Event id (idempotency).")] = None,
+    operation: Annotated[str | None, typer.Option(help="Operation name, e.g. sync.")] = None,
+) -> None:
+    """Publish one event; returns once the broker confirmed it."""
+    from producer import InvalidEvent, Producer
+
+    settings = _settings()
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--data is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise typer.BadParameter("--data must be a JSON object")
+    with Producer(settings) as producer:
+        try:
+            published = producer.publish(
+                event_type, payload, tenant=tenant, id=event_id, operation=operation
+            )
+        except InvalidEvent as exc:
+            console.print(f"[red]invalid event:[/red] {exc}")
+            raise typer.Exit(2) from None
+    console.print(published)
+
+
+@tenant_app.command("create")
+def tenant_create(name: Annotated[str, typer.Argument(help="A name for the tenant.")]) -> None:
+    """Create a tenant and its first API key (every scope); the key is shown once."""
+    from common.db.models import Tenant
+    from common.wire import new_id, utcnow
+    from hookline.api.auth import issue_key
+    from hookline.api.schemas import ALL_SCOPES
+
+    settings = _settings()
+    runtime = build_runtime(settings)
+    try:
+        with runtime.sessionmaker() as session, session.begin():
+            tenant = Tenant(id=new_id("ten"), name=name, created_at=utcnow())
+            session.add(tenant)
+            session.flush()
+            _, key = issue_key(session, tenant.id, ALL_SCOPES)
+    finally:
+        runtime.close()
+    console.print(f"tenant [bold]{tenant.id}[/bold] ({name})")
+    console.print(f"api key: [bold]{key}[/bold]  (shown once; store it now)")

@@ -1,0 +1,64 @@
+"""The composition root: builds what a process needs from its `Settings`, once, in main()."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.session import make_engine, make_sessionmaker
+from common.metrics import Metrics
+from common.secretbox import DEV_SECRET_KEY, SecretBox
+from common.settings import Settings
+from common.transport import MemoryBroker, Transport, open_transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    transport: Transport
+    engine: Engine
+    sessionmaker: sessionmaker[Session]
+    metrics: Metrics
+    secret_box: SecretBox
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.transport.close()
+        self.engine.dispose()
+
+
+def secret_box_for(settings: Settings, *, dev: bool = False) -> SecretBox:
+    if settings.secret_key:
+        return SecretBox(settings.secret_key)
+    if not dev:
+        log.warning(
+            "HOOKLINE_SECRET_KEY is not set: subscription secrets are sealed with the "
+            "development key. Set it in production."
+        )
+    return SecretBox(DEV_SECRET_KEY)
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    memory: MemoryBroker | None = None,
+    pool_size: int = 5,
+    dev: bool = False,
+) -> Runtime:
+    engine = make_engine(settings.database_url, pool_size=pool_size)
+    return Runtime(
+        settings=settings,
+        transport=open_transport(settings.broker_url, memory=memory),
+        engine=engine,
+        sessionmaker=make_sessionmaker(engine),
+        metrics=Metrics(),
+        secret_box=secret_box_for(settings, dev=dev),
+    )

@@ -1,0 +1,205 @@
+"""Deliveries end to end: the in-memory broker, SQLite, and a real receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from standardwebhooks import Webhook
+
+from common.db.models import DEAD, SUB_DISABLED, SUCCEEDED, Attempt, Delivery, Subscription
+from common.signing import verify
+from common.transport import MemoryTransport
+from common.transport import topology as tp
+from common.transport.topology import Queue, Topology
+from common.wire import DeliveryMessage, decode
+from hookline.receiver import Receiver, Reply
+from tests import builders
+from tests.dispatcher.conftest import Harness, make_settings, wait_until
+
+DEAD_TAP = "test.dead.tap"
+
+
+def given_delivery(harness: Harness, url: str, **subscription: Any) -> tuple[DeliveryMessage, str]:
+    """A tenant, a subscription to `url`, and one event routed to it: the message and secret."""
+    with harness.db() as session, session.begin():
+        tenant = builders.tenant(session)
+        sub, secret = builders.subscription(session, tenant.id, url, **subscription)
+        message = builders.delivery(session, builders.event(tenant.id), sub.id)
+    return message, secret
+
+
+def delivery_row(harness: Harness, delivery_id: str) -> Delivery:
+    with harness.db() as session:
+        row = session.get(Delivery, delivery_id)
+        assert row is not None
+        return row
+
+
+def attempts(harness: Harness, delivery_id: str) -> list[Attempt]:
+    with harness.db() as session:
+        query = select(Attempt).where(Attempt.delivery_id == delivery_id).order_by(Attempt.id)
+        return list(session.scalars(query).all())
+
+
+def finished(harness: Harness, delivery_id: str, status: str) -> bool:
+    return delivery_row(harness, delivery_id).status == status
+
+
+def tap_dead_letters(harness: Harness) -> None:
+    """A second queue on the dead fanout, so the test sees what the drain consumes."""
+    harness.transport.declare(Topology((), (Queue(DEAD_TAP, bindings=((tp.DEAD, ""),)),)))
+
+
+def test_delivery_arrives_signed_with_the_event_id_and_the_exact_body(harness: Harness) -> None:
+    static = {"Authorization": "Bearer t0k", "Webhook-Id": "forged", "X-Site": "b"}
+    with Receiver() as receiver:
+        message, secret = given_delivery(harness, f"{receiver.url}/hooks?v=1", headers=static)
+        with harness.running():
+            harness.publish(message)
+            assert receiver.wait_for(1, 10)
+            wait_until(lambda: finished(harness, message.delivery_id, SUCCEEDED))
+
+    request = receiver.received[0]
+    assert (request.method, request.path) == ("POST", "/hooks?v=1")
+    Webhook(secret).verify(request.body, request.headers)
+    verify(secret, request.headers, request.body)
+    assert request.headers["webhook-id"] == message.event_id
+    expected = json.dumps(message.event.webhook_body(), separators=(",", ":")).encode()
+    assert request.body == expected
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("Hookline/")
+    assert request.headers["authorization"] == "Bearer t0k"
+    assert request.headers["x-site"] == "b"
+    assert request.headers["host"] == f"127.0.0.1:{receiver.port}"
+    row = delivery_row(harness, message.delivery_id)
+    assert (row.attempts, row.last_status_code, row.dead_reason) == (1, 200, None)
+    assert row.finished_at is not None and row.next_attempt_at is None
+    assert [(a.attempt, a.outcome, a.status_code) for a in attempts(harness, row.id)] == [
+        (1, "success", 200)
+    ]
+    assert harness.metrics.e2e._sum.get() > 0
+
+
+def test_dispatcher_dead_letters_after_the_last_attempt(harness: Harness) -> None:
+    tap_dead_letters(harness)
+    with Receiver(respond=lambda _: Reply(500, b"down")) as receiver:
+        message, _ = given_delivery(harness, receiver.url)
+        with harness.running():
+            harness.publish(message)
+            wait_until(lambda: finished(harness, message.delivery_id, DEAD))
+            wait_until(lambda: harness.depth(DEAD_TAP) == 1)
+        assert receiver.count == 3
+    assert {r.headers["webhook-id"] for r in receiver.received} == {message.event_id}
+    rows = attempts(harness, message.delivery_id)
+    assert [(a.attempt, a.outcome, a.status_code) for a in rows] == [
+        (1, "retry", 500), (2, "retry", 500), (3, "dead", 500)
+    ]  # fmt: skip
+    assert rows[0].response_body == "down"
+    row = delivery_row(harness, message.delivery_id)
+    assert (row.attempts, row.dead_reason, row.last_status_code) == (3, "max_attempts", 500)
+    [(body, headers)] = harness.take(DEAD_TAP)
+    dead = decode(DeliveryMessage, body)
+    assert (dead.delivery_id, dead.attempt) == (message.delivery_id, 3)
+    assert dead.first_attempt_at is not None
+    assert headers[tp.H_REASON] == "max_attempts"
+    assert headers["x-hookline-status-code"] == 500
+    metrics = harness.metrics
+    assert metrics.dead_letters.labels(reason="max_attempts")._value.get() == 1
+    assert metrics.attempts.labels(outcome="retry", status_class="5xx")._value.get() == 2
+    assert metrics.deliveries_enqueued.labels(origin="retry")._value.get() == 2
+    assert metrics.finished.labels(result="dead")._value.get() == 1
+
+
+def test_gone_endpoint_disables_its_subscription(harness: Harness) -> None:
+    with Receiver(respond=lambda _: Reply(410)) as receiver:
+        message, _ = given_delivery(harness, receiver.url)
+        with harness.db() as session, session.begin():
+            second = builders.delivery(
+                session, builders.event(message.tenant), message.subscription_id
+            )
+        with harness.running():
+            harness.publish(message)
+            wait_until(lambda: finished(harness, message.delivery_id, DEAD))
+            harness.publish(second)
+            wait_until(lambda: finished(harness, second.delivery_id, DEAD))
+        assert receiver.count == 1, "a disabled subscription was sent to"
+    assert delivery_row(harness, message.delivery_id).dead_reason == "endpoint_disabled"
+    assert delivery_row(harness, second.delivery_id).dead_reason == "subscription_disabled"
+    with harness.db() as session:
+        subscription = session.get(Subscription, message.subscription_id)
+        assert subscription is not None and subscription.status == SUB_DISABLED
+
+
+def test_retry_after_on_429_picks_the_smallest_tier_that_waits_long_enough(
+    db: Any,
+) -> None:
+    harness = Harness(make_settings(retry_schedule="100ms,5s,10s"), MemoryTransport(), db)
+    reply = Reply(429, headers={"retry-after": "3"})
+    with Receiver(respond=lambda _: reply) as receiver:
+        message, _ = given_delivery(harness, receiver.url)
+        with harness.running():
+            harness.publish(message)
+            wait_until(lambda: harness.depth(tp.retry_queue(5.0)) == 1)
+            assert harness.depth(tp.retry_queue(0.1)) == 0
+    retry = decode(DeliveryMessage, harness.take(tp.retry_queue(5.0))[0][0])
+    assert retry.attempt == 2
+    row = delivery_row(harness, message.delivery_id)
+    assert (row.status, row.last_status_code) == ("retrying", 429)
+
+
+def test_redirects_are_not_followed(harness: Harness) -> None:
+    with Receiver() as receiver:
+        receiver.respond = lambda r: (
+            Reply(302, headers={"location": f"{receiver.url}/elsewhere"})
+            if r.path == "/hooks"
+            else Reply(200)
+        )
+        message, _ = given_delivery(harness, f"{receiver.url}/hooks")
+        with harness.running():
+            harness.publish(message)
+            wait_until(lambda: finished(harness, message.delivery_id, DEAD))
+        paths = {r.path for r in receiver.received}
+    assert paths == {"/hooks"}
+    assert [a.status_code for a in attempts(harness, message.delivery_id)] == [302, 302, 302]
+
+
+def test_a_receiver_slower_than_the_deadline_times_out(db: Any) -> None:
+    harness = Harness(
+        make_settings(request_timeout_s=0.5, retry_schedule="10s"), MemoryTransport(), db
+    )
+    with Receiver(respond=lambda _: Reply(200, delay_s=5)) as receiver:
+        message, _ = given_delivery(harness, receiver.url)
+        with harness.running():
+            harness.publish(message)
+            wait_until(lambda: attempts(harness, message.delivery_id))
+    [attempt] = attempts(harness, message.delivery_id)
+    assert attempt.outcome == "retry" and attempt.status_code is None
+    assert attempt.error is not None and attempt.error.startswith("timeout")
+
+
+def test_a_receiver_dripping_a_byte_a_second_times_out_at_the_total_deadline(db: Any) -> None:
+    # Each byte comes well within the read timeout; only the total deadline can end this.
+    harness = Harness(
+        make_settings(request_timeout_s=1.5, retry_schedule="10s"), MemoryTransport(), db
+    )
+    with Receiver(respond=lambda _: Reply(200, b"ok", drip_s=1.0)) as receiver:
+        message, _ = given_delivery(harness, receiver.url)
+        with harness.running():
+            harness.publish(message)
+            wait_until(lambda: attempts(harness, message.delivery_id), timeout_s=10)
+    [attempt] = attempts(harness, message.delivery_id)
+    assert attempt.outcome == "retry"
+    assert attempt.error is not None and attempt.error.startswith("timeout")
+
+
+def test_a_huge_response_body_is_truncated(db: Any) -> None:
+    harness = Harness(make_settings(max_response_bytes=1000), MemoryTransport(), db)
+    with Receiver(respond=lambda _: Reply(200, b"a" * 20_000_000)) as receiver:
+        message, _ = given_delivery(harness, receiver.url)
+        with harness.running():
+            harness.publish(message)
+            wait_until(lambda: finished(harness, message.delivery_id, SUCCEEDED))
+    [attempt] = attempts(harness, message.delivery_id)
+    assert attempt.response_body == "a" * 1000
