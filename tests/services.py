@@ -47,3 +47,37 @@ def temporary_database() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+RABBITMQ_HOST = os.environ.get("HOOKLINE_TEST_RABBITMQ_HOST", "127.0.0.1")
+RABBITMQ_PORT = 5672
+RABBITMQ_USER = RABBITMQ_PASSWORD = "guest"
+
+
+def rabbitmq_available() -> bool:
+    return port_open(RABBITMQ_HOST, RABBITMQ_PORT)
+
+
+def require_rabbitmq() -> None:
+    require(f"RabbitMQ on {RABBITMQ_HOST}:{RABBITMQ_PORT}", rabbitmq_available())
+
+
+def _rabbitmqctl(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["rabbitmqctl", "--quiet", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def temporary_vhost(prefix: str = "hookline_test") -> Iterator[str]:
+    """A fresh vhost for the guest user, so tests never see another run's queues; deleted
+    afterwards. Yields its amqp:// URL."""
+    require_rabbitmq()
+    vhost = f"{prefix}_{secrets.token_hex(4)}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, RABBITMQ_USER, ".*", ".*", ".*")
+        url = f"amqp://{RABBITMQ_USER}:{RABBITMQ_PASSWORD}@{RABBITMQ_HOST}:{RABBITMQ_PORT}"
+        yield f"{url}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)

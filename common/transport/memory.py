@@ -8,6 +8,8 @@ quorum `x-delivery-limit`, and rejection to a dead-letter exchange.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import itertools
 import threading
 import time
@@ -21,6 +23,8 @@ from common.transport.base import Consumer, Message, Outgoing, Transport
 from common.transport.topology import Exchange, Queue, Topology
 
 IDLE_TICK_S = 0.05
+# What an AMQP field table can carry (pika encodes nothing else: no floats, no tuples).
+_AMQP_SCALARS = (str, bytes, bool, int, decimal.Decimal, datetime.datetime, type(None))
 
 
 @dataclass
@@ -37,6 +41,14 @@ class _Envelope:
 class _QueueState:
     spec: Queue
     ready: deque[_Envelope] = field(default_factory=deque)
+
+
+def _amqp_encodable(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _amqp_encodable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_amqp_encodable(item) for item in value)
+    return isinstance(value, _AMQP_SCALARS)
 
 
 def _topic_matches(pattern: str, key: str) -> bool:
@@ -106,6 +118,8 @@ class MemoryBroker:
         state.ready.append(envelope)
 
     def publish(self, message: Outgoing) -> None:
+        if not _amqp_encodable(dict(message.headers)):
+            raise PublishError(f"headers hold a value AMQP cannot carry: {message.headers!r}")
         with self.cond:
             targets = self._route(message.exchange, message.routing_key)
             if not targets:
@@ -259,6 +273,8 @@ class MemoryTransport(Transport):
 
     def purge(self, queue: str) -> int:
         with self.broker.cond:
+            if queue not in self.broker.queues:
+                raise TopologyError(f"queue {queue!r} was never declared")
             state = self.broker.queues[queue]
             count = len(state.ready)
             state.ready.clear()

@@ -17,8 +17,10 @@ DEAD = "hookline.dead"
 POISON = "hookline.poison"
 
 DELIVERY_ROUTING_KEY = "delivery"
-# A handler that crashes on a message this many times sends it to the poison queue.
-DELIVERY_LIMIT = 5
+# A message handed out this many times goes to the poison queue. RabbitMQ counts every
+# return, including those of a closed or cancelled consumer (each restart, each outage), so
+# the limit is generous: handlers catch their own crashes, this is only the last resort.
+DELIVERY_LIMIT = 20
 
 # Headers Hookline puts on messages it moves between queues.
 H_REASON = "x-hookline-reason"

@@ -14,7 +14,8 @@ from common.db.session import make_engine
 def empty_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/m.db"
-    return request.getfixturevalue("postgres_url")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 def test_upgrade_matches_the_models_and_downgrade_removes_everything(empty_url: str) -> None:

@@ -27,7 +27,7 @@ def test_durations(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("bad", ["5x", "-1s", "s", "0s"])
 def test_bad_schedules_are_refused_with_a_clear_error(bad: str) -> None:
-    with pytest.raises(ValidationError, match="duration|positive"):
+    with pytest.raises(ValidationError, match=r"duration|positive"):
         Settings(retry_schedule=bad)
 
 
@@ -45,4 +45,5 @@ def test_every_distinct_delay_gets_its_own_ttl_queue() -> None:
     for queue in topology.queues:
         if queue.name in retry:
             assert queue.arguments["x-dead-letter-exchange"] == tp.DELIVERIES
+            assert queue.ttl_ms is not None
             assert queue.bindings == ((tp.RETRY, tp.tier_name(queue.ttl_ms / 1000)),)

@@ -29,7 +29,8 @@ def test_one_bad_address_among_good_ones_is_enough_to_refuse() -> None:
 
 def test_public_address_is_allowed_and_pinned() -> None:
     target = check_url("https://hooks.example.com:8443/x", resolver=fixed("93.184.216.34"))
-    assert (target.host, target.port, target.address) == ("hooks.example.com", 8443, "93.184.216.34")
+    assert target.host == "hooks.example.com"
+    assert (target.port, target.address) == (8443, "93.184.216.34")
 
 
 @pytest.mark.parametrize("url", ["http://0x7f.1/", "http://2130706433/", "http://127.1/"])

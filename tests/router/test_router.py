@@ -14,7 +14,7 @@ from common.db.models import PENDING, SUCCEEDED, Delivery, EventRow
 from common.db.session import make_engine, make_sessionmaker
 from common.metrics import Metrics
 from common.settings import Settings
-from common.transport import MemoryTransport, Outgoing
+from common.transport import MemoryTransport, Message, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event, decode, encode
 from router import Router
@@ -55,7 +55,9 @@ def publish(transport: MemoryTransport, event: Event) -> None:
     transport.publish([Outgoing(tp.EVENTS, event.type, encode(event), {}, event.id)])
 
 
-def drain(transport: MemoryTransport, queue: str, count: int, timeout_s: float = 10) -> list:
+def drain(
+    transport: MemoryTransport, queue: str, count: int, timeout_s: float = 10
+) -> list[Message]:
     """Take `count` messages from `queue` (acked), failing if they do not all come."""
     consumer = transport.consume(queue, prefetch=1000)
     got = []
