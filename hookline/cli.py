@@ -204,19 +204,13 @@ def publish(
 @tenant_app.command("create")
 def tenant_create(name: Annotated[str, typer.Argument(help="A name for the tenant.")]) -> None:
     """Create a tenant and its first API key (every scope); the key is shown once."""
-    from common.db.models import Tenant
-    from common.wire import new_id, utcnow
-    from hookline.api.auth import issue_key
-    from hookline.api.schemas import ALL_SCOPES
+    from hookline.api.auth import new_tenant
 
     settings = _settings()
     runtime = build_runtime(settings)
     try:
         with runtime.sessionmaker() as session, session.begin():
-            tenant = Tenant(id=new_id("ten"), name=name, created_at=utcnow())
-            session.add(tenant)
-            session.flush()
-            _, key = issue_key(session, tenant.id, ALL_SCOPES)
+            tenant, key = new_tenant(session, name)
     finally:
         runtime.close()
     console.print(f"tenant [bold]{tenant.id}[/bold] ({name})")

@@ -19,10 +19,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.db.models import ApiKey
+from common.db.models import ApiKey, Tenant
 from common.wire import new_id, utcnow
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError
+from hookline.api.schemas import ALL_SCOPES
 
 KEY_PREFIX = "hl_"
 KEY_RANDOM_BYTES = 24  # 32 URL-safe characters
@@ -78,6 +79,15 @@ def issue_key(session: Session, tenant_id: str, scopes: Iterable[str]) -> tuple[
     session.add(row)
     session.flush()
     return row, key
+
+
+def new_tenant(session: Session, name: str) -> tuple[Tenant, str]:
+    """A new tenant and its first key, holding every scope (flushed, not committed)."""
+    tenant = Tenant(id=new_id("ten"), name=name, created_at=utcnow())
+    session.add(tenant)
+    session.flush()
+    _, key = issue_key(session, tenant.id, ALL_SCOPES)
+    return tenant, key
 
 
 def _unauthorized(message: str) -> ApiError:

@@ -7,12 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Response
 
 from common.db.models import Tenant
-from common.wire import new_id, utcnow
-from hookline.api.auth import issue_key, require_admin
+from hookline.api.auth import issue_key, new_tenant, require_admin
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import documented, not_found
 from hookline.api.schemas import (
-    ALL_SCOPES,
     ApiKeyCreate,
     ApiKeyCreated,
     TenantCreate,
@@ -35,10 +33,7 @@ def create_tenant(
 ) -> TenantCreated:
     """Create a tenant and its first API key, which holds every scope."""
     with services.sessionmaker() as session, session.begin():
-        tenant = Tenant(id=new_id("ten"), name=body.name, created_at=utcnow())
-        session.add(tenant)
-        session.flush()
-        _, key = issue_key(session, tenant.id, ALL_SCOPES)
+        tenant, key = new_tenant(session, body.name)
     response.headers.update(NO_STORE)
     return TenantCreated(id=tenant.id, name=tenant.name, api_key=key)
 
