@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -14,18 +13,18 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from common.metrics import Metrics
 from common.settings import Settings
-from common.transport import Message, Transport, topology
-from common.wire import Event, decode
+from common.transport import Message, Transport
+from common.wire import Event
+from tests.queues import events_waiting
 
 with warnings.catch_warnings():
     # Starlette asks for `httpx2` in its test client; the project pins `httpx`, which works.
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
 
-__all__ = ["ADMIN_TOKEN", "Api", "TestClient", "assert_error", "drain"]
+__all__ = ["ADMIN_TOKEN", "Api", "TestClient", "assert_error"]
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
-DRAIN_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -59,22 +58,7 @@ class Api:
 
     def published(self) -> list[tuple[Message, Event]]:
         """Consume (and ack) every event waiting in `hookline.events`."""
-        return drain(self.transport, topology.EVENTS)
-
-
-def drain(transport: Transport, queue: str) -> list[tuple[Message, Event]]:
-    consumer = transport.consume(queue, prefetch=1000)
-    found: list[tuple[Message, Event]] = []
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    try:
-        for message in consumer:
-            if message is None or time.monotonic() > deadline:
-                break
-            found.append((message, decode(Event, message.body)))
-            consumer.ack(message)
-    finally:
-        consumer.close()
-    return found
+        return events_waiting(self.transport)
 
 
 def assert_error(response: Any, status_code: int, code: str | None = None) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -12,12 +11,11 @@ import pytest
 from common.errors import ConnectionLostError
 from common.metrics import Metrics
 from common.settings import Settings
-from common.transport import MemoryTransport, Message, Outgoing, topology
+from common.transport import MemoryTransport, Outgoing, topology
 from common.transport.topology import Topology
-from common.wire import Event, decode
+from common.wire import Event
 from producer import InvalidEvent, Producer
-
-DRAIN_TIMEOUT_S = 5.0
+from tests.queues import events_waiting
 
 
 class RecordingTransport(MemoryTransport):
@@ -42,22 +40,6 @@ class DisconnectedTransport(MemoryTransport):
 
     def publish(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> None:
         raise ConnectionLostError("connection reset by peer")
-
-
-def events_waiting(transport: MemoryTransport) -> list[tuple[Message, Event]]:
-    """Consume (and ack) everything in `hookline.events`."""
-    consumer = transport.consume(topology.EVENTS, prefetch=1000)
-    found = []
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    try:
-        for message in consumer:
-            if message is None or time.monotonic() > deadline:
-                break
-            found.append((message, decode(Event, message.body)))
-            consumer.ack(message)
-    finally:
-        consumer.close()
-    return found
 
 
 def ingested(metrics: Metrics, result: str) -> float:

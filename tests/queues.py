@@ -1,0 +1,26 @@
+"""Reading what landed in a queue, for tests."""
+
+from __future__ import annotations
+
+import time
+
+from common.transport import Message, Transport, topology
+from common.wire import Event, decode
+
+DRAIN_TIMEOUT_S = 5.0
+
+
+def events_waiting(transport: Transport) -> list[tuple[Message, Event]]:
+    """Consume (and ack) every event waiting in `hookline.events`, decoded."""
+    consumer = transport.consume(topology.EVENTS, prefetch=1000)
+    found: list[tuple[Message, Event]] = []
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    try:
+        for message in consumer:
+            if message is None or time.monotonic() > deadline:
+                break
+            found.append((message, decode(Event, message.body)))
+            consumer.ack(message)
+    finally:
+        consumer.close()
+    return found
