@@ -97,8 +97,7 @@ class DeadLetterDrain:
                     pending.append(message)
                 if pending and (message is None or len(pending) >= self._batch_size):
                     self._record(pending)
-                    for done in pending:
-                        consumer.ack(done)
+                    consumer.ack_many(pending)
                     pending = []
                 if self._stopping.is_set() and not pending:
                     return

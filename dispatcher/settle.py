@@ -31,6 +31,7 @@ from common.db.models import (
 )
 from common.db.types import UtcDateTime
 from common.metrics import Metrics, status_class
+from common.service import retry_database
 from common.transport import Consumer, Message, Outgoing, Transport
 from common.transport import topology as tp
 from common.wire import encode, utcnow
@@ -204,8 +205,7 @@ class Settler:
         onward = [m for m in map(_onward, batch) if m is not None]
         if onward:
             self._transport.publish(onward, timeout_s=self._publish_timeout_s)
-        for outcome in batch:
-            self._consumer.ack(outcome.message)
+        self._consumer.ack_many([outcome.message for outcome in batch])
         with self._lock:
             self._held -= len(batch)
         for outcome in batch:
@@ -247,15 +247,21 @@ class Settler:
             )
             if decision.disable_subscription:
                 disabled.add(delivery.subscription_id)
-        with self._sessionmaker() as session, session.begin():
-            session.execute(insert(Attempt), attempts)
-            session.execute(_UPDATE_DELIVERY, updates)
-            if disabled:
-                session.execute(
-                    update(Subscription)
-                    .where(Subscription.id.in_(disabled), Subscription.status != SUB_DISABLED)
-                    .values(status=SUB_DISABLED, updated_at=now)
-                )
+
+        def write() -> None:
+            with self._sessionmaker() as session, session.begin():
+                session.execute(insert(Attempt), attempts)
+                session.execute(_UPDATE_DELIVERY, updates)
+                if disabled:
+                    session.execute(
+                        update(Subscription)
+                        .where(Subscription.id.in_(disabled), Subscription.status != SUB_DISABLED)
+                        .values(status=SUB_DISABLED, updated_at=now)
+                    )
+
+        # The batch's messages stay unacked meanwhile; the consumer keeps them, see
+        # `retry_database` for why the session is not given up at the first error.
+        retry_database(write, abandon=self._stopping)
         for subscription_id in disabled:
             log.warning("endpoint answered 410: subscription disabled",
                         extra={"subscription_id": subscription_id})  # fmt: skip

@@ -17,13 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import DecodeError, TransportError
 from common.metrics import Metrics
+from common.service import retry_database
 from common.settings import Settings
 from common.transport import Consumer, Message, Outgoing, Transport
 from common.transport import topology as tp
 from common.wire import Event, decode, encode
 from router.index import Target
 from router.loader import IndexLoader
-from router.persist import persist_batch
+from router.persist import Routed, persist_batch
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,12 @@ class Router:
         self._metrics = metrics
         self._batch_size = batch_size
         self._loader = IndexLoader(sessionmaker, settings.subscription_refresh_s)
+        self._stop = threading.Event()  # the running session's stop flag, once `run` starts
 
     def run(self, stop: threading.Event) -> None:
-        """Route until `stop` is set; raises when the broker or database goes away."""
+        """Route until `stop` is set; raises when the broker goes away, or the database
+        stays away longer than `retry_database` waits."""
+        self._stop = stop
         self._transport.declare(tp.build(self._settings.retry_delays_s))
         self._loader.current(force=True)
         consumer = self._transport.consume(tp.EVENTS, prefetch=self._batch_size * 2)
@@ -140,18 +144,23 @@ class Router:
             consumer.ack(message)
 
     def _route(self, batch: Sequence[Message], consumer: Consumer) -> None:
-        index = self._loader.current()
-        routed: list[tuple[Event, list[Target]]] = []
+        events: list[Event] = []
         poisoned: list[Outgoing] = []
         for message in batch:
             try:
-                event = decode(Event, message.body)
+                events.append(decode(Event, message.body))
             except DecodeError as exc:
                 poisoned.append(poison(message, "undecodable", str(exc)))
-                continue
-            routed.append((event, index.match(event.tenant, event.type, event.operation)))
-        with self._sessionmaker() as session, session.begin():
-            out = persist_batch(session, routed)
+
+        def match_and_persist() -> tuple[list[tuple[Event, list[Target]]], list[Routed]]:
+            index = self._loader.current()
+            routed = [(e, index.match(e.tenant, e.type, e.operation)) for e in events]
+            with self._sessionmaker() as session, session.begin():
+                return routed, persist_batch(session, routed)
+
+        # In place, on this thread: the consuming thread keeps the batch unacked and the
+        # connection pumped, so a database outage costs no redelivery (see retry_database).
+        routed, out = retry_database(match_and_persist, abandon=self._stop)
         outgoing = [
             Outgoing(
                 tp.DELIVERIES,
@@ -163,8 +172,7 @@ class Router:
             for r in out
         ]
         self._transport.publish(outgoing + poisoned, timeout_s=self._settings.publish_timeout_s)
-        for message in batch:
-            consumer.ack(message)
+        consumer.ack_many(batch)
         self._metrics.events_routed.inc(len(routed))
         self._metrics.deliveries_enqueued.labels(origin="new").inc(len(outgoing))
         if poisoned:

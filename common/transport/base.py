@@ -59,6 +59,11 @@ class Consumer(abc.ABC):
     def ack(self, message: Message) -> None:
         """Settle a message as done. Thread-safe; a stale tag (after a reconnect) is ignored."""
 
+    def ack_many(self, messages: Sequence[Message]) -> None:
+        """Settle several messages as done; implementations may send them as one batch."""
+        for message in messages:
+            self.ack(message)
+
     @abc.abstractmethod
     def reject(self, message: Message, *, requeue: bool) -> None:
         """Give a message back (`requeue=True`) or drop it to the queue's dead-letter target."""

@@ -374,6 +374,35 @@ class RabbitConsumer(Consumer):
     def ack(self, message: Message) -> None:
         self._owner_of(message)._settle(message.tag.number, None)
 
+    def ack_many(self, messages: Sequence[Message]) -> None:
+        """One hand-over to the connection's thread for the whole batch, not one per ack."""
+        numbers = []
+        for message in messages:
+            if self._owner_of(message) is not self:
+                self._owner_of(message).ack(message)
+            else:
+                numbers.append(message.tag.number)
+        with self._lock:
+            if self._dead:
+                return
+            for number in numbers:
+                if number not in self._unsettled:
+                    raise TopologyError(
+                        f"message {number} was already settled (PRECONDITION_FAILED)"
+                    )
+            self._unsettled.difference_update(numbers)
+            owner = threading.current_thread() is self._owner
+            with contextlib.suppress(amqp.AMQPError):
+                if not owner:
+                    self._conn.add_callback_threadsafe(functools.partial(self._ack_all, numbers))
+        if owner:
+            with contextlib.suppress(amqp.AMQPError):
+                self._ack_all(numbers)
+
+    def _ack_all(self, numbers: list[int]) -> None:
+        for number in numbers:
+            self._apply(number, None)
+
     def reject(self, message: Message, *, requeue: bool) -> None:
         self._owner_of(message)._settle(message.tag.number, requeue)
 

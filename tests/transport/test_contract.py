@@ -208,6 +208,26 @@ def test_ack_from_another_thread_settles_the_message(transport: Transport) -> No
     assert transport.queue_depth(DELIVERIES) == 0
 
 
+def test_ack_many_from_another_thread_settles_the_whole_batch(transport: Transport) -> None:
+    transport.publish([delivery(n) for n in range(5)])
+    consumer = transport.consume(DELIVERIES, prefetch=3)
+    stream = iter(consumer)
+    batch = take(stream, 3)
+    assert idle(stream, 0.3) == []  # prefetch is full until the batch is acked
+
+    worker = threading.Thread(target=consumer.ack_many, args=(batch,))
+    worker.start()
+    worker.join(5)
+
+    rest = take(stream, 2)
+    consumer.ack_many(rest)
+    with pytest.raises(TopologyError):
+        consumer.ack_many(rest)
+    consumer.close()
+    assert sorted(m.message_id for m in batch + rest) == [f"m{n}" for n in range(5)]
+    assert transport.queue_depth(DELIVERIES) == 0
+
+
 def test_settling_a_message_twice_raises(transport: Transport) -> None:
     transport.publish([delivery()])
     consumer = transport.consume(DELIVERIES, prefetch=1)

@@ -14,6 +14,7 @@ from common.errors import ConnectionLostError, TransportError
 from common.transport import Outgoing
 from common.transport.rabbitmq import RabbitTransport
 from common.transport.topology import DELIVERIES, DELIVERY_ROUTING_KEY
+from tests.services import temporary_vhost
 
 from . import TOPOLOGY, take, wait_until
 
@@ -128,19 +129,21 @@ def test_admin_operations_reconnect_after_the_server_closes_the_connection(
 
 
 @pytest.mark.rabbitmq
-def test_connections_are_named_and_negotiate_a_heartbeat(
-    rabbit: RabbitTransport, rabbitmq_url: str
-) -> None:
-    rabbit.publish([delivery(0)])
-    consumer = rabbit.consume(DELIVERIES, prefetch=1)
-    vhost = unquote(urlsplit(rabbitmq_url).path[1:])
+def test_connections_are_named_and_negotiate_a_heartbeat() -> None:
+    with temporary_vhost() as url, RabbitTransport(url) as rabbit:
+        rabbit.declare(TOPOLOGY)
+        rabbit.publish([delivery(0)])
+        consumer = rabbit.consume(DELIVERIES, prefetch=1)
+        vhost = unquote(urlsplit(url).path[1:])
 
-    listed = rabbitmqctl("list_connections", "-p", vhost, "client_properties", "timeout")
+        # list_connections ignores -p: keep only this vhost's rows.
+        rows = rabbitmqctl("list_connections", "vhost", "client_properties", "timeout")
+        listed = "\n".join(r for r in rows.splitlines() if r.startswith(vhost + "\t"))
 
-    assert listed.count("hookline publisher") == 1
-    assert listed.count(f"hookline consumer {DELIVERIES}") == 1
-    assert "\t30" in listed
-    consumer.close()
+        assert listed.count("hookline publisher") == 1
+        assert listed.count(f"hookline consumer {DELIVERIES}") == 1
+        assert "\t30" in listed
+        consumer.close()
 
 
 @pytest.mark.rabbitmq
