@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_never,
-    wait_exponential_jitter,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from common.errors import ConnectionLostError, TransportError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RECONNECT_INITIAL_S = 0.5
+HEALTHY_SESSION_S = 5.0
+# How long a database write is retried in place before the session is given up.
+DATABASE_OUTAGE_BOUND_S = 120.0
+DATABASE_RETRY_MAX_WAIT_S = 5.0
 
 # Failures a service survives by reconnecting: the broker or the database went away.
 RECOVERABLE = (ConnectionLostError, TransportError, OperationalError, DBAPIError)
@@ -40,34 +45,91 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def _log_retry(state: RetryCallState) -> None:
+def database_away(exc: BaseException) -> bool:
+    """Whether a database error means the server is unreachable rather than a bad row."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def retry_database(
+    call: Callable[[], T],
+    *,
+    abandon: threading.Event | None = None,
+    bound_s: float = DATABASE_OUTAGE_BOUND_S,
+) -> T:
+    """Run `call`, retrying it in place while the database is away.
+
+    Used for writes whose caller holds unacked messages: ending the consumer session
+    instead would hand them back to RabbitMQ, which counts each return toward the
+    queue's delivery limit, so repeated outages could poison healthy messages. Gives up
+    (re-raising) after `bound_s`, or at the next try once `abandon` is set.
+    """
+
+    def give_up(state: RetryCallState) -> bool:
+        elapsed_s = state.seconds_since_start or 0.0
+        return (abandon is not None and abandon.is_set()) or elapsed_s >= bound_s
+
+    retrying = Retrying(
+        retry=retry_if_exception(database_away),
+        wait=wait_exponential_jitter(initial=0.1, max=DATABASE_RETRY_MAX_WAIT_S),
+        stop=give_up,
+        before_sleep=_log_database_retry,
+        sleep=lambda seconds: _pause(abandon, seconds),
+        reraise=True,
+    )
+    return retrying(call)
+
+
+def _pause(abandon: threading.Event | None, seconds: float) -> None:
+    if abandon is None:
+        time.sleep(seconds)
+    else:
+        abandon.wait(seconds)
+
+
+def _log_database_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     log.warning(
-        "dependency unavailable, retrying",
+        "database unavailable, retrying in place",
         extra={"error": type(exc).__name__, "attempt": state.attempt_number},
     )
 
 
-def _wait(stop: threading.Event, seconds: float) -> None:
-    stop.wait(seconds)
+def reconnect_delay_s(failures: int, max_wait_s: float) -> float:
+    """Exponential backoff with jitter for the `failures`-th failure in a row (from 1)."""
+    base = min(max_wait_s, RECONNECT_INITIAL_S * 2.0 ** min(failures - 1, 30))
+    return min(max_wait_s, base + random.uniform(0, RECONNECT_INITIAL_S))
 
 
 def run_until_stopped(
-    work: Callable[[threading.Event], None], stop: threading.Event, *, max_wait_s: float = 30.0
+    work: Callable[[threading.Event], None],
+    stop: threading.Event,
+    *,
+    max_wait_s: float = 30.0,
+    healthy_after_s: float = HEALTHY_SESSION_S,
 ) -> None:
     """Run `work(stop)` until `stop` is set, reconnecting with backoff when a dependency
     (RabbitMQ, the database) drops. `work` returns normally once it has drained after `stop`.
+
+    A session that ran for `healthy_after_s` resets the backoff, so an outage after a day
+    of service starts again from a short wait; one that drops at once (a flapping broker)
+    keeps backing off.
     """
-    retrying = Retrying(
-        retry=retry_if_exception_type(RECOVERABLE),
-        wait=wait_exponential_jitter(initial=0.5, max=max_wait_s),
-        stop=stop_never,
-        before_sleep=_log_retry,
-        sleep=lambda seconds: _wait(stop, seconds),
-        reraise=True,
-    )
-    for attempt in retrying:
-        with attempt:
+    failures = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            work(stop)
+            return
+        except RECOVERABLE as exc:
             if stop.is_set():
                 return
-            work(stop)
+            healthy = time.monotonic() - started >= healthy_after_s
+            failures = 1 if healthy else failures + 1
+            delay_s = reconnect_delay_s(failures, max_wait_s)
+            log.warning(
+                "dependency unavailable, reconnecting",
+                extra={"error": type(exc).__name__, "attempt": failures, "delay_s": delay_s},
+            )
+            stop.wait(delay_s)

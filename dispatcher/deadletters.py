@@ -2,8 +2,9 @@
 
 The settler already wrote the row before it published the dead letter; this drain is what
 makes the database the complete record even when that write raced a crash or a replay.
-A message is acked only after its row is committed, so a database outage leaves the dead
-letters waiting in their queue.
+A message is acked only after its row is committed. During a database outage the drain
+keeps the dead letters unacked in hand rather than handing them back (a return counts
+toward the queue's delivery limit), until the database is back or the outage lasts too long.
 """
 
 from __future__ import annotations
@@ -11,15 +12,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import cast
 
 from sqlalchemy import Table, and_, bindparam, func, or_, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import DEAD, PENDING, RETRYING, Delivery
 from common.db.types import UtcDateTime
 from common.errors import DecodeError, TransportError
+from common.service import (
+    DATABASE_OUTAGE_BOUND_S,
+    DATABASE_RETRY_MAX_WAIT_S,
+    database_away,
+    reconnect_delay_s,
+)
 from common.transport import Message, Transport
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, decode, utcnow
@@ -51,6 +60,34 @@ _MARK_DEAD = (
         ),
     )
 )
+
+
+class _Outage:
+    """A database outage as the drain sees it: when to try again, and when to give up."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self.error: SQLAlchemyError | None = None
+
+    def may_try(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def failed(self, exc: SQLAlchemyError) -> None:
+        """Re-raises unless the database is merely away and has not been for too long."""
+        now = time.monotonic()
+        self._since = now if self._since is None else self._since
+        if not database_away(exc) or now - self._since >= DATABASE_OUTAGE_BOUND_S:
+            raise exc
+        self.error = exc
+        self._failures += 1
+        self._retry_at = now + reconnect_delay_s(self._failures, DATABASE_RETRY_MAX_WAIT_S)
+        log.warning("database unavailable; dead letters wait in their queue",
+                    extra={"error": type(exc).__name__, "attempt": self._failures})  # fmt: skip
+
+    def over(self) -> None:
+        self._since, self._failures, self._retry_at, self.error = None, 0, 0.0, None
 
 
 class DeadLetterDrain:
@@ -91,15 +128,28 @@ class DeadLetterDrain:
             self._failure = exc
             return
         pending: list[Message] = []
+        outage = _Outage()
         try:
             for message in consumer:
                 if message is not None:
                     pending.append(message)
-                if pending and (message is None or len(pending) >= self._batch_size):
-                    self._record(pending)
-                    consumer.ack_many(pending)
-                    pending = []
+                due = message is None or len(pending) >= self._batch_size
+                if pending and due and outage.may_try():
+                    # Not retried in a loop here: this thread must keep iterating the
+                    # consumer (heartbeats), so an outage is waited out between ticks.
+                    try:
+                        self._record(pending)
+                    except SQLAlchemyError as exc:
+                        outage.failed(exc)
+                    else:
+                        outage.over()
+                        consumer.ack_many(pending)
+                        pending = []
                 if self._stopping.is_set() and not pending:
+                    return
+                if self._stopping.is_set() and outage.error is not None:
+                    # Not waited out past a stop; reported, as the settler's would be.
+                    self._failure = outage.error
                     return
         except Exception as exc:
             log.warning("dead-letter drain stopped; messages stay queued", exc_info=True)

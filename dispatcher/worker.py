@@ -26,7 +26,7 @@ from common.db.models import FINAL_STATUSES, PENDING, SUB_ACTIVE, SUB_DISABLED, 
 from common.errors import DecodeError, TransportError
 from common.metrics import Metrics
 from common.secretbox import DEV_SECRET_KEY, SecretBox
-from common.service import run_until_stopped
+from common.service import retry_database, run_until_stopped
 from common.settings import Settings
 from common.transport import Consumer, Message, Transport
 from common.transport import topology as tp
@@ -67,14 +67,17 @@ class Dispatcher:
         self._cache = SubscriptionCache(
             sessionmaker, secret_box, refresh_s=settings.subscription_refresh_s
         )
+        self._stop = threading.Event()  # the running session's stop flag, once `run` starts
 
     def run(self, stop: threading.Event) -> None:
         """One connection session: deliver until `stop` is set, drain, return.
 
-        Raises when the broker or the database fails (after closing the consumer, so the
-        unsettled messages go back to the queue); `run_until_stopped` reconnects.
+        Raises when the broker fails, or the database stays away longer than
+        `retry_database` waits (after closing the consumer, so the unsettled messages go
+        back to the queue); `run_until_stopped` reconnects.
         """
         settings = self._settings
+        self._stop = stop
         self._transport.declare(tp.build(self._delays))
         prefetch = min(settings.dispatcher_concurrency * 2, MAX_PREFETCH)
         consumer = self._transport.consume(tp.DELIVERIES, prefetch=prefetch)
@@ -113,22 +116,28 @@ class Dispatcher:
         return self._settings.connect_timeout_s + self._settings.request_timeout_s + DRAIN_GRACE_S
 
     def recheck(self, delivery_ids: set[str]) -> dict[str, str]:
-        """The status of each delivery row that exists, in one query."""
-        with self._sessionmaker() as session:
-            rows = session.execute(
-                select(Delivery.id, Delivery.status).where(Delivery.id.in_(delivery_ids))
-            )
-            return dict(rows.tuples().all())
+        """The status of each delivery row that exists, in one query; waits out an outage."""
+
+        def query() -> dict[str, str]:
+            with self._sessionmaker() as session:
+                rows = session.execute(
+                    select(Delivery.id, Delivery.status).where(Delivery.id.in_(delivery_ids))
+                )
+                return dict(rows.tuples().all())
+
+        return retry_database(query, abandon=self._stop)
 
     def deliver(self, message: Message, delivery: DeliveryMessage) -> Outcome:
         """One attempt of one delivery, as an outcome for the settler. Runs on a pool thread.
 
-        Raises `SQLAlchemyError` when the subscription cannot be read: that is an outage,
-        not an attempt.
+        Raises `SQLAlchemyError` when the subscription cannot be read even after waiting out
+        an outage: that is not an attempt.
         """
         started_at = utcnow()
         try:
-            endpoint = self._cache.get(delivery.subscription_id)
+            endpoint = retry_database(
+                lambda: self._cache.get(delivery.subscription_id), abandon=self._stop
+            )
         except SQLAlchemyError:
             raise
         except Exception as exc:  # e.g. a secret sealed with another HOOKLINE_SECRET_KEY
@@ -262,17 +271,29 @@ class _Consuming:
         self._pool.submit(self._work, message, delivery)
 
     def _flush_rechecks(self) -> None:
-        """Skip redelivered copies of deliveries that are already final: one query a batch."""
         if not self._rechecks:
             return
         batch, self._rechecks = self._rechecks, []
-        statuses = self._dispatcher.recheck({delivery.delivery_id for _, delivery in batch})
+        # On a pool thread: the query may wait out a database outage, and this thread must
+        # keep iterating the consumer meanwhile (heartbeats, acks).
+        self._pool.submit(self._recheck, batch)
+
+    def _recheck(self, batch: list[tuple[Message, DeliveryMessage]]) -> None:
+        """Skip redelivered copies of deliveries that are already final: one query a batch."""
+        try:
+            statuses = self._dispatcher.recheck({delivery.delivery_id for _, delivery in batch})
+        except SQLAlchemyError as exc:
+            self._settler.fail(exc)
+            return
         for message, delivery in batch:
             status = statuses.get(delivery.delivery_id)
             if _already_handled(message, delivery, status):
                 self._settler.put(Skipped(message))
-            else:
+                continue
+            try:
                 self._pool.submit(self._work, message, delivery)
+            except RuntimeError:  # the pool shut down: the message is redelivered on close
+                return
 
     def _work(self, message: Message, delivery: DeliveryMessage) -> None:
         try:
