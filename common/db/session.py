@@ -36,7 +36,14 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        # Bound how long a silent network (a blackholed database) can stall a query, so the
+        # in-place retries and a SIGTERM drain are not held hostage by one socket.
+        connect_args={"connect_timeout": 5, "tcp_user_timeout": 15_000, "keepalives_idle": 10},
     )
 
 
