@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,16 +45,10 @@ from common.signing import signature_header
 from common.wire import Event
 from producer import Producer
 from tests import builders
+from tests.processes import HOOKLINE, free_port
 from tests.services import temporary_database, temporary_vhost
 
 SECRET_KEY = "bench-secret-key"
-HOOKLINE = [sys.executable, "-m", "hookline"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:

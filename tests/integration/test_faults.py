@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -38,6 +35,7 @@ from hookline.receiver import Received, Receiver, Reply
 from producer import Producer
 from tests import builders
 from tests.faultproxy import FaultProxy
+from tests.processes import Services
 from tests.services import RABBITMQ_PORT, temporary_database, temporary_vhost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -51,7 +49,6 @@ QUIET_TIMEOUT_S = 90.0
 REFUSED_EVERY = 50
 MAX_ATTEMPTS = 4  # HOOKLINE_RETRY_SCHEDULE=1s,1s,1s
 SECRET_KEY = "fault-test-secret-key"
-HOOKLINE = [sys.executable, "-m", "hookline"]
 PG_HOST_PORT = "127.0.0.1:5432"
 # Broker connections that consume: the router's, the dispatcher's, its dead-letter drain's.
 CONSUMERS = 3
@@ -66,32 +63,11 @@ class Rig:
     receiver: Receiver
     secret: str
     tenant: str
-    logs: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    services: Services
     ledger: dict[str, int] = field(default_factory=dict)  # event id -> sequence number
 
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")[-6000:]
-
     def output(self) -> str:
-        return f"router:\n{self.log('router')}\ndispatcher:\n{self.log('dispatcher')}"
-
-    def alive(self) -> dict[str, int | None]:
-        return {name: proc.poll() for name, proc in self.procs.items()}
-
-    def stop(self, timeout_s: float = 60) -> dict[str, int | None]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes: dict[str, int | None] = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-                codes[name] = None
-        return codes
+        return self.services.logs_of_all()
 
 
 def number(request: Received) -> int:
@@ -142,23 +118,14 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
             "HOOKLINE_SUBSCRIPTION_REFRESH_S": "0.5",
             "HOOKLINE_LOG_FORMAT": "json",
         }
-        rig = Rig(broker, database, broker_url, database_url, receiver, secret, tenant_id, tmp_path)
-        for name, args in (("router", ["router"]), ("dispatcher", ["dispatcher"])):
-            output = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
-            rig.procs[name] = subprocess.Popen(
-                [*HOOKLINE, *args, *(["--concurrency", "16"] if name == "dispatcher" else [])],
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-            output.close()  # the child holds its own descriptor
+        services = Services(env, tmp_path)
+        rig = Rig(broker, database, broker_url, database_url, receiver, secret, tenant_id, services)
+        services.start("router", "router")
+        services.start("dispatcher", "dispatcher", "--concurrency", "16")
         try:
             yield rig
         finally:
-            for proc in rig.procs.values():
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
+            services.kill()
 
 
 def publish_all(rig: Rig, done: threading.Event) -> threading.Thread:
@@ -271,12 +238,12 @@ def settle_and_check(rig: Rig, started: dict[str, int]) -> dict[str, float]:
         transport.close()
     assert poisoned == 0, "healthy messages were pushed to the poison queue"
 
-    assert rig.alive() == {"router": None, "dispatcher": None}, rig.output()
+    assert rig.services.alive() == {"router": None, "dispatcher": None}, rig.output()
     reconnects = {
         "broker": rig.broker.accepted - started["broker"],
         "database": rig.database.accepted - started["database"],
     }
-    codes = rig.stop()
+    codes = rig.services.stop()
     assert codes == {"router": 0, "dispatcher": 0}, (codes, rig.output())
     figures = {
         "events": len(rig.ledger),

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,52 +20,15 @@ from standardwebhooks import Webhook
 from common.db.models import SUCCEEDED, Attempt, Delivery, EventRow
 from common.db.session import make_engine
 from hookline.receiver import Receiver
+from tests.processes import HOOKLINE, Services, free_port
 from tests.services import temporary_database, temporary_vhost
 
 EVENTS = 1_000
 ADMIN = "integration-admin-token"
-HOOKLINE = [sys.executable, "-m", "hookline"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Stack:
-    """Three Hookline processes with their own environment and log files."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, *args: str) -> None:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(
-            [*HOOKLINE, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")[-4000:]
-
-    def stop(self, timeout_s: float = 30) -> dict[str, int | None]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes: dict[str, int | None] = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = None
-        return codes
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[Stack, str, str]]:
+def stack(tmp_path: Path) -> Iterator[tuple[Services, str, str]]:
     with temporary_vhost() as broker_url, temporary_database() as database_url:
         env = {
             **os.environ,
@@ -82,7 +42,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[Stack, str, str]]:
             "HOOKLINE_LOG_FORMAT": "json",
         }
         subprocess.run([*HOOKLINE, "migrate"], env=env, check=True, timeout=120)
-        stack = Stack(env, tmp_path)
+        stack = Services(env, tmp_path)
         port = free_port()
         stack.start("api", "api", "--port", str(port))
         stack.start("router", "router")
@@ -99,7 +59,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[Stack, str, str]]:
             )
 
 
-def wait_ready(api: str, stack: Stack, timeout_s: float = 60) -> None:
+def wait_ready(api: str, stack: Services, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for name, proc in stack.procs.items():
@@ -113,7 +73,7 @@ def wait_ready(api: str, stack: Stack, timeout_s: float = 60) -> None:
     pytest.fail(f"API not ready within {timeout_s}s:\n{stack.log('api')}")
 
 
-def test_thousand_events_arrive_signed_exactly_as_sent(stack: tuple[Stack, str, str]) -> None:
+def test_thousand_events_arrive_signed_exactly_as_sent(stack: tuple[Services, str, str]) -> None:
     processes, api, database_url = stack
     http = requests.Session()
     http.trust_env = False

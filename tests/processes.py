@@ -1,0 +1,63 @@
+"""Hookline services as real processes, for integration tests and benchmarks."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+HOOKLINE = [sys.executable, "-m", "hookline"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Services:
+    """`hookline` processes sharing one environment, each logging to its own file."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> None:
+        with open(self.logs / f"{name}.log", "wb") as output:  # the child keeps its own fd
+            self.procs[name] = subprocess.Popen(
+                [*HOOKLINE, *args], env=self.env, stdout=output, stderr=subprocess.STDOUT
+            )
+
+    def log(self, name: str, tail: int = 6000) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-tail:]
+
+    def logs_of_all(self) -> str:
+        return "\n".join(f"{name}:\n{self.log(name)}" for name in self.procs)
+
+    def alive(self) -> dict[str, int | None]:
+        """Each process's exit code, or None while it runs."""
+        return {name: proc.poll() for name, proc in self.procs.items()}
+
+    def stop(self, timeout_s: float = 60) -> dict[str, int | None]:
+        """SIGTERM everything, wait for the drains; None for a process that had to be killed."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+                codes[name] = None
+        return codes
+
+    def kill(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
