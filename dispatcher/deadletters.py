@@ -29,10 +29,9 @@ from common.service import (
     database_away,
     reconnect_delay_s,
 )
-from common.transport import Message, Transport
+from common.transport import Message, Transport, poison_copy
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, decode, utcnow
-from dispatcher.settle import poison_message
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +164,7 @@ class DeadLetterDrain:
             try:
                 delivery = decode(DeliveryMessage, message.body)
             except DecodeError as exc:
-                poisoned.append(poison_message(message, "undecodable", str(exc)))
+                poisoned.append(poison_copy(message, "undecodable", str(exc)))
                 continue
             reason = str(message.headers.get(tp.H_REASON) or "unknown")
             rows.append(

@@ -32,7 +32,7 @@ from common.db.models import (
 from common.db.types import UtcDateTime
 from common.metrics import Metrics, status_class
 from common.service import retry_database
-from common.transport import Consumer, Message, Outgoing, Transport
+from common.transport import Consumer, Outgoing, Transport, poison_copy
 from common.transport import topology as tp
 from common.wire import encode, utcnow
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
@@ -75,17 +75,10 @@ _UPDATE_DELIVERY = (
 )
 
 
-def poison_message(message: Message, reason: str, error: str) -> Outgoing:
-    """The raw message, unchanged, on its way to the poison queue with why."""
-    headers = dict(message.headers)
-    headers.update({tp.H_REASON: reason, tp.H_ERROR: error[:500], tp.H_SOURCE_QUEUE: message.queue})
-    return Outgoing(tp.POISON, "", message.body, headers, message.message_id)
-
-
 def _onward(outcome: Outcome) -> Outgoing | None:
     """The message an outcome publishes before its original is acked, if any."""
     if isinstance(outcome, Poisoned):
-        return poison_message(outcome.message, "undecodable", outcome.error)
+        return poison_copy(outcome.message, "undecodable", outcome.error)
     if isinstance(outcome, Deferred):
         body = encode(outcome.delivery)
         return Outgoing(

@@ -15,7 +15,7 @@ from common.db import migrate as db_migrate
 from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
-from hookline.runtime import build_runtime
+from hookline.runtime import api_server, build_runtime
 
 app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
@@ -68,23 +68,9 @@ def dev(
 @app.command()
 def api(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the HTTP API (control plane and event ingest)."""
-    import uvicorn
-
-    from hookline.api import create_app
-
     settings = _settings()
     runtime = build_runtime(settings, pool_size=20)
-    application = create_app(
-        settings,
-        transport=runtime.transport,
-        sessionmaker=runtime.sessionmaker,
-        metrics=runtime.metrics,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False)
-    )
-    # Serve from a worker thread so uvicorn leaves signals to us: it would re-raise SIGTERM
-    # after its shutdown, making a clean drain look like a crash (exit -15) to supervisors.
+    server = api_server(runtime, host, port)
     stop = threading.Event()
     install_stop_handlers(stop)
     thread = threading.Thread(target=server.run, name="api", daemon=True)

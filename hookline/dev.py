@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-import uvicorn
 from rich.console import Console
 
 from common.db import migrate
@@ -21,9 +20,8 @@ from common.settings import Settings
 from common.signing import SignatureError, verify
 from common.transport import MemoryBroker
 from dispatcher import Dispatcher
-from hookline.api import create_app
 from hookline.receiver import Received, Receiver
-from hookline.runtime import build_runtime
+from hookline.runtime import api_server, build_runtime
 from router import Router
 
 STARTUP_TIMEOUT_S = 15.0
@@ -66,15 +64,7 @@ def run_dev(
         _thread("router", lambda: run_until_stopped(router.run, stop)),
         _thread("dispatcher", lambda: run_until_stopped(dispatcher.run, stop)),
     ]
-    app = create_app(
-        settings,
-        transport=runtime.transport,
-        sessionmaker=runtime.sessionmaker,
-        metrics=runtime.metrics,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    )
+    server = api_server(runtime, host, port)
     workers.append(_thread("api", server.run))
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not server.started and time.monotonic() < deadline and workers[-1].is_alive():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +14,9 @@ from common.metrics import Metrics
 from common.secretbox import DEV_SECRET_KEY, SecretBox
 from common.settings import Settings
 from common.transport import MemoryBroker, Transport, open_transport
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +66,23 @@ def build_runtime(
         metrics=Metrics(),
         secret_box=secret_box_for(settings, dev=dev),
     )
+
+
+def api_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:
+    """The HTTP API on this runtime's dependencies, as a uvicorn server not yet started.
+
+    Run it from a worker thread: uvicorn then leaves signals to Hookline's own handlers
+    (it would re-raise SIGTERM after its shutdown, which looks like a crash to supervisors).
+    """
+    import uvicorn
+
+    from hookline.api import create_app
+
+    app = create_app(
+        runtime.settings,
+        transport=runtime.transport,
+        sessionmaker=runtime.sessionmaker,
+        metrics=runtime.metrics,
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    return uvicorn.Server(config)

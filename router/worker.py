@@ -19,7 +19,7 @@ from common.errors import DecodeError, TransportError
 from common.metrics import Metrics
 from common.service import retry_database
 from common.settings import Settings
-from common.transport import Consumer, Message, Outgoing, Transport
+from common.transport import Consumer, Message, Outgoing, Transport, poison_copy
 from common.transport import topology as tp
 from common.wire import Event, decode, encode
 from router.index import Target
@@ -30,13 +30,6 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
 DRAIN_TIMEOUT_S = 30.0
-
-
-def poison(message: Message, reason: str, error: str) -> Outgoing:
-    """The raw message, unchanged, on its way to the poison queue with the reason."""
-    headers = dict(message.headers)
-    headers.update({tp.H_REASON: reason, tp.H_ERROR: error[:500], tp.H_SOURCE_QUEUE: message.queue})
-    return Outgoing(tp.POISON, "", message.body, headers, message.message_id)
 
 
 class Router:
@@ -139,7 +132,7 @@ class Router:
             raise
         except Exception as exc:
             log.exception("event could not be routed; moved to poison")
-            self._transport.publish([poison(message, "handler_error", repr(exc))])
+            self._transport.publish([poison_copy(message, "handler_error", repr(exc))])
             self._metrics.dead_letters.labels(reason="poison").inc()
             consumer.ack(message)
 
@@ -150,7 +143,7 @@ class Router:
             try:
                 events.append(decode(Event, message.body))
             except DecodeError as exc:
-                poisoned.append(poison(message, "undecodable", str(exc)))
+                poisoned.append(poison_copy(message, "undecodable", str(exc)))
 
         def match_and_persist() -> tuple[list[tuple[Event, list[Target]]], list[Routed]]:
             index = self._loader.current()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.transport.base import Consumer, Message, Outgoing, Transport
+from common.transport.base import Consumer, Message, Outgoing, Transport, poison_copy
 from common.transport.memory import MemoryBroker, MemoryTransport
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Outgoing",
     "Transport",
     "open_transport",
+    "poison_copy",
 ]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.transport import topology as tp
 from common.transport.topology import Topology
 
 
@@ -114,3 +115,10 @@ class Transport(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def poison_copy(message: Message, reason: str, error: str) -> Outgoing:
+    """The raw message, unchanged, on its way to the poison queue with why and from where."""
+    headers = dict(message.headers)
+    headers.update({tp.H_REASON: reason, tp.H_ERROR: error[:500], tp.H_SOURCE_QUEUE: message.queue})
+    return Outgoing(tp.POISON, "", message.body, headers, message.message_id)
