@@ -71,6 +71,7 @@ class ApiKey(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True, nullable=False)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    name: Mapped[str | None] = mapped_column(String(200))
     scopes: Mapped[list[str]] = mapped_column(Json, nullable=False, default=list)
     allowed_cidrs: Mapped[list[str]] = mapped_column(Json, nullable=False, default=list)
     created_at: Mapped[datetime] = _when()
@@ -91,6 +92,9 @@ class Subscription(Base):
     secret_enc: Mapped[str] = mapped_column(Text, nullable=False)
     previous_secret_enc: Mapped[str | None] = mapped_column(Text)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Fernet token of a `whsk_...` ed25519 key when the subscription also signs with `v1a`.
+    signing_key_enc: Mapped[str | None] = mapped_column(Text)
+    verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     headers: Mapped[dict[str, str]] = mapped_column(Json, nullable=False, default=dict)
     rate_limit_per_s: Mapped[float | None] = mapped_column(Float)
     max_in_flight: Mapped[int | None] = mapped_column(Integer)
@@ -122,6 +126,11 @@ class Delivery(Base):
         UniqueConstraint("tenant_id", "event_id", "subscription_id"),
         Index("ix_deliveries_tenant_status_created", "tenant_id", "status", "created_at"),
         Index("ix_deliveries_subscription_created", "subscription_id", "created_at"),
+        # The deliveries API pages newest first by (created_at, id) within one tenant.
+        Index("ix_deliveries_tenant_created_id", "tenant_id", "created_at", "id"),
+        Index(
+            "ix_deliveries_tenant_type_created_id", "tenant_id", "event_type", "created_at", "id"
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -155,3 +164,42 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _when()
+
+
+class AuditEntry(Base):
+    """One change made through the API: who (key id or `admin`), what, when, from where."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_tenant_at", "tenant_id", "at"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, nullable=False, index=True)
+    actor: Mapped[str] = mapped_column(String(64), nullable=False)
+    tenant_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    resource_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    resource_id: Mapped[str | None] = mapped_column(String(200))
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False, default=dict)
+
+
+class IdempotencyRecord(Base):
+    """A POST's stored answer, replayed when the same `Idempotency-Key` comes again.
+
+    `scope` is a digest of the caller's credential, so keys of different callers never meet;
+    a row without `status_code` is a request still in progress.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[str | None] = mapped_column(Text)
+    headers: Mapped[dict[str, str]] = mapped_column(Json, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(
+        UtcDateTime(), default=utcnow, nullable=False, index=True
+    )
