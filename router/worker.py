@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import DecodeError, TransportError
+from common.filters import matches
 from common.metrics import Metrics
 from common.service import retry_database
 from common.settings import Settings
@@ -147,7 +148,10 @@ class Router:
 
         def match_and_persist() -> tuple[list[tuple[Event, list[Target]]], list[Routed]]:
             index = self._loader.current()
-            routed = [(e, index.match(e.tenant, e.type, e.operation)) for e in events]
+            routed = [
+                (e, [t for t in index.match(e.tenant, e.type, e.operation) if wants(t, e)])
+                for e in events
+            ]
             with self._sessionmaker() as session, session.begin():
                 return routed, persist_batch(session, routed)
 
@@ -179,3 +183,8 @@ def _is_data_error(exc: BaseException) -> bool:
         and not exc.connection_invalidated
         and not isinstance(exc, OperationalError)
     )
+
+
+def wants(target: Target, event: Event) -> bool:
+    """The subscription's payload filter (validated when it was saved) passes the event."""
+    return matches(target.payload_filter, event.data)
