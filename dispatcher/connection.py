@@ -1,12 +1,16 @@
-"""The HTTP layer under the sender: connections pinned to checked addresses, and a hard
-deadline for every request.
+"""The HTTP layer under the sender: keep-alive pools pinned to checked addresses, and a
+hard deadline for every request.
 
-Pinning: the sender puts the address the SSRF guard checked into the URL and keeps the
-name in the `Host` header, so DNS cannot change between the check and the connect. For
-https, `PinnedAdapter` still sends SNI for that name and verifies the certificate against
-it, not against the address.
+The sender talks to urllib3's connection pools directly: requests' session and adapter
+layers cost about as much CPU again as the POST itself, and the dispatcher needs none of
+what they add (cookies, redirects, proxies, netrc).
 
-Deadline: requests' timeouts bound each socket read, so a server that sends one byte a
+Pinning: a pool is keyed by the address the SSRF guard checked, never by the name, so DNS
+cannot change between the check and the connect; the name travels in the `Host` header.
+For https, the pool sends SNI for that name and the TLS context verifies the certificate
+against it, not against the address.
+
+Deadline: urllib3's timeouts bound each socket read, so a server that sends one byte a
 second never trips them. The `Watchdog` thread shuts down the socket of any request that
 outlives its deadline; the blocked read then returns at once, whether it was waiting for
 the status line, the headers or the body.
@@ -16,18 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
 
-from requests import PreparedRequest
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.response import HTTPResponse
+from urllib3.response import BaseHTTPResponse
 
 WATCHDOG_TICK_S = 0.05
+MAX_POOLS = 1024
 # The request being sent by this thread, so that its connection can register its socket.
 _current = threading.local()
 
@@ -118,13 +122,13 @@ def _watch(sock: socket.socket | None) -> None:
 
 
 class _WatchedHTTPConnection(HTTPConnection):
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
+    def getresponse(self) -> BaseHTTPResponse:  # type: ignore[override]
         _watch(self.sock)
         return super().getresponse()
 
 
 class _WatchedHTTPSConnection(HTTPSConnection):
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
+    def getresponse(self) -> BaseHTTPResponse:  # type: ignore[override]
         _watch(self.sock)
         return super().getresponse()
 
@@ -144,21 +148,66 @@ def host_name(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
-class PinnedAdapter(HTTPAdapter):
-    """Connections whose sockets the watchdog can reach, with TLS checked for `Host`."""
+def tls_context(verify: bool | str) -> ssl.SSLContext:
+    """Certificates checked against the name (`server_hostname`), with certifi's roots,
+    or the CA file `verify` names; `verify=False` only for tests that say so."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    try:
+        import certifi
+    except ImportError:  # the system store, then
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
-    def build_connection_pool_key_attributes(  # type: ignore[override]
-        self, request: PreparedRequest, verify: bool | str, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        host_params, kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        pool_kwargs: dict[str, Any] = dict(kwargs)
-        host = request.headers.get("host")
-        if host_params["scheme"] == "https" and host:
-            # Both are part of urllib3's pool key, so each name gets its own pool.
-            pool_kwargs["server_hostname"] = host_name(host)
-            pool_kwargs["assert_hostname"] = host_name(host)
-        return dict(host_params), pool_kwargs
+PoolKey = tuple[str, str, int, str]  # scheme, checked address, port, name (SNI)
+
+
+class Pools:
+    """Keep-alive pools, one per checked address and name; the least recently used go
+    first once there are `max_pools`. Thread-safe."""
+
+    def __init__(self, *, verify: bool | str, maxsize: int, max_pools: int = MAX_POOLS) -> None:
+        self._context = tls_context(verify)
+        self._maxsize = maxsize
+        self._max_pools = max_pools
+        self._pools: OrderedDict[PoolKey, HTTPConnectionPool] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, scheme: str, address: str, port: int, name: str) -> HTTPConnectionPool:
+        key = (scheme, address, port, name)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is not None:
+                self._pools.move_to_end(key)
+                return pool
+            pool = self._new(key)
+            self._pools[key] = pool
+            evicted = (
+                self._pools.popitem(last=False)[1] if len(self._pools) > self._max_pools else None
+            )
+        if evicted is not None:
+            evicted.close()  # in-flight requests keep their connection; it closes on return
+        return pool
+
+    def _new(self, key: PoolKey) -> HTTPConnectionPool:
+        scheme, address, port, name = key
+        # Not blocking: a thread never waits for a connection; beyond `maxsize` (more
+        # threads than that on one target) the extra connection is closed after use.
+        if scheme == "https":
+            return _HTTPSPool(
+                address, port, maxsize=self._maxsize, block=False, retries=False,
+                ssl_context=self._context, server_hostname=name,
+            )  # fmt: skip
+        return _HTTPPool(address, port, maxsize=self._maxsize, block=False, retries=False)
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            pool.close()

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import requests
+from urllib3 import Timeout
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.response import BaseHTTPResponse
 
 from common import __version__
 from common.errors import UnsafeTargetError
@@ -24,7 +26,7 @@ from common.settings import Settings
 from common.signing import signature_header
 from common.ssrf import Resolver, Target, check_url, system_resolver
 from common.wire import DeliveryMessage, Event, utcnow
-from dispatcher.connection import Deadline, PinnedAdapter, Watchdog
+from dispatcher.connection import Deadline, Pools, Watchdog
 from dispatcher.subscriptions import Endpoint
 
 log = logging.getLogger(__name__)
@@ -100,19 +102,18 @@ def build_headers(
     return headers
 
 
-def pinned(target: Target) -> tuple[str, str]:
-    """The URL with the checked address in place of the name, and the Host header value."""
+def request_target(target: Target) -> tuple[str, str]:
+    """The path (with query, without fragment) to request, and the Host header value."""
     parts = urlsplit(target.url)
-    address = f"[{target.address}]" if ":" in target.address else target.address
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = f"[{target.host}]" if ":" in target.host else target.host
     if target.port != (443 if target.scheme == "https" else 80):
         host = f"{host}:{target.port}"
-    return f"{target.scheme}://{address}:{target.port}{path}", host
+    return path, host
 
 
 class Sender:
-    """Thread-safe: each sending thread gets its own pooled session."""
+    """Thread-safe: the sending threads share keep-alive pools, one per checked address."""
 
     def __init__(
         self,
@@ -127,9 +128,9 @@ class Sender:
         self._resolver = resolver
         self._verify = verify
         self._watchdog = Watchdog()
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
+        # One connection per sending thread and target at most, kept alive between POSTs.
+        self._pools = Pools(verify=verify, maxsize=settings.dispatcher_concurrency)
+        self._timeout = Timeout(connect=settings.connect_timeout_s, read=settings.request_timeout_s)
 
     def send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
         started = time.monotonic()
@@ -166,16 +167,17 @@ class Sender:
         timestamp = int(time.time())
         secrets = endpoint.secrets_at(utcnow())
         headers = build_headers(endpoint.headers, delivery.event_id, timestamp, body, secrets)
-        url, headers["host"] = pinned(target)
+        path, headers["host"] = request_target(target)
+        pool = self._pools.get(target.scheme, target.address, target.port, target.host)
         deadline_at = started + settings.request_timeout_s
-        timeout = (settings.connect_timeout_s, settings.request_timeout_s)
         with self._watchdog.guard(deadline_at) as deadline:
             try:
-                response = self._session().post(
-                    url, data=body, headers=headers, timeout=timeout, allow_redirects=False,
-                    stream=True, verify=self._verify,
+                response = pool.urlopen(
+                    "POST", path, body=body, headers=headers, retries=False, redirect=False,
+                    timeout=self._timeout, preload_content=False, decode_content=False,
+                    release_conn=False, assert_same_host=False,
                 )  # fmt: skip
-            except (requests.RequestException, Urllib3Error, OSError) as exc:
+            except (Urllib3Error, OSError) as exc:
                 return SendResult(None, time.monotonic() - started, self._failure(exc, deadline))
             content, truncated, complete = b"", False, False
             error: str | None = None
@@ -185,12 +187,12 @@ class Sender:
                 )
                 if not complete:
                     error = self._timeout_message()
-            except (requests.RequestException, Urllib3Error, OSError) as exc:
+            except (Urllib3Error, OSError) as exc:
                 error = self._failure(exc, deadline)
             finally:
                 _release(response, reusable=complete and not truncated)
         return SendResult(
-            response.status_code,
+            response.status,
             time.monotonic() - started,
             error,
             content,
@@ -199,39 +201,22 @@ class Sender:
         )
 
     def _failure(self, exc: BaseException, deadline: Deadline) -> str:
-        if deadline.expired or isinstance(exc, requests.Timeout):
+        # urllib3 derives a refused connection (NewConnectionError) from its timeout class.
+        timed_out = isinstance(exc, Urllib3Timeout) and not isinstance(exc, NewConnectionError)
+        if deadline.expired or timed_out:
             return self._timeout_message()
         return f"connection failed: {type(exc).__name__}: {exc}"[:500]
 
     def _timeout_message(self) -> str:
         return f"timeout: no complete response within {self._settings.request_timeout_s:g} s"
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # no proxies or netrc from the environment
-            session.headers.clear()  # no Accept-Encoding: answers are stored as sent
-            # One connection per target is enough for a thread that sends one at a time.
-            adapter = PinnedAdapter(pool_connections=64, pool_maxsize=2, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
     def close(self) -> None:
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-        self._local = threading.local()
+        self._pools.close()
         self._watchdog.close()
 
 
 def _read_capped(
-    response: requests.Response, deadline_at: float, limit: int
+    response: BaseHTTPResponse, deadline_at: float, limit: int
 ) -> tuple[bytes, bool, bool]:
     """(body, truncated, complete): read until the end, `limit` bytes or the deadline."""
     chunks: list[bytes] = []
@@ -240,7 +225,7 @@ def _read_capped(
         if time.monotonic() >= deadline_at:
             return b"".join(chunks), False, False
         # One byte past the limit tells a body of exactly `limit` bytes from a longer one.
-        chunk = response.raw.read1(min(READ_CHUNK_BYTES, limit + 1 - size))
+        chunk = response.read1(min(READ_CHUNK_BYTES, limit + 1 - size))
         if not chunk:
             return b"".join(chunks), False, True
         chunks.append(chunk)
@@ -249,8 +234,8 @@ def _read_capped(
             return b"".join(chunks)[:limit], True, True
 
 
-def _release(response: requests.Response, *, reusable: bool) -> None:
+def _release(response: BaseHTTPResponse, *, reusable: bool) -> None:
     """Give the connection back to the pool, closed unless the answer was read to its end."""
     if not reusable:
-        response.raw.close()
-    response.raw.release_conn()
+        response.close()
+    response.release_conn()

@@ -9,6 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,13 @@ from standardwebhooks import Webhook
 from common.signing import new_secret
 from common.ssrf import Target
 from common.wire import DeliveryMessage, Event
-from dispatcher.connection import Watchdog, host_name
+from dispatcher.connection import Pools, Watchdog, host_name
 from dispatcher.sender import (
     USER_AGENT,
     Sender,
     SendResult,
     build_headers,
-    pinned,
+    request_target,
     webhook_body,
 )
 from dispatcher.subscriptions import Endpoint
@@ -103,18 +104,18 @@ def test_the_body_is_compact_json_of_the_webhook_body() -> None:
 
 
 @pytest.mark.parametrize(
-    ("target", "url", "host"),
+    ("target", "path", "host"),
     [
-        (Target("http://a.test/h?x=1#f", "http", "a.test", 80, "10.0.0.1"),
-         "http://10.0.0.1:80/h?x=1", "a.test"),
-        (Target("https://a.test:8443", "https", "a.test", 8443, "2001:db8::1"),
-         "https://[2001:db8::1]:8443/", "a.test:8443"),
-        (Target("http://[::1]:81/p", "http", "::1", 81, "::1"),
-         "http://[::1]:81/p", "[::1]:81"),
+        (Target("http://a.test/h?x=1#f", "http", "a.test", 80, "10.0.0.1"), "/h?x=1", "a.test"),
+        (Target("https://a.test:8443", "https", "a.test", 8443, "2001:db8::1"), "/",
+         "a.test:8443"),
+        (Target("http://[::1]:81/p", "http", "::1", 81, "::1"), "/p", "[::1]:81"),
     ],
 )  # fmt: skip
-def test_pinned_urls_point_at_the_checked_address(target: Target, url: str, host: str) -> None:
-    assert pinned(target) == (url, host)
+def test_the_request_names_the_host_and_drops_the_fragment(
+    target: Target, path: str, host: str
+) -> None:
+    assert request_target(target) == (path, host)
     assert host_name(host) == target.host
 
 
@@ -142,6 +143,51 @@ def test_connections_are_kept_alive_between_attempts() -> None:
             assert sender.send(endpoint(receiver.url), message()).status_code == 200
         sender.close()
         assert receiver.connections == 1
+
+
+def test_sending_threads_share_keep_alive_connections_up_to_one_each() -> None:
+    sender = Sender(make_settings(dispatcher_concurrency=4))
+    with Receiver() as receiver, ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda _: sender.send(endpoint(receiver.url), message()).status_code,
+                              range(80)))  # fmt: skip
+        sender.close()
+        assert codes == [200] * 80
+        assert 1 <= receiver.connections <= 4
+
+
+def test_a_connection_the_receiver_closes_is_replaced_for_the_next_attempt() -> None:
+    sender = Sender(make_settings())
+    with Receiver() as receiver:
+        receiver.respond = lambda r: Reply(200, headers={"connection": "close"})
+        first = sender.send(endpoint(receiver.url), message())
+        second = sender.send(endpoint(receiver.url), message())
+        sender.close()
+        assert (first.status_code, second.status_code) == (200, 200)
+        assert receiver.connections == 2
+
+
+def test_proxy_settings_in_the_environment_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{unused.getsockname()[1]}"  # nothing listens there
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, proxy)
+        monkeypatch.setenv("NO_PROXY", "")
+        sender = Sender(make_settings())
+        with Receiver() as receiver:
+            result = sender.send(endpoint(receiver.url), message())
+            sender.close()
+    assert result.status_code == 200, result.error
+
+
+def test_a_new_address_for_the_same_name_gets_its_own_pool() -> None:
+    pools = Pools(verify=True, maxsize=2, max_pools=2)
+    first = pools.get("https", "127.0.0.1", 443, NAME)
+    assert pools.get("https", "127.0.0.1", 443, NAME) is first
+    assert pools.get("https", "::1", 443, NAME) is not first
+    assert pools.get("https", "127.0.0.1", 443, "other.test") is not first
+    assert pools.get("https", "127.0.0.1", 443, NAME) is not first  # evicted as least recent
+    pools.close()
 
 
 def test_unsafe_targets_are_refused_before_connecting() -> None:
@@ -275,5 +321,25 @@ def test_https_refuses_a_certificate_for_another_name(tls_server: Any) -> None:
     result = sender.send(endpoint(f"https://other.example.test:{port}/hooks"), message())
     sender.close()
     assert result.status_code is None
-    assert result.error is not None and "doesn't match" in result.error
+    assert result.error is not None and "Hostname mismatch" in result.error
     assert hosts == []
+
+
+def test_https_refuses_a_certificate_no_trusted_authority_signed(tls_server: Any) -> None:
+    port, _, _, hosts = tls_server
+    sender = Sender(make_settings(), resolver=lambda h, p: ["127.0.0.1"])
+    result = sender.send(endpoint(f"https://{NAME}:{port}/hooks"), message())
+    sender.close()
+    assert result.status_code is None
+    assert result.error is not None and "certificate verify failed" in result.error
+    assert hosts == []
+
+
+def test_https_keeps_its_connection_alive_between_attempts(tls_server: Any) -> None:
+    port, ca_file, server_names, hosts = tls_server
+    sender = Sender(make_settings(), resolver=lambda h, p: ["127.0.0.1"], verify=str(ca_file))
+    results = [sender.send(endpoint(f"https://{NAME}:{port}/hooks"), message()) for _ in range(3)]
+    sender.close()
+    assert [r.status_code for r in results] == [204, 204, 204]
+    assert server_names == [NAME]  # one handshake: the connection was reused
+    assert len(hosts) == 3
