@@ -1,15 +1,76 @@
-"""Logging: JSON lines or console text, with ids bound per message and never secrets."""
+"""Logging: JSON lines or console text, with ids bound per message and never secrets.
+
+`HOOKLINE_LOG_FORMAT=json` writes one JSON object per line (for log shippers),
+`console` a readable line with the context in brackets. A handler binds the ids of the
+message it works on for everything logged meanwhile:
+
+    with logs.bound(event_id=..., delivery_id=..., subscription_id=...):
+        ...  # every record in this thread (or asyncio task) carries the three ids
+
+Secrets never reach the output: context keys that name a secret are dropped, and values
+that look like one (webhook secrets, API keys, signatures, bearer tokens, passwords in
+URLs) are masked wherever they appear, in the message, the context or a traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
+import re
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is context.
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# The ids a handler binds; a bounded set of names keeps the output greppable.
+BINDABLE = ("event_id", "delivery_id", "subscription_id", "tenant_id", "replay_id", "attempt")
+
+_bound: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("hookline_log_ids")
+
+_SECRET_KEY = re.compile(r"secret|signature|password|passwd|token|authorization|api_key|"
+                         r"cookie", re.IGNORECASE)  # fmt: skip
+_SECRET_VALUE = re.compile(
+    r"whsec_[A-Za-z0-9+/=_-]+"  # webhook signing secrets
+    r"|\bhl_[A-Za-z0-9_-]{8,}"  # API keys
+    r"|\bv1a?,[A-Za-z0-9+/=]{16,}"  # webhook-signature values
+    r"|(?i:bearer)\s+[^\s\"',]+"  # Authorization header values
+)
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^/\s@]+@")
+MASK = "[redacted]"
+
+
+@contextlib.contextmanager
+def bound(**ids: Any) -> Iterator[None]:
+    """Attach `ids` (see `BINDABLE`) to every record logged inside the block."""
+    unknown = set(ids) - set(BINDABLE)
+    if unknown:
+        raise ValueError(f"not a bindable log field: {sorted(unknown)}")
+    token = _bound.set({**_bound.get({}), **{k: v for k, v in ids.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like a secret masked."""
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", _SECRET_VALUE.sub(MASK, text))
+
+
+def _context(record: logging.LogRecord) -> dict[str, Any]:
+    """The bound ids, then the record's `extra=` fields, without secrets."""
+    context: dict[str, Any] = dict(_bound.get({}))
+    for key, value in record.__dict__.items():
+        if key in _STANDARD or key.startswith("_"):
+            continue
+        context[key] = MASK if _SECRET_KEY.search(key) else value
+    return {
+        key: redact(value) if isinstance(value, str) else value for key, value in context.items()
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,21 +79,21 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        entry.update(_context(record))
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=lambda value: redact(str(value)))
 
 
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        context = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD)
+        context = " ".join(f"{k}={v}" for k, v in _context(record).items())
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}: "
-        line += record.getMessage() + (f"  [{context}]" if context else "")
+        line += redact(record.getMessage()) + (f"  [{context}]" if context else "")
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + redact(self.formatException(record.exc_info))
         return line
 
 

@@ -30,6 +30,26 @@ STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "none")
 INGEST_RESULTS = ("accepted", "duplicate", "rejected", "failed")
 ORIGINS = ("new", "retry", "replay")
 FINISH_RESULTS = ("succeeded", "dead")
+DEAD_REASONS = ("max_attempts", "endpoint_disabled", "poison", "unsafe_target",
+                "subscription_missing")  # fmt: skip
+REPLAY_RESULTS = ("published", "skipped", "failed")
+SUBSCRIPTION_STATUSES = ("pending_verification", "active", "paused", "disabled")
+
+
+def attempt_buckets(request_timeout_s: float) -> tuple[float, ...]:
+    """The attempt buckets, with a top bucket past the request timeout: a request that
+    timed out must land in a finite bucket, or the latency panels hide exactly those."""
+    if request_timeout_s < ATTEMPT_BUCKETS_S[-1]:
+        return ATTEMPT_BUCKETS_S
+    return (*ATTEMPT_BUCKETS_S, float(2 * request_timeout_s))
+
+
+def e2e_buckets(retry_delays_s: tuple[float, ...]) -> tuple[float, ...]:
+    """The end-to-end buckets, reaching past the last retry of the configured schedule."""
+    total_s = sum(retry_delays_s)
+    if total_s < E2E_BUCKETS_S[-1]:
+        return E2E_BUCKETS_S
+    return (*E2E_BUCKETS_S, float(2 * total_s))
 
 
 def status_class(status_code: int | None) -> str:
@@ -39,7 +59,13 @@ def status_class(status_code: int | None) -> str:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        request_timeout_s: float = 15.0,
+        retry_delays_s: tuple[float, ...] = (),
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events_ingested = Counter(
@@ -60,7 +86,7 @@ class Metrics:
         )  # fmt: skip
         self.attempt_duration = Histogram(
             "hookline_delivery_attempt_duration_seconds", "Duration of one HTTP attempt",
-            ["outcome"], buckets=ATTEMPT_BUCKETS_S, registry=r,
+            ["outcome"], buckets=attempt_buckets(request_timeout_s), registry=r,
         )  # fmt: skip
         self.finished = Counter(
             "hookline_deliveries_finished_total", "Deliveries that reached a final state",
@@ -68,7 +94,7 @@ class Metrics:
         )  # fmt: skip
         self.e2e = Histogram(
             "hookline_delivery_e2e_seconds", "Event accepted to delivered",
-            buckets=E2E_BUCKETS_S, registry=r,
+            buckets=e2e_buckets(retry_delays_s), registry=r,
         )  # fmt: skip
         self.dead_letters = Counter(
             "hookline_dead_letters_total", "Deliveries and messages dead-lettered, by reason",
@@ -80,9 +106,22 @@ class Metrics:
         self.inflight = Gauge(
             "hookline_inflight_deliveries", "HTTP deliveries in progress", registry=r
         )
+        self.concurrency = Gauge(
+            "hookline_dispatcher_concurrency",
+            "Concurrent HTTP deliveries this dispatcher allows (saturation = in-flight / this)",
+            registry=r,
+        )
         self.replay_messages = Counter(
             "hookline_replay_messages_total", "Messages re-published by replay jobs",
             ["result"], registry=r,
+        )  # fmt: skip
+        # Set by whichever process runs replay jobs; zero where none runs.
+        self.replay_jobs_running = Gauge(
+            "hookline_replay_jobs_running", "Replay jobs in progress in this process", registry=r
+        )
+        self.replay_remaining = Gauge(
+            "hookline_replay_remaining_messages",
+            "Messages the running replay jobs still have to re-publish", registry=r,
         )  # fmt: skip
         self.build_info = Gauge("hookline_build_info", "Hookline version", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
@@ -100,9 +139,10 @@ class Metrics:
                 self.attempts.labels(outcome=outcome, status_class=klass)
         for result in FINISH_RESULTS:
             self.finished.labels(result=result)
-        for reason in ("max_attempts", "endpoint_disabled", "poison", "unsafe_target",
-                       "subscription_missing"):  # fmt: skip
+        for reason in DEAD_REASONS:
             self.dead_letters.labels(reason=reason)
+        for result in REPLAY_RESULTS:
+            self.replay_messages.labels(result=result)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:
         """Serve `/metrics` for this registry on `port` in a daemon thread."""

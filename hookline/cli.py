@@ -15,7 +15,7 @@ from common.db import migrate as db_migrate
 from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
-from hookline.runtime import api_server, build_runtime
+from hookline.runtime import api_server, build_runtime, serve_probes
 
 app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
@@ -95,7 +95,7 @@ def router(metrics_port: MetricsPort = None) -> None:
     settings = _settings(metrics_port=metrics_port)
     runtime = build_runtime(settings)
     if settings.metrics_port:
-        runtime.metrics.serve(settings.metrics_port)
+        serve_probes(runtime, settings.metrics_port, backlog=True)
     stop = threading.Event()
     install_stop_handlers(stop)
     worker = Router(settings, runtime.transport, runtime.sessionmaker, runtime.metrics)
@@ -117,8 +117,9 @@ def dispatcher(
 
     settings = _settings(dispatcher_concurrency=concurrency, metrics_port=metrics_port)
     runtime = build_runtime(settings, pool_size=4)
+    runtime.metrics.concurrency.set(settings.dispatcher_concurrency)
     if settings.metrics_port:
-        runtime.metrics.serve(settings.metrics_port)
+        serve_probes(runtime, settings.metrics_port)
     stop = threading.Event()
     install_stop_handlers(stop)
     worker = Dispatcher(

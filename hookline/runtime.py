@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.backlog import BacklogCollector
 from common.db.session import make_engine, make_sessionmaker
+from common.health import ProbeServer, Readiness, dependency_checks
 from common.metrics import Metrics
 from common.secretbox import DEV_SECRET_KEY, SecretBox
 from common.settings import Settings
-from common.transport import MemoryBroker, Transport, open_transport
+from common.transport import MemoryBroker, Transport, open_transport, topology
 
 if TYPE_CHECKING:
     import uvicorn
@@ -63,9 +65,25 @@ def build_runtime(
         transport=open_transport(settings.broker_url, memory=memory),
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
-        metrics=Metrics(),
+        metrics=Metrics(
+            request_timeout_s=settings.request_timeout_s, retry_delays_s=settings.retry_delays_s
+        ),
         secret_box=secret_box_for(settings, dev=dev),
     )
+
+
+def serve_probes(runtime: Runtime, port: int, *, backlog: bool = False) -> ProbeServer:
+    """`/metrics`, `/healthz` and `/readyz` on `port` for a router or dispatcher.
+
+    With `backlog`, this process also exports the queue-depth and database gauges (one
+    process per deployment does: the router; see docs/operations.md).
+    """
+    if backlog:
+        queues = [q.name for q in topology.build(runtime.settings.retry_delays_s).queues]
+        collector = BacklogCollector(runtime.transport, runtime.sessionmaker, queues)
+        collector.register(runtime.metrics.registry).start()
+    checks = dependency_checks(runtime.sessionmaker, runtime.transport)
+    return ProbeServer(runtime.metrics.registry, Readiness(checks), port).start()
 
 
 def api_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:

@@ -1,0 +1,144 @@
+"""Gauges read from the broker and the database: queue depths, the oldest due delivery,
+subscriptions by status.
+
+One process per deployment should export them (the router does; see docs/operations.md):
+they describe shared state, so every replica would report the same numbers. Dashboards
+and alerts take `max by (...)` anyway, so two routers do no harm.
+
+The numbers are refreshed by a daemon thread every `interval_s`, not at scrape time, so a
+scrape never waits on a hung broker or database. A failed read drops that source's series
+(stale numbers would look healthy) and sets `hookline_backlog_up{source}` to 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.models import PENDING, RETRYING, Delivery, Subscription
+from common.metrics import SUBSCRIPTION_STATUSES
+from common.transport import Transport
+from common.wire import utcnow
+
+log = logging.getLogger(__name__)
+
+REFRESH_INTERVAL_S = 10.0
+
+
+class BacklogCollector(Collector):
+    def __init__(
+        self,
+        transport: Transport,
+        sessions: sessionmaker[Session],
+        queues: Sequence[str],
+        *,
+        interval_s: float = REFRESH_INTERVAL_S,
+    ) -> None:
+        self._transport = transport
+        self._sessions = sessions
+        self._queues = tuple(queues)
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._depths: dict[str, int] | None = None
+        self._oldest_age_s: float | None = None
+        self._subscriptions: dict[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backlog", daemon=True)
+
+    def register(self, registry: CollectorRegistry) -> BacklogCollector:
+        registry.register(self)
+        return self
+
+    def start(self) -> BacklogCollector:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def refresh(self) -> None:
+        """Read every number once (the thread calls this; tests may call it directly)."""
+        depths: dict[str, int] | None
+        try:
+            depths = {queue: self._transport.queue_depth(queue) for queue in self._queues}
+        except Exception as exc:  # any failure: report the source down, never crash
+            log.warning("backlog: broker read failed", extra={"error": type(exc).__name__})
+            depths = None
+        try:
+            oldest_age_s, subscriptions = self._read_database()
+        except Exception as exc:
+            log.warning("backlog: database read failed", extra={"error": type(exc).__name__})
+            oldest_age_s, subscriptions = None, None
+        with self._lock:
+            self._depths = depths
+            self._oldest_age_s = oldest_age_s
+            self._subscriptions = subscriptions
+
+    def _read_database(self) -> tuple[float, dict[str, int]]:
+        now = utcnow()
+        due_since = func.coalesce(Delivery.next_attempt_at, Delivery.created_at)
+        with self._sessions() as session:
+            # A delivery is due when it was never tried, or its retry time has passed.
+            oldest: datetime | None = session.scalar(
+                select(func.min(due_since)).where(
+                    or_(Delivery.status == PENDING, Delivery.status == RETRYING),
+                    due_since <= now,
+                )
+            )
+            rows = session.execute(
+                select(Subscription.status, func.count()).group_by(Subscription.status)
+            ).all()
+        counts: dict[str, int] = {status: int(count) for status, count in rows}
+        age_s = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+        return age_s, {status: int(counts.get(status, 0)) for status in SUBSCRIPTION_STATUSES}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.refresh()
+            self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            depths, oldest_age_s = self._depths, self._oldest_age_s
+            subscriptions = self._subscriptions
+        up = GaugeMetricFamily(
+            "hookline_backlog_up", "Whether the last backlog read of this source worked",
+            labels=["source"],
+        )  # fmt: skip
+        up.add_metric(["broker"], float(depths is not None))
+        up.add_metric(["database"], float(subscriptions is not None))
+        yield up
+        if depths is not None:
+            family = GaugeMetricFamily(
+                "hookline_queue_messages", "Messages ready in a Hookline queue (unacked not "
+                "counted)", labels=["queue"],
+            )  # fmt: skip
+            for queue, depth in depths.items():
+                family.add_metric([queue], float(depth))
+            yield family
+        if oldest_age_s is not None:
+            yield GaugeMetricFamily(
+                "hookline_oldest_due_delivery_age_seconds",
+                "How long the oldest due delivery (never tried, or retry time passed) waits",
+                value=oldest_age_s,
+            )
+        if subscriptions is not None:
+            family = GaugeMetricFamily(
+                "hookline_subscriptions", "Subscriptions by status", labels=["status"]
+            )
+            for status, count in subscriptions.items():
+                family.add_metric([status], float(count))
+            yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # dynamic: never pre-checked for name clashes at registration
