@@ -26,7 +26,9 @@ def json_lines(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def test_json_lines_carry_the_ids_bound_for_the_message(captured: pytest.CaptureFixture[str]) -> None:
+def test_json_lines_carry_the_ids_bound_for_the_message(
+    captured: pytest.CaptureFixture[str],
+) -> None:
     logs.configure("json")
     log = logging.getLogger("hookline.test")
     with logs.bound(event_id="evt_1", delivery_id="dlv_1", subscription_id="sub_1"):
