@@ -17,6 +17,19 @@ Resolver = Callable[[str, int], Sequence[str]]
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+# IANA's special-purpose ranges, written out so the answer does not depend on the Python
+# version's idea of `is_global` (which has moved for 192.0.0.0/24 and 2001::/23).
+_SPECIAL = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+        "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+        "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
+        "2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20", "5f00::/16", "fc00::/7",
+        "fe80::/10", "fec0::/10", "ff00::/8",
+    )
+)  # fmt: skip
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -41,6 +54,41 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
+def numeric_host(host: str) -> IPAddress | None:
+    """The address a numeric host denotes, in any form a C resolver accepts.
+
+    `inet_aton` reads `0x7f.1`, `0177.0.0.1`, `127.1` and `2130706433` as 127.0.0.1, so a
+    name made only of such numbers is an address whatever an injected resolver says.
+    """
+    text = host.rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    numbers = []
+    for part in parts:
+        base = 16 if part[:2].lower() == "0x" else 8 if len(part) > 1 and part[0] == "0" else 10
+        digits = part[2:] if base == 16 else part
+        try:
+            numbers.append(int(digits, base) if digits else None)
+        except ValueError:
+            return None
+    if any(n is None for n in numbers):
+        return None
+    *head, last = [n for n in numbers if n is not None]
+    if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
+        return None
+    value = last
+    for index, number in enumerate(head):
+        value += number << (8 * (3 - index))
+    return ipaddress.IPv4Address(value)
+
+
 def is_public(address: IPAddress) -> bool:
     """True only for globally routable unicast addresses."""
     if isinstance(address, ipaddress.IPv6Address):
@@ -49,6 +97,8 @@ def is_public(address: IPAddress) -> bool:
             return is_public(embedded)
         if address.scope_id:
             return False
+    if any(address.version == net.version and address in net for net in _SPECIAL):
+        return False
     return (
         address.is_global
         and not address.is_multicast
@@ -71,6 +121,31 @@ class Target:
     address: str
 
 
+def _allowed(address: IPAddress, allow_private: bool) -> bool:
+    if is_public(address):
+        return True
+    # Private targets are for tests and the dev server; these never name a receiver.
+    return allow_private and not (address.is_multicast or address.is_unspecified)
+
+
+def _addresses(host: str, port: int, resolver: Resolver) -> list[IPAddress]:
+    literal = numeric_host(host)
+    if literal is not None:
+        return [literal]
+    found = []
+    for text in resolver(host, port):
+        if "%" in text:
+            raise UnsafeTargetError(f"host {host!r} resolves to a scoped address")
+        try:
+            found.append(ipaddress.ip_address(text))
+        except ValueError:
+            # Scoped (`fe80::1%eth0`) or garbage: nothing a public receiver resolves to.
+            raise UnsafeTargetError(f"host {host!r} resolves to a non-public address") from None
+    if not found:
+        raise UnsafeTargetError(f"host {host!r} resolves to no address")
+    return found
+
+
 def check_url(
     url: str,
     *,
@@ -78,7 +153,14 @@ def check_url(
     allow_http: bool = False,
     resolver: Resolver = system_resolver,
 ) -> Target:
-    """Refuse `url` unless it is http(s), credential-free, and every address is allowed."""
+    """Refuse `url` unless it is https (or allowed http), credential-free, and every
+    address its host denotes or resolves to is public (or private targets are allowed).
+
+    The returned `Target.address` is the one to connect to: callers pin the connection to
+    it, so a second DNS answer cannot send the request elsewhere.
+    """
+    if any(ch in url for ch in "\r\n\t\0 \\"):
+        raise UnsafeTargetError("invalid URL: it contains whitespace, control or backslash")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -88,20 +170,16 @@ def check_url(
         raise UnsafeTargetError("URL scheme must be https")
     if parts.scheme == "http" and not (allow_http or allow_private):
         raise UnsafeTargetError("plain http is not allowed (set HOOKLINE_ALLOW_HTTP)")
-    if parts.username is not None or parts.password is not None:
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
         raise UnsafeTargetError("credentials in the URL are not allowed; use headers")
     host = parts.hostname
     if not host:
         raise UnsafeTargetError("URL has no host")
+    if "%" in host:
+        raise UnsafeTargetError("invalid URL: zone ids and percent-encoded hosts are refused")
     port = port or (443 if parts.scheme == "https" else 80)
-    addresses = resolver(host, port)
-    if not addresses:
-        raise UnsafeTargetError(f"host {host!r} resolves to no address")
-    for text in addresses:
-        try:
-            address = ipaddress.ip_address(text.split("%")[0])
-        except ValueError:
-            raise UnsafeTargetError(f"resolver returned a non-address {text!r}") from None
-        if not allow_private and not is_public(address):
+    addresses = _addresses(host, port, resolver)
+    for address in addresses:
+        if not _allowed(address, allow_private):
             raise UnsafeTargetError(f"host {host!r} resolves to a non-public address")
-    return Target(url=url, scheme=parts.scheme, host=host, port=port, address=addresses[0])
+    return Target(url=url, scheme=parts.scheme, host=host, port=port, address=str(addresses[0]))

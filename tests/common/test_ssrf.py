@@ -57,3 +57,119 @@ def test_malformed_or_disallowed_urls_are_refused(url: str, reason: str) -> None
 def test_private_targets_can_be_allowed_for_tests_and_the_dev_server() -> None:
     target = check_url("http://127.0.0.1:9/hook", allow_private=True, resolver=system_resolver)
     assert target.address == "127.0.0.1"
+
+
+# --- Property tests: every form of a non-public address is refused, public ones pass ------
+
+import ipaddress  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from common.ssrf import numeric_host  # noqa: E402
+
+# The ranges a receiver can never be in, written out here rather than taken from the guard.
+BLOCKED_V4 = [
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    )
+]  # fmt: skip
+blocked_v4 = st.sampled_from(BLOCKED_V4).flatmap(
+    lambda net: st.integers(int(net.network_address), int(net.broadcast_address)).map(
+        ipaddress.IPv4Address
+    )
+)
+public_v4 = st.ip_addresses(v=4).filter(
+    lambda a: not any(a in net for net in BLOCKED_V4) and a.is_global
+)
+
+
+def spellings(address: ipaddress.IPv4Address) -> st.SearchStrategy[str]:
+    """The ways a C resolver accepts to write `address`: dotted, integer, hex, octal, short."""
+    value = int(address)
+    octets = address.packed
+    return st.sampled_from(
+        [
+            str(address),
+            str(value),
+            hex(value),
+            ".".join(f"0x{o:x}" for o in octets),
+            ".".join(f"0{o:o}" for o in octets),
+            f"{octets[0]}.{value & 0xFFFFFF}",
+            f"{octets[0]}.{octets[1]}.{value & 0xFFFF}",
+        ]
+    )
+
+
+def embeddings(address: ipaddress.IPv4Address) -> list[str]:
+    """IPv6 forms that carry `address`: mapped, 6to4 and NAT64."""
+    value = int(address)
+    return [
+        f"::ffff:{address}",
+        str(ipaddress.IPv6Address((0x2002 << 112) | (value << 80))),
+        str(ipaddress.IPv6Address((0x64FF9B << 96) | value)),
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(blocked_v4.flatmap(spellings))
+def test_every_spelling_of_a_blocked_address_is_refused_as_a_host(host: str) -> None:
+    # The resolver would say "public": a numeric host is an address, whatever DNS says.
+    with pytest.raises(UnsafeTargetError, match="non-public"):
+        check_url(f"https://{host}/hook", resolver=fixed("93.184.216.34"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(blocked_v4.flatmap(lambda a: st.sampled_from([*embeddings(a), str(a)])))
+def test_a_name_resolving_to_a_blocked_address_in_any_form_is_refused(address: str) -> None:
+    with pytest.raises(UnsafeTargetError, match="non-public"):
+        check_url("https://hooks.example.com/x", resolver=fixed(address))
+
+
+@settings(max_examples=200, deadline=None)
+@given(public_v4)
+def test_public_addresses_in_every_spelling_denote_the_same_address(address) -> None:
+    for host in [str(address), str(int(address)), hex(int(address))]:
+        assert numeric_host(host) == address
+    target = check_url("https://hooks.example.com/x", resolver=fixed(str(address)))
+    assert target.address == str(address)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.ip_addresses(v=6, network="fc00::/7") | st.ip_addresses(v=6, network="fe80::/10"))
+def test_private_and_link_local_ipv6_are_refused(address) -> None:
+    with pytest.raises(UnsafeTargetError, match="non-public"):
+        check_url(f"https://[{address}]/x", resolver=fixed("93.184.216.34"))
+
+
+def test_a_literal_address_is_checked_without_asking_the_resolver() -> None:
+    def resolver(host: str, port: int) -> list[str]:
+        raise AssertionError("a literal address must not be resolved")
+
+    with pytest.raises(UnsafeTargetError, match="non-public"):
+        check_url("https://[::ffff:169.254.169.254]/latest/meta-data", resolver=resolver)
+    assert check_url("https://93.184.216.34/", resolver=resolver).address == "93.184.216.34"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://hooks.example.com@127.0.0.1/", "https://a b.example.com/", "https://h\\@x/"],
+)
+def test_userinfo_and_whitespace_tricks_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeTargetError):
+        check_url(url, resolver=fixed("93.184.216.34"))
+
+
+def test_multicast_and_unspecified_stay_refused_even_with_private_targets_allowed() -> None:
+    for address in ("0.0.0.0", "224.0.0.1", "::"):
+        with pytest.raises(UnsafeTargetError):
+            check_url("https://h.example/", allow_private=True, resolver=fixed(address))
+
+
+def test_scoped_addresses_from_the_resolver_are_refused() -> None:
+    with pytest.raises(UnsafeTargetError):
+        check_url("https://h.example/", allow_private=True, resolver=fixed("fe80::1%eth0"))
