@@ -59,3 +59,35 @@ def test_secrets_are_whsec_prefixed_32_byte_keys() -> None:
     assert secret.startswith("whsec_")
     assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
     assert new_secret() != secret
+
+
+def test_an_ed25519_key_adds_a_v1a_token_that_verifies_with_the_public_key() -> None:
+    from common.signing import new_signing_key, public_key, verify_public
+
+    secret, key = new_secret(), new_signing_key()
+    ts = int(time.time())
+    value = signature_header([secret, key], "evt_5", ts, BODY)
+    versions = [token.split(",")[0] for token in value.split()]
+    assert versions == ["v1", "v1a"]
+    sent = headers("evt_5", ts, value)
+    verify_public(public_key(key), sent, BODY)
+    # The HMAC token beside it still verifies with the public library.
+    Webhook(secret).verify(BODY, sent)
+    with pytest.raises(SignatureError):
+        verify_public(public_key(new_signing_key()), sent, BODY)
+    with pytest.raises(SignatureError):
+        verify_public(public_key(key), sent, BODY + b"x")
+
+
+def test_the_public_key_is_the_standard_raw_ed25519_key() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from common.signing import new_signing_key, public_key
+
+    key = new_signing_key()
+    ts = int(time.time())
+    token = sign(key, "evt_6", ts, BODY)
+    raw = base64.b64decode(public_key(key).removeprefix("whpk_"))
+    Ed25519PublicKey.from_public_bytes(raw).verify(
+        base64.b64decode(token.removeprefix("v1a,")), f"evt_6.{ts}.".encode() + BODY
+    )
