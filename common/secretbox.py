@@ -9,9 +9,25 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from common.errors import ConfigurationError
 
-# Used only when no key is configured, by the dev server and tests; `Settings` users in
-# production must set HOOKLINE_SECRET_KEY (the API refuses to start without it unless --dev).
+# Used only when no key is configured, by the dev server and tests; every other command
+# refuses to start without a real HOOKLINE_SECRET_KEY (`check_secret_key`).
 DEV_SECRET_KEY = "hookline-dev-only-secret-key"
+MIN_SECRET_KEY_CHARS = 16
+PLACEHOLDERS = frozenset(
+    {"change-me", "changeme", "change_me", "replace-me", "secret", "password", "todo", "xxx"}
+)
+
+
+def check_secret_key(secret_key: str | None, *, name: str = "HOOKLINE_SECRET_KEY") -> str:
+    """The key, unless it is missing or a placeholder: `ConfigurationError` outside dev."""
+    value = (secret_key or "").strip()
+    if not value:
+        raise ConfigurationError(f"{name} is not set; generate one (e.g. openssl rand -hex 32)")
+    if value.lower() in PLACEHOLDERS or value == DEV_SECRET_KEY:
+        raise ConfigurationError(f"{name} is still a placeholder; set a random value")
+    if len(value) < MIN_SECRET_KEY_CHARS:
+        raise ConfigurationError(f"{name} is shorter than {MIN_SECRET_KEY_CHARS} characters")
+    return value
 
 
 class SecretBox:

@@ -12,6 +12,8 @@ from rich.console import Console
 
 from common import logs
 from common.db import migrate as db_migrate
+from common.errors import ConfigurationError
+from common.secretbox import check_secret_key
 from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
@@ -22,6 +24,9 @@ broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=T
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(replay_app, name="replay")
+app.command("gc")(gc)
 console = Console()
 log = logging.getLogger("hookline")
 
@@ -34,6 +39,17 @@ def _settings(**overrides: object) -> Settings:
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     logs.configure(settings.log_format, settings.log_level)
     return settings
+
+
+def _require_real_secrets(settings: Settings, *, admin: bool = False) -> None:
+    """Outside `hookline dev`, refuse to run on a missing or placeholder secret key."""
+    try:
+        check_secret_key(settings.secret_key)
+        if admin and settings.admin_token is not None:
+            check_secret_key(settings.admin_token, name="HOOKLINE_ADMIN_TOKEN")
+    except ConfigurationError as exc:
+        console.print(f"[red]refusing to start:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -69,6 +85,7 @@ def dev(
 def api(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the HTTP API (control plane and event ingest)."""
     settings = _settings()
+    _require_real_secrets(settings, admin=True)
     runtime = build_runtime(settings, pool_size=20)
     server = api_server(runtime, host, port)
     stop = threading.Event()
@@ -116,6 +133,7 @@ def dispatcher(
     from dispatcher import Dispatcher
 
     settings = _settings(dispatcher_concurrency=concurrency, metrics_port=metrics_port)
+    _require_real_secrets(settings)
     runtime = build_runtime(settings, pool_size=4)
     runtime.metrics.concurrency.set(settings.dispatcher_concurrency)
     if settings.metrics_port:
