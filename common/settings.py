@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     # How long the router and dispatcher trust their subscription caches.
     subscription_refresh_s: float = Field(default=1.0, gt=0)
     publish_timeout_s: float = Field(default=30.0, gt=0)
+    # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    endpoint_max_in_flight: int = Field(default=16, ge=1)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_open_s: float = Field(default=30.0, gt=0)
+    auto_disable_after: str = "5d"
+    auto_disable_dead_deliveries: int = Field(default=100, ge=0)  # 0: never by count
 
     @field_validator("retry_schedule")
     @classmethod
@@ -63,6 +70,19 @@ class Settings(BaseSettings):
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("auto_disable_after")
+    @classmethod
+    def _duration_parses(cls, value: str) -> str:
+        try:
+            parse_duration(value)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def auto_disable_after_s(self) -> float:
+        return parse_duration(self.auto_disable_after)
 
     @property
     def retry_delays_s(self) -> tuple[float, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import email.utils
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -31,7 +31,7 @@ DEFERRAL_FLOOR_S = 60.0
 @dataclass(frozen=True)
 class Decision:
     outcome: Outcome
-    delay_s: float | None = None  # for a retry: a delay of the schedule (an existing tier)
+    delay_s: float | None = None  # for a retry: an existing tier (see `schedule.py`)
     reason: str | None = None  # for dead: one of the reasons above
     disable_subscription: bool = False
 
@@ -50,11 +50,14 @@ def decide(
     *,
     retry_after: str | None = None,
     now: datetime | None = None,
+    jitter: Callable[[float], float] = lambda delay_s: delay_s,
 ) -> Decision:
     """The decision for attempt number `attempt` (1-based) under the schedule `delays`.
 
     `status_code` is None when no complete response arrived (timeout, connection error,
-    a failure inside the sender); that is retried like any other failure.
+    a failure inside the sender); that is retried like any other failure. `jitter` maps a
+    scheduled delay to one of its tiers (`schedule.jitterer`); a delay the endpoint asked
+    for with Retry-After is kept as it is.
     """
     if status_code is not None and 200 <= status_code <= 299:
         return SUCCESS
@@ -62,12 +65,11 @@ def decide(
         return dead(ENDPOINT_DISABLED, disable_subscription=True)
     if attempt > len(delays):
         return dead(MAX_ATTEMPTS)
-    delay_s = delays[attempt - 1]
     if status_code in RETRY_AFTER_STATUSES and retry_after is not None:
         wanted_s = parse_retry_after(retry_after, now or datetime.now(UTC))
         if wanted_s is not None:
-            delay_s = honour_retry_after(wanted_s, attempt, delays)
-    return Decision("retry", delay_s=delay_s)
+            return Decision("retry", delay_s=honour_retry_after(wanted_s, attempt, delays))
+    return Decision("retry", delay_s=jitter(delays[attempt - 1]))
 
 
 def honour_retry_after(wanted_s: float, attempt: int, delays: Sequence[float]) -> float:
@@ -105,3 +107,10 @@ def deferral_delay(delays: Sequence[float]) -> float:
     """
     tiers = sorted(set(delays))
     return next((tier for tier in tiers if tier >= DEFERRAL_FLOOR_S), tiers[-1])
+
+
+def tier_after(wait_s: float, delays: Sequence[float]) -> float:
+    """The smallest tier that waits at least `wait_s` (the longest if none does): where a
+    delivery the gate held back goes (an open circuit, a full endpoint, a rate limit)."""
+    tiers = sorted(set(delays))
+    return next((tier for tier in tiers if tier >= wait_s), tiers[-1])

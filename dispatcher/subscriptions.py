@@ -42,13 +42,19 @@ class Endpoint:
     previous_secret_expires_at: datetime | None = None
     max_in_flight: int | None = None
     rate_limit_per_s: float | None = None
+    disabled_reason: str | None = None  # set when Hookline disabled it (410, auto-disable)
+
+    signing_key: str | None = None  # `whsk_...`: adds an ed25519 (`v1a`) signature
 
     def secrets_at(self, now: datetime) -> tuple[str, ...]:
-        """The secrets that sign now: the current one, and the previous during rotation."""
+        """The keys that sign now: the current secret, the previous one during rotation,
+        and the ed25519 signing key if the subscription has one (`common.signing` tells
+        them apart by prefix)."""
+        keys: tuple[str, ...] = (self.secret,)
         expires = self.previous_secret_expires_at
         if self.previous_secret is not None and expires is not None and expires > now:
-            return (self.secret, self.previous_secret)
-        return (self.secret,)
+            keys = (self.secret, self.previous_secret)
+        return keys + ((self.signing_key,) if self.signing_key else ())
 
 
 def _endpoint(row: Subscription, box: SecretBox) -> Endpoint:
@@ -63,6 +69,8 @@ def _endpoint(row: Subscription, box: SecretBox) -> Endpoint:
         previous_secret_expires_at=row.previous_secret_expires_at,
         max_in_flight=row.max_in_flight,
         rate_limit_per_s=row.rate_limit_per_s,
+        signing_key=box.open(row.signing_key_enc) if row.signing_key_enc else None,
+        disabled_reason=row.disabled_reason,
     )
 
 
@@ -104,6 +112,12 @@ class SubscriptionCache:
                     self._entries[subscription_id] = (endpoint, time.monotonic())
             return endpoint
 
+    def peek(self, subscription_id: str) -> Endpoint | None:
+        """The cached entry, if any, without loading or refreshing: for scheduling hints."""
+        with self._lock:
+            cached = self._entries.get(subscription_id)
+        return cached[0] if cached is not None else None
+
     def _cached(self, subscription_id: str) -> Endpoint | None:
         with self._lock:
             cached = self._entries.get(subscription_id)
@@ -133,13 +147,15 @@ class SubscriptionCache:
         finally:
             self._refreshing.release()
 
-    def mark_disabled(self, subscription_id: str) -> None:
+    def mark_disabled(self, subscription_id: str, reason: str | None = None) -> None:
         """Reflect a disable this process just committed, before the next refresh sees it."""
         with self._lock:
             cached = self._entries.get(subscription_id)
             if cached is not None:
                 endpoint, loaded_at = cached
-                disabled = dataclasses.replace(endpoint, status=SUB_DISABLED)
+                disabled = dataclasses.replace(
+                    endpoint, status=SUB_DISABLED, disabled_reason=reason
+                )
                 self._entries[subscription_id] = (disabled, loaded_at)
 
     def _store(self, endpoints: Iterable[Endpoint]) -> None:

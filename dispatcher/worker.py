@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -31,9 +31,12 @@ from common.settings import Settings
 from common.transport import Consumer, Message, Transport
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, decode, utcnow
-from dispatcher import classify
+from dispatcher import classify, schedule
 from dispatcher.deadletters import DeadLetterDrain
+from dispatcher.gate import EndpointGate, in_flight_cap
+from dispatcher.lanes import Lanes
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned, Skipped
+from dispatcher.ratelimit import RateLimiter
 from dispatcher.sender import Sender, SendResult
 from dispatcher.settle import Settler
 from dispatcher.subscriptions import Endpoint, SubscriptionCache
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 MAX_PREFETCH = 1000
 RECHECK_BATCH = 200
 RECHECK_LINGER_S = 0.01
+LANE_EXPIRY_EVERY_S = 0.1
 # On top of the longest a request can take, for the settler's last batch and its acks.
 DRAIN_GRACE_S = 5.0
 
@@ -63,7 +67,9 @@ class Dispatcher:
         self._sessionmaker = sessionmaker
         self._metrics = metrics
         self._delays = settings.retry_delays_s
-        self._sender = sender or Sender(settings)
+        self._jitter = schedule.jitterer(settings.retry_jitter)
+        self.gate = EndpointGate(settings, metrics, RateLimiter(sessionmaker))
+        self._sender = sender or Sender(settings, gate=self.gate)
         self._cache = SubscriptionCache(
             sessionmaker, secret_box, refresh_s=settings.subscription_refresh_s
         )
@@ -78,7 +84,7 @@ class Dispatcher:
         """
         settings = self._settings
         self._stop = stop
-        self._transport.declare(tp.build(self._delays))
+        self._transport.declare(tp.build(schedule.tiers(self._delays, settings.retry_jitter)))
         prefetch = min(settings.dispatcher_concurrency * 2, MAX_PREFETCH)
         consumer = self._transport.consume(tp.DELIVERIES, prefetch=prefetch)
         settler = Settler(
@@ -142,17 +148,20 @@ class Dispatcher:
             raise
         except Exception as exc:  # e.g. a secret sealed with another HOOKLINE_SECRET_KEY
             result = SendResult(None, 0.0, f"cannot load subscription: {exc}"[:500])
-            decision = classify.decide(None, delivery.attempt, self._delays)
+            decision = classify.decide(None, delivery.attempt, self._delays, jitter=self._jitter)
             return Attempted(message, delivery, decision, result, started_at)
         if endpoint is None or endpoint.tenant_id != delivery.tenant:
             return _refused(message, delivery, started_at, classify.SUBSCRIPTION_MISSING)
         if endpoint.status == SUB_DISABLED:
-            return _refused(message, delivery, started_at, classify.SUBSCRIPTION_DISABLED)
+            # Disabled by Hookline itself (410, auto-disable): the endpoint's doing.
+            reason = classify.ENDPOINT_DISABLED if endpoint.disabled_reason else None
+            return _refused(message, delivery, started_at, reason or classify.SUBSCRIPTION_DISABLED)
         if endpoint.status != SUB_ACTIVE:  # paused, or not verified yet: hold, do not count
             return Deferred(message, delivery, classify.deferral_delay(self._delays))
         result = self._send(endpoint, delivery)
         if result.deferred:
-            return Deferred(message, delivery, classify.deferral_delay(self._delays))
+            delay_s = classify.tier_after(self.gate.deferral_s(), self._delays)
+            return Deferred(message, delivery, delay_s)
         if result.unsafe:
             decision = classify.dead(classify.UNSAFE_TARGET)
         else:
@@ -161,14 +170,22 @@ class Dispatcher:
                 delivery.attempt,
                 self._delays,
                 retry_after=result.retry_after,
+                jitter=self._jitter,
             )
         return Attempted(message, delivery, decision, result, started_at)
 
     def failed(self, message: Message, delivery: DeliveryMessage, exc: Exception) -> Outcome:
         """The outcome of an attempt that crashed: recorded and retried like a failure."""
         result = SendResult(None, 0.0, f"internal error: {exc!r}"[:500])
-        decision = classify.decide(None, delivery.attempt, self._delays)
+        decision = classify.decide(None, delivery.attempt, self._delays, jitter=self._jitter)
         return Attempted(message, delivery, decision, result, utcnow())
+
+    def in_flight_cap(self, subscription_id: str) -> int:
+        return in_flight_cap(self._cache.peek(subscription_id), self._settings)
+
+    def held_back(self, message: Message, delivery: DeliveryMessage) -> Deferred:
+        """A delivery its endpoint's lane cannot take now: to the soonest tier, no attempt."""
+        return Deferred(message, delivery, classify.tier_after(0.0, self._delays))
 
     def _send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
         self._metrics.inflight.inc()
@@ -216,6 +233,8 @@ class _Consuming:
         self._pool = pool
         self._rechecks: list[tuple[Message, DeliveryMessage]] = []
         self._recheck_since = 0.0
+        self._lanes = Lanes(self._run_on_pool, dispatcher.in_flight_cap)
+        self._expired_at = time.monotonic()
 
     def consume(self, stop: threading.Event) -> None:
         messages = iter(self._consumer)
@@ -229,6 +248,9 @@ class _Consuming:
                 or time.monotonic() - self._recheck_since >= RECHECK_LINGER_S
             ):
                 self._flush_rechecks()
+            if time.monotonic() - self._expired_at >= LANE_EXPIRY_EVERY_S:
+                self._expired_at = time.monotonic()
+                self._lanes.expire()
             if stop.is_set():
                 break
         self._finish(messages)
@@ -268,7 +290,18 @@ class _Consuming:
                 self._recheck_since = time.monotonic()
             self._rechecks.append((message, delivery))
             return
-        self._pool.submit(self._work, message, delivery)
+        self._submit(message, delivery)
+
+    def _submit(self, message: Message, delivery: DeliveryMessage) -> None:
+        """Into the delivery's endpoint lane: sent, parked, or deferred without a thread."""
+        self._lanes.submit(
+            delivery.subscription_id,
+            lambda: self._work(message, delivery),
+            lambda: self._settler.put(self._dispatcher.held_back(message, delivery)),
+        )
+
+    def _run_on_pool(self, job: Callable[[], None]) -> None:
+        self._pool.submit(job)
 
     def _flush_rechecks(self) -> None:
         if not self._rechecks:
@@ -291,7 +324,7 @@ class _Consuming:
                 self._settler.put(Skipped(message))
                 continue
             try:
-                self._pool.submit(self._work, message, delivery)
+                self._submit(message, delivery)
             except RuntimeError:  # the pool shut down: the message is redelivered on close
                 return
 

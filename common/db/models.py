@@ -101,11 +101,28 @@ class Subscription(Base):
     description: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", Json, nullable=False, default=dict)
     status: Mapped[str] = mapped_column(String(32), nullable=False, default=SUB_ACTIVE)
+    # Delivery engine (migration 0002): why Hookline disabled it, and the failure streak
+    # that auto-disable watches (every attempt failed since `failing_since`).
+    disabled_reason: Mapped[str | None] = mapped_column(String(32))
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    consecutive_dead: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     dedupe_key: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = _when()
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), default=utcnow, onupdate=utcnow, nullable=False, index=True
     )
+
+
+class RateWindow(Base):
+    """A subscription's rate-limit window, shared by every dispatcher (migration 0002):
+    `granted` requests of the window starting at `window_ms` are handed out already."""
+
+    __tablename__ = "rate_windows"
+
+    subscription_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_ms: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    granted: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_grant: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 class EventRow(Base):

@@ -1,0 +1,96 @@
+"""A circuit breaker per endpoint, local to one dispatcher process.
+
+Closed: every request goes out; `threshold` unhealthy answers in a row open the circuit.
+Open: nothing goes out for `open_s`; deliveries are deferred to a retry tier without
+counting an attempt. Then half-open: one probe goes out; a healthy answer closes the
+circuit, an unhealthy one opens it again for another `open_s`.
+
+Only the endpoint's health counts here (no answer, 5xx, 429); a 4xx is an answer from an
+endpoint that is up, so it closes the circuit even though the delivery retries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+def healthy(status_code: int | None, error: str | None) -> bool:
+    """Whether an attempt's result says the endpoint is up and keeping up."""
+    if status_code is None or error is not None:
+        return False
+    return status_code < 500 and status_code != 429
+
+
+@dataclass
+class _Circuit:
+    failures: int = 0
+    opened_at: float | None = None
+    probing: bool = False
+
+
+class Breaker:
+    """Thread-safe. `on_change(n)` gets the number of open circuits whenever it changes."""
+
+    def __init__(
+        self,
+        *,
+        threshold: int,
+        open_s: float,
+        on_change: Callable[[int], None] = lambda _n: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._threshold = threshold
+        self._open_s = open_s
+        self._on_change = on_change
+        self._clock = clock
+        self._circuits: dict[str, _Circuit] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def open_count(self) -> int:
+        with self._lock:
+            return self._open_count()
+
+    def _open_count(self) -> int:
+        return sum(1 for c in self._circuits.values() if c.opened_at is not None)
+
+    def admit(self, key: str) -> float | None:
+        """None lets a request out; otherwise the seconds until the circuit may be probed."""
+        with self._lock:
+            circuit = self._circuits.get(key)
+            if circuit is None or circuit.opened_at is None:
+                return None
+            remaining_s = circuit.opened_at + self._open_s - self._clock()
+            if remaining_s > 0:
+                return remaining_s
+            if circuit.probing:  # one probe at a time; the others wait for its answer
+                return self._open_s
+            circuit.probing = True
+            return None
+
+    def cancel(self, key: str) -> None:
+        """An admitted request was not sent after all: it was no probe."""
+        with self._lock:
+            circuit = self._circuits.get(key)
+            if circuit is not None:
+                circuit.probing = False
+
+    def record(self, key: str, ok: bool) -> None:
+        with self._lock:
+            before = self._open_count()
+            circuit = self._circuits.get(key)
+            if ok:
+                self._circuits.pop(key, None)
+            else:
+                if circuit is None:
+                    circuit = self._circuits[key] = _Circuit()
+                circuit.failures += 1
+                if circuit.opened_at is not None or circuit.failures >= self._threshold:
+                    circuit.opened_at = self._clock()  # opened, or re-opened by its probe
+                    circuit.probing = False
+            after = self._open_count()
+        if after != before:
+            self._on_change(after)

@@ -1,0 +1,105 @@
+"""Per-endpoint lanes in front of the sending pool: at most `cap` deliveries of one endpoint
+take a sending thread at a time; the next few wait in memory (no thread held) while the
+endpoint keeps up; once its oldest request is slow, the rest are deferred to a retry tier.
+
+So a fast endpoint with a deep backlog uses its share of threads at full speed, and a slow
+or hanging one holds `cap` threads and a bounded part of the prefetch window, never all.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+SLOW_AFTER_S = 1.0  # a request running this long marks its endpoint slow
+PARK_LIMIT_FACTOR = 4  # parked deliveries per lane, in units of its cap
+
+Job = Callable[[], None]
+
+
+@dataclass
+class _Lane:
+    running: dict[int, float] = field(default_factory=dict)  # ticket -> started (monotonic)
+    parked: deque[tuple[Job, Job]] = field(default_factory=deque)  # (run, defer)
+
+    def slow(self, now: float) -> bool:
+        return bool(self.running) and min(self.running.values()) <= now - SLOW_AFTER_S
+
+
+class Lanes:
+    """Thread-safe: `submit` from the consuming thread, completions from sending threads."""
+
+    def __init__(
+        self,
+        run_on_pool: Callable[[Job], None],
+        cap_of: Callable[[str], int],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._run_on_pool = run_on_pool
+        self._cap_of = cap_of
+        self._clock = clock
+        self._lanes: dict[str, _Lane] = {}
+        self._lock = threading.Lock()
+        self._tickets = 0
+
+    def submit(self, key: str, run: Job, defer: Job) -> None:
+        """Run `run` on the pool in this lane, park it, or call `defer` (on this thread)."""
+        cap = self._cap_of(key)
+        now = self._clock()
+        with self._lock:
+            lane = self._lanes.setdefault(key, _Lane())
+            if len(lane.running) < cap and not lane.parked:
+                ticket = self._start(lane, now)
+            elif lane.slow(now) or len(lane.parked) >= cap * PARK_LIMIT_FACTOR:
+                ticket = None
+            else:
+                lane.parked.append((run, defer))
+                return
+        if ticket is None:
+            defer()
+        else:
+            self._run_on_pool(self._wrapped(key, ticket, run))
+
+    def expire(self) -> None:
+        """Defer what waits behind a slow endpoint. Called now and then by the consumer."""
+        now = self._clock()
+        deferred: list[Job] = []
+        with self._lock:
+            for lane in self._lanes.values():
+                if lane.parked and lane.slow(now):
+                    deferred.extend(defer for _run, defer in lane.parked)
+                    lane.parked.clear()
+        for defer in deferred:
+            defer()
+
+    def _start(self, lane: _Lane, now: float) -> int:
+        self._tickets += 1
+        lane.running[self._tickets] = now
+        return self._tickets
+
+    def _wrapped(self, key: str, ticket: int, run: Job) -> Job:
+        def job() -> None:
+            try:
+                run()
+            finally:
+                self._finished(key, ticket)
+
+        return job
+
+    def _finished(self, key: str, ticket: int) -> None:
+        with self._lock:
+            lane = self._lanes[key]
+            lane.running.pop(ticket, None)
+            follow: tuple[Job, int] | None = None
+            if lane.parked:
+                run, _defer = lane.parked.popleft()
+                follow = (run, self._start(lane, self._clock()))
+            elif not lane.running:
+                del self._lanes[key]
+        if follow is not None:
+            run, next_ticket = follow
+            self._run_on_pool(self._wrapped(key, next_ticket, run))
