@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, update
+from sqlalchemy import Boolean, Table, and_, bindparam, func, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,6 +43,8 @@ _MARK_DEAD = (
     update(_deliveries)
     .where(_deliveries.c.id == bindparam("b_id"))
     .where(_deliveries.c.attempts <= bindparam("b_attempt"))
+    # A late dead letter of a first cycle must not kill a row a replay reopened since.
+    .where(or_(bindparam("b_replay", type_=Boolean), _deliveries.c.replay_count == 0))
     .where(
         or_(
             _deliveries.c.status == PENDING,  # not `in_`: it cannot run as one executemany
@@ -90,7 +92,12 @@ class _Outage:
 
 
 class DeadLetterDrain:
-    """A thread with its own consumer on `hookline.dead`, for one connection session."""
+    """A thread with its own consumer on `hookline.dead`, for one connection session.
+
+    It also runs the poison drain (`poison.py`) beside it, so each dispatcher session drains
+    both queues that end in the database."""
+
+    queue = tp.DEAD
 
     def __init__(
         self,
@@ -106,23 +113,40 @@ class DeadLetterDrain:
         self._batch_size = batch_size
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="hookline-dead", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"hookline-drain-{self.queue}", daemon=True
+        )
+        self._companions: list[DeadLetterDrain] = []
+        if type(self) is DeadLetterDrain:
+            from dispatcher.poison import PoisonDrain
+
+            self._companions.append(
+                PoisonDrain(transport, sessionmaker, publish_timeout_s=publish_timeout_s)
+            )
 
     @property
     def failure(self) -> BaseException | None:
-        return self._failure
+        if self._failure is not None:
+            return self._failure
+        return next((c.failure for c in self._companions if c.failure is not None), None)
 
     def start(self) -> None:
         self._thread.start()
+        for companion in self._companions:
+            companion.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()
+        for companion in self._companions:
+            companion._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        for companion in self._companions:
+            companion.stop(timeout_s)
 
     def _run(self) -> None:
         try:
-            consumer = self._transport.consume(tp.DEAD, prefetch=self._batch_size * 2)
+            consumer = self._transport.consume(self.queue, prefetch=self._batch_size * 2)
         except Exception as exc:
             self._failure = exc
             return
@@ -169,7 +193,7 @@ class DeadLetterDrain:
             reason = str(message.headers.get(tp.H_REASON) or "unknown")
             rows.append(
                 {"b_id": delivery.delivery_id, "b_attempt": delivery.attempt,
-                 "b_reason": reason, "b_now": now}
+                 "b_replay": delivery.replay, "b_reason": reason, "b_now": now}
             )  # fmt: skip
         if rows:
             with self._sessionmaker() as session, session.begin():

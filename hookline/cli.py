@@ -17,6 +17,8 @@ from common.secretbox import check_secret_key
 from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
+from hookline.dlq_cli import dlq_app, gc
+from hookline.replay_cli import replay_app
 from hookline.runtime import api_server, build_runtime, serve_probes
 
 app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)

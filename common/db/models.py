@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -137,6 +138,21 @@ class EventRow(Base):
     received_at: Mapped[datetime] = _when()
 
 
+def dead_letter_indexes() -> tuple[Index, ...]:
+    where = text("status = 'dead'")
+    columns = {
+        "ix_deliveries_dead_finished": ("finished_at", "id"),
+        "ix_deliveries_dead_tenant_finished": ("tenant_id", "finished_at", "id"),
+        "ix_deliveries_dead_subscription_finished": ("subscription_id", "finished_at", "id"),
+        "ix_deliveries_dead_tenant_type": ("tenant_id", "event_type", "finished_at", "id"),
+        "ix_deliveries_dead_tenant_reason": ("tenant_id", "dead_reason", "subscription_id"),
+    }
+    return tuple(
+        Index(name, *cols, postgresql_where=where, sqlite_where=where)
+        for name, cols in columns.items()
+    )
+
+
 class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -148,6 +164,9 @@ class Delivery(Base):
         Index(
             "ix_deliveries_tenant_type_created_id", "tenant_id", "event_type", "created_at", "id"
         ),
+        # Dead letters (operations, migration 0004): partial, so they stay small beside the
+        # millions of finished rows, and ordered as `dlq list` pages (newest death first).
+        *dead_letter_indexes(),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -220,3 +239,76 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), default=utcnow, nullable=False, index=True
     )
+
+
+# Replay jobs (operations, migration 0004).
+JOB_RUNNING = "running"
+JOB_COMPLETED = "completed"
+JOB_CANCELLING = "cancelling"
+JOB_CANCELLED = "cancelled"
+JOB_FAILED = "failed"
+JOB_STATES = (JOB_RUNNING, JOB_COMPLETED, JOB_CANCELLING, JOB_CANCELLED, JOB_FAILED)
+ITEM_TODO = "todo"
+ITEM_CLAIMED = "claimed"
+ITEM_SENT = "sent"
+ITEM_SKIPPED = "skipped"
+ITEM_FAILED = "failed"
+
+
+class ReplayJob(Base):
+    """One replay request: its filters, its progress, and which runner holds it."""
+
+    __tablename__ = "replay_jobs"
+    __table_args__ = (Index("ix_replay_jobs_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(64))  # None: across tenants (admin)
+    actor: Mapped[str] = mapped_column(String(64), nullable=False)
+    filters: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False, default=dict)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default=JOB_RUNNING)
+    rate_per_s: Mapped[float | None] = mapped_column(Float)
+    total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    runner: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = _when()
+    updated_at: Mapped[datetime] = _when()
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class ReplayItem(Base):
+    """One delivery of a job's fixed set. `base_replay_count` is the delivery's replay count
+    when the job started: claiming it bumps the count, so no other job claims it again."""
+
+    __tablename__ = "replay_items"
+    __table_args__ = (Index("ix_replay_items_job_state", "job_id", "state"),)
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    base_replay_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default=ITEM_TODO)
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class PoisonMessage(Base):
+    """A message that could not be decoded, drained from `hookline.poison` to be looked at."""
+
+    __tablename__ = "poison_messages"
+    __table_args__ = (Index("ix_poison_messages_received", "received_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(64), index=True)  # when readable
+    source_queue: Mapped[str] = mapped_column(String(200), nullable=False)
+    routing_key: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    reason: Mapped[str] = mapped_column(String(64), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text, nullable=False)  # utf-8, or base64 (see encoding)
+    encoding: Mapped[str] = mapped_column(String(8), nullable=False, default="utf-8")
+    headers: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False, default=dict)
+    received_at: Mapped[datetime] = _when()
+    resubmitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -14,7 +14,15 @@ from common.transport import Transport
 from hookline.api import errors
 from hookline.api.deps import Services
 from hookline.api.limits import BodyLimit
-from hookline.api.routes import deliveries, events, health, subscriptions, tenants
+from hookline.api.routes import (
+    deadletters,
+    deliveries,
+    events,
+    health,
+    replays,
+    subscriptions,
+    tenants,
+)
 from producer import Producer
 
 # Events are notifications, not file transfers; bigger bodies belong in the receiver's API.
@@ -59,7 +67,7 @@ def create_app(
         secret_box=SecretBox(settings.secret_key or DEV_SECRET_KEY),
     )
     errors.install(app)
-    for module in (health, tenants, subscriptions, events, deliveries):
+    for module in (health, tenants, subscriptions, events, deliveries, deadletters, replays):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return app

@@ -1,0 +1,207 @@
+"""Poison messages: drained from `hookline.poison` into the database, looked at, re-submitted
+after a fix, or purged.
+
+A poison message is one no handler could decode (or one that crashed its consumer until the
+queue's delivery limit moved it). Its raw body is kept byte for byte — as text when it is
+UTF-8, else base64 — with the reason, the error and the queue it came from, so an operator
+can see what arrived and send it back to where it was going once the cause is fixed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from common.db.models import PoisonMessage
+from common.db.session import insert_ignoring_conflicts
+from common.transport import Message, Outgoing, Transport
+from common.transport import topology as tp
+from common.wire import utcnow
+from dispatcher.deadletters import DeadLetterDrain
+
+MAX_HEADER_TEXT = 500
+# Where a re-submitted message goes, by the queue it was poisoned from.
+_TARGETS = {
+    tp.EVENTS: tp.EVENTS,
+    tp.DELIVERIES: tp.DELIVERIES,
+    tp.DEAD: tp.DEAD,
+}
+
+
+def _text(value: Any) -> Any:
+    """Headers as JSON: bytes become text, long values are cut."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value[:MAX_HEADER_TEXT]
+    if isinstance(value, dict):
+        return {str(k): _text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_text(v) for v in value]
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return str(value)[:MAX_HEADER_TEXT]
+
+
+def _field(body: bytes, name: str) -> str | None:
+    """A top-level string field of a JSON body, if the body is that much readable."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    value = parsed.get(name) if isinstance(parsed, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _tenant_of(body: bytes) -> str | None:
+    tenant = _field(body, "tenant")
+    return tenant[:64] if tenant else None
+
+
+def row_for(message: Message, now: datetime) -> dict[str, Any]:
+    """The database row of one poison message; its id is a digest, so a redelivery is one row."""
+    source = str(message.headers.get(tp.H_SOURCE_QUEUE) or _death_queue(message) or "unknown")
+    try:
+        body, encoding = message.body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        body, encoding = base64.b64encode(message.body).decode(), "base64"
+    digest = hashlib.sha256(source.encode() + b"\0" + message.body).hexdigest()[:40]
+    return {
+        "id": f"psn_{digest}",
+        "tenant_id": _tenant_of(message.body),
+        "source_queue": source[:200],
+        "routing_key": message.routing_key[:255],
+        "reason": str(message.headers.get(tp.H_REASON) or "delivery_limit")[:64],
+        "error": _text(message.headers.get(tp.H_ERROR)),
+        "body": body,
+        "encoding": encoding,
+        "headers": _text(message.headers),
+        "received_at": now,
+    }
+
+
+def _death_queue(message: Message) -> str | None:
+    """The queue RabbitMQ dead-lettered a message from (x-death), when it did so itself."""
+    deaths = message.headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        queue = deaths[0].get("queue")
+        return queue.decode() if isinstance(queue, bytes) else queue
+    return None
+
+
+class PoisonDrain(DeadLetterDrain):
+    """The dead-letter drain's loop on `hookline.poison`: every message becomes a row."""
+
+    queue = tp.POISON
+
+    def _record(self, messages: Sequence[Message]) -> None:
+        now = utcnow()
+        rows = list({row["id"]: row for row in (row_for(m, now) for m in messages)}.values())
+        with self._sessionmaker() as session, session.begin():
+            session.execute(insert_ignoring_conflicts(session.get_bind(), PoisonMessage), rows)
+
+
+@dataclass(frozen=True)
+class PoisonFilter:
+    tenant: str | None = None
+    source_queue: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    ids: tuple[str, ...] = ()
+
+    def conditions(self) -> list[Any]:
+        c: list[Any] = []
+        if self.tenant is not None:
+            c.append(PoisonMessage.tenant_id == self.tenant)
+        if self.source_queue is not None:
+            c.append(PoisonMessage.source_queue == self.source_queue)
+        if self.since is not None:
+            c.append(PoisonMessage.received_at >= self.since)
+        if self.until is not None:
+            c.append(PoisonMessage.received_at < self.until)
+        if self.ids:
+            c.append(PoisonMessage.id.in_(self.ids))
+        return c
+
+
+def page(
+    session: Session, poison: PoisonFilter, *, limit: int, after: tuple[datetime, str] | None
+) -> list[PoisonMessage]:
+    query = select(PoisonMessage).where(*poison.conditions())
+    if after is not None:
+        at, row_id = after
+        query = query.where(
+            or_(
+                PoisonMessage.received_at < at,
+                and_(PoisonMessage.received_at == at, PoisonMessage.id < row_id),
+            )
+        )
+    order = (PoisonMessage.received_at.desc(), PoisonMessage.id.desc())
+    return list(session.scalars(query.order_by(*order).limit(limit)))
+
+
+def raw_body(row: PoisonMessage) -> bytes:
+    return base64.b64decode(row.body) if row.encoding == "base64" else row.body.encode()
+
+
+class ResubmitError(ValueError):
+    """A poison message that cannot be sent back (unknown source, a replacement body bad)."""
+
+
+def resubmit(
+    session: Session,
+    transport: Transport,
+    row: PoisonMessage,
+    *,
+    body: bytes | None = None,
+    publish_timeout_s: float = 30.0,
+) -> None:
+    """Publish the message (or a corrected `body`) back to where it came from, confirmed,
+    then mark the row re-submitted. The caller commits."""
+    exchange = _TARGETS.get(row.source_queue)
+    if exchange is None:
+        raise ResubmitError(f"cannot re-submit a message from {row.source_queue!r}")
+    payload = body if body is not None else raw_body(row)
+    if exchange == tp.EVENTS:  # the topic queue is bound to `#`; the type reads well in logs
+        event_type = _field(payload, "type")
+        routing_key = event_type[:255] if event_type else "resubmitted"
+    elif exchange == tp.DELIVERIES:
+        routing_key = tp.DELIVERY_ROUTING_KEY
+    else:
+        routing_key = ""
+    headers = {"x-hookline-resubmitted": row.id}
+    transport.publish(
+        [Outgoing(exchange, routing_key, payload, headers, None)], timeout_s=publish_timeout_s
+    )
+    session.execute(
+        update(PoisonMessage).where(PoisonMessage.id == row.id).values(resubmitted_at=utcnow())
+    )
+
+
+def purge(session: Session, poison: PoisonFilter) -> int:
+    """Delete matching poison rows; the caller commits."""
+    deleted = session.execute(
+        delete(PoisonMessage)
+        .where(*poison.conditions())
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(deleted, "rowcount", 0) or 0)
+
+
+def decode_replacement(text: str) -> bytes:
+    """A corrected body given as text, or as `base64:<...>` for binary."""
+    if text.startswith("base64:"):
+        try:
+            return base64.b64decode(text[7:], validate=True)
+        except binascii.Error as exc:
+            raise ResubmitError(f"replacement body is not base64: {exc}") from None
+    return text.encode()

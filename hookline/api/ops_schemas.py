@@ -1,0 +1,143 @@
+"""Request and response bodies of the operations routes: dead letters, poison, replays."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from hookline.api.schemas import AttemptOut
+
+StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
+JobState = Literal["running", "completed", "cancelling", "cancelled", "failed"]
+DeliveryId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MAX_IDS = 10_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeadLetterOut(BaseModel):
+    id: str
+    tenant_id: str
+    event_id: str
+    subscription_id: str
+    event_type: str
+    reason: str | None
+    attempt_count: int
+    last_status_code: int | None
+    last_error: str | None
+    replay_count: int
+    created_at: datetime
+    died_at: datetime | None
+
+
+class DeadLetterPage(BaseModel):
+    data: list[DeadLetterOut]
+    next_cursor: str | None
+
+
+class DeadLetterSummary(BaseModel):
+    total: int
+    by_reason: dict[str, int]
+    by_subscription: dict[str, int]
+    sample_ids: list[str]
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    operation: str | None
+    timestamp: datetime
+    data: dict[str, Any]
+
+
+class DeadLetterDetail(DeadLetterOut):
+    event: EventOut | None
+    attempts: list[AttemptOut]
+    headers: dict[str, str] = Field(
+        description="The request headers as sent; the signature and header credentials "
+        "are shown as placeholders, never in clear."
+    )
+
+
+class PoisonOut(BaseModel):
+    id: str
+    tenant_id: str | None
+    source_queue: str
+    reason: str
+    error: str | None
+    body: str
+    encoding: Literal["utf-8", "base64"]
+    received_at: datetime
+    resubmitted_at: datetime | None
+
+
+class PoisonPage(BaseModel):
+    data: list[PoisonOut]
+    next_cursor: str | None
+
+
+class ReplayCreate(_Strict):
+    """A replay from filters (the same words as `GET /v1/dead-letters`) or explicit ids."""
+
+    subscription_id: str | None = None
+    event_type: str | None = None
+    reason: str | None = None
+    status_class: StatusClass | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    ids: list[DeliveryId] = Field(default_factory=list, max_length=MAX_IDS)
+    tenant: str | None = Field(default=None, description="Admin token only: one tenant.")
+    dry_run: bool = False
+    all: bool = Field(default=False, description="Required to replay without any filter.")
+    force: bool = Field(
+        default=False, description="Replay deliveries of paused or disabled subscriptions too."
+    )
+    rate_per_s: float | None = Field(
+        default=50.0, gt=0, description="Copies published per second; null for unlimited."
+    )
+
+
+class RecoverRequest(_Strict):
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+    dry_run: bool = False
+    force: bool = False
+    rate_per_s: float | None = Field(default=50.0, gt=0)
+
+
+class ReplayOptions(_Strict):
+    force: bool = False
+
+
+class ReplayPlanOut(BaseModel):
+    dry_run: Literal[True] = True
+    total: int
+    by_reason: dict[str, int]
+    by_subscription: dict[str, int]
+    sample_ids: list[str]
+    paused: dict[str, int]
+    disabled: dict[str, int]
+    note: str
+
+
+class ReplayJobOut(BaseModel):
+    id: str
+    state: JobState
+    tenant_id: str | None
+    actor: str
+    filters: dict[str, Any]
+    rate_per_s: float | None
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    todo: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    note: str | None = None

@@ -1,0 +1,231 @@
+"""Dead letters: deliveries that ran out of attempts (or were refused), and poison messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import AwareDatetime
+
+from common.db.models import Attempt, Delivery, EventRow, PoisonMessage
+from dispatcher import deadfilter, deadview, poison
+from dispatcher.deadfilter import DeadFilter, FilterError
+from hookline.api.auth import DELIVERIES_READ, DELIVERIES_REPLAY
+from hookline.api.cursor import decode_position, encode_position
+from hookline.api.deps import Services, get_services
+from hookline.api.errors import ApiError, documented, not_found
+from hookline.api.ops_schemas import (
+    DeadLetterDetail,
+    DeadLetterOut,
+    DeadLetterPage,
+    DeadLetterSummary,
+    EventOut,
+    PoisonOut,
+    PoisonPage,
+    StatusClass,
+)
+from hookline.api.opsauth import Caller, caller
+from hookline.api.schemas import AttemptOut
+
+router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
+ERRORS = documented(401, 403, 404, 422, 503)
+
+
+def dead_filter(
+    who: Caller,
+    *,
+    tenant: str | None = None,
+    subscription_id: str | None = None,
+    event_type: str | None = None,
+    reason: str | None = None,
+    status_class: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    ids: tuple[str, ...] = (),
+) -> DeadFilter:
+    try:
+        return DeadFilter(
+            tenant=who.tenant(tenant),
+            subscription=subscription_id,
+            event_type=event_type,
+            reason=reason,
+            status_class=status_class,
+            since=since,
+            until=until,
+            ids=ids,
+        )
+    except FilterError as exc:
+        raise ApiError(422, "validation_error", str(exc)) from None
+
+
+def dead_letter_out(row: Delivery) -> DeadLetterOut:
+    return DeadLetterOut(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        event_id=row.event_id,
+        subscription_id=row.subscription_id,
+        event_type=row.event_type,
+        reason=row.dead_reason,
+        attempt_count=row.attempts,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        replay_count=row.replay_count,
+        created_at=row.created_at,
+        died_at=row.finished_at,
+    )
+
+
+class _Filters:
+    """The query parameters every dead-letter listing takes."""
+
+    def __init__(
+        self,
+        subscription_id: str | None = None,
+        event_type: str | None = None,
+        reason: str | None = Query(None, examples=["max_attempts"]),
+        status_class: StatusClass | None = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        tenant: str | None = Query(None, description="Admin token only: one tenant."),
+    ) -> None:
+        self.values = dict(
+            subscription_id=subscription_id,
+            event_type=event_type,
+            reason=reason,
+            status_class=status_class,
+            since=since,
+            until=until,
+            tenant=tenant,
+        )
+
+
+@router.get("", response_model=DeadLetterPage, responses=ERRORS)
+def list_dead_letters(
+    filters: _Filters = Depends(),
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = None,
+    who: Caller = Depends(caller(DELIVERIES_READ)),
+    services: Services = Depends(get_services),
+) -> DeadLetterPage:
+    """Dead deliveries, newest death first, filtered and paged by cursor."""
+    dead = dead_filter(who, **filters.values)  # type: ignore[arg-type]
+    after = decode_position(cursor) if cursor else None
+    with services.sessionmaker() as session:
+        rows = deadfilter.page(session, dead, limit=limit + 1, after=after)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    next_cursor = encode_position(last.finished_at, last.id) if last and last.finished_at else None
+    return DeadLetterPage(data=[dead_letter_out(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/summary", response_model=DeadLetterSummary, responses=ERRORS)
+def summarize_dead_letters(
+    filters: _Filters = Depends(),
+    who: Caller = Depends(caller(DELIVERIES_READ)),
+    services: Services = Depends(get_services),
+) -> DeadLetterSummary:
+    """How many dead letters match, by reason and by subscription, with a few ids."""
+    dead = dead_filter(who, **filters.values)  # type: ignore[arg-type]
+    with services.sessionmaker() as session:
+        summary = deadfilter.summarize(session, dead)
+    return DeadLetterSummary(**summary.to_json())
+
+
+def _poison_out(row: PoisonMessage) -> PoisonOut:
+    return PoisonOut(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        source_queue=row.source_queue,
+        reason=row.reason,
+        error=row.error,
+        body=row.body,
+        encoding=row.encoding,
+        received_at=row.received_at,
+        resubmitted_at=row.resubmitted_at,
+    )
+
+
+@router.get("/poison", response_model=PoisonPage, responses=ERRORS)
+def list_poison_messages(
+    source_queue: str | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    tenant: str | None = Query(None, description="Admin token only: one tenant."),
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = None,
+    who: Caller = Depends(caller(DELIVERIES_READ)),
+    services: Services = Depends(get_services),
+) -> PoisonPage:
+    """Messages no handler could decode, with their raw body and the error (reason `poison`)."""
+    wanted = poison.PoisonFilter(who.tenant(tenant), source_queue, since, until)
+    after = decode_position(cursor) if cursor else None
+    with services.sessionmaker() as session:
+        rows = poison.page(session, wanted, limit=limit + 1, after=after)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_position(rows[-1].received_at, rows[-1].id) if more else None
+    return PoisonPage(data=[_poison_out(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.post("/poison/{poison_id}/resubmit", response_model=PoisonOut, responses=ERRORS)
+def resubmit_poison_message(
+    poison_id: str,
+    who: Caller = Depends(caller(DELIVERIES_REPLAY)),
+    services: Services = Depends(get_services),
+) -> PoisonOut:
+    """Publish the raw message back to the queue it came from (after the cause is fixed)."""
+    with services.sessionmaker() as session, session.begin():
+        row = session.get(PoisonMessage, poison_id)
+        if row is None or (who.tenant_id is not None and row.tenant_id != who.tenant_id):
+            raise not_found("poison message")
+        try:
+            poison.resubmit(
+                session,
+                services.transport,
+                row,
+                publish_timeout_s=services.settings.publish_timeout_s,
+            )
+        except poison.ResubmitError as exc:
+            raise ApiError(422, "not_resubmittable", str(exc)) from None
+        session.refresh(row)
+        return _poison_out(row)
+
+
+def _event_out(row: EventRow | None) -> EventOut | None:
+    if row is None:
+        return None
+    return EventOut(
+        id=row.id, type=row.type, operation=row.operation, timestamp=row.timestamp, data=row.data
+    )
+
+
+def _attempt_out(row: Attempt) -> AttemptOut:
+    return AttemptOut(
+        attempt=row.attempt,
+        outcome=row.outcome,
+        status_code=row.status_code,
+        duration_s=row.duration_s,
+        error=row.error,
+        response_body=row.response_body,
+        created_at=row.created_at,
+    )
+
+
+@router.get("/{delivery_id}", response_model=DeadLetterDetail, responses=ERRORS)
+def get_dead_letter(
+    delivery_id: str,
+    who: Caller = Depends(caller(DELIVERIES_READ)),
+    services: Services = Depends(get_services),
+) -> DeadLetterDetail:
+    """One dead letter: the event, every attempt, and the headers it was sent with."""
+    with services.sessionmaker() as session:
+        found = deadview.detail(session, delivery_id, tenant=who.tenant_id)
+    if found is None:
+        raise not_found("dead letter")
+    return DeadLetterDetail(
+        **dead_letter_out(found.delivery).model_dump(),
+        event=_event_out(found.event),
+        attempts=[_attempt_out(a) for a in found.attempts],
+        headers=found.headers,
+    )

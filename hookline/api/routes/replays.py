@@ -1,0 +1,251 @@
+"""Replays: re-send dead deliveries — from filters, one by one, or a subscription's recovery.
+
+A real replay answers 202 with the job and runs it on a background thread of this API
+process (see docs/architecture.md section 7: who runs a replay job). A job whose process
+died is resumed with `hookline replay start --resume ID`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import cast
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from common.db.models import Delivery, ReplayJob, Subscription
+from dispatcher import replayjobs
+from dispatcher.deadfilter import DeadFilter
+from dispatcher.replay import JobBusy, Runner
+from dispatcher.replayjobs import Plan, ReplayRefused
+from hookline.api.auth import DELIVERIES_REPLAY
+from hookline.api.deps import Services, get_services
+from hookline.api.errors import ApiError, documented, not_found
+from hookline.api.ops_schemas import (
+    JobState,
+    RecoverRequest,
+    ReplayCreate,
+    ReplayJobOut,
+    ReplayOptions,
+    ReplayPlanOut,
+)
+from hookline.api.opsauth import Caller, caller
+from hookline.api.routes.deadletters import dead_filter
+
+router = APIRouter(tags=["replays"])
+log = logging.getLogger(__name__)
+ERRORS = documented(401, 403, 404, 409, 422, 503)
+
+
+def job_out(job: ReplayJob, note: str | None = None) -> ReplayJobOut:
+    return ReplayJobOut(
+        id=job.id,
+        state=cast(JobState, job.state),
+        tenant_id=job.tenant_id,
+        actor=job.actor,
+        filters=job.filters,
+        rate_per_s=job.rate_per_s,
+        total=job.total,
+        done=job.done,
+        failed=job.failed,
+        skipped=job.skipped,
+        todo=max(0, job.total - job.done - job.failed - job.skipped),
+        error=job.error,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+        note=note,
+    )
+
+
+def _plan_out(plan: Plan) -> ReplayPlanOut:
+    s = plan.summary
+    note = plan.force_note or "nothing was changed (dry run)"
+    return ReplayPlanOut(
+        total=s.total,
+        by_reason=s.by_reason,
+        by_subscription=s.by_subscription,
+        sample_ids=s.sample_ids,
+        paused=plan.paused,
+        disabled=plan.disabled,
+        note=note,
+    )
+
+
+def run_in_background(request: Request, services: Services, job_id: str) -> None:
+    """Run the job on a daemon thread of this process; its state lives in the database."""
+    runner = Runner(
+        services.transport,
+        services.sessionmaker,
+        job_id,
+        publish_timeout_s=services.settings.publish_timeout_s,
+    )
+
+    def run() -> None:
+        try:
+            runner.run()
+        except JobBusy as exc:
+            log.info("replay job not started here", extra={"job_id": job_id, "why": str(exc)})
+        except Exception:
+            log.exception("replay job crashed", extra={"job_id": job_id})
+
+    thread = threading.Thread(target=run, name=f"replay-{job_id}", daemon=True)
+    threads: dict[str, threading.Thread] = getattr(request.app.state, "replay_threads", {})
+    request.app.state.replay_threads = threads
+    threads[job_id] = thread
+    thread.start()
+
+
+def _start(
+    request: Request,
+    services: Services,
+    who: Caller,
+    dead: DeadFilter,
+    *,
+    dry_run: bool,
+    everything: bool,
+    force: bool,
+    rate_per_s: float | None,
+) -> ReplayPlanOut | JSONResponse:
+    with services.sessionmaker() as session, session.begin():
+        if dry_run:
+            return _plan_out(replayjobs.plan(session, dead))
+        try:
+            job, plan = replayjobs.create(
+                session,
+                dead,
+                actor=who.actor,
+                rate_per_s=rate_per_s,
+                everything=everything,
+                force=force,
+            )
+        except ReplayRefused as exc:
+            raise ApiError(409, "replay_refused", str(exc)) from None
+        body = job_out(job, plan.force_note or None)
+    run_in_background(request, services, body.id)
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+@router.post(
+    "/v1/replays",
+    response_model=ReplayJobOut | ReplayPlanOut,
+    status_code=202,
+    responses={200: {"model": ReplayPlanOut, "description": "The dry run"}, **ERRORS},
+)
+def create_replay(
+    body: ReplayCreate,
+    request: Request,
+    who: Caller = Depends(caller(DELIVERIES_REPLAY)),
+    services: Services = Depends(get_services),
+) -> ReplayPlanOut | JSONResponse:
+    """Replay the dead letters a filter (or a list of ids) selects; `dry_run` only counts."""
+    dead = dead_filter(
+        who,
+        tenant=body.tenant,
+        subscription_id=body.subscription_id,
+        event_type=body.event_type,
+        reason=body.reason,
+        status_class=body.status_class,
+        since=body.since,
+        until=body.until,
+        ids=tuple(body.ids),
+    )
+    return _start(
+        request,
+        services,
+        who,
+        dead,
+        dry_run=body.dry_run,
+        everything=body.all,
+        force=body.force,
+        rate_per_s=body.rate_per_s,
+    )
+
+
+@router.get("/v1/replays/{job_id}", response_model=ReplayJobOut, responses=ERRORS)
+def get_replay(
+    job_id: str,
+    who: Caller = Depends(caller(DELIVERIES_REPLAY)),
+    services: Services = Depends(get_services),
+) -> ReplayJobOut:
+    """A replay job's state and its to-do / done / failed / skipped counts."""
+    with services.sessionmaker() as session:
+        job = replayjobs.get(session, job_id, tenant=who.tenant_id)
+        if job is None:
+            raise not_found("replay job")
+        return job_out(job)
+
+
+@router.post("/v1/replays/{job_id}/cancel", response_model=ReplayJobOut, responses=ERRORS)
+def cancel_replay(
+    job_id: str,
+    who: Caller = Depends(caller(DELIVERIES_REPLAY)),
+    services: Services = Depends(get_services),
+) -> ReplayJobOut:
+    """Stop a job after its current batch; what was sent stays sent."""
+    with services.sessionmaker() as session, session.begin():
+        job = replayjobs.get(session, job_id, tenant=who.tenant_id)
+        if job is None:
+            raise not_found("replay job")
+        return job_out(replayjobs.cancel(session, job, actor=who.actor))
+
+
+@router.post(
+    "/v1/deliveries/{delivery_id}/replay",
+    response_model=ReplayJobOut,
+    status_code=202,
+    responses=ERRORS,
+)
+def replay_delivery(
+    delivery_id: str,
+    request: Request,
+    options: ReplayOptions | None = None,
+    who: Caller = Depends(caller(DELIVERIES_REPLAY)),
+    services: Services = Depends(get_services),
+) -> ReplayPlanOut | JSONResponse:
+    """Re-send one dead delivery with its original `webhook-id` (a job of one)."""
+    with services.sessionmaker() as session:
+        row = session.get(Delivery, delivery_id)
+    if row is None or (who.tenant_id is not None and row.tenant_id != who.tenant_id):
+        raise not_found("delivery")
+    if row.status != "dead":
+        raise ApiError(409, "not_dead", f"delivery is {row.status}; only dead ones are replayed")
+    dead = DeadFilter(tenant=row.tenant_id, ids=(row.id,))
+    force = options.force if options else False
+    return _start(
+        request, services, who, dead, dry_run=False, everything=False, force=force, rate_per_s=None
+    )
+
+
+@router.post(
+    "/v1/subscriptions/{subscription_id}/recover",
+    response_model=ReplayJobOut | ReplayPlanOut,
+    status_code=202,
+    responses=ERRORS,
+)
+def recover_subscription(
+    subscription_id: str,
+    body: RecoverRequest,
+    request: Request,
+    who: Caller = Depends(caller(DELIVERIES_REPLAY)),
+    services: Services = Depends(get_services),
+) -> ReplayPlanOut | JSONResponse:
+    """Re-send every delivery of the subscription that died since a time."""
+    with services.sessionmaker() as session:
+        sub = session.get(Subscription, subscription_id)
+    if sub is None or (who.tenant_id is not None and sub.tenant_id != who.tenant_id):
+        raise not_found("subscription")
+    dead = dead_filter(
+        who, tenant=sub.tenant_id, subscription_id=sub.id, since=body.since, until=body.until
+    )
+    return _start(
+        request,
+        services,
+        who,
+        dead,
+        dry_run=body.dry_run,
+        everything=False,
+        force=body.force,
+        rate_per_s=body.rate_per_s,
+    )

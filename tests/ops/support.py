@@ -1,0 +1,60 @@
+"""Dead letters as rows, and what a replay published, for the operations tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from common.db.models import DEAD, Delivery
+from common.transport import Transport
+from common.transport import topology as tp
+from common.wire import DeliveryMessage, decode, utcnow
+from tests import builders
+
+
+@dataclass(frozen=True)
+class Dead:
+    id: str
+    event_id: str
+    subscription_id: str
+
+
+def dead_letter(
+    session: Session,
+    tenant_id: str,
+    subscription_id: str,
+    *,
+    type: str = "order.created",
+    reason: str = "max_attempts",
+    status_code: int | None = 500,
+    died_at: datetime | None = None,
+    attempts: int = 3,
+) -> Dead:
+    """An event and its delivery, dead after `attempts` tries (as the settler leaves it)."""
+    message = builders.delivery(session, builders.event(tenant_id, type=type), subscription_id)
+    row = session.get(Delivery, message.delivery_id)
+    assert row is not None
+    row.status, row.dead_reason, row.attempts = DEAD, reason, attempts
+    row.last_status_code = status_code
+    row.last_error = None if status_code else "connection refused"
+    row.finished_at = died_at or utcnow() - timedelta(minutes=1)
+    row.updated_at = row.finished_at
+    session.flush()
+    return Dead(row.id, row.event_id, subscription_id)
+
+
+def published_copies(transport: Transport) -> list[DeliveryMessage]:
+    """Consume (and ack) every delivery message waiting in `hookline.deliveries`."""
+    consumer = transport.consume(tp.DELIVERIES, prefetch=10_000)
+    found = []
+    try:
+        for message in consumer:
+            if message is None:
+                break
+            found.append(decode(DeliveryMessage, message.body))
+            consumer.ack(message)
+    finally:
+        consumer.close()
+    return found
