@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ DEPLOY = ROOT / "deploy"
 def require_tool(name: str) -> str:
     """The tool's path; a missing tool skips the test locally and fails it in CI, where
     .ci/run installs it."""
-    path = shutil.which(name)
+    # Tools from PyPI (the dev extras) live next to this interpreter, maybe not on PATH.
+    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if path:
         return path
     message = f"{name} is not installed (.ci/run installs it)"
