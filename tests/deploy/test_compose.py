@@ -1,0 +1,121 @@
+"""deploy/compose.yaml passes `docker-compose config`; the Dockerfile parses with Docker's
+own parser and builds one non-root image whose PID 1 is `hookline` itself."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import dockerfile
+import yaml
+
+from common.settings import Settings
+from tests.deploy.tools import DEPLOY, ROOT, require_tool, run
+
+COMPOSE = DEPLOY / "compose.yaml"
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+HOOKLINE_SERVICES = {"migrate": "migrate", "api": "api", "router": "router",
+                     "dispatcher": "dispatcher"}  # fmt: skip
+
+
+@cache
+def resolved() -> dict[str, Any]:
+    """The compose file as docker-compose itself resolves it (anchors, merges, defaults)."""
+    compose = require_tool("docker-compose")
+    output = run(compose, "-f", str(COMPOSE), "config", cwd=DEPLOY)
+    config: dict[str, Any] = yaml.safe_load(output)
+    return config
+
+
+def mounts_of(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path, from the short (`a:b:ro`) or the long volume syntax."""
+    mounts = {}
+    for volume in service["volumes"]:
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume["source"], volume["target"]
+        mounts[str(target)] = str(source)
+    return mounts
+
+
+def test_docker_compose_accepts_the_file_and_runs_the_whole_stack() -> None:
+    services = resolved()["services"]
+    assert set(services) == {"rabbitmq", "postgres", "migrate", "api", "router", "dispatcher",
+                             "prometheus", "grafana"}  # fmt: skip
+    for name, command in HOOKLINE_SERVICES.items():
+        assert services[name]["image"] == "hookline:local"
+        assert services[name]["command"][0] == command
+    for name in ("api", "router", "dispatcher"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == (
+            "service_completed_successfully"
+        )
+
+
+def test_dispatchers_can_be_scaled_and_are_all_scraped() -> None:
+    dispatcher = resolved()["services"]["dispatcher"]
+    # --scale N needs no fixed name and no fixed host port.
+    assert "container_name" not in dispatcher and "ports" not in dispatcher
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    names = jobs["hookline-dispatcher"]["dns_sd_configs"][0]["names"]
+    assert names == ["dispatcher"]  # the service name resolves to every replica
+    environment = dispatcher["environment"]
+    assert jobs["hookline-dispatcher"]["dns_sd_configs"][0]["port"] == int(
+        environment["HOOKLINE_METRICS_PORT"]
+    )
+
+
+def test_rabbitmq_runs_its_management_and_prometheus_plugins() -> None:
+    services = resolved()["services"]
+    plugins = mounts_of(services["rabbitmq"])["/etc/rabbitmq/enabled_plugins"]
+    text = (DEPLOY / "rabbitmq" / "enabled_plugins").read_text()
+    assert plugins.endswith("rabbitmq/enabled_plugins")
+    assert "rabbitmq_management" in text and "rabbitmq_prometheus" in text
+
+
+def test_grafana_gets_the_provisioned_datasource_and_dashboard() -> None:
+    grafana = resolved()["services"]["grafana"]
+    mounts = mounts_of(grafana)
+    provider = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "hookline.yaml").read_text()
+    )["providers"][0]
+    assert mounts[provider["options"]["path"]].endswith("grafana/dashboards")
+    assert mounts["/etc/grafana/provisioning"].endswith("grafana/provisioning")
+
+
+def test_the_compose_environment_names_only_real_settings() -> None:
+    fields = {f"HOOKLINE_{name.upper()}" for name in Settings.model_fields}
+    for name in HOOKLINE_SERVICES:
+        env = resolved()["services"][name]["environment"]
+        assert set(env) <= fields, set(env) - fields
+
+
+def instructions() -> list[dockerfile.Command]:
+    return list(dockerfile.parse_file(str(DOCKERFILE)))
+
+
+def test_the_image_runs_hookline_as_pid_1_without_a_shell() -> None:
+    final = instructions()
+    last_from = max(i for i, c in enumerate(final) if c.cmd == "FROM")
+    stage = final[last_from:]
+    [entrypoint] = [c for c in stage if c.cmd == "ENTRYPOINT"]
+    [command] = [c for c in stage if c.cmd == "CMD"]
+    # Exec (JSON) form: no `/bin/sh -c` between the container runtime and hookline.
+    assert entrypoint.json and entrypoint.value == ("hookline",)
+    assert command.json and command.value[0] == "api"
+    assert [c.value for c in stage if c.cmd == "STOPSIGNAL"] == [("SIGTERM",)]
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    users = [c.value[0] for c in instructions() if c.cmd == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_every_copied_path_exists_and_is_let_through_the_ignore_file() -> None:
+    ignore = (DEPLOY / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+    allowed = {line.removeprefix("!").rstrip("/") for line in ignore if line.startswith("!")}
+    for copy in (c for c in instructions() if c.cmd == "COPY" and not c.flags):
+        for source in copy.value[:-1]:
+            assert (ROOT / source).exists(), source
+            assert source.rstrip("/") in allowed, f"{source} is excluded from the context"
