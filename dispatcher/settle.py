@@ -19,22 +19,14 @@ from typing import Any, cast
 from sqlalchemy import Boolean, Table, and_, bindparam, insert, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import (
-    DEAD,
-    FINAL_STATUSES,
-    RETRYING,
-    SUB_DISABLED,
-    SUCCEEDED,
-    Attempt,
-    Delivery,
-    Subscription,
-)
+from common.db.models import DEAD, FINAL_STATUSES, RETRYING, SUCCEEDED, Attempt, Delivery
 from common.db.types import UtcDateTime
 from common.metrics import Metrics, status_class
 from common.service import retry_database
 from common.transport import Consumer, Outgoing, Transport, poison_copy
 from common.transport import topology as tp
 from common.wire import encode, utcnow
+from dispatcher import health
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
 
 log = logging.getLogger(__name__)
@@ -44,6 +36,7 @@ BATCH_SIZE = 200
 LINGER_S = 0.005
 STORED_BODY_BYTES = 4096
 _STATUS_BY_OUTCOME = {"success": SUCCEEDED, "retry": RETRYING, "dead": DEAD}
+DEFAULT_POLICY = health.Policy(failing_for=timedelta(days=5), dead_in_a_row=100)
 
 
 _deliveries = cast(Table, Delivery.__table__)
@@ -118,7 +111,8 @@ class Settler:
         metrics: Metrics,
         *,
         publish_timeout_s: float,
-        on_disabled: Callable[[str], None] = lambda _id: None,
+        on_disabled: Callable[[str, str], None] = lambda _id, _reason: None,
+        policy: health.Policy = DEFAULT_POLICY,
         batch_size: int = BATCH_SIZE,
     ) -> None:
         self._consumer = consumer
@@ -127,6 +121,7 @@ class Settler:
         self._metrics = metrics
         self._publish_timeout_s = publish_timeout_s
         self._on_disabled = on_disabled
+        self._policy = policy
         self._batch_size = batch_size
         self._queue: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._held = 0
@@ -193,9 +188,9 @@ class Settler:
     def settle(self, batch: Sequence[Outcome]) -> None:
         """Record, publish onward, ack, count: for every outcome of the batch, in that order."""
         attempted = [o for o in batch if isinstance(o, Attempted)]
-        if attempted:
-            self._record(attempted)
-        onward = [m for m in map(_onward, batch) if m is not None]
+        # Operational events of disables committed with the batch go out with its copies.
+        onward = self._record(attempted) if attempted else []
+        onward += [m for m in map(_onward, batch) if m is not None]
         if onward:
             self._transport.publish(onward, timeout_s=self._publish_timeout_s)
         self._consumer.ack_many([outcome.message for outcome in batch])
@@ -204,7 +199,7 @@ class Settler:
         for outcome in batch:
             self._count(outcome)
 
-    def _record(self, attempted: Sequence[Attempted]) -> None:
+    def _record(self, attempted: Sequence[Attempted]) -> list[Outgoing]:
         now = utcnow()
         attempts, updates, disabled = [], [], set()
         for o in attempted:
@@ -241,24 +236,22 @@ class Settler:
             if decision.disable_subscription:
                 disabled.add(delivery.subscription_id)
 
-        def write() -> None:
+        streaks = health.streaks(attempted)
+
+        def write() -> list[health.Disabled]:
             with self._sessionmaker() as session, session.begin():
                 session.execute(insert(Attempt), attempts)
                 session.execute(_UPDATE_DELIVERY, updates)
-                if disabled:
-                    session.execute(
-                        update(Subscription)
-                        .where(Subscription.id.in_(disabled), Subscription.status != SUB_DISABLED)
-                        .values(status=SUB_DISABLED, updated_at=now)
-                    )
+                return health.apply(session, streaks, disabled, self._policy, now)
 
         # The batch's messages stay unacked meanwhile; the consumer keeps them, see
         # `retry_database` for why the session is not given up at the first error.
-        retry_database(write, abandon=self._stopping)
-        for subscription_id in disabled:
-            log.warning("endpoint answered 410: subscription disabled",
-                        extra={"subscription_id": subscription_id})  # fmt: skip
-            self._on_disabled(subscription_id)
+        newly_disabled = retry_database(write, abandon=self._stopping)
+        for d in newly_disabled:
+            extra = {"subscription_id": d.subscription_id, "reason": d.reason}
+            log.warning("subscription disabled", extra=extra)
+            self._on_disabled(d.subscription_id, d.reason)
+        return health.events(newly_disabled, now)
 
     def _count(self, outcome: Outcome) -> None:
         m = self._metrics

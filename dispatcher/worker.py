@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,7 +31,7 @@ from common.settings import Settings
 from common.transport import Consumer, Message, Transport
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, decode, utcnow
-from dispatcher import classify, schedule
+from dispatcher import classify, health, schedule
 from dispatcher.deadletters import DeadLetterDrain
 from dispatcher.gate import EndpointGate, in_flight_cap
 from dispatcher.lanes import Lanes
@@ -90,6 +90,8 @@ class Dispatcher:
         settler = Settler(
             consumer, self._transport, self._sessionmaker, self._metrics,
             publish_timeout_s=settings.publish_timeout_s, on_disabled=self._cache.mark_disabled,
+            policy=health.Policy(timedelta(seconds=settings.auto_disable_after_s),
+                                 settings.auto_disable_dead_deliveries),
         )  # fmt: skip
         drain = DeadLetterDrain(
             self._transport, self._sessionmaker, publish_timeout_s=settings.publish_timeout_s

@@ -13,7 +13,7 @@ from common.signing import verify
 from common.transport import MemoryTransport
 from common.transport import topology as tp
 from common.transport.topology import Queue, Topology
-from common.wire import DeliveryMessage, decode
+from common.wire import DeliveryMessage, Event, decode
 from hookline.receiver import Receiver, Reply
 from tests import builders
 from tests.dispatcher.conftest import Harness, make_settings, wait_until
@@ -112,7 +112,9 @@ def test_dispatcher_dead_letters_after_the_last_attempt(harness: Harness) -> Non
     assert metrics.finished.labels(result="dead")._value.get() == 1
 
 
-def test_gone_endpoint_disables_its_subscription(harness: Harness) -> None:
+def test_gone_endpoint_disables_its_subscription_and_ends_its_pending_deliveries(
+    harness: Harness,
+) -> None:
     with Receiver(respond=lambda _: Reply(410)) as receiver:
         message, _ = given_delivery(harness, receiver.url)
         with harness.db() as session, session.begin():
@@ -122,14 +124,22 @@ def test_gone_endpoint_disables_its_subscription(harness: Harness) -> None:
         with harness.running():
             harness.publish(message)
             wait_until(lambda: finished(harness, message.delivery_id, DEAD))
+            # Still queued, never sent: it ended with the disable, not when it comes up.
+            assert delivery_row(harness, second.delivery_id).status == DEAD
             harness.publish(second)
-            wait_until(lambda: finished(harness, second.delivery_id, DEAD))
+            wait_until(lambda: attempts(harness, second.delivery_id))  # refused, not sent
         assert receiver.count == 1, "a disabled subscription was sent to"
     assert delivery_row(harness, message.delivery_id).dead_reason == "endpoint_disabled"
-    assert delivery_row(harness, second.delivery_id).dead_reason == "subscription_disabled"
+    assert delivery_row(harness, second.delivery_id).dead_reason == "endpoint_disabled"
     with harness.db() as session:
         subscription = session.get(Subscription, message.subscription_id)
         assert subscription is not None and subscription.status == SUB_DISABLED
+        assert subscription.disabled_reason == "endpoint_gone"
+    [(body, _headers)] = harness.take(tp.EVENTS)
+    event = decode(Event, body)
+    assert (event.tenant, event.type) == (message.tenant, "hookline.subscription.disabled")
+    assert event.data["subscription_id"] == message.subscription_id
+    assert event.data["reason"] == "endpoint_gone"
 
 
 def test_retry_after_on_429_picks_the_smallest_tier_that_waits_long_enough(
