@@ -16,6 +16,7 @@ from rich.table import Table
 from common.db.models import CANCELLED, PoisonMessage
 from common.errors import ConfigurationError
 from common.settings import Settings, parse_duration
+from common.transport import topology
 from common.wire import utcnow
 from dispatcher import deadfilter, deadview, poison, replayjobs, retention
 from hookline import ops_options as o
@@ -304,6 +305,7 @@ def dlq_resubmit(
                 console.print(f"[red]no poison message {poison_id}[/red]")
                 raise typer.Exit(1)
             body = body_file.read_bytes() if body_file else None
+            rt.transport.declare(topology.build(rt.settings.retry_delays_s))
             try:
                 poison.resubmit(
                     session,
@@ -350,4 +352,4 @@ def gc(
         )
     finally:
         rt.close()
-    console.print(o.dump({"older_than": older_than, "cutoff": cutoff, **removed.to_json()}))
+    typer.echo(o.dump({"older_than": older_than, "cutoff": cutoff, **removed.to_json()}))

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from common.db.models import JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED, ReplayJob
 from common.service import install_stop_handlers
+from common.transport import topology
 from dispatcher import replayjobs
 from dispatcher.replay import JobBusy, Runner
 from dispatcher.replayjobs import DEFAULT_RATE_PER_S, ReplayRefused
@@ -61,6 +62,7 @@ def _progress() -> Progress:
 
 
 def _run(rt: Runtime, job_id: str, output: str) -> ReplayJob:
+    rt.transport.declare(topology.build(rt.settings.retry_delays_s))
     stop = threading.Event()
     install_stop_handlers(stop)  # SIGTERM: finish the batch, leave the job resumable
     with _progress() as bar:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from common.db.models import Delivery, ReplayJob, Subscription
+from common.transport import topology
 from dispatcher import replayjobs
 from dispatcher.deadfilter import DeadFilter
 from dispatcher.replay import JobBusy, Runner
@@ -84,6 +85,7 @@ def run_in_background(request: Request, services: Services, job_id: str) -> None
 
     def run() -> None:
         try:
+            services.transport.declare(topology.build(services.settings.retry_delays_s))
             runner.run()
         except JobBusy as exc:
             log.info("replay job not started here", extra={"job_id": job_id, "why": str(exc)})
@@ -110,7 +112,8 @@ def _start(
 ) -> ReplayPlanOut | JSONResponse:
     with services.sessionmaker() as session, session.begin():
         if dry_run:
-            return _plan_out(replayjobs.plan(session, dead))
+            planned = _plan_out(replayjobs.plan(session, dead))
+            return JSONResponse(planned.model_dump(mode="json"), status_code=200)
         try:
             job, plan = replayjobs.create(
                 session,
