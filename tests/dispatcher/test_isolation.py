@@ -3,6 +3,7 @@ the sending pool, the gate, and the shared rate-limit windows (on SQLite and Pos
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -69,7 +70,8 @@ def test_only_a_timely_answer_below_500_other_than_429_counts_as_healthy() -> No
 
 
 def test_the_breaker_opens_after_the_threshold_and_half_opens_with_one_probe() -> None:
-    clock, changes = Clock(), []
+    clock = Clock()
+    changes: list[int] = []
     breaker = Breaker(threshold=3, open_s=10.0, on_change=changes.append, clock=clock)
     for _ in range(2):
         breaker.record("e", False)
@@ -112,10 +114,12 @@ class Pool:
 
 
 def test_lanes_run_up_to_the_cap_park_the_next_and_run_them_as_slots_free() -> None:
-    pool, clock, ran, deferred = Pool(), Clock(), [], []
+    pool, clock = Pool(), Clock()
+    ran: list[int] = []
+    deferred: list[int] = []
     lanes = Lanes(pool.submit, lambda _key: 2, clock=clock)
     for n in range(5):
-        lanes.submit("e", lambda n=n: ran.append(n), lambda n=n: deferred.append(n))
+        lanes.submit("e", functools.partial(ran.append, n), functools.partial(deferred.append, n))
     assert len(pool.jobs) == 2, "more than the cap on the pool"
     lanes.submit("other", lambda: ran.append(99), lambda: deferred.append(99))
     assert len(pool.jobs) == 3, "another endpoint waits behind a full one"
@@ -125,7 +129,8 @@ def test_lanes_run_up_to_the_cap_park_the_next_and_run_them_as_slots_free() -> N
 
 
 def test_behind_a_slow_endpoint_the_parked_and_new_deliveries_are_deferred() -> None:
-    pool, clock, deferred = Pool(), Clock(), []
+    pool, clock = Pool(), Clock()
+    deferred: list[int] = []
     lanes = Lanes(pool.submit, lambda _key: 1, clock=clock)
     lanes.submit("e", lambda: None, lambda: deferred.append(0))
     lanes.submit("e", lambda: None, lambda: deferred.append(1))  # parked
