@@ -1,0 +1,337 @@
+"""The real stack for one benchmark run, and what every benchmark measures around it.
+
+A fresh RabbitMQ vhost and PostgreSQL database, receivers in their own processes
+(`python -m hookline.receiver`: asyncio, keep-alive), `hookline` processes, and:
+- CPU seconds per component (our processes and their children, the broker, the database
+  backends of this run's database), read from /proc, so a run can say where the time went;
+- the machine's load average, since the box is shared and figures are only comparable
+  next to a baseline measured in the same run.
+Only 127.0.0.1 is ever targeted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db import migrate
+from common.db.models import SUCCEEDED, Delivery, EventRow
+from common.db.session import make_engine, make_sessionmaker
+from common.secretbox import SecretBox
+from common.settings import Settings
+from common.wire import DeliveryMessage, Event
+from dispatcher.sender import Sender
+from dispatcher.subscriptions import Endpoint
+from tests import builders
+from tests.processes import HOOKLINE, free_port
+from tests.services import temporary_database, temporary_vhost
+
+SECRET_KEY = "bench-secret-key"
+BOX = SecretBox(SECRET_KEY)
+TICK_S = os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+# --- CPU accounting from /proc -------------------------------------------------------------
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK_S  # utime + stime
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU of a process and its live descendants (e.g. `--processes N` replicas)."""
+    return _cpu_s(pid) + sum(tree_cpu_s(child) for child in _children(pid))
+
+
+def tree_rss_mib(pid: int) -> list[float]:
+    """Resident memory of a process and of each live descendant, MiB."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    own = pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return [own] + [rss for child in _children(pid) for rss in tree_rss_mib(child)]
+
+
+def _pids_where(predicate: Any) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            if predicate(cmdline):
+                pids.append(int(entry.name))
+    return pids
+
+
+# --- the stack ---------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    database_url: str
+    broker_url: str
+    sessions: sessionmaker[Session]
+    workdir: Path
+    tenant_id: str
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def receiver(self, name: str, *args: str, port: int | None = None) -> str:
+        """A receiver process logging each arrival; returns its base URL."""
+        port = port or free_port()
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "hookline.receiver", "--port", str(port),
+             "--log", str(self.workdir / f"{name}.tsv"), "--every-s", "3600", *args],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_http(f"http://127.0.0.1:{port}/")
+        return f"http://127.0.0.1:{port}"
+
+    def subscribe(self, url: str, event_types: list[str], **fields: Any) -> tuple[str, str]:
+        with self.sessions.begin() as session:
+            sub, secret = builders.subscription(
+                session, self.tenant_id, url, event_types=event_types, box=BOX, **fields
+            )
+            return sub.id, secret
+
+    def subscribe_many(self, rows: list[tuple[str, list[str]]]) -> None:
+        """Many subscriptions in one transaction: (url, event types) each."""
+        with self.sessions.begin() as session:
+            for url, event_types in rows:
+                builders.subscription(
+                    session, self.tenant_id, url, event_types=event_types, box=BOX
+                )
+
+    def start(self, name: str, command: str, *args: str, metrics: bool = True) -> None:
+        extra = []
+        if metrics:
+            metrics_port = free_port()
+            extra = ["--metrics-port", str(metrics_port)]
+        with open(self.workdir / f"{name}.log", "wb") as output:
+            self.procs[name] = subprocess.Popen(
+                [*HOOKLINE, command, *args, *extra], env=self.env, stdout=output,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        if metrics:
+            try:
+                wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
+            except RuntimeError:
+                raise RuntimeError(f"{name} did not start:\n{self.log(name)}") from None
+
+    def stop(self, name: str, timeout_s: float = 60) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")[-4000:]
+
+    def arrivals(self, name: str) -> dict[str, float]:
+        """webhook-id -> first receipt time, once the receiver `name` has stopped."""
+        self.stop(name)
+        found: dict[str, float] = {}
+        for line in (self.workdir / f"{name}.tsv").read_text().splitlines():
+            webhook_id, at = line.split("\t")
+            found.setdefault(webhook_id, float(at))
+        return found
+
+    def arrival_times(self, name: str) -> list[tuple[str, float]]:
+        """Every receipt, duplicates included, once the receiver `name` has stopped."""
+        self.stop(name)
+        lines = (self.workdir / f"{name}.tsv").read_text().splitlines()
+        return [(a, float(b)) for a, b in (line.split("\t") for line in lines)]
+
+    # -- counts -----------------------------------------------------------------------
+
+    def succeeded(self) -> int:
+        with self.sessions() as session:
+            query = select(func.count()).select_from(Delivery)
+            return int(session.scalar(query.where(Delivery.status == SUCCEEDED)) or 0)
+
+    def deliveries(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(Delivery)) or 0)
+
+    def events(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(EventRow)) or 0)
+
+    def wait_for(self, count: Any, target: int, timeout_s: float, tick_s: float = 0.25) -> int:
+        deadline = time.monotonic() + timeout_s
+        done = count()
+        while done < target and time.monotonic() < deadline:
+            time.sleep(tick_s)
+            done = count()
+        return int(done)
+
+    def queue_depth(self, queue: str) -> int:
+        vhost = self.broker_url.rsplit("/", 1)[1]
+        out = subprocess.run(
+            ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages",
+             "--formatter", "json"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        return sum(int(q["messages"]) for q in json.loads(out) if q["name"] == queue)
+
+    # -- CPU ------------------------------------------------------------------------------
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far per component: each named process (with children), the
+        broker (all of RabbitMQ: other users of the machine count too) and this run's
+        database backends."""
+        out = {name: tree_cpu_s(proc.pid) for name, proc in self.procs.items()}
+        dbname = self.database_url.rsplit("/", 1)[1]
+        out["postgres"] = sum(map(_cpu_s, _pids_where(lambda c: f" {dbname} " in c)))
+        out["rabbitmq"] = sum(map(_cpu_s, _pids_where(lambda c: "beam.smp" in c)))
+        out["bench"] = _cpu_s(os.getpid())
+        return out
+
+
+def cpu_per_delivery_us(
+    before: dict[str, float], after: dict[str, float], deliveries: int
+) -> dict[str, float]:
+    """Microseconds of CPU each component spent per delivery between two snapshots."""
+    return {
+        name: round(1e6 * (after[name] - before.get(name, 0.0)) / max(deliveries, 1))
+        for name in after
+        if after[name] - before.get(name, 0.0) > 0
+    }
+
+
+@contextmanager
+def stack(workdir: Path) -> Iterator[Stack]:
+    with ExitStack() as exits:
+        broker_url = exits.enter_context(temporary_vhost("hookline_bench"))
+        database_url = exits.enter_context(temporary_database())
+        migrate.upgrade(database_url)
+        engine = make_engine(database_url)
+        exits.callback(engine.dispose)
+        sessions = make_sessionmaker(engine)
+        with sessions.begin() as session:
+            tenant_id = builders.tenant(session, name="bench").id
+        env = {
+            **os.environ,
+            "HOOKLINE_DATABASE_URL": database_url,
+            "HOOKLINE_BROKER_URL": broker_url,
+            "HOOKLINE_SECRET_KEY": SECRET_KEY,
+            "HOOKLINE_ALLOW_PRIVATE_TARGETS": "true",
+            "HOOKLINE_LOG_LEVEL": "WARNING",
+        }
+        running = Stack(database_url, broker_url, sessions, workdir, tenant_id, env)
+        try:
+            yield running
+        finally:
+            for name in list(running.procs):
+                running.stop(name)
+
+
+# --- the direct-POST baseline -------------------------------------------------------------
+
+
+def baseline(url: str, secret: str, count: int, concurrency: int) -> float:
+    """Direct POSTs through the dispatcher's own `Sender` (SSRF check, signing, pinned
+    keep-alive pools, deadline), on as many threads: no broker, no database — the
+    ceiling of the HTTP path on this machine right now."""
+    settings = Settings(
+        allow_private_targets=True, dispatcher_concurrency=concurrency, secret_key=SECRET_KEY
+    )
+    sender = Sender(settings)
+    endpoint = Endpoint(id="baseline", tenant_id="bench", url=url, status="active",
+                        secret=secret)  # fmt: skip
+
+    def post(n: int) -> int | None:
+        event = Event(tenant="bench", type="order.created", id=f"baseline-{n}",
+                      data={"order": n, "total": 12.5})  # fmt: skip
+        delivery = DeliveryMessage(
+            delivery_id=f"dlv-{n}", event_id=event.id, tenant="bench",
+            subscription_id="baseline", attempt=1, event=event,
+        )  # fmt: skip
+        return sender.send(endpoint, delivery).status_code
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as threads:
+        codes = list(threads.map(post, range(count), chunksize=64))
+    elapsed = time.perf_counter() - start
+    sender.close()
+    assert codes.count(200) == count, "baseline receiver did not answer 200 every time"
+    return count / elapsed
+
+
+class Sampler:
+    """Samples a value on a thread every `every_s` until stopped (e.g. RSS during a drain)."""
+
+    def __init__(self, sample: Any, every_s: float = 0.5) -> None:
+        self.values: list[Any] = []
+        self._sample = sample
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self.values.append(self._sample())
