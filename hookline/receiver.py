@@ -16,6 +16,7 @@ import asyncio
 import http
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0  # wait before answering, without holding up other connections
     drip_s: float = 0.0  # then send the whole answer one byte at a time, this far apart
+    reset: bool = False  # answer nothing: abort the connection with an RST instead
 
 
 _OK = Reply()
@@ -106,7 +108,18 @@ class _Connection(asyncio.Protocol):
                 return
             received, keep_alive = parsed
             reply = self._receiver._handle(received)
+            if reply.reset:
+                self._reset()
+                return
             self._answer(render(reply, keep_alive), reply, keep_alive)
+
+    def _reset(self) -> None:
+        self._closing = True
+        assert self._transport is not None
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:  # SO_LINGER 0: the close sends an RST, as a crashed server would
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._transport.abort()
 
     def _parse(self) -> tuple[Received, bool] | None:
         """The next complete request in the buffer, or None until more bytes arrive."""

@@ -159,3 +159,16 @@ def test_the_standalone_receiver_logs_arrivals_and_exits_on_sigterm(tmp_path: Pa
     lines = [line.split("\t") for line in log.read_text().splitlines()]
     assert [wid for wid, _ in lines] == ["e0", "e1", "e2"]
     assert all(float(at) > 0 for _, at in lines)
+
+
+def test_a_reset_reply_aborts_the_connection_without_an_answer() -> None:
+    with Receiver(respond=lambda r: Reply(reset=r.path == "/reset")) as receiver:
+        try:
+            http().post(f"{receiver.url}/reset", data=b"{}", timeout=5)
+        except requests.ConnectionError as exc:
+            error: Exception | None = exc
+        else:
+            error = None
+        assert error is not None, "the client got an answer"
+        assert http().post(f"{receiver.url}/ok", data=b"{}", timeout=5).status_code == 200
+    assert [r.path for r in receiver.received] == ["/reset", "/ok"]

@@ -1,0 +1,163 @@
+"""Private RabbitMQ and PostgreSQL instances for tests that restart them: their own node or
+cluster, ports and temporary directory, so the shared services are never touched.
+
+Both run as root-started children here: RabbitMQ straight from its own bin directory with
+HOME in the temporary directory (its Erlang cookie lives there, not in a shared home), and
+PostgreSQL as the `postgres` user through runuser, in a cluster made with initdb.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.processes import free_port
+from tests.services import port_open
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+START_TIMEOUT_S = 60.0
+
+
+def _wait_port(port: int, *, open_: bool, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_open("127.0.0.1", port, 0.2) == open_:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+class PrivateRabbit:
+    """A RabbitMQ node of its own; `restart` stops it (its queues survive) and starts it."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.node = f"hl-fault-{secrets.token_hex(3)}@localhost"
+        self.port = free_port()
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n"
+            "management_agent.disable_metrics_collector = true\n"
+        )
+        (base / "enabled_plugins").write_text("[].\n")
+        (base / "rabbitmq-env.conf").write_text("")
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(base),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
+            "RABBITMQ_PID_FILE": str(base / "node.pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def _ctl(self, *args: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.node, *args],
+            env=self.env, check=True, capture_output=True, timeout=timeout_s,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmq-server"), "-detached"],
+            env=self.env, check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        self._ctl("wait", str(self.base / "node.pid"), "--timeout", str(int(START_TIMEOUT_S)))
+        if not _wait_port(self.port, open_=True, timeout_s=START_TIMEOUT_S):
+            raise RuntimeError(f"private RabbitMQ did not listen on {self.port}")
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self._ctl("stop", str(self.base / "node.pid"))
+        _wait_port(self.port, open_=False, timeout_s=30)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not found:
+        raise RuntimeError("no PostgreSQL server binaries in /usr/lib/postgresql")
+    return Path(found[-1]).parent
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of its own (trust auth, user `postgres`), on a free port."""
+
+    def __init__(self) -> None:
+        # Its own directory under /tmp: the postgres user cannot enter root's pytest dirs.
+        self.base = Path(tempfile.mkdtemp(prefix="hl-pg-"))
+        self.data = self.base / "data"
+        self.port = free_port()
+        self._bin = _pg_bin()
+        shutil.chown(self.base, "postgres", "postgres")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args],
+            check=True, capture_output=True, timeout=timeout_s, cwd=self.base,
+        )  # fmt: skip
+
+    def init(self) -> None:
+        self._run(str(self._bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self._bin / "pg_ctl"), "-D", str(self.data), "-o", options,
+            "-l", str(self.base / "server.log"), "-w", "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self._run(str(self._bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def private_rabbit(base: Path) -> Iterator[PrivateRabbit]:
+    rabbit = PrivateRabbit(base)
+    try:
+        rabbit.start()
+        yield rabbit
+    finally:
+        rabbit.stop()
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    postgres = PrivatePostgres()
+    try:
+        postgres.init()
+        postgres.start()
+        yield postgres
+    finally:
+        postgres.stop("immediate")
+        shutil.rmtree(postgres.base, ignore_errors=True)
