@@ -137,15 +137,16 @@ def _run_demo(
             arrived.set()
 
     receiver.on_receive = on_receive
+    # The platform registers site B on its behalf ("client mode"), so no handshake is needed.
     subscription = _post(
         http,
-        f"{api_url}/v1/subscriptions",
+        f"{api_url}/v1/tenants/{tenant['id']}/subscriptions",
         {
             "url": f"{receiver.url}/site-b/webhooks",
             "event_types": ["content.*"],
             "description": "site B keeps its copy of site A's pages in sync",
         },
-        key,
+        admin,
     )
     secret_holder["secret"] = subscription["secret"]
     console.print(

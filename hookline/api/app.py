@@ -10,16 +10,20 @@ from common import __version__
 from common.metrics import Metrics
 from common.secretbox import DEV_SECRET_KEY, SecretBox
 from common.settings import Settings
+from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
 from hookline.api import errors
 from hookline.api.deps import Services
+from hookline.api.idempotency import Idempotency, document
 from hookline.api.limits import BodyLimit
 from hookline.api.routes import (
+    audit,
     deadletters,
     deliveries,
     events,
     health,
     replays,
+    subscription_actions,
     subscriptions,
     tenants,
 )
@@ -27,6 +31,8 @@ from producer import Producer
 
 # Events are notifications, not file transfers; bigger bodies belong in the receiver's API.
 MAX_BODY_BYTES = 256 * 1024
+# A batch holds up to 1,000 events; it may be as large as a few hundred single ones.
+MAX_BATCH_BODY_BYTES = 5 * 1024 * 1024
 DESCRIPTION = (
     "Publish events, manage subscriptions and inspect deliveries. Authenticate with "
     "`Authorization: Bearer hl_...` (a tenant API key) or the admin token for `/v1/tenants`. "
@@ -46,6 +52,7 @@ def create_app(
     sessionmaker: sessionmaker[Session],
     metrics: Metrics,
     producer: Producer | None = None,
+    resolver: Resolver = system_resolver,
 ) -> FastAPI:
     """The FastAPI application. Its caller owns (and closes) the transport and the database.
 
@@ -65,9 +72,19 @@ def create_app(
         metrics=metrics,
         producer=producer or Producer(settings, transport=transport, metrics=metrics),
         secret_box=SecretBox(settings.secret_key or DEV_SECRET_KEY),
+        resolver=resolver,
     )
     errors.install(app)
-    for module in (health, tenants, subscriptions, events, deliveries, deadletters, replays):
+    routers = (
+        health, tenants, subscriptions, subscription_actions, events, deliveries, audit,
+        deadletters, replays,
+    )  # fmt: skip
+    for module in routers:
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    # Added last, so outermost: the size limit holds before a body is stored for replay.
+    app.add_middleware(Idempotency)
+    document(app)
+    app.add_middleware(
+        BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={"/v1/events/batch": MAX_BATCH_BODY_BYTES}
+    )
     return app

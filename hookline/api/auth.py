@@ -54,6 +54,7 @@ class Principal:
     tenant_id: str
     key_id: str
     scopes: frozenset[str]
+    source_ip: str | None = None
 
 
 def new_api_key() -> str:
@@ -64,7 +65,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def issue_key(session: Session, tenant_id: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
+def issue_key(
+    session: Session,
+    tenant_id: str,
+    scopes: Iterable[str],
+    *,
+    name: str | None = None,
+    allowed_cidrs: Iterable[str] = (),
+) -> tuple[ApiKey, str]:
     """A new key row for `tenant_id` (flushed, not committed) and the key in clear."""
     key = new_api_key()
     row = ApiKey(
@@ -72,8 +80,9 @@ def issue_key(session: Session, tenant_id: str, scopes: Iterable[str]) -> tuple[
         tenant_id=tenant_id,
         key_hash=hash_key(key),
         prefix=key[:DISPLAY_PREFIX_CHARS],
+        name=name,
         scopes=list(dict.fromkeys(scopes)),
-        allowed_cidrs=[],
+        allowed_cidrs=list(allowed_cidrs),
         created_at=utcnow(),
     )
     session.add(row)
@@ -94,10 +103,15 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
+def client_ip(request: Request) -> str | None:
+    """The connecting address (a proxy in front must not be trusted to rewrite it)."""
+    return request.client.host if request.client else None
+
+
 def _source_allowed(request: Request, cidrs: list[str]) -> bool:
     if not cidrs:
         return True
-    host = request.client.host if request.client else ""
+    host = client_ip(request) or ""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -118,7 +132,12 @@ def _principal(request: Request, token: str | None, services: Services) -> Princ
         raise _unauthorized("this API key has been revoked")
     if not _source_allowed(request, key.allowed_cidrs):
         raise ApiError(403, "forbidden", "this API key may not be used from this address")
-    return Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes))
+    return Principal(
+        tenant_id=key.tenant_id,
+        key_id=key.id,
+        scopes=frozenset(key.scopes),
+        source_ip=client_ip(request),
+    )
 
 
 def require(scope: str) -> Callable[..., Principal]:

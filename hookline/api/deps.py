@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.metrics import Metrics
 from common.secretbox import SecretBox
 from common.settings import Settings
+from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
 from producer import Producer
 
@@ -22,6 +23,8 @@ class Services:
     metrics: Metrics
     producer: Producer
     secret_box: SecretBox
+    # Tests inject one to point names at chosen addresses; production asks the system.
+    resolver: Resolver = system_resolver
 
 
 def get_services(request: Request) -> Services:

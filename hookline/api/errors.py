@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +23,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
@@ -33,6 +34,7 @@ _DESCRIPTIONS = {
     401: "Missing, unknown or revoked credentials",
     403: "The credentials do not allow this operation",
     404: "Not found (resources of other tenants are not found either)",
+    409: "Conflicts with the resource's state or with another resource",
     413: "The request body is too large",
     422: "The request does not fit the schema",
     503: "A dependency (broker or database) is unavailable; retrying may succeed",
@@ -76,12 +78,13 @@ def documented(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _problems(exc: RequestValidationError) -> str:
+def problems(errors: Sequence[Any]) -> str:
+    """Pydantic's errors as one readable line: `where: what; where: what`."""
     lines = []
-    for error in exc.errors()[:MAX_REPORTED_PROBLEMS]:
+    for error in errors[:MAX_REPORTED_PROBLEMS]:
         where = ".".join(str(part) for part in error.get("loc", ())) or "request"
         lines.append(f"{where}: {error.get('msg', 'invalid')}")
-    hidden = len(exc.errors()) - MAX_REPORTED_PROBLEMS
+    hidden = len(errors) - MAX_REPORTED_PROBLEMS
     if hidden > 0:
         lines.append(f"and {hidden} more")
     return "; ".join(lines) or "invalid request"
@@ -106,7 +109,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, "validation_error", _problems(exc))
+    return error_response(422, "validation_error", problems(exc.errors()))
 
 
 async def _database_down(_request: Request, exc: Exception) -> JSONResponse:

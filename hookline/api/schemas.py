@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import ipaddress
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -22,13 +22,6 @@ SubscriptionStatus = Literal["pending_verification", "active", "paused", "disabl
 DeliveryStatus = Literal["pending", "succeeded", "retrying", "dead", "cancelled"]
 # Exact dotted names, `prefix.*` (that prefix at any depth) or `*` for every type.
 EVENT_PATTERN_PATTERN = r"^(\*|[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*(\.\*)?)$"
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-# Headers Hookline sets itself: a subscription may not override the signature or framing.
-RESERVED_HEADERS = frozenset(
-    {"content-type", "content-length", "host", "connection", "transfer-encoding",
-     "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"}
-)  # fmt: skip
-
 EventTypePattern = Annotated[str, StringConstraints(max_length=200, pattern=EVENT_PATTERN_PATTERN)]
 OperationName = Annotated[str, StringConstraints(max_length=100, pattern=OPERATION_PATTERN)]
 EventType = Annotated[
@@ -62,65 +55,56 @@ class TenantCreated(BaseModel):
     api_key: str = Field(description="Shown only in this response; store it now.")
 
 
+class TenantOut(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class TenantList(BaseModel):
+    data: list[TenantOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
 class ApiKeyCreate(Strict):
     scopes: list[ScopeName] = Field(default_factory=lambda: list(ALL_SCOPES), min_length=1)
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    allowed_cidrs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Source networks the key may be used from (e.g. `203.0.113.0/24`); "
+        "empty: anywhere.",
+    )
 
-
-class ApiKeyCreated(BaseModel):
-    id: str
-    api_key: str = Field(description="Shown only in this response; store it now.")
-    scopes: list[ScopeName]
-
-
-class SubscriptionCreate(Strict):
-    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
-    event_types: list[EventTypePattern] = Field(min_length=1, max_length=100)
-    operations: list[OperationName] = Field(default_factory=list, max_length=100)
-    headers: dict[str, str] = Field(default_factory=dict, max_length=50)
-    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    rate_limit_per_s: float | None = Field(default=None, gt=0, le=100_000)
-    max_in_flight: int | None = Field(default=None, ge=1, le=10_000)
-
-    @field_validator("headers")
+    @field_validator("allowed_cidrs")
     @classmethod
-    def _headers_are_sendable(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
-            if not _HEADER_NAME.match(name):
-                raise ValueError(f"header name {name!r} is not a valid HTTP token")
-            if name.lower() in RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is set by Hookline and cannot be overridden")
-            if any(ch in value for ch in "\r\n\0") or len(value) > 4096:
-                raise ValueError(f"header {name!r} has a value that cannot be sent")
-        return headers
+    def _networks(cls, cidrs: list[str]) -> list[str]:
+        normalised = []
+        for cidr in cidrs:
+            try:
+                normalised.append(str(ipaddress.ip_network(cidr, strict=False)))
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+        return list(dict.fromkeys(normalised))
 
 
-class SubscriptionOut(BaseModel):
+class ApiKeyOut(BaseModel):
     id: str
-    url: str
-    event_types: list[str]
-    operations: list[str]
-    header_names: list[str] = Field(
-        description="Names of the static headers sent with every webhook; values stay secret."
-    )
-    description: str | None
-    metadata: dict[str, Any]
-    rate_limit_per_s: float | None
-    max_in_flight: int | None
-    status: SubscriptionStatus
+    tenant_id: str
+    name: str | None
+    prefix: str = Field(description="The first characters of the key, to recognise it by.")
+    scopes: list[ScopeName]
+    allowed_cidrs: list[str]
     created_at: datetime
-    updated_at: datetime
+    revoked_at: datetime | None
 
 
-class SubscriptionCreated(SubscriptionOut):
-    secret: str = Field(
-        description="The signing secret (`whsec_...`), shown only in this response."
-    )
+class ApiKeyCreated(ApiKeyOut):
+    api_key: str = Field(description="Shown only in this response; store it now.")
 
 
-class SubscriptionList(BaseModel):
-    data: list[SubscriptionOut]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+class ApiKeyList(BaseModel):
+    data: list[ApiKeyOut]
 
 
 class EventIn(Strict):
@@ -137,6 +121,31 @@ class EventAccepted(BaseModel):
     id: str
 
 
+MAX_BATCH_EVENTS = 1000
+
+
+class EventBatch(Strict):
+    # Items are checked one by one in the handler, so one bad event does not hide the rest.
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_EVENTS,
+        description="Up to 1,000 events, each shaped like the body of `POST /v1/events`.",
+    )
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: Literal["accepted", "rejected"]
+    id: str | None = Field(description="The event id when accepted.")
+    error: ErrorDetail | None = Field(description="Why the event was rejected.")
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItemResult]
+
+
 class AttemptOut(BaseModel):
     attempt: int
     outcome: str
@@ -147,7 +156,7 @@ class AttemptOut(BaseModel):
     created_at: datetime
 
 
-class DeliveryOut(BaseModel):
+class DeliverySummary(BaseModel):
     id: str
     event_id: str
     subscription_id: str
@@ -162,7 +171,42 @@ class DeliveryOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+
+
+class DeliveryOut(DeliverySummary):
     attempts: list[AttemptOut]
+
+
+class DeliveryList(BaseModel):
+    data: list[DeliverySummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class EventDetail(BaseModel):
+    id: str
+    type: str
+    operation: str | None
+    timestamp: datetime
+    received_at: datetime
+    data: dict[str, Any]
+    deliveries: list[DeliverySummary]
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(description="The API key id, or `admin` for the operator's token.")
+    tenant_id: str | None
+    action: str = Field(examples=["subscription.created"])
+    resource_type: str
+    resource_id: str | None
+    source_ip: str | None
+    details: dict[str, Any]
+
+
+class AuditList(BaseModel):
+    data: list[AuditEntryOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 class Health(BaseModel):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import StarletteDeprecationWarning
@@ -22,7 +23,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
 
-__all__ = ["ADMIN_TOKEN", "Api", "TestClient", "assert_error"]
+__all__ = ["ADMIN_TOKEN", "Api", "TestClient", "assert_error", "served_routes"]
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -73,3 +74,20 @@ def assert_error(response: Any, status_code: int, code: str | None = None) -> st
     assert message
     assert "Traceback" not in response.text
     return message
+
+
+def served_routes(app: FastAPI) -> list[APIRoute]:
+    """Every API route the app serves, from the app itself (so a new module is included).
+
+    FastAPI 0.165 keeps included routers as wrappers holding the original router; older
+    versions copy the routes. Both are walked; our routers carry their prefix themselves.
+    """
+    found: list[APIRoute] = []
+    pending: list[Any] = list(app.routes)
+    while pending:
+        route = pending.pop(0)
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif getattr(route, "original_router", None) is not None:
+            pending.extend(route.original_router.routes)
+    return found

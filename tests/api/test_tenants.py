@@ -112,7 +112,10 @@ def test_another_key_holds_every_scope_unless_told_otherwise(api):
     assert KEY_FORMAT.match(every.json()["api_key"])
     assert some.status_code == 201
     assert some.json()["scopes"] == ["events:write", "deliveries:read"]
-    assert set(some.json()) == {"id", "api_key", "scopes"}
+    assert set(some.json()) == {
+        "id", "api_key", "scopes", "name", "prefix", "tenant_id", "allowed_cidrs",
+        "created_at", "revoked_at",
+    }  # fmt: skip
     assert some.json()["api_key"] != every.json()["api_key"]
     with api.sessionmaker() as session:
         stored = session.get(ApiKey, some.json()["id"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from common.filters import FilterError, matches, validate
@@ -43,7 +45,7 @@ ORDER = {
         ({"currency": "EUR", "total": {"lt": 100}}, False),
     ],
 )
-def test_a_filter_chooses_events_by_their_data(spec: dict, expected: bool) -> None:
+def test_a_filter_chooses_events_by_their_data(spec: dict[str, Any], expected: bool) -> None:
     assert matches(validate(spec), ORDER) is expected
 
 
@@ -78,7 +80,7 @@ def test_a_filter_outside_the_language_is_refused_with_the_reason(spec, complain
 
 
 def test_nesting_is_bounded() -> None:
-    spec: dict = {"a": 1}
+    spec: dict[str, Any] = {"a": 1}
     for _ in range(10):
         spec = {"not": spec}
     with pytest.raises(FilterError, match="deeper"):

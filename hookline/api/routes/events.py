@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Depends, Header
+from pydantic import ValidationError
+from sqlalchemy import select
 
+from common.db.models import Delivery, EventRow
 from common.errors import TransportError
-from hookline.api.auth import EVENTS_WRITE, Principal, require
+from hookline.api.auth import DELIVERIES_READ, EVENTS_WRITE, Principal, require
 from hookline.api.deps import Services, get_services
-from hookline.api.errors import ApiError, documented
-from hookline.api.schemas import EventAccepted, EventId, EventIn
+from hookline.api.errors import ApiError, documented, not_found, problems
+from hookline.api.routes.deliveries import summary
+from hookline.api.schemas import (
+    BatchItemResult,
+    BatchResult,
+    ErrorDetail,
+    EventAccepted,
+    EventBatch,
+    EventDetail,
+    EventId,
+    EventIn,
+)
 from producer import InvalidEvent
 
 log = logging.getLogger(__name__)
@@ -53,12 +67,91 @@ def publish_event(
     except InvalidEvent as exc:
         raise ApiError(422, "invalid_event", str(exc)) from None
     except TransportError as exc:
-        log.warning("event not accepted: broker unavailable", extra={"error": type(exc).__name__})
-        raise ApiError(
-            503,
-            "broker_unavailable",
-            "the message broker did not confirm the event, so it was not accepted; "
-            "retry with the same id or Idempotency-Key",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        ) from None
+        raise _broker_unavailable(exc) from None
     return EventAccepted(id=event_id)
+
+
+def _broker_unavailable(exc: Exception) -> ApiError:
+    log.warning("event not accepted: broker unavailable", extra={"error": type(exc).__name__})
+    return ApiError(
+        503,
+        "broker_unavailable",
+        "the message broker did not confirm the event, so it was not accepted; "
+        "retry with the same id or Idempotency-Key",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def _rejected(index: int, message: str) -> BatchItemResult:
+    detail = ErrorDetail(code="invalid_event", message=message)
+    return BatchItemResult(index=index, status="rejected", id=None, error=detail)
+
+
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=BatchResult,
+    responses=documented(401, 403, 413, 422, 503),
+)
+def publish_events(
+    body: EventBatch,
+    principal: Principal = Depends(require(EVENTS_WRITE)),
+    services: Services = Depends(get_services),
+) -> BatchResult:
+    """Accept up to 1,000 events in one request, with a result for each.
+
+    Events that do not fit the schema are rejected one by one (the others still go); the
+    valid ones are accepted together once the broker confirmed them all. On a 503 none
+    was accepted: retry the batch, and events with ids are delivered once all the same.
+    """
+    results: list[BatchItemResult | None] = [None] * len(body.events)
+    valid: list[tuple[int, dict[str, Any]]] = []
+    for index, item in enumerate(body.events):
+        try:
+            event = EventIn.model_validate(item)
+        except ValidationError as exc:
+            results[index] = _rejected(index, problems(exc.errors()))
+            continue
+        valid.append((index, {**event.model_dump(), "tenant": principal.tenant_id}))
+    if valid:
+        try:
+            ids = services.producer.publish_batch([fields for _, fields in valid])
+        except InvalidEvent as exc:
+            raise ApiError(422, "invalid_event", str(exc)) from None
+        except TransportError as exc:
+            raise _broker_unavailable(exc) from None
+        for (index, _), event_id in zip(valid, ids, strict=True):
+            results[index] = BatchItemResult(
+                index=index, status="accepted", id=event_id, error=None
+            )
+    done = [result for result in results if result is not None]
+    accepted = sum(1 for result in done if result.status == "accepted")
+    return BatchResult(accepted=accepted, rejected=len(done) - accepted, results=done)
+
+
+@router.get(
+    "/{event_id}", response_model=EventDetail, responses=documented(401, 403, 404, 422, 503)
+)
+def get_event(
+    event_id: str,
+    principal: Principal = Depends(require(DELIVERIES_READ)),
+    services: Services = Depends(get_services),
+) -> EventDetail:
+    """An event the router has stored, with its deliveries (one per matching subscription).
+
+    An accepted event is stored once the router has taken it from the broker, so a 404
+    right after `POST /v1/events` can turn into the event a moment later."""
+    with services.sessionmaker() as session:
+        row = session.get(EventRow, (principal.tenant_id, event_id))
+        if row is None:
+            raise not_found("event")
+        deliveries = session.scalars(
+            select(Delivery)
+            .where(Delivery.tenant_id == principal.tenant_id, Delivery.event_id == event_id)
+            .order_by(Delivery.created_at, Delivery.id)
+        ).all()
+    return EventDetail(
+        id=row.id, type=row.type, operation=row.operation, timestamp=row.timestamp,
+        received_at=row.received_at, data=row.data,
+        deliveries=[summary(delivery) for delivery in deliveries],
+    )  # fmt: skip

@@ -1,149 +1,78 @@
-"""Subscriptions: an endpoint URL and the event types (and operations) it wants.
+"""Subscriptions: create (idempotently), list, read, change and delete.
 
-Subscribing is idempotent: the same URL, event types and operations identify one
-subscription per tenant, so a receiver or a deploy script may subscribe on every start.
+A subscription created with a tenant key starts `pending_verification` and Hookline runs
+the verification handshake at once; the answer shows the status it reached.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterable
-from typing import cast
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from common import signing, ssrf
-from common.db.models import SUB_ACTIVE, Subscription
-from common.errors import UnsafeTargetError
-from common.wire import new_id, utcnow
+from common.db.models import SUB_PENDING, Subscription
+from common.wire import utcnow
+from hookline.api import audit, subscribing
 from hookline.api.auth import SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE, Principal, require
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found
-from hookline.api.schemas import (
+from hookline.api.schemas import SubscriptionStatus
+from hookline.api.subscription_schemas import (
     SubscriptionCreate,
     SubscriptionCreated,
     SubscriptionList,
     SubscriptionOut,
-    SubscriptionStatus,
+    SubscriptionUpdate,
 )
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+NO_STORE = {"Cache-Control": "no-store"}
+CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {"model": SubscriptionCreated, "description": "Created; the secret is shown once"},
+    200: {"model": SubscriptionOut, "description": "Already subscribed: the existing one"},
+    **documented(401, 403, 409, 413, 422, 503),
+}
 
 
-def dedupe_key(url: str, event_types: Iterable[str], operations: Iterable[str]) -> str:
-    """What makes two subscribe requests the same subscription."""
-    identity = [url, sorted(set(event_types)), sorted(set(operations))]
-    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
-
-
-def initial_status(_body: SubscriptionCreate) -> str:
-    """The status a new subscription starts in.
-
-    The seam for the verification handshake: a self-registered endpoint will start in
-    `pending_verification` until it echoes Hookline's challenge. Until then, all start active.
-    """
-    return SUB_ACTIVE
-
-
-def to_out(row: Subscription) -> SubscriptionOut:
-    return SubscriptionOut(
-        id=row.id,
-        url=row.url,
-        event_types=row.event_types,
-        operations=row.operations,
-        header_names=sorted(row.headers),
-        description=row.description,
-        metadata=row.meta,
-        rate_limit_per_s=row.rate_limit_per_s,
-        max_in_flight=row.max_in_flight,
-        status=cast(SubscriptionStatus, row.status),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+def created_or_existing(
+    services: Services, request: Request, tenant_id: str, body: SubscriptionCreate,
+    *, actor: subscribing.Actor, verified: bool,
+) -> JSONResponse:  # fmt: skip
+    row, secret = subscribing.create(
+        services, request, tenant_id, body, actor=actor, verified=verified
     )
+    if row.status == SUB_PENDING:
+        subscribing.verify(services, request, row, actor=actor)
+        row = subscribing.reload(services, row.id)
+    out = subscribing.to_out(row, services)
+    if secret is None:
+        return JSONResponse(out.model_dump(mode="json"), status_code=200)
+    created = SubscriptionCreated(**out.model_dump(), secret=secret)
+    return JSONResponse(created.model_dump(mode="json"), status_code=201, headers=NO_STORE)
 
 
-def _find(session: Session, tenant_id: str, key: str) -> Subscription | None:
-    query = select(Subscription).where(
-        Subscription.tenant_id == tenant_id, Subscription.dedupe_key == key
-    )
-    return session.scalars(query).first()
-
-
-@router.post(
-    "",
-    status_code=201,
-    response_model=None,
-    responses={
-        201: {"model": SubscriptionCreated, "description": "Created; the secret is shown once"},
-        200: {"model": SubscriptionOut, "description": "Already subscribed: the existing one"},
-        **documented(401, 403, 413, 422, 503),
-    },
-)
+@router.post("", status_code=201, response_model=None, responses=CREATE_RESPONSES)
 def create_subscription(
     body: SubscriptionCreate,
+    request: Request,
     principal: Principal = Depends(require(SUBSCRIPTIONS_WRITE)),
     services: Services = Depends(get_services),
 ) -> JSONResponse:
-    """Subscribe a URL to event types (and, optionally, operations).
+    """Subscribe a URL to event types (and, optionally, operations and a payload filter).
+
+    The subscription starts `pending_verification`, and Hookline POSTs the verification
+    challenge to the URL right away; the answer shows whether it became `active`
+    (otherwise fix the endpoint and call `POST /v1/subscriptions/{id}/verify`).
 
     The same URL, event types and operations again answer 200 with the existing
-    subscription, unchanged and without its secret; the other fields of the repeat are
-    not applied.
+    subscription, unchanged and without its secret (a pending one is verified again).
     """
-    settings = services.settings
-    try:
-        ssrf.check_url(
-            body.url,
-            allow_private=settings.allow_private_targets,
-            allow_http=settings.allow_http,
-        )
-    except UnsafeTargetError as exc:
-        raise ApiError(422, "unsafe_target", f"url refused: {exc}") from None
-    event_types = sorted(set(body.event_types))
-    operations = sorted(set(body.operations))
-    key = dedupe_key(body.url, event_types, operations)
-    secret = signing.new_secret()
-    now = utcnow()
-    try:
-        with services.sessionmaker() as session, session.begin():
-            existing = _find(session, principal.tenant_id, key)
-            if existing is not None:
-                return JSONResponse(to_out(existing).model_dump(mode="json"), status_code=200)
-            row = Subscription(
-                id=new_id("sub"),
-                tenant_id=principal.tenant_id,
-                url=body.url,
-                event_types=event_types,
-                operations=operations,
-                secret_enc=services.secret_box.seal(secret),
-                headers=body.headers,
-                rate_limit_per_s=body.rate_limit_per_s,
-                max_in_flight=body.max_in_flight,
-                description=body.description,
-                meta=body.metadata,
-                status=initial_status(body),
-                dedupe_key=key,
-                created_at=now,
-                # Routers and dispatchers reload subscriptions changed since their last look.
-                updated_at=now,
-            )
-            session.add(row)
-    except IntegrityError:
-        # A concurrent identical request won the insert; answer with its subscription.
-        with services.sessionmaker() as session:
-            existing = _find(session, principal.tenant_id, key)
-        if existing is None:
-            raise
-        return JSONResponse(to_out(existing).model_dump(mode="json"), status_code=200)
-    created = SubscriptionCreated(**to_out(row).model_dump(), secret=secret)
-    return JSONResponse(
-        created.model_dump(mode="json"), status_code=201, headers={"Cache-Control": "no-store"}
+    return created_or_existing(
+        services, request, principal.tenant_id, body, actor=principal, verified=False
     )
 
 
@@ -151,11 +80,14 @@ def create_subscription(
 def list_subscriptions(
     limit: int = Query(default=100, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=1000),
+    status: SubscriptionStatus | None = Query(default=None),
     principal: Principal = Depends(require(SUBSCRIPTIONS_READ)),
     services: Services = Depends(get_services),
 ) -> SubscriptionList:
     """The tenant's subscriptions, oldest first, a page at a time."""
     query = select(Subscription).where(Subscription.tenant_id == principal.tenant_id)
+    if status is not None:
+        query = query.where(Subscription.status == status)
     if cursor is not None:
         created_at, last_id = decode_position(cursor)
         query = query.where(
@@ -169,7 +101,9 @@ def list_subscriptions(
         rows = list(session.scalars(query))
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_position(page[-1].created_at, page[-1].id) if more else None
-    return SubscriptionList(data=[to_out(row) for row in page], next_cursor=next_cursor)
+    return SubscriptionList(
+        data=[subscribing.to_out(row, services) for row in page], next_cursor=next_cursor
+    )
 
 
 @router.get(
@@ -190,4 +124,85 @@ def get_subscription(
         row = session.scalars(query).first()
     if row is None:
         raise not_found("subscription")
-    return to_out(row)
+    return subscribing.to_out(row, services)
+
+
+@router.patch(
+    "/{subscription_id}",
+    response_model=SubscriptionOut,
+    responses=documented(401, 403, 404, 409, 413, 422, 503),
+)
+def update_subscription(
+    subscription_id: str,
+    body: SubscriptionUpdate,
+    request: Request,
+    principal: Principal = Depends(require(SUBSCRIPTIONS_WRITE)),
+    services: Services = Depends(get_services),
+) -> SubscriptionOut:
+    """Change the fields present in the body. A new URL is checked, and the subscription
+    goes back to `pending_verification` until the new endpoint passes the handshake."""
+    changes = body.model_dump(exclude_unset=True)
+    if body.url is not None:
+        subscribing.check_target(services, body.url)
+    for name in ("event_types", "url"):
+        if name in changes and changes[name] is None:
+            raise ApiError(422, "validation_error", f"{name} cannot be null")
+    try:
+        with services.sessionmaker() as session, session.begin():
+            row = subscribing.owned(session, principal.tenant_id, subscription_id)
+            moved = body.url is not None and body.url != row.url
+            _apply(row, changes)
+            if moved:
+                row.status, row.verified_at = SUB_PENDING, None
+            row.updated_at = utcnow()
+            audit.record(
+                session, request, actor=principal, action="subscription.updated",
+                resource_type="subscription", resource_id=row.id, tenant_id=row.tenant_id,
+                details={"fields": sorted(changes)},
+            )  # fmt: skip
+    except IntegrityError:
+        raise ApiError(
+            409, "conflict", "another subscription has this url, event types and operations"
+        ) from None
+    if moved:
+        subscribing.verify(services, request, row, actor=principal)
+        row = subscribing.reload(services, row.id)
+    return subscribing.to_out(row, services)
+
+
+def _apply(row: Subscription, changes: dict[str, Any]) -> None:
+    simple = {
+        "headers": "headers", "filter": "payload_filter", "description": "description",
+        "metadata": "meta", "rate_limit_per_s": "rate_limit_per_s",
+        "max_in_flight": "max_in_flight", "url": "url",
+    }  # fmt: skip
+    for field, column in simple.items():
+        if field in changes:
+            value = changes[field]
+            if field in ("headers", "metadata") and value is None:
+                value = {}
+            setattr(row, column, value)
+    if "event_types" in changes:
+        row.event_types = sorted(set(changes["event_types"]))
+    if "operations" in changes:
+        row.operations = sorted(set(changes["operations"] or []))
+    row.dedupe_key = subscribing.dedupe_key(row.url, row.event_types, row.operations)
+
+
+@router.delete("/{subscription_id}", status_code=204, responses=documented(401, 403, 404, 422, 503))
+def delete_subscription(
+    subscription_id: str,
+    request: Request,
+    principal: Principal = Depends(require(SUBSCRIPTIONS_WRITE)),
+    services: Services = Depends(get_services),
+) -> Response:
+    """Delete a subscription: nothing more is routed to it. Its deliveries stay readable."""
+    with services.sessionmaker() as session, session.begin():
+        row = subscribing.owned(session, principal.tenant_id, subscription_id)
+        session.delete(row)
+        audit.record(
+            session, request, actor=principal, action="subscription.deleted",
+            resource_type="subscription", resource_id=subscription_id,
+            tenant_id=principal.tenant_id, details={"url": row.url},
+        )  # fmt: skip
+    return Response(status_code=204)

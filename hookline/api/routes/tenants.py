@@ -1,21 +1,34 @@
-"""Tenant management for the operator (admin token): tenants and their API keys."""
+"""Tenant management for the operator (admin token): tenants, their API keys, and
+subscriptions registered on a receiver's behalf (pre-verified: the seed's "client mode")."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
 
-from common.db.models import Tenant
+from common.db.models import ApiKey, Tenant
+from common.wire import utcnow
+from hookline.api import audit
 from hookline.api.auth import issue_key, new_tenant, require_admin
+from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import documented, not_found
+from hookline.api.routes.subscriptions import CREATE_RESPONSES, created_or_existing
 from hookline.api.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
+    ApiKeyList,
+    ApiKeyOut,
+    ScopeName,
     TenantCreate,
     TenantCreated,
+    TenantList,
+    TenantOut,
 )
+from hookline.api.subscription_schemas import AdminSubscriptionCreate, SubscriptionCreate
 
 router = APIRouter(
     prefix="/v1/tenants",
@@ -27,15 +40,69 @@ router = APIRouter(
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+def _key_out(row: ApiKey) -> ApiKeyOut:
+    return ApiKeyOut(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=[cast(ScopeName, scope) for scope in row.scopes],
+        allowed_cidrs=row.allowed_cidrs,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
 @router.post("", status_code=201, response_model=TenantCreated)
 def create_tenant(
-    body: TenantCreate, response: Response, services: Services = Depends(get_services)
+    body: TenantCreate,
+    request: Request,
+    response: Response,
+    services: Services = Depends(get_services),
 ) -> TenantCreated:
     """Create a tenant and its first API key, which holds every scope."""
     with services.sessionmaker() as session, session.begin():
         tenant, key = new_tenant(session, body.name)
+        audit.record(
+            session, request, actor=audit.ADMIN, action="tenant.created",
+            resource_type="tenant", resource_id=tenant.id, tenant_id=tenant.id,
+            details={"name": body.name},
+        )  # fmt: skip
     response.headers.update(NO_STORE)
     return TenantCreated(id=tenant.id, name=tenant.name, api_key=key)
+
+
+@router.get("", response_model=TenantList)
+def list_tenants(
+    limit: int = Query(default=100, ge=1, le=500),
+    cursor: str | None = Query(default=None, max_length=1000),
+    services: Services = Depends(get_services),
+) -> TenantList:
+    """Every tenant, oldest first, a page at a time."""
+    query = select(Tenant)
+    if cursor is not None:
+        created_at, last_id = decode_position(cursor)
+        query = query.where(
+            (Tenant.created_at > created_at)
+            | ((Tenant.created_at == created_at) & (Tenant.id > last_id))
+        )
+    with services.sessionmaker() as session:
+        rows = list(session.scalars(query.order_by(Tenant.created_at, Tenant.id).limit(limit + 1)))
+    page, more = rows[:limit], len(rows) > limit
+    return TenantList(
+        data=[TenantOut(id=t.id, name=t.name, created_at=t.created_at) for t in page],
+        next_cursor=encode_position(page[-1].created_at, page[-1].id) if more else None,
+    )
+
+
+@router.get("/{tenant_id}", response_model=TenantOut, responses=documented(404))
+def get_tenant(tenant_id: str, services: Services = Depends(get_services)) -> TenantOut:
+    """One tenant."""
+    with services.sessionmaker() as session:
+        tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise not_found("tenant")
+    return TenantOut(id=tenant.id, name=tenant.name, created_at=tenant.created_at)
 
 
 @router.post(
@@ -46,15 +113,84 @@ def create_tenant(
 )
 def create_api_key(
     tenant_id: str,
+    request: Request,
     response: Response,
     body: Annotated[ApiKeyCreate | None, Body()] = None,
     services: Services = Depends(get_services),
 ) -> ApiKeyCreated:
-    """Issue another API key for a tenant; without a body it holds every scope."""
-    scopes = list(dict.fromkeys((body or ApiKeyCreate()).scopes))
+    """Issue another API key for a tenant; without a body it holds every scope and may be
+    used from anywhere. The key is shown only in this response; only its hash is stored."""
+    spec = body or ApiKeyCreate()
+    scopes = list(dict.fromkeys(spec.scopes))
     with services.sessionmaker() as session, session.begin():
         if session.get(Tenant, tenant_id) is None:
             raise not_found("tenant")
-        row, key = issue_key(session, tenant_id, scopes)
+        row, key = issue_key(
+            session, tenant_id, scopes, name=spec.name, allowed_cidrs=spec.allowed_cidrs
+        )
+        audit.record(
+            session, request, actor=audit.ADMIN, action="api_key.created",
+            resource_type="api_key", resource_id=row.id, tenant_id=tenant_id,
+            details={"scopes": scopes, "allowed_cidrs": spec.allowed_cidrs},
+        )  # fmt: skip
+        out = ApiKeyCreated(**_key_out(row).model_dump(), api_key=key)
     response.headers.update(NO_STORE)
-    return ApiKeyCreated(id=row.id, api_key=key, scopes=scopes)
+    return out
+
+
+@router.get("/{tenant_id}/api-keys", response_model=ApiKeyList, responses=documented(404))
+def list_api_keys(tenant_id: str, services: Services = Depends(get_services)) -> ApiKeyList:
+    """A tenant's keys (revoked ones too), by prefix and scopes; never the keys themselves."""
+    with services.sessionmaker() as session:
+        if session.get(Tenant, tenant_id) is None:
+            raise not_found("tenant")
+        rows = session.scalars(
+            select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)
+        ).all()
+    return ApiKeyList(data=[_key_out(row) for row in rows])
+
+
+@router.delete(
+    "/{tenant_id}/api-keys/{key_id}", response_model=ApiKeyOut, responses=documented(404)
+)
+def revoke_api_key(
+    tenant_id: str, key_id: str, request: Request, services: Services = Depends(get_services)
+) -> ApiKeyOut:
+    """Revoke a key: every request with it is refused from now on (revoking twice is fine)."""
+    with services.sessionmaker() as session, session.begin():
+        row = session.scalars(
+            select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id)
+        ).first()
+        if row is None:
+            raise not_found("API key")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+            audit.record(
+                session, request, actor=audit.ADMIN, action="api_key.revoked",
+                resource_type="api_key", resource_id=row.id, tenant_id=tenant_id,
+            )  # fmt: skip
+        return _key_out(row)
+
+
+@router.post(
+    "/{tenant_id}/subscriptions",
+    status_code=201,
+    response_model=None,
+    responses={**CREATE_RESPONSES, **documented(404)},
+)
+def create_tenant_subscription(
+    tenant_id: str,
+    body: AdminSubscriptionCreate,
+    request: Request,
+    services: Services = Depends(get_services),
+) -> JSONResponse:
+    """Register a subscription on a tenant's behalf. It starts active (the operator vouches
+    for the endpoint) unless `verify` asks for the handshake first."""
+    with services.sessionmaker() as session:
+        if session.get(Tenant, tenant_id) is None:
+            raise not_found("tenant")
+    fields = body.model_dump(exclude={"verify"})
+    return created_or_existing(
+        services, request, tenant_id, SubscriptionCreate(**fields),
+        actor=audit.ADMIN, verified=not body.verify,
+    )  # fmt: skip
