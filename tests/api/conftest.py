@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,15 +14,25 @@ from common.db.migrate import upgrade
 from common.db.session import make_engine, make_sessionmaker
 from common.metrics import Metrics
 from common.settings import Settings
+from common.ssrf import Resolver, system_resolver
 from common.transport import MemoryTransport, Transport, topology
 from hookline.api import create_app
 from tests.api.support import ADMIN_TOKEN, Api, TestClient
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file; each test gets a copy (migrating costs ~1 s a test)."""
+    path = tmp_path_factory.mktemp("template") / "hookline.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def database_url(sqlite_url: str) -> str:
-    upgrade(sqlite_url)
-    return sqlite_url
+def database_url(migrated_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "hookline.db"
+    shutil.copyfile(migrated_template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
@@ -35,6 +47,7 @@ def make_api(database_url: str) -> Iterator[Callable[..., Api]]:
         raise_server_exceptions: bool = True,
         client_address: tuple[str, int] = ("testclient", 50000),
         declare: bool = True,
+        resolver: Resolver = system_resolver,
         **overrides: Any,
     ) -> Api:
         values: dict[str, Any] = {
@@ -56,7 +69,11 @@ def make_api(database_url: str) -> Iterator[Callable[..., Api]]:
         # handed a broken sessionmaker.
         sessions = make_sessionmaker(engine)
         app = create_app(
-            settings, transport=transport, sessionmaker=sessionmaker or sessions, metrics=metrics
+            settings,
+            transport=transport,
+            sessionmaker=sessionmaker or sessions,
+            metrics=metrics,
+            resolver=resolver,
         )
         client = TestClient(
             app, raise_server_exceptions=raise_server_exceptions, client=client_address
