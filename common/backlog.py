@@ -51,6 +51,7 @@ class BacklogCollector(Collector):
         self._depths: dict[str, int] | None = None
         self._oldest_age_s: float | None = None
         self._subscriptions: dict[str, int] | None = None
+        self._refreshed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="backlog", daemon=True)
 
@@ -82,6 +83,7 @@ class BacklogCollector(Collector):
             self._depths = depths
             self._oldest_age_s = oldest_age_s
             self._subscriptions = subscriptions
+            self._refreshed = True
 
     def _read_database(self) -> tuple[float, dict[str, int]]:
         now = utcnow()
@@ -109,6 +111,8 @@ class BacklogCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
+            if not self._refreshed:  # nothing read yet: report nothing rather than "down"
+                return
             depths, oldest_age_s = self._depths, self._oldest_age_s
             subscriptions = self._subscriptions
         up = GaugeMetricFamily(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -25,8 +26,14 @@ from common.transport import Transport, topology
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 5.0
+CHECK_TIMEOUT_S = 3.0
 
 Check = Callable[[], None]
+
+
+class Background(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
 
 
 def dependency_checks(sessions: sessionmaker[Session], transport: Transport) -> dict[str, Check]:
@@ -43,13 +50,27 @@ def dependency_checks(sessions: sessionmaker[Session], transport: Transport) -> 
 
 
 class Readiness:
-    """Runs `checks` every `interval_s` in a daemon thread and remembers what failed."""
+    """Runs `checks` every `interval_s` in a daemon thread and remembers what failed.
 
-    def __init__(self, checks: Mapping[str, Check], *, interval_s: float = CHECK_INTERVAL_S):
+    A check that has not answered within `timeout_s` counts as failed (a broker connection
+    attempt may retry for its whole connect budget); it is not started again until it
+    returns, so a hung dependency costs one thread, not one per round.
+    """
+
+    def __init__(
+        self,
+        checks: Mapping[str, Check],
+        *,
+        interval_s: float = CHECK_INTERVAL_S,
+        timeout_s: float = CHECK_TIMEOUT_S,
+    ) -> None:
         self._checks = dict(checks)
         self._interval_s = interval_s
+        self._timeout_s = timeout_s
         # A result older than this no longer counts: the checking thread itself may be stuck.
-        self._stale_after_s = 3 * interval_s + 30
+        self._stale_after_s = 3 * (interval_s + timeout_s)
+        self._pool = ThreadPoolExecutor(max(1, len(checks)), thread_name_prefix="readiness")
+        self._running: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._problems: list[str] = ["not checked yet"]
         self._checked_at = 0.0
@@ -62,16 +83,24 @@ class Readiness:
 
     def stop(self) -> None:
         self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def check_now(self) -> None:
-        problems = []
         for name, check in self._checks.items():
+            if name not in self._running:
+                self._running[name] = self._pool.submit(check)
+        wait(self._running.values(), timeout=self._timeout_s)
+        problems = []
+        for name, future in list(self._running.items()):
+            if not future.done():
+                problems.append(f"{name} did not answer within {self._timeout_s:g}s")
+                continue
+            del self._running[name]
             # A probe must say "not ready" whatever the failure: any exception counts.
-            try:
-                check()
-            except Exception as exc:
-                error = type(exc).__name__
-                log.warning("readiness check failed", extra={"check": name, "error": error})
+            error = future.exception()
+            if error is not None:
+                log.warning("readiness check failed",
+                            extra={"check": name, "error": type(error).__name__})  # fmt: skip
                 problems.append(f"{name} unreachable")
         with self._lock:
             self._problems = problems
@@ -107,10 +136,18 @@ class ProbeServer:
     """`/metrics`, `/healthz` and `/readyz` on one port, served from a daemon thread."""
 
     def __init__(
-        self, registry: CollectorRegistry, readiness: Readiness, port: int, host: str = "0.0.0.0"
+        self,
+        registry: CollectorRegistry,
+        readiness: Readiness,
+        port: int,
+        host: str = "0.0.0.0",
+        *,
+        companions: Sequence[Background] = (),
     ) -> None:
         self._metrics_app = make_wsgi_app(registry)
         self._readiness = readiness
+        # Background work whose numbers this server exposes; started and stopped with it.
+        self._companions = (readiness, *companions)
         self._server = make_server(host, port, self._app, _ThreadingServer, _QuietHandler)
         self.port = int(self._server.server_port)
         self._thread = threading.Thread(
@@ -118,12 +155,14 @@ class ProbeServer:
         )
 
     def start(self) -> ProbeServer:
-        self._readiness.start()
+        for companion in self._companions:
+            companion.start()
         self._thread.start()
         return self
 
     def close(self) -> None:
-        self._readiness.stop()
+        for companion in self._companions:
+            companion.stop()
         self._server.shutdown()
         self._server.server_close()
 

@@ -78,12 +78,15 @@ def serve_probes(runtime: Runtime, port: int, *, backlog: bool = False) -> Probe
     With `backlog`, this process also exports the queue-depth and database gauges (one
     process per deployment does: the router; see docs/operations.md).
     """
+    companions = []
     if backlog:
         queues = [q.name for q in topology.build(runtime.settings.retry_delays_s).queues]
         collector = BacklogCollector(runtime.transport, runtime.sessionmaker, queues)
-        collector.register(runtime.metrics.registry).start()
+        companions.append(collector.register(runtime.metrics.registry))
     checks = dependency_checks(runtime.sessionmaker, runtime.transport)
-    return ProbeServer(runtime.metrics.registry, Readiness(checks), port).start()
+    readiness = Readiness(checks)
+    server = ProbeServer(runtime.metrics.registry, readiness, port, companions=companions)
+    return server.start()
 
 
 def api_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:

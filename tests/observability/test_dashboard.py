@@ -5,6 +5,7 @@ alert rules evaluate against the live metrics without errors."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -58,7 +59,8 @@ def receiver(stack: ExitStack, status: int) -> str:
         [sys.executable, "-m", "hookline.receiver", "--port", str(port), "--status", str(status),
          "--every-s", "3600"], stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    stack.callback(lambda: (proc.terminate(), proc.wait(20)))
+    stack.callback(proc.wait, 20)
+    stack.callback(proc.terminate)
     wait_http(f"http://127.0.0.1:{port}/")
     return f"http://127.0.0.1:{port}/hooks"
 
@@ -82,7 +84,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             builders.subscription(session, tenant.id, failing_url, event_types=["order.*"],
                                   box=box)  # fmt: skip
         services = Services(
-            {**_env(), "HOOKLINE_DATABASE_URL": database_url, "HOOKLINE_BROKER_URL": broker_url,
+            {**os.environ, "HOOKLINE_DATABASE_URL": database_url, "HOOKLINE_BROKER_URL": broker_url,
              "HOOKLINE_SECRET_KEY": SECRET_KEY, "HOOKLINE_ALLOW_PRIVATE_TARGETS": "true",
              "HOOKLINE_RETRY_SCHEDULE": "1s,2s", "HOOKLINE_LOG_LEVEL": "WARNING",
              # Keep the failing endpoint's circuit closed, so its deliveries go through
@@ -109,12 +111,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.callback(prometheus.close)
         prometheus.wait_ready()
         yield Stack(prometheus, services, f"http://127.0.0.1:{api_port}", api_key)
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 def publish_load(stack: Stack, seconds: float, per_s: float = 40) -> int:
@@ -146,7 +142,7 @@ def panel_queries() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def loaded(stack: Stack) -> Stack:
+def loaded(stack: Stack) -> Iterator[Stack]:
     """The stack after `LOAD_S` of steady traffic, half of it to a failing endpoint; the
     load keeps going in the background while the panels are queried."""
     stop = threading.Event()
@@ -162,7 +158,7 @@ def loaded(stack: Stack) -> Stack:
     alive = stack.services.alive()
     assert all(code is None for code in alive.values()), stack.services.logs_of_all()
     assert sum(counts) > 0, "the API accepted no event"
-    yield stack  # type: ignore[misc]
+    yield stack
     stop.set()
     thread.join(10)
 
