@@ -2,14 +2,16 @@
 
 A filter is a JSON object; every entry must hold (they are ANDed):
 
-    {"customer.tier": "gold"}                      equality (any JSON value)
+    {"customer.tier": "gold"}                      equality (a scalar or a list)
     {"customer.tier": {"in": ["gold", "silver"]}}  one of several values (`not_in` too)
     {"coupon": {"exists": true}}                   the path is present (false: absent)
     {"total": {"gte": 100, "lt": 1000}}            numeric comparisons: gt, gte, lt, lte
-    {"status": {"eq": "paid"}}, {"ne": ...}        explicit (in)equality
+    {"status": {"eq": "paid"}}, {"ne": ...}        explicit (in)equality (objects too)
     {"any": [filter, filter, ...]}                 at least one of the filters holds
     {"all": [filter, ...]}, {"not": filter}        all of them hold; the filter does not
 
+A JSON object as a condition is always a set of operators, so a misspelt operator is an
+error rather than an equality that never holds; compare with an object through `eq`.
 Keys are dotted paths into `data` (`items.0.sku`: a digit step indexes a list). A missing
 path fails every test except `exists: false` and `ne`/`not_in`. Comparisons never coerce:
 `1` does not equal `"1"` or `true`, and a string is never `gt` a number. A filter is
@@ -92,10 +94,6 @@ def _test(operator: str, operand: Any, value: Any) -> bool:
     return _is_number(value) and _COMPARE[operator](value, operand)
 
 
-def _is_operator_object(condition: Any) -> bool:
-    return isinstance(condition, dict) and bool(condition) and set(condition) <= OPERATORS
-
-
 def matches(spec: Mapping[str, Any] | None, data: Any) -> bool:
     """True when `data` passes the (validated) filter; no filter passes everything."""
     if not spec:
@@ -107,7 +105,7 @@ def matches(spec: Mapping[str, Any] | None, data: Any) -> bool:
             held = all(matches(part, data) for part in condition)
         elif key == "not":
             held = not matches(condition, data)
-        elif _is_operator_object(condition):
+        elif isinstance(condition, dict):
             value = _lookup(data, key)
             held = all(_test(op, operand, value) for op, operand in condition.items())
         else:
@@ -149,10 +147,13 @@ def _check(spec: Any, depth: int) -> None:
             _check(condition, depth + 1)
         else:
             _check_path(key)
-            if isinstance(condition, dict) and set(condition) & OPERATORS:
+            if isinstance(condition, dict):
                 unknown = set(condition) - OPERATORS
-                if unknown:
-                    raise FilterError(f"{key}: unknown operator {sorted(unknown)[0]!r}")
+                if not condition or unknown:
+                    name = sorted(unknown)[0] if unknown else "(none)"
+                    raise FilterError(
+                        f"{key}: unknown operator {name!r}; compare with an object through eq"
+                    )
                 _check_operators(key, condition)
 
 
