@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,9 @@ from bench.stack import (
     baseline,
     cpu_per_delivery_us,
     load_average,
+    profile,
     stack,
+    stop_profile,
     tree_rss_mib,
 )
 from common.settings import Settings
@@ -61,14 +62,8 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         names = [f"dispatcher-{n}" for n in range(args.dispatchers)]
         for name in names:
             running.start(name, "dispatcher", "--concurrency", str(args.concurrency))
-        profiler = None
-        if args.profile:
-            profiler = subprocess.Popen(
-                [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
-                 str(running.procs[names[0]].pid), "-r", "100", "-f", "raw", "-o",
-                 args.profile, "--nonblocking", "--gil"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+        pid = running.procs[names[0]].pid
+        profiler = profile(pid, args.profile) if args.profile else None
 
         def rss() -> list[float]:
             return [sum(tree_rss_mib(running.procs[name].pid)) for name in names]
@@ -76,9 +71,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         with Sampler(rss, every_s=0.5) as sampler:
             done = running.wait_for(running.succeeded, count, count / 100 + 120)
         cpu_after = running.cpu()
-        if profiler is not None:
-            profiler.send_signal(2)
-            profiler.wait(30)
+        stop_profile(profiler)
         end_rss = rss()
         received = running.arrival_times("receiver")
     received = [(webhook_id, at) for webhook_id, at in received if webhook_id.startswith("d-")]

@@ -221,14 +221,18 @@ class Stack:
             done = count()
         return int(done)
 
-    def queue_depth(self, queue: str) -> int:
+    def queue_names(self) -> dict[str, int]:
+        """Each queue of this run's vhost and the messages in it."""
         vhost = self.broker_url.rsplit("/", 1)[1]
         out = subprocess.run(
             ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages",
              "--formatter", "json"],
             check=True, capture_output=True, text=True,
         ).stdout  # fmt: skip
-        return sum(int(q["messages"]) for q in json.loads(out) if q["name"] == queue)
+        return {q["name"]: int(q["messages"]) for q in json.loads(out)}
+
+    def queue_depth(self, queue: str) -> int:
+        return self.queue_names().get(queue, 0)
 
     # -- CPU ------------------------------------------------------------------------------
 
@@ -312,6 +316,22 @@ def baseline(url: str, secret: str, count: int, concurrency: int) -> float:
     sender.close()
     assert codes.count(200) == count, "baseline receiver did not answer 200 every time"
     return count / elapsed
+
+
+def profile(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """py-spy on `pid` until interrupted (`--gil`: only samples that hold the interpreter
+    lock, i.e. where its CPU goes); py-spy must be installed in the virtualenv."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-r", "100",
+         "-f", "raw", "-o", output, "--nonblocking", "--gil"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stop_profile(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
 
 
 class Sampler:

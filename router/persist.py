@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Table, select, tuple_
 from sqlalchemy.orm import Session
 
+from common.db.bulk import insert_rows
 from common.db.models import FINAL_STATUSES, PENDING, Delivery, EventRow
-from common.db.session import insert_ignoring_conflicts
 from common.wire import DeliveryMessage, Event, delivery_id_for, utcnow
 from router.index import Target
+
+_events = cast(Table, EventRow.__table__)
+_deliveries = cast(Table, Delivery.__table__)
 
 
 @dataclass(frozen=True)
@@ -73,15 +77,9 @@ def persist_batch(session: Session, routed: Sequence[tuple[Event, list[Target]]]
                 "updated_at": now,
             }
             out.append(Routed(_message(event, delivery_id, target.subscription_id), False))
-    bind = session.get_bind()
-    if event_rows:
-        session.execute(
-            insert_ignoring_conflicts(bind, EventRow.__table__), list(event_rows.values())
-        )
-    if delivery_rows:
-        session.execute(
-            insert_ignoring_conflicts(bind, Delivery.__table__), list(delivery_rows.values())
-        )
+    # One statement per table for the whole batch (see common/db/bulk.py).
+    insert_rows(session, _events, list(event_rows.values()), ignore_conflicts=True)
+    insert_rows(session, _deliveries, list(delivery_rows.values()), ignore_conflicts=True)
     out.extend(_republish_unfinished(session, routed, seen))
     return out
 

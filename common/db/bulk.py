@@ -1,0 +1,71 @@
+"""Many rows in one statement: the hot paths' batched writes.
+
+An executemany of N rows is N statements for PostgreSQL (psycopg pipelines them, but each
+is still bound and executed on its own) and N parameter sets for SQLAlchemy to build. On
+PostgreSQL the rows go instead as one JSON document through `json_to_recordset`: one
+statement with constant SQL and one parameter, encoded by the C JSON encoder and parsed by
+the server, whatever the batch size (arrays per column through `unnest` cost more: psycopg
+escapes array elements in Python). SQLite keeps the plain executemany, cheap in-process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator
+
+from common.db.session import insert_ignoring_conflicts
+
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _recordset_insert(table: Table, names: Sequence[str], ignore_conflicts: bool) -> Any:
+    columns = ", ".join(f'"{name}"' for name in names)
+    record = ", ".join(f'"{name}" {table.c[name].type.compile(dialect=_PG)}' for name in names)
+    conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    return text(
+        f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} '
+        f"FROM json_to_recordset(CAST(:rows AS json)) AS r({record}){conflict}"
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in a bulk insert")
+
+
+def insert_rows(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    ignore_conflicts: bool = False,
+) -> None:
+    """Insert `rows` (every row with the same keys) in one statement on PostgreSQL."""
+    if not rows:
+        return
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        statement = insert_ignoring_conflicts(bind, table) if ignore_conflicts else table.insert()
+        session.execute(statement, list(rows))
+        return
+    names = list(rows[0])
+    decorated: list[tuple[str, TypeDecorator[Any]]] = [
+        (name, column_type)
+        for name in names
+        if isinstance(column_type := table.c[name].type, TypeDecorator)
+    ]
+    if decorated:  # e.g. UtcDateTime refuses naive datetimes: the same checks as an insert
+        rows = [
+            {**row, **{n: t.process_bind_param(row[n], bind.dialect) for n, t in decorated}}
+            for row in rows
+        ]
+    document = json.dumps(list(rows), default=_plain, separators=(",", ":"))
+    session.execute(_recordset_insert(table, names, ignore_conflicts), {"rows": document})
