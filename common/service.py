@@ -124,6 +124,8 @@ def run_until_stopped(
             return
         except RECOVERABLE as exc:
             if stop.is_set():
+                log.warning("dependency lost while stopping; unsettled messages will be "
+                            "redelivered", extra={"error": repr(exc)})  # fmt: skip
                 return
             healthy = time.monotonic() - started >= healthy_after_s
             failures = 1 if healthy else failures + 1
