@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+import pytest
 
 from common.db.models import DEAD, Attempt, Delivery
 from common.wire import utcnow
@@ -91,3 +93,87 @@ def test_reading_a_delivery_needs_the_deliveries_read_scope(api):
 
     assert "deliveries:read" in assert_error(response, 403, "forbidden")
     assert_error(api.client.get(f"/v1/deliveries/{delivery_id}"), 401, "unauthorized")
+
+
+def many_deliveries(api, tenant_id: str) -> dict[str, list[str]]:
+    """Six deliveries a second apart: two subscriptions, two types, three statuses."""
+    ids: dict[str, list[str]] = {"all": []}
+    start = utcnow() - timedelta(hours=1)
+    with api.sessionmaker() as session, session.begin():
+        subs = [
+            builders.subscription(session, tenant_id, f"http://127.0.0.1:9/{n}")[0] for n in "ab"
+        ]
+        for n in range(6):
+            event = builders.event(tenant_id, type="order.created" if n % 2 else "order.paid")
+            message = builders.delivery(session, event, subs[n % 2].id)
+            row = session.get(Delivery, message.delivery_id)
+            row.created_at = start + timedelta(seconds=n)
+            row.status = ("pending", "succeeded", "dead")[n % 3]
+            ids["all"].append(row.id)
+            ids.setdefault(row.status, []).append(row.id)
+            ids.setdefault(subs[n % 2].id, []).append(row.id)
+            ids.setdefault(event.type, []).append(row.id)
+        ids["subs"] = [s.id for s in subs]
+        ids["start"] = [start.isoformat()]
+    return ids
+
+
+def listed(api, headers, query: str = "") -> list[str]:
+    response = api.client.get(f"/v1/deliveries{query}", headers=headers)
+    assert response.status_code == 200, response.text
+    return [d["id"] for d in response.json()["data"]]
+
+
+def test_the_list_is_newest_first_and_pages_through_every_delivery_once(api):
+    tenant_id, headers = api.tenant()
+    ids = many_deliveries(api, tenant_id)
+    seen: list[str] = []
+    cursor = None
+
+    for _ in range(10):
+        query = "?limit=4" + (f"&cursor={cursor}" if cursor else "")
+        page = api.client.get(f"/v1/deliveries{query}", headers=headers).json()
+        seen += [d["id"] for d in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+
+    assert seen == list(reversed(ids["all"]))
+    assert "attempts" not in api.client.get("/v1/deliveries", headers=headers).json()["data"][0]
+
+
+def test_the_list_filters_by_status_subscription_event_type_and_time(api):
+    from urllib.parse import quote
+
+    tenant_id, headers = api.tenant()
+    ids = many_deliveries(api, tenant_id)
+    sub = ids["subs"][0]
+    start = datetime.fromisoformat(ids["start"][0])
+    since = quote((start + timedelta(seconds=2)).isoformat())
+    until = quote((start + timedelta(seconds=4)).isoformat())
+
+    assert listed(api, headers, "?status=dead") == list(reversed(ids["dead"]))
+    assert listed(api, headers, f"?subscription_id={sub}") == list(reversed(ids[sub]))
+    assert listed(api, headers, "?event_type=order.paid") == list(reversed(ids["order.paid"]))
+    assert listed(api, headers, f"?since={since}&until={until}") == list(reversed(ids["all"][2:4]))
+    assert listed(api, headers, f"?status=pending&subscription_id={sub}") == [ids["all"][0]]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["?status=lost", "?since=yesterday", "?since=2026-01-01T00:00:00", "?limit=0",
+     "?limit=501", "?cursor=bm9wZQ", "?event_type=a%20b"],
+)  # fmt: skip
+def test_bad_list_filters_are_refused_with_the_reason(api, query):
+    _, headers = api.tenant()
+
+    assert_error(api.client.get(f"/v1/deliveries{query}", headers=headers), 422)
+
+
+def test_listing_deliveries_needs_the_read_scope(api):
+    tenant_id, _ = api.tenant()
+    writer = api.key(tenant_id, "events:write")
+
+    response = api.client.get("/v1/deliveries", headers=writer)
+
+    assert "deliveries:read" in assert_error(response, 403, "forbidden")
