@@ -25,6 +25,7 @@ from tests.instances import private_postgres, private_rabbit
 from tests.integration.faultrig import (
     MAX_ATTEMPTS,
     Rig,
+    Row,
     check,
     dispatcher_args,
     engine_env,
@@ -218,7 +219,7 @@ def test_a_hostile_receiver_and_poison_messages(shared: tuple[str, str], tmp_pat
             services.kill()
 
     sub = rig.subscriptions
-    by_path: dict[str, list] = {path: [] for path in HOSTILE}
+    by_path: dict[str, list[Row]] = {path: [] for path in HOSTILE}
     for row in current:
         by_path[next(p for p, s in sub.items() if s == row.subscription_id)].append(row)
     for path in ("/flaky", "/reset", "/timeout", "/429", "/drip", "/huge"):
