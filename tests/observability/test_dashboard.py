@@ -40,6 +40,7 @@ class Stack:
     services: Services
     api_url: str
     api_key: str
+    probe_ports: dict[str, int]
 
 
 def wait_http(url: str, timeout_s: float = 60) -> None:
@@ -110,7 +111,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )  # fmt: skip
         stack.callback(prometheus.close)
         prometheus.wait_ready()
-        yield Stack(prometheus, services, f"http://127.0.0.1:{api_port}", api_key)
+        probe_ports = {"api": api_port, "router": router_port, "dispatcher": dispatcher_port}
+        yield Stack(prometheus, services, f"http://127.0.0.1:{api_port}", api_key, probe_ports)
 
 
 def publish_load(stack: Stack, seconds: float, per_s: float = 40) -> int:
@@ -161,6 +163,13 @@ def loaded(stack: Stack) -> Iterator[Stack]:
     yield stack
     stop.set()
     thread.join(10)
+
+
+@pytest.mark.parametrize("service", ["api", "router", "dispatcher"])
+def test_every_service_answers_liveness_and_readiness_probes(loaded: Stack, service: str) -> None:
+    base = f"http://127.0.0.1:{loaded.probe_ports[service]}"
+    assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
 
 
 def test_every_scrape_target_is_up(loaded: Stack) -> None:
