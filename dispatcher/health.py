@@ -166,7 +166,14 @@ def _disable(
     statement = (
         update(_subs)
         .where(_subs.c.id.in_(sorted(ids)), _subs.c.status != SUB_DISABLED)
-        .values(status=SUB_DISABLED, disabled_reason=reason, updated_at=now)
+        # The streak ends with the disable: re-enabled, it starts from nothing.
+        .values(
+            status=SUB_DISABLED,
+            disabled_reason=reason,
+            failing_since=None,
+            consecutive_dead=0,
+            updated_at=now,
+        )
         .returning(_subs.c.id, _subs.c.tenant_id)
     )
     if condition is not None:

@@ -105,6 +105,7 @@ def test_n_dead_deliveries_in_a_row_disable_and_emit_the_event(harness: Harness)
     settle(harness, [(d, EXHAUSTED, 500) for d in exhausted], LENIENT)
     row = subscription(harness, waiting.subscription_id)
     assert (row.status, row.disabled_reason) == (SUB_DISABLED, "failing")
+    assert (row.failing_since, row.consecutive_dead) == (None, 0), "re-enabled, it would die"
     with harness.db() as session:
         pending = session.get(Delivery, waiting.delivery_id)
         assert pending is not None
@@ -161,6 +162,6 @@ def test_the_streak_sql_runs_on_both_databases(db: sessionmaker[Session]) -> Non
     assert disabled == [health.Disabled(sub.id, tenant.id, "failing")]
     with db() as session:
         row = session.get(Subscription, sub.id)
-        assert row is not None and row.consecutive_dead == 2
+        assert row is not None and row.status == SUB_DISABLED
         statuses = {d.status for d in session.query(Delivery).all()}
     assert statuses == {DEAD} and PENDING not in statuses
