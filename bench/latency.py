@@ -1,0 +1,101 @@
+"""Latency: publish -> receive at a fixed offered rate (open model), one subscription.
+
+    .venv/bin/python -m bench.latency [--rate 300] [--duration-s 30] [--dispatchers 2]
+        [--concurrency 8] [--runs 3]
+
+Each run: a fresh stack (`bench/stack.py`), a router and `--dispatchers` dispatchers;
+events are scheduled at `--rate`/s for `--duration-s` (the first 2 s are warm-up and not
+counted), each measured from its *scheduled* send time to its receipt, so a stalled
+publisher or a growing queue counts. Baseline, same run: the latency of direct POSTs of the
+dispatcher's `Sender` to the same receiver, one at a time (the floor of the HTTP leg).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.pipeline import open_model, start_services
+from bench.stack import load_average, percentile, stack
+from common.settings import Settings
+from common.wire import DeliveryMessage, Event
+from dispatcher.sender import Sender
+from dispatcher.subscriptions import Endpoint
+from producer import Producer
+
+WARMUP_S = 2.0
+
+
+def direct_latencies(url: str, secret: str, count: int) -> list[float]:
+    sender = Sender(Settings(allow_private_targets=True, dispatcher_concurrency=1))
+    endpoint = Endpoint(id="direct", tenant_id="bench", url=url, status="active", secret=secret)
+    took = []
+    for n in range(count):
+        event = Event(tenant="bench", type="order.created", id=f"direct-{n}", data={"n": n})
+        delivery = DeliveryMessage(delivery_id=f"d-{n}", event_id=event.id, tenant="bench",
+                                   subscription_id="direct", attempt=1, event=event)  # fmt: skip
+        started = time.perf_counter()
+        assert sender.send(endpoint, delivery).status_code == 200
+        took.append(time.perf_counter() - started)
+        time.sleep(0.002)
+    sender.close()
+    return took
+
+
+def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, Any]:
+    load_before = load_average()
+    with stack(workdir) as running:
+        url = running.receiver("receiver") + "/hooks"
+        _, secret = running.subscribe(url, ["order.*"])
+        direct = direct_latencies(url, secret, 1000)
+        start_services(running, args)
+        settings = Settings(database_url=running.database_url, broker_url=running.broker_url)
+        ids = [f"lat-{number}-{n}" for n in range(int(args.rate * args.duration_s))]
+        with Producer(settings) as producer:
+            sent_at = open_model(producer, running.tenant_id, ids, args.rate)
+        done = running.wait_for(running.succeeded, len(ids), 120)
+        received = running.arrivals("receiver")
+    first = min(sent_at.values()) + WARMUP_S
+    latencies = [received[i] - at for i, at in sent_at.items() if at >= first and i in received]
+    return {
+        "run": number,
+        "rate": args.rate,
+        "events": len(ids),
+        "delivered": done,
+        "p50_ms": round(1000 * percentile(latencies, 0.50), 1),
+        "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+        "max_ms": round(1000 * max(latencies), 1),
+        "direct_p50_ms": round(1000 * percentile(direct, 0.50), 2),
+        "direct_p99_ms": round(1000 * percentile(direct, 0.99), 2),
+        "load": [load_before, load_average()],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--duration-s", type=float, default=30.0)
+    parser.add_argument("--dispatchers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for number in range(args.runs):
+            result = one_run(args, number, Path(workdir))
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    keys = ("p50_ms", "p99_ms", "direct_p50_ms", "direct_p99_ms")
+    medians = {k: statistics.median(r[k] for r in results) for k in keys}
+    print(json.dumps({"median": medians, "runs": len(results)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
