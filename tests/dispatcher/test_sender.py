@@ -190,6 +190,21 @@ def test_a_new_address_for_the_same_name_gets_its_own_pool() -> None:
     pools.close()
 
 
+def test_a_large_body_arrives_whole_and_verifies() -> None:
+    secret = new_secret()
+    event = Event(tenant="ten_1", type="order.created", data={"blob": "x" * 2_000_000})
+    delivery = DeliveryMessage(delivery_id="dlv_big", event_id=event.id, tenant="ten_1",
+                               subscription_id="sub_1", attempt=1, event=event)  # fmt: skip
+    sender = Sender(make_settings())
+    with Receiver() as receiver:
+        result = sender.send(endpoint(receiver.url, secret=secret), delivery)
+        sender.close()
+        got = receiver.received[0]
+    assert result.status_code == 200, result.error
+    assert got.body == webhook_body(event)
+    assert Webhook(secret).verify(got.body, got.headers)["data"]["blob"] == "x" * 2_000_000
+
+
 def test_unsafe_targets_are_refused_before_connecting() -> None:
     sender = Sender(make_settings(allow_private_targets=False))
     with Receiver() as receiver:
