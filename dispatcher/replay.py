@@ -23,9 +23,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import (
@@ -42,21 +44,19 @@ from common.db.models import (
     JOB_RUNNING,
     PENDING,
     Delivery,
-    EventRow,
     ReplayItem,
     ReplayJob,
 )
 from common.transport import Outgoing, Transport
-from common.transport import topology as tp
-from common.wire import DeliveryMessage, Event, encode, utcnow
-from dispatcher import replayjobs
+from common.wire import utcnow
+from dispatcher import replaycopy, replayjobs
 from dispatcher.replayjobs import LEASE_S
 from dispatcher.replaylease import JobBusy, rowcount, runner_gone, runner_id
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 500
-H_REPLAY_JOB = "x-hookline-replay-job"
+BATCH_SIZE = 2000
+H_REPLAY_JOB = replaycopy.H_REPLAY_JOB
 # A copy published just before a kill may still be on its way to a dispatcher: give it
 # this long to show up in its row before an untouched claim is published again.
 AMBIGUOUS_GRACE_S = 5.0
@@ -83,6 +83,11 @@ class Runner:
         self._on_progress = on_progress
         self._runner_id = runner_id()
         self._started = time.monotonic()
+        bind = sessionmaker.kw.get("bind")
+        self._postgres = getattr(getattr(bind, "dialect", None), "name", "") == "postgresql"
+
+    def _among(self, column: Any, ids: Sequence[str]) -> ColumnElement[bool]:
+        return replaycopy.among(column, ids, postgres=self._postgres)
 
     def run(self, stop: threading.Event | None = None) -> ReplayJob:
         """Take the lease, walk the items, settle the job's state; returns the final row."""
@@ -149,27 +154,42 @@ class Runner:
             )
 
     def _walk(self, state: str, rate: float | None, stop: threading.Event) -> None:
+        """Claim and prepare batch k+1 while batch k is published and marked on a second
+        thread (one batch in flight at most). A failure surfaces at the next hand-over; a
+        batch claimed meanwhile stays `claimed`, and a resume re-checks it like any other."""
         size = self._batch_size if not rate else max(1, min(self._batch_size, int(rate)))
-        while not stop.is_set() and not self._cancelling():
-            began = time.monotonic()
-            with self._sessionmaker() as session:
-                ids = list(
-                    session.scalars(
-                        select(ReplayItem.delivery_id)
-                        .where(ReplayItem.job_id == self.job_id, ReplayItem.state == state)
-                        .order_by(ReplayItem.seq)
-                        .limit(size)
-                    )
-                )
-            if not ids:
-                return
-            if state == ITEM_TODO:
-                self._batch(self._claim(ids))
-            else:
-                self._batch(self._reclaim(ids))
-            if rate:
-                # Paced per batch so a recovering endpoint sees at most `rate` new copies/s.
-                stop.wait(max(0.0, len(ids) / rate - (time.monotonic() - began)))
+        in_flight: Future[None] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="replay-publish") as sending:
+            try:
+                while not stop.is_set() and not self._cancelling():
+                    began = time.monotonic()
+                    if state != ITEM_TODO and in_flight is not None:
+                        # Resolving claims changes their state only once sent: finish the
+                        # batch first, or the next select would see the same claims again.
+                        in_flight.result()
+                        in_flight = None
+                    with self._sessionmaker() as session:
+                        ids = list(
+                            session.scalars(
+                                select(ReplayItem.delivery_id)
+                                .where(ReplayItem.job_id == self.job_id, ReplayItem.state == state)
+                                .order_by(ReplayItem.seq)
+                                .limit(size)
+                            )
+                        )
+                    if not ids:
+                        return
+                    claimed = self._claim(ids) if state == ITEM_TODO else self._reclaim(ids)
+                    prepared = self._messages(list(claimed)) if claimed else ([], [])
+                    if in_flight is not None:
+                        in_flight.result()
+                    in_flight = sending.submit(self._send, claimed, *prepared)
+                    if rate:
+                        # Paced per batch: a recovering endpoint sees at most `rate` copies/s.
+                        stop.wait(max(0.0, len(ids) / rate - (time.monotonic() - began)))
+            finally:
+                if in_flight is not None:
+                    in_flight.result()
 
     def _claim(self, ids: Sequence[str]) -> dict[str, datetime]:
         """Claim these todo items; the delivery ids this job may now publish, with stamps."""
@@ -185,7 +205,7 @@ class Runner:
                 update(ReplayItem)
                 .where(
                     ReplayItem.job_id == self.job_id,
-                    ReplayItem.delivery_id.in_(ids),
+                    self._among(ReplayItem.delivery_id, ids),
                     ReplayItem.state == ITEM_TODO,
                 )
                 .values(state=ITEM_CLAIMED, claimed_at=now)
@@ -193,13 +213,19 @@ class Runner:
             )
             session.execute(
                 update(Delivery)
-                .where(Delivery.id.in_(ids), Delivery.status == DEAD, Delivery.replay_count == base)
+                .where(
+                    self._among(Delivery.id, ids),
+                    Delivery.status == DEAD,
+                    Delivery.replay_count == base,
+                )
                 .values(replay_count=Delivery.replay_count + 1, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
             won = set(
                 session.scalars(
-                    select(Delivery.id).where(Delivery.id.in_(ids), Delivery.updated_at == now)
+                    select(Delivery.id).where(
+                        self._among(Delivery.id, ids), Delivery.updated_at == now
+                    )
                 )
             )
             lost = [i for i in ids if i not in won]
@@ -220,7 +246,7 @@ class Runner:
                     Delivery.updated_at,
                 )
                 .join(Delivery, Delivery.id == ReplayItem.delivery_id, isouter=True)
-                .where(ReplayItem.job_id == self.job_id, ReplayItem.delivery_id.in_(ids))
+                .where(ReplayItem.job_id == self.job_id, self._among(ReplayItem.delivery_id, ids))
             ).all()
             untouched = {
                 r.delivery_id: r.claimed_at
@@ -233,11 +259,13 @@ class Runner:
                 self._count(session, done=len(moved))
         return untouched
 
-    def _batch(self, claimed: dict[str, datetime]) -> None:
+    def _send(
+        self, claimed: dict[str, datetime], sendable: list[Outgoing], missing: list[str]
+    ) -> None:
+        """Publish a prepared batch, confirmed, then mark it; then a heartbeat and progress."""
+        if sendable:
+            self._transport.publish(sendable, timeout_s=self._publish_timeout_s)
         if claimed:
-            sendable, missing = self._messages(list(claimed))
-            if sendable:
-                self._transport.publish(sendable, timeout_s=self._publish_timeout_s)
             self._mark([m.message_id for m in sendable if m.message_id], claimed, missing)
         with self._sessionmaker() as session, session.begin():
             job = session.get(ReplayJob, self.job_id)
@@ -247,56 +275,21 @@ class Runner:
 
     def _messages(self, ids: list[str]) -> tuple[list[Outgoing], list[str]]:
         with self._sessionmaker() as session:
-            rows = session.execute(
-                select(Delivery, EventRow)
-                .join(
-                    EventRow,
-                    and_(
-                        EventRow.tenant_id == Delivery.tenant_id, EventRow.id == Delivery.event_id
-                    ),
-                    isouter=True,
-                )
-                .where(Delivery.id.in_(ids))
-            ).all()
-        out, missing = [], [i for i in ids if i not in {d.id for d, _ in rows}]
-        for delivery, event in rows:
-            if event is None:
-                missing.append(delivery.id)
-                continue
-            message = DeliveryMessage(
-                delivery_id=delivery.id,
-                event_id=delivery.event_id,
-                tenant=delivery.tenant_id,
-                subscription_id=delivery.subscription_id,
-                attempt=1,
-                event=Event(
-                    tenant=event.tenant_id,
-                    id=event.id,
-                    type=event.type,
-                    operation=event.operation,
-                    timestamp=event.timestamp,
-                    data=event.data,
-                ),
-                replay=True,
-            )
-            headers = {H_REPLAY_JOB: self.job_id}
-            out.append(
-                Outgoing(
-                    tp.DELIVERIES, tp.DELIVERY_ROUTING_KEY, encode(message), headers, delivery.id
-                )
-            )
-        return out, missing
+            return replaycopy.copies(session, ids, self.job_id, self._among(Delivery.id, ids))
 
     def _mark(self, sent: list[str], claimed: dict[str, datetime], missing: list[str]) -> None:
         now = utcnow()
         with self._sessionmaker() as session, session.begin():
-            for delivery_id in sent:  # stamps differ per claim batch, so one row at a time
+            by_stamp: dict[datetime, list[str]] = {}
+            for delivery_id in sent:  # one stamp per claim batch; resumed claims differ
+                by_stamp.setdefault(claimed[delivery_id], []).append(delivery_id)
+            for stamp, ids in by_stamp.items():
                 session.execute(
                     update(Delivery)
                     .where(
-                        Delivery.id == delivery_id,
+                        self._among(Delivery.id, ids),
                         Delivery.status == DEAD,
-                        Delivery.updated_at == claimed[delivery_id],
+                        Delivery.updated_at == stamp,
                     )
                     .values(
                         status=PENDING,
@@ -318,7 +311,7 @@ class Runner:
     ) -> None:
         session.execute(
             update(ReplayItem)
-            .where(ReplayItem.job_id == self.job_id, ReplayItem.delivery_id.in_(ids))
+            .where(ReplayItem.job_id == self.job_id, self._among(ReplayItem.delivery_id, ids))
             .values(state=state, error=error)
             .execution_options(synchronize_session=False)
         )
