@@ -92,12 +92,7 @@ class _Outage:
 
 
 class DeadLetterDrain:
-    """A thread with its own consumer on `hookline.dead`, for one connection session.
-
-    It also runs the poison drain (`poison.py`) beside it, so each dispatcher session drains
-    both queues that end in the database."""
-
-    queue = tp.DEAD
+    """A thread with its own consumer on `hookline.dead`, for one connection session."""
 
     def __init__(
         self,
@@ -113,40 +108,23 @@ class DeadLetterDrain:
         self._batch_size = batch_size
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"hookline-drain-{self.queue}", daemon=True
-        )
-        self._companions: list[DeadLetterDrain] = []
-        if type(self) is DeadLetterDrain:
-            from dispatcher.poison import PoisonDrain
-
-            self._companions.append(
-                PoisonDrain(transport, sessionmaker, publish_timeout_s=publish_timeout_s)
-            )
+        self._thread = threading.Thread(target=self._run, name="hookline-dead", daemon=True)
 
     @property
     def failure(self) -> BaseException | None:
-        if self._failure is not None:
-            return self._failure
-        return next((c.failure for c in self._companions if c.failure is not None), None)
+        return self._failure
 
     def start(self) -> None:
         self._thread.start()
-        for companion in self._companions:
-            companion.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()
-        for companion in self._companions:
-            companion._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
-        for companion in self._companions:
-            companion.stop(timeout_s)
 
     def _run(self) -> None:
         try:
-            consumer = self._transport.consume(self.queue, prefetch=self._batch_size * 2)
+            consumer = self._transport.consume(tp.DEAD, prefetch=self._batch_size * 2)
         except Exception as exc:
             self._failure = exc
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -19,16 +20,18 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import PoisonMessage
 from common.db.session import insert_ignoring_conflicts
+from common.errors import TransportError
 from common.transport import Message, Outgoing, Transport
 from common.transport import topology as tp
 from common.wire import utcnow
-from dispatcher.deadletters import DeadLetterDrain
 
 MAX_HEADER_TEXT = 500
+DRAIN_LIMIT = 10_000
+DRAIN_BATCH = 200
 # Where a re-submitted message goes, by the queue it was poisoned from.
 _TARGETS = {
     tp.EVENTS: tp.EVENTS,
@@ -98,16 +101,43 @@ def _death_queue(message: Message) -> str | None:
     return None
 
 
-class PoisonDrain(DeadLetterDrain):
-    """The dead-letter drain's loop on `hookline.poison`: every message becomes a row."""
+def drain(
+    transport: Transport,
+    sessionmaker: sessionmaker[Session],
+    *,
+    limit: int = DRAIN_LIMIT,
+    batch_size: int = DRAIN_BATCH,
+) -> int:
+    """Move what waits in `hookline.poison` into `poison_messages`: each batch committed
+    before it is acked, so a crash leaves the rest queued (a repeat is one row: the id is a
+    digest). Runs when an operator lists or purges poison, so no service holds the queue
+    and the messages stay where RabbitMQ put them until someone looks. Returns how many."""
+    consumer = transport.consume(tp.POISON, prefetch=batch_size)
+    moved = 0
+    try:
+        pending: list[Message] = []
+        for message in consumer:
+            if message is not None:
+                pending.append(message)
+            full = len(pending) >= batch_size or moved + len(pending) >= limit
+            if pending and (message is None or full):
+                _record(sessionmaker, pending)
+                consumer.ack_many(pending)
+                moved += len(pending)
+                pending = []
+            if message is None or moved >= limit:
+                break
+    finally:
+        with contextlib.suppress(TransportError):
+            consumer.close()
+    return moved
 
-    queue = tp.POISON
 
-    def _record(self, messages: Sequence[Message]) -> None:
-        now = utcnow()
-        rows = list({row["id"]: row for row in (row_for(m, now) for m in messages)}.values())
-        with self._sessionmaker() as session, session.begin():
-            session.execute(insert_ignoring_conflicts(session.get_bind(), PoisonMessage), rows)
+def _record(sessionmaker: sessionmaker[Session], messages: Sequence[Message]) -> None:
+    now = utcnow()
+    rows = list({row["id"]: row for row in (row_for(m, now) for m in messages)}.values())
+    with sessionmaker() as session, session.begin():
+        session.execute(insert_ignoring_conflicts(session.get_bind(), PoisonMessage), rows)
 
 
 @dataclass(frozen=True)

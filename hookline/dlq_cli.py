@@ -101,6 +101,8 @@ def dlq_list(
     try:
         with rt.sessionmaker() as session:
             if reason == POISON:
+                rt.transport.declare(topology.build(rt.settings.retry_delays_s))
+                poison.drain(rt.transport, rt.sessionmaker)
                 wanted = poison.PoisonFilter(
                     tenant, None, o.parse_time(since, "--since"), o.parse_time(until, "--until")
                 )
@@ -245,6 +247,8 @@ def dlq_purge(
     try:
         with rt.sessionmaker() as session, session.begin():
             if reason == POISON:
+                rt.transport.declare(topology.build(rt.settings.retry_delays_s))
+                poison.drain(rt.transport, rt.sessionmaker)
                 wanted = poison.PoisonFilter(
                     tenant, None, o.parse_time(since, "--since"), o.parse_time(until, "--until")
                 )

@@ -157,9 +157,12 @@ def list_poison_messages(
     who: Caller = Depends(caller(DELIVERIES_READ)),
     services: Services = Depends(get_services),
 ) -> PoisonPage:
-    """Messages no handler could decode, with their raw body and the error (reason `poison`)."""
+    """Messages no handler could decode, with their raw body and the error (reason `poison`);
+    those still waiting in the `hookline.poison` queue are drained into the database first."""
     wanted = poison.PoisonFilter(who.tenant(tenant), source_queue, since, until)
     after = decode_position(cursor) if cursor else None
+    # What waits in `hookline.poison` is moved into the table first (committed, then acked).
+    poison.drain(services.transport, services.sessionmaker)
     with services.sessionmaker() as session:
         rows = poison.page(session, wanted, limit=limit + 1, after=after)
     more = len(rows) > limit
