@@ -243,3 +243,26 @@ def test_a_paused_subscription_is_refused_unless_forced(
     assert "paused" in refused
     forced = ops_api.client.post("/v1/replays", json={**body, "force": True}, headers=world["auth"])
     assert forced.status_code == 202 and "held" in forced.json()["note"]
+
+
+def test_poison_messages_are_listed_with_their_raw_body_and_resubmitted(ops_api: Api) -> None:
+    from common.transport import Message, poison_copy
+    from common.transport import topology as tp
+
+    raw = Message(tp.DELIVERIES, b'{"tenant": "ten_x", "oops": 1}', "delivery", {}, False, None)
+    ops_api.transport.publish([poison_copy(raw, "undecodable", "DeliveryMessage: bad")])
+
+    body = ops_api.client.get("/v1/dead-letters/poison", headers=ops_api.admin).json()
+
+    (row,) = body["data"]
+    assert (row["body"], row["error"], row["source_queue"], row["tenant_id"]) == (
+        '{"tenant": "ten_x", "oops": 1}',
+        "DeliveryMessage: bad",
+        tp.DELIVERIES,
+        "ten_x",
+    )
+    sent = ops_api.client.post(
+        f"/v1/dead-letters/poison/{row['id']}/resubmit", headers=ops_api.admin
+    )
+    assert sent.status_code == 200 and sent.json()["resubmitted_at"] is not None
+    assert ops_api.transport.queue_depth(tp.DELIVERIES) == 1
