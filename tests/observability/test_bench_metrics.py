@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.deploy.tools import require_tool
 from tests.observability.bench_metrics import one_run
 
-EVENTS = 3000
+EVENTS = 2000
 
 
 def test_the_counters_tell_the_benchmarks_story(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from tests.services import temporary_database, temporary_vhost
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "hookline-overview.json"
 RULES = DEPLOY / "prometheus" / "rules" / "hookline.rules.yml"
 SECRET_KEY = "dashboard-test-secret-key"
-LOAD_S = 25.0  # long enough for every rate window to hold several scrapes
+LOAD_S = 20.0  # long enough for every rate window to hold several scrapes
 RATE_WINDOW = "10s"
 
 
