@@ -47,6 +47,7 @@ from common.db.models import (
     ReplayItem,
     ReplayJob,
 )
+from common.metrics import Metrics
 from common.transport import Outgoing, Transport
 from common.wire import utcnow
 from dispatcher import replaycopy, replayjobs
@@ -74,8 +75,10 @@ class Runner:
         publish_timeout_s: float = 30.0,
         batch_size: int = BATCH_SIZE,
         on_progress: Callable[[ReplayJob], None] = lambda _job: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._transport = transport
+        self._metrics = metrics
         self._sessionmaker = sessionmaker
         self.job_id = job_id
         self._publish_timeout_s = publish_timeout_s
@@ -83,6 +86,8 @@ class Runner:
         self._on_progress = on_progress
         self._runner_id = runner_id()
         self._started = time.monotonic()
+        self._left = 0  # items not gone through yet, for the remaining-messages gauge
+        self._counting = threading.Lock()  # counts come from both the claiming and sending thread
         bind = sessionmaker.kw.get("bind")
         self._postgres = getattr(getattr(bind, "dialect", None), "name", "") == "postgresql"
 
@@ -92,7 +97,10 @@ class Runner:
     def run(self, stop: threading.Event | None = None) -> ReplayJob:
         """Take the lease, walk the items, settle the job's state; returns the final row."""
         stop = stop or threading.Event()
-        rate = self._acquire()
+        rate, left = self._acquire()
+        if self._metrics is not None:
+            self._metrics.replay_jobs_running.inc()
+            self._metrics.replay_remaining.inc(left)
         try:
             self._walk(ITEM_TODO, rate, stop)
             if not stop.is_set() and not self._cancelling():
@@ -100,13 +108,18 @@ class Runner:
         except Exception as exc:
             log.warning("replay job failed", exc_info=True, extra={"job_id": self.job_id})
             return self._finish(JOB_FAILED, f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            if self._metrics is not None:
+                self._metrics.replay_jobs_running.dec()
+                self._metrics.replay_remaining.dec(self._left)
         if self._cancelling():
             return self._finish(JOB_CANCELLED)
         if stop.is_set():
             return self._release()
         return self._finish(JOB_COMPLETED)
 
-    def _acquire(self) -> float | None:
+    def _acquire(self) -> tuple[float | None, int]:
+        """Take the job's lease: its rate, and how many items it still has to go through."""
         now = utcnow()
         stale = datetime.fromtimestamp(now.timestamp() - LEASE_S, now.tzinfo)
         with self._sessionmaker() as session, session.begin():
@@ -144,7 +157,8 @@ class Runner:
             if job.state != JOB_RUNNING:
                 raise JobBusy(f"replay job {self.job_id} is {job.state}")
             raise JobBusy(f"replay job {self.job_id} is being run by another process")
-        return job.rate_per_s
+        self._left = max(0, job.total - job.done - job.failed - job.skipped)
+        return job.rate_per_s, self._left
 
     def _cancelling(self) -> bool:
         with self._sessionmaker() as session:
@@ -329,6 +343,14 @@ class Runner:
             )
             .execution_options(synchronize_session=False)
         )
+        with self._counting:
+            self._left -= done + failed + skipped
+        if self._metrics is not None:
+            m = self._metrics
+            for result, n in (("published", done), ("failed", failed), ("skipped", skipped)):
+                m.replay_messages.labels(result=result).inc(n)
+            m.deliveries_enqueued.labels(origin="replay").inc(done)
+            m.replay_remaining.dec(done + failed + skipped)
 
     def _resolve_ambiguous(self, stop: threading.Event) -> None:
         with self._sessionmaker() as session:

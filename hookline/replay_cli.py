@@ -82,6 +82,7 @@ def _run(rt: Runtime, job_id: str, output: str) -> ReplayJob:
             rt.transport,
             rt.sessionmaker,
             job_id,
+            metrics=rt.metrics,
             on_progress=show,
             publish_timeout_s=rt.settings.publish_timeout_s,
         )

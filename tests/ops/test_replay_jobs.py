@@ -27,6 +27,7 @@ from common.db.models import (
 )
 from common.db.session import make_engine, make_sessionmaker
 from common.errors import PublishError
+from common.metrics import Metrics
 from common.transport import MemoryTransport, Transport
 from common.transport import topology as tp
 from common.wire import utcnow
@@ -87,9 +88,16 @@ def test_a_replay_publishes_each_dead_delivery_once_and_reopens_it(
     wanted = ids_of(world["dead"][world["a"]])
     job_id = start(sessions, DeadFilter(tenant=world["tenant"], subscription=world["a"]))
 
-    job = Runner(transport, sessions, job_id).run()
+    metrics = Metrics()
+    job = Runner(transport, sessions, job_id, metrics=metrics).run()
 
     assert (job.state, job.total, job.done, job.failed, job.skipped) == (JOB_COMPLETED, 5, 5, 0, 0)
+    assert metrics.replay_messages.labels(result="published")._value.get() == 5
+    assert metrics.deliveries_enqueued.labels(origin="replay")._value.get() == 5
+    assert (metrics.replay_jobs_running._value.get(), metrics.replay_remaining._value.get()) == (
+        0,
+        0,
+    )
     copies = published_copies(transport)
     assert sorted(c.delivery_id for c in copies) == sorted(wanted)
     assert all(c.replay and c.attempt == 1 for c in copies)

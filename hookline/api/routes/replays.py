@@ -80,6 +80,7 @@ def run_in_background(request: Request, services: Services, job_id: str) -> None
         services.transport,
         services.sessionmaker,
         job_id,
+        metrics=services.metrics,
         publish_timeout_s=services.settings.publish_timeout_s,
     )
 
