@@ -74,6 +74,14 @@ def test_rabbitmq_runs_its_management_and_prometheus_plugins() -> None:
     assert "rabbitmq_management" in text and "rabbitmq_prometheus" in text
 
 
+def test_the_plugins_file_is_an_erlang_term_rabbitmq_can_read() -> None:
+    erl = require_tool("erl")  # RabbitMQ's own runtime reads the file with file:consult
+    path = DEPLOY / "rabbitmq" / "enabled_plugins"
+    script = f'{{ok, [L]}} = file:consult("{path}"), io:format("~w~n", [L]), halt().'
+    output = run(erl, "-noshell", "-eval", script)
+    assert output.strip() == "[rabbitmq_management,rabbitmq_prometheus]"
+
+
 def test_grafana_gets_the_provisioned_datasource_and_dashboard() -> None:
     grafana = resolved()["services"]["grafana"]
     mounts = mounts_of(grafana)
