@@ -4,6 +4,7 @@ own parser and builds one non-root image whose PID 1 is `hookline` itself."""
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import dockerfile
@@ -46,6 +47,8 @@ def test_docker_compose_accepts_the_file_and_runs_the_whole_stack() -> None:
     for name, command in HOOKLINE_SERVICES.items():
         assert services[name]["image"] == "hookline:local"
         assert services[name]["command"][0] == command
+        build = services[name]["build"]
+        assert Path(build["context"]) == ROOT and build["dockerfile"] == "deploy/docker/Dockerfile"
     for name in ("api", "router", "dispatcher"):
         assert services[name]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"
