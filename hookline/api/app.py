@@ -15,6 +15,7 @@ from common.transport import Transport
 from hookline.api import errors
 from hookline.api.deps import Services
 from hookline.api.idempotency import Idempotency, document
+from hookline.api.keycache import KeyCache
 from hookline.api.limits import BodyLimit
 from hookline.api.routes import (
     audit,
@@ -72,11 +73,13 @@ def create_app(
         metrics=metrics,
         producer=producer or Producer(settings, transport=transport, metrics=metrics),
         secret_box=SecretBox(settings.secret_key or DEV_SECRET_KEY),
+        key_cache=KeyCache(settings.api_key_cache_s),
         resolver=resolver,
     )
     errors.install(app)
+    # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
-        health, tenants, subscriptions, subscription_actions, events, deliveries, audit,
+        events, health, tenants, subscriptions, subscription_actions, deliveries, audit,
         deadletters, replays,
     )  # fmt: skip
     for module in routers:

@@ -11,18 +11,20 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from common.db.models import ApiKey, Tenant
 from common.wire import new_id, utcnow
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError
+from hookline.api.keycache import KeyRecord
 from hookline.api.schemas import ALL_SCOPES
 
 KEY_PREFIX = "hl_"
@@ -119,23 +121,49 @@ def _source_allowed(request: Request, cidrs: list[str]) -> bool:
     return any(address in ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
 
-def _principal(request: Request, token: str | None, services: Services) -> Principal:
+def _load(token: str, services: Services) -> KeyRecord | None:
+    digest = hash_key(token)
+    with services.sessionmaker() as session:
+        key = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+    if key is None:
+        return None
+    record = KeyRecord(
+        id=key.id,
+        tenant_id=key.tenant_id,
+        scopes=frozenset(key.scopes),
+        allowed_cidrs=tuple(key.allowed_cidrs),
+        revoked_at=key.revoked_at,
+    )
+    services.key_cache.put(digest, record)
+    return record
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    token = credentials.credentials if credentials else None
     if not token:
         raise _unauthorized("missing API key: send Authorization: Bearer hl_...")
     if not token.startswith(KEY_PREFIX):
         raise _unauthorized("unknown API key")
-    with services.sessionmaker() as session:
-        key = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(token))).first()
+    return token
+
+
+def _principal(request: Request, token: str | None, services: Services) -> Principal:
+    checked = _token(HTTPAuthorizationCredentials(scheme="Bearer", credentials=token or ""))
+    key = services.key_cache.get(hash_key(checked)) or _load(checked, services)
+    return _admit(request, key)
+
+
+def _admit(request: Request, key: KeyRecord | None) -> Principal:
     if key is None:
         raise _unauthorized("unknown API key")
     if key.revoked_at is not None:
         raise _unauthorized("this API key has been revoked")
-    if not _source_allowed(request, key.allowed_cidrs):
+    if not _source_allowed(request, list(key.allowed_cidrs)):
         raise ApiError(403, "forbidden", "this API key may not be used from this address")
     return Principal(
         tenant_id=key.tenant_id,
         key_id=key.id,
-        scopes=frozenset(key.scopes),
+        scopes=key.scopes,
         source_ip=client_ip(request),
     )
 
@@ -149,10 +177,31 @@ def require(scope: str) -> Callable[..., Principal]:
         services: Services = Depends(get_services),
     ) -> Principal:
         token = credentials.credentials if credentials else None
-        principal = _principal(request, token, services)
-        if scope not in principal.scopes:
-            raise ApiError(403, "forbidden", f"this API key lacks the scope {scope!r}")
-        return principal
+        return _scoped(_principal(request, token, services), scope)
+
+    return check
+
+
+def _scoped(principal: Principal, scope: str) -> Principal:
+    if scope not in principal.scopes:
+        raise ApiError(403, "forbidden", f"this API key lacks the scope {scope!r}")
+    return principal
+
+
+def require_on_loop(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """`require` for the ingest routes: a cached key is checked on the event loop, and only
+    a lookup goes to a worker thread (each hop costs more than the check itself)."""
+
+    async def check(
+        request: Request,
+        credentials: HTTPAuthorizationCredentials | None = Depends(_api_key),
+        services: Services = Depends(get_services),
+    ) -> Principal:
+        token = _token(credentials)
+        key = services.key_cache.get(hash_key(token))
+        if key is None:
+            key = await run_in_threadpool(_load, token, services)
+        return _scoped(_admit(request, key), scope)
 
     return check
 

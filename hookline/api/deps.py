@@ -12,6 +12,7 @@ from common.secretbox import SecretBox
 from common.settings import Settings
 from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
+from hookline.api.keycache import KeyCache
 from producer import Producer
 
 
@@ -23,10 +24,11 @@ class Services:
     metrics: Metrics
     producer: Producer
     secret_box: SecretBox
+    key_cache: KeyCache
     # Tests inject one to point names at chosen addresses; production asks the system.
     resolver: Resolver = system_resolver
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services

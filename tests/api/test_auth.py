@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from sqlalchemy import update
 
@@ -43,7 +44,9 @@ def test_the_admin_token_is_not_an_api_key(api):
     assert_error(response, 401, "unauthorized")
 
 
-def test_a_revoked_key_is_refused(api):
+def test_a_key_revoked_elsewhere_is_refused_once_the_key_cache_expires(make_api):
+    # Another API process revoked it: this one trusts its cached lookup for at most 0.2 s.
+    api = make_api(api_key_cache_s=0.2)
     _, headers = api.tenant()
     assert api.client.get("/v1/subscriptions", headers=headers).status_code == 200
     token = headers["Authorization"].removeprefix("Bearer ")
@@ -51,6 +54,7 @@ def test_a_revoked_key_is_refused(api):
         session.execute(
             update(ApiKey).where(ApiKey.key_hash == hash_key(token)).values(revoked_at=utcnow())
         )
+    time.sleep(0.3)
 
     response = api.client.get("/v1/subscriptions", headers=headers)
 

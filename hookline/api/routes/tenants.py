@@ -169,7 +169,10 @@ def revoke_api_key(
                 session, request, actor=audit.ADMIN, action="api_key.revoked",
                 resource_type="api_key", resource_id=row.id, tenant_id=tenant_id,
             )  # fmt: skip
-        return _key_out(row)
+        out = _key_out(row)
+    # After the commit, so a concurrent lookup cannot cache the key as it was.
+    services.key_cache.forget(key_id)
+    return out
 
 
 @router.post(
