@@ -1,20 +1,17 @@
 """Prometheus metrics (section 10 of the architecture file): base units, bounded labels.
 
 One `Metrics` object per process, built by the composition root and passed down, so that
-tests and the all-in-one dev server can give each its own registry.
+tests and the all-in-one dev server can give each its own registry. Router and dispatcher
+serve it with their probes (`common/health.py`); the API on its own port.
 """
 
 from __future__ import annotations
-
-import threading
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    start_http_server,
 )
 
 from common import __version__
@@ -143,7 +140,3 @@ class Metrics:
             self.dead_letters.labels(reason=reason)
         for result in REPLAY_RESULTS:
             self.replay_messages.labels(result=result)
-
-    def serve(self, port: int, host: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:
-        """Serve `/metrics` for this registry on `port` in a daemon thread."""
-        return start_http_server(port, addr=host, registry=self.registry)
