@@ -52,6 +52,7 @@ SECRET_KEY = "fault-test-secret-key"
 PG_HOST_PORT = "127.0.0.1:5432"
 # Broker connections that consume: the router's, the dispatcher's, its dead-letter drain's.
 CONSUMERS = 3
+HEARTBEAT_S = 2
 
 
 @dataclass
@@ -109,12 +110,17 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         assert PG_HOST_PORT in database_url and f":{RABBITMQ_PORT}/" in broker_url
         env = {
             **os.environ,
-            "HOOKLINE_BROKER_URL": broker_url.replace(f":{RABBITMQ_PORT}/", f":{broker.port}/"),
+            # Short heartbeats: a silent broker (the blackhole) is noticed within seconds.
+            "HOOKLINE_BROKER_URL": broker_url.replace(f":{RABBITMQ_PORT}/", f":{broker.port}/")
+            + f"?heartbeat={HEARTBEAT_S}",
             "HOOKLINE_DATABASE_URL": database_url.replace(PG_HOST_PORT, database.address),
             "HOOKLINE_SECRET_KEY": SECRET_KEY,
             "HOOKLINE_ALLOW_PRIVATE_TARGETS": "true",
             "HOOKLINE_ALLOW_HTTP": "true",
             "HOOKLINE_RETRY_SCHEDULE": "1s,1s,1s",
+            # The refused events fail every time once the rest is delivered; an open circuit
+            # would let one probe through per open period and stretch them past the timeout.
+            "HOOKLINE_CIRCUIT_FAILURE_THRESHOLD": "1000",
             "HOOKLINE_SUBSCRIPTION_REFRESH_S": "0.5",
             "HOOKLINE_LOG_FORMAT": "json",
         }
@@ -317,3 +323,19 @@ def test_services_survive_200ms_latency_on_both_dependencies(rig: Rig) -> None:
     publisher.join(60)
     assert len(rig.ledger) == EVENTS
     settle_and_check(rig, started)
+
+
+def test_services_survive_a_broker_blackhole(rig: Rig) -> None:
+    """A partition, not a reset: the broker falls silent; heartbeats tell both sides."""
+    started = wait_started(rig)
+    done = threading.Event()
+    publisher = publish_all(rig, done)
+    wait_until(done.is_set, 1.5)
+    rig.broker.blackhole()
+    time.sleep(4 * HEARTBEAT_S)
+    rig.broker.heal()
+    assert wait_until(lambda: rig.broker.open_connections >= CONSUMERS, 60), rig.output()
+    publisher.join(60)
+    assert len(rig.ledger) == EVENTS
+    figures = settle_and_check(rig, started)
+    assert figures["new_broker_connections"] >= CONSUMERS, "nobody noticed the silence"

@@ -199,10 +199,7 @@ def poisoned(broker_url: str, database_url: str) -> int:
 
 def test_a_hostile_receiver_and_poison_messages(shared: tuple[str, str], tmp_path: Path) -> None:
     broker_url, database_url = shared
-    # The breaker would stretch the always-failing paths over many open periods; it has its
-    # own tests, this one is about what each answer means.
-    env = engine_env(broker_url, database_url, HOOKLINE_CIRCUIT_FAILURE_THRESHOLD="1000")
-    services = Services(env, logs_dir(tmp_path))
+    services = Services(engine_env(broker_url, database_url), logs_dir(tmp_path))
     with Receiver() as receiver:
         rig = Rig(broker_url, database_url, receiver, services)
         receiver.respond = rig.respond(hostile)
