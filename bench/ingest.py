@@ -7,7 +7,9 @@ Per run, against the same API process:
 - baseline: `GET /healthz` requests/s (the HTTP stack alone, no broker, no database);
 - single: `POST /v1/events` events/s, one event per request, from `--connections`
   keep-alive connections (concurrent requests share confirm round-trips);
-- batch: `POST /v1/events/batch` events/s, `--batch` events per request.
+- batch: `POST /v1/events/batch` events/s, `--batch` events per request;
+- transport baseline: confirmed publishes/s of `RabbitTransport` itself from this process,
+  `--batch` messages per publish on a bench-only queue (what a batch can at best reach).
 The client is raw asyncio HTTP/1.1 (a few µs per request), so on this 2-core machine it
 leaves the API process most of a core. Every accepted event is checked on the queue
 afterwards (count of `hookline.events`), so a 202 without a confirm would show.
@@ -28,8 +30,11 @@ from pathlib import Path
 
 import requests
 
+from bench import transport_publish
 from common.settings import Settings
-from common.transport import open_transport, topology
+from common.transport import Outgoing, open_transport, topology
+from common.transport.rabbitmq import RabbitTransport
+from common.transport.topology import Exchange, Queue, Topology
 from tests.processes import Services, free_port
 from tests.services import temporary_database, temporary_vhost
 
@@ -121,6 +126,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, f
             batch, batch_ok = load(port, batches, args.batch_connections, args.batch)
             loadavg = round(os.getloadavg()[0], 2)
             queued = _queued(broker_url)
+            transport_rate = _transport_baseline(broker_url, args.batch_events, args.batch)
         finally:
             services.stop()
     expected = 200 + args.events + (args.batch_events // args.batch) * args.batch
@@ -128,7 +134,9 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, f
         "baseline_healthz_per_s": round(baseline),
         "single_events_per_s": round(single),
         "batch_events_per_s": round(batch),
+        "transport_publish_per_s": round(transport_rate),
         "single_ratio_to_baseline": round(single / baseline, 3),
+        "batch_ratio_to_transport": round(batch / transport_rate, 3),
         "accepted": single_ok + batch_ok,
         "queued": queued,
         "queued_matches_accepted": float(queued == expected - (args.events - single_ok)
@@ -166,6 +174,15 @@ def _queued(broker_url: str) -> int:
         return transport.queue_depth(topology.EVENTS)
     finally:
         transport.close()
+
+
+def _transport_baseline(broker_url: str, messages: int, batch: int) -> float:
+    name = "hookline.bench.ingest"
+    queue = Queue(name, {"x-queue-type": "quorum"}, ((name, name),))
+    with RabbitTransport(broker_url) as transport:
+        transport.declare(Topology((Exchange(name, "direct"),), (queue,)))
+        transport.publish([Outgoing(name, name, _event(0))])  # connect outside the timing
+        return transport_publish.run(transport, name, messages, batch, 4)
 
 
 def main() -> int:

@@ -40,7 +40,17 @@ def build_event(fields: Mapping[str, Any], *, where: str = "") -> Event:
         event = Event.model_validate(present)
     except ValidationError as exc:
         raise InvalidEvent.from_validation(exc, where=where) from None
-    return event.model_copy(update={"timestamp": _aware_utc(event.timestamp)})
+    return in_utc(event)
+
+
+def in_utc(event: Event) -> Event:
+    """The event with its timestamp in UTC (a copy only when it is not already)."""
+    aware = _aware_utc(event.timestamp)
+    return (
+        event
+        if aware.utcoffset() == event.timestamp.utcoffset()
+        else event.model_copy(update={"timestamp": aware})
+    )
 
 
 def _outgoing(event: Event) -> Outgoing:
@@ -115,18 +125,16 @@ class Producer:
     def publish_batch(self, events: Sequence[EventLike]) -> list[str]:
         """Publish several events in one confirmed window; all are validated first.
 
-        Items are `Event`s or mappings of their fields (including `tenant`). When any is
-        invalid, `InvalidEvent` names it and nothing is published.
+        Items are `Event`s (already validated: used as they are) or mappings of their
+        fields (including `tenant`). When any is invalid, `InvalidEvent` names it and
+        nothing is published.
         """
-        prepared = []
-        for index, item in enumerate(events):
-            fields = item.model_dump() if isinstance(item, Event) else item
-            prepared.append(self._prepare(fields, where=f" #{index}"))
-        return self._send(prepared)
+        return self._send([self._prepare(item, where=f" #{n}") for n, item in enumerate(events)])
 
-    def _prepare(self, fields: Mapping[str, Any], *, where: str = "") -> Outgoing:
+    def _prepare(self, item: EventLike, *, where: str = "") -> Outgoing:
         try:
-            return _outgoing(build_event(fields, where=where))
+            event = in_utc(item) if isinstance(item, Event) else build_event(item, where=where)
+            return _outgoing(event)
         except InvalidEvent:
             self._count("rejected")
             raise
