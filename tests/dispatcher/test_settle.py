@@ -74,10 +74,12 @@ def row(db: sessionmaker[Session], delivery_id: str) -> Delivery:
         return found
 
 
-def test_a_batch_is_recorded_published_and_acked(harness: Harness) -> None:
+def test_a_batch_is_recorded_published_and_acked(db: sessionmaker[Session]) -> None:
+    # A long tier: the retry copy must still be in it when the test looks, however slow.
+    harness = Harness(make_settings(retry_schedule="1h"), MemoryTransport(), db)
     ok, failing, gone = given(harness, 3)
     consumer, messages = taken(harness, 3)
-    retry = Decision("retry", delay_s=0.1)
+    retry = Decision("retry", delay_s=3600.0)
     settler(harness, consumer).settle(
         [
             Attempted(messages[0], ok, SUCCESS, SendResult(200, 0.1), NOW),
@@ -95,7 +97,7 @@ def test_a_batch_is_recorded_published_and_acked(harness: Harness) -> None:
     )  # fmt: skip
     with harness.db() as session:
         assert session.scalar(select(func.count()).select_from(Attempt)) == 3
-    assert harness.depth(tp.retry_queue(0.1)) == 1
+    assert harness.depth(tp.retry_queue(3600.0)) == 1
     assert harness.depth(tp.DEAD) == 1
     consumer.close()  # nothing to give back: every message was acked
     assert harness.depth(tp.DELIVERIES) == 0
