@@ -1,4 +1,7 @@
-"""An API app for the operations routes, on the parametrised database and the memory broker."""
+"""An API app for the operations routes, on a migrated SQLite file and the memory broker.
+
+The routes' queries are the service package's, which `test_replay_jobs.py` and
+`test_poison_and_gc.py` run on PostgreSQL too; the routes themselves run once."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from common.db import migrate
 from common.db.session import make_engine, make_sessionmaker
 from common.metrics import Metrics
 from common.settings import Settings
@@ -15,7 +19,9 @@ from tests.api.support import ADMIN_TOKEN, Api, TestClient
 
 
 @pytest.fixture
-def ops_api(database_url: str) -> Iterator[Api]:
+def ops_api(sqlite_url: str) -> Iterator[Api]:
+    database_url = sqlite_url
+    migrate.upgrade(database_url)
     settings = Settings(
         database_url=database_url,
         broker_url="memory://",
