@@ -17,11 +17,12 @@ from common.wire import utcnow
 from hookline.api.auth import Principal, client_ip
 
 ADMIN = "admin"
+CLI = "cli"  # changes made with `hookline tenant ...` on the operator's shell
 
 
 def record(
     session: Session,
-    request: Request,
+    request: Request | None,
     *,
     actor: str | Principal,
     action: str,
@@ -39,7 +40,7 @@ def record(
             action=action,
             resource_type=resource_type,
             resource_id=resource_id,
-            source_ip=client_ip(request),
+            source_ip=client_ip(request) if request is not None else None,
             details=details or {},
         )
     )
