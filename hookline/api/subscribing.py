@@ -54,6 +54,7 @@ def to_out(row: Subscription, services: Services) -> SubscriptionOut:
         rate_limit_per_s=row.rate_limit_per_s,
         max_in_flight=row.max_in_flight,
         status=cast(SubscriptionStatus, row.status),
+        disabled_reason=row.disabled_reason,
         public_key=public,
         verified_at=row.verified_at,
         previous_secret_expires_at=row.previous_secret_expires_at,

@@ -119,6 +119,9 @@ class SubscriptionOut(BaseModel):
     rate_limit_per_s: float | None
     max_in_flight: int | None
     status: SubscriptionStatus
+    disabled_reason: str | None = Field(
+        description="Why Hookline disabled it (e.g. the endpoint answered 410); cleared on resume."
+    )
     public_key: str | None = Field(description="`whpk_...` when the subscription signs `v1a`.")
     verified_at: datetime | None
     previous_secret_expires_at: datetime | None = Field(

@@ -148,12 +148,21 @@ def test_a_disabled_subscription_can_be_resumed_but_not_paused(api):
         row = session.get(Subscription, sub["id"])
         assert row is not None
         row.status = SUB_DISABLED
+        row.disabled_reason = "gone"
+        row.consecutive_dead = 7
+    assert (
+        api.client.get(f"/v1/subscriptions/{sub['id']}", headers=auth).json()["disabled_reason"]
+        == "gone"
+    )
 
     paused = api.client.post(f"/v1/subscriptions/{sub['id']}/pause", headers=auth)
     resumed = api.client.post(f"/v1/subscriptions/{sub['id']}/resume", headers=auth)
 
     assert_error(paused, 409, "conflict")
     assert resumed.json()["status"] == "active"
+    assert resumed.json()["disabled_reason"] is None
+    row = stored(api, sub["id"])
+    assert row is not None and row.consecutive_dead == 0
 
 
 def test_an_unverified_subscription_cannot_be_resumed(api):

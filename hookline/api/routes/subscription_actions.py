@@ -49,6 +49,9 @@ def _move(
                 409, "not_verified", "the endpoint has not passed the handshake: verify first"
             )
         row.status = SUB_PAUSED if action == "pause" else SUB_ACTIVE
+        if action == "resume":
+            # Re-enabled, the delivery engine's failure streak starts from nothing.
+            row.disabled_reason, row.failing_since, row.consecutive_dead = None, None, 0
         row.updated_at = utcnow()
         audit.record(
             session, request, actor=principal, action=f"subscription.{action}d",
