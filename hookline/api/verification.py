@@ -37,15 +37,17 @@ class Outcome:
     detail: str
 
 
-def _pool(target: Target, verify_tls: bool) -> urllib3.HTTPConnectionPool:
+def _pool(target: Target, verify_tls: bool | str) -> urllib3.HTTPConnectionPool:
+    """A pool for the checked address; TLS names and verifies the host, not the address."""
     if target.scheme == "https":
+        ca_file = verify_tls if isinstance(verify_tls, str) else certifi.where()
         return urllib3.HTTPSConnectionPool(
             target.address,
             target.port,
             server_hostname=target.host,
             assert_hostname=target.host if verify_tls else False,
             cert_reqs="CERT_REQUIRED" if verify_tls else "CERT_NONE",
-            ca_certs=certifi.where() if verify_tls else None,
+            ca_certs=ca_file if verify_tls else None,
             maxsize=1,
         )
     return urllib3.HTTPConnectionPool(target.address, target.port, maxsize=1)
@@ -72,7 +74,7 @@ def handshake(
     settings: Settings,
     *,
     resolver: Resolver,
-    verify_tls: bool = True,
+    verify_tls: bool | str = True,
 ) -> Outcome:
     """POST a fresh challenge to `url`, signed with `keys`; verified only on a true echo."""
     try:
