@@ -40,7 +40,7 @@ def many_deliveries() -> Iterator[Engine]:
     with temporary_database() as url:
         migrate.upgrade(url)
         engine = make_engine(url)
-        indexes = list(Delivery.__table__.indexes)
+        indexes = list(Delivery.__table__.indexes)  # type: ignore[attr-defined]
         with engine.begin() as connection:
             # Building the indexes after the load is several times faster than keeping them.
             for index in indexes:

@@ -72,7 +72,7 @@ def tls_receiver(tmp_path: Path) -> Iterator[tuple[int, Path, list[str | None]]]
     names: list[str | None] = []
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,misc,return-value]
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
     server = HTTPServer(("127.0.0.1", 0), Echo)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
