@@ -93,7 +93,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         url = running.receiver("receiver") + "/hooks"
         subscription_id, secret = running.subscribe(url, ["*"])
         seed_s = seed(running, subscription_id, count)
-        direct = baseline(url, secret, args.baseline, args.concurrency * args.dispatchers)
+        direct = baseline(url, secret, args.baseline, args.concurrency * max(args.dispatchers, 1))
         publish_s = publish_baseline(running.broker_url, count, 520)
         names = [f"dispatcher-{n}" for n in range(args.dispatchers)]
         for name in names:
@@ -122,8 +122,9 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         job_s = time.monotonic() - began
         if job.returncode != 0:
             raise RuntimeError(f"replay failed:\n{job.stdout[-3000:]}\n{job.stderr[-3000:]}")
-        done = running.wait_for(running.succeeded, count, 1800, tick_s=1.0)
-        delivered_s = time.monotonic() - began
+        # `--dispatchers 0`: the job alone, nothing delivering (nor competing for the CPU).
+        done = running.wait_for(running.succeeded, count, 1800, tick_s=1.0) if names else 0
+        delivered_s = time.monotonic() - began if names else float("nan")
         cpu_after = running.cpu()
         arrivals = [w for w, _ in running.arrival_times("receiver") if w.startswith("r-")]
     summary = json.loads(job.stdout[job.stdout.index("{") :])
@@ -139,11 +140,11 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         "job_s": round(job_s, 1),
         "job_per_s": round(count / job_s),
         "delivered_s": round(delivered_s, 1),
-        "delivered_per_s": round(count / delivered_s),
+        "delivered_per_s": round(count / delivered_s) if names else None,
         "publish_baseline_s": round(publish_s, 1),
         "direct_post_per_s": round(direct),
         "job_vs_publish": round(publish_s / job_s, 3),
-        "delivered_vs_direct": round(count / delivered_s / direct, 3),
+        "delivered_vs_direct": round(count / delivered_s / direct, 3) if names else None,
         "cpu_us_per_delivery": cpu_per_delivery_us(cpu_before, cpu_after, count),
         "load": [load_before, load_average()],
     }
@@ -152,7 +153,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=100_000)
-    parser.add_argument("--dispatchers", type=int, default=2)
+    parser.add_argument("--dispatchers", type=int, default=2, help="0: the job alone")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", type=int, default=5000)
@@ -172,7 +173,10 @@ def main() -> int:
         "delivered_vs_direct",
         "duplicates",
     )
-    medians = {k: statistics.median(r[k] for r in results) for k in keys}
+    medians = {
+        k: statistics.median(r[k] for r in results) if results[0][k] is not None else None
+        for k in keys
+    }
     print(json.dumps({"median": medians, "runs": len(results)}), flush=True)
     return 0
 
