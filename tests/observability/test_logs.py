@@ -16,10 +16,10 @@ from common.signing import new_secret, signature_header
 @pytest.fixture
 def captured(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
+    handlers, level = root.handlers[:], root.level
     yield capsys
-    root.handlers[:], _ = saved
-    root.setLevel(saved[1])
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def json_lines(text: str) -> list[dict[str, object]]:
