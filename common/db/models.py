@@ -284,7 +284,7 @@ class ReplayItem(Base):
     when the job started: claiming it bumps the count, so no other job claims it again."""
 
     __tablename__ = "replay_items"
-    __table_args__ = (Index("ix_replay_items_job_state", "job_id", "state"),)
+    __table_args__ = (Index("ix_replay_items_job_state_seq", "job_id", "state", "seq"),)
 
     job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)

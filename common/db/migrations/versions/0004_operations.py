@@ -69,7 +69,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("job_id", "delivery_id", name=op.f("pk_replay_items")),
     )
-    op.create_index("ix_replay_items_job_state", "replay_items", ["job_id", "state"])
+    op.create_index("ix_replay_items_job_state_seq", "replay_items", ["job_id", "state", "seq"])
     op.create_table(
         "poison_messages",
         sa.Column("id", sa.String(length=64), nullable=False),
