@@ -162,7 +162,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         "offered_per_endpoint": rate,
         "events": total,
         "succeeded": done,
-        "lost": total - done,
+        "not_succeeded_yet": total - done,  # still queued or retrying when waiting stopped
         "hung_endpoint_missing": len([i for i in hung_during if i not in after_recovery]),
         "hung_backlog_drained_s": round(backlog_done - recovered_at, 1) if backlog_done else -1,
         "all_succeeded_after_s": round(drained_at - recovered_at, 1),
