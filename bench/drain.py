@@ -53,7 +53,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
                                broker_url=running.broker_url)) as producer:  # fmt: skip
             publish_backlog(producer, running.tenant_id, [f"d-{n}" for n in range(count)])
         queued = running.wait_for(
-            lambda: running.queue_depth(tp.DELIVERIES), count, count / 200 + 60, tick_s=1.0
+            lambda: running.queue_depth(tp.DELIVERIES), count, count / 50 + 60, tick_s=1.0
         )
         running.stop("router")
         assert queued == count, f"only {queued} of {count} deliveries queued"
