@@ -77,9 +77,7 @@ def collect(
             )
             removed.deliveries += _rowcount(
                 session.execute(
-                    delete(Delivery).where(
-                        Delivery.id.in_(ids), Delivery.status.in_(statuses)
-                    )
+                    delete(Delivery).where(Delivery.id.in_(ids), Delivery.status.in_(statuses))
                 )
             )
         on_batch(removed)
