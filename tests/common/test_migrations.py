@@ -1,5 +1,7 @@
 """The Alembic migrations build exactly the schema the models describe, on both databases."""
 
+from collections.abc import Iterator
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -8,14 +10,18 @@ from sqlalchemy import inspect
 from common.db import migrate
 from common.db.models import Base
 from common.db.session import make_engine
+from tests.services import temporary_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def empty_url(request: pytest.FixtureRequest, tmp_path) -> str:
+def empty_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/m.db"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
+        yield f"sqlite:///{tmp_path}/m.db"
+        return
+    # A database of its own: downgrading the session's shared one to base would leave the
+    # tests that run after this one (and trust `migrated_postgres`) without tables.
+    with temporary_database() as url:
+        yield url
 
 
 def test_upgrade_matches_the_models_and_downgrade_removes_everything(empty_url: str) -> None:
