@@ -86,6 +86,9 @@ def _onward(outcome: Outcome) -> Outgoing | None:
             update={
                 "attempt": delivery.attempt + 1,
                 "first_attempt_at": delivery.first_attempt_at or outcome.started_at,
+                # Only a replay's first attempt may reopen a final row; its retries are
+                # ordinary ones, so a stale duplicate of them cannot move a row backwards.
+                "replay": False,
             }
         )
         routing_key = tp.tier_name(decision.delay_s)

@@ -120,6 +120,23 @@ def test_a_stale_duplicate_does_not_move_a_final_row_backwards(harness: Harness)
         assert session.scalar(select(func.count()).select_from(Attempt)) == 1
 
 
+def test_the_retry_copy_of_a_replay_is_an_ordinary_retry(db: sessionmaker[Session]) -> None:
+    harness = Harness(make_settings(retry_schedule="1h"), MemoryTransport(), db)
+    [delivery] = given(harness, 1)
+    consumer, [message] = taken(harness, 1)
+    replayed = delivery.model_copy(update={"replay": True})
+    retry = Decision("retry", delay_s=3600.0)
+    settler(harness, consumer).settle(
+        [Attempted(message, replayed, retry, SendResult(500, 0.1), NOW)]
+    )
+    tier = harness.transport.consume(tp.retry_queue(3600.0), prefetch=1)
+    copy = next(m for m in tier if m is not None)
+    decoded = DeliveryMessage.model_validate_json(copy.body)
+    assert (decoded.attempt, decoded.replay) == (2, False)
+    assert decoded.event.id == delivery.event.id
+    tier.close()
+
+
 def test_an_earlier_attempt_does_not_overwrite_a_later_one(harness: Harness) -> None:
     [delivery] = given(harness, 1)
     with harness.db() as session, session.begin():
