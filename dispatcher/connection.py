@@ -134,6 +134,11 @@ class _OneWrite:
     _held: list[bytes] | None = None
 
     def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
+        # Connect now, as an unheld send would: urllib3 switches the socket to the read
+        # timeout only if the connection is open once the request is written, so a fresh
+        # connection would otherwise wait for its answer no longer than the connect timeout.
+        if self.sock is None:  # type: ignore[attr-defined]
+            self.connect()  # type: ignore[attr-defined]
         self._held = []
         super().endheaders(message_body, encode_chunked=encode_chunked)  # type: ignore[misc]
 

@@ -145,6 +145,17 @@ def test_connections_are_kept_alive_between_attempts() -> None:
         assert receiver.connections == 1
 
 
+def test_a_new_connection_waits_for_the_answer_as_long_as_the_request_timeout() -> None:
+    # The connect timeout bounds the connect only: a slow answer on a fresh connection is
+    # still awaited until the request's own deadline.
+    sender = Sender(make_settings(connect_timeout_s=0.3, request_timeout_s=10))
+    with Receiver(respond=lambda _request: Reply(200, delay_s=1.0)) as receiver:
+        result = sender.send(endpoint(receiver.url), message())
+        sender.close()
+    assert (result.status_code, result.error) == (200, None)
+    assert result.duration_s >= 1.0
+
+
 def test_sending_threads_share_keep_alive_connections_up_to_one_each() -> None:
     sender = Sender(make_settings(dispatcher_concurrency=4))
     with Receiver() as receiver, ThreadPoolExecutor(4) as pool:
