@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common import logs
 from common.db.models import FINAL_STATUSES, PENDING, SUB_ACTIVE, SUB_DISABLED, Delivery
 from common.errors import DecodeError, TransportError
 from common.metrics import Metrics
@@ -331,15 +332,21 @@ class _Consuming:
                 return
 
     def _work(self, message: Message, delivery: DeliveryMessage) -> None:
-        try:
-            outcome = self._dispatcher.deliver(message, delivery)
-        except SQLAlchemyError as exc:
-            # The database is gone, so settling would fail too: end the session unsettled.
-            self._settler.fail(exc)
-            return
-        except Exception as exc:
-            log.exception("delivery crashed", extra={"delivery_id": delivery.delivery_id})
-            outcome = self._dispatcher.failed(message, delivery, exc)
+        # Every line logged for this attempt (sender, gate, cache) names its delivery.
+        with logs.bound(
+            delivery_id=delivery.delivery_id, event_id=delivery.event_id,
+            subscription_id=delivery.subscription_id, tenant_id=delivery.tenant,
+            attempt=delivery.attempt,
+        ):  # fmt: skip
+            try:
+                outcome = self._dispatcher.deliver(message, delivery)
+            except SQLAlchemyError as exc:
+                # The database is gone, so settling would fail too: end the session unsettled.
+                self._settler.fail(exc)
+                return
+            except Exception as exc:
+                log.exception("delivery crashed")
+                outcome = self._dispatcher.failed(message, delivery, exc)
         self._settler.put(outcome)
 
 

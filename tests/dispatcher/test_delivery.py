@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
+from common import logs
 from common.db.models import DEAD, SUB_DISABLED, SUCCEEDED, Attempt, Delivery, Subscription
 from common.signing import verify
 from common.transport import MemoryTransport
 from common.transport import topology as tp
 from common.transport.topology import Queue, Topology
 from common.wire import DeliveryMessage, Event, decode
+from dispatcher.sender import Sender, SendResult
+from dispatcher.subscriptions import Endpoint
+from dispatcher.worker import Dispatcher
 from hookline.receiver import Receiver, Reply
 from tests import builders
-from tests.dispatcher.conftest import Harness, make_settings, wait_until
+from tests.dispatcher.conftest import DEV_BOX, Harness, make_settings, wait_until
 
 DEAD_TAP = "test.dead.tap"
 
@@ -213,3 +219,34 @@ def test_a_huge_response_body_is_truncated(db: Any) -> None:
             wait_until(lambda: finished(harness, message.delivery_id, SUCCEEDED))
     [attempt] = attempts(harness, message.delivery_id)
     assert attempt.response_body == "a" * 1000
+
+
+class _CrashingSender(Sender):
+    def send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
+        raise RuntimeError("a bug in the sender")
+
+
+def test_lines_logged_during_a_delivery_name_it(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure("json")
+        message, _ = given_delivery(harness, "http://127.0.0.1:9/never")
+        dispatcher = Dispatcher(
+            harness.settings, harness.transport, harness.db, harness.metrics,
+            secret_box=DEV_BOX, sender=_CrashingSender(harness.settings),
+        )  # fmt: skip
+        with harness.running(dispatcher):
+            harness.publish(message)
+            wait_until(lambda: delivery_row(harness, message.delivery_id).attempts == 1)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    [crash] = [line for line in lines if line["msg"] == "delivery crashed"]
+    assert (crash["delivery_id"], crash["event_id"], crash["subscription_id"]) == (
+        message.delivery_id, message.event_id, message.subscription_id,
+    )  # fmt: skip
+    assert (crash["tenant_id"], crash["attempt"]) == (message.tenant, 1)
