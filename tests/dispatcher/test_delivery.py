@@ -22,7 +22,8 @@ from dispatcher.subscriptions import Endpoint
 from dispatcher.worker import Dispatcher
 from hookline.receiver import Receiver, Reply
 from tests import builders
-from tests.dispatcher.conftest import DEV_BOX, Harness, make_settings, wait_until
+from tests.builders import DEV_BOX
+from tests.dispatcher.conftest import Harness, make_settings, wait_until
 
 DEAD_TAP = "test.dead.tap"
 
