@@ -33,9 +33,7 @@ def upgrade() -> None:
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("disabled_reason", sa.String(length=32), nullable=True))
         batch_op.add_column(
-            sa.Column(
-                "failing_since", common.db.types.UtcDateTime(timezone=True), nullable=True
-            )
+            sa.Column("failing_since", common.db.types.UtcDateTime(timezone=True), nullable=True)
         )
         # The server default fills the rows that exist already.
         batch_op.add_column(
