@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import SUB_DISABLED, Subscription
@@ -24,7 +24,8 @@ from common.wire import utcnow
 # Rows committed a little after a refresh read, with an earlier `updated_at` (clock skew
 # between hosts, long transactions), are still seen by the next refresh.
 REFRESH_OVERLAP = timedelta(seconds=5)
-# A row deleted outright never shows up as changed; a bounded age makes it vanish too.
+# Deletes are noticed by the refresh's row count; an entry also expires after this age,
+# for what the count cannot tell (a delete and an insert between two refreshes).
 MAX_ENTRY_AGE_S = 300.0
 
 
@@ -89,6 +90,7 @@ class SubscriptionCache:
         self._refreshing = threading.Lock()
         self._watermark = utcnow()
         self._refreshed_at = time.monotonic()
+        self._count: int | None = None  # rows in the table at the last refresh
 
     def get(self, subscription_id: str) -> Endpoint | None:
         """The subscription, loading it on first use; None if no such row exists."""
@@ -137,11 +139,29 @@ class SubscriptionCache:
             with self._sessionmaker() as session:
                 with self._lock:
                     held = set(self._entries)
-                rows = session.scalars(
-                    select(Subscription).where(Subscription.updated_at >= since)
+                # The table's row count rides along (one row even when nothing changed): a
+                # deleted row never shows up as changed, but the count tells it went away.
+                total = select(func.count().label("n")).select_from(Subscription).subquery()
+                found = session.execute(
+                    select(total.c.n, Subscription)
+                    .select_from(total)
+                    .outerjoin(Subscription, Subscription.updated_at >= since)
                 ).all()
+                count = int(found[0][0])
+                rows = [row for _, row in found if row is not None]
                 loaded = [_endpoint(row, self._box) for row in rows if row.id in held]
+                gone: set[str] = set()
+                if self._count is not None and count != self._count and held:
+                    present = set(
+                        session.scalars(select(Subscription.id).where(Subscription.id.in_(held)))
+                    )
+                    gone = held - present
+                self._count = count
             self._store(loaded)
+            if gone:
+                with self._lock:
+                    for subscription_id in gone:
+                        self._entries.pop(subscription_id, None)
             self._watermark = started
             self._refreshed_at = time.monotonic()
         finally:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, delete, event, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import SUB_DISABLED, Subscription
@@ -78,6 +78,25 @@ def test_a_refresh_is_one_query_for_changed_rows(
     assert endpoint is not None and endpoint.url == "http://b.test/h"
     assert selects_from(statements, "subscriptions") == 1
     assert cache.get(other_id) is not None
+    assert selects_from(statements, "subscriptions") == 1
+
+
+def test_a_deleted_subscription_is_forgotten_at_the_next_refresh(
+    db: sessionmaker[Session], statements: list[str]
+) -> None:
+    sub_id, _ = given_subscription(db)
+    kept_id, _ = given_subscription(db)
+    cache = SubscriptionCache(db, DEV_BOX, refresh_s=0.05)
+    time.sleep(0.06)
+    assert cache.get(sub_id) is not None and cache.get(kept_id) is not None
+    with db() as session, session.begin():
+        session.execute(delete(Subscription).where(Subscription.id == sub_id))
+    time.sleep(0.06)
+    assert cache.get(sub_id) is None
+    assert cache.get(kept_id) is not None
+    time.sleep(0.06)
+    statements.clear()
+    cache.get(kept_id)  # nothing changed since: the refresh is one query again
     assert selects_from(statements, "subscriptions") == 1
 
 
