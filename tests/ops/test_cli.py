@@ -74,13 +74,13 @@ def statuses(world: dict[str, Any]) -> dict[str, str]:
 def test_dlq_list_prints_json_for_scripts_and_filters(world: dict[str, Any]) -> None:
     result = invoke("dlq", "list", "--subscription", world["a"], "-o", "json")
     assert result.exit_code == 0, result.output
-    assert {row["id"] for row in json.loads(result.output)["data"]} == set(world["dead_a"])
+    assert {row["id"] for row in json.loads(result.stdout)["data"]} == set(world["dead_a"])
 
 
 def test_dlq_list_pages_with_the_cursor(world: dict[str, Any]) -> None:
-    first = json.loads(invoke("dlq", "list", "--limit", "3", "-o", "json").output)
+    first = json.loads(invoke("dlq", "list", "--limit", "3", "-o", "json").stdout)
     second = json.loads(
-        invoke("dlq", "list", "--limit", "3", "--cursor", first["next_cursor"], "-o", "json").output
+        invoke("dlq", "list", "--limit", "3", "--cursor", first["next_cursor"], "-o", "json").stdout
     )
     seen = [r["id"] for r in first["data"] + second["data"]]
     assert sorted(seen) == sorted(world["dead_a"] + world["dead_b"])
@@ -89,20 +89,20 @@ def test_dlq_list_pages_with_the_cursor(world: dict[str, Any]) -> None:
 
 def test_dlq_list_summary_groups_by_reason(world: dict[str, Any]) -> None:
     result = invoke("dlq", "list", "--summary", "-o", "json")
-    assert json.loads(result.output)["by_reason"] == {"max_attempts": 3, "endpoint_disabled": 1}
+    assert json.loads(result.stdout)["by_reason"] == {"max_attempts": 3, "endpoint_disabled": 1}
     table = invoke("dlq", "list", "--summary")
     assert table.exit_code == 0 and "max_attempts" in table.output
 
 
 def test_dlq_list_reason_poison_shows_raw_bodies(world: dict[str, Any]) -> None:
     result = invoke("dlq", "list", "--reason", "poison", "-o", "json")
-    (row,) = json.loads(result.output)["data"]
+    (row,) = json.loads(result.stdout)["data"]
     assert (row["id"], row["body"], row["error"]) == ("psn_1", "{not json", "Event: bad")
 
 
 def test_dlq_show_prints_the_attempts_and_headers(world: dict[str, Any]) -> None:
     result = invoke("dlq", "show", world["dead_a"][0], "-o", "json")
-    shown = json.loads(result.output)
+    shown = json.loads(result.stdout)
     assert shown["status"] == DEAD and shown["headers"]["webhook-id"] == shown["event_id"]
     assert invoke("dlq", "show", "dlv_nope").exit_code == 1
 
@@ -111,7 +111,7 @@ def test_replay_dry_run_changes_nothing(world: dict[str, Any]) -> None:
     before = statuses(world)
     result = invoke("replay", "start", "--subscription", world["a"], "--dry-run", "-o", "json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["total"] == 3
+    assert json.loads(result.stdout)["total"] == 3
     assert statuses(world) == before
     with world["sessions"]() as session:
         assert session.scalars(select(ReplayJob)).all() == []
@@ -139,7 +139,7 @@ def test_replay_start_runs_the_job_and_status_reports_it(world: dict[str, Any]) 
         actors = set(session.scalars(select(AuditEntry.actor)))
     assert (job.state, job.done) == ("completed", 3)
     assert all(actor.startswith("cli:") for actor in actors)
-    status = json.loads(invoke("replay", "status", job.id, "-o", "json").output)
+    status = json.loads(invoke("replay", "status", job.id, "-o", "json").stdout)
     assert (status["state"], status["todo"], status["done"]) == ("completed", 0, 3)
 
 
@@ -165,4 +165,4 @@ def test_dlq_purge_needs_a_filter_and_confirmation(world: dict[str, Any]) -> Non
 def test_gc_reports_what_it_removed(world: dict[str, Any]) -> None:
     result = invoke("gc", "--older-than", "30d")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["deliveries"] == 0  # everything here is young or dead
+    assert json.loads(result.stdout)["deliveries"] == 0  # everything here is young or dead
