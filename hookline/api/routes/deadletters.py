@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
-from common.db.models import Attempt, Delivery, EventRow, PoisonMessage
+from common.db.models import Delivery, EventRow, PoisonMessage
 from dispatcher import deadfilter, deadview, poison
 from dispatcher.deadfilter import DeadFilter, FilterError
 from hookline.api.auth import DELIVERIES_READ, DELIVERIES_REPLAY
@@ -25,7 +25,7 @@ from hookline.api.ops_schemas import (
     StatusClass,
 )
 from hookline.api.opsauth import Caller, caller
-from hookline.api.schemas import AttemptOut
+from hookline.api.routes.deliveries import attempt_out
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
 ERRORS = documented(401, 403, 404, 422, 503)
@@ -203,18 +203,6 @@ def _event_out(row: EventRow | None) -> EventOut | None:
     )
 
 
-def _attempt_out(row: Attempt) -> AttemptOut:
-    return AttemptOut(
-        attempt=row.attempt,
-        outcome=row.outcome,
-        status_code=row.status_code,
-        duration_s=row.duration_s,
-        error=row.error,
-        response_body=row.response_body,
-        created_at=row.created_at,
-    )
-
-
 @router.get("/{delivery_id}", response_model=DeadLetterDetail, responses=ERRORS)
 def get_dead_letter(
     delivery_id: str,
@@ -229,6 +217,6 @@ def get_dead_letter(
     return DeadLetterDetail(
         **dead_letter_out(found.delivery).model_dump(),
         event=_event_out(found.event),
-        attempts=[_attempt_out(a) for a in found.attempts],
+        attempts=[attempt_out(a) for a in found.attempts],
         headers=found.headers,
     )
