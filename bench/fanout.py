@@ -12,14 +12,12 @@ the last receipt, next to the direct-POST baseline of the same run, and CPU per 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench import runs
 from bench.pipeline import publish_backlog, start_services
 from bench.stack import baseline, cpu_per_delivery_us, load_average, stack
 from common.settings import Settings
@@ -72,15 +70,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", type=int, default=10_000)
     args = parser.parse_args()
-    results = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for number in range(args.runs):
-            result = one_run(args, number, Path(workdir))
-            print(json.dumps(result), flush=True)
-            results.append(result)
-    keys = ("deliveries_per_s", "baseline_per_s", "ratio")
-    medians = {k: statistics.median(r[k] for r in results) for k in keys}
-    print(json.dumps({"median": medians, "runs": len(results)}), flush=True)
+    runs.repeat(one_run, args, ("deliveries_per_s", "baseline_per_s", "ratio"))
     return 0
 
 

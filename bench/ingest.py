@@ -22,15 +22,13 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-from bench import transport_publish
+from bench import runs, transport_publish
 from common.settings import Settings
 from common.transport import Outgoing, open_transport, topology
 from common.transport.rabbitmq import RabbitTransport
@@ -194,15 +192,7 @@ def main() -> int:
     parser.add_argument("--batch-events", type=int, default=100_000)
     parser.add_argument("--batch-connections", type=int, default=4)
     args = parser.parse_args()
-    results = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for number in range(args.runs):
-            result = one_run(args, number, Path(workdir))
-            print(json.dumps(result), flush=True)
-            results.append(result)
-    keys = [k for k in results[0] if k not in ("accepted", "queued")]
-    medians = {k: statistics.median(r[k] for r in results) for k in keys}
-    print(json.dumps({"median": medians, "runs": len(results)}), flush=True)
+    runs.repeat(one_run, args, lambda first: [k for k in first if k not in ("accepted", "queued")])
     return 0
 
 

@@ -13,14 +13,12 @@ dispatcher's `Sender` to the same receiver, one at a time (the floor of the HTTP
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench import runs
 from bench.pipeline import open_model, start_services
 from bench.stack import load_average, percentile, stack
 from common.settings import Settings
@@ -85,15 +83,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    results = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for number in range(args.runs):
-            result = one_run(args, number, Path(workdir))
-            print(json.dumps(result), flush=True)
-            results.append(result)
-    keys = ("p50_ms", "p99_ms", "direct_p50_ms", "direct_p99_ms")
-    medians = {k: statistics.median(r[k] for r in results) for k in keys}
-    print(json.dumps({"median": medians, "runs": len(results)}), flush=True)
+    runs.repeat(one_run, args, ("p50_ms", "p99_ms", "direct_p50_ms", "direct_p99_ms"))
     return 0
 
 

@@ -18,14 +18,12 @@ Prints one JSON line per run, then the medians.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench import runs
 from bench.stack import (
     Stack,
     baseline,
@@ -120,15 +118,7 @@ def main() -> int:
     parser.add_argument("--latency-s", type=float, default=20.0)
     parser.add_argument("--baseline", type=int, default=10_000)
     args = parser.parse_args()
-    results = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for number in range(args.runs):
-            result = one_run(args, number, Path(workdir))
-            print(json.dumps(result), flush=True)
-            results.append(result)
-    keys = ("deliveries_per_s", "baseline_per_s", "ratio", "p50_ms", "p99_ms")
-    medians = {k: statistics.median(r[k] for r in results) for k in keys}
-    print(json.dumps({"median": medians, "runs": len(results)}), flush=True)
+    runs.repeat(one_run, args, ("deliveries_per_s", "baseline_per_s", "ratio", "p50_ms", "p99_ms"))
     return 0
 
 
