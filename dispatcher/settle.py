@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Boolean, Table, and_, bindparam, insert, or_, update
+from sqlalchemy import Boolean, Table, and_, bindparam, or_, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db.bulk import insert_rows, recordset, rows_document
 from common.db.models import DEAD, FINAL_STATUSES, RETRYING, SUCCEEDED, Attempt, Delivery
 from common.db.types import UtcDateTime
 from common.metrics import Metrics, status_class
@@ -40,6 +41,7 @@ DEFAULT_POLICY = health.Policy(failing_for=timedelta(days=5), dead_in_a_row=100)
 
 
 _deliveries = cast(Table, Delivery.__table__)
+_attempts = cast(Table, Attempt.__table__)
 # A stale duplicate must not move a final row backwards, nor an earlier attempt a later one.
 # Replays are meant to reopen a final delivery, so they pass.
 _UPDATE_DELIVERY = (
@@ -51,20 +53,33 @@ _UPDATE_DELIVERY = (
             and_(
                 # Not `not_in`: an expanding IN cannot run as one executemany.
                 *(_deliveries.c.status != status for status in FINAL_STATUSES),
-                _deliveries.c.attempts <= bindparam("b_attempt"),
+                _deliveries.c.attempts <= bindparam("b_attempts"),
             ),
         )
     )
     .values(
         status=bindparam("b_status"),
-        attempts=bindparam("b_attempt"),
-        last_status_code=bindparam("b_code"),
-        last_error=bindparam("b_error"),
-        dead_reason=bindparam("b_reason"),
-        next_attempt_at=bindparam("b_next", type_=UtcDateTime()),
-        updated_at=bindparam("b_now", type_=UtcDateTime()),
-        finished_at=bindparam("b_finished", type_=UtcDateTime()),
+        attempts=bindparam("b_attempts"),
+        last_status_code=bindparam("b_last_status_code"),
+        last_error=bindparam("b_last_error"),
+        dead_reason=bindparam("b_dead_reason"),
+        next_attempt_at=bindparam("b_next_attempt_at", type_=UtcDateTime()),
+        updated_at=bindparam("b_updated_at", type_=UtcDateTime()),
+        finished_at=bindparam("b_finished_at", type_=UtcDateTime()),
     )
+)
+# The same update for a whole batch in one statement on PostgreSQL (see common/db/bulk.py).
+_SET_COLUMNS = (
+    "status", "attempts", "last_status_code", "last_error", "dead_reason", "next_attempt_at",
+    "updated_at", "finished_at",
+)  # fmt: skip
+_FINAL_SQL = ", ".join(f"'{status}'" for status in sorted(FINAL_STATUSES))
+_UPDATE_DELIVERIES_PG = text(
+    "UPDATE deliveries AS d SET "
+    + ", ".join(f"{column} = r.{column}" for column in _SET_COLUMNS)
+    + f" FROM {recordset(_deliveries, ('id', *_SET_COLUMNS), {'replay': 'boolean'})}"
+    + f" WHERE d.id = r.id AND (r.replay OR (d.status NOT IN ({_FINAL_SQL})"
+    " AND d.attempts <= r.attempts))"
 )
 
 
@@ -101,6 +116,22 @@ def _onward(outcome: Outcome) -> Outgoing | None:
             headers[tp.H_ERROR] = result.error[:500]
         return Outgoing(tp.DEAD, "", encode(delivery), headers, delivery.delivery_id)
     return None
+
+
+def _update_deliveries(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Move each delivery row on, unless a later attempt or a final state got there first."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(_UPDATE_DELIVERY, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+        return
+    # One row per delivery: of two outcomes for one delivery in a batch (a duplicate
+    # message), the later attempt wins, as it would in statement order.
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        seen = latest.get(row["id"])
+        if seen is None or row["attempts"] >= seen["attempts"]:
+            latest[row["id"]] = row
+    document = rows_document(session, _deliveries, list(latest.values()))
+    session.execute(_UPDATE_DELIVERIES_PG, {"rows": document})
 
 
 class Settler:
@@ -224,16 +255,16 @@ class Settler:
             next_at = None if final else now + timedelta(seconds=decision.delay_s or 0)
             updates.append(
                 {
-                    "b_id": delivery.delivery_id,
-                    "b_replay": delivery.replay,
-                    "b_attempt": delivery.attempt,
-                    "b_status": _STATUS_BY_OUTCOME[decision.outcome],
-                    "b_code": result.status_code,
-                    "b_error": result.error,
-                    "b_reason": decision.reason,
-                    "b_next": next_at,
-                    "b_now": now,
-                    "b_finished": now if final else None,
+                    "id": delivery.delivery_id,
+                    "replay": delivery.replay,
+                    "attempts": delivery.attempt,
+                    "status": _STATUS_BY_OUTCOME[decision.outcome],
+                    "last_status_code": result.status_code,
+                    "last_error": result.error,
+                    "dead_reason": decision.reason,
+                    "next_attempt_at": next_at,
+                    "updated_at": now,
+                    "finished_at": now if final else None,
                 }
             )
             if decision.disable_subscription:
@@ -243,8 +274,8 @@ class Settler:
 
         def write() -> list[health.Disabled]:
             with self._sessionmaker() as session, session.begin():
-                session.execute(insert(Attempt), attempts)
-                session.execute(_UPDATE_DELIVERY, updates)
+                insert_rows(session, _attempts, attempts)
+                _update_deliveries(session, updates)
                 return health.apply(session, streaks, disabled, self._policy, now)
 
         # The batch's messages stay unacked meanwhile; the consumer keeps them, see

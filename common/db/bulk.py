@@ -25,13 +25,20 @@ from common.db.session import insert_ignoring_conflicts
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
+def recordset(table: Table, names: Sequence[str], extra: Mapping[str, str] | None = None) -> str:
+    """The FROM item `json_to_recordset(:rows) AS r(...)`: `names` typed as `table`'s
+    columns, then the `extra` fields (name: SQL type) that are not columns."""
+    fields = [f'"{name}" {table.c[name].type.compile(dialect=_PG)}' for name in names]
+    fields += [f'"{name}" {sql_type}' for name, sql_type in (extra or {}).items()]
+    return f"json_to_recordset(CAST(:rows AS json)) AS r({', '.join(fields)})"
+
+
 def _recordset_insert(table: Table, names: Sequence[str], ignore_conflicts: bool) -> Any:
     columns = ", ".join(f'"{name}"' for name in names)
-    record = ", ".join(f'"{name}" {table.c[name].type.compile(dialect=_PG)}' for name in names)
     conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     return text(
         f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} '
-        f"FROM json_to_recordset(CAST(:rows AS json)) AS r({record}){conflict}"
+        f"FROM {recordset(table, names)}{conflict}"
     )
 
 
@@ -57,15 +64,21 @@ def insert_rows(
         session.execute(statement, list(rows))
         return
     names = list(rows[0])
+    document = rows_document(session, table, rows)
+    session.execute(_recordset_insert(table, names, ignore_conflicts), {"rows": document})
+
+
+def rows_document(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> str:
+    """`rows` as the JSON document a `recordset` reads, bound as the columns would be."""
+    bind = session.get_bind()
     decorated: list[tuple[str, TypeDecorator[Any]]] = [
         (name, column_type)
-        for name in names
-        if isinstance(column_type := table.c[name].type, TypeDecorator)
+        for name in rows[0]
+        if name in table.c and isinstance(column_type := table.c[name].type, TypeDecorator)
     ]
     if decorated:  # e.g. UtcDateTime refuses naive datetimes: the same checks as an insert
         rows = [
             {**row, **{n: t.process_bind_param(row[n], bind.dialect) for n, t in decorated}}
             for row in rows
         ]
-    document = json.dumps(list(rows), default=_plain, separators=(",", ":"))
-    session.execute(_recordset_insert(table, names, ignore_conflicts), {"rows": document})
+    return json.dumps(list(rows), default=_plain, separators=(",", ":"))

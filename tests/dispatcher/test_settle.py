@@ -152,6 +152,31 @@ def test_an_earlier_attempt_does_not_overwrite_a_later_one(harness: Harness) -> 
     assert row(harness.db, delivery.delivery_id).attempts == 3
 
 
+def test_two_outcomes_of_one_delivery_in_a_batch_end_as_the_later_attempt(
+    harness: Harness,
+) -> None:
+    # A duplicate message settled in the same batch as its successor: the bulk update on
+    # PostgreSQL takes one row per delivery, and must pick the later attempt.
+    [delivery] = given(harness, 1)
+    harness.publish(delivery)
+    consumer, [first, duplicate] = taken(harness, 2)
+    later = delivery.model_copy(update={"attempt": 2})
+    settler(harness, consumer).settle(
+        [
+            Attempted(first, later, SUCCESS, SendResult(200, 0.1), NOW),
+            Attempted(
+                duplicate, delivery, Decision("retry", delay_s=0.1), SendResult(500, 0.1), NOW
+            ),
+        ]
+    )
+    found = row(harness.db, delivery.delivery_id)
+    assert (found.status, found.attempts, found.last_status_code) == (SUCCEEDED, 2, 200)
+    with harness.db() as session:  # both attempts are on record
+        assert session.scalar(select(func.count()).select_from(Attempt)) == 2
+    consumer.close()
+    assert harness.depth(tp.DELIVERIES) == 0
+
+
 def test_nothing_is_acked_when_the_publish_fails(db: sessionmaker[Session]) -> None:
     harness = Harness(make_settings(), MemoryTransport(), db)
     [delivery] = given(harness, 1)
