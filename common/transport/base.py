@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,19 @@ class Transport(abc.ABC):
         callers share the connection. Raises `PublishError` when any message was nacked or
         returned as unroutable, `ConnectionLostError` when the connection dropped first.
         """
+
+    def submit(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> Future[None]:
+        """`publish` for callers that must not block (an event loop): the future ends as
+        `publish` would, with None or its error. This default publishes at once on the
+        calling thread, which suits a broker in the same process."""
+        future: Future[None] = Future()
+        try:
+            self.publish(messages, timeout_s=timeout_s)
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+        return future
 
     @abc.abstractmethod
     def consume(self, queue: str, *, prefetch: int) -> Consumer:

@@ -324,3 +324,19 @@ def test_queue_depth_and_purge(transport: Transport) -> None:
         transport.queue_depth("hookline.nowhere")
     with pytest.raises(TopologyError):
         transport.purge("hookline.nowhere")
+
+
+def test_submit_settles_its_future_once_the_messages_are_confirmed(transport: Transport) -> None:
+    futures = [transport.submit([delivery(n), delivery(n + 100)], timeout_s=5) for n in range(10)]
+
+    for future in futures:
+        assert future.result(timeout=10) is None
+    assert transport.queue_depth(DELIVERIES) == 20
+
+
+def test_submit_reports_a_failed_publish_through_its_future(transport: Transport) -> None:
+    future = transport.submit([Outgoing(DELIVERIES, "no-such-key", b"{}")], timeout_s=5)
+
+    with pytest.raises(PublishError, match="unroutable"):
+        future.result(timeout=10)
+    assert transport.submit([], timeout_s=5).result(timeout=1) is None

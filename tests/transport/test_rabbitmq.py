@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
+import pika
 import pytest
 
 from common.errors import ConnectionLostError, TransportError
@@ -183,3 +184,60 @@ def test_an_unreachable_broker_raises_connection_lost_after_the_budget(operation
         else:
             transport.queue_depth(DELIVERIES)
     transport.close()
+
+
+@pytest.mark.rabbitmq
+def test_submit_connects_off_the_callers_thread_and_after_a_drop(
+    rabbit: RabbitTransport, rabbitmq_url: str
+) -> None:
+    first = rabbit.submit([delivery(1)], timeout_s=10)  # no connection yet: a helper connects
+    first.result(timeout=15)
+    close_connections(rabbitmq_url)
+    wait_until(lambda: not publisher_threads())
+
+    rabbit.submit([delivery(2)], timeout_s=10).result(timeout=15)
+
+    assert rabbit.queue_depth(DELIVERIES) == 2
+    assert len(publisher_threads()) == 1
+
+
+def _pika_frames(channel: int, message: Outgoing, correlation_id: str, body_max: int) -> bytes:
+    properties = pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent,
+        headers=dict(message.headers) or None,
+        message_id=message.message_id,
+        correlation_id=correlation_id,
+    )
+    method = pika.spec.Basic.Publish(
+        exchange=message.exchange, routing_key=message.routing_key, mandatory=True
+    )
+    frames = [
+        pika.frame.Method(channel, method).marshal(),
+        pika.frame.Header(channel, len(message.body), properties).marshal(),
+    ]
+    for start in range(0, len(message.body), body_max):
+        frames.append(pika.frame.Body(channel, message.body[start : start + body_max]).marshal())
+    return b"".join(frames)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Outgoing("hookline.events", "order.created", b'{"id": "evt_1"}', {}, "evt_1"),
+        Outgoing("hookline.deliveries", "delivery", b"{}", {}, None),
+        Outgoing("", "q", b""),
+        Outgoing(
+            "hookline.dead", "", "é".encode() * 300,
+            {"x-reason": "max_attempts", "n": 3, "ok": True, "nested": {"a": [1, "b"]}}, "dlv_é",
+        ),
+    ],
+)  # fmt: skip
+def test_publish_frames_are_the_bytes_pika_marshals(message: Outgoing) -> None:
+    from common.transport.rabbitmq import _Frames
+
+    body_max = 128  # small, so that the long body spans several body frames
+    frames = _Frames(channel=3, body_max=body_max)
+
+    for tag in ("1", "12345"):
+        assert frames.publish(message, tag) == _pika_frames(3, message, tag, body_max)
