@@ -25,7 +25,7 @@ from common.transport import topology as tp
 from common.wire import Event, decode, encode
 from router.index import Target
 from router.loader import IndexLoader
-from router.persist import Routed, persist_batch
+from router.persist import Key, Routed, persist_batch
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,17 @@ class Router:
         self._batch_size = batch_size
         self._loader = IndexLoader(sessionmaker, settings.subscription_refresh_s)
         self._stop = threading.Event()  # the running session's stop flag, once `run` starts
+        # Events whose rows this process may have committed but whose delivery messages are
+        # not confirmed yet: routed again (a retry after an unclear commit, one by one after
+        # a failed batch), they are published although their id is known. Routing thread only.
+        self._unpublished: set[Key] = set()
 
     def run(self, stop: threading.Event) -> None:
         """Route until `stop` is set; raises when the broker goes away, or the database
         stays away longer than `retry_database` waits."""
         self._stop = stop
+        # A new session: the last one's unacked messages all come back marked redelivered.
+        self._unpublished.clear()
         self._transport.declare(tp.build(self._settings.retry_delays_s))
         self._loader.current(force=True)
         consumer = self._transport.consume(tp.EVENTS, prefetch=self._batch_size * 2)
@@ -139,12 +145,18 @@ class Router:
 
     def _route(self, batch: Sequence[Message], consumer: Consumer) -> None:
         events: list[Event] = []
+        redelivered: set[Key] = set()
         poisoned: list[Outgoing] = []
         for message in batch:
             try:
-                events.append(decode(Event, message.body))
+                event = decode(Event, message.body)
             except DecodeError as exc:
                 poisoned.append(poison_copy(message, "undecodable", str(exc)))
+                continue
+            events.append(event)
+            if message.redelivered or message.delivery_count:
+                redelivered.add((event.tenant, event.id))
+        keys = {(e.tenant, e.id) for e in events}
 
         def match_and_persist() -> tuple[list[tuple[Event, list[Target]]], list[Routed]]:
             index = self._loader.current()
@@ -152,8 +164,13 @@ class Router:
                 (e, [t for t in index.match(e.tenant, e.type, e.operation) if wants(t, e)])
                 for e in events
             ]
+            # Read on every try: a try whose commit failed may have committed after all.
+            recover = redelivered | (keys & self._unpublished)
             with self._sessionmaker() as session, session.begin():
-                return routed, persist_batch(session, routed)
+                out = persist_batch(session, routed, recover)
+                # Owed from the commit on (this block's exit) until the publish below.
+                self._unpublished.update((r.message.tenant, r.message.event_id) for r in out)
+            return routed, out
 
         # In place, on this thread: the consuming thread keeps the batch unacked and the
         # connection pumped, so a database outage costs no redelivery (see retry_database).
@@ -169,6 +186,7 @@ class Router:
             for r in out
         ]
         self._transport.publish(outgoing + poisoned, timeout_s=self._settings.publish_timeout_s)
+        self._unpublished.difference_update(keys)
         consumer.ack_many(batch)
         self._metrics.events_routed.inc(len(routed))
         self._metrics.deliveries_enqueued.labels(origin="new").inc(len(outgoing))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from sqlalchemy import event as sqla_event
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import PENDING, SUCCEEDED, Delivery, EventRow
 from common.db.session import make_engine, make_sessionmaker
+from common.errors import ConnectionLostError
 from common.metrics import Metrics
 from common.settings import Settings
 from common.transport import MemoryTransport, Message, Outgoing
@@ -53,6 +56,30 @@ def running_router(sessions: sessionmaker[Session], transport: MemoryTransport) 
 
 def publish(transport: MemoryTransport, event: Event) -> None:
     transport.publish([Outgoing(tp.EVENTS, event.type, encode(event), {}, event.id)])
+
+
+class BrokenPublish(MemoryTransport):
+    """The in-memory broker, whose next `failures` publishes of deliveries raise `error`."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        super().__init__()
+        self.failures = 0
+        self._error = error or ConnectionLostError("broker connection lost")
+
+    def publish(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> None:
+        if self.failures and any(m.exchange == tp.DELIVERIES for m in messages):
+            self.failures -= 1
+            raise self._error
+        super().publish(messages, timeout_s=timeout_s)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def drain(
@@ -112,7 +139,7 @@ def test_router_persists_event_and_one_delivery_per_matching_subscription(
     assert transport.queue_depth(tp.EVENTS) == 0
 
 
-def test_repeated_event_creates_no_new_rows_and_republishes_only_unfinished_deliveries(
+def test_repeated_event_id_publishes_nothing_while_the_first_deliveries_are_still_queued(
     sessions: sessionmaker[Session], transport: MemoryTransport, running_router: Router
 ) -> None:
     with sessions.begin() as session:
@@ -123,17 +150,121 @@ def test_repeated_event_creates_no_new_rows_and_republishes_only_unfinished_deli
     time.sleep(0.3)  # the index refreshes every 0.1 s
     event = builders.event(tenant_id)
     publish(transport, event)
-    first = [decode(DeliveryMessage, m.body) for m in drain(transport, tp.DELIVERIES, 2)]
-    done = first[0].delivery_id
+    assert wait_for(lambda: transport.queue_depth(tp.DELIVERIES) == 2)
+    publish(transport, event)  # a producer retry: same id, a fresh message
+    publish(transport, builders.event(tenant_id))  # routed after it: the repeat is settled
+    assert wait_for(lambda: transport.queue_depth(tp.DELIVERIES) == 4)
+    time.sleep(0.3)
+    messages = [decode(DeliveryMessage, m.body) for m in drain(transport, tp.DELIVERIES, 4)]
+    assert sorted(m.event_id for m in messages).count(event.id) == 2
+    assert len({m.delivery_id for m in messages}) == 4
+    assert transport.queue_depth(tp.EVENTS) == 0
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 4
+        assert session.scalar(select(func.count()).select_from(EventRow)) == 2
+
+
+def test_router_that_lost_the_broker_after_commit_republishes_unfinished_deliveries(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The crash window: rows committed, delivery messages never confirmed, event unacked."""
+    transport = BrokenPublish()
+    transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
     with sessions.begin() as session:
-        session.execute(update(Delivery).where(Delivery.id == done).values(status=SUCCEEDED))
+        tenant = builders.tenant(session)
+        for path in ("a", "b"):
+            builders.subscription(session, tenant.id, f"http://127.0.0.1:1/{path}")
+        tenant_id = tenant.id
+    event = builders.event(tenant_id)
     publish(transport, event)
-    again = drain(transport, tp.DELIVERIES, 1)
-    assert decode(DeliveryMessage, again[0].body).delivery_id == first[1].delivery_id
-    assert again[0].headers.get(tp.H_RECHECK) == 1
+    transport.failures = 1
+    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, Metrics())
+    with pytest.raises(ConnectionLostError):
+        router.run(threading.Event())
+    assert transport.queue_depth(tp.DELIVERIES) == 0
+    assert transport.queue_depth(tp.EVENTS) == 1  # back, marked redelivered
+    with sessions.begin() as session:
+        rows = session.scalars(select(Delivery).order_by(Delivery.id)).all()
+        assert [r.status for r in rows] == [PENDING, PENDING]
+        done, unfinished = rows[0].id, rows[1].id
+        session.execute(update(Delivery).where(Delivery.id == done).values(status=SUCCEEDED))
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        (again,) = drain(transport, tp.DELIVERIES, 1)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert decode(DeliveryMessage, again.body).delivery_id == unfinished
+    assert again.headers.get(tp.H_RECHECK) == 1
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 2
         assert session.scalar(select(func.count()).select_from(EventRow)) == 1
+
+
+def test_commit_that_reports_a_lost_connection_after_it_went_through_still_publishes(
+    sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    """The retry in place finds the event stored by its own first try and publishes it."""
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
+        tenant_id = tenant.id
+    failures = [1]
+
+    def lose_connection_once(_session: Session) -> None:
+        if failures and failures.pop():
+            raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+
+    sqla_event.listen(sessions, "after_commit", lose_connection_once)
+    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, Metrics())
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        sent = builders.event(tenant_id)
+        publish(transport, sent)
+        (message,) = drain(transport, tp.DELIVERIES, 1)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not failures, "the commit never failed: nothing was tested"
+    assert decode(DeliveryMessage, message.body).event == sent
+    assert transport.queue_depth(tp.DELIVERIES) == 0
+    assert transport.queue_depth(tp.EVENTS) == 0
+
+
+def test_batch_whose_publish_failed_is_published_once_by_the_one_by_one_fallback(
+    sessions: sessionmaker[Session],
+) -> None:
+    transport = BrokenPublish(error=RuntimeError("marshalling failed"))
+    transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
+        tenant_id = tenant.id
+    events = [builders.event(tenant_id) for _ in range(5)]
+    for sent in events:
+        publish(transport, sent)
+    transport.failures = 1
+    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, Metrics())
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        messages = drain(transport, tp.DELIVERIES, 5)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert transport.failures == 0, "the publish never failed: nothing was tested"
+    assert sorted(decode(DeliveryMessage, m.body).event_id for m in messages) == sorted(
+        e.id for e in events
+    )
+    assert transport.queue_depth(tp.DELIVERIES) == 0
+    assert transport.queue_depth(tp.POISON) == 0
 
 
 def test_undecodable_event_goes_to_poison_with_raw_body_and_the_queue_keeps_flowing(
