@@ -66,6 +66,12 @@ def retry_database(
     (re-raising) after `bound_s`, or at the next try once `abandon` is set.
     """
 
+    try:  # the usual case, without building a Retrying (hot paths call this per message)
+        return call()
+    except Exception as exc:
+        if not database_away(exc):
+            raise
+
     def give_up(state: RetryCallState) -> bool:
         elapsed_s = state.seconds_since_start or 0.0
         return (abandon is not None and abandon.is_set()) or elapsed_s >= bound_s

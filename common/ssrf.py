@@ -4,6 +4,7 @@ every attempt, and the request goes to the address that was checked (no DNS rebi
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def numeric_host(host: str) -> IPAddress | None:
     """The address a numeric host denotes, in any form a C resolver accepts.
 
@@ -121,6 +123,7 @@ class Target:
     address: str
 
 
+@functools.lru_cache(maxsize=4096)
 def _allowed(address: IPAddress, allow_private: bool) -> bool:
     if is_public(address):
         return True
@@ -159,6 +162,18 @@ def check_url(
     The returned `Target.address` is the one to connect to: callers pin the connection to
     it, so a second DNS answer cannot send the request elsewhere.
     """
+    scheme, host, port = _parts(url, allow_private=allow_private, allow_http=allow_http)
+    addresses = _addresses(host, port, resolver)
+    for address in addresses:
+        if not _allowed(address, allow_private):
+            raise UnsafeTargetError(f"host {host!r} resolves to a non-public address")
+    return Target(url=url, scheme=scheme, host=host, port=port, address=str(addresses[0]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parts(url: str, *, allow_private: bool, allow_http: bool) -> tuple[str, str, int]:
+    """The checks that depend on the URL alone (the dispatcher repeats them per attempt,
+    so they are remembered): scheme, host and port, or `UnsafeTargetError`."""
     if any(ch in url for ch in "\r\n\t\0 \\"):
         raise UnsafeTargetError("invalid URL: it contains whitespace, control or backslash")
     try:
@@ -177,9 +192,5 @@ def check_url(
         raise UnsafeTargetError("URL has no host")
     if "%" in host:
         raise UnsafeTargetError("invalid URL: zone ids and percent-encoded hosts are refused")
-    port = port or (443 if parts.scheme == "https" else 80)
-    addresses = _addresses(host, port, resolver)
-    for address in addresses:
-        if not _allowed(address, allow_private):
-            raise UnsafeTargetError(f"host {host!r} resolves to a non-public address")
-    return Target(url=url, scheme=parts.scheme, host=host, port=port, address=str(addresses[0]))
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+

@@ -6,19 +6,14 @@ connections, a bug here): the caller always has something to record.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
-
-from urllib3 import Timeout
-from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import NewConnectionError
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
-from urllib3.response import BaseHTTPResponse
+from urllib.parse import quote, urlsplit
 
 from common import __version__
 from common.errors import UnsafeTargetError
@@ -26,13 +21,12 @@ from common.settings import Settings
 from common.signing import signature_header
 from common.ssrf import Resolver, Target, check_url, system_resolver
 from common.wire import DeliveryMessage, Event, utcnow
-from dispatcher.connection import Deadline, Pools, Watchdog
+from dispatcher.connection import DeadlineExceeded, Pools, ProtocolError
 from dispatcher.subscriptions import Endpoint
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"Hookline/{__version__}"
-READ_CHUNK_BYTES = 64 * 1024
 # Headers Hookline owns; a subscription's static headers cannot replace them.
 RESERVED_HEADERS = frozenset(
     {
@@ -102,6 +96,7 @@ def build_headers(
     return headers
 
 
+@functools.lru_cache(maxsize=4096)
 def request_target(target: Target) -> tuple[str, str]:
     """The path (with query, without fragment) to request, and the Host header value."""
     parts = urlsplit(target.url)
@@ -110,6 +105,29 @@ def request_target(target: Target) -> tuple[str, str]:
     if target.port != (443 if target.scheme == "https" else 80):
         host = f"{host}:{target.port}"
     return path, host
+
+
+_PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+_HEADER_FORBIDDEN = frozenset("\r\n\0")
+_NAME_FORBIDDEN = frozenset(" \t:\r\n\0")
+
+
+def request_bytes(path: str, host: str, headers: Mapping[str, str], body: bytes) -> bytes:
+    """The whole request, head and body, as one write. Raises `ValueError` for a header
+    that would break the head (a CR or LF, say, in a subscription's static header)."""
+    if not (path.isascii() and path.isprintable()) or " " in path:
+        path = quote(path, safe=_PATH_SAFE)  # as browsers and urllib3 do with such paths
+    lines = [f"POST {path} HTTP/1.1", f"host: {host}"]
+    for name, value in headers.items():
+        if not name or _NAME_FORBIDDEN.intersection(name) or _HEADER_FORBIDDEN.intersection(value):
+            raise ValueError(f"header {name[:40]!r} holds a character HTTP does not allow")
+        lines.append(f"{name}: {value}")
+    lines.append(f"content-length: {len(body)}\r\n\r\n")
+    try:
+        head = "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("a header holds a character outside latin-1") from None
+    return head + body
 
 
 class Sender:
@@ -127,10 +145,8 @@ class Sender:
         self._gate: Gate = gate or OpenGate()
         self._resolver = resolver
         self._verify = verify
-        self._watchdog = Watchdog()
         # One connection per sending thread and target at most, kept alive between POSTs.
         self._pools = Pools(verify=verify, maxsize=settings.dispatcher_concurrency)
-        self._timeout = Timeout(connect=settings.connect_timeout_s, read=settings.request_timeout_s)
 
     def send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
         started = time.monotonic()
@@ -167,75 +183,35 @@ class Sender:
         timestamp = int(time.time())
         secrets = endpoint.secrets_at(utcnow())
         headers = build_headers(endpoint.headers, delivery.event_id, timestamp, body, secrets)
-        path, headers["host"] = request_target(target)
+        path, host = request_target(target)
+        try:
+            request = request_bytes(path, host, headers, body)
+        except ValueError as exc:
+            return SendResult(None, time.monotonic() - started, f"invalid request: {exc}"[:500])
         pool = self._pools.get(target.scheme, target.address, target.port, target.host)
-        deadline_at = started + settings.request_timeout_s
-        with self._watchdog.guard(deadline_at) as deadline:
-            try:
-                response = pool.urlopen(
-                    "POST", path, body=body, headers=headers, retries=False, redirect=False,
-                    timeout=self._timeout, preload_content=False, decode_content=False,
-                    release_conn=False, assert_same_host=False,
-                )  # fmt: skip
-            except (Urllib3Error, OSError) as exc:
-                return SendResult(None, time.monotonic() - started, self._failure(exc, deadline))
-            content, truncated, complete = b"", False, False
-            error: str | None = None
-            try:
-                content, truncated, complete = _read_capped(
-                    response, deadline_at, settings.max_response_bytes
-                )
-                if not complete:
-                    error = self._timeout_message()
-            except (Urllib3Error, OSError) as exc:
-                error = self._failure(exc, deadline)
-            finally:
-                _release(response, reusable=complete and not truncated)
+        try:
+            response = pool.request(
+                request,
+                connect_timeout_s=settings.connect_timeout_s,
+                deadline_at=started + settings.request_timeout_s,
+                limit=settings.max_response_bytes,
+            )
+        except (DeadlineExceeded, TimeoutError):
+            return SendResult(None, time.monotonic() - started, self._timeout_message())
+        except (ProtocolError, OSError) as exc:
+            failure = f"connection failed: {type(exc).__name__}: {exc}"[:500]
+            return SendResult(None, time.monotonic() - started, failure)
         return SendResult(
             response.status,
             time.monotonic() - started,
-            error,
-            content,
-            truncated,
+            self._timeout_message() if response.timed_out else response.error,
+            response.body,
+            response.truncated,
             response.headers.get("retry-after"),
         )
-
-    def _failure(self, exc: BaseException, deadline: Deadline) -> str:
-        # urllib3 derives a refused connection (NewConnectionError) from its timeout class.
-        timed_out = isinstance(exc, Urllib3Timeout) and not isinstance(exc, NewConnectionError)
-        if deadline.expired or timed_out:
-            return self._timeout_message()
-        return f"connection failed: {type(exc).__name__}: {exc}"[:500]
 
     def _timeout_message(self) -> str:
         return f"timeout: no complete response within {self._settings.request_timeout_s:g} s"
 
     def close(self) -> None:
         self._pools.close()
-        self._watchdog.close()
-
-
-def _read_capped(
-    response: BaseHTTPResponse, deadline_at: float, limit: int
-) -> tuple[bytes, bool, bool]:
-    """(body, truncated, complete): read until the end, `limit` bytes or the deadline."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        if time.monotonic() >= deadline_at:
-            return b"".join(chunks), False, False
-        # One byte past the limit tells a body of exactly `limit` bytes from a longer one.
-        chunk = response.read1(min(READ_CHUNK_BYTES, limit + 1 - size))
-        if not chunk:
-            return b"".join(chunks), False, True
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True, True
-
-
-def _release(response: BaseHTTPResponse, *, reusable: bool) -> None:
-    """Give the connection back to the pool, closed unless the answer was read to its end."""
-    if not reusable:
-        response.close()
-    response.release_conn()

@@ -23,7 +23,7 @@ from standardwebhooks import Webhook
 from common.signing import new_secret
 from common.ssrf import Target
 from common.wire import DeliveryMessage, Event
-from dispatcher.connection import Pools, Watchdog, host_name
+from dispatcher.connection import Pools, host_name
 from dispatcher.sender import (
     USER_AGENT,
     Sender,
@@ -257,21 +257,6 @@ def test_an_exact_max_size_body_is_complete_and_one_more_byte_is_truncated() -> 
         sender.close()
     assert (exact.body, exact.truncated, exact.complete) == (b"x" * 10, False, True)
     assert (longer.body, longer.truncated, longer.complete) == (b"x" * 10, True, True)
-
-
-def test_the_watchdog_shuts_down_a_socket_past_its_deadline() -> None:
-    watchdog = Watchdog(tick_s=0.01)
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        client = socket.create_connection(server.getsockname())
-        client.settimeout(30)
-        with watchdog.guard(time.monotonic() + 0.1) as deadline:
-            deadline.watch(client)
-            assert client.recv(1) == b""  # returns at the deadline, not after 30 s
-        assert deadline.expired
-        client.close()
-    watchdog.close()
 
 
 # --- https: a real TLS server on 127.0.0.1 with a certificate for NAME only ----------------
