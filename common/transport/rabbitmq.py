@@ -444,17 +444,27 @@ class RabbitConsumer(Consumer):
                         f"message {number} was already settled (PRECONDITION_FAILED)"
                     )
             self._unsettled.difference_update(numbers)
+            # Every tag below the lowest one still unsettled is settled, and the frames
+            # that settle the others were queued before these (under this lock): so one
+            # `multiple` ack up to there covers exactly this batch's tags below it.
+            floor = min(self._unsettled, default=None)
+            below = [n for n in numbers if floor is None or n < floor]
+            ack = functools.partial(self._ack_all, max(below, default=0), numbers)
             owner = threading.current_thread() is self._owner
             with contextlib.suppress(amqp.AMQPError):
                 if not owner:
-                    self._conn.add_callback_threadsafe(functools.partial(self._ack_all, numbers))
+                    self._conn.add_callback_threadsafe(ack)
         if owner:
             with contextlib.suppress(amqp.AMQPError):
-                self._ack_all(numbers)
+                ack()
 
-    def _ack_all(self, numbers: list[int]) -> None:
+    def _ack_all(self, upto: int, numbers: list[int]) -> None:
+        """One ack with `multiple` for the tags up to `upto`, one each for the rest."""
+        if upto and self._channel.is_open:
+            self._channel.basic_ack(upto, multiple=True)
         for number in numbers:
-            self._apply(number, None)
+            if number > upto:
+                self._apply(number, None)
 
     def reject(self, message: Message, *, requeue: bool) -> None:
         self._owner_of(message)._settle(message.tag.number, requeue)
