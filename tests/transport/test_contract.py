@@ -228,6 +228,32 @@ def test_ack_many_from_another_thread_settles_the_whole_batch(transport: Transpo
     assert transport.queue_depth(DELIVERIES) == 0
 
 
+def test_out_of_order_batches_and_rejects_settle_exactly_their_own_messages(
+    transport: Transport,
+) -> None:
+    # RabbitMQ coalesces a batch's acks into one `multiple` ack where it can: it must never
+    # cover a message that is still held, nor one rejected back to the queue.
+    transport.publish([delivery(n) for n in range(10)])
+    consumer = transport.consume(DELIVERIES, prefetch=10)
+    stream = iter(consumer)
+    held = take(stream, 10)
+    consumer.reject(held[1], requeue=True)
+    consumer.ack_many([held[5], held[0], held[2], held[6]])  # 3 and 4 still held
+    worker = threading.Thread(target=consumer.ack_many, args=([held[9], held[4]],))
+    worker.start()
+    worker.join(5)
+    came_back = idle(stream, 0.3)  # pumps the acks out; the requeued m1 may return here
+    consumer.ack_many(came_back)
+    consumer.close()  # 3, 7 and 8 were never settled: back to the queue
+    again = transport.consume(DELIVERIES, prefetch=10)
+    again_stream = iter(again)
+    redelivered = idle(again_stream, 0.5)
+    again.ack_many(redelivered)
+    assert sorted(str(m.message_id) for m in came_back + redelivered) == ["m1", "m3", "m7", "m8"]
+    again.close()
+    assert transport.queue_depth(DELIVERIES) == 0
+
+
 def test_settling_a_message_twice_raises(transport: Transport) -> None:
     transport.publish([delivery()])
     consumer = transport.consume(DELIVERIES, prefetch=1)
