@@ -108,6 +108,13 @@ class Transport(abc.ABC):
             future.set_result(None)
         return future
 
+    def submit_many(
+        self, batches: Sequence[Sequence[Outgoing]], *, timeout_s: float = 30.0
+    ) -> list[Future[None]]:
+        """One `submit` per batch, each settled on its own; implementations may hand them
+        all over to their I/O in one go."""
+        return [self.submit(messages, timeout_s=timeout_s) for messages in batches]
+
     @abc.abstractmethod
     def consume(self, queue: str, *, prefetch: int) -> Consumer:
         """A consumer on `queue` that holds at most `prefetch` unsettled messages."""

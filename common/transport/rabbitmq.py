@@ -228,15 +228,17 @@ class _Publisher:
         if self._open_error is not None:
             raise self._open_error
 
-    def hand_over(self, batch: _Batch) -> None:
-        """Queue `batch` for the I/O thread; it is settled there (or at once if dead)."""
+    def hand_over(self, batches: Sequence[_Batch]) -> None:
+        """Queue `batches` for the I/O thread; they are settled there (or at once if dead)."""
         with self._lock:
             if not self.dead:
-                self._inbox.append(batch)
-                if len(self._inbox) == 1:  # later arrivals ride on the same wake-up
+                woken = bool(self._inbox)  # later arrivals ride on the same wake-up
+                self._inbox.extend(batches)
+                if not woken:
                     self._conn.ioloop.add_callback_threadsafe(self._take_inbox)
                 return
-        batch.settle(ConnectionLostError("the publisher connection is closed"), final=True)
+        for batch in batches:
+            batch.settle(ConnectionLostError("the publisher connection is closed"), final=True)
 
     def stop(self) -> None:
         with self._lock:
@@ -579,36 +581,47 @@ class RabbitTransport(Transport):
 
     def _publish_once(self, messages: Sequence[Outgoing], deadline: float) -> _Batch:
         batch = _Batch(messages)
-        self._live_publisher(deadline).hand_over(batch)
+        self._live_publisher(deadline).hand_over([batch])
         if not batch.done.wait(max(0.0, deadline - time.monotonic())):
             raise PublishError(f"no confirm for {len(messages)} message(s) in time")
         return batch
 
     def submit(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> Future[None]:
-        """Hand `messages` to the publisher's I/O thread without waiting: the future is
-        settled from there once the broker confirmed them. Only when no connection is open
-        yet (connecting blocks), or a batch was lost before it reached the socket, does a
-        helper thread run the blocking `publish`. The caller bounds its own wait."""
-        future: Future[None] = Future()
-        future.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel it
+        return self.submit_many([messages], timeout_s=timeout_s)[0]
+
+    def submit_many(
+        self, batches: Sequence[Sequence[Outgoing]], *, timeout_s: float = 30.0
+    ) -> list[Future[None]]:
+        """Hand the batches to the publisher's I/O thread in one wake-up, without waiting:
+        each future is settled from there once the broker confirmed its batch. Only when no
+        connection is open yet (connecting blocks), or a batch was lost before it reached
+        the socket, does a helper thread run the blocking `publish`. The caller bounds its
+        own wait."""
         with self._lock:
             publisher = self._publisher
-        if not messages:
-            future.set_result(None)
-        elif publisher is None or publisher.dead:
-            self._in_helper(messages, timeout_s, future)
+        futures: list[Future[None]] = []
+        handed: list[_Batch] = []
+        for messages in batches:
+            future: Future[None] = Future()
+            future.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel it
+            futures.append(future)
+            if not messages:
+                future.set_result(None)
+            elif publisher is None or publisher.dead:
+                self._in_helper(messages, timeout_s, future)
+            else:
+                handed.append(_Batch(messages, functools.partial(self._settled, future, timeout_s)))
+        if publisher is not None and handed:
+            publisher.hand_over(handed)
+        return futures
+
+    def _settled(self, future: Future[None], timeout_s: float, batch: _Batch) -> None:
+        if isinstance(batch.error, ConnectionLostError) and not batch.sent:
+            self._in_helper(batch.messages, timeout_s, future)  # as `publish` retries it
+        elif batch.error is not None:
+            future.set_exception(batch.error)
         else:
-
-            def settled(batch: _Batch) -> None:
-                if isinstance(batch.error, ConnectionLostError) and not batch.sent:
-                    self._in_helper(messages, timeout_s, future)
-                elif batch.error is not None:
-                    future.set_exception(batch.error)
-                else:
-                    future.set_result(None)
-
-            publisher.hand_over(_Batch(messages, settled))
-        return future
+            future.set_result(None)
 
     def _in_helper(
         self, messages: Sequence[Outgoing], timeout_s: float, into: Future[None]

@@ -14,6 +14,7 @@ from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
 from hookline.api import errors
 from hookline.api.deps import Services
+from hookline.api.fast_ingest import FastIngest
 from hookline.api.idempotency import Idempotency, document
 from hookline.api.keycache import KeyCache
 from hookline.api.limits import BodyLimit
@@ -90,4 +91,6 @@ def create_app(
     app.add_middleware(
         BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={"/v1/events/batch": MAX_BATCH_BODY_BYTES}
     )
+    # Outermost: the plain single-event POST is answered before any other layer runs.
+    app.add_middleware(FastIngest, max_bytes=MAX_BODY_BYTES)
     return app

@@ -197,13 +197,19 @@ def require_on_loop(scope: str) -> Callable[..., Awaitable[Principal]]:
         credentials: HTTPAuthorizationCredentials | None = Depends(_api_key),
         services: Services = Depends(get_services),
     ) -> Principal:
-        token = _token(credentials)
-        key = services.key_cache.get(hash_key(token))
-        if key is None:
-            key = await run_in_threadpool(_load, token, services)
+        key = await cached_key(_token(credentials), services)
         return _scoped(_admit(request, key), scope)
 
     return check
+
+
+async def cached_key(token: str, services: Services) -> KeyRecord | None:
+    """The key's record: from the cache on the event loop, else looked up (and cached) on
+    a worker thread; None for a key that does not exist."""
+    key = services.key_cache.get(hash_key(token))
+    if key is None:
+        key = await run_in_threadpool(_load, token, services)
+    return key
 
 
 def require_admin(

@@ -249,3 +249,73 @@ def test_accepted_events_are_counted_on_the_metrics_page(api):
     page = api.client.get("/metrics").text
 
     assert 'hookline_events_ingested_total{result="accepted"} 3.0' in page
+
+
+def test_a_plain_request_is_answered_as_the_full_route_answers(api):
+    # With an Idempotency-Key the request takes the whole middleware and routing stack;
+    # without one `FastIngest` answers it: the client must not be able to tell.
+    tenant_id, headers = api.tenant()
+    event = {"type": "order.paid", "data": {"n": 1}, "timestamp": "2026-05-01T12:00:00Z"}
+
+    full = api.client.post("/v1/events", json=event, headers={**headers, "Idempotency-Key": "k1"})
+    plain = api.client.post("/v1/events", json={**event, "id": "k2"}, headers=headers)
+
+    assert full.status_code == plain.status_code == 202
+    assert full.headers["content-type"] == plain.headers["content-type"] == "application/json"
+    assert full.headers["content-length"] == plain.headers["content-length"]
+    assert (full.json(), plain.json()) == ({"id": "k1"}, {"id": "k2"})
+    published = [event for _, event in api.published()]
+    assert [e.id for e in published] == ["k1", "k2"]
+    assert published[0].model_dump(exclude={"id"}) == published[1].model_dump(exclude={"id"})
+    assert published[1].tenant == tenant_id
+
+
+def test_a_key_revoked_after_it_was_cached_is_refused_at_once(api):
+    tenant_id, headers = api.tenant()
+    event = {"type": "order.paid", "data": {}}
+    assert api.client.post("/v1/events", json=event, headers=headers).status_code == 202
+    (key,) = api.client.get(f"/v1/tenants/{tenant_id}/api-keys", headers=api.admin).json()["data"]
+    api.client.delete(f"/v1/tenants/{tenant_id}/api-keys/{key['id']}", headers=api.admin)
+
+    response = api.client.post("/v1/events", json=event, headers=headers)
+
+    assert "revoked" in assert_error(response, 401, "unauthorized")
+    assert len(api.published()) == 1
+
+
+def test_a_key_restricted_to_other_networks_cannot_publish(make_api):
+    api = make_api(client_address=("192.0.2.7", 40000))
+    tenant_id, _ = api.tenant()
+    created = api.client.post(
+        f"/v1/tenants/{tenant_id}/api-keys",
+        json={"scopes": ["events:write"], "allowed_cidrs": ["10.0.0.0/8"]},
+        headers=api.admin,
+    )
+    auth = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    event = {"type": "order.paid", "data": {}}
+
+    for _ in range(2):  # the second with the key cached
+        response = api.client.post("/v1/events", json=event, headers=auth)
+        assert "address" in assert_error(response, 403, "forbidden")
+    assert api.published() == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain", b'{"type": "order.paid", "data": {}}'),
+        ("application/json", b'{"type": "order paid", "data": {}}'),
+        ("application/json", b'{"type": "order.paid", "data": {}, "tenant": "other"}'),
+        ("application/json", b'{"type": "order.paid", "data": {}'),
+    ],
+)
+def test_a_request_the_fast_path_declines_gets_the_routes_own_answer(api, content_type, body):
+    _, headers = api.tenant()
+    api.client.post("/v1/events", json={"type": "warm.up", "data": {}}, headers=headers)
+
+    response = api.client.post(
+        "/v1/events", content=body, headers={**headers, "Content-Type": content_type}
+    )
+
+    assert_error(response, 422, "validation_error")
+    assert len(api.published()) == 1

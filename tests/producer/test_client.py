@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -24,6 +26,7 @@ class RecordingTransport(MemoryTransport):
     def __init__(self) -> None:
         super().__init__()
         self.publish_calls: list[int] = []
+        self.submit_many_calls: list[int] = []
         self.declare_calls = 0
 
     def declare(self, topology: Topology) -> None:
@@ -33,6 +36,12 @@ class RecordingTransport(MemoryTransport):
     def publish(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> None:
         self.publish_calls.append(len(messages))
         super().publish(messages, timeout_s=timeout_s)
+
+    def submit_many(
+        self, batches: Sequence[Sequence[Outgoing]], *, timeout_s: float = 30.0
+    ) -> list[Future[None]]:
+        self.submit_many_calls.append(len(batches))
+        return super().submit_many(batches, timeout_s=timeout_s)
 
 
 class DisconnectedTransport(MemoryTransport):
@@ -225,3 +234,40 @@ def test_a_producer_leaves_a_given_transport_open(settings, transport):
         producer.publish("order.created", {}, tenant="ten_a")
 
     assert [event.type for _, event in events_waiting(transport)] == ["order.created"]
+
+
+def test_concurrent_publishes_on_a_loop_are_handed_over_together(producer, transport, metrics):
+    producer.declare_topology()  # else the first publishes wait for it on threads
+
+    async def publish_all() -> list[str]:
+        publishes = [
+            producer.publish_async("order.created", {"n": n}, tenant="ten_a") for n in range(50)
+        ]
+        return list(await asyncio.gather(*publishes))
+
+    ids = asyncio.run(publish_all())
+
+    assert len(set(ids)) == 50
+    assert transport.submit_many_calls == [50]  # one hand-over for the loop iteration
+    assert transport.publish_calls == [1] * 50  # each request still its own batch
+    assert sorted(e.id for _, e in events_waiting(transport)) == sorted(ids)
+    assert ingested(metrics, "accepted") == 50
+
+
+def test_a_batch_published_on_a_loop_is_one_confirmed_publish(producer, transport):
+    events = [{"type": "order.created", "tenant": "ten_a", "data": {"n": n}} for n in range(3)]
+
+    ids = asyncio.run(producer.publish_batch_async(events))
+
+    assert transport.publish_calls == [3]
+    assert [e.id for _, e in events_waiting(transport)] == ids
+
+
+def test_a_broker_failure_on_a_loop_propagates_and_is_counted(settings, metrics):
+    producer = Producer(settings, transport=DisconnectedTransport(), metrics=metrics)
+
+    with pytest.raises(ConnectionLostError):
+        asyncio.run(producer.publish_async("order.created", {}, tenant="ten_a"))
+
+    assert ingested(metrics, "failed") == 1
+    assert ingested(metrics, "accepted") == 0
