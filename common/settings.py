@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     retry_schedule: str = DEFAULT_RETRY_SCHEDULE
     dispatcher_concurrency: int = Field(default=32, ge=1, le=1024)
+    # Delivery messages a dispatcher holds unsettled; 0: eight per sending thread, at most
+    # 1,000. Enough that the threads stay busy while a batch is being settled.
+    dispatcher_prefetch: int = Field(default=0, ge=0, le=10_000)
     allow_private_targets: bool = False
     allow_http: bool = False
     metrics_port: int | None = None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 SLOW_AFTER_S = 1.0  # a request running this long marks its endpoint slow
-PARK_LIMIT_FACTOR = 4  # parked deliveries per lane, in units of its cap
+PARK_LIMIT_FACTOR = 4  # parked deliveries per lane, in units of its cap, or `park_floor`
 
 Job = Callable[[], None]
 
@@ -37,9 +37,11 @@ class Lanes:
         run_on_pool: Callable[[Job], None],
         cap_of: Callable[[str], int],
         *,
+        park_floor: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run_on_pool = run_on_pool
+        self._park_floor = park_floor
         self._cap_of = cap_of
         self._clock = clock
         self._lanes: dict[str, _Lane] = {}
@@ -54,7 +56,9 @@ class Lanes:
             lane = self._lanes.setdefault(key, _Lane())
             if len(lane.running) < cap and not lane.parked:
                 ticket = self._start(lane, now)
-            elif lane.slow(now) or len(lane.parked) >= cap * PARK_LIMIT_FACTOR:
+            elif lane.slow(now) or len(lane.parked) >= max(
+                cap * PARK_LIMIT_FACTOR, self._park_floor
+            ):
                 ticket = None
             else:
                 lane.parked.append((run, defer))

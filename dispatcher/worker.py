@@ -45,6 +45,7 @@ from dispatcher.subscriptions import Endpoint, SubscriptionCache
 log = logging.getLogger(__name__)
 
 MAX_PREFETCH = 1000
+PREFETCH_PER_THREAD = 8
 RECHECK_BATCH = 200
 RECHECK_LINGER_S = 0.01
 LANE_EXPIRY_EVERY_S = 0.1
@@ -86,7 +87,9 @@ class Dispatcher:
         settings = self._settings
         self._stop = stop
         self._transport.declare(tp.build(schedule.tiers(self._delays, settings.retry_jitter)))
-        prefetch = min(settings.dispatcher_concurrency * 2, MAX_PREFETCH)
+        prefetch = settings.dispatcher_prefetch or min(
+            settings.dispatcher_concurrency * PREFETCH_PER_THREAD, MAX_PREFETCH
+        )
         consumer = self._transport.consume(tp.DELIVERIES, prefetch=prefetch)
         settler = Settler(
             consumer, self._transport, self._sessionmaker, self._metrics,
@@ -98,7 +101,7 @@ class Dispatcher:
             self._transport, self._sessionmaker, publish_timeout_s=settings.publish_timeout_s
         )
         pool = ThreadPoolExecutor(settings.dispatcher_concurrency, "hookline-send")
-        consuming = _Consuming(self, consumer, settler, drain, pool)
+        consuming = _Consuming(self, consumer, settler, drain, pool, prefetch)
         settler.start()
         drain.start()
         try:
@@ -228,6 +231,7 @@ class _Consuming:
         settler: Settler,
         drain: DeadLetterDrain,
         pool: ThreadPoolExecutor,
+        prefetch: int,
     ) -> None:
         self._dispatcher = dispatcher
         self._consumer = consumer
@@ -236,7 +240,8 @@ class _Consuming:
         self._pool = pool
         self._rechecks: list[tuple[Message, DeliveryMessage]] = []
         self._recheck_since = 0.0
-        self._lanes = Lanes(self._run_on_pool, dispatcher.in_flight_cap)
+        # One endpoint may park up to half the prefetch window, the rest stays for others.
+        self._lanes = Lanes(self._run_on_pool, dispatcher.in_flight_cap, park_floor=prefetch // 2)
         self._expired_at = time.monotonic()
 
     def consume(self, stop: threading.Event) -> None:

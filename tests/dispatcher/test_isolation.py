@@ -128,6 +128,17 @@ def test_lanes_run_up_to_the_cap_park_the_next_and_run_them_as_slots_free() -> N
     assert sorted(ran) == [0, 1, 2, 3, 4, 99] and deferred == []
 
 
+def test_a_lane_parks_up_to_four_times_its_cap_or_the_floor_then_defers() -> None:
+    for floor, parked in ((0, 8), (20, 20)):
+        pool, clock = Pool(), Clock()
+        deferred: list[int] = []
+        lanes = Lanes(pool.submit, lambda _key: 2, park_floor=floor, clock=clock)
+        for n in range(2 + parked + 3):
+            lanes.submit("e", lambda: None, functools.partial(deferred.append, n))
+        assert len(pool.jobs) == 2
+        assert deferred == list(range(2 + parked, 2 + parked + 3)), (floor, deferred)
+
+
 def test_behind_a_slow_endpoint_the_parked_and_new_deliveries_are_deferred() -> None:
     pool, clock = Pool(), Clock()
     deferred: list[int] = []
