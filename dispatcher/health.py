@@ -71,7 +71,7 @@ class Disabled:
 
 
 @dataclass
-class _Streak:
+class Streak:
     reset: bool = False  # a success in this batch, before the failures below
     failed: bool = False
     dead: int = 0
@@ -88,16 +88,16 @@ def _counts(outcome: Attempted) -> str | None:
     return None
 
 
-def streaks(attempted: Iterable[Attempted]) -> dict[str, _Streak]:
+def streaks(attempted: Iterable[Attempted]) -> dict[str, Streak]:
     """Per subscription, what this batch (in order) does to its streak."""
-    result: dict[str, _Streak] = {}
+    result: dict[str, Streak] = {}
     for outcome in attempted:
         kind = _counts(outcome)
         if kind is None:
             continue
-        streak = result.setdefault(outcome.delivery.subscription_id, _Streak())
+        streak = result.setdefault(outcome.delivery.subscription_id, Streak())
         if kind == "success":
-            result[outcome.delivery.subscription_id] = _Streak(reset=True)
+            result[outcome.delivery.subscription_id] = Streak(reset=True)
             continue
         streak.failed = True
         if kind == "dead":
@@ -107,7 +107,7 @@ def streaks(attempted: Iterable[Attempted]) -> dict[str, _Streak]:
 
 def apply(
     session: Session,
-    batch: dict[str, _Streak],
+    batch: dict[str, Streak],
     gone: set[str],
     policy: Policy,
     now: datetime,

@@ -38,6 +38,10 @@ LINGER_S = 0.005
 STORED_BODY_BYTES = 4096
 _STATUS_BY_OUTCOME = {"success": SUCCEEDED, "retry": RETRYING, "dead": DEAD}
 DEFAULT_POLICY = health.Policy(failing_for=timedelta(days=5), dead_in_a_row=100)
+# A subscription this settler saw succeed and left with no streak is not reset again for
+# this long: a success-only batch then writes nothing to `subscriptions`. A streak another
+# dispatcher starts meanwhile ends at most this much later than it would have.
+KNOWN_CLEAN_S = 5.0
 
 
 _deliveries = cast(Table, Delivery.__table__)
@@ -158,6 +162,7 @@ class Settler:
         self._policy = policy
         self._batch_size = batch_size
         self._queue: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._clean_at: dict[str, float] = {}  # subscription id -> when known streak-free
         self._held = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -271,21 +276,39 @@ class Settler:
                 disabled.add(delivery.subscription_id)
 
         streaks = health.streaks(attempted)
+        known_clean = time.monotonic() - KNOWN_CLEAN_S
+        to_write = {
+            sid: streak
+            for sid, streak in streaks.items()
+            if streak.failed or self._clean_at.get(sid, -KNOWN_CLEAN_S) < known_clean
+        }
 
         def write() -> list[health.Disabled]:
             with self._sessionmaker() as session, session.begin():
                 insert_rows(session, _attempts, attempts)
                 _update_deliveries(session, updates)
-                return health.apply(session, streaks, disabled, self._policy, now)
+                return health.apply(session, to_write, disabled, self._policy, now)
 
         # The batch's messages stay unacked meanwhile; the consumer keeps them, see
         # `retry_database` for why the session is not given up at the first error.
         newly_disabled = retry_database(write, abandon=self._stopping)
+        self._remember_clean(to_write)
         for d in newly_disabled:
             extra = {"subscription_id": d.subscription_id, "reason": d.reason}
             log.warning("subscription disabled", extra=extra)
             self._on_disabled(d.subscription_id, d.reason)
         return health.events(newly_disabled, now)
+
+    def _remember_clean(self, written: dict[str, health.Streak]) -> None:
+        written_at = time.monotonic()
+        for sid, streak in written.items():
+            if streak.failed:
+                self._clean_at.pop(sid, None)
+            else:
+                self._clean_at[sid] = written_at
+        if len(self._clean_at) > 100_000:  # bounded: forget the oldest half
+            for sid in sorted(self._clean_at, key=self._clean_at.__getitem__)[:50_000]:
+                del self._clean_at[sid]
 
     def _count(self, outcome: Outcome) -> None:
         m = self._metrics

@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -41,6 +40,7 @@ from dispatcher.ratelimit import RateLimiter
 from dispatcher.sender import Sender, SendResult
 from dispatcher.settle import Settler
 from dispatcher.subscriptions import Endpoint, SubscriptionCache
+from dispatcher.threads import SendingThreads
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Dispatcher:
         drain = DeadLetterDrain(
             self._transport, self._sessionmaker, publish_timeout_s=settings.publish_timeout_s
         )
-        pool = ThreadPoolExecutor(settings.dispatcher_concurrency, "hookline-send")
+        pool = SendingThreads(settings.dispatcher_concurrency, "hookline-send")
         consuming = _Consuming(self, consumer, settler, drain, pool, prefetch)
         settler.start()
         drain.start()
@@ -109,7 +109,7 @@ class Dispatcher:
         finally:
             with contextlib.suppress(TransportError):
                 consumer.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
             settler.stop()
             drain.stop()
             with contextlib.suppress(TransportError):
@@ -230,7 +230,7 @@ class _Consuming:
         consumer: Consumer,
         settler: Settler,
         drain: DeadLetterDrain,
-        pool: ThreadPoolExecutor,
+        pool: SendingThreads,
         prefetch: int,
     ) -> None:
         self._dispatcher = dispatcher
@@ -317,7 +317,7 @@ class _Consuming:
         batch, self._rechecks = self._rechecks, []
         # On a pool thread: the query may wait out a database outage, and this thread must
         # keep iterating the consumer meanwhile (heartbeats, acks).
-        self._pool.submit(self._recheck, batch)
+        self._pool.submit(lambda: self._recheck(batch))
 
     def _recheck(self, batch: list[tuple[Message, DeliveryMessage]]) -> None:
         """Skip redelivered copies of deliveries that are already final: one query a batch."""

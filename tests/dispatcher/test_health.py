@@ -17,6 +17,7 @@ from common.metrics import Metrics
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event, decode, utcnow
 from dispatcher import health
+from dispatcher import settle as settle_module
 from dispatcher.classify import SUCCESS, Decision, dead
 from dispatcher.outcome import Attempted
 from dispatcher.sender import SendResult
@@ -155,7 +156,7 @@ def test_the_streak_sql_runs_on_both_databases(db: sessionmaker[Session]) -> Non
         builders.delivery(session, builders.event(tenant.id), sub.id)
     policy = health.Policy(failing_for=timedelta(days=5), dead_in_a_row=2)
     now = utcnow()
-    batch = {sub.id: health._Streak(failed=True, dead=1)}
+    batch = {sub.id: health.Streak(failed=True, dead=1)}
     with db() as session, session.begin():
         assert health.apply(session, batch, set(), policy, now) == []
         disabled = health.apply(session, batch, set(), policy, now)
@@ -165,3 +166,44 @@ def test_the_streak_sql_runs_on_both_databases(db: sessionmaker[Session]) -> Non
         assert row is not None and row.status == SUB_DISABLED
         statuses = {d.status for d in session.query(Delivery).all()}
     assert statuses == {DEAD} and PENDING not in statuses
+
+
+def test_a_success_soon_after_a_clean_one_leaves_the_streak_row_alone(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Success-only batches write nothing to `subscriptions` while the settler knows the
+    # subscription clean; a streak another dispatcher started ends once that knowledge ages.
+    deliveries = given(harness, 3)
+    for delivery in deliveries:
+        harness.publish(delivery)
+    consumer = harness.transport.consume(tp.DELIVERIES, prefetch=100)
+    messages = []
+    for message in consumer:
+        assert message is not None
+        messages.append(message)
+        if len(messages) == 3:
+            break
+    settler = Settler(
+        consumer, harness.transport, harness.db, Metrics(CollectorRegistry()),
+        publish_timeout_s=5, policy=LENIENT,
+    )  # fmt: skip
+
+    def succeed(n: int) -> None:
+        settler.settle([Attempted(messages[n], deliveries[n], SUCCESS, SendResult(200, 0.1),
+                                  utcnow())])  # fmt: skip
+
+    sub_id = deliveries[0].subscription_id
+    succeed(0)
+    with harness.db() as session, session.begin():
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == sub_id)
+            .values(failing_since=utcnow(), consecutive_dead=2)
+        )
+    succeed(1)
+    assert subscription(harness, sub_id).consecutive_dead == 2
+    monkeypatch.setattr(settle_module, "KNOWN_CLEAN_S", 0.0)
+    succeed(2)
+    row = subscription(harness, sub_id)
+    assert (row.failing_since, row.consecutive_dead) == (None, 0)
+    consumer.close()
