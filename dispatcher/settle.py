@@ -163,6 +163,7 @@ class Settler:
         self._batch_size = batch_size
         self._queue: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._clean_at: dict[str, float] = {}  # subscription id -> when known streak-free
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._held = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -315,19 +316,25 @@ class Settler:
         if isinstance(outcome, Poisoned):
             m.dead_letters.labels(reason="poison").inc()
         elif isinstance(outcome, Deferred):
-            m.attempts.labels(outcome="deferred", status_class="none").inc()
+            self._child(m.attempts, "deferred", "none").inc()
         elif isinstance(outcome, Attempted):
             decision, result = outcome.decision, outcome.result
-            m.attempts.labels(
-                outcome=decision.outcome, status_class=status_class(result.status_code)
-            ).inc()
-            m.attempt_duration.labels(outcome=decision.outcome).observe(result.duration_s)
+            self._child(m.attempts, decision.outcome, status_class(result.status_code)).inc()
+            self._child(m.attempt_duration, decision.outcome).observe(result.duration_s)
             if decision.outcome == "success":
-                m.finished.labels(result="succeeded").inc()
+                self._child(m.finished, "succeeded").inc()
                 e2e_s = (utcnow() - outcome.delivery.event.timestamp).total_seconds()
                 m.e2e.observe(max(e2e_s, 0.0))
             elif decision.outcome == "dead":
                 m.finished.labels(result="dead").inc()
                 m.dead_letters.labels(reason=decision.reason or "unknown").inc()
             else:
-                m.deliveries_enqueued.labels(origin="retry").inc()
+                self._child(m.deliveries_enqueued, "retry").inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: the lookup takes a lock every time."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child

@@ -115,9 +115,9 @@ class SubscriptionCache:
             return endpoint
 
     def peek(self, subscription_id: str) -> Endpoint | None:
-        """The cached entry, if any, without loading or refreshing: for scheduling hints."""
-        with self._lock:
-            cached = self._entries.get(subscription_id)
+        """The cached entry, if any, without loading or refreshing: for scheduling hints.
+        Without the lock: one dict read is atomic, and a hint may be a moment old."""
+        cached = self._entries.get(subscription_id)
         return cached[0] if cached is not None else None
 
     def _cached(self, subscription_id: str) -> Endpoint | None:
