@@ -229,3 +229,24 @@ def test_reading_an_event_needs_the_deliveries_read_scope(api):
     assert "deliveries:read" in assert_error(
         api.client.get("/v1/events/e1", headers=writer), 403, "forbidden"
     )
+
+
+def test_a_batch_item_is_read_as_the_body_of_a_single_event(api):
+    # Optional fields may be null, as in `POST /v1/events`; a timestamp needs its zone.
+    tenant_id, auth = api.tenant()
+    events = [
+        {"type": "order.created", "data": {"n": 1}, "id": None, "timestamp": None},
+        {"type": "order.created", "data": {"n": 2}, "operation": "sync",
+         "timestamp": "2026-05-01T12:00:00+02:00"},
+        {"type": "order.created", "data": {"n": 3}, "timestamp": "2026-05-01T12:00:00"},
+    ]  # fmt: skip
+
+    body = batch(api, auth, events).json()
+
+    assert [r["status"] for r in body["results"]] == ["accepted", "accepted", "rejected"]
+    assert "timezone" in body["results"][2]["error"]["message"]
+    first, second = (event for _, event in api.published())
+    assert first.id == body["results"][0]["id"] and first.id.startswith("evt_")
+    assert second.operation == "sync"
+    assert second.timestamp.isoformat() == "2026-05-01T10:00:00+00:00"
+    assert {first.tenant, second.tenant} == {tenant_id}

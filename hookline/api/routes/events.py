@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Depends, Header
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from common.db.models import Delivery, EventRow
 from common.errors import TransportError
-from common.wire import Event
+from common.wire import Event, new_id, utcnow
 from hookline.api.auth import DELIVERIES_READ, EVENTS_WRITE, Principal, require, require_on_loop
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found, problems
 from hookline.api.routes.deliveries import summary
 from hookline.api.schemas import (
-    BatchItemResult,
     BatchResult,
-    ErrorDetail,
     EventAccepted,
     EventBatch,
     EventDetail,
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/events", tags=["events"])
 # Long enough for a client not to hammer a broker that is restarting.
 RETRY_AFTER_S = 1
+_EVENTS = TypeAdapter(list[EventIn])
 
 
 @router.post(
@@ -85,9 +86,39 @@ def broker_unavailable(exc: Exception) -> ApiError:
     )
 
 
-def _rejected(index: int, message: str) -> BatchItemResult:
-    detail = ErrorDetail(code="invalid_event", message=message)
-    return BatchItemResult(index=index, status="rejected", id=None, error=detail)
+def _rejected(index: int, message: str) -> dict[str, Any]:
+    error = {"code": "invalid_event", "message": message}
+    return {"index": index, "status": "rejected", "id": None, "error": error}
+
+
+def _checked(items: list[dict[str, Any]]) -> list[EventIn | str]:
+    """Each item as the API's event, or why it is not one. The whole list is validated in
+    one call; only a list holding a bad item is gone through again item by item."""
+    try:
+        return list(_EVENTS.validate_python(items))
+    except ValidationError:
+        pass
+    checked: list[EventIn | str] = []
+    for item in items:
+        try:
+            checked.append(EventIn.model_validate(item))
+        except ValidationError as exc:
+            checked.append(problems(exc.errors()))
+    return checked
+
+
+def _wire_event(event: EventIn, tenant: str) -> Event:
+    # Every field was validated by `EventIn` under the same constraints as `Event`'s (the
+    # shared patterns and lengths, a stricter timestamp), and the tenant is the caller's:
+    # constructing it without a second validation is safe and halves a batch's CPU.
+    return Event.model_construct(
+        id=event.id or new_id("evt"),
+        tenant=tenant,
+        type=event.type,
+        operation=event.operation,
+        timestamp=event.timestamp or utcnow(),
+        data=event.data,
+    )
 
 
 @router.post(
@@ -100,39 +131,36 @@ async def publish_events(
     body: EventBatch,
     principal: Principal = Depends(require_on_loop(EVENTS_WRITE)),
     services: Services = Depends(get_services),
-) -> BatchResult:
+) -> Response:
     """Accept up to 1,000 events in one request, with a result for each.
 
     Events that do not fit the schema are rejected one by one (the others still go); the
     valid ones are accepted together once the broker confirmed them all. On a 503 none
     was accepted: retry the batch, and events with ids are delivered once all the same.
     """
-    results: list[BatchItemResult | None] = [None] * len(body.events)
-    valid: list[tuple[int, Event]] = []
-    for index, item in enumerate(body.events):
-        try:
-            # The API's schema first (no `tenant`, aware timestamps), then the wire event
-            # itself, so the producer need not validate a thousand events a second time.
-            EventIn.model_validate(item)
-            event = Event.model_validate({**item, "tenant": principal.tenant_id})
-        except ValidationError as exc:
-            results[index] = _rejected(index, problems(exc.errors()))
+    results: list[dict[str, Any]] = []
+    valid: list[Event] = []
+    for index, item in enumerate(_checked(body.events)):
+        if isinstance(item, str):
+            results.append(_rejected(index, item))
             continue
-        valid.append((index, event))
+        valid.append(_wire_event(item, principal.tenant_id))
+        results.append({"index": index, "status": "accepted", "id": None, "error": None})
     if valid:
         try:
-            ids = await services.producer.publish_batch_async([event for _, event in valid])
+            ids = iter(await services.producer.publish_batch_async(valid))
         except InvalidEvent as exc:
             raise ApiError(422, "invalid_event", str(exc)) from None
         except TransportError as exc:
             raise broker_unavailable(exc) from None
-        for (index, _), event_id in zip(valid, ids, strict=True):
-            results[index] = BatchItemResult(
-                index=index, status="accepted", id=event_id, error=None
-            )
-    done = [result for result in results if result is not None]
-    accepted = sum(1 for result in done if result.status == "accepted")
-    return BatchResult(accepted=accepted, rejected=len(done) - accepted, results=done)
+        for result in results:
+            if result["status"] == "accepted":
+                result["id"] = next(ids)
+    accepted = len(valid)
+    # `BatchResult`'s shape, written directly: a thousand result models cost more than
+    # the rest of the answer.
+    answer = {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
+    return JSONResponse(answer, status_code=202)
 
 
 @router.get(
