@@ -1,20 +1,14 @@
 """Running a replay job: claim a batch, publish it confirmed, then mark it — until done.
 
-Why this order sends each delivery once per replay request and loses none:
-- **Claim** (one transaction): the job's items go `todo → claimed` only where they are
-  still `todo` (a second runner of the same job gets nothing), and the delivery's
-  `replay_count` goes up by one only where the delivery is still dead *with the count the
-  job saw at its start*. Another job on an overlapping set that claimed it first already
-  bumped the count, so this job skips it. The claim stamps `updated_at` with the claim time.
-- **Publish**, confirmed: one `replay=True` copy per claimed delivery, attempt 1, same
-  delivery id and event (so the same `webhook-id`). The dispatcher's idempotency re-check
-  never drops a replay copy, and its settle lets a replay reopen a final row.
-- **Mark** (one transaction): the delivery becomes `pending` for its fresh attempt cycle —
-  only where it still carries the claim stamp, so a dispatcher that settled the copy first
-  is not overwritten — and the items become `sent`.
-A runner killed between claim and mark leaves `claimed` items. Resuming resolves them last:
-a delivery whose row moved on since its claim was published; one still untouched is
-published again (at-least-once: it is re-sent only if its first copy was still queued).
+The row states a batch goes through, and why that order sends each delivery once per
+replay request and loses none, are in `replay_batch.py`. This module is the runner around
+them: the job's lease, the pipeline, pacing, cancelling, and the job's final state.
+
+The pipeline has three stages on three threads, one batch in each at most: the calling
+thread claims batch k+2 while a publishing thread publishes batch k+1 (confirmed) and a
+marking thread marks batch k. A mark starts only once its own batch's publish was
+confirmed; a failed publish is never marked, and surfaces at the next hand-over. Batches
+claimed meanwhile stay `claimed`, and a resume re-checks them like any other.
 """
 
 from __future__ import annotations
@@ -22,45 +16,42 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import (
-    DEAD,
     ITEM_CLAIMED,
-    ITEM_FAILED,
-    ITEM_SENT,
-    ITEM_SKIPPED,
     ITEM_TODO,
     JOB_CANCELLED,
     JOB_CANCELLING,
     JOB_COMPLETED,
     JOB_FAILED,
     JOB_RUNNING,
-    PENDING,
-    Delivery,
     ReplayItem,
     ReplayJob,
 )
 from common.metrics import Metrics
-from common.transport import Outgoing, Transport
+from common.transport import Transport
 from common.wire import utcnow
 from dispatcher import replaycopy, replayjobs
+from dispatcher.replay_batch import Batch, Batches
 from dispatcher.replayjobs import LEASE_S
 from dispatcher.replaylease import JobBusy, rowcount, runner_gone, runner_id
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 2000
+BATCH_SIZE = 5000
 H_REPLAY_JOB = replaycopy.H_REPLAY_JOB
 # A copy published just before a kill may still be on its way to a dispatcher: give it
 # this long to show up in its row before an untouched claim is published again.
 AMBIGUOUS_GRACE_S = 5.0
+# Marks may trail the publishes by this many batches before the claiming thread waits.
+MARKS_BEHIND = 2
 
 
 class Runner:
@@ -76,23 +67,21 @@ class Runner:
         batch_size: int = BATCH_SIZE,
         on_progress: Callable[[ReplayJob], None] = lambda _job: None,
         metrics: Metrics | None = None,
+        keep_claim_on_stop: bool = False,
     ) -> None:
         self._transport = transport
+        self._keep_claim_on_stop = keep_claim_on_stop
         self._metrics = metrics
         self._sessionmaker = sessionmaker
         self.job_id = job_id
+        self._batches = Batches(sessionmaker, job_id)
         self._publish_timeout_s = publish_timeout_s
         self._batch_size = batch_size
         self._on_progress = on_progress
         self._runner_id = runner_id()
         self._started = time.monotonic()
         self._left = 0  # items not gone through yet, for the remaining-messages gauge
-        self._counting = threading.Lock()  # counts come from both the claiming and sending thread
-        bind = sessionmaker.kw.get("bind")
-        self._postgres = getattr(getattr(bind, "dialect", None), "name", "") == "postgresql"
-
-    def _among(self, column: Any, ids: Sequence[str]) -> ColumnElement[bool]:
-        return replaycopy.among(column, ids, postgres=self._postgres)
+        self._counting = threading.Lock()  # counts come from the claiming and marking threads
 
     def run(self, stop: threading.Event | None = None) -> ReplayJob:
         """Take the lease, walk the items, settle the job's state; returns the final row."""
@@ -168,181 +157,55 @@ class Runner:
             )
 
     def _walk(self, state: str, rate: float | None, stop: threading.Event) -> None:
-        """Claim and prepare batch k+1 while batch k is published and marked on a second
-        thread (one batch in flight at most). A failure surfaces at the next hand-over; a
-        batch claimed meanwhile stays `claimed`, and a resume re-checks it like any other."""
+        """Claim, publish and mark the items in `state` (todo, or claimed on a resume)."""
         size = self._batch_size if not rate else max(1, min(self._batch_size, int(rate)))
-        in_flight: Future[None] | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="replay-publish") as sending:
+        after_seq = 0
+        published: Future[None] | None = None
+        marks: deque[Future[None]] = deque()
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="replay-publish") as publishing,
+            ThreadPoolExecutor(1, thread_name_prefix="replay-mark") as marking,
+        ):
             try:
                 while not stop.is_set() and not self._cancelling():
                     began = time.monotonic()
-                    if state != ITEM_TODO and in_flight is not None:
-                        # Resolving claims changes their state only once sent: finish the
-                        # batch first, or the next select would see the same claims again.
-                        in_flight.result()
-                        in_flight = None
-                    with self._sessionmaker() as session:
-                        ids = list(
-                            session.scalars(
-                                select(ReplayItem.delivery_id)
-                                .where(ReplayItem.job_id == self.job_id, ReplayItem.state == state)
-                                .order_by(ReplayItem.seq)
-                                .limit(size)
-                            )
-                        )
-                    if not ids:
-                        return
-                    claimed = self._claim(ids) if state == ITEM_TODO else self._reclaim(ids)
-                    prepared = self._messages(list(claimed)) if claimed else ([], [])
-                    if in_flight is not None:
-                        in_flight.result()
-                    in_flight = sending.submit(self._send, claimed, *prepared)
+                    if state == ITEM_TODO:
+                        batch = self._batches.claim(size)
+                    else:
+                        batch = self._batches.reclaim(size, after_seq)
+                    if not batch.picked:
+                        break
+                    after_seq = batch.last_seq
+                    self._counted(done=batch.done, skipped=batch.skipped)
+                    if published is not None:
+                        published.result()  # one publish in flight; raises what it raised
+                    published = publishing.submit(self._publish, batch)
+                    marks.append(marking.submit(self._mark, published, batch))
+                    while marks and (marks[0].done() or len(marks) > MARKS_BEHIND):
+                        marks.popleft().result()
                     if rate:
                         # Paced per batch: a recovering endpoint sees at most `rate` copies/s.
-                        stop.wait(max(0.0, len(ids) / rate - (time.monotonic() - began)))
+                        stop.wait(max(0.0, len(batch.stamps) / rate - (time.monotonic() - began)))
             finally:
-                if in_flight is not None:
-                    in_flight.result()
+                # Whatever happened, nothing is left half-way: wait for every stage.
+                wait([f for f in (published, *marks) if f is not None])
+            for mark in marks:
+                mark.result()
 
-    def _claim(self, ids: Sequence[str]) -> dict[str, datetime]:
-        """Claim these todo items; the delivery ids this job may now publish, with stamps."""
-        now = utcnow()
-        item = ReplayItem.__table__.c
-        base = (
-            select(item.base_replay_count)
-            .where(item.job_id == self.job_id, item.delivery_id == Delivery.id)
-            .scalar_subquery()
-        )
-        with self._sessionmaker() as session, session.begin():
-            session.execute(
-                update(ReplayItem)
-                .where(
-                    ReplayItem.job_id == self.job_id,
-                    self._among(ReplayItem.delivery_id, ids),
-                    ReplayItem.state == ITEM_TODO,
-                )
-                .values(state=ITEM_CLAIMED, claimed_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            session.execute(
-                update(Delivery)
-                .where(
-                    self._among(Delivery.id, ids),
-                    Delivery.status == DEAD,
-                    Delivery.replay_count == base,
-                )
-                .values(replay_count=Delivery.replay_count + 1, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            won = set(
-                session.scalars(
-                    select(Delivery.id).where(
-                        self._among(Delivery.id, ids), Delivery.updated_at == now
-                    )
-                )
-            )
-            lost = [i for i in ids if i not in won]
-            if lost:  # no longer dead, or another job claimed it first
-                self._set_items(
-                    session, lost, ITEM_SKIPPED, "no longer dead, or replayed by another job"
-                )
-        return {delivery_id: now for delivery_id in won}
+    def _publish(self, batch: Batch) -> None:
+        if batch.rows:
+            copies = batch.copies(self.job_id)
+            self._transport.publish(copies, timeout_s=self._publish_timeout_s)
 
-    def _reclaim(self, ids: Sequence[str]) -> dict[str, datetime]:
-        """Claimed items of a runner that died: which are still untouched since their claim."""
-        with self._sessionmaker() as session, session.begin():
-            rows = session.execute(
-                select(
-                    ReplayItem.delivery_id,
-                    ReplayItem.claimed_at,
-                    Delivery.status,
-                    Delivery.updated_at,
-                )
-                .join(Delivery, Delivery.id == ReplayItem.delivery_id, isouter=True)
-                .where(ReplayItem.job_id == self.job_id, self._among(ReplayItem.delivery_id, ids))
-            ).all()
-            untouched = {
-                r.delivery_id: r.claimed_at
-                for r in rows
-                if r.status == DEAD and r.updated_at == r.claimed_at
-            }
-            moved = [r.delivery_id for r in rows if r.delivery_id not in untouched]
-            if moved:  # its copy was published, and a dispatcher (or the mark) took it
-                self._set_items(session, moved, ITEM_SENT)
-                self._count(session, done=len(moved))
-        return untouched
-
-    def _send(
-        self, claimed: dict[str, datetime], sendable: list[Outgoing], missing: list[str]
-    ) -> None:
-        """Publish a prepared batch, confirmed, then mark it; then a heartbeat and progress."""
-        if sendable:
-            self._transport.publish(sendable, timeout_s=self._publish_timeout_s)
-        if claimed:
-            self._mark([m.message_id for m in sendable if m.message_id], claimed, missing)
-        with self._sessionmaker() as session, session.begin():
-            job = session.get(ReplayJob, self.job_id)
-            assert job is not None
-            job.heartbeat_at = job.updated_at = utcnow()
+    def _mark(self, published: Future[None], batch: Batch) -> None:
+        """Mark a batch once (and only if) its publish was confirmed; then report progress."""
+        published.result()
+        job = self._batches.mark(batch)
+        self._counted(done=len(batch.rows), failed=len(batch.missing))
         self._on_progress(job)
 
-    def _messages(self, ids: list[str]) -> tuple[list[Outgoing], list[str]]:
-        with self._sessionmaker() as session:
-            return replaycopy.copies(session, ids, self.job_id, self._among(Delivery.id, ids))
-
-    def _mark(self, sent: list[str], claimed: dict[str, datetime], missing: list[str]) -> None:
-        now = utcnow()
-        with self._sessionmaker() as session, session.begin():
-            by_stamp: dict[datetime, list[str]] = {}
-            for delivery_id in sent:  # one stamp per claim batch; resumed claims differ
-                by_stamp.setdefault(claimed[delivery_id], []).append(delivery_id)
-            for stamp, ids in by_stamp.items():
-                session.execute(
-                    update(Delivery)
-                    .where(
-                        self._among(Delivery.id, ids),
-                        Delivery.status == DEAD,
-                        Delivery.updated_at == stamp,
-                    )
-                    .values(
-                        status=PENDING,
-                        attempts=0,
-                        dead_reason=None,
-                        finished_at=None,
-                        next_attempt_at=now,
-                        updated_at=now,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-            self._set_items(session, sent, ITEM_SENT)
-            if missing:
-                self._set_items(session, missing, ITEM_FAILED, "its event no longer exists")
-            self._count(session, done=len(sent), failed=len(missing))
-
-    def _set_items(
-        self, session: Session, ids: Sequence[str], state: str, error: str | None = None
-    ) -> None:
-        session.execute(
-            update(ReplayItem)
-            .where(ReplayItem.job_id == self.job_id, self._among(ReplayItem.delivery_id, ids))
-            .values(state=state, error=error)
-            .execution_options(synchronize_session=False)
-        )
-        if state == ITEM_SKIPPED:
-            self._count(session, skipped=len(ids))
-
-    def _count(self, session: Session, *, done: int = 0, failed: int = 0, skipped: int = 0) -> None:
-        session.execute(
-            update(ReplayJob)
-            .where(ReplayJob.id == self.job_id)
-            .values(
-                done=ReplayJob.done + done,
-                failed=ReplayJob.failed + failed,
-                skipped=ReplayJob.skipped + skipped,
-            )
-            .execution_options(synchronize_session=False)
-        )
+    def _counted(self, *, done: int = 0, failed: int = 0, skipped: int = 0) -> None:
+        """Count in this process what the database already counted on the job row."""
         with self._counting:
             self._left -= done + failed + skipped
         if self._metrics is not None:
@@ -365,11 +228,14 @@ class Runner:
         self._walk(ITEM_CLAIMED, None, stop)
 
     def _release(self) -> ReplayJob:
-        """Stopped from outside (SIGTERM): the job stays `running`, for a resume."""
+        """Stopped from outside (SIGTERM): the job stays `running`, for a resume. An operator's
+        stop clears the runner, so the job waits for `--resume`; a resumer's stop (its
+        dispatcher shuts down) keeps it, so the next resumer carries on."""
         with self._sessionmaker() as session, session.begin():
             job = session.get(ReplayJob, self.job_id)
             assert job is not None
-            job.runner = None
+            if not self._keep_claim_on_stop:
+                job.runner = None
             job.heartbeat_at = None
         return job
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, any_, bindparam, select
+from sqlalchemy import ColumnElement, String, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
 
-from common.db.models import Delivery, EventRow
 from common.transport import Outgoing
 from common.transport import topology as tp
-from common.wire import DeliveryMessage, Event, encode
 
 H_REPLAY_JOB = "x-hookline-replay-job"
+_COMPACT = (",", ":")
 
 
 def among(column: Any, ids: Sequence[str], *, postgres: bool) -> ColumnElement[bool]:
@@ -25,48 +25,61 @@ def among(column: Any, ids: Sequence[str], *, postgres: bool) -> ColumnElement[b
     return column.in_(ids)  # type: ignore[no-any-return]
 
 
-def copies(
-    session: Session, ids: Sequence[str], job_id: str, selected: ColumnElement[bool]
-) -> tuple[list[Outgoing], list[str]]:
-    """One `replay=True` copy per delivery (attempt 1, same delivery and event, so the same
-    `webhook-id`); the ids whose event no longer exists come back as missing."""
-    rows = (
-        session.execute(
-            select(
-                Delivery.id,
-                Delivery.subscription_id,
-                EventRow.tenant_id,
-                EventRow.id,
-                EventRow.type,
-                EventRow.operation,
-                EventRow.timestamp,
-                EventRow.data,
-            )
-            .join(
-                EventRow,
-                and_(EventRow.tenant_id == Delivery.tenant_id, EventRow.id == Delivery.event_id),
-            )
-            .where(selected)
-        )
-        .tuples()
-        .all()
+def body(
+    delivery_id: str,
+    subscription_id: str,
+    tenant: str,
+    event_id: str,
+    type_: str,
+    operation: str | None,
+    timestamp: datetime,
+    data_json: str,
+) -> bytes:
+    """An encoded `DeliveryMessage` with `replay=True`, attempt 1, the same delivery and
+    event (so the same `webhook-id`).
+
+    Built as text rather than through the pydantic models: the event's `data` is spliced in
+    as the database holds it (JSON already), so a batch of thousands of copies is neither
+    parsed nor re-serialised. `tests/ops/test_replay_jobs.py` checks that it decodes to
+    the message `wire.encode` would have built.
+    """
+    envelope = {
+        "delivery_id": delivery_id,
+        "event_id": event_id,
+        "tenant": tenant,
+        "subscription_id": subscription_id,
+        "attempt": 1,
+        "first_attempt_at": None,
+        "replay": True,
+    }
+    event = {
+        "id": event_id,
+        "tenant": tenant,
+        "type": type_,
+        "operation": operation,
+        "timestamp": timestamp.isoformat(),
+    }
+    # Both objects are closed by hand: `data` goes last into the event, the event last.
+    head = json.dumps(envelope, separators=_COMPACT)[:-1]
+    inner = json.dumps(event, separators=_COMPACT)[:-1]
+    return f'{head},"event":{inner},"data":{data_json}}}}}'.encode()
+
+
+def copy(
+    job_id: str,
+    delivery_id: str,
+    subscription_id: str,
+    tenant: str,
+    event_id: str,
+    type_: str,
+    operation: str | None,
+    timestamp: datetime,
+    data_json: str,
+) -> Outgoing:
+    """The message a replay publishes for one delivery, tagged with its job."""
+    encoded = body(
+        delivery_id, subscription_id, tenant, event_id, type_, operation, timestamp, data_json
     )
-    headers = {H_REPLAY_JOB: job_id}
-    out = []
-    for delivery_id, subscription_id, tenant, event_id, type_, operation, at, data in rows:
-        event = Event(
-            tenant=tenant, id=event_id, type=type_, operation=operation, timestamp=at, data=data
-        )
-        message = DeliveryMessage(
-            delivery_id=delivery_id,
-            event_id=event_id,
-            tenant=tenant,
-            subscription_id=subscription_id,
-            attempt=1,
-            event=event,
-            replay=True,
-        )
-        body = encode(message)
-        out.append(Outgoing(tp.DELIVERIES, tp.DELIVERY_ROUTING_KEY, body, headers, delivery_id))
-    found = {m.message_id for m in out}
-    return out, [i for i in ids if i not in found]
+    return Outgoing(
+        tp.DELIVERIES, tp.DELIVERY_ROUTING_KEY, encoded, {H_REPLAY_JOB: job_id}, delivery_id
+    )

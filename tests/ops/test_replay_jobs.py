@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ from common.errors import PublishError
 from common.metrics import Metrics
 from common.transport import MemoryTransport, Transport
 from common.transport import topology as tp
-from common.wire import utcnow
+from common.wire import DeliveryMessage, utcnow
 from dispatcher import replay, replayjobs
 from dispatcher.deadfilter import DeadFilter
 from dispatcher.replay import JobBusy, Runner
@@ -120,6 +121,39 @@ def test_the_copy_keeps_the_event_so_the_webhook_id_stays_the_same(
         first.event_id,
         first.event_id,
     )
+
+
+def test_the_copy_decodes_to_the_message_the_wire_models_build(
+    sessions: sessionmaker[Session], transport: MemoryTransport, world: dict[str, Any]
+) -> None:
+    # Built as text around the stored data (replaycopy.body): it must say what
+    # DeliveryMessage says, for an operation, nesting, unicode and a whole-second timestamp.
+    event = builders.event(
+        world["tenant"],
+        operation="sync",
+        timestamp=datetime(2026, 12, 1, 23, 0, 0, tzinfo=UTC),
+        data={"title": 'Grüße \u2603 "quoted"', "items": [{"n": 1}, None, 2.5, True]},
+    )
+    with sessions() as session, session.begin():
+        message = builders.delivery(session, event, world["a"])
+        row = session.get(Delivery, message.delivery_id)
+        assert row is not None
+        row.status, row.dead_reason = DEAD, "max_attempts"
+
+    Runner(transport, sessions, start(sessions, DeadFilter(ids=(message.delivery_id,)))).run()
+
+    (copy,) = published_copies(transport)
+    expected = DeliveryMessage(
+        delivery_id=message.delivery_id,
+        event_id=event.id,
+        tenant=world["tenant"],
+        subscription_id=world["a"],
+        attempt=1,
+        event=event,
+        replay=True,
+    )
+    assert copy == expected
+    assert copy.event.webhook_body() == event.webhook_body()
 
 
 def test_dry_run_plan_counts_and_changes_nothing(
