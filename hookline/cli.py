@@ -18,7 +18,7 @@ from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
 from hookline.dlq_cli import dlq_app, gc
-from hookline.replay_cli import replay_app
+from hookline.replay_cli import replay_app, replay_resumer
 from hookline.runtime import api_server, build_runtime, serve_probes
 
 app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
@@ -152,6 +152,8 @@ def dispatcher(
         secret_box=runtime.secret_box,
     )
     log.info("dispatcher started", extra={"concurrency": settings.dispatcher_concurrency})
+    # Replay jobs whose runner died are picked up here (docs/architecture.md section 7).
+    replay_resumer(settings, runtime).start(stop)
     try:
         run_until_stopped(worker.run, stop)
     finally:

@@ -1,5 +1,6 @@
 """`hookline replay start|status|cancel`: wiring only; jobs live in `dispatcher.replayjobs`
-and run in `dispatcher.replay`. The CLI runs a job in its own process, with a progress bar.
+and run in `dispatcher.replay`. The CLI runs a job in its own process, with a progress bar;
+`hookline dispatcher` runs `replay_resumer`, which resumes jobs whose runner died.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from common.db.models import JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED, ReplayJob
 from common.service import install_stop_handlers
-from common.transport import topology
+from common.settings import Settings
+from common.transport import open_transport, topology
 from dispatcher import replayjobs
 from dispatcher.replay import JobBusy, Runner
+from dispatcher.replay_resume import Resumer
 from dispatcher.replayjobs import DEFAULT_RATE_PER_S, ReplayRefused
 from hookline import ops_options as o
 from hookline.dlq_cli import actor, runtime
@@ -28,6 +31,17 @@ replay_app = typer.Typer(
 )
 console = Console()
 FINISHED = (JOB_COMPLETED, JOB_CANCELLED, JOB_FAILED)
+
+
+def replay_resumer(settings: Settings, rt: Runtime) -> Resumer:
+    """The loop a long-running process (the dispatcher) runs to resume orphaned jobs."""
+    return Resumer(
+        lambda: open_transport(settings.broker_url),
+        rt.sessionmaker,
+        retry_delays_s=settings.retry_delays_s,
+        publish_timeout_s=settings.publish_timeout_s,
+        metrics=rt.metrics,
+    )
 
 
 def _job_json(job: ReplayJob) -> dict[str, object]:
