@@ -10,7 +10,8 @@ database (as the settler leaves them after the last attempt), `--dispatchers` di
 processes running. Then `hookline replay start --all --yes --rate unlimited` runs as its
 own process, as an operator would run it. Reported:
 - `job_s`: the replay command's wall time (fixing the set, claiming, publishing confirmed,
-  marking), while the dispatchers already deliver what it published;
+  marking), while the dispatchers already deliver what it published; `job_cpu_s` its CPU
+  time (the command's own process; the database's share is in `cpu_us_per_delivery`);
 - `delivered_s`: from the command's start until every delivery succeeded again;
 - baselines of the same run: `publish_s`, confirmed publishes of as many messages of the
   same size into a scratch queue (the broker's share of a replay), and the direct-POST
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -86,6 +88,12 @@ def publish_baseline(broker_url: str, count: int, size: int) -> float:
     return elapsed
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's children that have exited (the replay command)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, Any]:
     load_before = load_average()
     count = args.deliveries
@@ -99,6 +107,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         for name in names:
             running.start(name, "dispatcher", "--concurrency", str(args.concurrency))
         cpu_before = running.cpu()
+        job_cpu_before = _children_cpu_s()
         began = time.monotonic()
         job = subprocess.run(
             [
@@ -120,6 +129,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
             timeout=600,
         )
         job_s = time.monotonic() - began
+        job_cpu_s = _children_cpu_s() - job_cpu_before
         if job.returncode != 0:
             raise RuntimeError(f"replay failed:\n{job.stdout[-3000:]}\n{job.stderr[-3000:]}")
         # `--dispatchers 0`: the job alone, nothing delivering (nor competing for the CPU).
@@ -139,6 +149,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         "seed_s": round(seed_s, 1),
         "job_s": round(job_s, 1),
         "job_per_s": round(count / job_s),
+        "job_cpu_s": round(job_cpu_s, 1),
         "delivered_s": round(delivered_s, 1),
         "delivered_per_s": round(count / delivered_s) if names else None,
         "publish_baseline_s": round(publish_s, 1),
@@ -166,6 +177,7 @@ def main() -> int:
             results.append(result)
     keys = (
         "job_s",
+        "job_cpu_s",
         "delivered_s",
         "publish_baseline_s",
         "direct_post_per_s",
