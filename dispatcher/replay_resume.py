@@ -1,9 +1,11 @@
 """Resuming replay jobs whose runner died, without an operator: a small loop that every
 dispatcher process runs beside its delivery work.
 
-A job is an orphan when it is `running`, a runner took it, and that runner is gone: its
-heartbeat is older than the lease, or it ran on this host in a process that no longer
-exists (kill -9), or it was a resumer that stopped (a dispatcher shut down mid-job). The
+A job is an orphan when it is `running`, a runner took it, and that runner is gone: it ran
+on this host in a process that no longer exists (kill -9), or on another host and its
+heartbeat is older than the lease, or it was a resumer that stopped (a dispatcher shut
+down mid-job). A runner on this host whose process still exists is never taken over, even
+with a late heartbeat (a loaded machine): only another host has to trust the lease. The
 loop looks for orphans every `RESUME_EVERY_S` and runs each to its end with a `Runner`,
 whose lease makes this safe: every dispatcher runs the loop, the lease's conditional UPDATE
 lets exactly one of them take a job, and the others see `JobBusy`. A job whose runner was
@@ -27,7 +29,7 @@ from common.transport import Transport, topology
 from common.wire import utcnow
 from dispatcher.replay import Runner
 from dispatcher.replayjobs import LEASE_S
-from dispatcher.replaylease import JobBusy, runner_gone
+from dispatcher.replaylease import JobBusy, on_this_host, runner_gone
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,9 @@ def orphans(session: Session) -> list[str]:
     return [
         r.id
         for r in rows
-        if r.heartbeat_at is None or r.heartbeat_at < stale or runner_gone(r.runner)
+        if r.heartbeat_at is None
+        or runner_gone(r.runner)
+        or (not on_this_host(r.runner) and r.heartbeat_at < stale)
     ]
 
 

@@ -22,11 +22,14 @@ def runner_id() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('run')[-8:]}"
 
 
+def on_this_host(holder: str) -> bool:
+    return holder.partition(":")[0] == socket.gethostname()[:30]
+
+
 def runner_gone(holder: str) -> bool:
     """Whether `holder` ran on this host in a process that no longer exists."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname()[:30] or not pid_text.isdigit():
+    pid_text = holder.partition(":")[2].partition(":")[0]
+    if not on_this_host(holder) or not pid_text.isdigit():
         return False
     try:
         os.kill(int(pid_text), 0)

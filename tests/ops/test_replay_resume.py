@@ -75,6 +75,7 @@ def test_orphans_are_running_jobs_whose_runner_is_gone(sessions: sessionmaker[Se
     killed, _ = job_of(sessions, 1)
     lapsed, _ = job_of(sessions, 1)
     alive, _ = job_of(sessions, 1)
+    late, _ = job_of(sessions, 1)  # alive on this host, heartbeat late: a loaded machine
     stopped, _ = job_of(sessions, 1)  # SIGTERM to `replay start`: the runner was cleared
     fresh, _ = job_of(sessions, 1)  # created, never taken
     finished, _ = job_of(sessions, 1)
@@ -83,6 +84,7 @@ def test_orphans_are_running_jobs_whose_runner_is_gone(sessions: sessionmaker[Se
     hold(sessions, killed, runner=f"{host}:{dead_pid()}:run1", heartbeat_at=now)
     hold(sessions, lapsed, runner="elsewhere:1:run2", heartbeat_at=now - timedelta(minutes=5))
     hold(sessions, alive, runner=runner_id(), heartbeat_at=now)
+    hold(sessions, late, runner=runner_id(), heartbeat_at=now - timedelta(minutes=5))
     hold(sessions, stopped, runner=None, heartbeat_at=None)
     hold(sessions, finished, state=JOB_COMPLETED, runner=f"{host}:{dead_pid()}:run3")
 
@@ -90,7 +92,7 @@ def test_orphans_are_running_jobs_whose_runner_is_gone(sessions: sessionmaker[Se
         found = orphans(session)
 
     assert set(found) == {killed, lapsed}
-    assert {alive, stopped, fresh, finished}.isdisjoint(found)
+    assert {alive, late, stopped, fresh, finished}.isdisjoint(found)
 
 
 def test_a_resumer_finishes_a_killed_job_and_publishes_each_delivery_once(
