@@ -2,7 +2,8 @@
 
 A real replay answers 202 with the job and runs it on a background thread of this API
 process (see docs/architecture.md section 7: who runs a replay job). A job whose process
-died is resumed with `hookline replay start --resume ID`.
+died is resumed by a dispatcher (`dispatcher.replay_resume`) once its lease expired, or at
+once with `hookline replay start --resume ID`.
 """
 
 from __future__ import annotations
