@@ -10,7 +10,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from common.errors import DecodeError
 
@@ -95,3 +96,23 @@ def decode(model: type[M], body: bytes) -> M:
 
 def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
+
+
+class WireEvent(TypedDict):
+    """An `Event`'s fields, in its order: for encoding many events without their models."""
+
+    id: str
+    tenant: str
+    type: str
+    operation: str | None
+    timestamp: datetime
+    data: dict[str, Any]
+
+
+_WIRE_EVENT = TypeAdapter(WireEvent)
+
+
+def encode_fields(fields: WireEvent) -> bytes:
+    """`encode(Event(**fields))`, byte for byte, for fields that are already a valid event:
+    building the model first costs about four times the encoding."""
+    return _WIRE_EVENT.dump_json(fields)

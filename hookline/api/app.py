@@ -14,7 +14,7 @@ from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
 from hookline.api import errors
 from hookline.api.deps import Services
-from hookline.api.fast_ingest import FastIngest
+from hookline.api.fast_ingest import BATCH, SINGLE, FastIngest
 from hookline.api.idempotency import Idempotency, document
 from hookline.api.keycache import KeyCache
 from hookline.api.limits import BodyLimit
@@ -35,6 +35,7 @@ from producer import Producer
 MAX_BODY_BYTES = 256 * 1024
 # A batch holds up to 1,000 events; it may be as large as a few hundred single ones.
 MAX_BATCH_BODY_BYTES = 5 * 1024 * 1024
+INGEST_LIMITS = {SINGLE: MAX_BODY_BYTES, BATCH: MAX_BATCH_BODY_BYTES}
 DESCRIPTION = (
     "Publish events, manage subscriptions and inspect deliveries. Authenticate with "
     "`Authorization: Bearer hl_...` (a tenant API key) or the admin token for `/v1/tenants`. "
@@ -88,9 +89,7 @@ def create_app(
     # Added last, so outermost: the size limit holds before a body is stored for replay.
     app.add_middleware(Idempotency)
     document(app)
-    app.add_middleware(
-        BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={"/v1/events/batch": MAX_BATCH_BODY_BYTES}
-    )
-    # Outermost: the plain single-event POST is answered before any other layer runs.
-    app.add_middleware(FastIngest, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={BATCH: MAX_BATCH_BODY_BYTES})
+    # Outermost: plain ingest requests are answered before any other layer runs.
+    app.add_middleware(FastIngest, limits=INGEST_LIMITS)
     return app

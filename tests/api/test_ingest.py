@@ -250,3 +250,35 @@ def test_a_batch_item_is_read_as_the_body_of_a_single_event(api):
     assert second.operation == "sync"
     assert second.timestamp.isoformat() == "2026-05-01T10:00:00+00:00"
     assert {first.tenant, second.tenant} == {tenant_id}
+
+
+def test_a_valid_batch_is_answered_as_the_full_route_answers(api):
+    # An Idempotency-Key sends it through the whole stack; without one `FastIngest` answers.
+    _, auth = api.tenant()
+
+    def events(suffix: str) -> list[dict[str, Any]]:
+        return [
+            {"type": "order.created", "data": {"n": n}, "id": f"o-{n}{suffix}"} for n in range(3)
+        ]
+
+    full = batch(api, auth, events(""), **{"Idempotency-Key": "b1"})
+    plain = batch(api, auth, events("x"))
+
+    assert full.status_code == plain.status_code == 202
+    assert full.headers["content-type"] == plain.headers["content-type"] == "application/json"
+    assert int(full.headers["content-length"]) + 3 == int(plain.headers["content-length"])
+    expected = {"accepted": 3, "rejected": 0}
+    assert full.json() == {**expected, "results": [
+        {"index": n, "status": "accepted", "id": f"o-{n}", "error": None} for n in range(3)
+    ]}  # fmt: skip
+    assert plain.json() == {**expected, "results": [
+        {"index": n, "status": "accepted", "id": f"o-{n}x", "error": None} for n in range(3)
+    ]}  # fmt: skip
+    assert [event.id for _, event in api.published()] == [
+        "o-0",
+        "o-1",
+        "o-2",
+        "o-0x",
+        "o-1x",
+        "o-2x",
+    ]

@@ -15,7 +15,7 @@ from common.metrics import Metrics
 from common.settings import Settings
 from common.transport import MemoryTransport, Outgoing, topology
 from common.transport.topology import Topology
-from common.wire import Event
+from common.wire import Event, WireEvent, encode, encode_fields
 from producer import InvalidEvent, Producer
 from tests.queues import events_waiting
 
@@ -271,3 +271,32 @@ def test_a_broker_failure_on_a_loop_propagates_and_is_counted(settings, metrics)
 
     assert ingested(metrics, "failed") == 1
     assert ingested(metrics, "accepted") == 0
+
+
+@pytest.mark.parametrize(
+    "data", [{}, {"order": 42, "total": 10.5}, {"x": [1, None, True, "é\n"], "y": {"z": 10**30}}]
+)
+@pytest.mark.parametrize("operation", [None, "sync"])
+def test_fields_encode_to_the_bytes_of_the_event_model(data, operation):
+    fields: WireEvent = {
+        "id": "evt_1", "tenant": "ten_a", "type": "order.created", "operation": operation,
+        "timestamp": datetime(2026, 5, 1, 10, 0, 0, 123456, tzinfo=UTC), "data": data,
+    }  # fmt: skip
+
+    assert encode_fields(fields) == encode(Event(**fields))
+
+
+def test_publish_fields_publishes_each_event_as_its_wire_bytes(producer, transport, metrics):
+    fields: list[WireEvent] = [
+        {"id": f"e{n}", "tenant": "ten_a", "type": "order.created", "operation": None,
+         "timestamp": datetime(2026, 5, 1, tzinfo=UTC), "data": {"n": n}}
+        for n in range(3)
+    ]  # fmt: skip
+
+    ids = asyncio.run(producer.publish_fields_async(fields))
+
+    assert ids == ["e0", "e1", "e2"]
+    waiting = events_waiting(transport)
+    assert [message.routing_key for message, _ in waiting] == ["order.created"] * 3
+    assert [event for _, event in waiting] == [Event(**f) for f in fields]
+    assert ingested(metrics, "accepted") == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header
@@ -12,7 +13,7 @@ from sqlalchemy import select
 
 from common.db.models import Delivery, EventRow
 from common.errors import TransportError
-from common.wire import Event, new_id, utcnow
+from common.wire import WireEvent, new_id, utcnow
 from hookline.api.auth import DELIVERIES_READ, EVENTS_WRITE, Principal, require, require_on_loop
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found, problems
@@ -86,6 +87,11 @@ def broker_unavailable(exc: Exception) -> ApiError:
     )
 
 
+def accepted(index: int, event_id: str | None) -> dict[str, Any]:
+    """A `BatchItemResult` of an accepted event, as the JSON it is answered as."""
+    return {"index": index, "status": "accepted", "id": event_id, "error": None}
+
+
 def _rejected(index: int, message: str) -> dict[str, Any]:
     error = {"code": "invalid_event", "message": message}
     return {"index": index, "status": "rejected", "id": None, "error": error}
@@ -107,18 +113,29 @@ def _checked(items: list[dict[str, Any]]) -> list[EventIn | str]:
     return checked
 
 
-def _wire_event(event: EventIn, tenant: str) -> Event:
-    # Every field was validated by `EventIn` under the same constraints as `Event`'s (the
-    # shared patterns and lengths, a stricter timestamp), and the tenant is the caller's:
-    # constructing it without a second validation is safe and halves a batch's CPU.
-    return Event.model_construct(
-        id=event.id or new_id("evt"),
-        tenant=tenant,
-        type=event.type,
-        operation=event.operation,
-        timestamp=event.timestamp or utcnow(),
-        data=event.data,
+def wire_fields(event: EventIn, tenant: str) -> WireEvent:
+    """The wire event of an item: `EventIn` validated every field under `Event`'s own
+    constraints (the shared patterns and lengths, a stricter timestamp) and the tenant is
+    the caller's, so it is encoded without a second validation or a model."""
+    return {
+        "id": event.id or new_id("evt"),
+        "tenant": tenant,
+        "type": event.type,
+        "operation": event.operation,
+        "timestamp": event.timestamp.astimezone(UTC) if event.timestamp else utcnow(),
+        "data": event.data,
+    }
+
+
+def accepted_batch(ids: list[str]) -> bytes:
+    """The answer to a batch accepted whole, as `BatchResult` JSON. Written out directly (a
+    thousand result objects cost more than the rest of the request): event ids match
+    `EVENT_ID_PATTERN`, which has no character that JSON escapes."""
+    results = ",".join(
+        f'{{"index":{index},"status":"accepted","id":"{event_id}","error":null}}'
+        for index, event_id in enumerate(ids)
     )
+    return f'{{"accepted":{len(ids)},"rejected":0,"results":[{results}]}}'.encode()
 
 
 @router.post(
@@ -139,16 +156,16 @@ async def publish_events(
     was accepted: retry the batch, and events with ids are delivered once all the same.
     """
     results: list[dict[str, Any]] = []
-    valid: list[Event] = []
+    valid: list[WireEvent] = []
     for index, item in enumerate(_checked(body.events)):
         if isinstance(item, str):
             results.append(_rejected(index, item))
             continue
-        valid.append(_wire_event(item, principal.tenant_id))
-        results.append({"index": index, "status": "accepted", "id": None, "error": None})
+        valid.append(wire_fields(item, principal.tenant_id))
+        results.append(accepted(index, None))
     if valid:
         try:
-            ids = iter(await services.producer.publish_batch_async(valid))
+            ids = iter(await services.producer.publish_fields_async(valid))
         except InvalidEvent as exc:
             raise ApiError(422, "invalid_event", str(exc)) from None
         except TransportError as exc:
@@ -156,10 +173,9 @@ async def publish_events(
         for result in results:
             if result["status"] == "accepted":
                 result["id"] = next(ids)
-    accepted = len(valid)
     # `BatchResult`'s shape, written directly: a thousand result models cost more than
     # the rest of the answer.
-    answer = {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
+    answer = {"accepted": len(valid), "rejected": len(results) - len(valid), "results": results}
     return JSONResponse(answer, status_code=202)
 
 
