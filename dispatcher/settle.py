@@ -228,9 +228,9 @@ class Settler:
     def settle(self, batch: Sequence[Outcome]) -> None:
         """Record, publish onward, ack, count: for every outcome of the batch, in that order."""
         attempted = [o for o in batch if isinstance(o, Attempted)]
-        # Operational events of disables committed with the batch go out with its copies.
-        onward = self._record(attempted) if attempted else []
-        onward += [m for m in map(_onward, batch) if m is not None]
+        if attempted:
+            self._record(attempted)
+        onward = [m for m in map(_onward, batch) if m is not None]
         if onward:
             self._transport.publish(onward, timeout_s=self._publish_timeout_s)
         self._consumer.ack_many([outcome.message for outcome in batch])
@@ -239,7 +239,7 @@ class Settler:
         for outcome in batch:
             self._count(outcome)
 
-    def _record(self, attempted: Sequence[Attempted]) -> list[Outgoing]:
+    def _record(self, attempted: Sequence[Attempted]) -> None:
         now = utcnow()
         attempts, updates, disabled = [], [], set()
         for o in attempted:
@@ -288,7 +288,14 @@ class Settler:
             with self._sessionmaker() as session, session.begin():
                 insert_rows(session, _attempts, attempts)
                 _update_deliveries(session, updates)
-                return health.apply(session, to_write, disabled, self._policy, now)
+                newly = health.apply(session, to_write, disabled, self._policy, now)
+                if newly:
+                    # Announced before the disable commits: a failed publish rolls it back
+                    # (and the batch comes back), so a disable is never left unannounced.
+                    # A commit that fails after the publish can announce it twice.
+                    events = health.events(newly, now)
+                    self._transport.publish(events, timeout_s=self._publish_timeout_s)
+                return newly
 
         # The batch's messages stay unacked meanwhile; the consumer keeps them, see
         # `retry_database` for why the session is not given up at the first error.
@@ -298,7 +305,6 @@ class Settler:
             extra = {"subscription_id": d.subscription_id, "reason": d.reason}
             log.warning("subscription disabled", extra=extra)
             self._on_disabled(d.subscription_id, d.reason)
-        return health.events(newly_disabled, now)
 
     def _remember_clean(self, written: dict[str, health.Streak]) -> None:
         written_at = time.monotonic()

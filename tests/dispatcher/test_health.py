@@ -3,7 +3,7 @@ too many dead deliveries in a row, and the operational event it emits; on both d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import pytest
@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import DEAD, PENDING, SUB_ACTIVE, SUB_DISABLED, Delivery, Subscription
 from common.db.session import make_engine, make_sessionmaker
+from common.errors import PublishError
 from common.metrics import Metrics
+from common.transport import MemoryTransport, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event, decode, utcnow
 from dispatcher import health
@@ -23,7 +25,7 @@ from dispatcher.outcome import Attempted
 from dispatcher.sender import SendResult
 from dispatcher.settle import Settler
 from tests import builders
-from tests.dispatcher.conftest import Harness
+from tests.dispatcher.conftest import Harness, make_settings
 
 RETRY = Decision("retry", delay_s=0.1)
 EXHAUSTED = dead("max_attempts")
@@ -115,6 +117,35 @@ def test_n_dead_deliveries_in_a_row_disable_and_emit_the_event(harness: Harness)
     assert (event.tenant, event.type) == (waiting.tenant, "hookline.subscription.disabled")
     assert event.data["subscription_id"] == waiting.subscription_id
     assert event.data["reason"] == "failing"
+
+
+class EventsRefusedOnce(MemoryTransport):
+    """The broker refuses the first publish of an operational event (e.g. it just went)."""
+
+    refused = 0
+
+    def publish(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> None:
+        if not self.refused and any(m.exchange == tp.EVENTS for m in messages):
+            self.refused += 1
+            raise PublishError("no confirm in time")
+        super().publish(messages, timeout_s=timeout_s)
+
+
+def test_a_disable_is_committed_only_once_its_event_is_published(
+    db: sessionmaker[Session],
+) -> None:
+    harness = Harness(make_settings(), EventsRefusedOnce(), db)
+    *exhausted, waiting = given(harness, 4)
+    with pytest.raises(PublishError):
+        settle(harness, [(d, EXHAUSTED, 500) for d in exhausted], LENIENT)
+    row = subscription(harness, waiting.subscription_id)
+    assert (row.status, row.consecutive_dead) == (SUB_ACTIVE, 0), "disabled unannounced"
+    assert disabled_events(harness) == []
+    # The batch was not acked, so it comes back; now the broker answers.
+    settle(harness, [(d, EXHAUSTED, 500) for d in exhausted], LENIENT)
+    assert subscription(harness, waiting.subscription_id).status == SUB_DISABLED
+    [event] = disabled_events(harness)
+    assert event.data["subscription_id"] == waiting.subscription_id
 
 
 def test_failing_for_the_whole_period_disables(harness: Harness) -> None:
