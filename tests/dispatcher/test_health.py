@@ -15,7 +15,7 @@ from common.db.models import DEAD, PENDING, SUB_ACTIVE, SUB_DISABLED, Delivery, 
 from common.db.session import make_engine, make_sessionmaker
 from common.errors import PublishError
 from common.metrics import Metrics
-from common.transport import MemoryTransport, Outgoing
+from common.transport import Consumer, MemoryTransport, Message, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event, decode, utcnow
 from dispatcher import health
@@ -45,22 +45,30 @@ def given(harness: Harness, count: int) -> list[DeliveryMessage]:
         return [builders.delivery(session, builders.event(tenant.id), sub.id) for _ in range(count)]
 
 
-def settle(harness: Harness, outcomes: list[tuple[DeliveryMessage, Decision, int | None]],
-           policy: health.Policy) -> None:  # fmt: skip
-    """Settle attempts of the given deliveries as one batch, through a real settler."""
-    for delivery, _, _ in outcomes:
+def consuming(
+    harness: Harness, deliveries: Sequence[DeliveryMessage], policy: health.Policy
+) -> tuple[Consumer, list[Message], Settler]:
+    """Publish the deliveries, take their messages, and a real settler for that consumer."""
+    for delivery in deliveries:
         harness.publish(delivery)
     consumer = harness.transport.consume(tp.DELIVERIES, prefetch=100)
     messages = []
     for message in consumer:
         assert message is not None
         messages.append(message)
-        if len(messages) == len(outcomes):
+        if len(messages) == len(deliveries):
             break
     settler = Settler(
         consumer, harness.transport, harness.db, Metrics(CollectorRegistry()),
         publish_timeout_s=5, policy=policy,
     )  # fmt: skip
+    return consumer, messages, settler
+
+
+def settle(harness: Harness, outcomes: list[tuple[DeliveryMessage, Decision, int | None]],
+           policy: health.Policy) -> None:  # fmt: skip
+    """Settle attempts of the given deliveries as one batch, through a real settler."""
+    consumer, messages, settler = consuming(harness, [d for d, _, _ in outcomes], policy)
     settler.settle(
         [
             Attempted(m, d, decision, SendResult(code, 0.1), utcnow())
@@ -205,19 +213,7 @@ def test_a_success_soon_after_a_clean_one_leaves_the_streak_row_alone(
     # Success-only batches write nothing to `subscriptions` while the settler knows the
     # subscription clean; a streak another dispatcher started ends once that knowledge ages.
     deliveries = given(harness, 3)
-    for delivery in deliveries:
-        harness.publish(delivery)
-    consumer = harness.transport.consume(tp.DELIVERIES, prefetch=100)
-    messages = []
-    for message in consumer:
-        assert message is not None
-        messages.append(message)
-        if len(messages) == 3:
-            break
-    settler = Settler(
-        consumer, harness.transport, harness.db, Metrics(CollectorRegistry()),
-        publish_timeout_s=5, policy=LENIENT,
-    )  # fmt: skip
+    consumer, messages, settler = consuming(harness, deliveries, LENIENT)
 
     def succeed(n: int) -> None:
         settler.settle([Attempted(messages[n], deliveries[n], SUCCESS, SendResult(200, 0.1),
