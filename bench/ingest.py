@@ -4,7 +4,10 @@ confirm, on a fresh RabbitMQ vhost and PostgreSQL database.
     .venv/bin/python -m bench.ingest --runs 3
 
 Per run, against the same API process:
-- baseline: `GET /healthz` requests/s (the HTTP stack alone, no broker, no database);
+- baseline: `GET /healthz` requests/s (FastAPI without broker or database; a sync route,
+  so one worker-thread hop a request);
+- floor: requests/s of a bare ASGI app answering 202 on its own uvicorn process, the same
+  client and connections (what one uvicorn process can serve here at all);
 - single: `POST /v1/events` events/s, one event per request, from `--connections`
   keep-alive connections (concurrent requests share confirm round-trips);
 - batch: `POST /v1/events/batch` events/s, `--batch` events per request;
@@ -22,9 +25,11 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -122,6 +127,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, f
                 for n in range(args.batch_events // args.batch)
             ]
             batch, batch_ok = load(port, batches, args.batch_connections, args.batch)
+            floor = _floor(singles, args.connections)
             loadavg = round(os.getloadavg()[0], 2)
             queued = _queued(broker_url)
             transport_rate = _transport_baseline(broker_url, args.batch_events, args.batch)
@@ -130,10 +136,12 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, f
     expected = 200 + args.events + (args.batch_events // args.batch) * args.batch
     return {
         "baseline_healthz_per_s": round(baseline),
+        "floor_asgi_per_s": round(floor),
         "single_events_per_s": round(single),
         "batch_events_per_s": round(batch),
         "transport_publish_per_s": round(transport_rate),
         "single_ratio_to_baseline": round(single / baseline, 3),
+        "single_ratio_to_floor": round(single / floor, 3),
         "batch_ratio_to_transport": round(batch / transport_rate, 3),
         "accepted": single_ok + batch_ok,
         "queued": queued,
@@ -151,6 +159,36 @@ def _event(n: int) -> bytes:
 def _batch(n: int, size: int) -> bytes:
     events = [{"type": "order.created", "data": {"order": n * size + i}} for i in range(size)]
     return json.dumps({"events": events}).encode()
+
+
+async def _floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the request and answers 202 with an id, as ingest does, and nothing else."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    body = b'{"id":"evt_0123456789abcdef01234567"}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 202, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _floor(raws: list[bytes], connections: int) -> float:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bench.ingest", "--serve-floor", str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        rate, _ = load(port, raws, connections, 1)
+        return rate
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def _wait(url: str, timeout_s: float = 30) -> None:
@@ -191,7 +229,14 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--batch-events", type=int, default=100_000)
     parser.add_argument("--batch-connections", type=int, default=4)
+    parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_floor:
+        import uvicorn
+
+        uvicorn.run(_floor_app, host="127.0.0.1", port=args.serve_floor, log_level="warning",
+                    access_log=False, lifespan="off")  # fmt: skip
+        return 0
     runs.repeat(one_run, args, lambda first: [k for k in first if k not in ("accepted", "queued")])
     return 0
 
