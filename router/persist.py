@@ -14,17 +14,19 @@ published again, marked for the dispatcher to re-check.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select, text, tuple_
+from sqlalchemy import Table, bindparam, select, text, tuple_
 from sqlalchemy.orm import Session
 
-from common.db.bulk import insert_rows, recordset, rows_document
+from common.db.bulk import recordset
 from common.db.models import FINAL_STATUSES, PENDING, Delivery, EventRow
 from common.db.session import insert_ignoring_conflicts
+from common.db.types import UtcDateTime
 from common.wire import DeliveryMessage, Event, delivery_id_for, utcnow
 from router.index import Target
 
@@ -32,7 +34,31 @@ Key = tuple[str, str]  # (tenant, event id)
 
 _events = cast(Table, EventRow.__table__)
 _deliveries = cast(Table, Delivery.__table__)
-_EVENT_COLUMNS = ("tenant_id", "id", "type", "operation", "timestamp", "data", "received_at")
+_STAMP = UtcDateTime()  # refuses naive timestamps, as an ORM insert of the column would
+
+# One statement per table and batch on PostgreSQL (see common/db/bulk.py): the rows go as
+# one JSON document, and what every row of a batch shares (its time, the new delivery's
+# state) as plain parameters. ON CONFLICT on deliveries only matters for a delivery row
+# left without its event, which the router never writes.
+_EVENT_FIELDS = ("tenant_id", "id", "type", "operation", "timestamp", "data")
+_DELIVERY_FIELDS = ("id", "tenant_id", "event_id", "subscription_id", "event_type")
+
+
+def _columns(names: Sequence[str]) -> str:
+    return ", ".join(f'"{name}"' for name in names)
+
+
+_PG_INSERT_EVENTS = text(
+    f'INSERT INTO events ({_columns(_EVENT_FIELDS)}, "received_at") '
+    f"SELECT {_columns(_EVENT_FIELDS)}, :now FROM {recordset(_events, _EVENT_FIELDS)} "
+    'ON CONFLICT DO NOTHING RETURNING "tenant_id", "id"'
+).bindparams(bindparam("now", type_=UtcDateTime()))
+_PG_INSERT_DELIVERIES = text(
+    f"INSERT INTO deliveries ({_columns(_DELIVERY_FIELDS)}, "
+    '"status", "attempts", "replay_count", "created_at", "updated_at") '
+    f"SELECT {_columns(_DELIVERY_FIELDS)}, '{PENDING}', 0, 0, :now, :now "
+    f"FROM {recordset(_deliveries, _DELIVERY_FIELDS)} ON CONFLICT DO NOTHING"
+).bindparams(bindparam("now", type_=UtcDateTime()))
 
 
 @dataclass(frozen=True)
@@ -54,10 +80,10 @@ def persist_batch(
     if not routed:
         return []
     now = utcnow()
-    event_rows: dict[Key, dict[str, object]] = {}
+    events: dict[Key, Event] = {}
     for event, _ in routed:
-        event_rows.setdefault((event.tenant, event.id), _event_row(event, now))
-    created = _insert_events(session, list(event_rows.values()))
+        events.setdefault((event.tenant, event.id), event)
+    created = _insert_events(session, list(events.values()), now)
     delivery_rows: dict[str, dict[str, object]] = {}
     out: list[Routed] = []
     pending = set(created)
@@ -68,31 +94,60 @@ def persist_batch(
         pending.discard(key)  # the same id twice in one batch: routed once
         for target in targets:
             delivery_id = delivery_id_for(event.tenant, event.id, target.subscription_id)
-            delivery_rows[delivery_id] = _delivery_row(event, delivery_id, target, now)
+            delivery_rows[delivery_id] = {
+                "id": delivery_id,
+                "tenant_id": event.tenant,
+                "event_id": event.id,
+                "subscription_id": target.subscription_id,
+                "event_type": event.type,
+            }
             out.append(Routed(_message(event, delivery_id, target.subscription_id), False))
-    # ON CONFLICT only matters for a delivery row left without its event (never written so).
-    insert_rows(session, _deliveries, list(delivery_rows.values()), ignore_conflicts=True)
+    _insert_deliveries(session, list(delivery_rows.values()), now)
     out.extend(_republish_unfinished(session, routed, set(recover) - created))
     return out
 
 
-def _insert_events(session: Session, rows: list[dict[str, object]]) -> set[Key]:
-    """Insert `rows`, skipping ids that exist; the keys this statement created."""
+def _insert_events(session: Session, events: list[Event], now: datetime) -> set[Key]:
+    """Insert `events`, skipping ids that exist; the keys this statement created."""
     bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        columns = ", ".join(f'"{name}"' for name in _EVENT_COLUMNS)
-        statement: Any = text(
-            f'INSERT INTO "{_events.name}" ({columns}) SELECT {columns} '
-            f"FROM {recordset(_events, _EVENT_COLUMNS)} "
-            "ON CONFLICT DO NOTHING RETURNING tenant_id, id"
-        )
-        result = session.execute(statement, {"rows": rows_document(session, _events, rows)})
-    else:
+    if bind.dialect.name != "postgresql":
         statement = insert_ignoring_conflicts(bind, _events).returning(
             _events.c.tenant_id, _events.c.id
         )
-        result = session.execute(statement, rows)
+        result = session.execute(statement, [_event_row(e, now) for e in events])
+        return {(tenant, event_id) for tenant, event_id in result.tuples()}
+    rows = [
+        {
+            "tenant_id": e.tenant,
+            "id": e.id,
+            "type": e.type,
+            "operation": e.operation,
+            "timestamp": _STAMP.process_bind_param(e.timestamp, bind.dialect),
+            "data": e.data,
+        }
+        for e in events
+    ]
+    result = session.execute(_PG_INSERT_EVENTS, {"rows": _document(rows), "now": now})
     return {(tenant, event_id) for tenant, event_id in result.tuples()}
+
+
+def _insert_deliveries(session: Session, rows: list[dict[str, object]], now: datetime) -> None:
+    """Insert new delivery rows (`pending`, no attempt yet) in one statement."""
+    if not rows:
+        return
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        constant = {"status": PENDING, "attempts": 0, "replay_count": 0}
+        full = [{**row, **constant, "created_at": now, "updated_at": now} for row in rows]
+        session.execute(insert_ignoring_conflicts(bind, _deliveries), full)
+        return
+    session.execute(_PG_INSERT_DELIVERIES, {"rows": _document(rows), "now": now})
+
+
+def _document(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as `json_to_recordset` reads them; datetimes as ISO 8601 (bound and checked
+    as the column would bind them, see `_STAMP`)."""
+    return json.dumps(rows, default=datetime.isoformat, separators=(",", ":"))
 
 
 def _republish_unfinished(
@@ -121,23 +176,6 @@ def _event_row(event: Event, now: datetime) -> dict[str, object]:
         "timestamp": event.timestamp,
         "data": event.data,
         "received_at": now,
-    }
-
-
-def _delivery_row(
-    event: Event, delivery_id: str, target: Target, now: datetime
-) -> dict[str, object]:
-    return {
-        "id": delivery_id,
-        "tenant_id": event.tenant,
-        "event_id": event.id,
-        "subscription_id": target.subscription_id,
-        "event_type": event.type,
-        "status": PENDING,
-        "attempts": 0,
-        "replay_count": 0,
-        "created_at": now,
-        "updated_at": now,
     }
 
 

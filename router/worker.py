@@ -2,20 +2,25 @@
 
 The consuming thread only pumps the connection and hands messages to one routing thread,
 which takes whatever is ready (up to a batch) so that a burst shares one transaction and one
-confirm window while a lone event is routed at once.
+confirm window while a lone event is routed at once. A batch's confirm is awaited while the
+next batch is written to the database (each batch still commits, then publishes, then acks
+once its confirm is in); with nothing more to route it is acked at once.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import queue
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.errors import DecodeError, TransportError
+from common.errors import DecodeError, PublishError, TransportError
 from common.filters import matches
 from common.metrics import Metrics
 from common.service import retry_database
@@ -30,6 +35,7 @@ from router.persist import Key, Routed, persist_batch
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
+PREFETCH_BATCHES = 3  # one in flight, one being written, one waiting
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -50,10 +56,11 @@ class Router:
         self._batch_size = batch_size
         self._loader = IndexLoader(sessionmaker, settings.subscription_refresh_s)
         self._stop = threading.Event()  # the running session's stop flag, once `run` starts
-        # Events whose rows this process may have committed but whose delivery messages are
-        # not confirmed yet: routed again (a retry after an unclear commit, one by one after
-        # a failed batch), they are published although their id is known. Routing thread only.
+        # Events whose rows this process committed but whose delivery messages failed to go
+        # out: routed again one by one, they are published although their id is known.
+        # (Not those merely in flight: a repeat arriving meanwhile must publish nothing.)
         self._unpublished: set[Key] = set()
+        self._sending: _Sending | None = None  # routing thread only, as `_unpublished`
 
     def run(self, stop: threading.Event) -> None:
         """Route until `stop` is set; raises when the broker goes away, or the database
@@ -61,9 +68,10 @@ class Router:
         self._stop = stop
         # A new session: the last one's unacked messages all come back marked redelivered.
         self._unpublished.clear()
+        self._sending = None
         self._transport.declare(tp.build(self._settings.retry_delays_s))
         self._loader.current(force=True)
-        consumer = self._transport.consume(tp.EVENTS, prefetch=self._batch_size * 2)
+        consumer = self._transport.consume(tp.EVENTS, prefetch=self._batch_size * PREFETCH_BATCHES)
         inbox: queue.Queue[Message | None] = queue.Queue()
         failure: list[BaseException] = []
         worker = threading.Thread(
@@ -98,10 +106,13 @@ class Router:
         self, consumer: Consumer, inbox: queue.Queue[Message | None], failure: list[BaseException]
     ) -> None:
         try:
-            while True:
+            stopping = False
+            while not stopping:
+                if self._sending is not None and inbox.empty():
+                    self._settle(consumer)  # nothing to overlap its confirm with: ack it now
                 first = inbox.get()
                 if first is None:
-                    return
+                    break
                 batch = [first]
                 while len(batch) < self._batch_size:
                     try:
@@ -109,32 +120,56 @@ class Router:
                     except queue.Empty:
                         break
                     if message is None:
-                        self.route(batch, consumer)
-                        return
+                        stopping = True
+                        break
                     batch.append(message)
                 self.route(batch, consumer)
+            self._settle(consumer)
         except BaseException as exc:  # handed to the consuming thread, which reconnects
             failure.append(exc)
 
     def route(self, batch: Sequence[Message], consumer: Consumer) -> None:
-        """Route a batch; on an unexpected error, route one by one to isolate the culprit."""
+        """Write a batch and send its delivery messages, then ack the batch sent before it
+        once that one is confirmed. On an unexpected error, route one by one to isolate
+        the culprit."""
         try:
-            self._route(batch, consumer)
+            sending = self._send(batch)
         except (OperationalError, DBAPIError, TransportError) as exc:
             if not _is_data_error(exc) or len(batch) == 1:
                 raise
-            for message in batch:
-                self._route_one_guarded(message, consumer)
+            self._one_by_one(batch, consumer)
+            return
         except Exception:
-            if len(batch) == 1:
-                self._route_one_guarded(batch[0], consumer)
-                return
-            for message in batch:
-                self._route_one_guarded(message, consumer)
+            self._one_by_one(batch, consumer)
+            return
+        self._settle(consumer)
+        self._sending = sending
+
+    def _settle(self, consumer: Consumer) -> None:
+        """Wait for the batch in flight to be confirmed, then ack it."""
+        sending, self._sending = self._sending, None
+        if sending is None:
+            return
+        try:
+            self._confirmed(sending)
+        except TransportError:
+            raise  # the session ends; the unacked batch comes back marked redelivered
+        except Exception:
+            log.exception("publishing a routed batch failed; routing it one by one")
+            self._unpublished.update(sending.carried)
+            self._one_by_one(sending.batch, consumer)
+            return
+        self._done(sending, consumer)
+
+    def _one_by_one(self, batch: Sequence[Message], consumer: Consumer) -> None:
+        self._settle(consumer)
+        for message in batch:
+            self._route_one_guarded(message, consumer)
 
     def _route_one_guarded(self, message: Message, consumer: Consumer) -> None:
         try:
-            self._route([message], consumer)
+            sending = self._send([message])
+            self._confirmed(sending)
         except (OperationalError, TransportError):
             raise
         except Exception as exc:
@@ -142,8 +177,11 @@ class Router:
             self._transport.publish([poison_copy(message, "handler_error", repr(exc))])
             self._metrics.dead_letters.labels(reason="poison").inc()
             consumer.ack(message)
+            return
+        self._done(sending, consumer)
 
-    def _route(self, batch: Sequence[Message], consumer: Consumer) -> None:
+    def _send(self, batch: Sequence[Message]) -> _Sending:
+        """Match and persist `batch` (committed), then hand its messages to the broker."""
         events: list[Event] = []
         redelivered: set[Key] = set()
         poisoned: list[Outgoing] = []
@@ -157,41 +195,68 @@ class Router:
             if message.redelivered or message.delivery_count:
                 redelivered.add((event.tenant, event.id))
         keys = {(e.tenant, e.id) for e in events}
+        unclear: set[Key] = set()  # created by a try whose commit failed: it may have landed
 
-        def match_and_persist() -> tuple[list[tuple[Event, list[Target]]], list[Routed]]:
+        def match_and_persist() -> tuple[int, list[Routed]]:
             index = self._loader.current()
             routed = [
                 (e, [t for t in index.match(e.tenant, e.type, e.operation) if wants(t, e)])
                 for e in events
             ]
-            # Read on every try: a try whose commit failed may have committed after all.
-            recover = redelivered | (keys & self._unpublished)
+            recover = redelivered | unclear | (keys & self._unpublished)
             with self._sessionmaker() as session, session.begin():
                 out = persist_batch(session, routed, recover)
-                # Owed from the commit on (this block's exit) until the publish below.
-                self._unpublished.update((r.message.tenant, r.message.event_id) for r in out)
-            return routed, out
+                unclear.update((r.message.tenant, r.message.event_id) for r in out)
+            return len(routed), out
 
         # In place, on this thread: the consuming thread keeps the batch unacked and the
         # connection pumped, so a database outage costs no redelivery (see retry_database).
-        routed, out = retry_database(match_and_persist, abandon=self._stop)
-        outgoing = [
-            Outgoing(
-                tp.DELIVERIES,
-                tp.DELIVERY_ROUTING_KEY,
-                encode(r.message),
-                {tp.H_RECHECK: 1} if r.recheck else {},
-                r.message.delivery_id,
-            )
-            for r in out
-        ]
-        self._transport.publish(outgoing + poisoned, timeout_s=self._settings.publish_timeout_s)
-        self._unpublished.difference_update(keys)
-        consumer.ack_many(batch)
-        self._metrics.events_routed.inc(len(routed))
-        self._metrics.deliveries_enqueued.labels(origin="new").inc(len(outgoing))
-        if poisoned:
-            self._metrics.dead_letters.labels(reason="poison").inc(len(poisoned))
+        count, out = retry_database(match_and_persist, abandon=self._stop)
+        try:
+            outgoing = [
+                Outgoing(
+                    tp.DELIVERIES,
+                    tp.DELIVERY_ROUTING_KEY,
+                    encode(r.message),
+                    {tp.H_RECHECK: 1} if r.recheck else {},
+                    r.message.delivery_id,
+                )
+                for r in out
+            ]
+            timeout_s = self._settings.publish_timeout_s
+            confirmed = self._transport.submit(outgoing + poisoned, timeout_s=timeout_s)
+        except BaseException:
+            self._unpublished.update(unclear)  # committed, never handed to the broker
+            raise
+        carried = {(r.message.tenant, r.message.event_id) for r in out}
+        return _Sending(batch, confirmed, keys, carried, count, len(outgoing), len(poisoned))
+
+    def _confirmed(self, sending: _Sending) -> None:
+        try:
+            sending.confirmed.result(timeout=self._settings.publish_timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise PublishError(f"no confirm for a batch of {len(sending.batch)} in time") from None
+
+    def _done(self, sending: _Sending, consumer: Consumer) -> None:
+        self._unpublished.difference_update(sending.keys)
+        consumer.ack_many(sending.batch)
+        self._metrics.events_routed.inc(sending.events)
+        self._metrics.deliveries_enqueued.labels(origin="new").inc(sending.deliveries)
+        if sending.poisoned:
+            self._metrics.dead_letters.labels(reason="poison").inc(sending.poisoned)
+
+
+@dataclass(frozen=True)
+class _Sending:
+    """A batch whose rows are committed and whose messages are on their way to the broker."""
+
+    batch: Sequence[Message]
+    confirmed: Future[None]
+    keys: set[Key]  # every event of the batch
+    carried: set[Key]  # the events whose delivery messages it carries
+    events: int
+    deliveries: int
+    poisoned: int
 
 
 def _is_data_error(exc: BaseException) -> bool:

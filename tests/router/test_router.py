@@ -133,9 +133,18 @@ def test_router_persists_event_and_one_delivery_per_matching_subscription(
     with sessions() as session:
         rows = session.scalars(select(Delivery)).all()
         assert {r.subscription_id for r in rows} == set(wanted)
-        assert all(r.status == PENDING and r.event_id == event.id for r in rows)
+        assert {r.id for r in rows} == {d.delivery_id for d in decoded}
+        for row in rows:
+            assert (row.status, row.attempts, row.replay_count) == (PENDING, 0, 0)
+            assert (row.tenant_id, row.event_id, row.event_type) == (
+                tenant_id, event.id, "order.created"
+            )  # fmt: skip
+            assert row.created_at == row.updated_at and row.finished_at is None
         stored = session.get(EventRow, (tenant_id, event.id))
         assert stored is not None and stored.data == {"total": 12.5}
+        assert (stored.type, stored.operation) == ("order.created", None)
+        assert stored.timestamp == event.timestamp
+        assert stored.received_at == rows[0].created_at
     assert transport.queue_depth(tp.EVENTS) == 0
 
 
@@ -265,6 +274,31 @@ def test_batch_whose_publish_failed_is_published_once_by_the_one_by_one_fallback
     )
     assert transport.queue_depth(tp.DELIVERIES) == 0
     assert transport.queue_depth(tp.POISON) == 0
+
+
+def test_lone_event_is_acked_once_confirmed_without_waiting_for_the_next_batch(
+    sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
+        tenant_id = tenant.id
+    metrics = Metrics()
+    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, metrics)
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+
+    def routed() -> float:
+        return metrics.registry.get_sample_value("hookline_events_routed_total") or 0.0
+
+    try:
+        publish(transport, builders.event(tenant_id))
+        drain(transport, tp.DELIVERIES, 1)
+        assert wait_for(lambda: routed() == 1.0, 5), "the lone event was not settled"
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 def test_undecodable_event_goes_to_poison_with_raw_body_and_the_queue_keeps_flowing(
