@@ -6,8 +6,10 @@ Each run, for each size: a fresh stack (`bench/stack.py`) with that many active
 subscriptions of one tenant, each for its own event type (`scale.<n>`), so exactly one
 matches every event (`scale.0`); `--events` events are queued while no router runs, then
 one `hookline router` routes them (event and delivery rows written, delivery messages
-published, confirmed). Reported: events/s from the first event row written until the last,
-per size, and the ratio of the largest size to the smallest in the same run.
+published, confirmed). Reported per size: events/s from the first event row written until
+the last delivery message is confirmed on the deliveries queue (`rows_per_s`: until the last
+event row), CPU per event by component, and the ratio of the largest size to the smallest
+in the same run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from bench.stack import cpu_per_delivery_us, load_average, profile, stack, stop_profile
 from common.settings import Settings
+from common.transport import open_transport
 from common.transport import topology as tp
 from producer import Producer
 
@@ -44,22 +47,26 @@ def route_with(size: int, args: argparse.Namespace, workdir: Path) -> dict[str, 
                      for i in ids[offset : offset + 500]]
                 )  # fmt: skip
         running.start("router", "router", metrics=False)
-        # Timed from the first event written, so the router's start-up is not counted.
-        running.wait_for(running.events, 1, 60, tick_s=0.02)
-        cpu_before, start, first = running.cpu(), time.time(), running.events()
-        profiler = profile(running.procs["router"].pid, args.profile) if args.profile else None
-        done = running.wait_for(running.events, args.events, args.events / 100 + 60, 0.1)
-        elapsed = time.time() - start
-        cpu_after = running.cpu()
-        stop_profile(profiler)
+        with open_transport(running.broker_url) as broker:
+            # Timed from the first event written, so the router's start-up is not counted,
+            # to the last delivery message confirmed (counted exactly, by a passive declare).
+            running.wait_for(running.events, 1, 60, tick_s=0.02)
+            cpu_before, start, first = running.cpu(), time.time(), running.events()
+            profiler = profile(running.procs["router"].pid, args.profile) if args.profile else None
+            done = running.wait_for(running.events, args.events, args.events / 100 + 60, 0.1)
+            rows_s = time.time() - start
+            queued = running.wait_for(lambda: broker.queue_depth(tp.DELIVERIES), done, 60, 0.05)
+            elapsed = time.time() - start
+            cpu_after = running.cpu()
+            stop_profile(profiler)
         deliveries = running.deliveries()
-        queued = running.queue_depth(tp.DELIVERIES)
     return {
         "subscriptions": size,
         "routed": done,
         "deliveries": deliveries,
         "queued": queued,
         "events_per_s": round((done - first) / elapsed, 1),
+        "rows_per_s": round((done - first) / rows_s, 1),
         "cpu_us_per_event": cpu_per_delivery_us(cpu_before, cpu_after, done - first),
     }
 
