@@ -3,9 +3,11 @@
 pika objects are not thread-safe, so every connection has exactly one owning thread:
 
 - Publishing: one I/O thread owns a `SelectConnection` in confirm mode. Callers on any thread
-  hand a batch over with `add_callback_threadsafe` and wait; the I/O thread keys each message
-  by its delivery tag and settles batches as Ack/Nack/Return frames arrive, so concurrent
-  callers share one connection and one confirm window instead of a round-trip per message.
+  put batches in its inbox (one `add_callback_threadsafe` wake-up for all that arrive before
+  it runs) and wait (`publish`) or get a future (`submit`, for event loops); the I/O thread
+  writes the frames itself, keys each message by its delivery tag and settles batches as
+  Ack/Nack/Return frames arrive, so concurrent callers share one connection and one confirm
+  window instead of a round-trip per message.
 - Consuming: each `RabbitConsumer` owns a `BlockingConnection`, pumped by the thread that
   iterates it; other threads settle messages through `add_callback_threadsafe`.
 - `declare`, `queue_depth`, `purge`: a short-lived `BlockingConnection` each (rare calls; a

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp
 
 from common import __version__
 from common.metrics import Metrics
@@ -68,6 +69,14 @@ async def _serving(_app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+class _HooklineApp(FastAPI):
+    """FastAPI with `FastIngest` in front of all its own layers (the error handler and
+    telemetry middleware too): plain ingest requests are answered before any of them."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return FastIngest(super().build_middleware_stack(), INGEST_LIMITS)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -82,7 +91,7 @@ def create_app(
     Handlers find their dependencies on `app.state.services` (a `Services`); nothing is
     global, so several apps can live in one process, as the tests and the dev server do.
     """
-    app = FastAPI(
+    app = _HooklineApp(
         title="Hookline",
         version=__version__,
         description=DESCRIPTION,
@@ -111,6 +120,4 @@ def create_app(
     app.add_middleware(Idempotency)
     document(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={BATCH: MAX_BATCH_BODY_BYTES})
-    # Outermost: plain ingest requests are answered before any other layer runs.
-    app.add_middleware(FastIngest, limits=INGEST_LIMITS)
     return app

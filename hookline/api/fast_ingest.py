@@ -11,6 +11,7 @@ answers cannot differ. Same events, same checks, same producer: only the way is 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from pydantic import Field, ValidationError
@@ -24,6 +25,7 @@ from hookline.api.routes.events import accepted_batch, broker_unavailable, wire_
 from hookline.api.schemas import MAX_BATCH_EVENTS, EventAccepted, EventIn, Strict
 from producer import InvalidEvent
 
+log = logging.getLogger(__name__)
 SINGLE, BATCH = "/v1/events", "/v1/events/batch"
 _BEARER = b"bearer "
 _JSON = b"application/json"
@@ -36,7 +38,10 @@ class _ValidBatch(Strict):
 
 
 class FastIngest:
-    """ASGI middleware, outermost: plain ingest requests here, the rest to `app`."""
+    """ASGI middleware, outermost: plain ingest requests here, the rest to `app`.
+
+    It stands outside the app's error handler, so it answers its own failures: a 500 in
+    the API's error shape, and the exception in the log."""
 
     def __init__(self, app: ASGIApp, limits: Mapping[str, int]) -> None:
         self.app = app
@@ -61,16 +66,16 @@ class FastIngest:
             await self.app(scope, _replaying(body, receive), send)  # the route words the 422
             return
         try:
-            if isinstance(parsed, EventIn):
-                answer = await _single(parsed, tenant, services)
-            else:
-                assert isinstance(parsed, _ValidBatch)
-                answer = await _batch(parsed, tenant, services)
+            answer = await _accept(parsed, tenant, services)
         except InvalidEvent as exc:
             await _error(ApiError(422, "invalid_event", str(exc)), scope, receive, send)
             return
         except TransportError as exc:
             await _error(broker_unavailable(exc), scope, receive, send)
+            return
+        except Exception:
+            log.exception("ingest request failed")
+            await _error(ApiError(500, "internal", "internal server error"), scope, receive, send)
             return
         headers = [(b"content-type", _JSON), (b"content-length", str(len(answer)).encode())]
         await send({"type": "http.response.start", "status": 202, "headers": headers})
@@ -109,20 +114,12 @@ class FastIngest:
         return key.tenant_id if EVENTS_WRITE in key.scopes else None
 
 
-async def _single(event: EventIn, tenant: str, services: Services) -> bytes:
-    event_id = await services.producer.publish_async(
-        event.type,
-        event.data,
-        tenant=tenant,
-        id=event.id,
-        operation=event.operation,
-        timestamp=event.timestamp,
-    )
-    return EventAccepted(id=event_id).model_dump_json().encode()
-
-
-async def _batch(batch: _ValidBatch, tenant: str, services: Services) -> bytes:
-    events = [wire_fields(event, tenant) for event in batch.events]
+async def _accept(parsed: EventIn | _ValidBatch, tenant: str, services: Services) -> bytes:
+    """Publish the event(s), confirmed, and return the 202's body."""
+    if isinstance(parsed, EventIn):
+        (event_id,) = await services.producer.publish_fields_async([wire_fields(parsed, tenant)])
+        return EventAccepted(id=event_id).model_dump_json().encode()
+    events = [wire_fields(event, tenant) for event in parsed.events]
     return accepted_batch(await services.producer.publish_fields_async(events))
 
 

@@ -319,3 +319,23 @@ def test_a_request_the_fast_path_declines_gets_the_routes_own_answer(api, conten
 
     assert_error(response, 422, "validation_error")
     assert len(api.published()) == 1
+
+
+class BrokenTransport(MemoryTransport):
+    """A transport with a bug: publishing raises something that is not a TransportError."""
+
+    def publish(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> None:
+        raise RuntimeError("a bug, with a secret: hl_not-for-clients")
+
+
+def test_an_unexpected_failure_answers_500_in_the_error_shape(make_api, caplog):
+    api = make_api(transport=BrokenTransport())
+    _, headers = api.tenant()
+
+    response = api.client.post(
+        "/v1/events", json={"type": "order.paid", "data": {}}, headers=headers
+    )
+
+    assert assert_error(response, 500, "internal") == "internal server error"
+    assert "hl_not-for-clients" not in response.text
+    assert "ingest request failed" in caplog.text
