@@ -5,6 +5,7 @@ Secrets never travel in messages: the dispatcher reads them from the database at
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -35,7 +36,12 @@ def delivery_id_for(tenant: str, event_id: str, subscription_id: str) -> str:
     publish them again without reading them back from the database.
     """
     name = f"{tenant}\x1f{event_id}\x1f{subscription_id}"
-    return "dlv_" + uuid.uuid5(_DELIVERY_NAMESPACE, name).hex
+    # uuid5 without building a UUID (a fifth of the router's CPU): SHA-1 of namespace and
+    # name, version 5 and the RFC 4122 variant set in place; the same hex as uuid.uuid5.
+    digest = bytearray(hashlib.sha1(_DELIVERY_NAMESPACE.bytes + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return "dlv_" + digest.hex()
 
 
 def utcnow() -> datetime:

@@ -27,7 +27,7 @@ from common.service import retry_database
 from common.settings import Settings
 from common.transport import Consumer, Message, Outgoing, Transport, poison_copy
 from common.transport import topology as tp
-from common.wire import Event, decode, encode
+from common.wire import Event, decode
 from router.index import Target
 from router.loader import IndexLoader
 from router.persist import Key, Routed, persist_batch
@@ -206,7 +206,7 @@ class Router:
             recover = redelivered | unclear | (keys & self._unpublished)
             with self._sessionmaker() as session, session.begin():
                 out = persist_batch(session, routed, recover)
-                unclear.update((r.message.tenant, r.message.event_id) for r in out)
+                unclear.update((r.event.tenant, r.event.id) for r in out)
             return len(routed), out
 
         # In place, on this thread: the consuming thread keeps the batch unacked and the
@@ -217,9 +217,9 @@ class Router:
                 Outgoing(
                     tp.DELIVERIES,
                     tp.DELIVERY_ROUTING_KEY,
-                    encode(r.message),
+                    r.body,
                     {tp.H_RECHECK: 1} if r.recheck else {},
-                    r.message.delivery_id,
+                    r.delivery_id,
                 )
                 for r in out
             ]
@@ -228,7 +228,7 @@ class Router:
         except BaseException:
             self._unpublished.update(unclear)  # committed, never handed to the broker
             raise
-        carried = {(r.message.tenant, r.message.event_id) for r in out}
+        carried = {(r.event.tenant, r.event.id) for r in out}
         return _Sending(batch, confirmed, keys, carried, count, len(outgoing), len(poisoned))
 
     def _confirmed(self, sending: _Sending) -> None:

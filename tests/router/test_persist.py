@@ -1,0 +1,40 @@
+"""The router's hand-built encodings against the models they stand in for."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from common.wire import _DELIVERY_NAMESPACE, DeliveryMessage, Event, decode, delivery_id_for, encode
+from router.persist import _Messages
+
+EVENTS = [
+    Event(tenant="ten_a", type="order.created", data={"total": 12.5}),
+    Event(tenant="ten_a", type="content.updated", operation="sync", data={}),
+    Event(tenant='tën "quoted" \\ \x01', type="a.b", data={"text": "ünïcode ✓", "n": [1, None]}),
+    Event(id="evt.with:colons-and_dots", tenant="t", type="x", data={"nested": {"deep": True}}),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS)
+@pytest.mark.parametrize("recheck", [False, True])
+def test_delivery_message_body_is_byte_for_byte_the_encoded_model(
+    event: Event, recheck: bool
+) -> None:
+    routed = _Messages(event).to("dlv_0123", "sub_é9", recheck=recheck)
+    model = DeliveryMessage(
+        delivery_id="dlv_0123", event_id=event.id, tenant=event.tenant,
+        subscription_id="sub_é9", attempt=1, event=event,
+    )  # fmt: skip
+    assert routed.body == encode(model)
+    assert decode(DeliveryMessage, routed.body) == model
+    assert (routed.delivery_id, routed.event, routed.recheck) == ("dlv_0123", event, recheck)
+
+
+def test_delivery_id_is_the_uuid5_of_tenant_event_and_subscription() -> None:
+    for n in range(2000):
+        tenant, event_id, sub = f"ten_{n % 7}ü", f"evt_{n}", f"sub_{n * 31}"
+        name = f"{tenant}\x1f{event_id}\x1f{sub}"
+        expected = "dlv_" + uuid.uuid5(_DELIVERY_NAMESPACE, name).hex
+        assert delivery_id_for(tenant, event_id, sub) == expected
