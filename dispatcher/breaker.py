@@ -71,6 +71,14 @@ class Breaker:
             circuit.probing = True
             return None
 
+    def closed_for(self, key: str) -> float:
+        """The seconds the circuit stays open still (0: a request may go, or probe), without
+        claiming the probe: for deferring before a sending thread is taken."""
+        circuit = self._circuits.get(key)  # one dict read, atomic: no lock for the hint
+        if circuit is None or circuit.opened_at is None:
+            return 0.0
+        return max(circuit.opened_at + self._open_s - self._clock(), 0.0)
+
     def cancel(self, key: str) -> None:
         """An admitted request was not sent after all: it was no probe."""
         with self._lock:

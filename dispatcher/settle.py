@@ -92,7 +92,7 @@ def _onward(outcome: Outcome) -> Outgoing | None:
     if isinstance(outcome, Poisoned):
         return poison_copy(outcome.message, "undecodable", outcome.error)
     if isinstance(outcome, Deferred):
-        body = encode(outcome.delivery)
+        body = outcome.message.body  # the delivery as it came: nothing to re-encode
         return Outgoing(
             tp.RETRY, tp.tier_name(outcome.delay_s), body, {}, outcome.delivery.delivery_id
         )

@@ -193,6 +193,14 @@ class Dispatcher:
         """A delivery its endpoint's lane cannot take now: to the soonest tier, no attempt."""
         return Deferred(message, delivery, classify.tier_after(0.0, self._delays))
 
+    def circuit_deferral(self, message: Message, delivery: DeliveryMessage) -> Deferred | None:
+        """A delivery whose endpoint's circuit is open: deferred past the open time on the
+        consuming thread, without taking a sending thread or looking the endpoint up."""
+        wait_s = self.gate.breaker.closed_for(delivery.subscription_id)
+        if wait_s <= 0:
+            return None
+        return Deferred(message, delivery, classify.tier_after(wait_s, self._delays))
+
     def _send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
         self._metrics.inflight.inc()
         try:
@@ -302,6 +310,10 @@ class _Consuming:
 
     def _submit(self, message: Message, delivery: DeliveryMessage) -> None:
         """Into the delivery's endpoint lane: sent, parked, or deferred without a thread."""
+        deferred = self._dispatcher.circuit_deferral(message, delivery)
+        if deferred is not None:
+            self._settler.put(deferred)
+            return
         self._lanes.submit(
             delivery.subscription_id,
             lambda: self._work(message, delivery),

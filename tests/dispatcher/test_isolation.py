@@ -91,6 +91,19 @@ def test_the_breaker_opens_after_the_threshold_and_half_opens_with_one_probe() -
     assert changes == [1, 0] and breaker.open_count == 0
 
 
+def test_closed_for_tells_the_open_time_left_without_claiming_the_probe() -> None:
+    clock = Clock()
+    breaker = Breaker(threshold=1, open_s=10.0, clock=clock)
+    assert breaker.closed_for("e") == 0.0
+    breaker.record("e", False)
+    clock.now += 4.0
+    assert breaker.closed_for("e") == pytest.approx(6.0)
+    clock.now += 6.0
+    assert breaker.closed_for("e") == 0.0
+    assert breaker.closed_for("e") == 0.0
+    assert breaker.admit("e") is None, "asking took the probe"
+
+
 def test_a_success_resets_the_count_of_failures() -> None:
     breaker = Breaker(threshold=2, open_s=10.0, clock=Clock())
     breaker.record("e", False)
