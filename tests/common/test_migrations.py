@@ -40,3 +40,17 @@ def test_upgrade_matches_the_models_and_downgrade_removes_everything(empty_url: 
     finally:
         migrate.downgrade(empty_url, "base")
         engine.dispose()
+
+
+def test_deliveries_pages_keep_room_for_updated_rows_on_postgresql() -> None:
+    with temporary_database() as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        try:
+            with engine.connect() as connection:
+                options = connection.exec_driver_sql(
+                    "SELECT reloptions FROM pg_class WHERE relname = 'deliveries'"
+                ).scalar_one()
+            assert options == ["fillfactor=80"]
+        finally:
+            engine.dispose()
