@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -129,6 +131,40 @@ def _allowed(address: IPAddress, allow_private: bool) -> bool:
         return True
     # Private targets are for tests and the dev server; these never name a receiver.
     return allow_private and not (address.is_multicast or address.is_unspecified)
+
+
+class CachingResolver:
+    """Remembers each name's answer for `ttl_s` (failures are not remembered). The
+    dispatcher checks the target at every attempt, and a DNS round trip per webhook would
+    cost more than the webhook. The guard loses nothing: each attempt still classifies the
+    addresses it is given and connects to the one it checked. Thread-safe."""
+
+    def __init__(
+        self,
+        resolve: Resolver = system_resolver,
+        *,
+        ttl_s: float = 10.0,
+        max_names: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resolve = resolve
+        self._ttl_s = ttl_s
+        self._max_names = max_names
+        self._clock = clock
+        self._answers: dict[tuple[str, int], tuple[float, Sequence[str]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str, port: int) -> Sequence[str]:
+        now = self._clock()
+        cached = self._answers.get((host, port))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        addresses = self._resolve(host, port)
+        with self._lock:
+            if len(self._answers) >= self._max_names:
+                self._answers.clear()
+            self._answers[(host, port)] = (now + self._ttl_s, addresses)
+        return addresses
 
 
 def _addresses(host: str, port: int, resolver: Resolver) -> list[IPAddress]:

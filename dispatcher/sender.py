@@ -19,7 +19,7 @@ from common import __version__
 from common.errors import UnsafeTargetError
 from common.settings import Settings
 from common.signing import signature_header
-from common.ssrf import Resolver, Target, check_url, system_resolver
+from common.ssrf import CachingResolver, Resolver, Target, check_url, system_resolver
 from common.wire import DeliveryMessage, Event, utcnow
 from dispatcher.connection import DeadlineExceeded, Pools, ProtocolError
 from dispatcher.subscriptions import Endpoint
@@ -138,12 +138,14 @@ class Sender:
         settings: Settings,
         *,
         gate: Gate | None = None,
-        resolver: Resolver = system_resolver,
+        resolver: Resolver | None = None,
         verify: bool | str = True,
     ) -> None:
         self._settings = settings
         self._gate: Gate = gate or OpenGate()
-        self._resolver = resolver
+        # The system's answers, remembered briefly (see CachingResolver); an injected
+        # resolver (tests) is asked every time.
+        self._resolver = resolver or CachingResolver(system_resolver)
         self._verify = verify
         # One connection per sending thread and target at most, kept alive between POSTs.
         self._pools = Pools(verify=verify, maxsize=settings.dispatcher_concurrency)

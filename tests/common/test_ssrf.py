@@ -173,3 +173,63 @@ def test_multicast_and_unspecified_stay_refused_even_with_private_targets_allowe
 def test_scoped_addresses_from_the_resolver_are_refused() -> None:
     with pytest.raises(UnsafeTargetError):
         check_url("https://h.example/", allow_private=True, resolver=fixed("fe80::1%eth0"))
+
+
+# --- the dispatcher's resolver: answers remembered briefly, the check still per attempt ---
+
+from common.ssrf import CachingResolver  # noqa: E402
+
+
+class Answers:
+    """A DNS stand-in that can change its answer, as a rebinding attacker's would."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.asked = 0
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked += 1
+        if self.address == "fail":
+            raise UnsafeTargetError(f"cannot resolve host {host!r}")
+        return [self.address]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_answers_are_remembered_for_the_ttl_then_asked_again() -> None:
+    answers, clock = Answers("93.184.216.34"), Clock()
+    resolver = CachingResolver(answers, ttl_s=10.0, clock=clock)
+    for _ in range(3):
+        assert check_url("https://hooks.example.com/x", resolver=resolver).address == (
+            "93.184.216.34"
+        )
+    assert answers.asked == 1
+    clock.now += 10.0
+    answers.address = "93.184.216.35"
+    assert check_url("https://hooks.example.com/x", resolver=resolver).address == "93.184.216.35"
+    assert answers.asked == 2
+
+
+def test_a_rebound_answer_is_still_checked_when_it_arrives() -> None:
+    answers, clock = Answers("93.184.216.34"), Clock()
+    resolver = CachingResolver(answers, ttl_s=10.0, clock=clock)
+    check_url("https://hooks.example.com/x", resolver=resolver)
+    answers.address = "169.254.169.254"  # the name now points at the metadata service
+    clock.now += 10.0
+    with pytest.raises(UnsafeTargetError):
+        check_url("https://hooks.example.com/x", resolver=resolver)
+
+
+def test_failures_are_not_remembered() -> None:
+    answers = Answers("fail")
+    resolver = CachingResolver(answers, ttl_s=10.0, clock=Clock())
+    for _ in range(2):
+        with pytest.raises(UnsafeTargetError):
+            check_url("https://hooks.example.com/x", resolver=resolver)
+    assert answers.asked == 2
