@@ -26,6 +26,7 @@ HEALTHY_SESSION_S = 5.0
 # How long a database write is retried in place before the session is given up.
 DATABASE_OUTAGE_BOUND_S = 120.0
 DATABASE_RETRY_MAX_WAIT_S = 5.0
+FIRST_RETRY_WAIT_S = 0.1
 
 # Failures a service survives by reconnecting: the broker or the database went away.
 RECOVERABLE = (ConnectionLostError, TransportError, OperationalError, DBAPIError)
@@ -69,8 +70,9 @@ def retry_database(
     try:  # the usual case, without building a Retrying (hot paths call this per message)
         return call()
     except Exception as exc:
-        if not database_away(exc):
+        if not database_away(exc) or (abandon is not None and abandon.is_set()):
             raise
+    _pause(abandon, FIRST_RETRY_WAIT_S)  # then as many tries as the bound allows
 
     def give_up(state: RetryCallState) -> bool:
         elapsed_s = state.seconds_since_start or 0.0
@@ -78,7 +80,7 @@ def retry_database(
 
     retrying = Retrying(
         retry=retry_if_exception(database_away),
-        wait=wait_exponential_jitter(initial=0.1, max=DATABASE_RETRY_MAX_WAIT_S),
+        wait=wait_exponential_jitter(initial=FIRST_RETRY_WAIT_S, max=DATABASE_RETRY_MAX_WAIT_S),
         stop=give_up,
         before_sleep=_log_database_retry,
         sleep=lambda seconds: _pause(abandon, seconds),
