@@ -109,6 +109,16 @@ def deferral_delay(delays: Sequence[float]) -> float:
     return next((tier for tier in tiers if tier >= DEFERRAL_FLOOR_S), tiers[-1])
 
 
+def spread_tier(wait_s: float, tiers: Sequence[float], draw: float) -> float:
+    """Where to defer a delivery held back for `wait_s` (an open circuit, a rate window):
+    a tier between `wait_s` and twice that, by `draw` in [0, 1). Deliveries held back one
+    after another would otherwise all come back together just after the same window and
+    arrive as one burst in front of every other endpoint's deliveries."""
+    if wait_s <= 0:
+        return tier_after(0.0, tiers)
+    return tier_after(wait_s * (1.0 + draw), tiers)
+
+
 def tier_after(wait_s: float, delays: Sequence[float]) -> float:
     """The smallest tier that waits at least `wait_s` (the longest if none does): where a
     delivery the gate held back goes (an open circuit, a full endpoint, a rate limit)."""

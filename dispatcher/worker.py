@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,6 +71,8 @@ class Dispatcher:
         self._metrics = metrics
         self._delays = settings.retry_delays_s
         self._jitter = schedule.jitterer(settings.retry_jitter)
+        self._tiers = schedule.tiers(self._delays, settings.retry_jitter)
+        self._draw = random.Random().random
         self.gate = EndpointGate(settings, metrics, RateLimiter(sessionmaker))
         self._sender = sender or Sender(settings, gate=self.gate)
         self._cache = SubscriptionCache(
@@ -166,7 +169,7 @@ class Dispatcher:
             return Deferred(message, delivery, classify.deferral_delay(self._delays))
         result = self._send(endpoint, delivery)
         if result.deferred:
-            delay_s = classify.tier_after(self.gate.deferral_s(), self._delays)
+            delay_s = classify.spread_tier(self.gate.deferral_s(), self._tiers, self._draw())
             return Deferred(message, delivery, delay_s)
         if result.unsafe:
             decision = classify.dead(classify.UNSAFE_TARGET)
@@ -199,7 +202,7 @@ class Dispatcher:
         wait_s = self.gate.breaker.closed_for(delivery.subscription_id)
         if wait_s <= 0:
             return None
-        return Deferred(message, delivery, classify.tier_after(wait_s, self._delays))
+        return Deferred(message, delivery, classify.spread_tier(wait_s, self._tiers, self._draw()))
 
     def _send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
         self._metrics.inflight.inc()

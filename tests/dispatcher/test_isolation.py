@@ -63,6 +63,14 @@ def test_a_deferral_goes_to_the_smallest_tier_that_waits_long_enough() -> None:
     assert classify.tier_after(10**6, DEFAULT) == 36000.0
 
 
+def test_held_back_deliveries_spread_over_the_tiers_between_the_wait_and_twice_it() -> None:
+    tiers = schedule.tiers([1, 2, 5, 10, 20, 30, 60], 0.2)
+    chosen = {classify.spread_tier(25.0, tiers, n / 100) for n in range(100)}
+    assert min(chosen) >= 25.0 and max(chosen) <= classify.tier_after(50.0, tiers)
+    assert len(chosen) >= 3, "deferred alike, they would come back as one burst"
+    assert classify.spread_tier(0.0, tiers, 0.9) == 0.8
+
+
 def test_only_a_timely_answer_below_500_other_than_429_counts_as_healthy() -> None:
     assert healthy(200, None) and healthy(404, None) and healthy(302, None)
     assert not healthy(500, None) and not healthy(429, None)
