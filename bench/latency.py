@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from bench import runs
 from bench.pipeline import open_model, start_services
-from bench.stack import load_average, percentile, stack
+from bench.stack import Stack, load_average, percentile, stack
 from common.settings import Settings
 from common.wire import DeliveryMessage, Event
 from dispatcher.sender import Sender
@@ -59,7 +61,8 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
             sent_at = open_model(producer, running.tenant_id, ids, args.rate)
         done = running.wait_for(running.succeeded, len(ids), 120)
         received = running.arrivals("receiver")
-    first = min(sent_at.values()) + WARMUP_S
+        first = min(sent_at.values()) + WARMUP_S
+        legs = breakdown(running, sent_at, received, first)
     latencies = [received[i] - at for i, at in sent_at.items() if at >= first and i in received]
     return {
         "run": number,
@@ -71,8 +74,31 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         "max_ms": round(1000 * max(latencies), 1),
         "direct_p50_ms": round(1000 * percentile(direct, 0.50), 2),
         "direct_p99_ms": round(1000 * percentile(direct, 0.99), 2),
+        "legs_p50_ms": legs,
         "load": [load_before, load_average()],
     }
+
+
+def breakdown(
+    running: Stack, sent_at: dict[str, float], received: dict[str, float], first: float
+) -> dict[str, float]:
+    """Median of each leg, from the rows' own times: scheduled -> the router's write of the
+    delivery row -> the dispatcher's start of the attempt -> the receipt."""
+    query = text(
+        "SELECT d.event_id, extract(epoch FROM d.created_at), extract(epoch FROM a.created_at)"
+        " FROM deliveries d JOIN attempts a ON a.delivery_id = d.id AND a.attempt = 1"
+    )
+    with running.sessions() as session:
+        rows = session.execute(query).tuples().all()
+    legs: dict[str, list[float]] = {"to_router_write": [], "to_attempt": [], "to_receipt": []}
+    for event_id, routed, attempted in rows:
+        at = sent_at.get(event_id)
+        if at is None or at < first or event_id not in received:
+            continue
+        legs["to_router_write"].append(float(routed) - at)
+        legs["to_attempt"].append(float(attempted) - float(routed))
+        legs["to_receipt"].append(received[event_id] - float(attempted))
+    return {k: round(1000 * percentile(v, 0.5), 1) for k, v in legs.items() if v}
 
 
 def main() -> int:
