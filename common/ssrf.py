@@ -229,4 +229,3 @@ def _parts(url: str, *, allow_private: bool, allow_http: bool) -> tuple[str, str
     if "%" in host:
         raise UnsafeTargetError("invalid URL: zone ids and percent-encoded hosts are refused")
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
-
