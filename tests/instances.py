@@ -26,6 +26,16 @@ RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 START_TIMEOUT_S = 60.0
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _wait_port(port: int, *, open_: bool, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -85,13 +95,28 @@ class PrivateRabbit:
             raise RuntimeError(f"private RabbitMQ did not listen on {self.port}")
 
     def stop(self) -> None:
+        pid = self._os_pid()
         with contextlib.suppress(subprocess.SubprocessError):
             self._ctl("stop", str(self.base / "node.pid"))
         _wait_port(self.port, open_=False, timeout_s=30)
+        # The port closes before the Erlang VM is gone; a start meanwhile can find the old
+        # node still registered and fail (`rabbitmqctl wait` exits 69).
+        deadline = time.monotonic() + 30
+        while pid is not None and _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def restart(self) -> None:
         self.stop()
-        self.start()
+        try:
+            self.start()
+        except subprocess.CalledProcessError:  # once more, on a loaded machine
+            time.sleep(2.0)
+            self.start()
+
+    def _os_pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.base / "node.pid").read_text().strip())
+        return None
 
 
 def _pg_bin() -> Path:
