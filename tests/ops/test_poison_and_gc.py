@@ -4,7 +4,6 @@ drain beside a replay; retention that removes old finished rows and keeps dead l
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,7 +19,6 @@ from common.db.models import (
     EventRow,
     PoisonMessage,
 )
-from common.db.session import make_engine, make_sessionmaker
 from common.transport import MemoryTransport, Message, Outgoing, poison_copy
 from common.transport import topology as tp
 from common.wire import encode, utcnow
@@ -30,13 +28,6 @@ from tests import builders
 from tests.ops.support import dead_letter
 
 WAIT_S = 10.0
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture

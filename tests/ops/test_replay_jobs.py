@@ -4,7 +4,6 @@ start, each delivery is published once per replay request, and a killed job resu
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +25,6 @@ from common.db.models import (
     ReplayItem,
     ReplayJob,
 )
-from common.db.session import make_engine, make_sessionmaker
 from common.errors import PublishError
 from common.metrics import Metrics
 from common.transport import MemoryTransport, Transport
@@ -38,13 +36,6 @@ from dispatcher.replay import JobBusy, Runner
 from dispatcher.replayjobs import ReplayRefused
 from tests import builders
 from tests.ops.support import Dead, dead_letter, published_copies
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +16,6 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import JOB_COMPLETED, JOB_RUNNING, ReplayJob
-from common.db.session import make_engine, make_sessionmaker
 from common.transport import MemoryTransport
 from common.transport import topology as tp
 from common.wire import utcnow
@@ -28,13 +26,6 @@ from dispatcher.replay_resume import Resumer, orphans
 from dispatcher.replaylease import runner_id
 from tests import builders
 from tests.ops.support import dead_letter, published_copies
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture
