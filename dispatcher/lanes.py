@@ -4,6 +4,12 @@ endpoint keeps up; once its oldest request is slow, the rest are deferred to a r
 
 So a fast endpoint with a deep backlog uses its share of threads at full speed, and a slow
 or hanging one holds `cap` threads and a bounded part of the prefetch window, never all.
+
+How many may park is the larger of a fixed bound (`PARK_LIMIT_FACTOR` x cap, or the floor)
+and what the lane's own recent speed clears in `PARK_BUDGET_S`: a fast endpoint with the
+whole backlog (a drain) parks the prefetch window instead of deferring deliveries it would
+have sent within milliseconds, while a slow one is held to the fixed bound, so the window
+stays open for the others.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from dataclasses import dataclass, field
 
 SLOW_AFTER_S = 1.0  # a request running this long marks its endpoint slow
 PARK_LIMIT_FACTOR = 4  # parked deliveries per lane, in units of its cap, or `park_floor`
+PARK_BUDGET_S = 0.25  # a lane may park what its recent request time clears in this long
+SPEED_WEIGHT = 0.2  # of the newest request, in the moving average of a lane's request time
+SPEEDS_KEPT = 10_000  # endpoints whose request time is remembered while idle
 
 Job = Callable[[], None]
 
@@ -45,6 +54,7 @@ class Lanes:
         self._cap_of = cap_of
         self._clock = clock
         self._lanes: dict[str, _Lane] = {}
+        self._seconds: dict[str, float] = {}  # endpoint -> moving average of request time
         self._lock = threading.Lock()
         self._tickets = 0
 
@@ -56,9 +66,7 @@ class Lanes:
             lane = self._lanes.setdefault(key, _Lane())
             if len(lane.running) < cap and not lane.parked:
                 ticket = self._start(lane, now)
-            elif lane.slow(now) or len(lane.parked) >= max(
-                cap * PARK_LIMIT_FACTOR, self._park_floor
-            ):
+            elif lane.slow(now) or len(lane.parked) >= self._park_limit(key, cap):
                 ticket = None
             else:
                 lane.parked.append((run, defer))
@@ -80,6 +88,13 @@ class Lanes:
         for defer in deferred:
             defer()
 
+    def _park_limit(self, key: str, cap: int) -> int:
+        fixed = max(cap * PARK_LIMIT_FACTOR, self._park_floor)
+        seconds = self._seconds.get(key)
+        if not seconds:
+            return fixed
+        return max(fixed, int(cap * PARK_BUDGET_S / seconds))
+
     def _start(self, lane: _Lane, now: float) -> int:
         self._tickets += 1
         lane.running[self._tickets] = now
@@ -95,15 +110,27 @@ class Lanes:
         return job
 
     def _finished(self, key: str, ticket: int) -> None:
+        now = self._clock()
         with self._lock:
             lane = self._lanes[key]
-            lane.running.pop(ticket, None)
+            started = lane.running.pop(ticket, now)
+            self._remember(key, now - started)
             follow: tuple[Job, int] | None = None
             if lane.parked:
                 run, _defer = lane.parked.popleft()
-                follow = (run, self._start(lane, self._clock()))
+                follow = (run, self._start(lane, now))
             elif not lane.running:
                 del self._lanes[key]
         if follow is not None:
             run, next_ticket = follow
             self._run_on_pool(self._wrapped(key, next_ticket, run))
+
+    def _remember(self, key: str, seconds: float) -> None:
+        """Fold one request's time into its endpoint's average (under the lock)."""
+        average = self._seconds.get(key)
+        if average is None:
+            if len(self._seconds) >= SPEEDS_KEPT:
+                self._seconds.clear()
+            self._seconds[key] = seconds
+        else:
+            self._seconds[key] = average + SPEED_WEIGHT * (seconds - average)

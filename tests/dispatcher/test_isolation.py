@@ -17,7 +17,7 @@ from common.metrics import Metrics
 from dispatcher import classify, schedule
 from dispatcher.breaker import Breaker, healthy
 from dispatcher.gate import EndpointGate, in_flight_cap
-from dispatcher.lanes import SLOW_AFTER_S, Lanes
+from dispatcher.lanes import PARK_BUDGET_S, PARK_LIMIT_FACTOR, SLOW_AFTER_S, Lanes
 from dispatcher.ratelimit import RateLimiter, plan
 from dispatcher.sender import SendResult
 from dispatcher.subscriptions import Endpoint
@@ -158,6 +158,32 @@ def test_a_lane_parks_up_to_four_times_its_cap_or_the_floor_then_defers() -> Non
             lanes.submit("e", lambda: None, functools.partial(deferred.append, n))
         assert len(pool.jobs) == 2
         assert deferred == list(range(2 + parked, 2 + parked + 3)), (floor, deferred)
+
+
+def lane_that_ran(pool: Pool, clock: Clock, request_s: float) -> Lanes:
+    """Lanes with cap 2 whose endpoint "e" has finished requests of `request_s` each."""
+    lanes = Lanes(pool.submit, lambda _key: 2, clock=clock)
+    for _ in range(20):
+        lanes.submit("e", lambda: None, lambda: None)
+        clock.now += request_s
+        pool.run_one()
+    assert not pool.jobs
+    return lanes
+
+
+def test_a_fast_endpoint_parks_what_it_clears_in_the_budget_and_a_slow_one_the_fixed_bound() -> (
+    None
+):
+    fixed = 2 * PARK_LIMIT_FACTOR
+    # Binary fractions, so that the clock arithmetic is exact.
+    for request_s, parked in ((1 / 512, int(2 * PARK_BUDGET_S * 512)), (0.5, fixed)):
+        pool, clock = Pool(), Clock()
+        lanes = lane_that_ran(pool, clock, request_s)
+        deferred: list[int] = []
+        for n in range(2 + parked + 3):
+            lanes.submit("e", lambda: None, functools.partial(deferred.append, n))
+        assert len(pool.jobs) == 2
+        assert deferred == list(range(2 + parked, 2 + parked + 3)), (request_s, deferred[:3])
 
 
 def test_behind_a_slow_endpoint_the_parked_and_new_deliveries_are_deferred() -> None:
