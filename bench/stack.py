@@ -320,10 +320,13 @@ def baseline(url: str, secret: str, count: int, concurrency: int) -> float:
 
 def profile(pid: int, output: str) -> subprocess.Popen[bytes]:
     """py-spy on `pid` until interrupted (`--gil`: only samples that hold the interpreter
-    lock, i.e. where its CPU goes); py-spy must be installed in the virtualenv."""
+    lock, i.e. where its CPU goes; with `BENCH_WALL=1` in the environment, `--idle`
+    instead: every thread all the time, i.e. where they wait); py-spy must be installed in
+    the virtualenv."""
+    mode = "--idle" if os.environ.get("BENCH_WALL") else "--gil"
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-r", "100",
-         "-f", "raw", "-o", output, "--nonblocking", "--gil"],
+         "-f", "raw", "-o", output, "--nonblocking", mode],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
