@@ -36,28 +36,30 @@ _events = cast(Table, EventRow.__table__)
 _deliveries = cast(Table, Delivery.__table__)
 _STAMP = UtcDateTime()  # refuses naive timestamps, as an ORM insert of the column would
 
-# One statement per table and batch on PostgreSQL (see common/db/bulk.py): the rows go as
-# one JSON document, and what every row of a batch shares (its time, the new delivery's
-# state) as plain parameters. ON CONFLICT on deliveries only matters for a delivery row
-# left without its event, which the router never writes.
+# One statement for the whole batch on PostgreSQL (see common/db/bulk.py): the rows go as
+# JSON documents, and what every row shares (its time, the new delivery's state) as plain
+# parameters. The deliveries are inserted only for the events the same statement created,
+# so a batch is one round trip, with or without repeated ids. ON CONFLICT on deliveries
+# only matters for a delivery row left without its event, which the router never writes.
 _EVENT_FIELDS = ("tenant_id", "id", "type", "operation", "timestamp", "data")
 _DELIVERY_FIELDS = ("id", "tenant_id", "event_id", "subscription_id", "event_type")
 
 
-def _columns(names: Sequence[str]) -> str:
-    return ", ".join(f'"{name}"' for name in names)
+def _columns(names: Sequence[str], alias: str = "") -> str:
+    return ", ".join(f'{alias}"{name}"' for name in names)
 
 
-_PG_INSERT_EVENTS = text(
-    f'INSERT INTO events ({_columns(_EVENT_FIELDS)}, "received_at") '
+_PG_INSERT_BATCH = text(
+    f'WITH created AS (INSERT INTO events ({_columns(_EVENT_FIELDS)}, "received_at") '
     f"SELECT {_columns(_EVENT_FIELDS)}, :now FROM {recordset(_events, _EVENT_FIELDS)} "
-    'ON CONFLICT DO NOTHING RETURNING "tenant_id", "id"'
-).bindparams(bindparam("now", type_=UtcDateTime()))
-_PG_INSERT_DELIVERIES = text(
-    f"INSERT INTO deliveries ({_columns(_DELIVERY_FIELDS)}, "
+    'ON CONFLICT DO NOTHING RETURNING "tenant_id", "id"), '
+    f"inserted AS (INSERT INTO deliveries ({_columns(_DELIVERY_FIELDS)}, "
     '"status", "attempts", "replay_count", "created_at", "updated_at") '
-    f"SELECT {_columns(_DELIVERY_FIELDS)}, '{PENDING}', 0, 0, :now, :now "
-    f"FROM {recordset(_deliveries, _DELIVERY_FIELDS)} ON CONFLICT DO NOTHING"
+    f"SELECT {_columns(_DELIVERY_FIELDS, 'd.')}, '{PENDING}', 0, 0, :now, :now "
+    f"FROM {recordset(_deliveries, _DELIVERY_FIELDS, param='deliveries', alias='d')} "
+    "JOIN created c ON c.tenant_id = d.tenant_id AND c.id = d.event_id "
+    "ON CONFLICT DO NOTHING) "
+    'SELECT "tenant_id", "id" FROM created'
 ).bindparams(bindparam("now", type_=UtcDateTime()))
 
 
@@ -79,26 +81,22 @@ def persist_batch(
     """Insert new events and deliveries; return the delivery messages to publish.
 
     The caller commits, then publishes, then acks: a crash anywhere before the ack is
-    repaired by the redelivery, whose key the caller passes in `recover`.
+    repaired by the redelivery, whose key the caller passes in `recover`. On PostgreSQL
+    the writes are one statement, so the session may run in autocommit.
     """
     if not routed:
         return []
     now = utcnow()
-    events: dict[Key, Event] = {}
-    for event, _ in routed:
-        events.setdefault((event.tenant, event.id), event)
-    created = _insert_events(session, list(events.values()), now)
-    delivery_rows: dict[str, dict[str, object]] = {}
-    out: list[Routed] = []
-    pending = set(created)
+    first: dict[Key, tuple[Event, list[Target]]] = {}
     for event, targets in routed:
-        key = (event.tenant, event.id)
-        if key not in pending:
-            continue
-        pending.discard(key)  # the same id twice in one batch: routed once
-        message = _Messages(event)
+        first.setdefault((event.tenant, event.id), (event, targets))  # routed once per batch
+    delivery_rows: dict[str, dict[str, object]] = {}
+    ids: dict[Key, list[tuple[str, str]]] = {}  # (delivery id, subscription id) per event
+    for key, (event, targets) in first.items():
+        ids[key] = []
         for target in targets:
             delivery_id = delivery_id_for(event.tenant, event.id, target.subscription_id)
+            ids[key].append((delivery_id, target.subscription_id))
             delivery_rows[delivery_id] = {
                 "id": delivery_id,
                 "tenant_id": event.tenant,
@@ -106,21 +104,37 @@ def persist_batch(
                 "subscription_id": target.subscription_id,
                 "event_type": event.type,
             }
-            out.append(message.to(delivery_id, target.subscription_id, recheck=False))
-    _insert_deliveries(session, list(delivery_rows.values()), now)
+    created = _insert(session, [e for e, _ in first.values()], list(delivery_rows.values()), now)
+    out: list[Routed] = []
+    for key, (event, _) in first.items():
+        if key in created:
+            message = _Messages(event)
+            out.extend(message.to(d, subscription, recheck=False) for d, subscription in ids[key])
     out.extend(_republish_unfinished(session, routed, set(recover) - created))
     return out
 
 
-def _insert_events(session: Session, events: list[Event], now: datetime) -> set[Key]:
-    """Insert `events`, skipping ids that exist; the keys this statement created."""
+def _insert(
+    session: Session, events: list[Event], deliveries: list[dict[str, object]], now: datetime
+) -> set[Key]:
+    """Insert `events`, skipping ids that exist, and the `deliveries` of those it created;
+    returns the keys of the events created."""
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         statement = insert_ignoring_conflicts(bind, _events).returning(
             _events.c.tenant_id, _events.c.id
         )
         result = session.execute(statement, [_event_row(e, now) for e in events])
-        return {(tenant, event_id) for tenant, event_id in result.tuples()}
+        created = {(tenant, event_id) for tenant, event_id in result.tuples()}
+        constant = {"status": PENDING, "attempts": 0, "replay_count": 0}
+        full = [
+            {**row, **constant, "created_at": now, "updated_at": now}
+            for row in deliveries
+            if (row["tenant_id"], row["event_id"]) in created
+        ]
+        if full:
+            session.execute(insert_ignoring_conflicts(bind, _deliveries), full)
+        return created
     rows = [
         {
             "tenant_id": e.tenant,
@@ -132,21 +146,9 @@ def _insert_events(session: Session, events: list[Event], now: datetime) -> set[
         }
         for e in events
     ]
-    result = session.execute(_PG_INSERT_EVENTS, {"rows": _document(rows), "now": now})
+    parameters = {"rows": _document(rows), "deliveries": _document(deliveries), "now": now}
+    result = session.execute(_PG_INSERT_BATCH, parameters)
     return {(tenant, event_id) for tenant, event_id in result.tuples()}
-
-
-def _insert_deliveries(session: Session, rows: list[dict[str, object]], now: datetime) -> None:
-    """Insert new delivery rows (`pending`, no attempt yet) in one statement."""
-    if not rows:
-        return
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
-        constant = {"status": PENDING, "attempts": 0, "replay_count": 0}
-        full = [{**row, **constant, "created_at": now, "updated_at": now} for row in rows]
-        session.execute(insert_ignoring_conflicts(bind, _deliveries), full)
-        return
-    session.execute(_PG_INSERT_DELIVERIES, {"rows": _document(rows), "now": now})
 
 
 def _document(rows: Sequence[Mapping[str, Any]]) -> str:

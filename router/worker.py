@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db.session import single_statement
 from common.errors import DecodeError, PublishError, TransportError
 from common.filters import matches
 from common.metrics import Metrics
@@ -195,7 +196,8 @@ class Router:
             if message.redelivered or message.delivery_count:
                 redelivered.add((event.tenant, event.id))
         keys = {(e.tenant, e.id) for e in events}
-        unclear: set[Key] = set()  # created by a try whose commit failed: it may have landed
+        # Written by a try whose statement failed (it may have landed), or by the last try.
+        unclear: set[Key] = set()
 
         def match_and_persist() -> tuple[int, list[Routed]]:
             index = self._loader.current()
@@ -204,9 +206,15 @@ class Router:
                 for e in events
             ]
             recover = redelivered | unclear | (keys & self._unpublished)
-            with self._sessionmaker() as session, session.begin():
-                out = persist_batch(session, routed, recover)
-                unclear.update((r.event.tenant, r.event.id) for r in out)
+            try:
+                with self._sessionmaker() as session, session.begin():
+                    single_statement(session)  # the batch's writes are one statement
+                    out = persist_batch(session, routed, recover)
+                    unclear.update((r.event.tenant, r.event.id) for r in out)
+            except DBAPIError as exc:
+                if not _is_data_error(exc):  # e.g. the connection lost: it may have landed
+                    unclear.update(keys)
+                raise
             return len(routed), out
 
         # In place, on this thread: the consuming thread keeps the batch unacked and the

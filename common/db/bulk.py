@@ -25,12 +25,19 @@ from common.db.session import insert_ignoring_conflicts
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-def recordset(table: Table, names: Sequence[str], extra: Mapping[str, str] | None = None) -> str:
+def recordset(
+    table: Table,
+    names: Sequence[str],
+    extra: Mapping[str, str] | None = None,
+    *,
+    param: str = "rows",
+    alias: str = "r",
+) -> str:
     """The FROM item `json_to_recordset(:rows) AS r(...)`: `names` typed as `table`'s
     columns, then the `extra` fields (name: SQL type) that are not columns."""
     fields = [f'"{name}" {table.c[name].type.compile(dialect=_PG)}' for name in names]
     fields += [f'"{name}" {sql_type}' for name, sql_type in (extra or {}).items()]
-    return f"json_to_recordset(CAST(:rows AS json)) AS r({', '.join(fields)})"
+    return f"json_to_recordset(CAST(:{param} AS json)) AS {alias}({', '.join(fields)})"
 
 
 def _recordset_insert(table: Table, names: Sequence[str], ignore_conflicts: bool) -> Any:

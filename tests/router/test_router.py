@@ -212,21 +212,31 @@ def test_router_that_lost_the_broker_after_commit_republishes_unfinished_deliver
         assert session.scalar(select(func.count()).select_from(EventRow)) == 1
 
 
-def test_commit_that_reports_a_lost_connection_after_it_went_through_still_publishes(
-    sessions: sessionmaker[Session], transport: MemoryTransport
+@pytest.mark.parametrize("lost_at", ["commit", "statement"])
+def test_write_that_reports_a_lost_connection_after_it_went_through_still_publishes(
+    sessions: sessionmaker[Session], transport: MemoryTransport, lost_at: str
 ) -> None:
-    """The retry in place finds the event stored by its own first try and publishes it."""
+    """The retry in place finds the event stored by its own first try and publishes it,
+    whether the COMMIT or (in autocommit on PostgreSQL) the batch's statement itself
+    reported the loss after it had landed."""
     with sessions.begin() as session:
         tenant = builders.tenant(session)
         builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
         tenant_id = tenant.id
     failures = [1]
 
-    def lose_connection_once(_session: Session) -> None:
+    def lose_connection_once(*_args: object) -> None:
         if failures and failures.pop():
             raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
 
-    sqla_event.listen(sessions, "after_commit", lose_connection_once)
+    def after_insert(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "WITH")):
+            lose_connection_once()
+
+    if lost_at == "commit":
+        sqla_event.listen(sessions, "after_commit", lose_connection_once)
+    else:
+        sqla_event.listen(sessions.kw["bind"], "after_cursor_execute", after_insert)
     router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, Metrics())
     stop = threading.Event()
     thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
