@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.ab_sender [--posts 3000] [--threads 8] [--rounds 3]
         [--before 3946daa]
 
-Loads `dispatcher/sender.py` and `dispatcher/connection.py` as they were at `--before`
+Loads `dispatcher/sender.py` and its HTTP modules as they were at `--before`
 (via `git show`) beside the current ones and alternates them, round by round, posting the
 same signed deliveries to one receiver process: so both see the same machine load.
 Reported per side (medians over rounds): POSTs/s, client CPU and receiver CPU per POST.
@@ -36,10 +36,14 @@ from tests.processes import free_port
 
 
 def load_before(commit: str, workdir: Path) -> ModuleType:
-    for name in ("sender", "connection"):
-        text = subprocess.run(["git", "show", f"{commit}:dispatcher/{name}.py"], check=True,
-                              capture_output=True, text=True).stdout  # fmt: skip
-        text = text.replace("from dispatcher.connection import", "from before_connection import")
+    for name in ("sender", "connection", "http_exchange"):
+        shown = subprocess.run(["git", "show", f"{commit}:dispatcher/{name}.py"],
+                               capture_output=True, text=True)  # fmt: skip
+        if shown.returncode != 0:
+            continue  # not there yet at that commit (http_exchange.py came later)
+        text = shown.stdout
+        for module in ("connection", "http_exchange"):
+            text = text.replace(f"from dispatcher.{module} import", f"from before_{module} import")
         (workdir / f"before_{name}.py").write_text(text)
     sys.path.insert(0, str(workdir))
     return importlib.import_module("before_sender")

@@ -21,7 +21,8 @@ from common.settings import Settings
 from common.signing import signature_header
 from common.ssrf import CachingResolver, Resolver, Target, check_url, system_resolver
 from common.wire import DeliveryMessage, Event, utcnow
-from dispatcher.connection import DeadlineExceeded, Pools, ProtocolError
+from dispatcher.connection import Pools
+from dispatcher.http_exchange import DeadlineExceeded, ProtocolError
 from dispatcher.subscriptions import Endpoint
 
 log = logging.getLogger(__name__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from tests.services import temporary_database
 
@@ -49,4 +50,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: pytest.TempPathFactor
     with engine.begin() as connection:
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
         connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on `database_url`: the migrated database, SQLite and PostgreSQL."""
+    from common.db.session import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url)
+    yield make_sessionmaker(engine)
     engine.dispose()

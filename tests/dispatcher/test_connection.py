@@ -11,7 +11,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from dispatcher.connection import DeadlineExceeded, Pool, ProtocolError, Response
+from dispatcher.connection import Pool
+from dispatcher.http_exchange import DeadlineExceeded, ProtocolError, Response
 from dispatcher.sender import request_bytes
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from common.db import migrate
 from common.db.session import make_engine, make_sessionmaker
@@ -17,14 +16,6 @@ from common.settings import Settings
 from common.transport import MemoryTransport, topology
 from hookline.api import create_app
 from tests.api.support import ADMIN_TOKEN, Api, TestClient
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    """The service packages' tests: the migrated database (SQLite and PostgreSQL)."""
-    engine = make_engine(database_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import PENDING, SUCCEEDED, Delivery, EventRow
-from common.db.session import make_engine, make_sessionmaker
 from common.errors import ConnectionLostError
 from common.metrics import Metrics
 from common.settings import Settings
@@ -24,13 +23,6 @@ from router import Router
 from tests import builders
 
 SCHEDULE = "1s,2s"
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture
