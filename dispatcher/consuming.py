@@ -67,7 +67,8 @@ class Consuming:
         self._pool = pool
         self._rechecks: list[tuple[Message, DeliveryMessage]] = []
         self._recheck_since = 0.0
-        # One endpoint may park up to half the prefetch window, the rest stays for others.
+        # A slow endpoint may park up to half the prefetch window, the rest stays for
+        # others; a fast one what it clears in `lanes.PARK_BUDGET_S`.
         self._lanes = Lanes(self._run_on_pool, dispatcher.in_flight_cap, park_floor=prefetch // 2)
         self._expired_at = time.monotonic()
 

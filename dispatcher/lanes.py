@@ -9,7 +9,8 @@ How many may park is the larger of a fixed bound (`PARK_LIMIT_FACTOR` x cap, or 
 and what the lane's own recent speed clears in `PARK_BUDGET_S`: a fast endpoint with the
 whole backlog (a drain) parks the prefetch window instead of deferring deliveries it would
 have sent within milliseconds, while a slow one is held to the fixed bound, so the window
-stays open for the others.
+stays open for the others. An endpoint that starts to hang keeps its fast average until
+its oldest request passes `SLOW_AFTER_S`; `expire` then defers what it had parked.
 """
 
 from __future__ import annotations
