@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigurationError
+from common.tiers import tiers
 
 DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -93,6 +94,11 @@ class Settings(BaseSettings):
     @property
     def retry_delays_s(self) -> tuple[float, ...]:
         return parse_schedule(self.retry_schedule)
+
+    @property
+    def retry_tiers_s(self) -> tuple[float, ...]:
+        """Every retry tier's delay: the schedule's and their jittered variants."""
+        return tiers(self.retry_delays_s, self.retry_jitter)
 
     @property
     def max_attempts(self) -> int:

@@ -61,14 +61,14 @@ class Resumer:
         open_transport: Callable[[], Transport],
         sessionmaker: sessionmaker[Session],
         *,
-        retry_delays_s: Sequence[float],
+        retry_tiers_s: Sequence[float],
         publish_timeout_s: float = 30.0,
         metrics: Metrics | None = None,
         every_s: float = RESUME_EVERY_S,
     ) -> None:
         self._open_transport = open_transport  # a connection of its own, opened when needed
         self._sessionmaker = sessionmaker
-        self._retry_delays_s = tuple(retry_delays_s)
+        self._retry_tiers_s = tuple(retry_tiers_s)
         self._publish_timeout_s = publish_timeout_s
         self._metrics = metrics
         self._every_s = every_s
@@ -95,7 +95,7 @@ class Resumer:
                 break
             transport = self._open_transport()
             try:
-                transport.declare(topology.build(self._retry_delays_s))
+                transport.declare(topology.build(self._retry_tiers_s))
                 runner = Runner(
                     transport,
                     self._sessionmaker,

@@ -65,7 +65,7 @@ class Dispatcher:
         self._metrics = metrics
         self._delays = settings.retry_delays_s
         self._jitter = schedule.jitterer(settings.retry_jitter)
-        self._tiers = schedule.tiers(self._delays, settings.retry_jitter)
+        self._tiers = settings.retry_tiers_s
         self._draw = random.Random().random
         self.gate = EndpointGate(settings, metrics, RateLimiter(sessionmaker))
         self._sender = sender or Sender(settings, gate=self.gate)
@@ -83,7 +83,7 @@ class Dispatcher:
         """
         settings = self._settings
         self._stop = stop
-        self._transport.declare(tp.build(schedule.tiers(self._delays, settings.retry_jitter)))
+        self._transport.declare(tp.build(self._tiers))
         prefetch = settings.dispatcher_prefetch or min(
             settings.dispatcher_concurrency * PREFETCH_PER_THREAD, MAX_PREFETCH
         )

@@ -175,7 +175,7 @@ def broker_setup() -> None:
     settings = _settings()
     runtime = build_runtime(settings)
     try:
-        plan = topology.build(settings.retry_delays_s)
+        plan = topology.build(settings.retry_tiers_s)
         runtime.transport.declare(plan)
     finally:
         runtime.close()

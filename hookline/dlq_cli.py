@@ -101,7 +101,7 @@ def dlq_list(
     try:
         with rt.sessionmaker() as session:
             if reason == POISON:
-                rt.transport.declare(topology.build(rt.settings.retry_delays_s))
+                rt.transport.declare(topology.build(rt.settings.retry_tiers_s))
                 poison.drain(rt.transport, rt.sessionmaker)
                 wanted = poison.PoisonFilter(
                     tenant, None, o.parse_time(since, "--since"), o.parse_time(until, "--until")
@@ -247,7 +247,7 @@ def dlq_purge(
     try:
         with rt.sessionmaker() as session, session.begin():
             if reason == POISON:
-                rt.transport.declare(topology.build(rt.settings.retry_delays_s))
+                rt.transport.declare(topology.build(rt.settings.retry_tiers_s))
                 poison.drain(rt.transport, rt.sessionmaker)
                 wanted = poison.PoisonFilter(
                     tenant, None, o.parse_time(since, "--since"), o.parse_time(until, "--until")
@@ -309,7 +309,7 @@ def dlq_resubmit(
                 console.print(f"[red]no poison message {poison_id}[/red]")
                 raise typer.Exit(1)
             body = body_file.read_bytes() if body_file else None
-            rt.transport.declare(topology.build(rt.settings.retry_delays_s))
+            rt.transport.declare(topology.build(rt.settings.retry_tiers_s))
             try:
                 poison.resubmit(
                     session,

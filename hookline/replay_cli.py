@@ -38,7 +38,7 @@ def replay_resumer(settings: Settings, rt: Runtime) -> Resumer:
     return Resumer(
         lambda: open_transport(settings.broker_url),
         rt.sessionmaker,
-        retry_delays_s=settings.retry_delays_s,
+        retry_tiers_s=settings.retry_tiers_s,
         publish_timeout_s=settings.publish_timeout_s,
         metrics=rt.metrics,
     )
@@ -76,7 +76,7 @@ def _progress() -> Progress:
 
 
 def _run(rt: Runtime, job_id: str, output: str) -> ReplayJob:
-    rt.transport.declare(topology.build(rt.settings.retry_delays_s))
+    rt.transport.declare(topology.build(rt.settings.retry_tiers_s))
     stop = threading.Event()
     install_stop_handlers(stop)  # SIGTERM: finish the batch, leave the job resumable
     with _progress() as bar:

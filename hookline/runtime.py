@@ -80,7 +80,7 @@ def serve_probes(runtime: Runtime, port: int, *, backlog: bool = False) -> Probe
     """
     companions = []
     if backlog:
-        queues = [q.name for q in topology.build(runtime.settings.retry_delays_s).queues]
+        queues = [q.name for q in topology.build(runtime.settings.retry_tiers_s).queues]
         collector = BacklogCollector(runtime.transport, runtime.sessionmaker, queues)
         companions.append(collector.register(runtime.metrics.registry))
     checks = dependency_checks(runtime.sessionmaker, runtime.transport)

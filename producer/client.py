@@ -80,7 +80,7 @@ class Producer:
     ) -> None:
         self._owns_transport = transport is None
         self._transport = open_transport(settings.broker_url) if transport is None else transport
-        self._topology = topology.build(settings.retry_delays_s)
+        self._topology = topology.build(settings.retry_tiers_s)
         self._metrics = metrics
         self._timeout_s = settings.publish_timeout_s
         self._declared = False

@@ -70,7 +70,7 @@ class Router:
         # A new session: the last one's unacked messages all come back marked redelivered.
         self._unpublished.clear()
         self._sending = None
-        self._transport.declare(tp.build(self._settings.retry_delays_s))
+        self._transport.declare(tp.build(self._settings.retry_tiers_s))
         self._loader.current(force=True)
         consumer = self._transport.consume(tp.EVENTS, prefetch=self._batch_size * PREFETCH_BATCHES)
         inbox: queue.Queue[Message | None] = queue.Queue()

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from common import tiers
 from common.db.session import make_engine, make_sessionmaker
 from common.metrics import Metrics
 from dispatcher import classify, schedule
@@ -36,10 +37,10 @@ class Clock:
 
 
 def test_each_delay_has_tiers_at_minus_and_plus_twenty_percent() -> None:
-    assert schedule.variants(300.0, 0.2) == (240.0, 300.0, 360.0)
-    assert schedule.tiers((5.0, 5.0), 0.2) == (4.0, 5.0, 6.0)
-    assert len(schedule.tiers(DEFAULT, 0.2)) == 3 * len(set(DEFAULT))
-    assert schedule.tiers(DEFAULT, 0.0) == tuple(sorted(set(DEFAULT)))
+    assert tiers.variants(300.0, 0.2) == (240.0, 300.0, 360.0)
+    assert tiers.tiers((5.0, 5.0), 0.2) == (4.0, 5.0, 6.0)
+    assert len(tiers.tiers(DEFAULT, 0.2)) == 3 * len(set(DEFAULT))
+    assert tiers.tiers(DEFAULT, 0.0) == tuple(sorted(set(DEFAULT)))
 
 
 def test_jittered_retries_spread_over_the_tiers_of_their_delay() -> None:
@@ -64,11 +65,11 @@ def test_a_deferral_goes_to_the_smallest_tier_that_waits_long_enough() -> None:
 
 
 def test_held_back_deliveries_spread_over_the_tiers_between_the_wait_and_twice_it() -> None:
-    tiers = schedule.tiers([1, 2, 5, 10, 20, 30, 60], 0.2)
-    chosen = {classify.spread_tier(25.0, tiers, n / 100) for n in range(100)}
-    assert min(chosen) >= 25.0 and max(chosen) <= classify.tier_after(50.0, tiers)
+    spread = tiers.tiers([1, 2, 5, 10, 20, 30, 60], 0.2)
+    chosen = {classify.spread_tier(25.0, spread, n / 100) for n in range(100)}
+    assert min(chosen) >= 25.0 and max(chosen) <= classify.tier_after(50.0, spread)
     assert len(chosen) >= 3, "deferred alike, they would come back as one burst"
-    assert classify.spread_tier(0.0, tiers, 0.9) == 0.8
+    assert classify.spread_tier(0.0, spread, 0.9) == 0.8
 
 
 def test_only_a_timely_answer_below_500_other_than_429_counts_as_healthy() -> None:

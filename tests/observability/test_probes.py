@@ -32,7 +32,7 @@ def runtime() -> Iterator[Runtime]:
         migrate.upgrade(settings.database_url)
         runtime = build_runtime(settings)
         stack.callback(runtime.close)
-        runtime.transport.declare(topology.build(settings.retry_delays_s))
+        runtime.transport.declare(topology.build(settings.retry_tiers_s))
         yield runtime
 
 
@@ -103,6 +103,7 @@ def test_the_backlog_gauges_show_queue_depths_the_oldest_due_delivery_and_subscr
         [Outgoing(topology.DELIVERIES, topology.DELIVERY_ROUTING_KEY, b"{}")] * 3
     )
     runtime.transport.publish([Outgoing(topology.RETRY, "1m", b"{}")] * 2)
+    runtime.transport.publish([Outgoing(topology.RETRY, "72s", b"{}")])  # 1m, jittered +20 %
     time.sleep(1.5)  # the pending delivery row ages
     probes = serve_probes(runtime, free_port(), backlog=True)
     try:
@@ -115,6 +116,8 @@ def test_the_backlog_gauges_show_queue_depths_the_oldest_due_delivery_and_subscr
         assert seen[("hookline_queue_messages", (("queue", "hookline.deliveries"),))] == 3
         assert seen[("hookline_queue_messages", (("queue", "hookline.retry.1m"),))] == 2
         assert seen[("hookline_queue_messages", (("queue", "hookline.retry.1s"),))] == 0
+        assert seen[("hookline_queue_messages", (("queue", "hookline.retry.72s"),))] == 1
+        assert seen[("hookline_queue_messages", (("queue", "hookline.retry.800ms"),))] == 0
         assert seen[("hookline_queue_messages", (("queue", "hookline.dead"),))] == 0
         assert 1.0 <= seen[("hookline_oldest_due_delivery_age_seconds", ())] < 60
         assert seen[("hookline_subscriptions", (("status", "active"),))] == 1

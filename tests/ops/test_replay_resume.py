@@ -100,7 +100,7 @@ def test_a_resumer_finishes_a_killed_job_and_publishes_each_delivery_once(
     first._batches.claim(3)  # claimed, never published
     hold(sessions, job_id, runner=f"{socket.gethostname()[:30]}:{dead_pid()}:run9")
 
-    ran = Resumer(lambda: broker, sessions, retry_delays_s=(1.0,)).resume_once(stop)
+    ran = Resumer(lambda: broker, sessions, retry_tiers_s=(1.0,)).resume_once(stop)
 
     assert ran == [job_id]
     with sessions() as session:

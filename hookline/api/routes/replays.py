@@ -87,7 +87,7 @@ def run_in_background(request: Request, services: Services, job_id: str) -> None
 
     def run() -> None:
         try:
-            services.transport.declare(topology.build(services.settings.retry_delays_s))
+            services.transport.declare(topology.build(services.settings.retry_tiers_s))
             runner.run()
         except JobBusy as exc:
             log.info("replay job not started here", extra={"job_id": job_id, "why": str(exc)})
