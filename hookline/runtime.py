@@ -105,5 +105,9 @@ def api_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:
         sessionmaker=runtime.sessionmaker,
         metrics=runtime.metrics,
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    # No proxy headers: a key's `allowed_cidrs` and the audit log judge the connecting
+    # address, which a client on a trusted host could otherwise rewrite with X-Forwarded-For.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False
+    )
     return uvicorn.Server(config)
