@@ -180,7 +180,7 @@ def wait_job(api: Api, auth: dict[str, str], job_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         body: dict[str, Any] = api.client.get(f"/v1/replays/{job_id}", headers=auth).json()
-        if body["state"] != "running":
+        if body["state"] not in ("running", "cancelling"):
             return body
         time.sleep(0.05)
     pytest.fail(f"job {job_id} still running")
@@ -199,6 +199,31 @@ def test_a_replay_job_runs_in_the_background_and_is_watched(
     assert copies == ids(world["a_500"] + world["b_conn"])
     other = ops_api.client.get(f"/v1/replays/{job['id']}", headers=world["other_auth"])
     assert_error(other, 404)
+
+
+def test_a_read_only_key_watches_a_replay_job_and_a_replay_key_cancels_it(
+    ops_api: Api, world: dict[str, Any]
+) -> None:
+    reader = ops_api.key(world["tenant"], "deliveries:read")
+    refused = ops_api.client.post("/v1/replays", json={"all": True}, headers=reader)
+    assert_error(refused, 403, "forbidden")
+    # Slow enough to be still running when it is cancelled.
+    started = ops_api.client.post(
+        "/v1/replays", json={"all": True, "rate_per_s": 0.5}, headers=world["auth"]
+    )
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    watched = ops_api.client.get(f"/v1/replays/{job_id}", headers=reader)
+    assert watched.status_code == 200, watched.text
+    assert watched.json()["total"] == 5
+    assert_error(ops_api.client.post(f"/v1/replays/{job_id}/cancel", headers=reader), 403)
+    cancel = ops_api.client.post(f"/v1/replays/{job_id}/cancel", headers=world["auth"])
+    assert cancel.status_code == 200, cancel.text
+    assert cancel.json()["state"] in ("cancelling", "cancelled")
+    job = wait_job(ops_api, reader, job_id)
+    assert job["state"] == "cancelled" and job["done"] < job["total"]
+    stranger = ops_api.client.post(f"/v1/replays/{job_id}/cancel", headers=world["other_auth"])
+    assert_error(stranger, 404)
 
 
 def test_one_delivery_is_replayed_by_id(ops_api: Api, world: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from dispatcher import replayjobs
 from dispatcher.deadfilter import DeadFilter
 from dispatcher.replay import JobBusy, Runner
 from dispatcher.replayjobs import Plan, ReplayRefused
-from hookline.api.auth import DELIVERIES_REPLAY
+from hookline.api.auth import DELIVERIES_READ, DELIVERIES_REPLAY
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found
 from hookline.api.ops_schemas import (
@@ -171,7 +171,7 @@ def create_replay(
 @router.get("/v1/replays/{job_id}", response_model=ReplayJobOut, responses=ERRORS)
 def get_replay(
     job_id: str,
-    who: Caller = Depends(caller(DELIVERIES_REPLAY)),
+    who: Caller = Depends(caller(DELIVERIES_READ)),
     services: Services = Depends(get_services),
 ) -> ReplayJobOut:
     """A replay job's state and its to-do / done / failed / skipped counts."""
