@@ -170,8 +170,12 @@ def test_an_unverified_subscription_cannot_be_resumed(api):
     sub = api.client.post(
         "/v1/subscriptions", json={"url": URL, "event_types": ["a"]}, headers=auth
     ).json()
-    api.client.post(f"/v1/subscriptions/{sub['id']}/pause", headers=auth)
+    pending = api.client.post(f"/v1/subscriptions/{sub['id']}/resume", headers=auth)
+    assert "verify first" in assert_error(pending, 409, "not_verified")
+    row = stored(api, sub["id"])
+    assert row is not None and row.status == "pending_verification"
 
+    api.client.post(f"/v1/subscriptions/{sub['id']}/pause", headers=auth)
     response = api.client.post(f"/v1/subscriptions/{sub['id']}/resume", headers=auth)
 
     assert "verify first" in assert_error(response, 409, "not_verified")

@@ -42,12 +42,13 @@ def _move(
 ) -> SubscriptionOut:
     with services.sessionmaker() as session, session.begin():
         row = subscribing.owned(session, principal.tenant_id, subscription_id)
-        if row.status not in allowed_from:
-            raise ApiError(409, "conflict", f"a subscription that is {row.status} cannot {action}")
+        # Checked first: a pending subscription, too, becomes active only by the handshake.
         if action == "resume" and row.verified_at is None:
             raise ApiError(
                 409, "not_verified", "the endpoint has not passed the handshake: verify first"
             )
+        if row.status not in allowed_from:
+            raise ApiError(409, "conflict", f"a subscription that is {row.status} cannot {action}")
         row.status = SUB_PAUSED if action == "pause" else SUB_ACTIVE
         if action == "resume":
             # Re-enabled, the delivery engine's failure streak starts from nothing.
