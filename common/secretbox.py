@@ -16,6 +16,7 @@ MIN_SECRET_KEY_CHARS = 16
 PLACEHOLDERS = frozenset(
     {"change-me", "changeme", "change_me", "replace-me", "secret", "password", "todo", "xxx"}
 )
+_PLACEHOLDER_WORDS = frozenset(p.replace("_", "-") for p in PLACEHOLDERS)
 
 
 def check_secret_key(secret_key: str | None, *, name: str = "HOOKLINE_SECRET_KEY") -> str:
@@ -23,11 +24,17 @@ def check_secret_key(secret_key: str | None, *, name: str = "HOOKLINE_SECRET_KEY
     value = (secret_key or "").strip()
     if not value:
         raise ConfigurationError(f"{name} is not set; generate one (e.g. openssl rand -hex 32)")
-    if value.lower() in PLACEHOLDERS or value == DEV_SECRET_KEY:
+    if _placeholder(value) or value == DEV_SECRET_KEY:
         raise ConfigurationError(f"{name} is still a placeholder; set a random value")
     if len(value) < MIN_SECRET_KEY_CHARS:
         raise ConfigurationError(f"{name} is shorter than {MIN_SECRET_KEY_CHARS} characters")
     return value
+
+
+def _placeholder(value: str) -> bool:
+    """`change-me`, or a value that starts with one, such as `change-me-secret-key`."""
+    word = value.lower().replace("_", "-")  # CHANGE_ME and change-me alike
+    return any(word == p or word.startswith((p + "-", p + ".")) for p in _PLACEHOLDER_WORDS)
 
 
 class SecretBox:

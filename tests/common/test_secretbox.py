@@ -19,7 +19,11 @@ def test_a_sealed_secret_opens_only_with_the_same_key() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [None, "", "  ", "CHANGE-ME", "changeme", DEV_SECRET_KEY, "short"]
+    "value",
+    [
+        *(None, "", "  ", "CHANGE-ME", "changeme", DEV_SECRET_KEY, "short"),
+        *("change-me-secret-key", "Replace_Me_With_A_Real_Key"),
+    ],
 )
 def test_missing_placeholder_and_short_keys_are_refused(value: str | None) -> None:
     with pytest.raises(ConfigurationError, match="HOOKLINE_SECRET_KEY"):

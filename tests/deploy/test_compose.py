@@ -3,6 +3,8 @@ own parser and builds one non-root image whose PID 1 is `hookline` itself."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,30 @@ HOOKLINE_SERVICES = {"migrate": "migrate", "api": "api", "router": "router",
 def resolved() -> dict[str, Any]:
     """The compose file as docker-compose itself resolves it (anchors, merges, defaults)."""
     compose = require_tool("docker-compose")
-    output = run(compose, "-f", str(COMPOSE), "config", cwd=DEPLOY)
+    output = run(compose, "-f", str(COMPOSE), "config", cwd=DEPLOY, env=with_secrets())
     config: dict[str, Any] = yaml.safe_load(output)
     return config
+
+
+def with_secrets(**overrides: str) -> dict[str, str]:
+    """This environment with the two secrets compose takes from it (none has a default)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
+    env |= {"HOOKLINE_ADMIN_TOKEN": "a" * 64, "HOOKLINE_SECRET_KEY": "b" * 64}
+    return {k: v for k, v in (env | overrides).items() if v}
+
+
+def test_compose_refuses_to_start_without_the_secrets_and_passes_them_through() -> None:
+    compose = require_tool("docker-compose")
+    for missing in ("HOOKLINE_ADMIN_TOKEN", "HOOKLINE_SECRET_KEY"):
+        result = subprocess.run(
+            [compose, "-f", str(COMPOSE), "config"], cwd=DEPLOY, capture_output=True,
+            text=True, timeout=120, env=with_secrets(**{missing: ""}),
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert f"export {missing}" in result.stdout + result.stderr
+    for service in ("api", "dispatcher"):
+        env = resolved()["services"][service]["environment"]
+        assert (env["HOOKLINE_ADMIN_TOKEN"], env["HOOKLINE_SECRET_KEY"]) == ("a" * 64, "b" * 64)
 
 
 def mounts_of(service: dict[str, Any]) -> dict[str, str]:

@@ -28,9 +28,13 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
-def run(*args: str, cwd: Path = ROOT, timeout_s: float = 120) -> str:
+def run(
+    *args: str, cwd: Path = ROOT, timeout_s: float = 120, env: dict[str, str] | None = None
+) -> str:
     """Run a tool; a non-zero exit fails the test with the tool's own output."""
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
+    result = subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, env=env
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{output}"
     return output
