@@ -4,7 +4,9 @@ Hookline POSTs a signed `{"type": "webhook.verification", "challenge": "<random>
 subscription's URL, with the subscription's static headers; the endpoint must answer 2xx
 with `{"challenge": "<the same>"}`. The request goes through the SSRF guard and to the
 address it checked (the name stays in Host, SNI and the certificate check), follows no
-redirect and reads a bounded answer, like every webhook.
+redirect, reads a bounded answer and ends at a deadline for the whole exchange (a server
+that drips its answer cannot hold the API request longer), like every webhook: it is sent
+by the dispatcher's own HTTP client.
 """
 
 from __future__ import annotations
@@ -15,15 +17,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import certifi
-import urllib3
-
-from common import __version__
 from common.errors import UnsafeTargetError
 from common.settings import Settings
-from common.signing import signature_header
-from common.ssrf import Resolver, Target, check_url
+from common.ssrf import Resolver, check_url
 from common.wire import new_id
+from dispatcher.connection import Pool, tls_context
+from dispatcher.http_exchange import DeadlineExceeded, ProtocolError
+from dispatcher.sender import build_headers, request_bytes, request_target
 
 VERIFICATION_TYPE = "webhook.verification"
 MAX_ANSWER_BYTES = 16 * 1024
@@ -35,28 +35,6 @@ MAX_HANDSHAKE_S = 10.0
 class Outcome:
     verified: bool
     detail: str
-
-
-def _pool(target: Target, verify_tls: bool | str) -> urllib3.HTTPConnectionPool:
-    """A pool for the checked address; TLS names and verifies the host, not the address."""
-    if target.scheme == "https":
-        ca_file = verify_tls if isinstance(verify_tls, str) else certifi.where()
-        return urllib3.HTTPSConnectionPool(
-            target.address,
-            target.port,
-            server_hostname=target.host,
-            assert_hostname=target.host if verify_tls else False,
-            cert_reqs="CERT_REQUIRED" if verify_tls else "CERT_NONE",
-            ca_certs=ca_file if verify_tls else None,
-            maxsize=1,
-        )
-    return urllib3.HTTPConnectionPool(target.address, target.port, maxsize=1)
-
-
-def _host_header(target: Target) -> str:
-    host = f"[{target.host}]" if ":" in target.host else target.host
-    default = 443 if target.scheme == "https" else 80
-    return host if target.port == default else f"{host}:{target.port}"
 
 
 def _echoed(raw: bytes, challenge: str) -> bool:
@@ -77,6 +55,7 @@ def handshake(
     verify_tls: bool | str = True,
 ) -> Outcome:
     """POST a fresh challenge to `url`, signed with `keys`; verified only on a true echo."""
+    started = time.monotonic()
     try:
         target = check_url(
             url,
@@ -89,40 +68,33 @@ def handshake(
     challenge = secrets.token_urlsafe(24)
     body = json.dumps({"type": VERIFICATION_TYPE, "challenge": challenge}).encode()
     msg_id, timestamp = new_id("vrf"), int(time.time())
-    headers = dict(static_headers)
-    headers.update(
-        {
-            "host": _host_header(target),
-            "content-type": "application/json",
-            "user-agent": f"Hookline/{__version__}",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(keys, msg_id, timestamp, body),
-        }
-    )
-    total_s = min(settings.request_timeout_s, MAX_HANDSHAKE_S)
-    timeout = urllib3.Timeout(connect=min(settings.connect_timeout_s, total_s), read=total_s)
-    pool = _pool(target, verify_tls)
+    headers = build_headers(static_headers, msg_id, timestamp, body, keys)
+    path, host = request_target(target)
     try:
-        response = pool.urlopen(
-            "POST", _path(url), body=body, headers=headers, redirect=False, retries=False,
-            timeout=timeout, preload_content=False, assert_same_host=False,
-        )  # fmt: skip
-        raw = response.read(MAX_ANSWER_BYTES + 1, decode_content=False)
-        response.release_conn()
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        request = request_bytes(path, host, headers, body)
+    except ValueError as exc:
+        return Outcome(False, f"the request cannot be sent: {exc}")
+    total_s = min(settings.request_timeout_s, MAX_HANDSHAKE_S)
+    context = tls_context(verify_tls) if target.scheme == "https" else None
+    pool = Pool(target.scheme, target.address, target.port, target.host, context=context, maxsize=1)
+    late = f"the endpoint did not answer within {total_s:g} s"
+    try:
+        response = pool.request(
+            request,
+            connect_timeout_s=min(settings.connect_timeout_s, total_s),
+            deadline_at=started + total_s,
+            limit=MAX_ANSWER_BYTES,
+        )
+    except (DeadlineExceeded, TimeoutError):
+        return Outcome(False, late)
+    except (ProtocolError, OSError) as exc:
         return Outcome(False, f"the endpoint did not answer: {type(exc).__name__}")
     finally:
         pool.close()
+    if response.timed_out:
+        return Outcome(False, late)
     if not 200 <= response.status < 300:
         return Outcome(False, f"the endpoint answered HTTP {response.status}, not 2xx")
-    if len(raw) > MAX_ANSWER_BYTES or not _echoed(raw, challenge):
+    if response.error or response.truncated or not _echoed(response.body, challenge):
         return Outcome(False, 'the endpoint did not echo {"challenge": "<the challenge>"}')
     return Outcome(True, f"the endpoint echoed the challenge (HTTP {response.status})")
-
-
-def _path(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

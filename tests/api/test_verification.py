@@ -4,17 +4,21 @@ with signatures checked by the public `standardwebhooks` library."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from common.signing import verify_public
+from common.settings import Settings
+from common.signing import new_secret, verify_public
+from common.ssrf import system_resolver
 from common.wire import DeliveryMessage, new_id
 from dispatcher.sender import Sender
 from dispatcher.subscriptions import SubscriptionCache
 from hookline.api.deps import Services
+from hookline.api.verification import handshake
 from hookline.receiver import Received, Receiver, Reply
 from tests import builders
 from tests.api.support import Api, assert_error
@@ -279,3 +283,21 @@ def test_an_hmac_only_subscription_has_no_public_key(api, receiver):
 
     assert_error(response, 404, "not_found")
     assert sub["public_key"] is None
+
+
+def test_an_answer_dripped_byte_by_byte_fails_the_handshake_at_its_deadline():
+    def dripping(request: Received) -> Reply:
+        echoed = echo(request)
+        return Reply(echoed.status, echoed.body, drip_s=0.1)  # ~10 s for the whole answer
+
+    settings = Settings(allow_private_targets=True, allow_http=True, request_timeout_s=1.0)
+    with Receiver(respond=dripping) as slow:
+        started = time.monotonic()
+        outcome = handshake(
+            f"{slow.url}/hooks", [new_secret()], {}, settings, resolver=system_resolver
+        )
+        took_s = time.monotonic() - started
+
+    assert not outcome.verified
+    assert "within 1 s" in outcome.detail
+    assert took_s < 2.5  # the deadline bounds the exchange, not each read
