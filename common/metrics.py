@@ -24,11 +24,11 @@ E2E_BUCKETS_S = (
 )  # fmt: skip
 OUTCOMES = ("success", "retry", "dead", "deferred")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "none")
-INGEST_RESULTS = ("accepted", "duplicate", "rejected", "failed")
+INGEST_RESULTS = ("accepted", "rejected", "failed")
 ORIGINS = ("new", "retry", "replay")
 FINISH_RESULTS = ("succeeded", "dead")
-DEAD_REASONS = ("max_attempts", "endpoint_disabled", "poison", "unsafe_target",
-                "subscription_missing")  # fmt: skip
+DEAD_REASONS = ("max_attempts", "endpoint_disabled", "subscription_disabled", "poison",
+                "unsafe_target", "subscription_missing")  # fmt: skip
 REPLAY_RESULTS = ("published", "skipped", "failed")
 SUBSCRIPTION_STATUSES = ("pending_verification", "active", "paused", "disabled")
 

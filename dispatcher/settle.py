@@ -235,8 +235,9 @@ class Settler:
             self._child(m.attempt_duration, decision.outcome).observe(result.duration_s)
             if decision.outcome == "success":
                 self._child(m.finished, "succeeded").inc()
-                e2e_s = (utcnow() - outcome.delivery.event.timestamp).total_seconds()
-                m.e2e.observe(max(e2e_s, 0.0))
+                if not outcome.delivery.replay:  # a replay's wait is the operator's, not ours
+                    e2e_s = (utcnow() - outcome.delivery.event.timestamp).total_seconds()
+                    m.e2e.observe(max(e2e_s, 0.0))
             elif decision.outcome == "dead":
                 m.finished.labels(result="dead").inc()
                 m.dead_letters.labels(reason=decision.reason or "unknown").inc()

@@ -53,6 +53,9 @@ def test_a_batch_accepts_the_valid_events_and_says_why_each_other_was_refused(ap
     published = [event for _, event in api.published()]
     assert [e.data for e in published] == [{"n": 1}, {"n": 3}]
     assert {e.tenant for e in published} == {tenant_id}
+    counted = {r: api.metrics.events_ingested.labels(result=r)._value.get() for r in
+               ("accepted", "rejected")}  # fmt: skip
+    assert counted == {"accepted": 2, "rejected": 3}
 
 
 def test_a_batch_of_a_thousand_is_accepted_and_one_more_is_refused(api):

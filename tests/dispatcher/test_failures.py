@@ -114,6 +114,9 @@ def test_a_replay_of_a_succeeded_delivery_is_sent_again(harness: Harness) -> Non
             assert receiver.wait_for(1, 10)
             wait_until(lambda: attempts(harness, message.delivery_id))
     assert delivery_row(harness, message.delivery_id).status == SUCCEEDED
+    # Delivered, but not timed end to end: the operator chose when to send it again.
+    finished = harness.metrics.finished.labels(result="succeeded")._value.get()
+    assert finished == 1 and harness.metrics.e2e._sum.get() == 0
 
 
 def test_a_failed_settle_leaves_the_message_unacked_for_redelivery(

@@ -163,6 +163,8 @@ async def publish_events(
             continue
         valid.append(wire_fields(item, principal.tenant_id))
         results.append(accepted(index, None))
+    if len(valid) < len(results):  # the producer counts what it accepts; these it never saw
+        services.metrics.events_ingested.labels(result="rejected").inc(len(results) - len(valid))
     if valid:
         try:
             ids = iter(await services.producer.publish_fields_async(valid))
