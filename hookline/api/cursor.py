@@ -10,8 +10,22 @@ import base64
 import binascii
 import json
 from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import Session
 
 from hookline.api.errors import ApiError
+
+
+class _Keyed(Protocol):
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> str: ...
+
+
+Row = TypeVar("Row", bound=_Keyed)
 
 
 def _invalid() -> ApiError:
@@ -35,3 +49,18 @@ def decode_position(cursor: str) -> tuple[datetime, str]:
     if created_at.tzinfo is None or not isinstance(row_id, str):
         raise _invalid()
     return created_at, row_id
+
+
+def oldest_first(
+    session: Session, query: Select[tuple[Row]], model: Any, limit: int, cursor: str | None
+) -> tuple[list[Row], str | None]:
+    """One page of `query`'s rows of `model` by (`created_at`, `id`), after `cursor`; and
+    the cursor of the next page, None on the last."""
+    if cursor is not None:
+        created_at, last_id = decode_position(cursor)
+        later = and_(model.created_at == created_at, model.id > last_id)
+        query = query.where(or_(model.created_at > created_at, later))
+    rows = list(session.scalars(query.order_by(model.created_at, model.id).limit(limit + 1)))
+    page, more = rows[:limit], len(rows) > limit
+    last = page[-1] if more else None
+    return page, encode_position(last.created_at, last.id) if last is not None else None

@@ -105,6 +105,7 @@ class ApiKeyCreated(ApiKeyOut):
 
 class ApiKeyList(BaseModel):
     data: list[ApiKeyOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 class EventIn(Strict):

@@ -66,6 +66,27 @@ def test_keys_are_listed_by_prefix_and_never_in_clear(api):
     assert key["revoked_at"] is None
 
 
+def test_keys_are_listed_a_page_at_a_time_oldest_first(api):
+    tenant_id, _ = api.tenant()
+    for _ in range(4):
+        api.key(tenant_id, "events:write")
+    url = f"/v1/tenants/{tenant_id}/api-keys"
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api.client.get(url, params=params, headers=api.admin)
+        assert page.status_code == 200, page.text
+        seen += page.json()["data"]
+        pages += 1
+        if (cursor := page.json()["next_cursor"]) is None:
+            break
+
+    assert pages == 3 and len(seen) == 5 and len({k["id"] for k in seen}) == 5
+    assert [k["created_at"] for k in seen] == sorted(k["created_at"] for k in seen)
+    assert_error(api.client.get(url, params={"cursor": "nonsense"}, headers=api.admin), 422)
+
+
 def test_a_revoked_key_is_refused_at_once_and_revoking_again_changes_nothing(api):
     tenant_id, auth = api.tenant()
     (key,) = api.client.get(f"/v1/tenants/{tenant_id}/api-keys", headers=api.admin).json()["data"]

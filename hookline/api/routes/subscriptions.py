@@ -10,14 +10,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from common.db.models import SUB_PENDING, Subscription
 from common.wire import utcnow
 from hookline.api import audit, subscribing
 from hookline.api.auth import SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE, Principal, require
-from hookline.api.cursor import decode_position, encode_position
+from hookline.api.cursor import oldest_first
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found
 from hookline.api.schemas import SubscriptionStatus
@@ -88,19 +88,8 @@ def list_subscriptions(
     query = select(Subscription).where(Subscription.tenant_id == principal.tenant_id)
     if status is not None:
         query = query.where(Subscription.status == status)
-    if cursor is not None:
-        created_at, last_id = decode_position(cursor)
-        query = query.where(
-            or_(
-                Subscription.created_at > created_at,
-                and_(Subscription.created_at == created_at, Subscription.id > last_id),
-            )
-        )
-    query = query.order_by(Subscription.created_at, Subscription.id).limit(limit + 1)
     with services.sessionmaker() as session:
-        rows = list(session.scalars(query))
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_position(page[-1].created_at, page[-1].id) if more else None
+        page, next_cursor = oldest_first(session, query, Subscription, limit, cursor)
     return SubscriptionList(
         data=[subscribing.to_out(row, services) for row in page], next_cursor=next_cursor
     )

@@ -13,7 +13,7 @@ from common.db.models import ApiKey, Tenant
 from common.wire import utcnow
 from hookline.api import audit
 from hookline.api.auth import issue_key, new_tenant, require_admin
-from hookline.api.cursor import decode_position, encode_position
+from hookline.api.cursor import oldest_first
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import documented, not_found
 from hookline.api.routes.subscriptions import CREATE_RESPONSES, created_or_existing
@@ -79,19 +79,11 @@ def list_tenants(
     services: Services = Depends(get_services),
 ) -> TenantList:
     """Every tenant, oldest first, a page at a time."""
-    query = select(Tenant)
-    if cursor is not None:
-        created_at, last_id = decode_position(cursor)
-        query = query.where(
-            (Tenant.created_at > created_at)
-            | ((Tenant.created_at == created_at) & (Tenant.id > last_id))
-        )
     with services.sessionmaker() as session:
-        rows = list(session.scalars(query.order_by(Tenant.created_at, Tenant.id).limit(limit + 1)))
-    page, more = rows[:limit], len(rows) > limit
+        page, next_cursor = oldest_first(session, select(Tenant), Tenant, limit, cursor)
     return TenantList(
         data=[TenantOut(id=t.id, name=t.name, created_at=t.created_at) for t in page],
-        next_cursor=encode_position(page[-1].created_at, page[-1].id) if more else None,
+        next_cursor=next_cursor,
     )
 
 
@@ -138,16 +130,21 @@ def create_api_key(
     return out
 
 
-@router.get("/{tenant_id}/api-keys", response_model=ApiKeyList, responses=documented(404))
-def list_api_keys(tenant_id: str, services: Services = Depends(get_services)) -> ApiKeyList:
-    """A tenant's keys (revoked ones too), by prefix and scopes; never the keys themselves."""
+@router.get("/{tenant_id}/api-keys", response_model=ApiKeyList, responses=documented(404, 422))
+def list_api_keys(
+    tenant_id: str,
+    limit: int = Query(default=100, ge=1, le=500),
+    cursor: str | None = Query(default=None, max_length=1000),
+    services: Services = Depends(get_services),
+) -> ApiKeyList:
+    """A tenant's keys (revoked ones too), oldest first, a page at a time, by prefix and
+    scopes; never the keys themselves."""
     with services.sessionmaker() as session:
         if session.get(Tenant, tenant_id) is None:
             raise not_found("tenant")
-        rows = session.scalars(
-            select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)
-        ).all()
-    return ApiKeyList(data=[_key_out(row) for row in rows])
+        query = select(ApiKey).where(ApiKey.tenant_id == tenant_id)
+        page, next_cursor = oldest_first(session, query, ApiKey, limit, cursor)
+    return ApiKeyList(data=[_key_out(row) for row in page], next_cursor=next_cursor)
 
 
 @router.delete(
