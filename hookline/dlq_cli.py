@@ -297,7 +297,14 @@ def dlq_purge(
 def dlq_resubmit(
     poison_id: Annotated[str, typer.Argument(help="Poison message id (psn_...).")],
     body_file: Annotated[
-        Path | None, typer.Option("--body-file", help="A corrected body to send instead.")
+        Path | None,
+        typer.Option(
+            "--body-file",
+            help="A corrected body to send instead.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ] = None,
 ) -> None:
     """Send a poison message back to the queue it came from, after the cause is fixed."""
