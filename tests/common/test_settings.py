@@ -1,3 +1,7 @@
+import os
+import re
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -47,3 +51,59 @@ def test_every_distinct_delay_gets_its_own_ttl_queue() -> None:
             assert queue.arguments["x-dead-letter-exchange"] == tp.DELIVERIES
             assert queue.ttl_ms is not None
             assert queue.bindings == ((tp.RETRY, tp.tier_name(queue.ttl_ms / 1000)),)
+
+
+CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
+# (setting, the contract's words for its default, the default in code)
+DOCUMENTED_DEFAULTS = [
+    (
+        "DATABASE_URL",
+        "`HOOKLINE_DATABASE_URL` (default `sqlite:///hookline.db`)",
+        "sqlite:///hookline.db",
+    ),
+    (
+        "BROKER_URL",
+        "(default `amqp://guest:guest@localhost:5672/%2F`;",
+        "amqp://guest:guest@localhost:5672/%2F",
+    ),
+    ("RETRY_SCHEDULE", "(default `5s,5m,30m,2h,5h,10h,10h`;", "5s,5m,30m,2h,5h,10h,10h"),
+    ("DISPATCHER_CONCURRENCY", "`HOOKLINE_DISPATCHER_CONCURRENCY` (default 32 ", 32),
+    ("ALLOW_PRIVATE_TARGETS", "`HOOKLINE_ALLOW_PRIVATE_TARGETS` (off by default;", False),
+    ("LOG_FORMAT", "`HOOKLINE_LOG_FORMAT` (`json` | `console`, default `console`)", "console"),
+    ("ALLOW_HTTP", "`HOOKLINE_ALLOW_HTTP` (plain-http receivers; off by default)", False),
+    ("RETRY_JITTER", "`HOOKLINE_RETRY_JITTER`, default `0.2`", 0.2),
+    ("ENDPOINT_MAX_IN_FLIGHT", "`HOOKLINE_ENDPOINT_MAX_IN_FLIGHT`, 16)", 16),
+    ("CIRCUIT_FAILURE_THRESHOLD", "`HOOKLINE_CIRCUIT_FAILURE_THRESHOLD`\n  (5)", 5),
+    ("CIRCUIT_OPEN_S", "`HOOKLINE_CIRCUIT_OPEN_S`\n  (30 s)", 30.0),
+    ("AUTO_DISABLE_AFTER", "`HOOKLINE_AUTO_DISABLE_AFTER` (default `5d`)", "5d"),
+    ("AUTO_DISABLE_DEAD_DELIVERIES", "`HOOKLINE_AUTO_DISABLE_DEAD_DELIVERIES` (default 100;", 100),
+    ("API_KEY_CACHE_S", "`HOOKLINE_API_KEY_CACHE_S` (default 1)", 1.0),
+    ("LOG_LEVEL", "`HOOKLINE_LOG_LEVEL` (`INFO`)", "INFO"),
+    ("CONNECT_TIMEOUT_S", "`HOOKLINE_CONNECT_TIMEOUT_S`\n(5;", 5.0),
+    ("REQUEST_TIMEOUT_S", "`HOOKLINE_REQUEST_TIMEOUT_S` (15;", 15.0),
+    ("MAX_RESPONSE_BYTES", "`HOOKLINE_MAX_RESPONSE_BYTES` (65536;", 65536),
+    ("SUBSCRIPTION_REFRESH_S", "`HOOKLINE_SUBSCRIPTION_REFRESH_S` (1;", 1.0),
+    ("PUBLISH_TIMEOUT_S", "`HOOKLINE_PUBLISH_TIMEOUT_S` (30;", 30.0),
+    ("DISPATCHER_PREFETCH", "`HOOKLINE_DISPATCHER_PREFETCH` (0 =", 0),
+]
+
+
+def _contract() -> str:
+    return CONTRACT.read_text(encoding="utf-8")
+
+
+def test_the_contract_names_every_setting_and_only_settings_that_exist() -> None:
+    text = _contract()
+    section = text[text.index("## 9. Configuration") : text.index("## 10.")]
+    named = set(re.findall(r"`HOOKLINE_([A-Z_]+)`", section))
+    assert named == {field.upper() for field in Settings.model_fields}
+
+
+@pytest.mark.parametrize(("name", "words", "default"), DOCUMENTED_DEFAULTS)
+def test_each_default_the_contract_states_is_the_one_in_code(
+    name: str, words: str, default: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in [v for v in os.environ if v.startswith("HOOKLINE_")]:
+        monkeypatch.delenv(variable)
+    assert words in _contract(), f"the contract no longer says {words!r}"
+    assert getattr(Settings(), name.lower()) == default
