@@ -14,8 +14,9 @@ yet), so each event is one state change, and a disabled subscription receives no
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -68,6 +69,7 @@ class Disabled:
     subscription_id: str
     tenant_id: str
     reason: str
+    ended: int = 0  # its pending and retrying deliveries, ended `dead` with the disable
 
 
 @dataclass
@@ -138,19 +140,23 @@ def apply(
     disabled += _disable(session, set(failing) - gone, FAILING, now, worn_out)
     if disabled:
         # What is still queued for them will not be sent: it ends now, not when each
-        # message comes back from its retry tier hours later.
-        session.execute(
-            update(_deliveries)
-            .where(_deliveries.c.subscription_id.in_([d.subscription_id for d in disabled]))
-            .where(or_(_deliveries.c.status == PENDING, _deliveries.c.status == RETRYING))
-            .values(
-                status=DEAD,
-                dead_reason=classify.ENDPOINT_DISABLED,
-                next_attempt_at=None,
-                updated_at=now,
-                finished_at=now,
-            )
+        # message comes back from its retry tier hours later (the dispatcher then skips it).
+        ended = Counter(
+            session.execute(
+                update(_deliveries)
+                .where(_deliveries.c.subscription_id.in_([d.subscription_id for d in disabled]))
+                .where(or_(_deliveries.c.status == PENDING, _deliveries.c.status == RETRYING))
+                .values(
+                    status=DEAD,
+                    dead_reason=classify.ENDPOINT_DISABLED,
+                    next_attempt_at=None,
+                    updated_at=now,
+                    finished_at=now,
+                )
+                .returning(_deliveries.c.subscription_id)
+            ).scalars()
         )
+        disabled = [replace(d, ended=ended[d.subscription_id]) for d in disabled]
     return disabled
 
 

@@ -20,6 +20,8 @@ class Attempted:
     decision: Decision
     result: SendResult
     started_at: datetime
+    # False for the refusal of a delivery a disable already ended (and counted as dead).
+    counted: bool = True
 
 
 @dataclass(frozen=True)

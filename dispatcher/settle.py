@@ -26,6 +26,7 @@ from common.service import retry_database
 from common.transport import Consumer, Transport
 from common.wire import utcnow
 from dispatcher import health
+from dispatcher.classify import ENDPOINT_DISABLED
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
 from dispatcher.settle_rows import onward_message, update_deliveries
 
@@ -208,9 +209,12 @@ class Settler:
         newly_disabled = retry_database(write, abandon=self._stopping)
         self._remember_clean(to_write)
         for d in newly_disabled:
-            extra = {"subscription_id": d.subscription_id, "reason": d.reason}
+            extra = {"subscription_id": d.subscription_id, "reason": d.reason, "ended": d.ended}
             log.warning("subscription disabled", extra=extra)
             self._on_disabled(d.subscription_id, d.reason)
+            # Counted now, as they end, not when their queued copies come back (refused).
+            self._metrics.finished.labels(result="dead").inc(d.ended)
+            self._metrics.dead_letters.labels(reason=ENDPOINT_DISABLED).inc(d.ended)
 
     def _remember_clean(self, written: dict[str, health.Streak]) -> None:
         written_at = time.monotonic()
@@ -239,8 +243,9 @@ class Settler:
                     e2e_s = (utcnow() - outcome.delivery.event.timestamp).total_seconds()
                     m.e2e.observe(max(e2e_s, 0.0))
             elif decision.outcome == "dead":
-                m.finished.labels(result="dead").inc()
-                m.dead_letters.labels(reason=decision.reason or "unknown").inc()
+                if outcome.counted:
+                    m.finished.labels(result="dead").inc()
+                    m.dead_letters.labels(reason=decision.reason or "unknown").inc()
             else:
                 self._child(m.deliveries_enqueued, "retry").inc()
 

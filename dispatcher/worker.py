@@ -11,6 +11,7 @@ Threads of one connection session:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import threading
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import SUB_ACTIVE, SUB_DISABLED, Delivery
+from common.db.models import FINAL_STATUSES, SUB_ACTIVE, SUB_DISABLED, Delivery
 from common.errors import TransportError
 from common.metrics import Metrics
 from common.secretbox import DEV_SECRET_KEY, SecretBox
@@ -136,6 +137,9 @@ class Dispatcher:
 
         return retry_database(query, abandon=self._stop)
 
+    def _ended(self, delivery_id: str) -> bool:
+        return self.recheck({delivery_id}).get(delivery_id) in FINAL_STATUSES
+
     def deliver(self, message: Message, delivery: DeliveryMessage) -> Outcome:
         """One attempt of one delivery, as an outcome for the settler. Runs on a pool thread.
 
@@ -158,7 +162,13 @@ class Dispatcher:
         if endpoint.status == SUB_DISABLED:
             # Disabled by Hookline itself (410, auto-disable): the endpoint's doing.
             reason = classify.ENDPOINT_DISABLED if endpoint.disabled_reason else None
-            return _refused(message, delivery, started_at, reason or classify.SUBSCRIPTION_DISABLED)
+            refused = _refused(
+                message, delivery, started_at, reason or classify.SUBSCRIPTION_DISABLED
+            )
+            if not delivery.replay and self._ended(delivery.delivery_id):
+                # Ended, and counted, with the disable: the refusal is recorded, not counted.
+                return dataclasses.replace(refused, counted=False)
+            return refused
         if endpoint.status != SUB_ACTIVE:  # paused, or not verified yet: hold, do not count
             return Deferred(message, delivery, classify.deferral_delay(self._delays))
         result = self._send(endpoint, delivery)

@@ -128,14 +128,21 @@ def test_gone_endpoint_disables_its_subscription_and_ends_its_pending_deliveries
             second = builders.delivery(
                 session, builders.event(message.tenant), message.subscription_id
             )
+        dead = harness.metrics.dead_letters.labels(reason="endpoint_disabled")._value
         with harness.running():
             harness.publish(message)
             wait_until(lambda: finished(harness, message.delivery_id, DEAD))
-            # Still queued, never sent: it ended with the disable, not when it comes up.
+            # Still queued, never sent: it ended with the disable, not when it comes up,
+            # and it is counted then: the 410'd delivery and this one.
             assert delivery_row(harness, second.delivery_id).status == DEAD
+            assert (
+                dead.get() == 2 and harness.metrics.finished.labels(result="dead")._value.get() == 2
+            )
             harness.publish(second)
             wait_until(lambda: attempts(harness, second.delivery_id))  # refused, not sent
         assert receiver.count == 1, "a disabled subscription was sent to"
+        # The refusal is recorded, but the delivery is not counted dead a second time.
+        assert dead.get() == 2 and harness.metrics.finished.labels(result="dead")._value.get() == 2
     assert delivery_row(harness, message.delivery_id).dead_reason == "endpoint_disabled"
     assert delivery_row(harness, second.delivery_id).dead_reason == "endpoint_disabled"
     with harness.db() as session:

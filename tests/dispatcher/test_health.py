@@ -199,7 +199,7 @@ def test_the_streak_sql_runs_on_both_databases(db: sessionmaker[Session]) -> Non
     with db() as session, session.begin():
         assert health.apply(session, batch, set(), policy, now) == []
         disabled = health.apply(session, batch, set(), policy, now)
-    assert disabled == [health.Disabled(sub.id, tenant.id, "failing")]
+    assert disabled == [health.Disabled(sub.id, tenant.id, "failing", ended=1)]
     with db() as session:
         row = session.get(Subscription, sub.id)
         assert row is not None and row.status == SUB_DISABLED
