@@ -140,7 +140,7 @@ def apply(
     disabled += _disable(session, set(failing) - gone, FAILING, now, worn_out)
     if disabled:
         # What is still queued for them will not be sent: it ends now, not when each
-        # message comes back from its retry tier hours later (the dispatcher then skips it).
+        # message comes back from its retry tier hours later (then refused, not counted again).
         ended = Counter(
             session.execute(
                 update(_deliveries)
