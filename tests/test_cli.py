@@ -6,13 +6,16 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import inspect, select
 from typer.testing import CliRunner
 
@@ -22,6 +25,7 @@ from common.transport import topology as tp
 from common.transport.rabbitmq import RabbitTransport
 from common.wire import Event, decode
 from hookline.cli import app
+from tests.processes import free_port
 from tests.services import temporary_vhost
 
 runner = CliRunner()
@@ -132,3 +136,48 @@ def test_dev_demo_delivers_signed_webhooks_and_exits(tmp_path: Path) -> None:
     assert output.count("signature valid") == 3
     assert "INVALID" not in output
     assert "all 3 demo webhooks delivered and verified" in output
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_api_listens_on_the_host_it_is_given_and_stops_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """`--host ::1` (loopback, but not the default 127.0.0.1): served there, only there."""
+    port = free_port()
+    url = f"sqlite:///{tmp_path}/api.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
+    env |= {"HOOKLINE_DATABASE_URL": url, "HOOKLINE_BROKER_URL": "memory://",
+            "HOOKLINE_ADMIN_TOKEN": "t" * 32, "HOOKLINE_SECRET_KEY": "k" * 32}  # fmt: skip
+    assert runner.invoke(app, ["migrate"], env=env).exit_code == 0
+    api = subprocess.Popen(
+        [sys.executable, "-m", "hookline", "api", "--host", "::1", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://[::1]:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = requests.get(f"{base}/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert api.poll() is None and time.monotonic() < deadline, "the API never listened"
+                time.sleep(0.1)
+        assert health.status_code == 200
+        admin = {"Authorization": "Bearer " + "t" * 32}
+        tenants = requests.get(f"{base}/v1/tenants", headers=admin, timeout=5)
+        assert tenants.status_code == 200 and tenants.json()["data"] == []
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        api.send_signal(signal.SIGTERM)
+        output = api.communicate(timeout=40)[0].decode(errors="replace")
+    assert api.returncode == 0, output
