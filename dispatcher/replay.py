@@ -41,7 +41,7 @@ from common.wire import utcnow
 from dispatcher import replaycopy, replayjobs
 from dispatcher.replay_batch import Batch, Batches
 from dispatcher.replayjobs import LEASE_S
-from dispatcher.replaylease import JobBusy, rowcount, runner_gone, runner_id
+from dispatcher.replaylease import JobBusy, LeaseLost, rowcount, runner_gone, runner_id
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,11 @@ class Runner:
             self._walk(ITEM_TODO, rate, stop)
             if not stop.is_set() and not self._cancelling():
                 self._resolve_ambiguous(stop)
+            cancelling = self._cancelling()
+        except LeaseLost:
+            # Its new runner carries on (and re-checks what this one claimed): write nothing.
+            log.warning("replay job taken over by another runner", extra={"job_id": self.job_id})
+            return self._current()
         except Exception as exc:
             log.warning("replay job failed", exc_info=True, extra={"job_id": self.job_id})
             return self._finish(JOB_FAILED, f"{type(exc).__name__}: {exc}"[:500])
@@ -101,7 +106,7 @@ class Runner:
             if self._metrics is not None:
                 self._metrics.replay_jobs_running.dec()
                 self._metrics.replay_remaining.dec(self._left)
-        if self._cancelling():
+        if cancelling:
             return self._finish(JOB_CANCELLED)
         if stop.is_set():
             return self._release()
@@ -150,11 +155,29 @@ class Runner:
         return job.rate_per_s, self._left
 
     def _cancelling(self) -> bool:
+        return self._state() in (JOB_CANCELLING, JOB_CANCELLED)
+
+    def _state(self) -> str | None:
+        """The job's state; `LeaseLost` once another runner holds it.
+
+        Asked before every claim and every publish: a runner whose heartbeat lapsed (a
+        stalled host) and whose job another host took over stops there, instead of sending
+        what its successor will send too."""
         with self._sessionmaker() as session:
-            return session.scalar(select(ReplayJob.state).where(ReplayJob.id == self.job_id)) in (
-                JOB_CANCELLING,
-                JOB_CANCELLED,
-            )
+            row = session.execute(
+                select(ReplayJob.state, ReplayJob.runner).where(ReplayJob.id == self.job_id)
+            ).first()
+        if row is None:
+            return None
+        if row.runner is not None and row.runner != self._runner_id:
+            raise LeaseLost(f"replay job {self.job_id} is now run by {row.runner}")
+        return str(row.state)
+
+    def _current(self) -> ReplayJob:
+        with self._sessionmaker() as session:
+            job = session.get(ReplayJob, self.job_id)
+            assert job is not None
+            return job
 
     def _walk(self, state: str, rate: float | None, stop: threading.Event) -> None:
         """Claim, publish and mark the items in `state` (todo, or claimed on a resume)."""
@@ -194,6 +217,7 @@ class Runner:
 
     def _publish(self, batch: Batch) -> None:
         if batch.rows:
+            self._state()  # still this runner's job: its successor would send these too
             copies = batch.copies(self.job_id)
             self._transport.publish(copies, timeout_s=self._publish_timeout_s)
 

@@ -42,3 +42,7 @@ def runner_gone(holder: str) -> bool:
 
 class JobBusy(Exception):
     """Another runner holds the job (its heartbeat is fresh), or the job is finished."""
+
+
+class LeaseLost(JobBusy):
+    """Another runner took the job over while this one ran (its heartbeat had lapsed)."""

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import (
@@ -17,6 +17,7 @@ from common.db.models import (
     JOB_CANCELLED,
     JOB_COMPLETED,
     JOB_FAILED,
+    JOB_RUNNING,
     PENDING,
     SUB_DISABLED,
     SUB_PAUSED,
@@ -294,6 +295,41 @@ def test_a_job_that_failed_mid_way_resumes_without_loss_or_repeat(
     assert (resumed.state, resumed.done, resumed.skipped) == (JOB_COMPLETED, 10, 0)
     copies = [c.delivery_id for c in published_copies(transport)]
     assert sorted(copies) == sorted(ids_of(world["dead"][world["a"]] + world["dead"][world["b"]]))
+
+
+def test_a_runner_whose_job_was_taken_over_stops_and_the_successor_sends_the_rest_once(
+    sessions: sessionmaker[Session],
+    transport: MemoryTransport,
+    world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stalled runner on another host lost its lease: it must not publish what it claimed
+    after that, nor overwrite the job; its successor re-checks those claims."""
+    job_id = start(sessions, DeadFilter(tenant=world["tenant"]), everything=True)
+    other = "elsewhere.test:4242:run_abcd"
+
+    def taken_over_after_the_first_batch(job: ReplayJob) -> None:
+        with sessions() as session, session.begin():
+            session.execute(update(ReplayJob).where(ReplayJob.id == job_id).values(runner=other))
+
+    stalled = Runner(
+        transport, sessions, job_id, batch_size=2, on_progress=taken_over_after_the_first_batch
+    )
+    left = stalled.run()
+    before = [c.delivery_id for c in published_copies(transport)]
+    assert (left.state, left.runner, left.error) == (JOB_RUNNING, other, None)
+    assert 2 <= len(before) < 10 and len(set(before)) == len(before)
+
+    # The successor's heartbeat lapses in turn; a third runner takes over and finishes.
+    with sessions() as session, session.begin():
+        session.execute(update(ReplayJob).where(ReplayJob.id == job_id).values(heartbeat_at=None))
+    monkeypatch.setattr(replay, "AMBIGUOUS_GRACE_S", 0.0)
+    done = Runner(transport, sessions, job_id, batch_size=2).run()
+
+    assert (done.state, done.done) == (JOB_COMPLETED, 10)
+    after = [c.delivery_id for c in published_copies(transport)]
+    wanted = ids_of(world["dead"][world["a"]] + world["dead"][world["b"]])
+    assert sorted(before + after) == sorted(wanted), "each delivery exactly once in all"
 
 
 def test_a_claim_whose_copy_was_already_taken_is_not_published_again(
