@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from common.db.models import DEAD, Delivery
+from common.db.session import rowcount
 from common.wire import utcnow
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
@@ -153,4 +154,4 @@ def purge(session: Session, dead: DeadFilter, *, status: str) -> int:
         .values(status=status, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)

@@ -14,7 +14,6 @@ yet), so each event is one state change, and a disabled subscription receives no
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from sqlalchemy import Boolean, ColumnElement, Table, bindparam, case, func, or_
 from sqlalchemy.orm import Session
 
 from common.db.models import DEAD, PENDING, RETRYING, SUB_DISABLED, Delivery, Subscription
+from common.db.session import rowcount
 from common.db.types import UtcDateTime
 from common.transport import Outgoing
 from common.transport import topology as tp
@@ -141,22 +141,24 @@ def apply(
     if disabled:
         # What is still queued for them will not be sent: it ends now, not when each
         # message comes back from its retry tier hours later (then refused, not counted again).
-        ended = Counter(
-            session.execute(
-                update(_deliveries)
-                .where(_deliveries.c.subscription_id.in_([d.subscription_id for d in disabled]))
-                .where(or_(_deliveries.c.status == PENDING, _deliveries.c.status == RETRYING))
-                .values(
-                    status=DEAD,
-                    dead_reason=classify.ENDPOINT_DISABLED,
-                    next_attempt_at=None,
-                    updated_at=now,
-                    finished_at=now,
-                )
-                .returning(_deliveries.c.subscription_id)
-            ).scalars()
+        # One UPDATE per subscription (rarely more than one), for its count: a RETURNING
+        # would fetch a row per delivery, a million for a big backlog.
+        end = (
+            update(_deliveries)
+            .where(_deliveries.c.subscription_id == bindparam("b_sub"))
+            .where(or_(_deliveries.c.status == PENDING, _deliveries.c.status == RETRYING))
+            .values(
+                status=DEAD,
+                dead_reason=classify.ENDPOINT_DISABLED,
+                next_attempt_at=None,
+                updated_at=now,
+                finished_at=now,
+            )
         )
-        disabled = [replace(d, ended=ended[d.subscription_id]) for d in disabled]
+        disabled = [
+            replace(d, ended=rowcount(session.execute(end, {"b_sub": d.subscription_id})))
+            for d in disabled
+        ]
     return disabled
 
 

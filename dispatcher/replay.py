@@ -35,13 +35,14 @@ from common.db.models import (
     ReplayItem,
     ReplayJob,
 )
+from common.db.session import rowcount
 from common.metrics import Metrics
 from common.transport import Transport
 from common.wire import utcnow
 from dispatcher import replaycopy, replayjobs
 from dispatcher.replay_batch import Batch, Batches
 from dispatcher.replayjobs import LEASE_S
-from dispatcher.replaylease import JobBusy, LeaseLost, rowcount, runner_gone, runner_id
+from dispatcher.replaylease import JobBusy, LeaseLost, runner_gone, runner_id
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,6 @@ import socket
 from common.wire import new_id
 
 
-def rowcount(result: object) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
 def runner_id() -> str:
     """`host:pid:random`, so a runner on the same host can tell that a holder was killed."""
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id('run')[-8:]}"

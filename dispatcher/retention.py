@@ -28,6 +28,7 @@ from common.db.models import (
     ReplayItem,
     ReplayJob,
 )
+from common.db.session import rowcount
 
 BATCH_SIZE = 1000
 # A breath between batches, so that writers queued behind one get their turn.
@@ -43,10 +44,6 @@ class Removed:
 
     def to_json(self) -> dict[str, int]:
         return dict(self.__dict__)
-
-
-def _rowcount(result: object) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def collect(
@@ -72,10 +69,10 @@ def collect(
             )
             if not ids:
                 break
-            removed.attempts += _rowcount(
+            removed.attempts += rowcount(
                 session.execute(delete(Attempt).where(Attempt.delivery_id.in_(ids)))
             )
-            removed.deliveries += _rowcount(
+            removed.deliveries += rowcount(
                 session.execute(
                     delete(Delivery).where(Delivery.id.in_(ids), Delivery.status.in_(statuses))
                 )
@@ -108,7 +105,7 @@ def _events(
             if not keys:
                 break
             for tenant_id, event_id in keys:
-                count += _rowcount(
+                count += rowcount(
                     session.execute(
                         delete(EventRow).where(
                             EventRow.tenant_id == tenant_id, EventRow.id == event_id, orphan
@@ -132,4 +129,4 @@ def _jobs(sessionmaker: sessionmaker[Session], cutoff: datetime) -> int:
         if not old:
             return 0
         session.execute(delete(ReplayItem).where(ReplayItem.job_id.in_(old)))
-        return _rowcount(session.execute(delete(ReplayJob).where(ReplayJob.id.in_(old))))
+        return rowcount(session.execute(delete(ReplayJob).where(ReplayJob.id.in_(old))))

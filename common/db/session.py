@@ -104,3 +104,8 @@ def insert_ignoring_conflicts(engine_or_dialect: Any, table: Any) -> Insert:
     if name == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing()
     raise NotImplementedError(f"unsupported database dialect {name!r}")
+
+
+def rowcount(result: object) -> int:
+    """How many rows an UPDATE or DELETE result touched (0 where the driver cannot say)."""
+    return int(getattr(result, "rowcount", 0) or 0)
