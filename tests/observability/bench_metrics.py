@@ -64,7 +64,7 @@ def one_run(prometheus_binary: str, events: int, concurrency: int, scrape_interv
                           scrape_interval=f"{round(scrape_interval_s * 1000)}ms")  # fmt: skip
         exits.callback(prom.close)
         prom.wait_ready()
-        time.sleep(2.0)  # consumers attach; Prometheus holds a few zero samples first
+        prom.wait_scraping(len(ports))  # the zero samples before the run are in
 
         producer = Producer(Settings(database_url=running.database_url,
                                      broker_url=running.broker_url))  # fmt: skip

@@ -61,6 +61,18 @@ class Prometheus:
             time.sleep(0.2)
         raise RuntimeError(f"prometheus not ready within {timeout_s}s:\n{self.log()}")
 
+    def wait_scraping(self, jobs: int, timeout_s: float = 30) -> None:
+        """Until every one of `jobs` targets has been scraped at least twice. Ready is not
+        enough: Prometheus hands new targets to its scrapers only every few seconds, so a
+        run started at ready loses its first seconds of samples (and rate() reads low)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            counts = self.finite_values("count_over_time(up[1h])")
+            if len(counts) >= jobs and min(counts) >= 2:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus scraped too little within {timeout_s}s:\n{self.log()}")
+
     def api(self, path: str, **params: str) -> Any:
         response = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
         body = response.json()

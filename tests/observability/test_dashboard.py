@@ -111,6 +111,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )  # fmt: skip
         stack.callback(prometheus.close)
         prometheus.wait_ready()
+        prometheus.wait_scraping(3)  # before the load: its first seconds are counted too
         probe_ports = {"api": api_port, "router": router_port, "dispatcher": dispatcher_port}
         yield Stack(prometheus, services, f"http://127.0.0.1:{api_port}", api_key, probe_ports)
 
