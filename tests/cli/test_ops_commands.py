@@ -29,8 +29,7 @@ from common.wire import encode, utcnow
 from dispatcher import replayjobs
 from dispatcher.deadfilter import DeadFilter
 from dispatcher.replay import Runner
-from hookline import dlq_cli
-from hookline.cli import app
+from hookline.cli import app, dlq
 from hookline.runtime import build_runtime
 from tests import builders
 from tests.ops.support import dead_letter, published_copies
@@ -56,7 +55,7 @@ def ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ops]:
     migrate.upgrade(url)
     broker = MemoryBroker()
     # Every dlq/replay/gc command builds its runtime here; only the broker is shared.
-    monkeypatch.setattr(dlq_cli, "build_runtime", functools.partial(build_runtime, memory=broker))
+    monkeypatch.setattr(dlq, "build_runtime", functools.partial(build_runtime, memory=broker))
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     with sessions() as session, session.begin():

@@ -19,9 +19,9 @@ from common.settings import Settings, parse_duration
 from common.transport import topology
 from common.wire import utcnow
 from dispatcher import deadfilter, deadview, poison, replayjobs, retention
-from hookline import ops_options as o
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.errors import ApiError
+from hookline.cli import options as o
 from hookline.runtime import Runtime, build_runtime
 
 dlq_app = typer.Typer(help="Find, inspect and purge dead letters.", no_args_is_help=True)

@@ -17,17 +17,15 @@ from common.secretbox import check_secret_key
 from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
-from hookline.dlq_cli import dlq_app, gc
-from hookline.replay_cli import replay_app, replay_resumer
+from hookline.cli.dlq import dlq_app, gc
+from hookline.cli.replay import replay_app, replay_resumer
+from hookline.cli.tenants import tenant_app
 from hookline.runtime import api_server, build_runtime, serve_probes
 
 app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
-tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(tenant_app, name="tenant")
-key_app = typer.Typer(help="Manage a tenant's API keys.", no_args_is_help=True)
-tenant_app.add_typer(key_app, name="key")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(replay_app, name="replay")
 app.command("gc")(gc)
@@ -210,76 +208,3 @@ def publish(
             console.print(f"[red]invalid event:[/red] {exc}")
             raise typer.Exit(2) from None
     console.print(published)
-
-
-@tenant_app.command("create")
-def tenant_create(name: Annotated[str, typer.Argument(help="A name for the tenant.")]) -> None:
-    """Create a tenant and its first API key (every scope); the key is shown once."""
-    from hookline.api.auth import new_tenant
-
-    settings = _settings()
-    runtime = build_runtime(settings)
-    try:
-        with runtime.sessionmaker() as session, session.begin():
-            tenant, key = new_tenant(session, name)
-    finally:
-        runtime.close()
-    console.print(f"tenant [bold]{tenant.id}[/bold] ({name})")
-    console.print(f"api key: [bold]{key}[/bold]  (shown once; store it now)")
-
-
-@key_app.command("create")
-def key_create(
-    tenant: Annotated[str, typer.Argument(help="The tenant id.")],
-    scope: Annotated[list[str] | None, typer.Option(help="A scope (repeat); default all.")] = None,
-    cidr: Annotated[list[str] | None, typer.Option(help="An allowed source network.")] = None,
-    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
-) -> None:
-    """Issue an API key for a tenant; the key is shown once."""
-    from hookline.api.keys import create_key_from_cli
-
-    runtime = build_runtime(_settings())
-    try:
-        key_id, key = create_key_from_cli(runtime.sessionmaker, tenant, scope, cidr, name)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    finally:
-        runtime.close()
-    console.print(f"key [bold]{key_id}[/bold] for {tenant}")
-    console.print(f"api key: [bold]{key}[/bold]  (shown once; store it now)")
-
-
-@key_app.command("list")
-def key_list(tenant: Annotated[str, typer.Argument(help="The tenant id.")]) -> None:
-    """A tenant's keys: id, prefix, scopes, networks, revocation."""
-    from hookline.api.keys import list_keys
-
-    runtime = build_runtime(_settings())
-    try:
-        rows = list_keys(runtime.sessionmaker, tenant)
-    finally:
-        runtime.close()
-    for row in rows:
-        state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
-        networks = ",".join(row.allowed_cidrs) or "anywhere"
-        console.print(f"{row.id}  {row.prefix}...  {' '.join(row.scopes)}  {networks}  {state}")
-
-
-@key_app.command("revoke")
-def key_revoke(
-    tenant: Annotated[str, typer.Argument(help="The tenant id.")],
-    key_id: Annotated[str, typer.Argument(help="The key id (key_...).")],
-) -> None:
-    """Revoke a key (API processes stop accepting it within HOOKLINE_API_KEY_CACHE_S x 2)."""
-    from hookline.api.keys import revoke_key
-
-    runtime = build_runtime(_settings())
-    try:
-        found = revoke_key(runtime.sessionmaker, tenant, key_id)
-    finally:
-        runtime.close()
-    if not found:
-        console.print(f"[red]no key {key_id} for tenant {tenant}[/red]")
-        raise typer.Exit(1)
-    console.print(f"revoked {key_id}")

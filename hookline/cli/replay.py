@@ -22,8 +22,8 @@ from dispatcher import replayjobs
 from dispatcher.replay import JobBusy, Runner
 from dispatcher.replay_resume import Resumer
 from dispatcher.replayjobs import DEFAULT_RATE_PER_S, ReplayRefused
-from hookline import ops_options as o
-from hookline.dlq_cli import actor, runtime
+from hookline.cli import options as o
+from hookline.cli.dlq import actor, runtime
 from hookline.runtime import Runtime
 
 replay_app = typer.Typer(
