@@ -27,7 +27,7 @@ from common.transport import MemoryBroker, MemoryTransport, Message
 from common.transport import topology as tp
 from common.wire import encode, utcnow
 from dispatcher import replayjobs
-from dispatcher.deadfilter import DeadFilter
+from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import Runner
 from hookline import dlq_cli
 from hookline.cli import app

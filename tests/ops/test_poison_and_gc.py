@@ -22,8 +22,8 @@ from common.db.models import (
 from common.transport import MemoryTransport, Message, Outgoing, poison_copy
 from common.transport import topology as tp
 from common.wire import encode, utcnow
-from dispatcher import poison, retention
-from dispatcher.deadletters import DeadLetterDrain
+from dispatcher import retention
+from dispatcher.deadletters import DeadLetterDrain, poison
 from tests import builders
 from tests.ops.support import dead_letter
 

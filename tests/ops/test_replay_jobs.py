@@ -32,7 +32,7 @@ from common.transport import MemoryTransport, Transport
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, utcnow
 from dispatcher import replay, replayjobs
-from dispatcher.deadfilter import DeadFilter
+from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import JobBusy, Runner
 from dispatcher.replayjobs import ReplayRefused
 from tests import builders

@@ -20,7 +20,7 @@ from common.transport import MemoryTransport
 from common.transport import topology as tp
 from common.wire import utcnow
 from dispatcher import replay, replayjobs
-from dispatcher.deadfilter import DeadFilter
+from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import Runner
 from dispatcher.replay_resume import Resumer, orphans
 from dispatcher.replaylease import runner_id

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from common.db.models import Delivery, ReplayJob, Subscription
 from common.transport import topology
 from dispatcher import replayjobs
-from dispatcher.deadfilter import DeadFilter
+from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import JobBusy, Runner
 from dispatcher.replayjobs import Plan, ReplayRefused
 from hookline.api.auth import DELIVERIES_READ, DELIVERIES_REPLAY
