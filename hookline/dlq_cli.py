@@ -18,7 +18,7 @@ from common.errors import ConfigurationError
 from common.settings import Settings, parse_duration
 from common.transport import topology
 from common.wire import utcnow
-from dispatcher import replayjobs, retention
+from dispatcher import retention
 from dispatcher.deadletters import (
     PoisonFilter,
     ResubmitError,
@@ -31,6 +31,7 @@ from dispatcher.deadletters import (
     show_dead,
     summarize_dead,
 )
+from dispatcher.replay import audit
 from hookline import ops_options as o
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.errors import ApiError
@@ -291,7 +292,7 @@ def dlq_purge(
                 purged = purge_poison(session, wanted)
             else:
                 purged = purge_dead(session, dead, status=CANCELLED)
-            replayjobs.audit(
+            audit(
                 session,
                 actor=actor(),
                 tenant_id=tenant,
@@ -340,7 +341,7 @@ def dlq_resubmit(
             except ResubmitError as exc:
                 console.print(f"[red]{exc}[/red]")
                 raise typer.Exit(2) from None
-            replayjobs.audit(
+            audit(
                 session,
                 actor=actor(),
                 tenant_id=row.tenant_id,

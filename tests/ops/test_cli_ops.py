@@ -26,9 +26,9 @@ from common.settings import Settings
 from common.transport import MemoryBroker, MemoryTransport, Message
 from common.transport import topology as tp
 from common.wire import encode, utcnow
-from dispatcher import replayjobs
 from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import Runner
+from dispatcher.replay import jobs as replayjobs
 from hookline import dlq_cli
 from hookline.cli import app
 from hookline.runtime import build_runtime

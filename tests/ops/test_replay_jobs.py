@@ -31,10 +31,10 @@ from common.metrics import Metrics
 from common.transport import MemoryTransport, Transport
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, utcnow
-from dispatcher import replay, replayjobs
 from dispatcher.deadletters import DeadFilter
-from dispatcher.replay import JobBusy, Runner
-from dispatcher.replayjobs import ReplayRefused
+from dispatcher.replay import JobBusy, ReplayRefused, Runner
+from dispatcher.replay import jobs as replayjobs
+from dispatcher.replay import runner as replay
 from tests import builders
 from tests.ops.support import Dead, dead_letter, published_copies
 

@@ -3,7 +3,7 @@
 A job's set is fixed when it is created: every matching dead delivery becomes a
 `replay_items` row in the same transaction, with the delivery's replay count at that moment.
 A delivery that dies again while the job runs is therefore never picked up twice by it;
-running the job (`replay.py`) only ever walks those rows.
+running the job (`runner.py`) only ever walks those rows.
 """
 
 from __future__ import annotations
