@@ -33,7 +33,7 @@ from hookline import dlq_cli
 from hookline.cli import app
 from hookline.runtime import build_runtime
 from tests import builders
-from tests.ops.support import dead_letter, published_copies
+from tests.dead_letters import dead_letter, published_copies
 
 runner = CliRunner()
 WAIT_S = 10.0

@@ -36,7 +36,7 @@ from dispatcher.replay import JobBusy, ReplayRefused, Runner
 from dispatcher.replay import jobs as replayjobs
 from dispatcher.replay import runner as replay
 from tests import builders
-from tests.ops.support import Dead, dead_letter, published_copies
+from tests.dead_letters import Dead, dead_letter, published_copies
 
 
 @pytest.fixture

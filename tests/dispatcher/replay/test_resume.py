@@ -26,7 +26,7 @@ from dispatcher.replay import runner as replay
 from dispatcher.replay.lease import runner_id
 from dispatcher.replay.resume import Resumer, orphans
 from tests import builders
-from tests.ops.support import dead_letter, published_copies
+from tests.dead_letters import dead_letter, published_copies
 
 
 @pytest.fixture
