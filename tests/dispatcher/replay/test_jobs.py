@@ -118,7 +118,7 @@ def test_the_copy_keeps_the_event_so_the_webhook_id_stays_the_same(
 def test_the_copy_decodes_to_the_message_the_wire_models_build(
     sessions: sessionmaker[Session], transport: MemoryTransport, world: dict[str, Any]
 ) -> None:
-    # Built as text around the stored data (replaycopy.body): it must say what
+    # Built as text around the stored data (copies.body): it must say what
     # DeliveryMessage says, for an operation, nesting, unicode and a whole-second timestamp.
     event = builders.event(
         world["tenant"],
