@@ -15,11 +15,9 @@ from dispatcher.deadletters.poison import drain as drain_poison
 from dispatcher.deadletters.poison import page as list_poison
 from dispatcher.deadletters.poison import purge as purge_poison
 from dispatcher.deadletters.poison import resubmit as resubmit_poison
-from dispatcher.deadletters.view import DeadDetail
 from dispatcher.deadletters.view import detail as show_dead
 
 __all__ = [
-    "DeadDetail",
     "DeadFilter",
     "DeadLetterDrain",
     "FilterError",
