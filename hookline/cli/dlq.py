@@ -1,5 +1,5 @@
 """`hookline dlq list|show|purge|resubmit` and `hookline gc`: wiring only; the logic is in
-`dispatcher.deadfilter`, `dispatcher.deadview`, `dispatcher.poison` and `dispatcher.retention`.
+`dispatcher.deadletters` and `dispatcher.retention`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,20 @@ from common.errors import ConfigurationError
 from common.settings import Settings, parse_duration
 from common.transport import topology
 from common.wire import utcnow
-from dispatcher import deadfilter, deadview, poison, replayjobs, retention
+from dispatcher import retention
+from dispatcher.deadletters import (
+    PoisonFilter,
+    ResubmitError,
+    drain_poison,
+    list_dead,
+    list_poison,
+    purge_dead,
+    purge_poison,
+    resubmit_poison,
+    show_dead,
+    summarize_dead,
+)
+from dispatcher.replay import audit
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.errors import ApiError
 from hookline.cli import options as o
@@ -102,11 +115,11 @@ def dlq_list(
         with rt.sessionmaker() as session:
             if reason == POISON:
                 rt.transport.declare(topology.build(rt.settings.retry_tiers_s))
-                poison.drain(rt.transport, rt.sessionmaker)
-                wanted = poison.PoisonFilter(
+                drain_poison(rt.transport, rt.sessionmaker)
+                wanted = PoisonFilter(
                     tenant, None, o.parse_time(since, "--since"), o.parse_time(until, "--until")
                 )
-                found = poison.page(session, wanted, limit=limit + 1, after=after)
+                found = list_poison(session, wanted, limit=limit + 1, after=after)
                 rows, columns = (
                     [_poison_row(r) for r in found],
                     ["id", "source_queue", "error", "body", "received_at"],
@@ -125,10 +138,10 @@ def dlq_list(
                     until=until,
                 )
                 if summary:
-                    counted = deadfilter.summarize(session, dead).to_json()
+                    counted = summarize_dead(session, dead).to_json()
                     _print_summary(counted, output)
                     return
-                dead_rows = deadfilter.page(session, dead, limit=limit + 1, after=after)
+                dead_rows = list_dead(session, dead, limit=limit + 1, after=after)
                 rows = [_dead_row(r) for r in dead_rows]
                 columns = [
                     "id",
@@ -180,7 +193,7 @@ def dlq_show(
     rt = runtime()
     try:
         with rt.sessionmaker() as session:
-            found = deadview.detail(session, delivery_id, tenant=None)
+            found = show_dead(session, delivery_id, tenant=None)
     finally:
         rt.close()
     if found is None:
@@ -248,8 +261,8 @@ def dlq_purge(
         with rt.sessionmaker() as session, session.begin():
             if reason == POISON:
                 rt.transport.declare(topology.build(rt.settings.retry_tiers_s))
-                poison.drain(rt.transport, rt.sessionmaker)
-                wanted = poison.PoisonFilter(
+                drain_poison(rt.transport, rt.sessionmaker)
+                wanted = PoisonFilter(
                     tenant, None, o.parse_time(since, "--since"), o.parse_time(until, "--until")
                 )
                 narrowed = any((tenant, since, until))
@@ -265,7 +278,7 @@ def dlq_purge(
                     until=until,
                 )
                 narrowed = dead.narrows or tenant is not None
-                count = deadfilter.summarize(session, dead).total
+                count = summarize_dead(session, dead).total
             what = "poison messages" if reason == POISON else "dead letters"
             if not narrowed and not everything:
                 console.print("[red]refused:[/red] no filter given; name what to purge, or --all")
@@ -276,10 +289,10 @@ def dlq_purge(
             if not yes and not typer.confirm(f"Purge {count} {what}?"):
                 raise typer.Exit(1)
             if reason == POISON:
-                purged = poison.purge(session, wanted)
+                purged = purge_poison(session, wanted)
             else:
-                purged = deadfilter.purge(session, dead, status=CANCELLED)
-            replayjobs.audit(
+                purged = purge_dead(session, dead, status=CANCELLED)
+            audit(
                 session,
                 actor=actor(),
                 tenant_id=tenant,
@@ -318,17 +331,17 @@ def dlq_resubmit(
             body = body_file.read_bytes() if body_file else None
             rt.transport.declare(topology.build(rt.settings.retry_tiers_s))
             try:
-                poison.resubmit(
+                resubmit_poison(
                     session,
                     rt.transport,
                     row,
                     body=body,
                     publish_timeout_s=rt.settings.publish_timeout_s,
                 )
-            except poison.ResubmitError as exc:
+            except ResubmitError as exc:
                 console.print(f"[red]{exc}[/red]")
                 raise typer.Exit(2) from None
-            replayjobs.audit(
+            audit(
                 session,
                 actor=actor(),
                 tenant_id=row.tenant_id,

@@ -140,7 +140,10 @@ def dispatcher(
     runtime.metrics.concurrency.set(settings.dispatcher_concurrency)
     if settings.metrics_port:
         serve_probes(runtime, settings.metrics_port)
-    stop = threading.Event()
+    # Replay jobs whose runner died are picked up here (docs/architecture.md section 7).
+    # One flag: a signal stops the deliveries and the resumer (and its runner) at once.
+    resumer = replay_resumer(settings, runtime)
+    stop = resumer.stopping
     install_stop_handlers(stop)
     worker = Dispatcher(
         settings,
@@ -150,8 +153,7 @@ def dispatcher(
         secret_box=runtime.secret_box,
     )
     log.info("dispatcher started", extra={"concurrency": settings.dispatcher_concurrency})
-    # Replay jobs whose runner died are picked up here (docs/architecture.md section 7).
-    replay_resumer(settings, runtime).start(stop)
+    resumer.start()
     try:
         run_until_stopped(worker.run, stop)
     finally:

@@ -12,7 +12,7 @@ import typer
 from common.errors import ConfigurationError
 from common.settings import parse_duration
 from common.wire import utcnow
-from dispatcher.deadfilter import DeadFilter, FilterError
+from dispatcher.deadletters import DeadFilter, FilterError
 
 Output = Literal["table", "json"]
 

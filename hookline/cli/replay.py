@@ -1,5 +1,5 @@
-"""`hookline replay start|status|cancel`: wiring only; jobs live in `dispatcher.replayjobs`
-and run in `dispatcher.replay`. The CLI runs a job in its own process, with a progress bar;
+"""`hookline replay start|status|cancel`: wiring only; jobs live in and run from
+`dispatcher.replay`. The CLI runs a job in its own process, with a progress bar;
 `hookline dispatcher` runs `replay_resumer`, which resumes jobs whose runner died.
 """
 
@@ -18,10 +18,18 @@ from common.db.models import JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED, ReplayJob
 from common.service import install_stop_handlers
 from common.settings import Settings
 from common.transport import open_transport, topology
-from dispatcher import replayjobs
-from dispatcher.replay import JobBusy, Runner
-from dispatcher.replay_resume import Resumer
-from dispatcher.replayjobs import DEFAULT_RATE_PER_S, ReplayRefused
+from dispatcher.replay import (
+    DEFAULT_RATE_PER_S,
+    JobBusy,
+    Plan,
+    ReplayRefused,
+    Resumer,
+    Runner,
+    cancel_job,
+    create_job,
+    get_job,
+    plan_replay,
+)
 from hookline.cli import options as o
 from hookline.cli.dlq import actor, runtime
 from hookline.runtime import Runtime
@@ -161,7 +169,7 @@ def replay_start(
         )
         rate_per_s = o.parse_rate(rate)
         with rt.sessionmaker() as session:
-            plan = replayjobs.plan(session, dead)
+            plan = plan_replay(session, dead)
         _show_plan(plan, output, dry_run)
         if dry_run:
             return
@@ -177,7 +185,7 @@ def replay_start(
             raise typer.Exit(1)
         with rt.sessionmaker() as session, session.begin():
             try:
-                job, _ = replayjobs.create(
+                job, _ = create_job(
                     session,
                     dead,
                     actor=actor(),
@@ -196,7 +204,7 @@ def replay_start(
         rt.close()
 
 
-def _show_plan(plan: replayjobs.Plan, output: str, dry_run: bool) -> None:
+def _show_plan(plan: Plan, output: str, dry_run: bool) -> None:
     if output == "json" and dry_run:
         typer.echo(o.dump({"dry_run": True, **plan.to_json(), "note": plan.force_note}))
         return
@@ -253,7 +261,7 @@ def replay_status(
 
 def _load(rt: Runtime, job_id: str) -> ReplayJob:
     with rt.sessionmaker() as session:
-        job = replayjobs.get(session, job_id)
+        job = get_job(session, job_id)
     if job is None:
         console.print(f"[red]no replay job {job_id}[/red]")
         raise typer.Exit(1)
@@ -266,11 +274,11 @@ def replay_cancel(job_id: Annotated[str, typer.Argument(help="Replay job id.")])
     rt = runtime()
     try:
         with rt.sessionmaker() as session, session.begin():
-            job = replayjobs.get(session, job_id)
+            job = get_job(session, job_id)
             if job is None:
                 console.print(f"[red]no replay job {job_id}[/red]")
                 raise typer.Exit(1)
-            job = replayjobs.cancel(session, job, actor=actor())
+            job = cancel_job(session, job, actor=actor())
     finally:
         rt.close()
     console.print(f"job {job.id}: {job.state}")

@@ -18,7 +18,7 @@ from common.db.session import make_engine, make_sessionmaker
 from common.wire import utcnow
 from hookline.cli import app
 from tests import builders
-from tests.ops.support import dead_letter
+from tests.dead_letters import dead_letter
 
 runner = CliRunner()
 

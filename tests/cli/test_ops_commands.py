@@ -26,13 +26,13 @@ from common.settings import Settings
 from common.transport import MemoryBroker, MemoryTransport, Message
 from common.transport import topology as tp
 from common.wire import encode, utcnow
-from dispatcher import replayjobs
-from dispatcher.deadfilter import DeadFilter
+from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import Runner
+from dispatcher.replay import jobs as replayjobs
 from hookline.cli import app, dlq
 from hookline.runtime import build_runtime
 from tests import builders
-from tests.ops.support import dead_letter, published_copies
+from tests.dead_letters import dead_letter, published_copies
 
 runner = CliRunner()
 WAIT_S = 10.0

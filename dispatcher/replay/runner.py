@@ -1,7 +1,7 @@
 """Running a replay job: claim a batch, publish it confirmed, then mark it — until done.
 
 The row states a batch goes through, and why that order sends each delivery once per
-replay request and loses none, are in `replay_batch.py`. This module is the runner around
+replay request and loses none, are in `batch.py`. This module is the runner around
 them: the job's lease, the pipeline, pacing, cancelling, and the job's final state.
 
 The pipeline has three stages on three threads, one batch in each at most: the calling
@@ -39,15 +39,16 @@ from common.db.session import rowcount
 from common.metrics import Metrics
 from common.transport import Transport
 from common.wire import utcnow
-from dispatcher import replaycopy, replayjobs
-from dispatcher.replay_batch import Batch, Batches
-from dispatcher.replayjobs import LEASE_S
-from dispatcher.replaylease import JobBusy, LeaseLost, runner_gone, runner_id
+from dispatcher.replay import copies, jobs
+from dispatcher.replay.batch import Batch
+from dispatcher.replay.jobs import LEASE_S
+from dispatcher.replay.lease import JobBusy, LeaseLost, runner_gone, runner_id
+from dispatcher.replay.rows import Batches
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
-H_REPLAY_JOB = replaycopy.H_REPLAY_JOB
+H_REPLAY_JOB = copies.H_REPLAY_JOB
 # A copy published just before a kill may still be on its way to a dispatcher: give it
 # this long to show up in its row before an untouched claim is published again.
 AMBIGUOUS_GRACE_S = 5.0
@@ -272,7 +273,7 @@ class Runner:
             job.state, job.error, job.updated_at = state, error, now
             job.runner, job.heartbeat_at = None, None
             job.finished_at = now if state != JOB_FAILED else None
-            replayjobs.audit(
+            jobs.audit(
                 session,
                 actor=job.actor,
                 tenant_id=job.tenant_id,

@@ -1,29 +1,12 @@
-"""One batch of a replay job through its row states: claim, then — once its copies are
-published, confirmed — mark.
-
-Why this order sends each delivery once per replay request and loses none:
-- **Claim** (one transaction): the job's next items go `todo → claimed`, and the delivery's
-  `replay_count` goes up by one only where the delivery is still dead *with the count the
-  job saw at its start*. Another job on an overlapping set that claimed it first already
-  bumped the count, so this job skips it (the item becomes `skipped`). The claim stamps
-  the delivery's `updated_at` and the item's `claimed_at` with the claim time.
-- **Publish**, confirmed (the runner's part): one `replay=True` copy per claimed delivery.
-- **Mark** (one transaction): the delivery becomes `pending` for its fresh attempt cycle —
-  only where it still carries the claim stamp, so a dispatcher that settled the copy first
-  is not overwritten — and the items become `sent` (or `failed`: the event is gone).
-A runner killed between claim and mark leaves `claimed` items. Resuming resolves them last
-(`reclaim`): a delivery whose row moved on since its claim was published; one still
-untouched is published again (at-least-once: re-sent only if its first copy was still queued).
-
-On PostgreSQL the claim and the mark are one statement each (`replay_pg.py`): still four
-row writes per delivery (item and delivery, twice), but two round trips per batch instead
-of a dozen. Elsewhere (SQLite) the same steps run as ORM statements in one transaction.
+"""The row transitions of a replay job's batches: claim, reclaim and mark, as ORM statements
+on any database; on PostgreSQL the claim and the mark run as one statement each instead
+(`rows_pg.py`). The states a batch goes through, and why their order is safe, are in
+`batch.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -43,37 +26,12 @@ from common.db.models import (
     ReplayItem,
     ReplayJob,
 )
-from common.transport import Outgoing
 from common.wire import utcnow
-from dispatcher import replay_pg, replaycopy
+from dispatcher.replay import copies, rows_pg
+from dispatcher.replay.batch import Batch, CopyRow
 
 SKIPPED_ERROR = "no longer dead, or replayed by another job"
 MISSING_ERROR = "its event no longer exists"
-
-
-# What a copy is built from: delivery id, subscription, tenant, event id, type, operation,
-# timestamp, and the event's data as JSON text (`replaycopy.copy`).
-CopyRow = tuple[str, str, str, str, str, str | None, datetime, str]
-
-
-@dataclass
-class Batch:
-    """What one claim took: the copies to publish, and what the mark must know."""
-
-    picked: int  # items taken off the walk; 0 when nothing is left
-    last_seq: int = 0
-    stamps: dict[str, datetime] = field(default_factory=dict)  # claimed id -> claim stamp
-    rows: list[CopyRow] = field(default_factory=list)  # one per copy to publish
-    missing: list[str] = field(default_factory=list)  # claimed, but the event is gone
-    skipped: int = 0  # counted on the job by the claim
-    done: int = 0  # reclaimed items already published before the kill; counted too
-
-    def copies(self, job_id: str) -> list[Outgoing]:
-        """The messages, built where they are published (off the claiming thread)."""
-        return [replaycopy.copy(job_id, *row) for row in self.rows]
-
-    def sent(self) -> list[str]:
-        return [row[0] for row in self.rows]
 
 
 class Batches:
@@ -86,24 +44,24 @@ class Batches:
         self._postgres = getattr(getattr(bind, "dialect", None), "name", "") == "postgresql"
 
     def _among(self, column: Any, ids: Sequence[str]) -> ColumnElement[bool]:
-        return replaycopy.among(column, ids, postgres=self._postgres)
+        return copies.among(column, ids, postgres=self._postgres)
 
     # --- claim ---------------------------------------------------------------------------
 
     def claim(self, size: int) -> Batch:
         """Claim the job's next `size` todo items; the copies of the deliveries it won."""
         if self._postgres:
-            return replay_pg.retrying(lambda: self._claim_pg(size))
+            return rows_pg.retrying(lambda: self._claim_pg(size))
         return self._claim_portable(size)
 
     def _claim_pg(self, size: int) -> Batch:
         now = utcnow()
         with self._sessionmaker() as session, session.begin():
-            rows = replay_pg.claim(session, self.job_id, size, now)
+            rows = rows_pg.claim(session, self.job_id, size, now)
             won = {r.delivery_id for r in rows if r.won}
             lost = [r.delivery_id for r in rows if not r.won and r.delivery_id not in won]
             if lost:  # no longer dead, or another job claimed it first
-                replay_pg.skip(session, self.job_id, lost, SKIPPED_ERROR)
+                rows_pg.skip(session, self.job_id, lost, SKIPPED_ERROR)
         picked = [r.seq for r in rows if not r.won]
         batch = Batch(picked=len(picked), last_seq=max(picked, default=0), skipped=len(lost))
         for r in rows:
@@ -260,13 +218,13 @@ class Batches:
         heartbeat the job. Returns the job's counts (a detached row, for progress)."""
         sent = batch.sent()
         if self._postgres:
-            return replay_pg.retrying(lambda: self._mark_pg(batch, sent))
+            return rows_pg.retrying(lambda: self._mark_pg(batch, sent))
         return self._mark_portable(batch, sent)
 
     def _mark_pg(self, batch: Batch, sent: list[str]) -> ReplayJob:
         stamps = [batch.stamps[i] for i in sent]
         with self._sessionmaker() as session, session.begin():
-            row = replay_pg.mark(
+            row = rows_pg.mark(
                 session, self.job_id, utcnow(), sent, stamps, batch.missing, MISSING_ERROR
             )
         return ReplayJob(

@@ -6,7 +6,7 @@ with the count the job saw, sets every picked item claimed or skipped, counts th
 the job and returns the columns of the copies; the mark reopens the deliveries that still
 carry their claim stamp, settles the items and counts and heartbeats the job. Ids and
 stamps go as array parameters, so each statement is planned once whatever the batch size.
-The steps and why they are safe are in `replay_batch.py`.
+The steps and why they are safe are in `batch.py`.
 """
 
 from __future__ import annotations

@@ -31,12 +31,12 @@ from common.metrics import Metrics
 from common.transport import MemoryTransport, Transport
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, utcnow
-from dispatcher import replay, replayjobs
-from dispatcher.deadfilter import DeadFilter
-from dispatcher.replay import JobBusy, Runner
-from dispatcher.replayjobs import ReplayRefused
+from dispatcher.deadletters import DeadFilter
+from dispatcher.replay import JobBusy, ReplayRefused, Runner
+from dispatcher.replay import jobs as replayjobs
+from dispatcher.replay import runner as replay
 from tests import builders
-from tests.ops.support import Dead, dead_letter, published_copies
+from tests.dead_letters import Dead, dead_letter, published_copies
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_the_copy_keeps_the_event_so_the_webhook_id_stays_the_same(
 def test_the_copy_decodes_to_the_message_the_wire_models_build(
     sessions: sessionmaker[Session], transport: MemoryTransport, world: dict[str, Any]
 ) -> None:
-    # Built as text around the stored data (replaycopy.body): it must say what
+    # Built as text around the stored data (copies.body): it must say what
     # DeliveryMessage says, for an operation, nesting, unicode and a whole-second timestamp.
     event = builders.event(
         world["tenant"],

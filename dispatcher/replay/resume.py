@@ -23,13 +23,14 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.background import BackgroundThread
 from common.db.models import JOB_RUNNING, ReplayJob
 from common.metrics import Metrics
 from common.transport import Transport, topology
 from common.wire import utcnow
-from dispatcher.replay import Runner
-from dispatcher.replayjobs import LEASE_S
-from dispatcher.replaylease import JobBusy, on_this_host, runner_gone
+from dispatcher.replay.jobs import LEASE_S
+from dispatcher.replay.lease import JobBusy, on_this_host, runner_gone
+from dispatcher.replay.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ def orphans(session: Session) -> list[str]:
     ]
 
 
-class Resumer:
-    """Finds orphaned jobs and runs them, one at a time, on the thread that calls `run`."""
+class Resumer(BackgroundThread):
+    """Finds orphaned jobs and runs them, one at a time, on its own thread until stopped."""
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class Resumer:
         metrics: Metrics | None = None,
         every_s: float = RESUME_EVERY_S,
     ) -> None:
+        super().__init__("replay-resume")
         self._open_transport = open_transport  # a connection of its own, opened when needed
         self._sessionmaker = sessionmaker
         self._retry_tiers_s = tuple(retry_tiers_s)
@@ -73,15 +75,10 @@ class Resumer:
         self._metrics = metrics
         self._every_s = every_s
 
-    def start(self, stop: threading.Event) -> threading.Thread:
-        thread = threading.Thread(target=self.run, args=(stop,), name="replay-resume", daemon=True)
-        thread.start()
-        return thread
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self._every_s):
+    def run(self) -> None:
+        while not self.stopping.wait(self._every_s):
             try:
-                self.resume_once(stop)
+                self.resume_once(self.stopping)
             except Exception:  # the database or broker is away: try again next round
                 log.warning("replay resume round failed", exc_info=True)
 

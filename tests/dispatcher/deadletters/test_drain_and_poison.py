@@ -1,31 +1,24 @@
 """Poison messages drained (a repeat is one row), re-submitted and purged; the dead-letter
-drain beside a replay; retention that removes old finished rows and keeps dead letters."""
+drain beside a replay."""
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import (
-    DEAD,
     PENDING,
-    SUCCEEDED,
-    Attempt,
     Delivery,
-    EventRow,
     PoisonMessage,
 )
 from common.transport import MemoryTransport, Message, Outgoing, poison_copy
 from common.transport import topology as tp
-from common.wire import encode, utcnow
-from dispatcher import poison, retention
-from dispatcher.deadletters import DeadLetterDrain
+from common.wire import encode
+from dispatcher.deadletters import DeadLetterDrain, poison
 from tests import builders
-from tests.ops.support import dead_letter
 
 WAIT_S = 10.0
 
@@ -108,46 +101,3 @@ def test_a_late_first_cycle_dead_letter_does_not_kill_a_replayed_delivery(
             session.scalar(select(Delivery.status).where(Delivery.id == stale.delivery_id))
             == PENDING
         )
-
-
-def test_gc_removes_old_finished_rows_and_keeps_dead_letters_and_live_ones(
-    sessions: sessionmaker[Session],
-) -> None:
-    old = utcnow() - timedelta(days=40)
-    with sessions() as session, session.begin():
-        tenant = builders.tenant(session).id
-        sub, _ = builders.subscription(session, tenant, "http://127.0.0.1:9/")
-        done = []
-        for _ in range(5):
-            m = builders.delivery(session, builders.event(tenant), sub.id)
-            row = session.get(Delivery, m.delivery_id)
-            assert row is not None
-            row.status, row.finished_at = SUCCEEDED, old
-            session.add(
-                Attempt(
-                    delivery_id=row.id,
-                    attempt=1,
-                    outcome="success",
-                    status_code=200,
-                    duration_s=0.01,
-                    created_at=old,
-                )
-            )
-            session.get(EventRow, (tenant, m.event_id)).received_at = old  # type: ignore[union-attr]
-            done.append(row.id)
-        dead = dead_letter(session, tenant, sub.id, died_at=old)
-        session.get(EventRow, (tenant, dead.event_id)).received_at = old  # type: ignore[union-attr]
-        live = builders.delivery(session, builders.event(tenant), sub.id)
-        session.get(EventRow, (tenant, live.event_id)).received_at = old  # type: ignore[union-attr]
-
-    removed = retention.collect(sessions, utcnow() - timedelta(days=30), batch_size=2)
-
-    assert (removed.deliveries, removed.attempts, removed.events) == (5, 5, 5)
-    with sessions() as session:
-        left = dict(session.execute(select(Delivery.id, Delivery.status)).tuples().all())
-        events = session.scalar(select(func.count()).select_from(EventRow))
-    assert left == {dead.id: DEAD, live.delivery_id: PENDING}
-    assert events == 2
-
-    removed = retention.collect(sessions, utcnow() - timedelta(days=30), include_dead=True)
-    assert (removed.deliveries, removed.events) == (1, 1)

@@ -13,7 +13,7 @@ from common.db.models import DEAD, PENDING, Delivery, Subscription
 from common.wire import utcnow
 from tests import builders
 from tests.api.support import Api, assert_error
-from tests.ops.support import Dead, dead_letter, published_copies
+from tests.dead_letters import Dead, dead_letter, published_copies
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 A job's set is fixed when it is created: every matching dead delivery becomes a
 `replay_items` row in the same transaction, with the delivery's replay count at that moment.
 A delivery that dies again while the job runs is therefore never picked up twice by it;
-running the job (`replay.py`) only ever walks those rows.
+running the job (`runner.py`) only ever walks those rows.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from common.db.models import (
     Subscription,
 )
 from common.wire import new_id, utcnow
-from dispatcher.deadfilter import DeadFilter, Summary, summarize
+from dispatcher.deadletters import DeadFilter, Summary, summarize_dead
 
 # A runner that has not written a heartbeat for this long is taken to be gone (killed).
 LEASE_S = 30.0
@@ -72,7 +72,7 @@ class Plan:
 
 
 def plan(session: Session, dead: DeadFilter) -> Plan:
-    summary = summarize(session, dead)
+    summary = summarize_dead(session, dead)
     paused: dict[str, int] = {}
     disabled: dict[str, int] = {}
     if summary.by_subscription:

@@ -40,7 +40,7 @@ def body(
 
     Built as text rather than through the pydantic models: the event's `data` is spliced in
     as the database holds it (JSON already), so a batch of thousands of copies is neither
-    parsed nor re-serialised. `tests/ops/test_replay_jobs.py` checks that it decodes to
+    parsed nor re-serialised. `tests/dispatcher/replay/test_jobs.py` checks that it decodes to
     the message `wire.encode` would have built.
     """
     envelope = {

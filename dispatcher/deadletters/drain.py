@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from typing import cast
@@ -20,6 +19,7 @@ from sqlalchemy import Boolean, Table, and_, bindparam, func, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.background import BackgroundThread
 from common.db.models import DEAD, PENDING, RETRYING, Delivery
 from common.db.types import UtcDateTime
 from common.errors import DecodeError, TransportError
@@ -91,7 +91,7 @@ class _Outage:
         self._since, self._failures, self._retry_at, self.error = None, 0, 0.0, None
 
 
-class DeadLetterDrain:
+class DeadLetterDrain(BackgroundThread):
     """A thread with its own consumer on `hookline.dead`, for one connection session."""
 
     def __init__(
@@ -102,31 +102,17 @@ class DeadLetterDrain:
         publish_timeout_s: float,
         batch_size: int = BATCH_SIZE,
     ) -> None:
+        super().__init__("hookline-dead")
         self._transport = transport
         self._sessionmaker = sessionmaker
         self._publish_timeout_s = publish_timeout_s
         self._batch_size = batch_size
-        self._stopping = threading.Event()
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="hookline-dead", daemon=True)
 
-    @property
-    def failure(self) -> BaseException | None:
-        return self._failure
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-
-    def _run(self) -> None:
+    def run(self) -> None:
         try:
             consumer = self._transport.consume(tp.DEAD, prefetch=self._batch_size * 2)
         except Exception as exc:
-            self._failure = exc
+            self.fail(exc)
             return
         pending: list[Message] = []
         outage = _Outage()
@@ -146,15 +132,15 @@ class DeadLetterDrain:
                         outage.over()
                         consumer.ack_many(pending)
                         pending = []
-                if self._stopping.is_set() and not pending:
+                if self.stopping.is_set() and not pending:
                     return
-                if self._stopping.is_set() and outage.error is not None:
+                if self.stopping.is_set() and outage.error is not None:
                     # Not waited out past a stop; reported, as the settler's would be.
-                    self._failure = outage.error
+                    self.fail(outage.error)
                     return
         except Exception as exc:
             log.warning("dead-letter drain stopped; messages stay queued", exc_info=True)
-            self._failure = exc
+            self.fail(exc)
         finally:
             with contextlib.suppress(TransportError):
                 consumer.close()

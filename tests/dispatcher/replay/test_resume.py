@@ -1,4 +1,4 @@
-"""Resuming orphaned replay jobs without an operator (`dispatcher.replay_resume`), on SQLite
+"""Resuming orphaned replay jobs without an operator (`dispatcher.replay.resume`), on SQLite
 and PostgreSQL with the in-memory broker: which jobs count as orphans, and a resumed job
 publishing each delivery once."""
 
@@ -19,13 +19,14 @@ from common.db.models import JOB_COMPLETED, JOB_RUNNING, ReplayJob
 from common.transport import MemoryTransport
 from common.transport import topology as tp
 from common.wire import utcnow
-from dispatcher import replay, replayjobs
-from dispatcher.deadfilter import DeadFilter
+from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import Runner
-from dispatcher.replay_resume import Resumer, orphans
-from dispatcher.replaylease import runner_id
+from dispatcher.replay import jobs as replayjobs
+from dispatcher.replay import runner as replay
+from dispatcher.replay.lease import runner_id
+from dispatcher.replay.resume import Resumer, orphans
 from tests import builders
-from tests.ops.support import dead_letter, published_copies
+from tests.dead_letters import dead_letter, published_copies
 
 
 @pytest.fixture
