@@ -56,6 +56,16 @@ def test_the_tree_keeps_every_import_contract(tmp_path: Path) -> None:
         ("common.sneaky", "import dispatcher", "common imports no service and not the shell"),
         ("dispatcher.sneaky", "import hookline", "Services never import the shell"),
         ("router.sneaky", "import pika", "Only the RabbitMQ transport imports pika"),
+        (
+            "hookline.sneaky",
+            "from dispatcher.deadletters.view import show",
+            "Dead letters are reached through their facade",
+        ),
+        (
+            "hookline.api.sneaky",
+            "from dispatcher.replay.jobs import plan",
+            "Replay is reached through its facade",
+        ),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(
