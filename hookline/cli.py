@@ -90,7 +90,7 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the HTTP API (control plane and event ingest)."""
     settings = _settings()
     _require_real_secrets(settings, admin=True)
-    runtime = build_runtime(settings, pool_size=20)
+    runtime = build_runtime(settings, pool_size=20, caller_waits=True)
     server = api_server(runtime, host, port)
     stop = threading.Event()
     install_stop_handlers(stop)

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How long a process whose callers are waiting people (the API, a one-shot command) waits
+# for RabbitMQ before answering "unavailable": the transport keeps reconnecting meanwhile.
+WAITING_CALLER_CONNECT_S = 1.5
+
 
 @dataclass
 class Runtime:
@@ -58,11 +62,14 @@ def build_runtime(
     memory: MemoryBroker | None = None,
     pool_size: int = 5,
     dev: bool = False,
+    caller_waits: bool = False,
 ) -> Runtime:
+    """What a process needs; `caller_waits` (the API) bounds a wait for RabbitMQ by seconds."""
     engine = make_engine(settings.database_url, pool_size=pool_size)
+    budget_s = WAITING_CALLER_CONNECT_S if caller_waits else None
     return Runtime(
         settings=settings,
-        transport=open_transport(settings.broker_url, memory=memory),
+        transport=open_transport(settings.broker_url, memory=memory, connect_budget_s=budget_s),
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
         metrics=Metrics(

@@ -79,7 +79,7 @@ class RabbitConsumer(Consumer):
                 elif (delivery := next(self._stream, None)) is None:
                     self._close_now()  # the broker cancelled us: queue deleted or moved
                     raise ConnectionLostError(f"the broker cancelled the {self._queue!r} consumer")
-            except amqp.AMQPError as exc:
+            except (amqp.AMQPError, OSError) as exc:
                 self._close_now(flush=False)
                 raise ConnectionLostError(f"consumer on {self._queue!r} lost: {exc!r}") from None
             yield None if delivery is None or delivery[0] is None else self._message(*delivery)

@@ -15,23 +15,30 @@ from typing import Any, TypeVar
 import pika
 from pika import exceptions as amqp
 
-from common.errors import ConnectionLostError, PublishError, TransportError
+from common.errors import (
+    BrokerUnavailableError,
+    ConnectionLostError,
+    PublishError,
+    TransportError,
+)
 from common.transport.base import Consumer, Outgoing, Transport
 from common.transport.rabbitmq.connect import (
-    CONNECT_ATTEMPT_S,
     CONNECT_BUDGET_S,
     channel_error,
     close_quietly,
     connect,
+    is_broker_error,
     parameters,
 )
 from common.transport.rabbitmq.consumer import RabbitConsumer
+from common.transport.rabbitmq.outage import Outage
 from common.transport.rabbitmq.publisher import Batch, Publisher
 from common.transport.topology import Topology
 
 T = TypeVar("T")
 
 HELPER_THREADS = 4  # `submit`'s blocking publishes: only while (re)connecting
+OPEN_GRACE_S = 1.0  # past an attempt's bound, for pika to report its own timeout first
 
 
 class RabbitTransport(Transport):
@@ -39,11 +46,17 @@ class RabbitTransport(Transport):
 
     `publish` raises `TopologyError` when a message targets an exchange that does not exist
     (RabbitMQ closes the channel with NOT_FOUND; the publisher reopens it for the next call).
+
+    A caller waits at most `connect_budget_s` for a connection. When the broker stayed
+    unreachable that long, it and every later caller get `BrokerUnavailableError` at once
+    while a background thread reconnects (`Outage`); a process whose callers are waiting
+    people (the API, the CLI) passes a budget of seconds, a service the default.
     """
 
     def __init__(self, url: str, *, connect_budget_s: float = CONNECT_BUDGET_S) -> None:
         self._url = url
         self._connect_budget_s = connect_budget_s
+        self._outage = Outage(self._probe)
         self._closed = False
         self._publisher: Publisher | None = None
         self._lock = threading.Lock()
@@ -155,13 +168,13 @@ class RabbitTransport(Transport):
                 if self._publisher is not None and not self._publisher.dead:
                     return self._publisher
 
-            def attempt() -> Publisher:
-                publisher = Publisher(parameters(self._url, "publisher"))
-                publisher.wait_open(max(0.1, min(CONNECT_ATTEMPT_S, deadline - time.monotonic())))
+            def attempt(attempt_s: float) -> Publisher:
+                publisher = Publisher(parameters(self._url, "publisher", attempt_s))
+                publisher.wait_open(attempt_s + OPEN_GRACE_S)
                 return publisher
 
             budget_s = min(self._connect_budget_s, max(0.0, deadline - time.monotonic()))
-            fresh = connect(attempt, budget_s)
+            fresh = self._connect(attempt, budget_s)
             with self._lock:
                 if not self._closed:
                     self._publisher = fresh
@@ -171,12 +184,33 @@ class RabbitTransport(Transport):
         finally:
             self._connect_lock.release()
 
+    def _connect(self, attempt: Callable[[float], T], budget_s: float) -> T:
+        """`connect`, failing at once while an outage lasts, and starting one when the
+        broker stayed unreachable for the whole budget."""
+        self._outage.check()
+        try:
+            return connect(attempt, budget_s)
+        except ConnectionLostError as exc:
+            self._outage.begin(str(exc))
+            raise BrokerUnavailableError(str(exc)) from None
+
+    def _blocking(self, role: str) -> Any:
+        return self._connect(
+            lambda attempt_s: pika.BlockingConnection(parameters(self._url, role, attempt_s)),
+            self._connect_budget_s,
+        )
+
+    def _probe(self) -> None:
+        """One full attempt, on the outage's reconnect thread; pika's errors pass through."""
+        close_quietly(pika.BlockingConnection(parameters(self._url, "reconnect")))
+
     def consume(self, queue: str, *, prefetch: int) -> Consumer:
-        params = parameters(self._url, f"consumer {queue}")
-        connection = connect(lambda: pika.BlockingConnection(params), self._connect_budget_s)
+        connection = self._blocking(f"consumer {queue}")
         try:
             consumer = RabbitConsumer(connection, queue, max(1, prefetch), self)
-        except amqp.AMQPError as exc:
+        except Exception as exc:
+            if not is_broker_error(exc):
+                raise
             close_quietly(connection)
             if isinstance(exc, amqp.ChannelClosedByBroker):
                 raise channel_error(exc) from None
@@ -195,13 +229,14 @@ class RabbitTransport(Transport):
     def _admin(self, operation: Callable[[Any], T]) -> T:
         if self._closed:
             raise TransportError("the transport is closed")
-        params = parameters(self._url, "admin")
-        connection = connect(lambda: pika.BlockingConnection(params), self._connect_budget_s)
+        connection = self._blocking("admin")
         try:
             return operation(connection.channel())
         except amqp.ChannelClosedByBroker as exc:
             raise channel_error(exc) from None
-        except amqp.AMQPError as exc:
+        except Exception as exc:
+            if not is_broker_error(exc):
+                raise
             raise ConnectionLostError(f"admin connection lost: {exc!r}") from None
         finally:
             close_quietly(connection)
@@ -212,6 +247,7 @@ class RabbitTransport(Transport):
             publisher, self._publisher = self._publisher, None
             consumers = list(self._consumers)
             helper, self._helper = self._helper, None
+        self._outage.close()
         if publisher is not None:
             publisher.stop()
         if helper is not None:
