@@ -18,10 +18,11 @@ from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
 from hookline.dlq_cli import dlq_app, gc
+from hookline.failures import OneLineErrors
 from hookline.replay_cli import replay_app, replay_resumer
-from hookline.runtime import api_server, build_runtime, serve_probes
+from hookline.runtime import api_server, build_runtime, command_transport, serve_probes
 
-app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
+app = OneLineErrors(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
@@ -201,7 +202,10 @@ def publish(
         raise typer.BadParameter(f"--data is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise typer.BadParameter("--data must be a JSON object")
-    with Producer(settings) as producer:
+    with (
+        command_transport(settings) as transport,
+        Producer(settings, transport=transport) as producer,
+    ):
         try:
             published = producer.publish(
                 event_type, payload, tenant=tenant, id=event_id, operation=operation
