@@ -20,9 +20,10 @@ from common.transport import topology
 from hookline.cli.dlq import dlq_app, gc
 from hookline.cli.replay import replay_app, replay_resumer
 from hookline.cli.tenants import tenant_app
-from hookline.runtime import api_server, build_runtime, serve_probes
+from hookline.failures import OneLineErrors
+from hookline.runtime import api_server, build_runtime, command_transport, serve_probes
 
-app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
+app = OneLineErrors(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(tenant_app, name="tenant")
@@ -88,7 +89,7 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the HTTP API (control plane and event ingest)."""
     settings = _settings()
     _require_real_secrets(settings, admin=True)
-    runtime = build_runtime(settings, pool_size=20)
+    runtime = build_runtime(settings, pool_size=20, caller_waits=True)
     server = api_server(runtime, host, port)
     stop = threading.Event()
     install_stop_handlers(stop)
@@ -201,7 +202,10 @@ def publish(
         raise typer.BadParameter(f"--data is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise typer.BadParameter("--data must be a JSON object")
-    with Producer(settings) as producer:
+    with (
+        command_transport(settings) as transport,
+        Producer(settings, transport=transport) as producer,
+    ):
         try:
             published = producer.publish(
                 event_type, payload, tenant=tenant, id=event_id, operation=operation
