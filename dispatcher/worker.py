@@ -4,7 +4,7 @@ Threads of one connection session:
 - the calling thread owns the consumer: it decodes, batches the idempotency re-checks of
   redelivered messages, submits work, and keeps iterating so the connection stays pumped;
 - `concurrency` sending threads each resolve the subscription, POST, and classify;
-- one settler thread records, publishes onward and acks in batches (`settle.py`);
+- one settler thread records, publishes onward and acks in batches (`settle/`);
 - one dead-letter drain thread with its own consumer (`deadletters.py`).
 """
 
@@ -30,13 +30,12 @@ from common.settings import Settings
 from common.transport import Message, Transport
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, utcnow
-from dispatcher import classify, health, schedule
-from dispatcher.consuming import Consuming
 from dispatcher.deadletters import DeadLetterDrain
-from dispatcher.gate import EndpointGate, in_flight_cap
+from dispatcher.http import Sender, SendResult
+from dispatcher.intake import Intake
 from dispatcher.outcome import Attempted, Deferred, Outcome
-from dispatcher.ratelimit import RateLimiter
-from dispatcher.sender import Sender, SendResult
+from dispatcher.policy import autodisable, retry
+from dispatcher.policy.admission import EndpointGate, RateLimiter, in_flight_cap
 from dispatcher.settle import Settler
 from dispatcher.subscriptions import Endpoint, SubscriptionCache
 from dispatcher.threads import SendingThreads
@@ -65,7 +64,7 @@ class Dispatcher:
         self._sessionmaker = sessionmaker
         self._metrics = metrics
         self._delays = settings.retry_delays_s
-        self._jitter = schedule.jitterer(settings.retry_jitter)
+        self._jitter = retry.jitterer(settings.retry_jitter)
         self._tiers = settings.retry_tiers_s
         self._draw = random.Random().random
         self.gate = EndpointGate(settings, metrics, RateLimiter(sessionmaker))
@@ -92,18 +91,18 @@ class Dispatcher:
         settler = Settler(
             consumer, self._transport, self._sessionmaker, self._metrics,
             publish_timeout_s=settings.publish_timeout_s, on_disabled=self._cache.mark_disabled,
-            policy=health.Policy(timedelta(seconds=settings.auto_disable_after_s),
-                                 settings.auto_disable_dead_deliveries),
+            policy=autodisable.Policy(timedelta(seconds=settings.auto_disable_after_s),
+                                      settings.auto_disable_dead_deliveries),
         )  # fmt: skip
         drain = DeadLetterDrain(
             self._transport, self._sessionmaker, publish_timeout_s=settings.publish_timeout_s
         )
         pool = SendingThreads(settings.dispatcher_concurrency, "hookline-send")
-        consuming = Consuming(self, consumer, settler, drain, pool, prefetch)
+        intake = Intake(self, consumer, settler, drain, pool, prefetch)
         settler.start()
         drain.start()
         try:
-            consuming.consume(stop)
+            intake.consume(stop)
         finally:
             with contextlib.suppress(TransportError):
                 consumer.cancel()
@@ -155,30 +154,28 @@ class Dispatcher:
             raise
         except Exception as exc:  # e.g. a secret sealed with another HOOKLINE_SECRET_KEY
             result = SendResult(None, 0.0, f"cannot load subscription: {exc}"[:500])
-            decision = classify.decide(None, delivery.attempt, self._delays, jitter=self._jitter)
+            decision = retry.decide(None, delivery.attempt, self._delays, jitter=self._jitter)
             return Attempted(message, delivery, decision, result, started_at)
         if endpoint is None or endpoint.tenant_id != delivery.tenant:
-            return _refused(message, delivery, started_at, classify.SUBSCRIPTION_MISSING)
+            return _refused(message, delivery, started_at, retry.SUBSCRIPTION_MISSING)
         if endpoint.status == SUB_DISABLED:
             # Disabled by Hookline itself (410, auto-disable): the endpoint's doing.
-            reason = classify.ENDPOINT_DISABLED if endpoint.disabled_reason else None
-            refused = _refused(
-                message, delivery, started_at, reason or classify.SUBSCRIPTION_DISABLED
-            )
+            reason = retry.ENDPOINT_DISABLED if endpoint.disabled_reason else None
+            refused = _refused(message, delivery, started_at, reason or retry.SUBSCRIPTION_DISABLED)
             if not delivery.replay and self._ended(delivery.delivery_id):
                 # Ended, and counted, with the disable: the refusal is recorded, not counted.
                 return dataclasses.replace(refused, counted=False)
             return refused
         if endpoint.status != SUB_ACTIVE:  # paused, or not verified yet: hold, do not count
-            return Deferred(message, delivery, classify.deferral_delay(self._delays))
+            return Deferred(message, delivery, retry.deferral_delay(self._delays))
         result = self._send(endpoint, delivery)
         if result.deferred:
-            delay_s = classify.spread_tier(self.gate.deferral_s(), self._tiers, self._draw())
+            delay_s = retry.spread_tier(self.gate.deferral_s(), self._tiers, self._draw())
             return Deferred(message, delivery, delay_s)
         if result.unsafe:
-            decision = classify.dead(classify.UNSAFE_TARGET)
+            decision = retry.dead(retry.UNSAFE_TARGET)
         else:
-            decision = classify.decide(
+            decision = retry.decide(
                 result.status_code if result.complete else None,
                 delivery.attempt,
                 self._delays,
@@ -190,7 +187,7 @@ class Dispatcher:
     def failed(self, message: Message, delivery: DeliveryMessage, exc: Exception) -> Outcome:
         """The outcome of an attempt that crashed: recorded and retried like a failure."""
         result = SendResult(None, 0.0, f"internal error: {exc!r}"[:500])
-        decision = classify.decide(None, delivery.attempt, self._delays, jitter=self._jitter)
+        decision = retry.decide(None, delivery.attempt, self._delays, jitter=self._jitter)
         return Attempted(message, delivery, decision, result, utcnow())
 
     def in_flight_cap(self, subscription_id: str) -> int:
@@ -198,7 +195,7 @@ class Dispatcher:
 
     def held_back(self, message: Message, delivery: DeliveryMessage) -> Deferred:
         """A delivery its endpoint's lane cannot take now: to the soonest tier, no attempt."""
-        return Deferred(message, delivery, classify.tier_after(0.0, self._delays))
+        return Deferred(message, delivery, retry.tier_after(0.0, self._delays))
 
     def circuit_deferral(self, message: Message, delivery: DeliveryMessage) -> Deferred | None:
         """A delivery whose endpoint's circuit is open: deferred past the open time on the
@@ -206,7 +203,7 @@ class Dispatcher:
         wait_s = self.gate.breaker.closed_for(delivery.subscription_id)
         if wait_s <= 0:
             return None
-        return Deferred(message, delivery, classify.spread_tier(wait_s, self._tiers, self._draw()))
+        return Deferred(message, delivery, retry.spread_tier(wait_s, self._tiers, self._draw()))
 
     def _send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
         self._metrics.inflight.inc()
@@ -220,7 +217,7 @@ def _refused(
     message: Message, delivery: DeliveryMessage, started_at: datetime, reason: str
 ) -> Attempted:
     result = SendResult(None, 0.0, f"not sent: {reason.replace('_', ' ')}")
-    return Attempted(message, delivery, classify.dead(reason), result, started_at)
+    return Attempted(message, delivery, retry.dead(reason), result, started_at)
 
 
 def serve(

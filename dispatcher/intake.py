@@ -1,5 +1,5 @@
-"""The consuming side of one dispatcher session: it owns the consumer's iteration, decodes
-each message, batches the idempotency re-checks of redelivered ones, and hands work to the
+"""The intake of one dispatcher session: it owns the consumer's iteration, decodes each
+message, batches the idempotency re-checks of redelivered ones, and hands work to the
 endpoint lanes and the sending threads; outcomes go to the settler.
 """
 
@@ -20,8 +20,8 @@ from common.transport import Consumer, Message
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, decode
 from dispatcher.deadletters import DeadLetterDrain
-from dispatcher.lanes import Lanes
 from dispatcher.outcome import Poisoned, Skipped
+from dispatcher.policy.admission import Lanes
 from dispatcher.settle import Settler
 from dispatcher.threads import SendingThreads
 
@@ -48,7 +48,7 @@ def _already_handled(message: Message, delivery: DeliveryMessage, status: str | 
     return status in FINAL_STATUSES
 
 
-class Consuming:
+class Intake:
     """The consuming side of one `run`: owns the consumer's iteration, hands work out."""
 
     def __init__(

@@ -25,10 +25,11 @@ from common.metrics import Metrics, status_class
 from common.service import retry_database
 from common.transport import Consumer, Transport
 from common.wire import utcnow
-from dispatcher import health
-from dispatcher.classify import ENDPOINT_DISABLED
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
-from dispatcher.settle_rows import onward_message, update_deliveries
+from dispatcher.policy import autodisable
+from dispatcher.policy.retry import ENDPOINT_DISABLED
+from dispatcher.settle.onward import onward_message
+from dispatcher.settle.rows import update_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ BATCH_SIZE = 200
 LINGER_S = 0.005
 STORED_BODY_BYTES = 4096
 _STATUS_BY_OUTCOME = {"success": SUCCEEDED, "retry": RETRYING, "dead": DEAD}
-DEFAULT_POLICY = health.Policy(failing_for=timedelta(days=5), dead_in_a_row=100)
+DEFAULT_POLICY = autodisable.Policy(failing_for=timedelta(days=5), dead_in_a_row=100)
 # A subscription this settler saw succeed and left with no streak is not reset again for
 # this long: a success-only batch then writes nothing to `subscriptions`. A streak another
 # dispatcher starts meanwhile ends at most this much later than it would have.
@@ -57,7 +58,7 @@ class Settler:
         *,
         publish_timeout_s: float,
         on_disabled: Callable[[str, str], None] = lambda _id, _reason: None,
-        policy: health.Policy = DEFAULT_POLICY,
+        policy: autodisable.Policy = DEFAULT_POLICY,
         batch_size: int = BATCH_SIZE,
     ) -> None:
         self._consumer = consumer
@@ -183,7 +184,7 @@ class Settler:
             if decision.disable_subscription:
                 disabled.add(delivery.subscription_id)
 
-        streaks = health.streaks(attempted)
+        streaks = autodisable.streaks(attempted)
         known_clean = time.monotonic() - KNOWN_CLEAN_S
         to_write = {
             sid: streak
@@ -191,16 +192,16 @@ class Settler:
             if streak.failed or self._clean_at.get(sid, -KNOWN_CLEAN_S) < known_clean
         }
 
-        def write() -> list[health.Disabled]:
+        def write() -> list[autodisable.Disabled]:
             with self._sessionmaker() as session, session.begin():
                 insert_rows(session, _attempts, attempts)
                 update_deliveries(session, updates)
-                newly = health.apply(session, to_write, disabled, self._policy, now)
+                newly = autodisable.apply(session, to_write, disabled, self._policy, now)
                 if newly:
                     # Announced before the disable commits: a failed publish rolls it back
                     # (and the batch comes back), so a disable is never left unannounced.
                     # A commit that fails after the publish can announce it twice.
-                    events = health.events(newly, now)
+                    events = autodisable.events(newly, now)
                     self._transport.publish(events, timeout_s=self._publish_timeout_s)
                 return newly
 
@@ -216,7 +217,7 @@ class Settler:
             self._metrics.finished.labels(result="dead").inc(d.ended)
             self._metrics.dead_letters.labels(reason=ENDPOINT_DISABLED).inc(d.ended)
 
-    def _remember_clean(self, written: dict[str, health.Streak]) -> None:
+    def _remember_clean(self, written: dict[str, autodisable.Streak]) -> None:
         written_at = time.monotonic()
         for sid, streak in written.items():
             if streak.failed:
