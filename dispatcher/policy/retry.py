@@ -3,7 +3,7 @@ retry after some delay, or dead), which tier a retry or a deferral goes to, and 
 that spreads retries over the tiers of their delay (`common/tiers.py` says which exist).
 
 Pure functions of the response and the retry schedule, so every branch is unit-tested
-without a network.
+without a network; `Schedule` binds them to one dispatcher's settings.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from common.settings import Settings
 from common.tiers import variants
 
 Outcome = Literal["success", "retry", "dead"]
@@ -139,3 +140,33 @@ def jitterer(jitter: float, rng: random.Random | None = None) -> Callable[[float
         return choose(variants(delay_s, jitter))
 
     return jittered
+
+
+class Schedule:
+    """One dispatcher's retry timing: the functions above over its configured schedule."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._delays = settings.retry_delays_s
+        self._jitter = jitterer(settings.retry_jitter)
+        self._tiers = settings.retry_tiers_s
+        self._draw = random.Random().random
+
+    def decide(
+        self, status_code: int | None, attempt: int, *, retry_after: str | None = None
+    ) -> Decision:
+        """The decision for an attempt (None: no complete response)."""
+        return decide(status_code, attempt, self._delays, retry_after=retry_after,
+                      jitter=self._jitter)  # fmt: skip
+
+    def paused(self) -> float:
+        """The delay of a delivery to a paused or unverified endpoint."""
+        return deferral_delay(self._delays)
+
+    def held_back(self, wait_s: float) -> float:
+        """The tier of a delivery that admission held back for `wait_s`, spread (see
+        `spread_tier`); 0 means the soonest tier."""
+        return spread_tier(wait_s, self._tiers, self._draw())
+
+    def soonest(self) -> float:
+        """The tier of a delivery its endpoint's lane cannot take now."""
+        return tier_after(0.0, self._delays)
