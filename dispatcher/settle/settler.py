@@ -19,6 +19,7 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.background import BackgroundThread
 from common.db.bulk import insert_rows
 from common.db.models import DEAD, RETRYING, SUCCEEDED, Attempt
 from common.metrics import Metrics, status_class
@@ -46,8 +47,8 @@ KNOWN_CLEAN_S = 5.0
 _attempts = cast(Table, Attempt.__table__)
 
 
-class Settler:
-    """The settling thread of one consumer session."""
+class Settler(BackgroundThread):
+    """The settling thread of one consumer session. `stop` settles what is queued first."""
 
     def __init__(
         self,
@@ -61,6 +62,7 @@ class Settler:
         policy: autodisable.Policy = DEFAULT_POLICY,
         batch_size: int = BATCH_SIZE,
     ) -> None:
+        super().__init__("hookline-settler")
         self._consumer = consumer
         self._transport = transport
         self._sessionmaker = sessionmaker
@@ -74,14 +76,6 @@ class Settler:
         self._children: dict[tuple[Any, ...], Any] = {}
         self._held = 0
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="hookline-settler", daemon=True)
-
-    @property
-    def failure(self) -> BaseException | None:
-        """The error that stopped settling; the session must end and reconnect."""
-        return self._failure
 
     @property
     def held(self) -> int:
@@ -96,26 +90,14 @@ class Settler:
     def put(self, outcome: Outcome) -> None:
         self._queue.put(outcome)
 
-    def fail(self, exc: BaseException) -> None:
-        """Stop settling because a dependency failed outside the settler (e.g. a DB read)."""
-        if self._failure is None:
-            self._failure = exc
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Settle what is queued, then end the thread."""
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while self._failure is None:
+    def run(self) -> None:
+        """Settle in batches until stopped with nothing queued, or until a failure (a
+        dependency that failed outside, through `fail`, stops settling too)."""
+        while self.failure is None:
             try:
                 batch = [self._queue.get(timeout=0.1)]
             except queue.Empty:
-                if self._stopping.is_set():
+                if self.stopping.is_set():
                     return
                 continue
             # Linger a moment under light load so that a trickle still shares transactions.
@@ -207,7 +189,7 @@ class Settler:
 
         # The batch's messages stay unacked meanwhile; the consumer keeps them, see
         # `retry_database` for why the session is not given up at the first error.
-        newly_disabled = retry_database(write, abandon=self._stopping)
+        newly_disabled = retry_database(write, abandon=self.stopping)
         self._remember_clean(to_write)
         for d in newly_disabled:
             extra = {"subscription_id": d.subscription_id, "reason": d.reason, "ended": d.ended}
