@@ -18,10 +18,10 @@ from common.metrics import Metrics
 from common.transport import Consumer, MemoryTransport, Message, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, encode
-from dispatcher.classify import SUCCESS, Decision, dead
 from dispatcher.deadletters import DeadLetterDrain
+from dispatcher.http import SendResult
 from dispatcher.outcome import Attempted
-from dispatcher.sender import SendResult
+from dispatcher.policy.retry import SUCCESS, Decision, dead
 from dispatcher.settle import Settler
 from tests import builders
 from tests.dispatcher.conftest import Harness, make_settings, wait_until

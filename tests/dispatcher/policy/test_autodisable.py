@@ -18,12 +18,12 @@ from common.metrics import Metrics
 from common.transport import Consumer, MemoryTransport, Message, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event, decode, utcnow
-from dispatcher import health
-from dispatcher import settle as settle_module
-from dispatcher.classify import SUCCESS, Decision, dead
+from dispatcher.http import SendResult
 from dispatcher.outcome import Attempted
-from dispatcher.sender import SendResult
+from dispatcher.policy import autodisable as health
+from dispatcher.policy.retry import SUCCESS, Decision, dead
 from dispatcher.settle import Settler
+from dispatcher.settle import settler as settle_module
 from tests import builders
 from tests.dispatcher.conftest import Harness, make_settings
 

@@ -1,13 +1,16 @@
-"""Every branch of the outcome classification, without a network."""
+"""Every branch of the outcome classification and the retry timing, without a network."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 
-from dispatcher.classify import (
+from common import tiers
+from dispatcher.policy import retry
+from dispatcher.policy.retry import (
     SUCCESS,
     Decision,
     decide,
@@ -115,3 +118,42 @@ def test_deferral_waits_for_the_smallest_tier_of_a_minute_or_more() -> None:
     assert deferral_delay(SCHEDULE) == 300.0
     assert deferral_delay((60.0, 5.0)) == 60.0
     assert deferral_delay((0.1, 0.2)) == 0.2
+
+
+DEFAULT = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+def test_each_delay_has_tiers_at_minus_and_plus_twenty_percent() -> None:
+    assert tiers.variants(300.0, 0.2) == (240.0, 300.0, 360.0)
+    assert tiers.tiers((5.0, 5.0), 0.2) == (4.0, 5.0, 6.0)
+    assert len(tiers.tiers(DEFAULT, 0.2)) == 3 * len(set(DEFAULT))
+    assert tiers.tiers(DEFAULT, 0.0) == tuple(sorted(set(DEFAULT)))
+
+
+def test_jittered_retries_spread_over_the_tiers_of_their_delay() -> None:
+    jitter = retry.jitterer(0.2, random.Random(7))
+    chosen = [retry.decide(500, 2, DEFAULT, jitter=jitter).delay_s for _ in range(300)]
+    assert set(chosen) == {240.0, 300.0, 360.0}
+    assert all(chosen.count(tier) > 60 for tier in set(chosen)), "not uniform enough"
+
+
+def test_retry_after_is_not_jittered() -> None:
+    def jitter(delay_s: float) -> float:
+        raise AssertionError("jitter applied to a Retry-After delay")
+
+    decision = retry.decide(429, 1, DEFAULT, retry_after="120", jitter=jitter)
+    assert decision.delay_s == 300.0
+
+
+def test_a_deferral_goes_to_the_smallest_tier_that_waits_long_enough() -> None:
+    assert retry.tier_after(0.0, DEFAULT) == 5.0
+    assert retry.tier_after(30.0, DEFAULT) == 300.0
+    assert retry.tier_after(10**6, DEFAULT) == 36000.0
+
+
+def test_held_back_deliveries_spread_over_the_tiers_between_the_wait_and_twice_it() -> None:
+    spread = tiers.tiers([1, 2, 5, 10, 20, 30, 60], 0.2)
+    chosen = {retry.spread_tier(25.0, spread, n / 100) for n in range(100)}
+    assert min(chosen) >= 25.0 and max(chosen) <= retry.tier_after(50.0, spread)
+    assert len(chosen) >= 3, "deferred alike, they would come back as one burst"
+    assert retry.spread_tier(0.0, spread, 0.9) == 0.8
