@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # How long an API process trusts a key it looked up; revoking through the API is
     # immediate in that process, other API processes notice within this time.
     api_key_cache_s: float = Field(default=1.0, ge=0)
+    # How long an API process trusts its copy of a tenant's schema-validation setting and
+    # catalogue versions (issue 16); a change through this process applies at once.
+    catalogue_refresh_s: float = Field(default=1.0, gt=0)
     # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     endpoint_max_in_flight: int = Field(default=16, ge=1)

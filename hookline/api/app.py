@@ -27,13 +27,16 @@ from hookline.api.routes import (
     audit,
     deadletters,
     deliveries,
+    event_types,
     events,
     health,
     replays,
     subscription_actions,
     subscriptions,
+    tenant_settings,
     tenants,
 )
+from hookline.api.schema_check import SchemaCheck
 from producer import Producer
 
 # Events are notifications, not file transfers; bigger bodies belong in the receiver's API.
@@ -106,16 +109,18 @@ def create_app(
         producer=producer or Producer(settings, transport=transport, metrics=metrics),
         secret_box=SecretBox(settings.secret_key or DEV_SECRET_KEY),
         key_cache=KeyCache(settings.api_key_cache_s),
+        schema_check=SchemaCheck(sessionmaker, metrics, settings.catalogue_refresh_s),
         resolver=resolver,
     )
     errors.install(app)
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
-        events, health, tenants, subscriptions, subscription_actions, deliveries, audit,
-        deadletters, replays,
+        events, health, tenants, tenant_settings, subscriptions,
+        subscription_actions, deliveries, audit, deadletters, replays, event_types,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
+    app.include_router(event_types.admin_router)
     # Added last, so outermost: the size limit holds before a body is stored for replay.
     app.add_middleware(Idempotency)
     document(app)

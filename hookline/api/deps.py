@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +16,9 @@ from common.transport import Transport
 from hookline.api.keycache import KeyCache
 from producer import Producer
 
+if TYPE_CHECKING:  # it reads the catalogue through the services, which need this module
+    from hookline.api.schema_check import SchemaCheck
+
 
 @dataclass(frozen=True)
 class Services:
@@ -25,6 +29,7 @@ class Services:
     producer: Producer
     secret_box: SecretBox
     key_cache: KeyCache
+    schema_check: SchemaCheck
     # Tests inject one to point names at chosen addresses; production asks the system.
     resolver: Resolver = system_resolver
 

@@ -16,6 +16,8 @@ ScopeName = Literal[
     "subscriptions:write",
     "deliveries:read",
     "deliveries:replay",
+    "event_types:read",
+    "event_types:write",
 ]
 ALL_SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
 SubscriptionStatus = Literal["pending_verification", "active", "paused", "disabled"]

@@ -1,0 +1,66 @@
+"""event-type catalogue and tenant settings
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-04 19:05:00
+
+Issue 16: `event_types` (a tenant's catalogue; one row per name and tenant), and the
+`tenant_settings` its ingest check and subscription rule read.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+import common.db.types
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+Json = sa.JSON().with_variant(sa.JSON(none_as_null=True), "postgresql")
+When = common.db.types.UtcDateTime
+
+
+def upgrade() -> None:
+    op.create_table(
+        "tenant_settings",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("schema_validation", sa.String(length=8), nullable=False),
+        sa.Column("require_catalogued_types", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", When(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_tenant_settings_tenant_id_tenants")
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", name=op.f("pk_tenant_settings")),
+    )
+    op.create_table(
+        "event_types",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("group_name", sa.String(length=100), nullable=True),
+        sa.Column("data_schema", Json, nullable=True),
+        sa.Column("examples", Json, nullable=False),
+        sa.Column("deprecated", sa.Boolean(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("created_at", When(timezone=True), nullable=False),
+        sa.Column("updated_at", When(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_event_types_tenant_id_tenants")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_event_types")),
+        sa.UniqueConstraint("tenant_id", "name", name=op.f("uq_event_types_tenant_id")),
+    )
+    op.create_index(
+        "ix_event_types_tenant_created_id", "event_types", ["tenant_id", "created_at", "id"]
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_event_types_tenant_created_id", table_name="event_types")
+    op.drop_table("event_types")
+    op.drop_table("tenant_settings")
