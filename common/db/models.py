@@ -176,6 +176,19 @@ class RateWindow(Base):
 
 class EventRow(Base):
     __tablename__ = "events"
+    __table_args__ = (
+        # `GET /v1/events` pages newest first by (received_at, id) within one tenant, and
+        # within one type; the id-prefix filter reads the primary key's range on SQLite and
+        # this pattern index on PostgreSQL (its text collation cannot serve LIKE 'x%').
+        Index("ix_events_tenant_received_id", "tenant_id", "received_at", "id"),
+        Index("ix_events_tenant_type_received_id", "tenant_id", "type", "received_at", "id"),
+        Index(
+            "ix_events_tenant_id_pattern",
+            "tenant_id",
+            "id",
+            postgresql_ops={"id": "varchar_pattern_ops"},
+        ),
+    )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -307,7 +320,11 @@ class ReplayJob(Base):
     """One replay request: its filters, its progress, and which runner holds it."""
 
     __tablename__ = "replay_jobs"
-    __table_args__ = (Index("ix_replay_jobs_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_replay_jobs_tenant_created", "tenant_id", "created_at"),
+        # `GET /v1/replays` for the admin: every tenant's jobs, newest first.
+        Index("ix_replay_jobs_created_id", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str | None] = mapped_column(String(64))  # None: across tenants (admin)

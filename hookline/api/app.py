@@ -27,6 +27,7 @@ from hookline.api.routes import (
     audit,
     deadletters,
     deliveries,
+    event_lists,
     event_types,
     events,
     health,
@@ -115,7 +116,7 @@ def create_app(
     errors.install(app)
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
-        events, health, tenants, tenant_settings, subscriptions,
+        events, event_lists, health, tenants, tenant_settings, subscriptions,
         subscription_actions, deliveries, audit, deadletters, replays, event_types,
     )  # fmt: skip
     for module in routers:

@@ -1,5 +1,5 @@
-"""Request and response bodies of the catalogue routes (issue 16): event types and the
-tenant settings that use them."""
+"""Request and response bodies of the catalogue routes (issue 16): event types, the tenant
+settings that use them, and the event and replay-job lists."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from hookline.api.schemas import EventType, Strict
+from hookline.api.ops_schemas import ReplayJobOut
+from hookline.api.schemas import DeliveryStatus, EventType, Strict
 from hookline.services.event_schemas import MAX_EXAMPLES
 
 SchemaValidationMode = Literal["off", "warn", "reject"]
@@ -82,3 +83,22 @@ class TenantSettingsUpdate(Strict):
     require_catalogued_types: bool | None = None
 
 
+class EventListItem(BaseModel):
+    id: str
+    type: str
+    operation: str | None
+    timestamp: datetime
+    received_at: datetime
+    deliveries: dict[DeliveryStatus, int] = Field(
+        description="How many of the event's deliveries are in each status."
+    )
+
+
+class EventList(BaseModel):
+    data: list[EventListItem]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class ReplayJobList(BaseModel):
+    data: list[ReplayJobOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")

@@ -1,11 +1,13 @@
-"""event-type catalogue and tenant settings
+"""event-type catalogue, tenant settings, and the indexes of the new list routes
 
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-04 19:05:00
 
-Issue 16: `event_types` (a tenant's catalogue; one row per name and tenant), and the
-`tenant_settings` its ingest check and subscription rule read.
+Issue 16: `event_types` (a tenant's catalogue; one row per name and tenant), the
+`tenant_settings` its ingest check and subscription rule read, and the indexes that let
+`GET /v1/events` (newest first, by type, by id prefix) and `GET /v1/replays` (the admin's
+view across tenants) read one page of index rather than the table.
 """
 
 from __future__ import annotations
@@ -58,9 +60,22 @@ def upgrade() -> None:
     op.create_index(
         "ix_event_types_tenant_created_id", "event_types", ["tenant_id", "created_at", "id"]
     )
+    op.create_index("ix_events_tenant_received_id", "events", ["tenant_id", "received_at", "id"])
+    op.create_index(
+        "ix_events_tenant_type_received_id", "events", ["tenant_id", "type", "received_at", "id"]
+    )
+    op.create_index(
+        "ix_events_tenant_id_pattern", "events", ["tenant_id", "id"],
+        postgresql_ops={"id": "varchar_pattern_ops"},
+    )  # fmt: skip
+    op.create_index("ix_replay_jobs_created_id", "replay_jobs", ["created_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_replay_jobs_created_id", table_name="replay_jobs")
+    op.drop_index("ix_events_tenant_id_pattern", table_name="events")
+    op.drop_index("ix_events_tenant_type_received_id", table_name="events")
+    op.drop_index("ix_events_tenant_received_id", table_name="events")
     op.drop_index("ix_event_types_tenant_created_id", table_name="event_types")
     op.drop_table("event_types")
     op.drop_table("tenant_settings")
