@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from common import payload
 from common.wire import EVENT_ID_PATTERN, EVENT_TYPE_PATTERN, OPERATION_PATTERN
 
 ScopeName = Literal[
@@ -30,10 +41,39 @@ EventType = Annotated[
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=EVENT_ID_PATTERN)]
 
 
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is in year 0 in UTC
+        raise PydanticCustomError(
+            "datetime_range", "out of range once converted to UTC (years 1 to 9999)"
+        ) from None
+
+
+# Every datetime the API takes (bodies and query parameters): with its offset, and within
+# the range once in UTC, which is how it is compared and stored.
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
 class Strict(BaseModel):
-    """Unknown fields are refused, so a misspelt option is an error rather than ignored."""
+    """A request body. Unknown fields are refused, so a misspelt option is an error rather
+    than ignored; every string, number and nesting in it must be storable (`common.payload`:
+    no NUL, finite numbers, bounded depth), so a bad value is a 422 naming its place, not a
+    database error later."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _storable(self) -> Any:
+        for name, value in self.__dict__.items():
+            if value is not None and not isinstance(value, BaseModel | bool):
+                try:
+                    payload.check(value, name)
+                except payload.UnstorableValue as exc:
+                    raise PydanticCustomError(
+                        "unstorable", "{problem}", {"problem": str(exc)}
+                    ) from None
+        return self
 
 
 class ErrorDetail(BaseModel):
@@ -110,12 +150,16 @@ class ApiKeyList(BaseModel):
 
 class EventIn(Strict):
     type: EventType
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(
+        description="Any JSON object whose strings (keys too) hold no NUL (\\u0000), whose "
+        f"numbers are finite integers in -2^63..2^64-1 or floats, nested at most "
+        f"{payload.MAX_DEPTH} levels."
+    )
     id: EventId | None = Field(
         default=None, description="Unique per tenant; publishing the same id again is a no-op."
     )
     operation: OperationName | None = None
-    timestamp: AwareDatetime | None = None
+    timestamp: Instant | None = None
 
 
 class EventAccepted(BaseModel):
@@ -125,8 +169,11 @@ class EventAccepted(BaseModel):
 MAX_BATCH_EVENTS = 1000
 
 
-class EventBatch(Strict):
-    # Items are checked one by one in the handler, so one bad event does not hide the rest.
+class EventBatch(BaseModel):
+    # Items are checked one by one in the handler, so one bad event does not hide the rest
+    # (hence not `Strict`, whose check would refuse the whole batch for one bad item).
+    model_config = ConfigDict(extra="forbid")
+
     events: list[dict[str, Any]] = Field(
         min_length=1,
         max_length=MAX_BATCH_EVENTS,
