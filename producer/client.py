@@ -21,7 +21,7 @@ from common.errors import PublishError, TransportError
 from common.metrics import Metrics
 from common.settings import Settings
 from common.transport import Outgoing, Transport, open_transport, topology
-from common.wire import Event, WireEvent, encode, encode_fields
+from common.wire import Event, WireEvent, encode, encode_fields, timestamp_problem
 from producer.errors import InvalidEvent
 from producer.window import LoopWindow
 
@@ -34,9 +34,13 @@ def _aware_utc(timestamp: datetime) -> datetime:
     if timestamp.tzinfo is None or timestamp.utcoffset() is None:
         raise InvalidEvent("invalid event: timestamp: must carry a timezone (e.g. UTC)")
     try:
-        return timestamp.astimezone(UTC)
+        in_utc = timestamp.astimezone(UTC)
     except OverflowError:
         raise InvalidEvent("invalid event: timestamp: out of range once in UTC") from None
+    problem = timestamp_problem(in_utc)
+    if problem is not None:
+        raise InvalidEvent(f"invalid event: timestamp: {problem}")
+    return in_utc
 
 
 def build_event(fields: Mapping[str, Any], *, where: str = "") -> Event:

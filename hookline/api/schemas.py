@@ -19,7 +19,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from common import payload
-from common.wire import EVENT_ID_PATTERN, EVENT_TYPE_PATTERN, OPERATION_PATTERN
+from common.wire import (
+    EVENT_ID_PATTERN,
+    EVENT_TYPE_PATTERN,
+    OPERATION_PATTERN,
+    timestamp_problem,
+)
 
 ScopeName = Literal[
     "events:write",
@@ -53,6 +58,17 @@ def _in_utc(value: datetime) -> datetime:
 # Every datetime the API takes (bodies and query parameters): with its offset, and within
 # the range once in UTC, which is how it is compared and stored.
 Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+def _recent(value: datetime) -> datetime:
+    problem = timestamp_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("timestamp_skew", "{problem}", {"problem": problem})
+    return value
+
+
+# An event's own time, within a day of the clock (see `common.wire.MAX_EVENT_AGE`).
+EventTime = Annotated[Instant, AfterValidator(_recent)]
 
 
 class Strict(BaseModel):
@@ -159,7 +175,11 @@ class EventIn(Strict):
         default=None, description="Unique per tenant; publishing the same id again is a no-op."
     )
     operation: OperationName | None = None
-    timestamp: Instant | None = None
+    timestamp: EventTime | None = Field(
+        default=None,
+        description="When it happened (with its offset), at most 24 h before and 5 min "
+        "after the time of ingest; omitted: the time of ingest.",
+    )
 
 
 class EventAccepted(BaseModel):
