@@ -71,6 +71,31 @@ class BodyLimit:
         await error_response(413, "payload_too_large", message)(scope, receive, send)
 
 
+class RefuseNul:
+    """Answer 422 to a request whose path or query holds NUL (`%00`).
+
+    No identifier or filter value can hold one, and PostgreSQL refuses it in any text
+    parameter, so a lookup would otherwise fail as a database error (a 500). Checked once
+    here for every route, rather than in each parameter's type."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = None
+            if "\x00" in scope["path"]:
+                where = "path"
+            elif b"%00" in scope.get("query_string", b""):
+                where = "query"
+            if where is not None:
+                message = f"{where}: holds NUL (%00), which no value here can contain"
+                response = error_response(422, "validation_error", message)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def bounded_http(max_head_bytes: int) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, answering 431 (and closing) once a request's line and
     headers exceed `max_head_bytes`.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -10,6 +11,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -46,6 +48,19 @@ EventType = Annotated[
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=EVENT_ID_PATTERN)]
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_8601(value: Any) -> Any:
+    # Pydantic also reads numbers (and numeric strings) as Unix times: `until=0.5` would be
+    # 1970, where the schema (and every client) means an ISO 8601 date-time.
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise PydanticCustomError(
+        "datetime_format", "an ISO 8601 date-time with its offset, e.g. 2026-05-01T12:00:00Z"
+    )
+
+
 def _in_utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
@@ -57,7 +72,7 @@ def _in_utc(value: datetime) -> datetime:
 
 # Every datetime the API takes (bodies and query parameters): with its offset, and within
 # the range once in UTC, which is how it is compared and stored.
-Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_8601), AfterValidator(_in_utc)]
 
 
 def _recent(value: datetime) -> datetime:
