@@ -96,7 +96,10 @@ class ReplayCreate(_Strict):
         default=False, description="Replay deliveries of paused or disabled subscriptions too."
     )
     rate_per_s: float | None = Field(
-        default=50.0, gt=0, description="Copies published per second; null for unlimited."
+        default=50.0,
+        gt=0,
+        description="Copies published per second; null for unlimited (with an API key: at "
+        "most HOOKLINE_REPLAY_MAX_RATE_PER_S, which null means).",
     )
 
 

@@ -103,14 +103,19 @@ def run_in_background(request: Request, services: Services, job_id: str) -> None
 
 def capped_rate(who: Caller, rate_per_s: float | None, services: Services) -> float | None:
     """A tenant's pace, at most `HOOKLINE_REPLAY_MAX_RATE_PER_S`: one tenant's replay must
-    not flood the delivery queue all tenants share. The admin token is not capped."""
+    not flood the delivery queue all tenants share. Unlimited (null) from an API key is
+    that cap; a faster number is refused. The admin token is not capped."""
     cap = services.settings.replay_max_rate_per_s
-    if who.tenant_id is not None and (rate_per_s is None or rate_per_s > cap):
+    if who.tenant_id is None:
+        return rate_per_s
+    if rate_per_s is None:
+        return cap
+    if rate_per_s > cap:
         raise ApiError(
             422,
             "validation_error",
             f"rate_per_s: at most {cap:g} per second with an API key "
-            "(unlimited or faster needs the admin token)",
+            "(faster needs the admin token)",
         )
     return rate_per_s
 
