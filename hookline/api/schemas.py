@@ -183,7 +183,7 @@ class EventIn(Strict):
     type: EventType
     data: dict[str, Any] = Field(
         description="Any JSON object whose strings (keys too) hold no NUL (\\u0000), whose "
-        f"numbers are finite integers in -2^63..2^64-1 or floats, nested at most "
+        "integers are in -2^63..2^64-1 and floats finite, nested at most "
         f"{payload.MAX_DEPTH} levels."
     )
     id: EventId | None = Field(
