@@ -15,11 +15,11 @@ from common.settings import Settings
 from common.signing import new_secret, verify_public
 from common.ssrf import system_resolver
 from common.wire import DeliveryMessage, new_id
-from dispatcher.sender import Sender
+from dispatcher.http import Sender
 from dispatcher.subscriptions import SubscriptionCache
 from hookline.api.deps import Services
-from hookline.api.verification import handshake
 from hookline.receiver import Received, Receiver, Reply
+from hookline.services.verification import handshake
 from tests import builders
 from tests.api.support import Api, assert_error
 

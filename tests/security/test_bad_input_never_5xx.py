@@ -13,19 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import make_api  # noqa: F401  (the API fixture, here on PostgreSQL)
 from tests.api.support import Api, assert_error
+from tests.security.postgres import database_url  # noqa: F401  (PostgreSQL, not SQLite)
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.parametrize("database_url", ["postgres"], indirect=True),
-]
+pytestmark = pytest.mark.postgres
 FAR = "9999-12-31T23:59:59-14:00"  # year 10000 once in UTC
 EARLY = "0001-01-01T00:00:00+14:00"  # year 0 once in UTC
 
 
 @pytest.fixture
-def api(make_api: Callable[..., Api]) -> Api:  # noqa: F811
+def api(make_api: Callable[..., Api]) -> Api:
     built: Api = make_api(raise_server_exceptions=False)
     return built
 

@@ -22,13 +22,10 @@ from common.metrics import Metrics
 from common.transport import MemoryTransport, topology
 from producer import InvalidEvent, Producer
 from router import Router
-from tests.api.conftest import make_api  # noqa: F401  (the API fixture, here on PostgreSQL)
 from tests.api.support import Api, assert_error
+from tests.security.postgres import database_url  # noqa: F401  (PostgreSQL, not SQLite)
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.parametrize("database_url", ["postgres"], indirect=True),
-]
+pytestmark = pytest.mark.postgres
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -66,7 +63,7 @@ def body(data: str) -> bytes:
 
 @pytest.mark.parametrize(("data", "problem", "path"), REFUSED)
 def test_ingest_refuses_what_cannot_be_stored_naming_where(
-    make_api: Callable[..., Api],  # noqa: F811
+    make_api: Callable[..., Api],
     data: str,
     problem: str,
     path: str,
@@ -94,7 +91,7 @@ def test_ingest_refuses_what_cannot_be_stored_naming_where(
 
 
 def test_the_producer_sdk_refuses_the_same(
-    make_api: Callable[..., Api],  # noqa: F811
+    make_api: Callable[..., Api],
 ) -> None:
     api = make_api()
     with Producer(api.settings, transport=api.transport) as producer:
@@ -110,7 +107,7 @@ def test_the_producer_sdk_refuses_the_same(
 
 
 def test_a_timestamp_out_of_range_in_utc_is_refused(
-    make_api: Callable[..., Api],  # noqa: F811
+    make_api: Callable[..., Api],
 ) -> None:
     api = make_api()
     _, auth = api.tenant()
@@ -123,7 +120,7 @@ def test_a_timestamp_out_of_range_in_utc_is_refused(
 
 
 @pytest.fixture
-def router_on(make_api: Callable[..., Api]) -> Iterator[Callable[[Api], None]]:  # noqa: F811
+def router_on(make_api: Callable[..., Api]) -> Iterator[Callable[[Api], None]]:
     stops: list[tuple[threading.Event, threading.Thread]] = []
 
     def start(api: Api) -> None:
@@ -140,7 +137,7 @@ def router_on(make_api: Callable[..., Api]) -> Iterator[Callable[[Api], None]]: 
 
 
 def test_what_ingest_accepts_at_the_limits_the_router_stores(
-    make_api: Callable[..., Api],  # noqa: F811
+    make_api: Callable[..., Api],
     router_on: Callable[[Api], None],
 ) -> None:
     api = make_api(transport=MemoryTransport())

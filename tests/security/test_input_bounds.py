@@ -18,14 +18,11 @@ from common.settings import Settings
 from common.transport import topology
 from hookline.runtime import api_server, build_runtime
 from producer import InvalidEvent, Producer
-from tests.api.conftest import make_api  # noqa: F401  (the API fixture, here on PostgreSQL)
 from tests.api.support import ADMIN_TOKEN, Api, assert_error
 from tests.processes import free_port
+from tests.security.postgres import database_url  # noqa: F401  (PostgreSQL, not SQLite)
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.parametrize("database_url", ["postgres"], indirect=True),
-]
+pytestmark = pytest.mark.postgres
 
 
 def subscribe(api: Api, tenant_id: str, headers: dict[str, str]) -> Any:
@@ -37,7 +34,7 @@ def subscribe(api: Api, tenant_id: str, headers: dict[str, str]) -> Any:
     "value", ["token \u20ac", "\u4e2d\u6587", "a\U0001f600", "a\x7fb", "a\x01b", "line\n"]
 )
 def test_a_subscription_header_value_a_delivery_cannot_send_is_refused(
-    make_api: Callable[..., Api],  # noqa: F811
+    make_api: Callable[..., Api],
     value: str,
 ) -> None:
     api = make_api(allow_http=True)
@@ -54,7 +51,7 @@ def test_a_subscription_header_value_a_delivery_cannot_send_is_refused(
 
 
 @pytest.fixture
-def served(database_url: str) -> Iterator[tuple[str, int]]:
+def served(database_url: str) -> Iterator[tuple[str, int]]:  # noqa: F811
     settings = Settings(
         database_url=database_url, broker_url="memory://", admin_token=ADMIN_TOKEN,
         max_header_bytes=16 * 1024,
@@ -132,7 +129,7 @@ def test_a_huge_request_head_is_refused_fast_and_the_server_carries_on(
     assert response.status_code == 202, response.text
 
 
-def test_a_tenants_replay_pace_is_capped(make_api: Callable[..., Api]) -> None:  # noqa: F811
+def test_a_tenants_replay_pace_is_capped(make_api: Callable[..., Api]) -> None:
     api = make_api(replay_max_rate_per_s=200)
     _, auth = api.tenant()
     base = {"subscription_id": "sub_none"}
@@ -171,7 +168,7 @@ def test_a_tenants_replay_pace_is_capped(make_api: Callable[..., Api]) -> None: 
 
 
 def test_an_event_timestamp_far_from_the_clock_is_refused(
-    make_api: Callable[..., Api],  # noqa: F811
+    make_api: Callable[..., Api],
 ) -> None:
     api = make_api()
     _, auth = api.tenant()

@@ -26,6 +26,7 @@ from common.transport import topology as tp
 from common.wire import Event, encode
 from router import Router
 from tests import builders
+from tests.security.postgres import database_url  # noqa: F401  (PostgreSQL, not SQLite)
 from tests.services import temporary_vhost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -62,7 +63,6 @@ def publish_raw(transport: Transport, events: list[Event]) -> None:
     transport.publish([Outgoing(tp.EVENTS, e.type, encode(e), {}, e.id) for e in events])
 
 
-@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_router_poisons_only_the_refused_event_and_keeps_its_session(
     sessions: sessionmaker[Session],
     transport: Transport,

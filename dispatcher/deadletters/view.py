@@ -1,0 +1,66 @@
+"""One dead letter in full: the delivery, its event, every attempt, the headers it was sent with.
+
+The headers are rebuilt the way the sender builds them. Nothing secret is shown: the
+signature is a placeholder (it is derived from the secret and changes every attempt), and a
+static header that carries a credential (a bearer token the receiver issued) is masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.db.models import Attempt, Delivery, EventRow, Subscription
+from dispatcher.http import RESERVED_HEADERS, USER_AGENT
+
+MASK = "***"
+_CREDENTIAL_WORDS = ("authorization", "token", "secret", "key", "cookie", "password", "auth")
+
+
+def _masked(name: str, value: str) -> str:
+    return MASK if any(word in name.lower() for word in _CREDENTIAL_WORDS) else value
+
+
+def headers_sent(static: dict[str, str], event_id: str) -> dict[str, str]:
+    """The headers of an attempt, with the signature and credentials replaced."""
+    headers = {k: _masked(k, v) for k, v in static.items() if k.lower() not in RESERVED_HEADERS}
+    headers.update(
+        {
+            "webhook-id": event_id,
+            "webhook-timestamp": "<unix seconds of the attempt>",
+            "webhook-signature": "<omitted: v1,HMAC-SHA256 of id.timestamp.body>",
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+        }
+    )
+    return headers
+
+
+@dataclass(frozen=True)
+class DeadDetail:
+    delivery: Delivery
+    event: EventRow | None
+    attempts: list[Attempt]
+    headers: dict[str, str]
+
+
+def detail(session: Session, delivery_id: str, *, tenant: str | None) -> DeadDetail | None:
+    """The delivery (dead or not: a replayed one is still worth looking at), or None."""
+    query = select(Delivery).where(Delivery.id == delivery_id)
+    if tenant is not None:
+        query = query.where(Delivery.tenant_id == tenant)
+    delivery = session.scalars(query).first()
+    if delivery is None:
+        return None
+    event = session.get(EventRow, (delivery.tenant_id, delivery.event_id))
+    attempts = list(
+        session.scalars(
+            select(Attempt).where(Attempt.delivery_id == delivery.id).order_by(Attempt.id)
+        )
+    )
+    subscription = session.get(Subscription, delivery.subscription_id)
+    static = cast(dict[str, str], subscription.headers if subscription else {}) or {}
+    return DeadDetail(delivery, event, attempts, headers_sent(static, delivery.event_id))

@@ -1,0 +1,241 @@
+"""Settling outcomes: the one place that records attempts, publishes onward copies and acks.
+
+Sending threads hand their outcomes to one settler thread, which takes them in batches: one
+transaction for the attempt and delivery rows of the whole batch, then one confirmed publish
+for every retry copy, dead letter and poison message, and only then the acks. If the write
+or the publish fails nothing of the batch is acked, so the broker hands it out again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.background import BackgroundThread
+from common.db.bulk import insert_rows
+from common.db.models import DEAD, RETRYING, SUCCEEDED, Attempt
+from common.metrics import Metrics, status_class
+from common.service import retry_database
+from common.transport import Consumer, Transport
+from common.wire import utcnow
+from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
+from dispatcher.policy import autodisable
+from dispatcher.policy.retry import DeadReason, Verdict
+from dispatcher.settle.onward import onward_message
+from dispatcher.settle.rows import update_deliveries
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+LINGER_S = 0.005
+STORED_BODY_BYTES = 4096
+_STATUS_BY_OUTCOME = {Verdict.SUCCESS: SUCCEEDED, Verdict.RETRY: RETRYING, Verdict.DEAD: DEAD}
+DEFAULT_POLICY = autodisable.Policy(failing_for=timedelta(days=5), dead_in_a_row=100)
+# A subscription this settler saw succeed and left with no streak is not reset again for
+# this long: a success-only batch then writes nothing to `subscriptions`. A streak another
+# dispatcher starts meanwhile ends at most this much later than it would have.
+KNOWN_CLEAN_S = 5.0
+
+_attempts = cast(Table, Attempt.__table__)
+
+
+class Settler(BackgroundThread):
+    """The settling thread of one consumer session. `stop` settles what is queued first."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        transport: Transport,
+        sessionmaker: sessionmaker[Session],
+        metrics: Metrics,
+        *,
+        publish_timeout_s: float,
+        on_disabled: Callable[[str, str], None] = lambda _id, _reason: None,
+        policy: autodisable.Policy = DEFAULT_POLICY,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        super().__init__("hookline-settler")
+        self._consumer = consumer
+        self._transport = transport
+        self._sessionmaker = sessionmaker
+        self._metrics = metrics
+        self._publish_timeout_s = publish_timeout_s
+        self._on_disabled = on_disabled
+        self._policy = policy
+        self._batch_size = batch_size
+        self._queue: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._clean_at: dict[str, float] = {}  # subscription id -> when known streak-free
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._held = 0
+        self._lock = threading.Lock()
+
+    @property
+    def held(self) -> int:
+        """Messages taken from the queue and not settled yet."""
+        with self._lock:
+            return self._held
+
+    def hold(self) -> None:
+        with self._lock:
+            self._held += 1
+
+    def put(self, outcome: Outcome) -> None:
+        self._queue.put(outcome)
+
+    def run(self) -> None:
+        """Settle in batches until stopped with nothing queued, or until a failure (a
+        dependency that failed outside, through `fail`, stops settling too)."""
+        while self.failure is None:
+            try:
+                batch = [self._queue.get(timeout=0.1)]
+            except queue.Empty:
+                if self.stopping.is_set():
+                    return
+                continue
+            # Linger a moment under light load so that a trickle still shares transactions.
+            linger_until = time.monotonic() + LINGER_S
+            while len(batch) < self._batch_size:
+                remaining = linger_until - time.monotonic()
+                try:
+                    batch.append(self._queue.get(timeout=max(remaining, 0)))
+                except queue.Empty:
+                    if remaining <= 0:
+                        break
+            try:
+                self.settle(batch)
+            except Exception as exc:
+                log.warning("settling failed; the batch stays unacked", exc_info=True)
+                self.fail(exc)
+
+    def settle(self, batch: Sequence[Outcome]) -> None:
+        """Record, publish onward, ack, count: for every outcome of the batch, in that order."""
+        attempted = [o for o in batch if isinstance(o, Attempted)]
+        if attempted:
+            self._record(attempted)
+        onward = [m for m in map(onward_message, batch) if m is not None]
+        if onward:
+            self._transport.publish(onward, timeout_s=self._publish_timeout_s)
+        self._consumer.ack_many([outcome.message for outcome in batch])
+        with self._lock:
+            self._held -= len(batch)
+        for outcome in batch:
+            self._count(outcome)
+
+    def _record(self, attempted: Sequence[Attempted]) -> None:
+        now = utcnow()
+        attempts, updates, disabled = [], [], set()
+        for o in attempted:
+            delivery, decision, result = o.delivery, o.decision, o.result
+            final = decision.outcome != Verdict.RETRY
+            body = result.body[:STORED_BODY_BYTES].decode("utf-8", "replace") or None
+            attempts.append(
+                {
+                    "delivery_id": delivery.delivery_id,
+                    "attempt": delivery.attempt,
+                    "outcome": decision.outcome,
+                    "status_code": result.status_code,
+                    "duration_s": result.duration_s,
+                    "error": result.error,
+                    "response_body": body,
+                    "created_at": o.started_at,
+                }
+            )
+            next_at = None if final else now + timedelta(seconds=decision.delay_s or 0)
+            updates.append(
+                {
+                    "id": delivery.delivery_id,
+                    "replay": delivery.replay,
+                    "attempts": delivery.attempt,
+                    "status": _STATUS_BY_OUTCOME[decision.outcome],
+                    "last_status_code": result.status_code,
+                    "last_error": result.error,
+                    "dead_reason": decision.reason,
+                    "next_attempt_at": next_at,
+                    "updated_at": now,
+                    "finished_at": now if final else None,
+                }
+            )
+            if decision.disable_subscription:
+                disabled.add(delivery.subscription_id)
+
+        streaks = autodisable.streaks(attempted)
+        known_clean = time.monotonic() - KNOWN_CLEAN_S
+        to_write = {
+            sid: streak
+            for sid, streak in streaks.items()
+            if streak.failed or self._clean_at.get(sid, -KNOWN_CLEAN_S) < known_clean
+        }
+
+        def write() -> list[autodisable.Disabled]:
+            with self._sessionmaker() as session, session.begin():
+                insert_rows(session, _attempts, attempts)
+                update_deliveries(session, updates)
+                newly = autodisable.apply(session, to_write, disabled, self._policy, now)
+                if newly:
+                    # Announced before the disable commits: a failed publish rolls it back
+                    # (and the batch comes back), so a disable is never left unannounced.
+                    # A commit that fails after the publish can announce it twice.
+                    events = autodisable.events(newly, now)
+                    self._transport.publish(events, timeout_s=self._publish_timeout_s)
+                return newly
+
+        # The batch's messages stay unacked meanwhile; the consumer keeps them, see
+        # `retry_database` for why the session is not given up at the first error.
+        newly_disabled = retry_database(write, abandon=self.stopping)
+        self._remember_clean(to_write)
+        for d in newly_disabled:
+            extra = {"subscription_id": d.subscription_id, "reason": d.reason, "ended": d.ended}
+            log.warning("subscription disabled", extra=extra)
+            self._on_disabled(d.subscription_id, d.reason)
+            # Counted now, as they end, not when their queued copies come back (refused).
+            self._metrics.finished.labels(result="dead").inc(d.ended)
+            self._metrics.dead_letters.labels(reason=DeadReason.ENDPOINT_DISABLED).inc(d.ended)
+
+    def _remember_clean(self, written: dict[str, autodisable.Streak]) -> None:
+        written_at = time.monotonic()
+        for sid, streak in written.items():
+            if streak.failed:
+                self._clean_at.pop(sid, None)
+            else:
+                self._clean_at[sid] = written_at
+        if len(self._clean_at) > 100_000:  # bounded: forget the oldest half
+            for sid in sorted(self._clean_at, key=self._clean_at.__getitem__)[:50_000]:
+                del self._clean_at[sid]
+
+    def _count(self, outcome: Outcome) -> None:
+        m = self._metrics
+        if isinstance(outcome, Poisoned):
+            m.dead_letters.labels(reason="poison").inc()
+        elif isinstance(outcome, Deferred):
+            self._child(m.attempts, "deferred", "none").inc()
+        elif isinstance(outcome, Attempted):
+            decision, result = outcome.decision, outcome.result
+            self._child(m.attempts, decision.outcome, status_class(result.status_code)).inc()
+            self._child(m.attempt_duration, decision.outcome).observe(result.duration_s)
+            if decision.outcome == Verdict.SUCCESS:
+                self._child(m.finished, "succeeded").inc()
+                if not outcome.delivery.replay:  # a replay's wait is the operator's, not ours
+                    e2e_s = (utcnow() - outcome.delivery.event.timestamp).total_seconds()
+                    m.e2e.observe(max(e2e_s, 0.0))
+            elif decision.outcome == Verdict.DEAD:
+                if outcome.counted:
+                    m.finished.labels(result="dead").inc()
+                    m.dead_letters.labels(reason=decision.reason or "unknown").inc()
+            else:
+                self._child(m.deliveries_enqueued, "retry").inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: the lookup takes a lock every time."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child

@@ -1,0 +1,260 @@
+"""Per-endpoint isolation as units: the circuit breaker, the lanes in front of the sending
+pool, the gate, and the shared rate-limit windows (on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.session import make_engine, make_sessionmaker
+from common.metrics import Metrics
+from dispatcher.http import SendResult
+from dispatcher.policy.admission.breaker import Breaker, healthy
+from dispatcher.policy.admission.gate import EndpointGate, in_flight_cap
+from dispatcher.policy.admission.lanes import (
+    PARK_BUDGET_S,
+    PARK_LIMIT_FACTOR,
+    SLOW_AFTER_S,
+    Lanes,
+)
+from dispatcher.policy.admission.ratelimit import RateLimiter, plan
+from dispatcher.subscriptions import Endpoint
+from tests import builders
+from tests.dispatcher.conftest import make_settings
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_only_a_timely_answer_below_500_other_than_429_counts_as_healthy() -> None:
+    assert healthy(200, None) and healthy(404, None) and healthy(302, None)
+    assert not healthy(500, None) and not healthy(429, None)
+    assert not healthy(None, "timeout") and not healthy(200, "timeout: body incomplete")
+
+
+def test_the_breaker_opens_after_the_threshold_and_half_opens_with_one_probe() -> None:
+    clock = Clock()
+    changes: list[int] = []
+    breaker = Breaker(threshold=3, open_s=10.0, on_change=changes.append, clock=clock)
+    for _ in range(2):
+        breaker.record("e", False)
+    assert breaker.admit("e") is None, "opened before the threshold"
+    breaker.record("e", False)
+    assert breaker.admit("e") == pytest.approx(10.0)
+    assert changes == [1] and breaker.open_count == 1
+    clock.now += 10.0
+    assert breaker.admit("e") is None, "no probe after the open period"
+    assert breaker.admit("e") is not None, "a second probe while the first is out"
+    breaker.record("e", False)  # the probe failed: open again
+    assert breaker.admit("e") == pytest.approx(10.0)
+    clock.now += 10.0
+    assert breaker.admit("e") is None
+    breaker.record("e", True)  # the probe succeeded: closed
+    assert breaker.admit("e") is None and breaker.admit("e") is None
+    assert changes == [1, 0] and breaker.open_count == 0
+
+
+def test_closed_for_tells_the_open_time_left_without_claiming_the_probe() -> None:
+    clock = Clock()
+    breaker = Breaker(threshold=1, open_s=10.0, clock=clock)
+    assert breaker.closed_for("e") == 0.0
+    breaker.record("e", False)
+    clock.now += 4.0
+    assert breaker.closed_for("e") == pytest.approx(6.0)
+    clock.now += 6.0
+    assert breaker.closed_for("e") == 0.0
+    assert breaker.closed_for("e") == 0.0
+    assert breaker.admit("e") is None, "asking took the probe"
+
+
+def test_a_success_resets_the_count_of_failures() -> None:
+    breaker = Breaker(threshold=2, open_s=10.0, clock=Clock())
+    breaker.record("e", False)
+    breaker.record("e", True)
+    breaker.record("e", False)
+    assert breaker.admit("e") is None
+    assert breaker.admit("other") is None
+
+
+class Pool:
+    """Jobs as the lanes hand them to the sending pool, run when the test says so."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Callable[[], None]] = []
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self.jobs.append(job)
+
+    def run_one(self) -> None:
+        self.jobs.pop(0)()
+
+
+def test_lanes_run_up_to_the_cap_park_the_next_and_run_them_as_slots_free() -> None:
+    pool, clock = Pool(), Clock()
+    ran: list[int] = []
+    deferred: list[int] = []
+    lanes = Lanes(pool.submit, lambda _key: 2, clock=clock)
+    for n in range(5):
+        lanes.submit("e", functools.partial(ran.append, n), functools.partial(deferred.append, n))
+    assert len(pool.jobs) == 2, "more than the cap on the pool"
+    lanes.submit("other", lambda: ran.append(99), lambda: deferred.append(99))
+    assert len(pool.jobs) == 3, "another endpoint waits behind a full one"
+    for _ in range(6):
+        pool.run_one()
+    assert sorted(ran) == [0, 1, 2, 3, 4, 99] and deferred == []
+
+
+def test_a_lane_parks_up_to_four_times_its_cap_or_the_floor_then_defers() -> None:
+    for floor, parked in ((0, 8), (20, 20)):
+        pool, clock = Pool(), Clock()
+        deferred: list[int] = []
+        lanes = Lanes(pool.submit, lambda _key: 2, park_floor=floor, clock=clock)
+        for n in range(2 + parked + 3):
+            lanes.submit("e", lambda: None, functools.partial(deferred.append, n))
+        assert len(pool.jobs) == 2
+        assert deferred == list(range(2 + parked, 2 + parked + 3)), (floor, deferred)
+
+
+def lane_that_ran(pool: Pool, clock: Clock, request_s: float) -> Lanes:
+    """Lanes with cap 2 whose endpoint "e" has finished requests of `request_s` each."""
+    lanes = Lanes(pool.submit, lambda _key: 2, clock=clock)
+    for _ in range(20):
+        lanes.submit("e", lambda: None, lambda: None)
+        clock.now += request_s
+        pool.run_one()
+    assert not pool.jobs
+    return lanes
+
+
+def test_a_fast_endpoint_parks_what_it_clears_in_the_budget_and_a_slow_one_the_fixed_bound() -> (
+    None
+):
+    fixed = 2 * PARK_LIMIT_FACTOR
+    # Binary fractions, so that the clock arithmetic is exact.
+    for request_s, parked in ((1 / 512, int(2 * PARK_BUDGET_S * 512)), (0.5, fixed)):
+        pool, clock = Pool(), Clock()
+        lanes = lane_that_ran(pool, clock, request_s)
+        deferred: list[int] = []
+        for n in range(2 + parked + 3):
+            lanes.submit("e", lambda: None, functools.partial(deferred.append, n))
+        assert len(pool.jobs) == 2
+        assert deferred == list(range(2 + parked, 2 + parked + 3)), (request_s, deferred[:3])
+
+
+def test_behind_a_slow_endpoint_the_parked_and_new_deliveries_are_deferred() -> None:
+    pool, clock = Pool(), Clock()
+    deferred: list[int] = []
+    lanes = Lanes(pool.submit, lambda _key: 1, clock=clock)
+    lanes.submit("e", lambda: None, lambda: deferred.append(0))
+    lanes.submit("e", lambda: None, lambda: deferred.append(1))  # parked
+    clock.now += SLOW_AFTER_S
+    lanes.expire()
+    assert deferred == [1]
+    lanes.submit("e", lambda: None, lambda: deferred.append(2))
+    assert deferred == [1, 2] and len(pool.jobs) == 1, "a thread was given to a slow endpoint"
+
+
+def endpoint(**fields: object) -> Endpoint:
+    values: dict[str, object] = {
+        "id": "sub_1",
+        "tenant_id": "t",
+        "url": "http://x",
+        "status": "active",
+    }
+    values.update(fields)
+    return Endpoint(**values)  # type: ignore[arg-type]
+
+
+def test_the_in_flight_cap_is_the_subscriptions_or_the_default_and_at_most_half_the_threads() -> (
+    None
+):
+    settings = make_settings(dispatcher_concurrency=32, endpoint_max_in_flight=10)
+    assert in_flight_cap(None, settings) == 10
+    assert in_flight_cap(endpoint(max_in_flight=3), settings) == 3
+    assert in_flight_cap(endpoint(max_in_flight=100), settings) == 16
+    assert in_flight_cap(None, make_settings(dispatcher_concurrency=1)) == 1
+
+
+def test_the_gate_refuses_over_the_cap_and_while_the_circuit_is_open() -> None:
+    metrics = Metrics(CollectorRegistry())
+    settings = make_settings(circuit_failure_threshold=2, circuit_open_s=30.0)
+    gate = EndpointGate(settings, metrics)
+    one = endpoint(max_in_flight=1)
+    assert gate.enter(one)
+    assert not gate.enter(one) and gate.deferral_s() == 0.0
+    gate.leave(one, SendResult(500, 0.1))
+    assert gate.enter(one)
+    gate.leave(one, SendResult(None, 0.1, "timeout"))
+    assert gate.in_flight(one.id) == 0
+    assert not gate.enter(one), "the circuit did not open"
+    assert 29.0 < gate.deferral_s() <= 30.0
+    assert metrics.circuit_open._value.get() == 1
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def given_subscription(db: sessionmaker[Session]) -> str:
+    with db() as session, session.begin():
+        tenant = builders.tenant(session)
+        sub, _ = builders.subscription(session, tenant.id, "http://a.test")
+        return sub.id
+
+
+def test_a_rate_window_plan_claims_small_chunks() -> None:
+    assert plan(100.0) == (1000, 100, 5)
+    assert plan(20.0) == (1000, 20, 1)
+    assert plan(0.5) == (2000, 1, 1)
+
+
+def test_replicas_together_get_exactly_the_allowance_of_each_window(
+    db: sessionmaker[Session],
+) -> None:
+    subscription_id = given_subscription(db)
+    clock = Clock(5000.25)
+    replicas = [RateLimiter(db, clock=clock) for _ in range(3)]
+    granted = [0, 0, 0]
+    for _ in range(40):
+        for n, limiter in enumerate(replicas):
+            if limiter.acquire(subscription_id, 20.0) is None:
+                granted[n] += 1
+    assert sum(granted) == 20 and min(granted) > 0
+    refused = replicas[0].acquire(subscription_id, 20.0)
+    assert refused == pytest.approx(0.75)  # until the next window
+    clock.now += 1.0
+    assert replicas[1].acquire(subscription_id, 20.0) is None, "a new window gave nothing"
+
+
+def test_concurrent_claims_never_exceed_the_allowance(db: sessionmaker[Session]) -> None:
+    subscription_id = given_subscription(db)
+    clock = Clock(7000.0)
+    replicas = [RateLimiter(db, clock=clock) for _ in range(4)]
+    granted: list[int] = []
+    lock = threading.Lock()
+
+    def take(limiter: RateLimiter) -> None:
+        for _ in range(60):
+            if limiter.acquire(subscription_id, 100.0) is None:
+                with lock:
+                    granted.append(1)
+
+    threads = [threading.Thread(target=take, args=(r,)) for r in replicas for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(granted) == 100

@@ -1,0 +1,211 @@
+"""The settler and the dead-letter drain: one transaction a batch, onward publishes, then
+acks, and guarded rows; on SQLite and PostgreSQL, whose SQL for these differs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.models import DEAD, RETRYING, SUCCEEDED, Attempt, Delivery
+from common.db.session import make_engine, make_sessionmaker
+from common.errors import PublishError
+from common.metrics import Metrics
+from common.transport import Consumer, MemoryTransport, Message, Outgoing
+from common.transport import topology as tp
+from common.wire import DeliveryMessage, encode
+from dispatcher.deadletters import DeadLetterDrain
+from dispatcher.http import SendResult
+from dispatcher.outcome import Attempted
+from dispatcher.policy.retry import SUCCESS, DeadReason, Decision, Verdict, dead
+from dispatcher.settle import Settler
+from tests import builders
+from tests.dispatcher.conftest import Harness, make_settings, wait_until
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def taken(harness: Harness, count: int) -> tuple[Consumer, list[Message]]:
+    consumer = harness.transport.consume(tp.DELIVERIES, prefetch=100)
+    messages: list[Message] = []
+    for message in consumer:
+        if message is None:
+            break
+        messages.append(message)
+        if len(messages) == count:
+            break
+    assert len(messages) == count
+    return consumer, messages
+
+
+def given(harness: Harness, count: int) -> list[DeliveryMessage]:
+    with harness.db() as session, session.begin():
+        tenant = builders.tenant(session)
+        sub, _ = builders.subscription(session, tenant.id, "http://a.test")
+        deliveries = [
+            builders.delivery(session, builders.event(tenant.id), sub.id) for _ in range(count)
+        ]
+    for delivery in deliveries:
+        harness.publish(delivery)
+    return deliveries
+
+
+def settler(harness: Harness, consumer: Consumer) -> Settler:
+    return Settler(
+        consumer, harness.transport, harness.db, Metrics(CollectorRegistry()), publish_timeout_s=5
+    )
+
+
+def row(db: sessionmaker[Session], delivery_id: str) -> Delivery:
+    with db() as session:
+        found = session.get(Delivery, delivery_id)
+        assert found is not None
+        return found
+
+
+def test_a_batch_is_recorded_published_and_acked(db: sessionmaker[Session]) -> None:
+    # A long tier: the retry copy must still be in it when the test looks, however slow.
+    harness = Harness(make_settings(retry_schedule="1h"), MemoryTransport(), db)
+    ok, failing, gone = given(harness, 3)
+    consumer, messages = taken(harness, 3)
+    retry = Decision(Verdict.RETRY, delay_s=3600.0)
+    settler(harness, consumer).settle(
+        [
+            Attempted(messages[0], ok, SUCCESS, SendResult(200, 0.1), NOW),
+            Attempted(messages[1], failing, retry, SendResult(500, 0.1, None, b"x"), NOW),
+            Attempted(
+                messages[2], gone, dead(DeadReason.MAX_ATTEMPTS), SendResult(None, 0.1, "boom"), NOW
+            ),
+        ]
+    )
+    assert row(harness.db, ok.delivery_id).status == SUCCEEDED
+    failed_row = row(harness.db, failing.delivery_id)
+    assert (failed_row.status, failed_row.last_status_code) == (RETRYING, 500)
+    assert failed_row.next_attempt_at is not None and failed_row.finished_at is None
+    dead_row = row(harness.db, gone.delivery_id)
+    assert (dead_row.status, dead_row.dead_reason, dead_row.last_error) == (
+        DEAD, "max_attempts", "boom"
+    )  # fmt: skip
+    with harness.db() as session:
+        assert session.scalar(select(func.count()).select_from(Attempt)) == 3
+    assert harness.depth(tp.retry_queue(3600.0)) == 1
+    assert harness.depth(tp.DEAD) == 1
+    consumer.close()  # nothing to give back: every message was acked
+    assert harness.depth(tp.DELIVERIES) == 0
+
+
+def test_a_stale_duplicate_does_not_move_a_final_row_backwards(harness: Harness) -> None:
+    [delivery] = given(harness, 1)
+    with harness.db() as session, session.begin():
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery.delivery_id)
+            .values(status=SUCCEEDED, attempts=2)
+        )
+    consumer, [message] = taken(harness, 1)
+    stale = Attempted(
+        message, delivery, Decision(Verdict.RETRY, delay_s=0.1), SendResult(500, 0.1), NOW
+    )
+    settler(harness, consumer).settle([stale])
+    found = row(harness.db, delivery.delivery_id)
+    assert (found.status, found.attempts) == (SUCCEEDED, 2)
+    with harness.db() as session:  # the attempt itself is still on record
+        assert session.scalar(select(func.count()).select_from(Attempt)) == 1
+
+
+def test_the_retry_copy_of_a_replay_is_an_ordinary_retry(db: sessionmaker[Session]) -> None:
+    harness = Harness(make_settings(retry_schedule="1h"), MemoryTransport(), db)
+    [delivery] = given(harness, 1)
+    consumer, [message] = taken(harness, 1)
+    replayed = delivery.model_copy(update={"replay": True})
+    retry = Decision(Verdict.RETRY, delay_s=3600.0)
+    settler(harness, consumer).settle(
+        [Attempted(message, replayed, retry, SendResult(500, 0.1), NOW)]
+    )
+    tier = harness.transport.consume(tp.retry_queue(3600.0), prefetch=1)
+    copy = next(m for m in tier if m is not None)
+    decoded = DeliveryMessage.model_validate_json(copy.body)
+    assert (decoded.attempt, decoded.replay) == (2, False)
+    assert decoded.event.id == delivery.event.id
+    tier.close()
+
+
+def test_an_earlier_attempt_does_not_overwrite_a_later_one(harness: Harness) -> None:
+    [delivery] = given(harness, 1)
+    with harness.db() as session, session.begin():
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery.delivery_id)
+            .values(status=RETRYING, attempts=3)
+        )
+    consumer, [message] = taken(harness, 1)
+    early = delivery.model_copy(update={"attempt": 2})
+    settle = settler(harness, consumer)
+    settle.settle([Attempted(message, early, SUCCESS, SendResult(200, 0.1), NOW)])
+    assert row(harness.db, delivery.delivery_id).attempts == 3
+
+
+def test_two_outcomes_of_one_delivery_in_a_batch_end_as_the_later_attempt(
+    harness: Harness,
+) -> None:
+    # A duplicate message settled in the same batch as its successor: the bulk update on
+    # PostgreSQL takes one row per delivery, and must pick the later attempt.
+    [delivery] = given(harness, 1)
+    harness.publish(delivery)
+    consumer, [first, duplicate] = taken(harness, 2)
+    later = delivery.model_copy(update={"attempt": 2})
+    settler(harness, consumer).settle(
+        [
+            Attempted(first, later, SUCCESS, SendResult(200, 0.1), NOW),
+            Attempted(
+                duplicate, delivery, Decision(Verdict.RETRY, delay_s=0.1), SendResult(500, 0.1), NOW
+            ),
+        ]
+    )
+    found = row(harness.db, delivery.delivery_id)
+    assert (found.status, found.attempts, found.last_status_code) == (SUCCEEDED, 2, 200)
+    with harness.db() as session:  # both attempts are on record
+        assert session.scalar(select(func.count()).select_from(Attempt)) == 2
+    consumer.close()
+    assert harness.depth(tp.DELIVERIES) == 0
+
+
+def test_nothing_is_acked_when_the_publish_fails(db: sessionmaker[Session]) -> None:
+    harness = Harness(make_settings(), MemoryTransport(), db)
+    [delivery] = given(harness, 1)
+    consumer, [message] = taken(harness, 1)
+    # A tier that has no queue: the strict broker refuses it as unroutable.
+    unroutable = Decision(Verdict.RETRY, delay_s=42.0)
+    with pytest.raises(PublishError, match="unroutable"):
+        settler(harness, consumer).settle(
+            [Attempted(message, delivery, unroutable, SendResult(500, 0.1), NOW)]
+        )
+    consumer.close()
+    assert harness.depth(tp.DELIVERIES) == 1  # handed back, to be delivered again
+
+
+def test_the_drain_marks_a_dead_letter_dead_once(harness: Harness) -> None:
+    [delivery] = given(harness, 1)
+    letter = Outgoing(tp.DEAD, "", encode(delivery), {tp.H_REASON: "unsafe_target"})
+    harness.transport.publish([letter, letter])  # a duplicate is harmless
+    drain = DeadLetterDrain(harness.transport, harness.db, publish_timeout_s=5)
+    drain.start()
+    try:
+        wait_until(lambda: harness.depth(tp.DEAD) == 0)
+        wait_until(lambda: row(harness.db, delivery.delivery_id).status == DEAD)
+    finally:
+        drain.stop()
+    assert drain.failure is None
+    found = row(harness.db, delivery.delivery_id)
+    assert found.dead_reason == "unsafe_target" and found.finished_at is not None
