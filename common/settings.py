@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # How long an API process trusts a key it looked up; revoking through the API is
     # immediate in that process, other API processes notice within this time.
     api_key_cache_s: float = Field(default=1.0, ge=0)
+    # How long a POST's answer is kept for a repeat with the same `Idempotency-Key`; older
+    # answers are deleted by the API as it stores new ones, and by `hookline gc`.
+    idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     endpoint_max_in_flight: int = Field(default=16, ge=1)

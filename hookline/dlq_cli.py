@@ -22,6 +22,7 @@ from dispatcher import deadfilter, deadview, poison, replayjobs, retention
 from hookline import ops_options as o
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.errors import ApiError
+from hookline.api.idempotency_gc import collect_expired
 from hookline.runtime import Runtime, build_runtime
 
 dlq_app = typer.Typer(help="Find, inspect and purge dead letters.", no_args_is_help=True)
@@ -361,6 +362,8 @@ def gc(
         removed = retention.collect(
             rt.sessionmaker, cutoff, include_dead=include_dead, batch_size=batch_size
         )
+        expired = collect_expired(rt.sessionmaker, ttl_s=rt.settings.idempotency_ttl_s)
     finally:
         rt.close()
-    typer.echo(o.dump({"older_than": older_than, "cutoff": cutoff, **removed.to_json()}))
+    shown = {"older_than": older_than, "cutoff": cutoff, **removed.to_json()}
+    typer.echo(o.dump({**shown, "idempotency_keys": expired}))

@@ -225,7 +225,8 @@ class IdempotencyRecord(Base):
     """A POST's stored answer, replayed when the same `Idempotency-Key` comes again.
 
     `scope` is a digest of the caller's credential, so keys of different callers never meet;
-    a row without `status_code` is a request still in progress.
+    a row without `status_code` is a request still in progress. An answer's credentials (an
+    API key, a webhook secret) are not in `body` but sealed in `secrets_enc` (migration 0006).
     """
 
     __tablename__ = "idempotency_keys"
@@ -236,6 +237,7 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     body: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict[str, str]] = mapped_column(Json, nullable=False, default=dict)
+    secrets_enc: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), default=utcnow, nullable=False, index=True
     )
