@@ -13,13 +13,14 @@ from rich.console import Console
 from common import logs
 from common.db import migrate as db_migrate
 from common.errors import ConfigurationError
-from common.secretbox import check_secret_key
+from common.secretbox import check_admin_token
 from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
 from hookline.dlq_cli import dlq_app, gc
 from hookline.replay_cli import replay_app, replay_resumer
 from hookline.runtime import api_server, build_runtime, serve_probes
+from hookline.secrets_cli import require_usable_key, secrets_app
 
 app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
@@ -31,6 +32,7 @@ tenant_app.add_typer(key_app, name="key")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(replay_app, name="replay")
 app.command("gc")(gc)
+app.add_typer(secrets_app, name="secrets")
 console = Console()
 log = logging.getLogger("hookline")
 
@@ -46,13 +48,13 @@ def _settings(**overrides: object) -> Settings:
 
 
 def _require_real_secrets(settings: Settings, *, admin: bool = False) -> None:
-    """Outside `hookline dev`, refuse to run on a missing or placeholder secret key."""
+    """Outside `hookline dev`, refuse to run on a missing, weak or wrong secret key."""
     try:
-        check_secret_key(settings.secret_key)
+        require_usable_key(settings)
         if admin and settings.admin_token is not None:
-            check_secret_key(settings.admin_token, name="HOOKLINE_ADMIN_TOKEN")
+            check_admin_token(settings.admin_token)
     except ConfigurationError as exc:
-        console.print(f"[red]refusing to start:[/red] {exc}")
+        console.print(f"[red]refusing to start:[/red] {exc}", soft_wrap=True)  # one line
         raise typer.Exit(2) from None
 
 
@@ -114,6 +116,8 @@ def router(metrics_port: MetricsPort = None) -> None:
     from router import Router
 
     settings = _settings(metrics_port=metrics_port)
+    if settings.secret_key:  # it opens no secret, but must not run beside a mis-keyed API
+        _require_real_secrets(settings)
     runtime = build_runtime(settings)
     if settings.metrics_port:
         serve_probes(runtime, settings.metrics_port, backlog=True)
@@ -166,6 +170,8 @@ def migrate() -> None:
     """Create or upgrade the database schema."""
     settings = _settings()
     db_migrate.upgrade(settings.database_url)
+    if settings.secret_key:  # write (or check) the key canary now, not at the first start
+        _require_real_secrets(settings)
     console.print("[green]database is up to date[/green]")
 
 

@@ -314,3 +314,14 @@ class PoisonMessage(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False, default=dict)
     received_at: Mapped[datetime] = _when()
     resubmitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class SecretCanary(Base):
+    """One known text sealed under `HOOKLINE_SECRET_KEY` (migration 0007), so a process with
+    the wrong key refuses to start instead of failing on every secret it opens."""
+
+    __tablename__ = "secret_canary"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    token: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _when()
