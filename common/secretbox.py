@@ -16,6 +16,7 @@ import base64
 import hashlib
 import math
 from collections import Counter
+from collections.abc import Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -29,6 +30,8 @@ MIN_KEY_CHARS = 32
 # Estimated from the key's own character frequencies: 64 random hex digits score ~240 bits,
 # `openssl rand -base64 32` ~215; a word, a repeated character or a short key far less.
 MIN_KEY_ENTROPY_BITS = 128
+# Every Fernet token starts so (version byte 0x80, then a timestamp's zero high bytes).
+FERNET_PREFIX = "gAAAAA"
 HOW_TO_MAKE_ONE = "generate one with: openssl rand -hex 32"
 PLACEHOLDERS = frozenset(
     {"change-me", "changeme", "change_me", "replace-me", "secret", "password", "todo", "xxx"}
@@ -135,3 +138,16 @@ class SecretBox:
             return None
         self.open(token)  # a token no key opens is a ConfigurationError, as everywhere
         return self._ring.rotate(token.encode()).decode()
+
+    def seal_values(self, values: Mapping[str, str]) -> dict[str, str]:
+        """Each value sealed, names kept (a subscription's static headers)."""
+        return {name: self.seal(value) for name, value in values.items()}
+
+    def open_values(self, values: Mapping[str, str]) -> dict[str, str]:
+        """Each value opened; one stored in clear (written before migration 0008, or by a
+        process of an older version during an upgrade) is taken as it is."""
+        return {name: self.open(v) if is_sealed(v) else v for name, v in values.items()}
+
+
+def is_sealed(value: str) -> bool:
+    return value.startswith(FERNET_PREFIX)

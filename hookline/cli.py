@@ -169,7 +169,7 @@ def dispatcher(
 def migrate() -> None:
     """Create or upgrade the database schema."""
     settings = _settings()
-    db_migrate.upgrade(settings.database_url)
+    db_migrate.upgrade(settings.database_url, secret_key=settings.secret_key)
     if settings.secret_key:  # write (or check) the key canary now, not at the first start
         _require_real_secrets(settings)
     console.print("[green]database is up to date[/green]")

@@ -1,7 +1,9 @@
 """Re-sealing every stored secret under the first key of `HOOKLINE_SECRET_KEY`.
 
 Run after putting a new key in front of the ring (`new,old`): once it is done, nothing
-needs the old key and it can be dropped. A batch of rows per transaction, keyset-paged, so
+needs the old key and it can be dropped. Covered: subscription secrets, previous secrets,
+signing keys and static header values, the sealed fields of stored idempotent answers, and
+the key canary. A batch of rows per transaction, keyset-paged, so
 it runs beside live traffic. Each row is written only if it is still what was read (the
 sealed values and, for subscriptions, `updated_at`): a secret rotated meanwhile is never
 overwritten with the old one; such rows are counted as `changed` and a second run picks
@@ -20,7 +22,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from common.db.canary import CANARY_ID
 from common.db.models import IdempotencyRecord, SecretCanary, Subscription
-from common.secretbox import SecretBox
+from common.secretbox import SecretBox, is_sealed
 
 BATCH_SIZE = 500
 _SEALED_COLUMNS = ("secret_enc", "previous_secret_enc", "signing_key_enc")
@@ -75,6 +77,9 @@ def _subscriptions(
                 sealed = {c: getattr(row, c) for c in _SEALED_COLUMNS}
                 values = {c: box.rewrap(v) for c, v in sealed.items() if v is not None}
                 changes: dict[str, Any] = {c: v for c, v in values.items() if v is not None}
+                headers = _headers(box, row.headers or {})
+                if headers is not None:
+                    changes["headers"] = headers
                 if not changes:
                     done.current += 1
                     continue
@@ -93,6 +98,15 @@ def _subscriptions(
         if len(rows) < batch_size:
             return
         after = rows[-1].id
+
+
+def _headers(box: SecretBox, headers: dict[str, str]) -> dict[str, str] | None:
+    """Static header values all sealed under the first key, or None if they already are
+    (a value still in clear is sealed too)."""
+    values = {k: (box.rewrap(v) if is_sealed(v) else box.seal(v)) for k, v in headers.items()}
+    if all(v is None for v in values.values()):
+        return None
+    return {k: headers[k] if v is None else v for k, v in values.items()}
 
 
 def _idempotency_keys(

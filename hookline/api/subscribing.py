@@ -126,7 +126,7 @@ def create(
                 payload_filter=body.filter,
                 secret_enc=box.seal(secret),
                 signing_key_enc=box.seal(signing.new_signing_key()) if body.ed25519 else None,
-                headers=body.headers,
+                headers=box.seal_values(body.headers),
                 rate_limit_per_s=body.rate_limit_per_s,
                 max_in_flight=body.max_in_flight,
                 description=body.description,
@@ -164,7 +164,7 @@ def verify(services: Services, request: Request, row: Subscription, *, actor: Ac
     keys = [box.open(row.secret_enc)]
     if row.signing_key_enc:
         keys.append(box.open(row.signing_key_enc))
-    headers = dict(row.headers or {})
+    headers = box.open_values(row.headers or {})
     outcome = handshake(row.url, keys, headers, services.settings, resolver=services.resolver)
     now = utcnow()
     with services.sessionmaker() as session, session.begin():

@@ -131,6 +131,7 @@ def _sealed_values(sessions: sessionmaker[Session]) -> list[str]:
         values: list[Any] = []
         for row in session.scalars(select(Subscription).order_by(Subscription.id)):
             values += [row.secret_enc, row.previous_secret_enc, row.signing_key_enc]
+            values += list(row.headers.values())
         order = (IdempotencyRecord.scope, IdempotencyRecord.key)
         values += list(session.scalars(select(IdempotencyRecord.secrets_enc).order_by(*order)))
         values += list(session.scalars(select(SecretCanary.token)))
@@ -147,12 +148,17 @@ def test_rewrap_reseals_every_stored_secret_under_the_first_key(make_api, databa
     for n in range(3):
         created = old.client.post(
             "/v1/subscriptions",
-            json={"url": f"http://127.0.0.1:9/{n}", "event_types": ["a"], "ed25519": True},
+            json={
+                "url": f"http://127.0.0.1:9/{n}",
+                "event_types": ["a"],
+                "ed25519": True,
+                "headers": {"X-Pass": f"pass-{n}"},
+            },
             headers={**auth, "Idempotency-Key": f"s{n}"},
         )
         old.client.post(f"/v1/subscriptions/{created.json()['id']}/rotate-secret", headers=auth)
     before = _sealed_values(old.sessionmaker)
-    assert len(before) == 3 * 3 + 4 + 1  # secrets, previous, keys; 4 stored answers; canary
+    assert len(before) == 3 * 4 + 4 + 1  # secret, previous, key, header; 4 answers; canary
     env = _env(database_url, f"{NEW_KEY},{OLD_KEY}")
 
     first = runner.invoke(app, ["secrets", "rewrap", "--batch-size", "2"], env=env)

@@ -131,6 +131,8 @@ def update_subscription(
     """Change the fields present in the body. A new URL is checked, and the subscription
     goes back to `pending_verification` until the new endpoint passes the handshake."""
     changes = body.model_dump(exclude_unset=True)
+    if changes.get("headers"):  # values are sealed at rest, like secrets
+        changes["headers"] = services.secret_box.seal_values(changes["headers"])
     if body.url is not None:
         subscribing.check_target(services, body.url)
     for name in ("event_types", "url"):
