@@ -6,7 +6,7 @@
 A fresh PostgreSQL database (migrated, so the partial indexes of migration 0004 exist) gets
 `--rows` deliveries in 20 tenants x 10 subscriptions, a `--dead-share` of them dead with
 one of four reasons, four event types and a mix of last status codes; then every query the
-dead-letter API and CLI run is timed through the same code (`dispatcher.deadfilter`), as
+dead-letter API and CLI run is timed through the same code (`dispatcher.deadletters`), as
 the median of `--repeat` runs, warm. `--explain` prints `EXPLAIN (ANALYZE, BUFFERS)` for
 each. The baseline of the same run is the one plain primary-key lookup.
 """
@@ -31,8 +31,7 @@ from common.db import migrate
 from common.db.models import Delivery
 from common.db.session import make_engine, make_sessionmaker
 from common.wire import utcnow
-from dispatcher import deadfilter
-from dispatcher.deadfilter import DeadFilter
+from dispatcher.deadletters import DeadFilter, list_dead, summarize_dead
 from tests.services import temporary_database
 
 SEED = """
@@ -67,7 +66,7 @@ def timed(call: Callable[[], Any], repeat: int) -> float:
 def queries(session: Session) -> dict[str, Callable[[], Any]]:
     now = utcnow()
     t, s = "ten_7", "sub_7_3"
-    first = deadfilter.page(session, DeadFilter(tenant=t), limit=50)
+    first = list_dead(session, DeadFilter(tenant=t), limit=50)
     after = (first[-1].finished_at, first[-1].id) if first and first[-1].finished_at else None
     cases: dict[str, DeadFilter] = {
         "list tenant": DeadFilter(tenant=t),
@@ -79,16 +78,16 @@ def queries(session: Session) -> dict[str, Callable[[], Any]]:
         "list all tenants (admin)": DeadFilter(),
     }
     out: dict[str, Callable[[], Any]] = {
-        name: functools.partial(deadfilter.page, session, f, limit=50) for name, f in cases.items()
+        name: functools.partial(list_dead, session, f, limit=50) for name, f in cases.items()
     }
-    out["list tenant, page 2 (cursor)"] = lambda: deadfilter.page(
+    out["list tenant, page 2 (cursor)"] = lambda: list_dead(
         session, DeadFilter(tenant=t), limit=50, after=after
     )
-    out["summary tenant"] = lambda: deadfilter.summarize(session, DeadFilter(tenant=t))
-    out["summary subscription"] = lambda: deadfilter.summarize(
+    out["summary tenant"] = lambda: summarize_dead(session, DeadFilter(tenant=t))
+    out["summary subscription"] = lambda: summarize_dead(
         session, DeadFilter(tenant=t, subscription=s)
     )
-    out["summary all tenants (admin)"] = lambda: deadfilter.summarize(session, DeadFilter())
+    out["summary all tenants (admin)"] = lambda: summarize_dead(session, DeadFilter())
     out["baseline: one row by id"] = lambda: session.get(Delivery, "dlv_" + "0" * 32)
     return out
 

@@ -20,6 +20,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common.db.statuses import (
+    FINAL_STATUSES as FINAL_STATUSES,
+)
+from common.db.statuses import (
+    DeliveryStatus,
+    ReplayItemStatus,
+    ReplayJobStatus,
+    SubscriptionStatus,
+)
 from common.db.types import UtcDateTime
 from common.wire import utcnow
 
@@ -31,20 +40,19 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-# Status values (stored as short strings; the API and CLI use the same words).
-SUB_PENDING = "pending_verification"
-SUB_ACTIVE = "active"
-SUB_PAUSED = "paused"
-SUB_DISABLED = "disabled"
-SUBSCRIPTION_STATUSES = (SUB_PENDING, SUB_ACTIVE, SUB_PAUSED, SUB_DISABLED)
+# Status values: the enums in `statuses.py`; these names stay for the modules that use them.
+SUB_PENDING = SubscriptionStatus.PENDING_VERIFICATION
+SUB_ACTIVE = SubscriptionStatus.ACTIVE
+SUB_PAUSED = SubscriptionStatus.PAUSED
+SUB_DISABLED = SubscriptionStatus.DISABLED
+SUBSCRIPTION_STATUSES = tuple(SubscriptionStatus)
 
-PENDING = "pending"
-SUCCEEDED = "succeeded"
-RETRYING = "retrying"
-DEAD = "dead"
-CANCELLED = "cancelled"
-DELIVERY_STATUSES = (PENDING, SUCCEEDED, RETRYING, DEAD, CANCELLED)
-FINAL_STATUSES = (SUCCEEDED, DEAD, CANCELLED)
+PENDING = DeliveryStatus.PENDING
+SUCCEEDED = DeliveryStatus.SUCCEEDED
+RETRYING = DeliveryStatus.RETRYING
+DEAD = DeliveryStatus.DEAD
+CANCELLED = DeliveryStatus.CANCELLED
+DELIVERY_STATUSES = tuple(DeliveryStatus)
 
 Json = JSON().with_variant(JSON(none_as_null=True), "postgresql")
 
@@ -244,17 +252,17 @@ class IdempotencyRecord(Base):
 
 
 # Replay jobs (operations, migration 0004).
-JOB_RUNNING = "running"
-JOB_COMPLETED = "completed"
-JOB_CANCELLING = "cancelling"
-JOB_CANCELLED = "cancelled"
-JOB_FAILED = "failed"
+JOB_RUNNING = ReplayJobStatus.RUNNING
+JOB_COMPLETED = ReplayJobStatus.COMPLETED
+JOB_CANCELLING = ReplayJobStatus.CANCELLING
+JOB_CANCELLED = ReplayJobStatus.CANCELLED
+JOB_FAILED = ReplayJobStatus.FAILED
 JOB_STATES = (JOB_RUNNING, JOB_COMPLETED, JOB_CANCELLING, JOB_CANCELLED, JOB_FAILED)
-ITEM_TODO = "todo"
-ITEM_CLAIMED = "claimed"
-ITEM_SENT = "sent"
-ITEM_SKIPPED = "skipped"
-ITEM_FAILED = "failed"
+ITEM_TODO = ReplayItemStatus.TODO
+ITEM_CLAIMED = ReplayItemStatus.CLAIMED
+ITEM_SENT = ReplayItemStatus.SENT
+ITEM_SKIPPED = ReplayItemStatus.SKIPPED
+ITEM_FAILED = ReplayItemStatus.FAILED
 
 
 class ReplayJob(Base):

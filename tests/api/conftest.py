@@ -92,3 +92,33 @@ def make_api(database_url: str) -> Iterator[Callable[..., Api]]:
 @pytest.fixture
 def api(make_api: Callable[..., Api]) -> Api:
     return make_api()
+
+
+@pytest.fixture
+def ops_api(sqlite_url: str) -> Iterator[Api]:
+    """An app for the operations routes (`test_operations.py`), on a migrated SQLite file and
+    the memory broker. The routes' queries are the dispatcher packages', which
+    `tests/dispatcher/deadletters` and `tests/dispatcher/replay` run on PostgreSQL too; the
+    routes themselves run once."""
+    database_url = sqlite_url
+    upgrade(database_url)
+    settings = Settings(
+        database_url=database_url,
+        broker_url="memory://",
+        admin_token=ADMIN_TOKEN,
+        allow_private_targets=True,
+        retry_schedule="1s,2s",
+    )
+    engine = make_engine(database_url)
+    transport = MemoryTransport()
+    transport.declare(topology.build(settings.retry_delays_s))
+    metrics = Metrics()
+    sessions = make_sessionmaker(engine)
+    app = create_app(settings, transport=transport, sessionmaker=sessions, metrics=metrics)
+    client = TestClient(app, client=("testclient", 50000))
+    yield Api(client, app, settings, transport, sessions, metrics, engine)
+    for thread in getattr(app.state, "replay_threads", {}).values():
+        thread.join(10)
+    client.close()
+    transport.close()
+    engine.dispose()

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from common.settings import Settings
 from common.signing import new_secret
-from hookline.api.verification import handshake
+from hookline.services.verification import handshake
 
 NAME = "receiver.test"
 

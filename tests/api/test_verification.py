@@ -18,8 +18,8 @@ from common.wire import DeliveryMessage, new_id
 from dispatcher.sender import Sender
 from dispatcher.subscriptions import SubscriptionCache
 from hookline.api.deps import Services
-from hookline.api.verification import handshake
 from hookline.receiver import Received, Receiver, Reply
+from hookline.services.verification import handshake
 from tests import builders
 from tests.api.support import Api, assert_error
 

@@ -19,7 +19,7 @@ from common.secretbox import DEV_SECRET_KEY, SecretBox, check_secret_key
 from common.settings import Settings
 from common.wire import utcnow
 from hookline.cli import app
-from hookline.secrets_cli import require_usable_key
+from hookline.cli.secrets import require_usable_key
 from tests import builders
 from tests.api.support import Api
 

@@ -8,8 +8,18 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
 from common.db.models import Delivery, EventRow, PoisonMessage
-from dispatcher import deadfilter, deadview, poison
-from dispatcher.deadfilter import DeadFilter, FilterError
+from dispatcher.deadletters import (
+    DeadFilter,
+    FilterError,
+    PoisonFilter,
+    ResubmitError,
+    drain_poison,
+    list_dead,
+    list_poison,
+    resubmit_poison,
+    show_dead,
+    summarize_dead,
+)
 from hookline.api.auth import DELIVERIES_READ, DELIVERIES_REPLAY
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
@@ -111,7 +121,7 @@ def list_dead_letters(
     dead = dead_filter(who, **filters.values)  # type: ignore[arg-type]
     after = decode_position(cursor) if cursor else None
     with services.sessionmaker() as session:
-        rows = deadfilter.page(session, dead, limit=limit + 1, after=after)
+        rows = list_dead(session, dead, limit=limit + 1, after=after)
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if more else None
@@ -128,7 +138,7 @@ def summarize_dead_letters(
     """How many dead letters match, by reason and by subscription, with a few ids."""
     dead = dead_filter(who, **filters.values)  # type: ignore[arg-type]
     with services.sessionmaker() as session:
-        summary = deadfilter.summarize(session, dead)
+        summary = summarize_dead(session, dead)
     return DeadLetterSummary(**summary.to_json())
 
 
@@ -159,12 +169,12 @@ def list_poison_messages(
 ) -> PoisonPage:
     """Messages no handler could decode, with their raw body and the error (reason `poison`);
     those still waiting in the `hookline.poison` queue are drained into the database first."""
-    wanted = poison.PoisonFilter(who.tenant(tenant), source_queue, since, until)
+    wanted = PoisonFilter(who.tenant(tenant), source_queue, since, until)
     after = decode_position(cursor) if cursor else None
     # What waits in `hookline.poison` is moved into the table first (committed, then acked).
-    poison.drain(services.transport, services.sessionmaker)
+    drain_poison(services.transport, services.sessionmaker)
     with services.sessionmaker() as session:
-        rows = poison.page(session, wanted, limit=limit + 1, after=after)
+        rows = list_poison(session, wanted, limit=limit + 1, after=after)
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_position(rows[-1].received_at, rows[-1].id) if more else None
@@ -183,13 +193,13 @@ def resubmit_poison_message(
         if row is None or (who.tenant_id is not None and row.tenant_id != who.tenant_id):
             raise not_found("poison message")
         try:
-            poison.resubmit(
+            resubmit_poison(
                 session,
                 services.transport,
                 row,
                 publish_timeout_s=services.settings.publish_timeout_s,
             )
-        except poison.ResubmitError as exc:
+        except ResubmitError as exc:
             raise ApiError(422, "not_resubmittable", str(exc)) from None
         session.refresh(row)
         return _poison_out(row)
@@ -211,7 +221,7 @@ def get_dead_letter(
 ) -> DeadLetterDetail:
     """One dead letter: the event, every attempt, and the headers it was sent with."""
     with services.sessionmaker() as session:
-        found = deadview.detail(session, delivery_id, tenant=who.tenant_id)
+        found = show_dead(session, delivery_id, tenant=who.tenant_id)
     if found is None:
         raise not_found("dead letter")
     return DeadLetterDetail(

@@ -2,7 +2,7 @@
 
 A real replay answers 202 with the job and runs it on a background thread of this API
 process (see docs/architecture.md section 7: who runs a replay job). A job whose process
-died is resumed by a dispatcher (`dispatcher.replay_resume`) once its lease expired, or at
+died is resumed by a dispatcher (`dispatcher.replay.Resumer`) once its lease expired, or at
 once with `hookline replay start --resume ID`.
 """
 
@@ -17,10 +17,17 @@ from fastapi.responses import JSONResponse
 
 from common.db.models import Delivery, ReplayJob, Subscription
 from common.transport import topology
-from dispatcher import replayjobs
-from dispatcher.deadfilter import DeadFilter
-from dispatcher.replay import JobBusy, Runner
-from dispatcher.replayjobs import Plan, ReplayRefused
+from dispatcher.deadletters import DeadFilter
+from dispatcher.replay import (
+    JobBusy,
+    Plan,
+    ReplayRefused,
+    Runner,
+    cancel_job,
+    create_job,
+    get_job,
+    plan_replay,
+)
 from hookline.api.auth import DELIVERIES_READ, DELIVERIES_REPLAY
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found
@@ -114,10 +121,10 @@ def _start(
 ) -> ReplayPlanOut | JSONResponse:
     with services.sessionmaker() as session, session.begin():
         if dry_run:
-            planned = _plan_out(replayjobs.plan(session, dead))
+            planned = _plan_out(plan_replay(session, dead))
             return JSONResponse(planned.model_dump(mode="json"), status_code=200)
         try:
-            job, plan = replayjobs.create(
+            job, plan = create_job(
                 session,
                 dead,
                 actor=who.actor,
@@ -176,7 +183,7 @@ def get_replay(
 ) -> ReplayJobOut:
     """A replay job's state and its to-do / done / failed / skipped counts."""
     with services.sessionmaker() as session:
-        job = replayjobs.get(session, job_id, tenant=who.tenant_id)
+        job = get_job(session, job_id, tenant=who.tenant_id)
         if job is None:
             raise not_found("replay job")
         return job_out(job)
@@ -190,10 +197,10 @@ def cancel_replay(
 ) -> ReplayJobOut:
     """Stop a job after its current batch; what was sent stays sent."""
     with services.sessionmaker() as session, session.begin():
-        job = replayjobs.get(session, job_id, tenant=who.tenant_id)
+        job = get_job(session, job_id, tenant=who.tenant_id)
         if job is None:
             raise not_found("replay job")
-        return job_out(replayjobs.cancel(session, job, actor=who.actor))
+        return job_out(cancel_job(session, job, actor=who.actor))
 
 
 @router.post(

@@ -6,21 +6,19 @@ the verification handshake at once; the answer shows the status it reached.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from common.db.models import SUB_PENDING, Subscription
-from common.wire import utcnow
-from hookline.api import audit, subscribing
+from common import signing
+from common.db.models import Subscription
 from hookline.api.auth import SUBSCRIPTIONS_READ, SUBSCRIPTIONS_WRITE, Principal, require
 from hookline.api.cursor import oldest_first
 from hookline.api.deps import Services, get_services
-from hookline.api.errors import ApiError, documented, not_found
+from hookline.api.errors import documented
 from hookline.api.schemas import SubscriptionStatus
+from hookline.api.service_calls import ServiceRoute, acting, outbound
 from hookline.api.subscription_schemas import (
     SubscriptionCreate,
     SubscriptionCreated,
@@ -28,8 +26,10 @@ from hookline.api.subscription_schemas import (
     SubscriptionOut,
     SubscriptionUpdate,
 )
+from hookline.services import subscriptions
+from hookline.services.audit import Actor
 
-router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"], route_class=ServiceRoute)
 NO_STORE = {"Cache-Control": "no-store"}
 CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"model": SubscriptionCreated, "description": "Created; the secret is shown once"},
@@ -38,17 +38,41 @@ CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def created_or_existing(
-    services: Services, request: Request, tenant_id: str, body: SubscriptionCreate,
-    *, actor: subscribing.Actor, verified: bool,
-) -> JSONResponse:  # fmt: skip
-    row, secret = subscribing.create(
-        services, request, tenant_id, body, actor=actor, verified=verified
+def to_out(row: Subscription, services: Services) -> SubscriptionOut:
+    public = None
+    if row.signing_key_enc:
+        public = signing.public_key(services.secret_box.open(row.signing_key_enc))
+    return SubscriptionOut(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        url=row.url,
+        event_types=row.event_types,
+        operations=row.operations,
+        filter=row.payload_filter,
+        header_names=sorted(row.headers),
+        description=row.description,
+        metadata=row.meta,
+        rate_limit_per_s=row.rate_limit_per_s,
+        max_in_flight=row.max_in_flight,
+        status=cast(SubscriptionStatus, row.status),
+        disabled_reason=row.disabled_reason,
+        public_key=public,
+        verified_at=row.verified_at,
+        previous_secret_expires_at=row.previous_secret_expires_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
-    if row.status == SUB_PENDING:
-        subscribing.verify(services, request, row, actor=actor)
-        row = subscribing.reload(services, row.id)
-    out = subscribing.to_out(row, services)
+
+
+def created_or_existing(
+    services: Services, tenant_id: str, body: SubscriptionCreate, *, actor: Actor, verified: bool
+) -> JSONResponse:
+    """201 with the secret for a new subscription, 200 without it for an existing one."""
+    row, secret = subscriptions.subscribe(
+        services.sessionmaker, tenant_id, body,
+        actor=actor, verified=verified, outbound=outbound(services),
+    )  # fmt: skip
+    out = to_out(row, services)
     if secret is None:
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
     created = SubscriptionCreated(**out.model_dump(), secret=secret)
@@ -72,7 +96,7 @@ def create_subscription(
     subscription, unchanged and without its secret (a pending one is verified again).
     """
     return created_or_existing(
-        services, request, principal.tenant_id, body, actor=principal, verified=False
+        services, principal.tenant_id, body, actor=acting(request, principal), verified=False
     )
 
 
@@ -85,14 +109,10 @@ def list_subscriptions(
     services: Services = Depends(get_services),
 ) -> SubscriptionList:
     """The tenant's subscriptions, oldest first, a page at a time."""
-    query = select(Subscription).where(Subscription.tenant_id == principal.tenant_id)
-    if status is not None:
-        query = query.where(Subscription.status == status)
+    query = subscriptions.of_tenant(principal.tenant_id, status)
     with services.sessionmaker() as session:
         page, next_cursor = oldest_first(session, query, Subscription, limit, cursor)
-    return SubscriptionList(
-        data=[subscribing.to_out(row, services) for row in page], next_cursor=next_cursor
-    )
+    return SubscriptionList(data=[to_out(row, services) for row in page], next_cursor=next_cursor)
 
 
 @router.get(
@@ -106,14 +126,9 @@ def get_subscription(
     services: Services = Depends(get_services),
 ) -> SubscriptionOut:
     """One subscription of the tenant (without its secret)."""
-    query = select(Subscription).where(
-        Subscription.id == subscription_id, Subscription.tenant_id == principal.tenant_id
-    )
     with services.sessionmaker() as session:
-        row = session.scalars(query).first()
-    if row is None:
-        raise not_found("subscription")
-    return subscribing.to_out(row, services)
+        row = subscriptions.get(session, principal.tenant_id, subscription_id)
+    return to_out(row, services)
 
 
 @router.patch(
@@ -130,54 +145,12 @@ def update_subscription(
 ) -> SubscriptionOut:
     """Change the fields present in the body. A new URL is checked, and the subscription
     goes back to `pending_verification` until the new endpoint passes the handshake."""
-    changes = body.model_dump(exclude_unset=True)
-    if changes.get("headers"):  # values are sealed at rest, like secrets
-        changes["headers"] = services.secret_box.seal_values(changes["headers"])
-    if body.url is not None:
-        subscribing.check_target(services, body.url)
-    for name in ("event_types", "url"):
-        if name in changes and changes[name] is None:
-            raise ApiError(422, "validation_error", f"{name} cannot be null")
-    try:
-        with services.sessionmaker() as session, session.begin():
-            row = subscribing.owned(session, principal.tenant_id, subscription_id)
-            moved = body.url is not None and body.url != row.url
-            _apply(row, changes)
-            if moved:
-                row.status, row.verified_at = SUB_PENDING, None
-            row.updated_at = utcnow()
-            audit.record(
-                session, request, actor=principal, action="subscription.updated",
-                resource_type="subscription", resource_id=row.id, tenant_id=row.tenant_id,
-                details={"fields": sorted(changes)},
-            )  # fmt: skip
-    except IntegrityError:
-        raise ApiError(
-            409, "conflict", "another subscription has this url, event types and operations"
-        ) from None
-    if moved:
-        subscribing.verify(services, request, row, actor=principal)
-        row = subscribing.reload(services, row.id)
-    return subscribing.to_out(row, services)
-
-
-def _apply(row: Subscription, changes: dict[str, Any]) -> None:
-    simple = {
-        "headers": "headers", "filter": "payload_filter", "description": "description",
-        "metadata": "meta", "rate_limit_per_s": "rate_limit_per_s",
-        "max_in_flight": "max_in_flight", "url": "url",
-    }  # fmt: skip
-    for field, column in simple.items():
-        if field in changes:
-            value = changes[field]
-            if field in ("headers", "metadata") and value is None:
-                value = {}
-            setattr(row, column, value)
-    if "event_types" in changes:
-        row.event_types = sorted(set(changes["event_types"]))
-    if "operations" in changes:
-        row.operations = sorted(set(changes["operations"] or []))
-    row.dedupe_key = subscribing.dedupe_key(row.url, row.event_types, row.operations)
+    row = subscriptions.change(
+        services.sessionmaker, principal.tenant_id, subscription_id,
+        body.model_dump(exclude_unset=True),
+        actor=acting(request, principal), outbound=outbound(services),
+    )  # fmt: skip
+    return to_out(row, services)
 
 
 @router.delete("/{subscription_id}", status_code=204, responses=documented(401, 403, 404, 422, 503))
@@ -189,11 +162,7 @@ def delete_subscription(
 ) -> Response:
     """Delete a subscription: nothing more is routed to it. Its deliveries stay readable."""
     with services.sessionmaker() as session, session.begin():
-        row = subscribing.owned(session, principal.tenant_id, subscription_id)
-        session.delete(row)
-        audit.record(
-            session, request, actor=principal, action="subscription.deleted",
-            resource_type="subscription", resource_id=subscription_id,
-            tenant_id=principal.tenant_id, details={"url": row.url},
-        )  # fmt: skip
+        subscriptions.delete(
+            session, principal.tenant_id, subscription_id, actor=acting(request, principal)
+        )
     return Response(status_code=204)

@@ -10,12 +10,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from common.db.models import ApiKey, Tenant
-from common.wire import utcnow
-from hookline.api import audit
-from hookline.api.auth import issue_key, new_tenant, require_admin
+from hookline.api.auth import require_admin
 from hookline.api.cursor import oldest_first
 from hookline.api.deps import Services, get_services
-from hookline.api.errors import documented, not_found
+from hookline.api.errors import documented
 from hookline.api.routes.subscriptions import CREATE_RESPONSES, created_or_existing
 from hookline.api.schemas import (
     ApiKeyCreate,
@@ -28,13 +26,16 @@ from hookline.api.schemas import (
     TenantList,
     TenantOut,
 )
+from hookline.api.service_calls import ServiceRoute, admin
 from hookline.api.subscription_schemas import AdminSubscriptionCreate, SubscriptionCreate
+from hookline.services import tenants
 
 router = APIRouter(
     prefix="/v1/tenants",
     tags=["tenants"],
     dependencies=[Depends(require_admin)],
     responses=documented(401, 403, 413, 422, 503),
+    route_class=ServiceRoute,
 )
 # Responses that carry a key in clear must not linger in caches.
 NO_STORE = {"Cache-Control": "no-store"}
@@ -62,12 +63,7 @@ def create_tenant(
 ) -> TenantCreated:
     """Create a tenant and its first API key, which holds every scope."""
     with services.sessionmaker() as session, session.begin():
-        tenant, key = new_tenant(session, body.name)
-        audit.record(
-            session, request, actor=audit.ADMIN, action="tenant.created",
-            resource_type="tenant", resource_id=tenant.id, tenant_id=tenant.id,
-            details={"name": body.name},
-        )  # fmt: skip
+        tenant, key = tenants.create_tenant(session, body.name, actor=admin(request))
     response.headers.update(NO_STORE)
     return TenantCreated(id=tenant.id, name=tenant.name, api_key=key)
 
@@ -91,9 +87,7 @@ def list_tenants(
 def get_tenant(tenant_id: str, services: Services = Depends(get_services)) -> TenantOut:
     """One tenant."""
     with services.sessionmaker() as session:
-        tenant = session.get(Tenant, tenant_id)
-    if tenant is None:
-        raise not_found("tenant")
+        tenant = tenants.get(session, tenant_id)
     return TenantOut(id=tenant.id, name=tenant.name, created_at=tenant.created_at)
 
 
@@ -113,19 +107,10 @@ def create_api_key(
     """Issue another API key for a tenant; without `scopes` it may only send events
     (`events:write`), and without `allowed_cidrs` it may be used from anywhere. The key is
     shown only in this response; only its hash is stored."""
-    spec = body or ApiKeyCreate()
-    scopes = list(dict.fromkeys(spec.scopes))
     with services.sessionmaker() as session, session.begin():
-        if session.get(Tenant, tenant_id) is None:
-            raise not_found("tenant")
-        row, key = issue_key(
-            session, tenant_id, scopes, name=spec.name, allowed_cidrs=spec.allowed_cidrs
+        row, key = tenants.issue_key(
+            session, tenant_id, body or ApiKeyCreate(), actor=admin(request)
         )
-        audit.record(
-            session, request, actor=audit.ADMIN, action="api_key.created",
-            resource_type="api_key", resource_id=row.id, tenant_id=tenant_id,
-            details={"scopes": scopes, "allowed_cidrs": spec.allowed_cidrs},
-        )  # fmt: skip
         out = ApiKeyCreated(**_key_out(row).model_dump(), api_key=key)
     response.headers.update(NO_STORE)
     return out
@@ -141,10 +126,8 @@ def list_api_keys(
     """A tenant's keys (revoked ones too), oldest first, a page at a time, by prefix and
     scopes; never the keys themselves."""
     with services.sessionmaker() as session:
-        if session.get(Tenant, tenant_id) is None:
-            raise not_found("tenant")
-        query = select(ApiKey).where(ApiKey.tenant_id == tenant_id)
-        page, next_cursor = oldest_first(session, query, ApiKey, limit, cursor)
+        tenants.get(session, tenant_id)
+        page, next_cursor = oldest_first(session, tenants.keys_of(tenant_id), ApiKey, limit, cursor)
     return ApiKeyList(data=[_key_out(row) for row in page], next_cursor=next_cursor)
 
 
@@ -156,18 +139,7 @@ def revoke_api_key(
 ) -> ApiKeyOut:
     """Revoke a key: every request with it is refused from now on (revoking twice is fine)."""
     with services.sessionmaker() as session, session.begin():
-        row = session.scalars(
-            select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id)
-        ).first()
-        if row is None:
-            raise not_found("API key")
-        if row.revoked_at is None:
-            row.revoked_at = utcnow()
-            audit.record(
-                session, request, actor=audit.ADMIN, action="api_key.revoked",
-                resource_type="api_key", resource_id=row.id, tenant_id=tenant_id,
-            )  # fmt: skip
-        out = _key_out(row)
+        out = _key_out(tenants.revoke_key(session, tenant_id, key_id, actor=admin(request)))
     # After the commit, so a concurrent lookup cannot cache the key as it was.
     services.key_cache.forget(key_id)
     return out
@@ -188,10 +160,9 @@ def create_tenant_subscription(
     """Register a subscription on a tenant's behalf. It starts active (the operator vouches
     for the endpoint) unless `verify` asks for the handshake first."""
     with services.sessionmaker() as session:
-        if session.get(Tenant, tenant_id) is None:
-            raise not_found("tenant")
+        tenants.get(session, tenant_id)
     fields = body.model_dump(exclude={"verify"})
     return created_or_existing(
-        services, request, tenant_id, SubscriptionCreate(**fields),
-        actor=audit.ADMIN, verified=not body.verify,
+        services, tenant_id, SubscriptionCreate(**fields),
+        actor=admin(request), verified=not body.verify,
     )  # fmt: skip

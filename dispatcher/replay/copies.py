@@ -1,0 +1,85 @@
+"""The replay copy of a dead delivery, and the id lists a replay batch is selected by."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, any_, bindparam
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from common.transport import Outgoing
+from common.transport import topology as tp
+
+H_REPLAY_JOB = "x-hookline-replay-job"
+_COMPACT = (",", ":")
+
+
+def among(column: Any, ids: Sequence[str], *, postgres: bool) -> ColumnElement[bool]:
+    """`column IN ids`; on PostgreSQL as `= ANY(array)`: one parameter whatever the batch
+    size, so the statement is planned once instead of once per distinct size."""
+    if postgres:
+        return column == any_(bindparam("ids", list(ids), type_=ARRAY(String)))  # type: ignore[no-any-return]
+    return column.in_(ids)  # type: ignore[no-any-return]
+
+
+def body(
+    delivery_id: str,
+    subscription_id: str,
+    tenant: str,
+    event_id: str,
+    type_: str,
+    operation: str | None,
+    timestamp: datetime,
+    data_json: str,
+) -> bytes:
+    """An encoded `DeliveryMessage` with `replay=True`, attempt 1, the same delivery and
+    event (so the same `webhook-id`).
+
+    Built as text rather than through the pydantic models: the event's `data` is spliced in
+    as the database holds it (JSON already), so a batch of thousands of copies is neither
+    parsed nor re-serialised. `tests/dispatcher/replay/test_jobs.py` checks that it decodes to
+    the message `wire.encode` would have built.
+    """
+    envelope = {
+        "delivery_id": delivery_id,
+        "event_id": event_id,
+        "tenant": tenant,
+        "subscription_id": subscription_id,
+        "attempt": 1,
+        "first_attempt_at": None,
+        "replay": True,
+    }
+    event = {
+        "id": event_id,
+        "tenant": tenant,
+        "type": type_,
+        "operation": operation,
+        "timestamp": timestamp.isoformat(),
+    }
+    # Both objects are closed by hand: `data` goes last into the event, the event last.
+    head = json.dumps(envelope, separators=_COMPACT)[:-1]
+    inner = json.dumps(event, separators=_COMPACT)[:-1]
+    return f'{head},"event":{inner},"data":{data_json}}}}}'.encode()
+
+
+def copy(
+    job_id: str,
+    delivery_id: str,
+    subscription_id: str,
+    tenant: str,
+    event_id: str,
+    type_: str,
+    operation: str | None,
+    timestamp: datetime,
+    data_json: str,
+) -> Outgoing:
+    """The message a replay publishes for one delivery, tagged with its job."""
+    encoded = body(
+        delivery_id, subscription_id, tenant, event_id, type_, operation, timestamp, data_json
+    )
+    return Outgoing(
+        tp.DELIVERIES, tp.DELIVERY_ROUTING_KEY, encoded, {H_REPLAY_JOB: job_id}, delivery_id
+    )

@@ -1,0 +1,218 @@
+"""The `hookline` command: run the services, migrate, set up the broker, publish."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from common import logs
+from common.db import migrate as db_migrate
+from common.errors import ConfigurationError
+from common.secretbox import check_admin_token
+from common.service import install_stop_handlers, run_until_stopped
+from common.settings import Settings
+from common.transport import topology
+from hookline.cli.dlq import dlq_app, gc
+from hookline.cli.replay import replay_app, replay_resumer
+from hookline.cli.secrets import require_usable_key, secrets_app
+from hookline.cli.tenants import tenant_app
+from hookline.runtime import api_server, build_runtime, serve_probes
+
+app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
+broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(replay_app, name="replay")
+app.command("gc")(gc)
+app.add_typer(secrets_app, name="secrets")
+console = Console()
+log = logging.getLogger("hookline")
+
+MetricsPort = Annotated[
+    int | None, typer.Option("--metrics-port", help="Serve /metrics on this port.")
+]
+
+
+def _settings(**overrides: object) -> Settings:
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    logs.configure(settings.log_format, settings.log_level)
+    return settings
+
+
+def _require_real_secrets(settings: Settings, *, admin: bool = False) -> None:
+    """Outside `hookline dev`, refuse to run on a missing, weak or wrong secret key."""
+    try:
+        require_usable_key(settings)
+        if admin and settings.admin_token is not None:
+            check_admin_token(settings.admin_token)
+    except ConfigurationError as exc:
+        console.print(f"[red]refusing to start:[/red] {exc}", soft_wrap=True)  # one line
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def dev(
+    demo: Annotated[
+        bool, typer.Option(help="Start a receiver and publish example events.")
+    ] = False,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    demo_events: Annotated[int, typer.Option(help="How many demo events to publish.")] = 5,
+    exit_after_demo: Annotated[
+        bool, typer.Option(help="Stop once every demo event was delivered (for scripts).")
+    ] = False,
+) -> None:
+    """Everything in one process on SQLite and the in-memory broker."""
+    from hookline.dev import run_dev
+
+    settings = _settings(broker_url="memory://", allow_private_targets=True)
+    raise typer.Exit(
+        run_dev(
+            settings,
+            host=host,
+            port=port,
+            demo=demo,
+            demo_events=demo_events,
+            exit_after_demo=exit_after_demo,
+            console=console,
+        )
+    )
+
+
+@app.command()
+def api(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the HTTP API (control plane and event ingest)."""
+    settings = _settings()
+    _require_real_secrets(settings, admin=True)
+    runtime = build_runtime(settings, pool_size=20)
+    server = api_server(runtime, host, port)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    log.info("api listening", extra={"host": host, "port": port})
+    try:
+        while thread.is_alive() and not stop.wait(0.5):
+            pass
+        server.should_exit = True
+        thread.join(30)
+    finally:
+        runtime.close()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+@app.command()
+def router(metrics_port: MetricsPort = None) -> None:
+    """Consume events, match subscriptions, emit deliveries."""
+    from router import Router
+
+    settings = _settings(metrics_port=metrics_port)
+    if settings.secret_key:  # it opens no secret, but must not run beside a mis-keyed API
+        _require_real_secrets(settings)
+    runtime = build_runtime(settings)
+    if settings.metrics_port:
+        serve_probes(runtime, settings.metrics_port, backlog=True)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    worker = Router(settings, runtime.transport, runtime.sessionmaker, runtime.metrics)
+    log.info("router started")
+    try:
+        run_until_stopped(worker.run, stop)
+    finally:
+        runtime.close()
+    log.info("router stopped")
+
+
+@app.command()
+def dispatcher(
+    concurrency: Annotated[int | None, typer.Option(help="Concurrent HTTP deliveries.")] = None,
+    metrics_port: MetricsPort = None,
+) -> None:
+    """Deliver webhooks: POST, classify, retry, dead-letter."""
+    from dispatcher import Dispatcher
+
+    settings = _settings(dispatcher_concurrency=concurrency, metrics_port=metrics_port)
+    _require_real_secrets(settings)
+    runtime = build_runtime(settings, pool_size=4)
+    runtime.metrics.concurrency.set(settings.dispatcher_concurrency)
+    if settings.metrics_port:
+        serve_probes(runtime, settings.metrics_port)
+    # Replay jobs whose runner died are picked up here (docs/architecture.md section 7).
+    # One flag: a signal stops the deliveries and the resumer (and its runner) at once.
+    resumer = replay_resumer(settings, runtime)
+    stop = resumer.stopping
+    install_stop_handlers(stop)
+    worker = Dispatcher(
+        settings,
+        runtime.transport,
+        runtime.sessionmaker,
+        runtime.metrics,
+        secret_box=runtime.secret_box,
+    )
+    log.info("dispatcher started", extra={"concurrency": settings.dispatcher_concurrency})
+    resumer.start()
+    try:
+        run_until_stopped(worker.run, stop)
+    finally:
+        runtime.close()
+    log.info("dispatcher stopped")
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    settings = _settings()
+    db_migrate.upgrade(settings.database_url, secret_key=settings.secret_key)
+    if settings.secret_key:  # write (or check) the key canary now, not at the first start
+        _require_real_secrets(settings)
+    console.print("[green]database is up to date[/green]")
+
+
+@broker_app.command("setup")
+def broker_setup() -> None:
+    """Declare every exchange and queue (idempotent)."""
+    settings = _settings()
+    runtime = build_runtime(settings)
+    try:
+        plan = topology.build(settings.retry_tiers_s)
+        runtime.transport.declare(plan)
+    finally:
+        runtime.close()
+    for queue in plan.queues:
+        console.print(f"declared queue [bold]{queue.name}[/bold]")
+
+
+@app.command()
+def publish(
+    event_type: Annotated[str, typer.Argument(help="Dotted event type, e.g. order.created.")],
+    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    data: Annotated[str, typer.Option(help="JSON object.")] = "{}",
+    event_id: Annotated[str | None, typer.Option("--id", help="Event id (idempotency).")] = None,
+    operation: Annotated[str | None, typer.Option(help="Operation name, e.g. sync.")] = None,
+) -> None:
+    """Publish one event; returns once the broker confirmed it."""
+    from producer import InvalidEvent, Producer
+
+    settings = _settings()
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--data is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise typer.BadParameter("--data must be a JSON object")
+    with Producer(settings) as producer:
+        try:
+            published = producer.publish(
+                event_type, payload, tenant=tenant, id=event_id, operation=operation
+            )
+        except InvalidEvent as exc:
+            console.print(f"[red]invalid event:[/red] {exc}")
+            raise typer.Exit(2) from None
+    console.print(published)

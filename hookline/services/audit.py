@@ -1,0 +1,54 @@
+"""The audit log: one row per change made through the API or the CLI, in the change's
+transaction.
+
+Who is the API key id (or `admin` for the operator's token, `cli` for the operator's shell),
+what is a dotted action (`subscription.created`) on a resource, when is the database clock of
+the change, and from where is the connecting address. Details never hold secrets: only names
+of what changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from common.db.models import AuditEntry
+from common.wire import utcnow
+
+ADMIN = "admin"
+CLI = "cli"  # changes made with `hookline tenant ...` on the operator's shell
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, and from which address (None on the shell)."""
+
+    id: str
+    source_ip: str | None = None
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    *,
+    action: str,
+    resource_type: str,
+    resource_id: str | None,
+    tenant_id: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Add an audit row to `session`; it commits (or rolls back) with the change."""
+    session.add(
+        AuditEntry(
+            at=utcnow(),
+            actor=actor.id,
+            tenant_id=tenant_id,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            source_ip=actor.source_ip,
+            details=details or {},
+        )
+    )

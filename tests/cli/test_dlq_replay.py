@@ -1,0 +1,168 @@
+"""`hookline dlq`, `hookline replay` and `hookline gc` as operators type them (SQLite, and the
+in-memory broker for the replays the CLI runs in its own process)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from common.db import migrate
+from common.db.models import DEAD, PENDING, AuditEntry, Delivery, PoisonMessage, ReplayJob
+from common.db.session import make_engine, make_sessionmaker
+from common.wire import utcnow
+from hookline.cli import app
+from tests import builders
+from tests.dead_letters import dead_letter
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    url = f"sqlite:///{tmp_path}/ops.db"
+    monkeypatch.setenv("HOOKLINE_DATABASE_URL", url)
+    monkeypatch.setenv("HOOKLINE_BROKER_URL", "memory://")
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    with sessions() as session, session.begin():
+        tenant = builders.tenant(session).id
+        a, _ = builders.subscription(session, tenant, "http://127.0.0.1:9/a")
+        b, _ = builders.subscription(session, tenant, "http://127.0.0.1:9/b")
+        dead_a = [dead_letter(session, tenant, a.id).id for _ in range(3)]
+        dead_b = [dead_letter(session, tenant, b.id, reason="endpoint_disabled").id]
+        session.add(
+            PoisonMessage(
+                id="psn_1",
+                source_queue="hookline.events",
+                routing_key="",
+                reason="undecodable",
+                error="Event: bad",
+                body="{not json",
+                encoding="utf-8",
+                headers={},
+                received_at=utcnow(),
+            )
+        )
+    yield {
+        "sessions": sessions,
+        "tenant": tenant,
+        "a": a.id,
+        "b": b.id,
+        "dead_a": dead_a,
+        "dead_b": dead_b,
+    }
+    engine.dispose()
+
+
+def invoke(*args: str, input: str | None = None) -> Any:
+    result = runner.invoke(app, list(args), input=input)
+    return result
+
+
+def statuses(world: dict[str, Any]) -> dict[str, str]:
+    with world["sessions"]() as session:
+        return dict(session.execute(select(Delivery.id, Delivery.status)).tuples().all())
+
+
+def test_dlq_list_prints_json_for_scripts_and_filters(world: dict[str, Any]) -> None:
+    result = invoke("dlq", "list", "--subscription", world["a"], "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert {row["id"] for row in json.loads(result.stdout)["data"]} == set(world["dead_a"])
+
+
+def test_dlq_list_pages_with_the_cursor(world: dict[str, Any]) -> None:
+    first = json.loads(invoke("dlq", "list", "--limit", "3", "-o", "json").stdout)
+    second = json.loads(
+        invoke("dlq", "list", "--limit", "3", "--cursor", first["next_cursor"], "-o", "json").stdout
+    )
+    seen = [r["id"] for r in first["data"] + second["data"]]
+    assert sorted(seen) == sorted(world["dead_a"] + world["dead_b"])
+    assert second["next_cursor"] is None
+
+
+def test_dlq_list_summary_groups_by_reason(world: dict[str, Any]) -> None:
+    result = invoke("dlq", "list", "--summary", "-o", "json")
+    assert json.loads(result.stdout)["by_reason"] == {"max_attempts": 3, "endpoint_disabled": 1}
+    table = invoke("dlq", "list", "--summary")
+    assert table.exit_code == 0 and "max_attempts" in table.output
+
+
+def test_dlq_list_reason_poison_shows_raw_bodies(world: dict[str, Any]) -> None:
+    result = invoke("dlq", "list", "--reason", "poison", "-o", "json")
+    (row,) = json.loads(result.stdout)["data"]
+    assert (row["id"], row["body"], row["error"]) == ("psn_1", "{not json", "Event: bad")
+
+
+def test_dlq_show_prints_the_attempts_and_headers(world: dict[str, Any]) -> None:
+    result = invoke("dlq", "show", world["dead_a"][0], "-o", "json")
+    shown = json.loads(result.stdout)
+    assert shown["status"] == DEAD and shown["headers"]["webhook-id"] == shown["event_id"]
+    assert invoke("dlq", "show", "dlv_nope").exit_code == 1
+
+
+def test_replay_dry_run_changes_nothing(world: dict[str, Any]) -> None:
+    before = statuses(world)
+    result = invoke("replay", "start", "--subscription", world["a"], "--dry-run", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["total"] == 3
+    assert statuses(world) == before
+    with world["sessions"]() as session:
+        assert session.scalars(select(ReplayJob)).all() == []
+
+
+def test_replay_without_a_filter_refuses_unless_all(world: dict[str, Any]) -> None:
+    result = invoke("replay", "start", "--yes")
+    assert result.exit_code == 2 and "--all" in result.output
+
+
+def test_replay_asks_before_it_sends(world: dict[str, Any]) -> None:
+    result = invoke("replay", "start", "--subscription", world["a"], input="n\n")
+    assert result.exit_code == 1
+    assert set(statuses(world).values()) == {DEAD}
+
+
+def test_replay_start_runs_the_job_and_status_reports_it(world: dict[str, Any]) -> None:
+    result = invoke("replay", "start", "--subscription", world["a"], "--yes", "--rate", "unlimited")
+    assert result.exit_code == 0, result.output
+    now = statuses(world)
+    assert {now[i] for i in world["dead_a"]} == {PENDING}
+    assert {now[i] for i in world["dead_b"]} == {DEAD}
+    with world["sessions"]() as session:
+        job = session.scalars(select(ReplayJob)).one()
+        actors = set(session.scalars(select(AuditEntry.actor)))
+    assert (job.state, job.done) == ("completed", 3)
+    assert all(actor.startswith("cli:") for actor in actors)
+    status = json.loads(invoke("replay", "status", job.id, "-o", "json").stdout)
+    assert (status["state"], status["todo"], status["done"]) == ("completed", 0, 3)
+
+
+def test_replay_takes_ids_from_a_file(world: dict[str, Any], tmp_path: Path) -> None:
+    chosen = tmp_path / "ids.txt"
+    chosen.write_text(world["dead_a"][0] + "\n" + world["dead_b"][0] + "\n")
+    result = invoke("replay", "start", "--ids-from", str(chosen), "--yes", "--rate", "100/s")
+    assert result.exit_code == 0, result.output
+    now = statuses(world)
+    assert {i for i, s in now.items() if s == PENDING} == {world["dead_a"][0], world["dead_b"][0]}
+
+
+def test_dlq_purge_needs_a_filter_and_confirmation(world: dict[str, Any]) -> None:
+    assert invoke("dlq", "purge", "--yes").exit_code == 2
+    assert invoke("dlq", "purge", "--reason", "endpoint_disabled", input="n\n").exit_code == 1
+    result = invoke("dlq", "purge", "--reason", "endpoint_disabled", "--yes")
+    assert result.exit_code == 0 and "purged 1" in result.output
+    assert statuses(world)[world["dead_b"][0]] == "cancelled"
+    result = invoke("dlq", "purge", "--reason", "poison", "--all", "--yes")
+    assert "purged 1 poison" in result.output
+
+
+def test_gc_reports_what_it_removed(world: dict[str, Any]) -> None:
+    result = invoke("gc", "--older-than", "30d")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["deliveries"] == 0  # everything here is young or dead

@@ -1,0 +1,125 @@
+"""Resuming orphaned replay jobs without an operator (`dispatcher.replay.resume`), on SQLite
+and PostgreSQL with the in-memory broker: which jobs count as orphans, and a resumed job
+publishing each delivery once."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.models import JOB_COMPLETED, JOB_RUNNING, ReplayJob
+from common.transport import MemoryTransport
+from common.transport import topology as tp
+from common.wire import utcnow
+from dispatcher.deadletters import DeadFilter
+from dispatcher.replay import Runner
+from dispatcher.replay import jobs as replayjobs
+from dispatcher.replay import runner as replay
+from dispatcher.replay.lease import runner_id
+from dispatcher.replay.resume import Resumer, orphans
+from tests import builders
+from tests.dead_letters import dead_letter, published_copies
+
+
+@pytest.fixture
+def broker() -> MemoryTransport:
+    memory = MemoryTransport()
+    memory.declare(tp.build((1.0,)))
+    return memory
+
+
+@pytest.fixture
+def no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay, "AMBIGUOUS_GRACE_S", 0.0)
+
+
+def dead_pid() -> int:
+    """The pid of a process of this host that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def job_of(sessions: sessionmaker[Session], n: int) -> tuple[str, list[str]]:
+    """A running job over `n` dead deliveries of a fresh tenant, and their ids."""
+    with sessions() as session, session.begin():
+        tenant = builders.tenant(session).id
+        sub, _ = builders.subscription(session, tenant, "http://127.0.0.1:9/a")
+        ids = [dead_letter(session, tenant, sub.id).id for _ in range(n)]
+        job, _ = replayjobs.create(session, DeadFilter(subscription=sub.id), actor="t")
+        return job.id, ids
+
+
+def hold(sessions: sessionmaker[Session], job_id: str, **values: Any) -> None:
+    with sessions() as session, session.begin():
+        session.execute(update(ReplayJob).where(ReplayJob.id == job_id).values(**values))
+
+
+def test_orphans_are_running_jobs_whose_runner_is_gone(sessions: sessionmaker[Session]) -> None:
+    killed, _ = job_of(sessions, 1)
+    lapsed, _ = job_of(sessions, 1)
+    alive, _ = job_of(sessions, 1)
+    late, _ = job_of(sessions, 1)  # alive on this host, heartbeat late: a loaded machine
+    stopped, _ = job_of(sessions, 1)  # SIGTERM to `replay start`: the runner was cleared
+    fresh, _ = job_of(sessions, 1)  # created, never taken
+    finished, _ = job_of(sessions, 1)
+    now = utcnow()
+    host = socket.gethostname()[:30]
+    hold(sessions, killed, runner=f"{host}:{dead_pid()}:run1", heartbeat_at=now)
+    hold(sessions, lapsed, runner="elsewhere:1:run2", heartbeat_at=now - timedelta(minutes=5))
+    hold(sessions, alive, runner=runner_id(), heartbeat_at=now)
+    hold(sessions, late, runner=runner_id(), heartbeat_at=now - timedelta(minutes=5))
+    hold(sessions, stopped, runner=None, heartbeat_at=None)
+    hold(sessions, finished, state=JOB_COMPLETED, runner=f"{host}:{dead_pid()}:run3")
+
+    with sessions() as session:
+        found = orphans(session)
+
+    assert set(found) == {killed, lapsed}
+    assert {alive, late, stopped, fresh, finished}.isdisjoint(found)
+
+
+def test_a_resumer_finishes_a_killed_job_and_publishes_each_delivery_once(
+    sessions: sessionmaker[Session], broker: MemoryTransport, no_grace: None
+) -> None:
+    job_id, ids = job_of(sessions, 7)
+    # A runner that got through one batch of three and was killed with the next claimed.
+    stop = threading.Event()
+    first = Runner(broker, sessions, job_id, batch_size=3, keep_claim_on_stop=True)
+    first._acquire()
+    batch = first._batches.claim(3)
+    broker.publish(batch.copies(job_id))
+    first._batches.mark(batch)
+    first._batches.claim(3)  # claimed, never published
+    hold(sessions, job_id, runner=f"{socket.gethostname()[:30]}:{dead_pid()}:run9")
+
+    ran = Resumer(lambda: broker, sessions, retry_tiers_s=(1.0,)).resume_once(stop)
+
+    assert ran == [job_id]
+    with sessions() as session:
+        job = session.get(ReplayJob, job_id)
+        assert job is not None
+        assert (job.state, job.done, job.skipped, job.runner) == (JOB_COMPLETED, 7, 0, None)
+    assert sorted(c.delivery_id for c in published_copies(broker)) == sorted(ids)
+
+
+def test_a_resumer_that_is_stopped_leaves_the_job_to_the_next_one(
+    sessions: sessionmaker[Session], broker: MemoryTransport
+) -> None:
+    job_id, _ = job_of(sessions, 2)
+    stop = threading.Event()
+    stop.set()  # its dispatcher is shutting down
+
+    job = Runner(broker, sessions, job_id, keep_claim_on_stop=True).run(stop)
+
+    assert job.state == JOB_RUNNING and job.runner is not None and job.heartbeat_at is None
+    with sessions() as session:
+        assert orphans(session) == [job_id]
