@@ -26,6 +26,10 @@ def _keyed(api: Api, path: str, body: Any, auth: dict[str, str], key: str) -> An
     return api.client.post(path, json=body, headers={**auth, "Idempotency-Key": key})
 
 
+# A receiver-issued credential in a static header: sealed in the table too (issue 14).
+PASS = {"X-Shared-Pass": "receiver-pass-7f3a9c"}
+
+
 def _credentials_issued(api: Api) -> tuple[list[Any], list[str]]:
     """A tenant, a key, a subscription and a rotation, each with an Idempotency-Key: the
     responses, and every credential they returned."""
@@ -38,7 +42,7 @@ def _credentials_issued(api: Api) -> tuple[list[Any], list[str]]:
     subscription = _keyed(
         api,
         "/v1/subscriptions",
-        {"url": "http://127.0.0.1:9/hook", "event_types": ["order.*"]},
+        {"url": "http://127.0.0.1:9/hook", "event_types": ["order.*"], "headers": PASS},
         auth,
         "sub-1",
     )
@@ -91,7 +95,7 @@ def test_a_replay_still_answers_with_the_credentials_byte_for_byte(api: Api):
         _keyed(
             api,
             "/v1/subscriptions",
-            {"url": "http://127.0.0.1:9/hook", "event_types": ["order.*"]},
+            {"url": "http://127.0.0.1:9/hook", "event_types": ["order.*"], "headers": PASS},
             auth,
             "sub-1",
         ),
@@ -123,7 +127,7 @@ def test_a_pg_dump_of_the_database_holds_none_of_the_credentials(make_api, datab
     ).stdout
 
     assert "idempotency_keys" in dump and "whsec_" not in dump
-    for credential in credentials:
+    for credential in [*credentials, *PASS.values()]:
         assert credential not in dump
 
 
