@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.background import BackgroundThread
 from common.db.models import PENDING, RETRYING, Delivery, Subscription
 from common.metrics import SUBSCRIPTION_STATUSES
 from common.transport import Transport
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 REFRESH_INTERVAL_S = 10.0
 
 
-class BacklogCollector(Collector):
+class BacklogCollector(BackgroundThread, Collector):
     def __init__(
         self,
         transport: Transport,
@@ -43,6 +44,7 @@ class BacklogCollector(Collector):
         *,
         interval_s: float = REFRESH_INTERVAL_S,
     ) -> None:
+        super().__init__("backlog")
         self._transport = transport
         self._sessions = sessions
         self._queues = tuple(queues)
@@ -52,19 +54,14 @@ class BacklogCollector(Collector):
         self._oldest_age_s: float | None = None
         self._subscriptions: dict[str, int] | None = None
         self._refreshed = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="backlog", daemon=True)
 
     def register(self, registry: CollectorRegistry) -> BacklogCollector:
         registry.register(self)
         return self
 
-    def start(self) -> BacklogCollector:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, timeout_s: float | None = None) -> None:
+        # Not waited for by default: a refresh may hang on a broker for its connect budget.
+        super().stop(timeout_s)
 
     def refresh(self) -> None:
         """Read every number once (the thread calls this; tests may call it directly)."""
@@ -103,11 +100,11 @@ class BacklogCollector(Collector):
         age_s = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
         return age_s, {status: int(counts.get(status, 0)) for status in SUBSCRIPTION_STATUSES}
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set():
             started = time.monotonic()
             self.refresh()
-            self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
+            self.stopping.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:

@@ -17,6 +17,14 @@ class ConnectionLostError(TransportError):
     """The connection to the broker dropped; unacked messages will be redelivered."""
 
 
+class BrokerUnavailableError(ConnectionLostError):
+    """The broker cannot be reached now; the transport keeps reconnecting, so retry later."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class PublishError(TransportError):
     """The broker refused a publish (nack) or could not route it (returned)."""
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.background import BackgroundThread
 from common.transport import Transport, topology
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def dependency_checks(sessions: sessionmaker[Session], transport: Transport) -> 
     return {"database": database, "broker": broker}
 
 
-class Readiness:
+class Readiness(BackgroundThread):
     """Runs `checks` every `interval_s` in a daemon thread and remembers what failed.
 
     A check that has not answered within `timeout_s` counts as failed (a broker connection
@@ -64,6 +65,7 @@ class Readiness:
         interval_s: float = CHECK_INTERVAL_S,
         timeout_s: float = CHECK_TIMEOUT_S,
     ) -> None:
+        super().__init__("readiness")
         self._checks = dict(checks)
         self._interval_s = interval_s
         self._timeout_s = timeout_s
@@ -74,15 +76,10 @@ class Readiness:
         self._lock = threading.Lock()
         self._problems: list[str] = ["not checked yet"]
         self._checked_at = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="readiness", daemon=True)
 
-    def start(self) -> Readiness:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, timeout_s: float | None = None) -> None:
+        # Not waited for by default: a hung check holds the thread for up to `timeout_s`.
+        super().stop(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def check_now(self) -> None:
@@ -113,10 +110,10 @@ class Readiness:
             problems.append("readiness checks are stuck")
         return not problems, problems
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set():
             self.check_now()
-            self._stop.wait(self._interval_s)
+            self.stopping.wait(self._interval_s)
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

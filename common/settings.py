@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///hookline.db"
     broker_url: str = "amqp://guest:guest@localhost:5672/%2F"
+    # `memory://` outside `hookline dev`: only tests turn this on (a command's in-memory
+    # broker ends with its process, and whatever it was given with it).
+    allow_memory_broker: bool = False
     admin_token: str | None = None
     secret_key: str | None = None
     retry_schedule: str = DEFAULT_RETRY_SCHEDULE

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.backlog import BacklogCollector
 from common.db.session import make_engine, make_sessionmaker
+from common.errors import ConfigurationError
 from common.health import ProbeServer, Readiness, dependency_checks
 from common.metrics import Metrics
 from common.secretbox import DEV_SECRET_KEY, SecretBox
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
     import uvicorn
 
 log = logging.getLogger(__name__)
+
+# How long a process whose callers are waiting people (the API, a one-shot command) waits
+# for RabbitMQ before answering "unavailable": the transport keeps reconnecting meanwhile.
+WAITING_CALLER_CONNECT_S = 1.5
+MEMORY_URL = "memory://"
 
 
 @dataclass
@@ -52,17 +58,40 @@ def secret_box_for(settings: Settings, *, dev: bool = False) -> SecretBox:
     return SecretBox(DEV_SECRET_KEY)
 
 
+def require_real_broker(settings: Settings) -> None:
+    """Refuse `memory://` outside `hookline dev` and the tests: a command's in-memory broker
+    lives and dies with its process, so an event published to it is acknowledged and lost."""
+    if settings.broker_url.startswith(MEMORY_URL) and not settings.allow_memory_broker:
+        raise ConfigurationError(
+            "HOOKLINE_BROKER_URL=memory:// is the embedded broker of `hookline dev` and the "
+            "tests only; set it to your RabbitMQ (amqp://...)"
+        )
+
+
+def command_transport(settings: Settings) -> Transport:
+    """The broker of a one-shot command (`hookline publish`): a real one, and an answer
+    within seconds when it is unreachable."""
+    require_real_broker(settings)
+    return open_transport(settings.broker_url, connect_budget_s=WAITING_CALLER_CONNECT_S)
+
+
 def build_runtime(
     settings: Settings,
     *,
     memory: MemoryBroker | None = None,
     pool_size: int = 5,
     dev: bool = False,
+    caller_waits: bool = False,
 ) -> Runtime:
+    """What a process needs. `memory` (a broker shared in-process) and `dev` allow
+    `memory://`; `caller_waits` (the API) bounds a wait for RabbitMQ by seconds."""
+    if memory is None and not dev:
+        require_real_broker(settings)
     engine = make_engine(settings.database_url, pool_size=pool_size)
+    budget_s = WAITING_CALLER_CONNECT_S if caller_waits else None
     return Runtime(
         settings=settings,
-        transport=open_transport(settings.broker_url, memory=memory),
+        transport=open_transport(settings.broker_url, memory=memory, connect_budget_s=budget_s),
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
         metrics=Metrics(

@@ -17,11 +17,17 @@ __all__ = [
 ]
 
 
-def open_transport(url: str, *, memory: MemoryBroker | None = None) -> Transport:
-    """A transport for `url`: `memory://` for the embedded broker, `amqp://` for RabbitMQ."""
+def open_transport(
+    url: str, *, memory: MemoryBroker | None = None, connect_budget_s: float | None = None
+) -> Transport:
+    """A transport for `url`: `memory://` for the embedded broker, `amqp://` for RabbitMQ.
+    `connect_budget_s`: how long a caller may wait for RabbitMQ (the transport's default
+    when None) before it gets `BrokerUnavailableError`."""
     if url.startswith("memory://"):
         return MemoryTransport(memory)
     # Imported here so that only code that talks to RabbitMQ loads pika.
     from common.transport.rabbitmq import RabbitTransport
 
-    return RabbitTransport(url)
+    if connect_budget_s is None:
+        return RabbitTransport(url)
+    return RabbitTransport(url, connect_budget_s=connect_budget_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,11 +13,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from common.errors import BrokerUnavailableError, TransportError
 from hookline.api.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_PROBLEMS = 10
+RETRY_AFTER_S = 1  # a broker that is away: long enough not to hammer it while it restarts
 _CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -118,6 +121,16 @@ async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "database_unavailable", "the database is unavailable; retry later")
 
 
+async def _broker_down(_request: Request, exc: Exception) -> JSONResponse:
+    # Whatever route reached the broker: it is away (or refused the work), not a bug here.
+    log.warning("broker unavailable", extra={"error": type(exc).__name__})
+    retry_after_s = exc.retry_after_s if isinstance(exc, BrokerUnavailableError) else RETRY_AFTER_S
+    return error_response(
+        503, "broker_unavailable", "the message broker is unavailable; retry later",
+        {"Retry-After": str(math.ceil(retry_after_s))},
+    )  # fmt: skip
+
+
 async def _internal(_request: Request, _exc: Exception) -> JSONResponse:
     # Starlette re-raises the exception after this answer, so the server still logs it.
     return error_response(500, "internal", "internal server error")
@@ -128,4 +141,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(TransportError, _broker_down)
     app.add_exception_handler(Exception, _internal)

@@ -21,9 +21,16 @@ from hookline.cli.dlq import dlq_app, gc
 from hookline.cli.replay import replay_app, replay_resumer
 from hookline.cli.secrets import require_usable_key, secrets_app
 from hookline.cli.tenants import tenant_app
-from hookline.runtime import api_server, build_runtime, serve_probes
+from hookline.failures import OneLineErrors
+from hookline.runtime import (
+    api_server,
+    build_runtime,
+    command_transport,
+    require_real_broker,
+    serve_probes,
+)
 
-app = typer.Typer(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
+app = OneLineErrors(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(tenant_app, name="tenant")
@@ -45,14 +52,17 @@ def _settings(**overrides: object) -> Settings:
     return settings
 
 
-def _require_real_secrets(settings: Settings, *, admin: bool = False) -> None:
-    """Outside `hookline dev`, refuse to run on a missing, weak or wrong secret key."""
+def _require_real_secrets(settings: Settings, *, admin: bool = False, broker: bool = True) -> None:
+    """Outside `hookline dev`, refuse to run on a missing, weak or wrong secret key (and,
+    first, on the in-memory broker: a setting refused before the database is touched)."""
     try:
+        if broker:
+            require_real_broker(settings)
         require_usable_key(settings)
         if admin and settings.admin_token is not None:
             check_admin_token(settings.admin_token)
     except ConfigurationError as exc:
-        console.print(f"[red]refusing to start:[/red] {exc}", soft_wrap=True)  # one line
+        typer.echo(f"hookline: refusing to start: {exc}", err=True)  # one line, as elsewhere
         raise typer.Exit(2) from None
 
 
@@ -90,7 +100,7 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the HTTP API (control plane and event ingest)."""
     settings = _settings()
     _require_real_secrets(settings, admin=True)
-    runtime = build_runtime(settings, pool_size=20)
+    runtime = build_runtime(settings, pool_size=20, caller_waits=True)
     server = api_server(runtime, host, port)
     stop = threading.Event()
     install_stop_handlers(stop)
@@ -171,7 +181,7 @@ def migrate() -> None:
     settings = _settings()
     db_migrate.upgrade(settings.database_url, secret_key=settings.secret_key)
     if settings.secret_key:  # write (or check) the key canary now, not at the first start
-        _require_real_secrets(settings)
+        _require_real_secrets(settings, broker=False)
     console.print("[green]database is up to date[/green]")
 
 
@@ -207,7 +217,10 @@ def publish(
         raise typer.BadParameter(f"--data is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise typer.BadParameter("--data must be a JSON object")
-    with Producer(settings) as producer:
+    with (
+        command_transport(settings) as transport,
+        Producer(settings, transport=transport) as producer,
+    ):
         try:
             published = producer.publish(
                 event_type, payload, tenant=tenant, id=event_id, operation=operation

@@ -20,7 +20,7 @@ from hookline.services.rewrap import BATCH_SIZE, rewrap_all
 secrets_app = typer.Typer(
     help="Manage what is sealed under HOOKLINE_SECRET_KEY.", no_args_is_help=True
 )
-# A database that is still starting is waited for this long before the check gives up.
+# A PostgreSQL that is still starting is waited for this long before the check gives up.
 CANARY_WAIT_S = 30.0
 
 
@@ -31,7 +31,9 @@ def require_usable_key(settings: Settings) -> SecretBox:
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         sessions = make_sessionmaker(engine)
-        retry_database(lambda: canary.check(sessions, box), bound_s=CANARY_WAIT_S)
+        # A file never "starts up": an SQLite error (no table yet) is not worth waiting on.
+        wait_s = 0.0 if engine.dialect.name == "sqlite" else CANARY_WAIT_S
+        retry_database(lambda: canary.check(sessions, box), bound_s=wait_s)
     except DBAPIError as exc:
         raise ConfigurationError(
             f"cannot read the key canary ({type(exc.orig).__name__}): is the database "

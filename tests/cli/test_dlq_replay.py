@@ -28,6 +28,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     url = f"sqlite:///{tmp_path}/ops.db"
     monkeypatch.setenv("HOOKLINE_DATABASE_URL", url)
     monkeypatch.setenv("HOOKLINE_BROKER_URL", "memory://")
+    monkeypatch.setenv("HOOKLINE_ALLOW_MEMORY_BROKER", "true")  # a test, not an operator
     migrate.upgrade(url)
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)

@@ -14,8 +14,8 @@ from tests.api.support import Api
 KEY_LIKE_TOKEN = "hl_admin_0123456789abcdef"
 
 
-def test_an_admin_token_that_looks_like_an_api_key_is_admitted_on_the_ops_routes(make_api):
-    api: Api = make_api(admin_token=KEY_LIKE_TOKEN)
+def test_an_admin_token_that_looks_like_an_api_key_is_admitted_on_the_ops_routes(make_db_api):
+    api: Api = make_db_api(admin_token=KEY_LIKE_TOKEN)
     admin = {"Authorization": f"Bearer {KEY_LIKE_TOKEN}"}
 
     listed = api.client.get("/v1/dead-letters", headers=admin)
@@ -25,8 +25,8 @@ def test_an_admin_token_that_looks_like_an_api_key_is_admitted_on_the_ops_routes
     assert summary.status_code == 200, summary.text
 
 
-def test_api_keys_and_wrong_tokens_still_meet_their_own_checks_on_the_ops_routes(make_api):
-    api: Api = make_api(admin_token=KEY_LIKE_TOKEN)
+def test_api_keys_and_wrong_tokens_still_meet_their_own_checks_on_the_ops_routes(make_db_api):
+    api: Api = make_db_api(admin_token=KEY_LIKE_TOKEN)
     response = api.client.post(
         "/v1/tenants", json={"name": "acme"}, headers={"Authorization": f"Bearer {KEY_LIKE_TOKEN}"}
     )
@@ -73,6 +73,7 @@ def test_the_cli_creates_narrow_keys_by_default(api: Api, monkeypatch: pytest.Mo
     tenant_id, _ = api.tenant()
     monkeypatch.setenv("HOOKLINE_DATABASE_URL", api.engine.url.render_as_string(False))
     monkeypatch.setenv("HOOKLINE_BROKER_URL", "memory://")
+    monkeypatch.setenv("HOOKLINE_ALLOW_MEMORY_BROKER", "true")
 
     default = CliRunner().invoke(app, ["tenant", "key", "create", tenant_id])
     explicit = CliRunner().invoke(

@@ -72,6 +72,7 @@ def test_dlq_show_masks_every_header_value(api: Api, monkeypatch: pytest.MonkeyP
     _, delivery_id, _ = _subscribed(api)
     monkeypatch.setenv("HOOKLINE_DATABASE_URL", str(api.engine.url.render_as_string(False)))
     monkeypatch.setenv("HOOKLINE_BROKER_URL", "memory://")
+    monkeypatch.setenv("HOOKLINE_ALLOW_MEMORY_BROKER", "true")
 
     for output in ("json", "table"):
         result = CliRunner().invoke(app, ["dlq", "show", delivery_id, "-o", output])

@@ -111,15 +111,15 @@ def test_a_replay_still_answers_with_the_credentials_byte_for_byte(api: Api):
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_a_pg_dump_of_the_database_holds_none_of_the_credentials(make_api, database_url):
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_pg_dump_of_the_database_holds_none_of_the_credentials(make_db_api, db_url):
     pg_dump = shutil.which("pg_dump")
     assert pg_dump is not None, "pg_dump is installed with PostgreSQL"
-    api: Api = make_api()
+    api: Api = make_db_api()
     _, credentials = _credentials_issued(api)
 
     dump = subprocess.run(
-        [pg_dump, "--data-only", database_url.replace("postgresql+psycopg://", "postgresql://")],
+        [pg_dump, "--data-only", db_url.replace("postgresql+psycopg://", "postgresql://")],
         check=True,
         capture_output=True,
         text=True,
@@ -152,8 +152,8 @@ def _count(api: Api) -> int:
         return int(session.scalar(select(func.count()).select_from(IdempotencyRecord)) or 0)
 
 
-def test_expired_answers_are_deleted_in_bounded_batches(make_api):
-    api: Api = make_api(idempotency_ttl_s=3600)
+def test_expired_answers_are_deleted_in_bounded_batches(make_db_api):
+    api: Api = make_db_api(idempotency_ttl_s=3600)
     _age(api, 25, age=timedelta(hours=2), prefix="old")
     _age(api, 3, age=timedelta(minutes=5), prefix="young")
 
@@ -165,8 +165,8 @@ def test_expired_answers_are_deleted_in_bounded_batches(make_api):
     assert _count(api) == 3
 
 
-def test_the_api_deletes_expired_answers_as_it_takes_new_ones(make_api):
-    api: Api = make_api(idempotency_ttl_s=3600)
+def test_the_api_deletes_expired_answers_as_it_takes_new_ones(make_db_api):
+    api: Api = make_db_api(idempotency_ttl_s=3600)
     _age(api, 30, age=timedelta(hours=2), prefix="old")
 
     fresh = _keyed(api, "/v1/tenants", {"name": "acme"}, api.admin, "tenant-1")
@@ -175,8 +175,8 @@ def test_the_api_deletes_expired_answers_as_it_takes_new_ones(make_api):
     assert _count(api) == 1
 
 
-def test_an_answer_older_than_the_ttl_is_not_replayed(make_api):
-    api: Api = make_api(idempotency_ttl_s=3600)
+def test_an_answer_older_than_the_ttl_is_not_replayed(make_db_api):
+    api: Api = make_db_api(idempotency_ttl_s=3600)
     first = _keyed(api, "/v1/tenants", {"name": "acme"}, api.admin, "tenant-1")
     with api.sessionmaker.begin() as session:
         for row in session.scalars(select(IdempotencyRecord)):
@@ -189,11 +189,11 @@ def test_an_answer_older_than_the_ttl_is_not_replayed(make_api):
     assert again.json()["id"] != first.json()["id"]
 
 
-def test_a_replay_whose_credentials_cannot_be_opened_says_it_left_them_out(make_api):
+def test_a_replay_whose_credentials_cannot_be_opened_says_it_left_them_out(make_db_api):
     first_key, other_key = "1f" * 32, "2e" * 32
-    api: Api = make_api(secret_key=first_key)
+    api: Api = make_db_api(secret_key=first_key)
     first = _keyed(api, "/v1/tenants", {"name": "acme"}, api.admin, "tenant-1")
-    rekeyed: Api = make_api(secret_key=other_key)
+    rekeyed: Api = make_db_api(secret_key=other_key)
 
     again = _keyed(rekeyed, "/v1/tenants", {"name": "acme"}, api.admin, "tenant-1")
 

@@ -28,14 +28,15 @@ NEW_KEY = secrets.token_urlsafe(32)
 runner = CliRunner()
 
 
-def _settings(database_url: str, secret_key: str) -> Settings:
-    return Settings(database_url=database_url, secret_key=secret_key)
+def _settings(db_url: str, secret_key: str) -> Settings:
+    return Settings(database_url=db_url, secret_key=secret_key)
 
 
-def _env(database_url: str, secret_key: str) -> dict[str, str]:
+def _env(db_url: str, secret_key: str) -> dict[str, str]:
     return {
-        "HOOKLINE_DATABASE_URL": database_url,
+        "HOOKLINE_DATABASE_URL": db_url,
         "HOOKLINE_BROKER_URL": "memory://",
+        "HOOKLINE_ALLOW_MEMORY_BROKER": "true",
         "HOOKLINE_SECRET_KEY": secret_key,
         "HOOKLINE_ADMIN_TOKEN": secrets.token_hex(16),
     }
@@ -53,12 +54,13 @@ def _subscription(sessions: sessionmaker[Session], box: SecretBox) -> str:
 
 
 def test_the_first_start_writes_the_canary_and_a_later_start_with_another_key_is_refused(
-    database_url: str, sessions: sessionmaker[Session]
+    db_url: str, db_sessions: sessionmaker[Session]
 ):
-    require_usable_key(_settings(database_url, OLD_KEY))
+    sessions = db_sessions
+    require_usable_key(_settings(db_url, OLD_KEY))
 
     with pytest.raises(ConfigurationError) as refused:
-        require_usable_key(_settings(database_url, NEW_KEY))
+        require_usable_key(_settings(db_url, NEW_KEY))
 
     message = str(refused.value)
     assert "HOOKLINE_SECRET_KEY" in message and "\n" not in message
@@ -68,25 +70,26 @@ def test_the_first_start_writes_the_canary_and_a_later_start_with_another_key_is
 
 
 def test_a_first_start_with_a_key_that_cannot_open_stored_secrets_writes_no_canary(
-    database_url: str, sessions: sessionmaker[Session]
+    db_url: str, db_sessions: sessionmaker[Session]
 ):
+    sessions = db_sessions
     _subscription(sessions, SecretBox(OLD_KEY))
 
     with pytest.raises(ConfigurationError, match="cannot open the secrets stored"):
-        require_usable_key(_settings(database_url, NEW_KEY))
+        require_usable_key(_settings(db_url, NEW_KEY))
 
     with sessions() as session:
         assert session.get(SecretCanary, 1) is None
-    require_usable_key(_settings(database_url, OLD_KEY))
+    require_usable_key(_settings(db_url, OLD_KEY))
 
 
 @pytest.mark.parametrize("command", [["api", "--port", "1"], ["dispatcher"], ["router"]])
 def test_services_refuse_to_start_on_a_key_that_does_not_open_the_canary(
-    database_url: str, command: list[str]
+    db_url: str, command: list[str]
 ):
-    assert runner.invoke(app, ["migrate"], env=_env(database_url, OLD_KEY)).exit_code == 0
+    assert runner.invoke(app, ["migrate"], env=_env(db_url, OLD_KEY)).exit_code == 0
 
-    result = runner.invoke(app, command, env=_env(database_url, NEW_KEY))
+    result = runner.invoke(app, command, env=_env(db_url, NEW_KEY))
 
     assert result.exit_code == 2, result.output
     assert "refusing to start" in result.output
@@ -117,10 +120,10 @@ def require_ring_is_checked_as_a_whole() -> bool:
     return True
 
 
-def test_a_service_with_the_new_key_first_and_the_old_one_after_it_starts(database_url: str):
-    require_usable_key(_settings(database_url, OLD_KEY))
+def test_a_service_with_the_new_key_first_and_the_old_one_after_it_starts(db_url: str):
+    require_usable_key(_settings(db_url, OLD_KEY))
 
-    require_usable_key(_settings(database_url, f"{NEW_KEY},{OLD_KEY}"))
+    require_usable_key(_settings(db_url, f"{NEW_KEY},{OLD_KEY}"))
 
 
 # (c) rewrap
@@ -138,9 +141,9 @@ def _sealed_values(sessions: sessionmaker[Session]) -> list[str]:
     return [v for v in values if v is not None]
 
 
-def test_rewrap_reseals_every_stored_secret_under_the_first_key(make_api, database_url: str):
-    old: Api = make_api(secret_key=OLD_KEY)
-    require_usable_key(_settings(database_url, OLD_KEY))
+def test_rewrap_reseals_every_stored_secret_under_the_first_key(make_db_api, db_url: str):
+    old: Api = make_db_api(secret_key=OLD_KEY)
+    require_usable_key(_settings(db_url, OLD_KEY))
     tenant = old.client.post(
         "/v1/tenants", json={"name": "a"}, headers={**old.admin, "Idempotency-Key": "t"}
     )
@@ -159,7 +162,7 @@ def test_rewrap_reseals_every_stored_secret_under_the_first_key(make_api, databa
         old.client.post(f"/v1/subscriptions/{created.json()['id']}/rotate-secret", headers=auth)
     before = _sealed_values(old.sessionmaker)
     assert len(before) == 3 * 4 + 4 + 1  # secret, previous, key, header; 4 answers; canary
-    env = _env(database_url, f"{NEW_KEY},{OLD_KEY}")
+    env = _env(db_url, f"{NEW_KEY},{OLD_KEY}")
 
     first = runner.invoke(app, ["secrets", "rewrap", "--batch-size", "2"], env=env)
     again = runner.invoke(app, ["secrets", "rewrap"], env=env)
@@ -172,13 +175,13 @@ def test_rewrap_reseals_every_stored_secret_under_the_first_key(make_api, databa
     new_only = SecretBox(NEW_KEY)
     after = _sealed_values(old.sessionmaker)
     assert [new_only.open(v) for v in after] == [SecretBox(OLD_KEY).open(v) for v in before]
-    require_usable_key(_settings(database_url, NEW_KEY))
+    require_usable_key(_settings(db_url, NEW_KEY))
 
 
-def test_rewrap_refuses_to_run_with_a_key_that_opens_nothing(database_url: str):
-    require_usable_key(_settings(database_url, OLD_KEY))
+def test_rewrap_refuses_to_run_with_a_key_that_opens_nothing(db_url: str):
+    require_usable_key(_settings(db_url, OLD_KEY))
 
-    result = runner.invoke(app, ["secrets", "rewrap"], env=_env(database_url, NEW_KEY))
+    result = runner.invoke(app, ["secrets", "rewrap"], env=_env(db_url, NEW_KEY))
 
     assert result.exit_code == 2
     assert "cannot open the secrets stored" in result.output
@@ -211,8 +214,8 @@ def test_random_keys_are_accepted(strong: str):
     assert check_secret_key(strong) == strong
 
 
-def test_a_weak_key_stops_the_dispatcher_before_it_starts(database_url: str):
-    result = runner.invoke(app, ["dispatcher"], env=_env(database_url, "aaaaaaaaaaaaaaaa"))
+def test_a_weak_key_stops_the_dispatcher_before_it_starts(db_url: str):
+    result = runner.invoke(app, ["dispatcher"], env=_env(db_url, "aaaaaaaaaaaaaaaa"))
 
     assert result.exit_code == 2
     assert "openssl rand -hex 32" in result.output

@@ -234,10 +234,10 @@ def _pika_frames(channel: int, message: Outgoing, correlation_id: str, body_max:
     ],
 )  # fmt: skip
 def test_publish_frames_are_the_bytes_pika_marshals(message: Outgoing) -> None:
-    from common.transport.rabbitmq import _Frames
+    from common.transport.rabbitmq.frames import Frames
 
     body_max = 128  # small, so that the long body spans several body frames
-    frames = _Frames(channel=3, body_max=body_max)
+    frames = Frames(channel=3, body_max=body_max)
 
     for tag in ("1", "12345"):
         assert frames.publish(message, tag) == _pika_frames(3, message, tag, body_max)

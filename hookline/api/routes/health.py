@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from common.transport import topology
 from hookline.api.deps import Services, get_services
-from hookline.api.errors import ApiError, documented
+from hookline.api.errors import RETRY_AFTER_S, ApiError, documented
 from hookline.api.schemas import Health
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,10 @@ def readyz(services: Services = Depends(get_services)) -> Health:
         log.warning("readiness: broker check failed", extra={"error": type(exc).__name__})
         problems.append("broker unreachable")
     if problems:
-        raise ApiError(503, "not_ready", "not ready: " + ", ".join(problems))
+        raise ApiError(
+            503, "not_ready", "not ready: " + ", ".join(problems),
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )  # fmt: skip
     return Health(status="ready")
 
 
