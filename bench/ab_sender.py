@@ -30,7 +30,7 @@ from bench.stack import _cpu_s, wait_http
 from common.settings import Settings
 from common.signing import new_secret
 from common.wire import DeliveryMessage, Event
-from dispatcher import sender as current
+from dispatcher.http import client as current
 from dispatcher.subscriptions import Endpoint
 from tests.processes import free_port
 

@@ -25,7 +25,7 @@ from bench.pipeline import open_model, start_services
 from bench.stack import Stack, load_average, percentile, stack
 from common.settings import Settings
 from common.wire import DeliveryMessage, Event
-from dispatcher.sender import Sender
+from dispatcher.http import Sender
 from dispatcher.subscriptions import Endpoint
 from producer import Producer
 

@@ -35,7 +35,7 @@ from common.db.session import make_engine, make_sessionmaker
 from common.secretbox import SecretBox
 from common.settings import Settings
 from common.wire import DeliveryMessage, Event
-from dispatcher.sender import Sender
+from dispatcher.http import Sender
 from dispatcher.subscriptions import Endpoint
 from tests import builders
 from tests.processes import HOOKLINE, free_port

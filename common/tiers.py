@@ -2,7 +2,7 @@
 
 A delay is realised by a TTL queue, so only delays that have a queue are possible. Each delay
 `d` of the schedule therefore gets three tiers, `d·(1-j)`, `d` and `d·(1+j)`, and a retry
-picks one of them at random (`dispatcher/schedule.py`): a burst of failures at one instant
+picks one of them at random (`dispatcher/policy/retry.py`): a burst of failures at one instant
 comes back spread over `2·j·d` instead of as one thundering herd. With `j = 0` there is one
 tier per delay. Every process that declares the topology, and the backlog gauge that counts
 the tiers, uses this same list.

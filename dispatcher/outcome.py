@@ -7,8 +7,8 @@ from datetime import datetime
 
 from common.transport import Message
 from common.wire import DeliveryMessage
-from dispatcher.classify import Decision
-from dispatcher.sender import SendResult
+from dispatcher.http import SendResult
+from dispatcher.policy.retry import Decision
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class Attempted:
 
 @dataclass(frozen=True)
 class Deferred:
-    """Held back without an attempt (paused endpoint, later a gate): comes back after a delay."""
+    """Held back without an attempt (a paused endpoint, or admission: an open circuit, a
+    full lane or endpoint, a rate limit): comes back after a delay."""
 
     message: Message
     delivery: DeliveryMessage

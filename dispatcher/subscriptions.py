@@ -4,6 +4,11 @@ Entries are loaded on first use (one query by id) and kept fresh by one query ev
 `subscription_refresh_s` for the rows whose `updated_at` moved, so a delivery never costs a
 database read of its own. Secrets and static header values are decrypted once, when a row
 is loaded.
+
+An entry is never served older than `refresh_s` (the contract: a change, a rotated-out
+secret say, takes effect within HOOKLINE_SUBSCRIPTION_REFRESH_S): a caller that finds its
+entry stale while another thread refreshes waits for that refresh, and reloads the entry
+itself if the refresh did not bring it up to date.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -76,6 +80,13 @@ def _endpoint(row: Subscription, box: SecretBox) -> Endpoint:
     )
 
 
+@dataclass(frozen=True)
+class _Entry:
+    endpoint: Endpoint
+    read_at: float  # monotonic: when its row was read (or, by a refresh, last checked)
+    stored: int  # the order entries were stored in, to tell what a refresh covered
+
+
 class SubscriptionCache:
     """Thread-safe; `get` is called from every sending thread."""
 
@@ -85,12 +96,16 @@ class SubscriptionCache:
         self._sessionmaker = sessionmaker
         self._box = box
         self._refresh_s = refresh_s
-        self._entries: dict[str, tuple[Endpoint, float]] = {}  # id -> (endpoint, loaded at)
+        self._entries: dict[str, _Entry] = {}
+        self._stored = 0  # entries stored so far (the `stored` of the newest)
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self._refreshing = threading.Lock()
         self._watermark = utcnow()
+        # When the last refresh began to read, and the entries it covered (those stored
+        # before it took its list): each of them is as fresh as that.
         self._refreshed_at = time.monotonic()
+        self._covered = 0
         self._count: int | None = None  # rows in the table at the last refresh
 
     def get(self, subscription_id: str) -> Endpoint | None:
@@ -99,6 +114,14 @@ class SubscriptionCache:
         cached = self._cached(subscription_id)
         if cached is not None:
             return cached
+        if subscription_id in self._entries:
+            # Stale: another thread is refreshing (this one would have). Wait for it rather
+            # than sign with what may be a rotated-out secret, or POST to an old URL.
+            with self._refreshing:
+                pass
+            cached = self._cached(subscription_id)
+            if cached is not None:
+                return cached
         # One load per id: a burst for a new subscription must not become a burst of reads.
         with self._lock:
             loading = self._loading.setdefault(subscription_id, threading.Lock())
@@ -106,40 +129,55 @@ class SubscriptionCache:
             cached = self._cached(subscription_id)
             if cached is not None:
                 return cached
+            read_at = time.monotonic()
             with self._sessionmaker() as session:
                 row = session.get(Subscription, subscription_id)
                 endpoint = _endpoint(row, self._box) if row is not None else None
             with self._lock:
                 self._loading.pop(subscription_id, None)
                 if endpoint is not None:
-                    self._entries[subscription_id] = (endpoint, time.monotonic())
+                    self._stored += 1
+                    self._entries[subscription_id] = _Entry(endpoint, read_at, self._stored)
+                else:
+                    self._entries.pop(subscription_id, None)
             return endpoint
 
     def peek(self, subscription_id: str) -> Endpoint | None:
         """The cached entry, if any, without loading or refreshing: for scheduling hints.
         Without the lock: one dict read is atomic, and a hint may be a moment old."""
         cached = self._entries.get(subscription_id)
-        return cached[0] if cached is not None else None
+        return cached.endpoint if cached is not None else None
 
     def _cached(self, subscription_id: str) -> Endpoint | None:
+        """The entry if it is fresh: read, or confirmed by a refresh, within `refresh_s`."""
         with self._lock:
             cached = self._entries.get(subscription_id)
-        if cached is None or time.monotonic() - cached[1] >= MAX_ENTRY_AGE_S:
+            refreshed_at = self._refreshed_at if cached and cached.stored <= self._covered else 0.0
+        if cached is None:
             return None
-        return cached[0]
+        now = time.monotonic()
+        if now - cached.read_at >= MAX_ENTRY_AGE_S:
+            return None
+        if now - max(cached.read_at, refreshed_at) >= self._refresh_s:
+            return None
+        return cached.endpoint
 
     def refresh_if_due(self) -> None:
         """One query for rows changed since the last refresh; one caller does it at a time."""
         if time.monotonic() - self._refreshed_at < self._refresh_s:
             return
         if not self._refreshing.acquire(blocking=False):
-            return  # another thread is refreshing; the entries it replaces are fine meanwhile
+            return  # another thread is refreshing; `get` waits for it if its entry is stale
         try:
+            if time.monotonic() - self._refreshed_at < self._refresh_s:
+                return  # done by another thread since the check above
             started = utcnow()
+            started_at = time.monotonic()
             since = self._watermark - REFRESH_OVERLAP
             with self._sessionmaker() as session:
                 with self._lock:
                     held = set(self._entries)
+                    covered = self._stored
                 # The table's row count rides along (one row even when nothing changed): a
                 # deleted row never shows up as changed, but the count tells it went away.
                 total = select(func.count().label("n")).select_from(Subscription).subquery()
@@ -158,13 +196,13 @@ class SubscriptionCache:
                     )
                     gone = held - present
                 self._count = count
-            self._store(loaded)
-            if gone:
-                with self._lock:
-                    for subscription_id in gone:
-                        self._entries.pop(subscription_id, None)
+            with self._lock:
+                for endpoint in loaded:
+                    self._entries[endpoint.id] = _Entry(endpoint, started_at, covered)
+                for subscription_id in gone:
+                    self._entries.pop(subscription_id, None)
+                self._refreshed_at, self._covered = started_at, covered
             self._watermark = started
-            self._refreshed_at = time.monotonic()
         finally:
             self._refreshing.release()
 
@@ -173,14 +211,7 @@ class SubscriptionCache:
         with self._lock:
             cached = self._entries.get(subscription_id)
             if cached is not None:
-                endpoint, loaded_at = cached
                 disabled = dataclasses.replace(
-                    endpoint, status=SUB_DISABLED, disabled_reason=reason
+                    cached.endpoint, status=SUB_DISABLED, disabled_reason=reason
                 )
-                self._entries[subscription_id] = (disabled, loaded_at)
-
-    def _store(self, endpoints: Iterable[Endpoint]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for endpoint in endpoints:
-                self._entries[endpoint.id] = (endpoint, now)
+                self._entries[subscription_id] = dataclasses.replace(cached, endpoint=disabled)

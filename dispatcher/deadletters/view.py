@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.db.models import Attempt, Delivery, EventRow, Subscription
-from dispatcher.sender import RESERVED_HEADERS, USER_AGENT
+from dispatcher.http import RESERVED_HEADERS, USER_AGENT
 
 MASK = "***"
 

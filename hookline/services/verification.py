@@ -21,9 +21,15 @@ from common.errors import UnsafeTargetError
 from common.settings import Settings
 from common.ssrf import Resolver, check_url
 from common.wire import new_id
-from dispatcher.connection import Pool, tls_context
-from dispatcher.http_exchange import DeadlineExceeded, ProtocolError
-from dispatcher.sender import build_headers, request_bytes, request_target
+from dispatcher.http import (
+    DeadlineExceeded,
+    Pool,
+    ProtocolError,
+    build_headers,
+    request_bytes,
+    request_target,
+    tls_context,
+)
 
 VERIFICATION_TYPE = "webhook.verification"
 MAX_ANSWER_BYTES = 16 * 1024

@@ -15,7 +15,7 @@ from common.settings import Settings
 from common.signing import new_secret, verify_public
 from common.ssrf import system_resolver
 from common.wire import DeliveryMessage, new_id
-from dispatcher.sender import Sender
+from dispatcher.http import Sender
 from dispatcher.subscriptions import SubscriptionCache
 from hookline.api.deps import Services
 from hookline.receiver import Received, Receiver, Reply

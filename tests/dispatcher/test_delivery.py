@@ -17,7 +17,7 @@ from common.transport import MemoryTransport
 from common.transport import topology as tp
 from common.transport.topology import Queue, Topology
 from common.wire import DeliveryMessage, Event, decode
-from dispatcher.sender import Sender, SendResult
+from dispatcher.http import Sender, SendResult
 from dispatcher.subscriptions import Endpoint
 from dispatcher.worker import Dispatcher
 from hookline.receiver import Receiver, Reply

@@ -6,35 +6,21 @@ connections, a bug here): the caller always has something to record.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import quote, urlsplit
 
-from common import __version__
 from common.errors import UnsafeTargetError
 from common.settings import Settings
-from common.signing import signature_header
 from common.ssrf import CachingResolver, Resolver, Target, check_url, system_resolver
-from common.wire import DeliveryMessage, Event, utcnow
-from dispatcher.connection import Pools
-from dispatcher.http_exchange import DeadlineExceeded, ProtocolError
+from common.wire import DeliveryMessage, utcnow
+from dispatcher.http.exchange import DeadlineExceeded, ProtocolError
+from dispatcher.http.pool import Pools
+from dispatcher.http.request import build_headers, request_bytes, request_target, webhook_body
 from dispatcher.subscriptions import Endpoint
 
 log = logging.getLogger(__name__)
-
-USER_AGENT = f"Hookline/{__version__}"
-# Headers Hookline owns; a subscription's static headers cannot replace them.
-RESERVED_HEADERS = frozenset(
-    {
-        "webhook-id", "webhook-timestamp", "webhook-signature", "content-type",
-        "content-length", "transfer-encoding", "user-agent", "host", "connection",
-    }
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,7 +40,8 @@ class SendResult:
 
 
 class Gate(Protocol):
-    """Admission per endpoint (in-flight cap, circuit breaker, rate limit) around a POST."""
+    """Admission per endpoint around a POST; the dispatcher's is `EndpointGate`
+    (`dispatcher/policy/admission/`), which decides; the sender only asks."""
 
     def enter(self, endpoint: Endpoint) -> bool:
         """False defers the delivery without an attempt."""
@@ -63,72 +50,14 @@ class Gate(Protocol):
 
 
 class OpenGate:
-    """Lets everything through: the gate until per-endpoint isolation exists."""
+    """Lets everything through: the gate of a sender without admission control (a sender
+    built on its own, as tests and benchmarks do); the dispatcher passes its `EndpointGate`."""
 
     def enter(self, endpoint: Endpoint) -> bool:
         return True
 
     def leave(self, endpoint: Endpoint, result: SendResult) -> None:
         return None
-
-
-def webhook_body(event: Event) -> bytes:
-    return json.dumps(event.webhook_body(), separators=(",", ":")).encode()
-
-
-def build_headers(
-    static: Mapping[str, str],
-    msg_id: str,
-    timestamp: int,
-    body: bytes,
-    secrets: Sequence[str],
-) -> dict[str, str]:
-    """The request headers: the subscription's own first, then the ones Hookline owns."""
-    headers = {k: v for k, v in static.items() if k.lower() not in RESERVED_HEADERS}
-    headers.update(
-        {
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(secrets, msg_id, timestamp, body),
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-        }
-    )
-    return headers
-
-
-@functools.lru_cache(maxsize=4096)
-def request_target(target: Target) -> tuple[str, str]:
-    """The path (with query, without fragment) to request, and the Host header value."""
-    parts = urlsplit(target.url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host = f"[{target.host}]" if ":" in target.host else target.host
-    if target.port != (443 if target.scheme == "https" else 80):
-        host = f"{host}:{target.port}"
-    return path, host
-
-
-_PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
-_HEADER_FORBIDDEN = frozenset("\r\n\0")
-_NAME_FORBIDDEN = frozenset(" \t:\r\n\0")
-
-
-def request_bytes(path: str, host: str, headers: Mapping[str, str], body: bytes) -> bytes:
-    """The whole request, head and body, as one write. Raises `ValueError` for a header
-    that would break the head (a CR or LF, say, in a subscription's static header)."""
-    if not (path.isascii() and path.isprintable()) or " " in path:
-        path = quote(path, safe=_PATH_SAFE)  # as browsers and urllib3 do with such paths
-    lines = [f"POST {path} HTTP/1.1", f"host: {host}"]
-    for name, value in headers.items():
-        if not name or _NAME_FORBIDDEN.intersection(name) or _HEADER_FORBIDDEN.intersection(value):
-            raise ValueError(f"header {name[:40]!r} holds a character HTTP does not allow")
-        lines.append(f"{name}: {value}")
-    lines.append(f"content-length: {len(body)}\r\n\r\n")
-    try:
-        head = "\r\n".join(lines).encode("latin-1")
-    except UnicodeEncodeError:
-        raise ValueError("a header holds a character outside latin-1") from None
-    return head + body
 
 
 class Sender:

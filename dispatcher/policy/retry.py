@@ -1,27 +1,43 @@
-"""What an HTTP attempt means for its delivery: success, a retry after some delay, or dead.
+"""Retry timing, in one place: what an HTTP attempt means for its delivery (success, a
+retry after some delay, or dead), which tier a retry or a deferral goes to, and the jitter
+that spreads retries over the tiers of their delay (`common/tiers.py` says which exist).
 
 Pure functions of the response and the retry schedule, so every branch is unit-tested
-without a network.
+without a network; `Schedule` binds them to one dispatcher's settings.
 """
 
 from __future__ import annotations
 
 import bisect
 import email.utils
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from enum import StrEnum
 
-Outcome = Literal["success", "retry", "dead"]
+from common.settings import Settings
+from common.tiers import variants
 
-# Dead-letter reasons (the `reason` label of hookline_dead_letters_total and the
-# `dead_reason` column). A closed set, so the metric label stays bounded.
-MAX_ATTEMPTS = "max_attempts"
-ENDPOINT_DISABLED = "endpoint_disabled"
-SUBSCRIPTION_DISABLED = "subscription_disabled"
-SUBSCRIPTION_MISSING = "subscription_missing"
-UNSAFE_TARGET = "unsafe_target"
+
+class Verdict(StrEnum):
+    """What one attempt means for its delivery (the `outcome` column and metric label)."""
+
+    SUCCESS = "success"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+class DeadReason(StrEnum):
+    """Why a delivery ended dead (the `reason` label of hookline_dead_letters_total and the
+    `dead_reason` column). A closed set, so the metric label stays bounded."""
+
+    MAX_ATTEMPTS = "max_attempts"
+    ENDPOINT_DISABLED = "endpoint_disabled"
+    SUBSCRIPTION_DISABLED = "subscription_disabled"
+    SUBSCRIPTION_MISSING = "subscription_missing"
+    UNSAFE_TARGET = "unsafe_target"
+
 
 # Statuses whose Retry-After header the schedule honours.
 RETRY_AFTER_STATUSES = (429, 503)
@@ -30,17 +46,17 @@ DEFERRAL_FLOOR_S = 60.0
 
 @dataclass(frozen=True)
 class Decision:
-    outcome: Outcome
-    delay_s: float | None = None  # for a retry: an existing tier (see `schedule.py`)
-    reason: str | None = None  # for dead: one of the reasons above
+    outcome: Verdict
+    delay_s: float | None = None  # for a retry: an existing tier (see `jitterer`)
+    reason: DeadReason | None = None  # for dead
     disable_subscription: bool = False
 
 
-SUCCESS = Decision("success")
+SUCCESS = Decision(Verdict.SUCCESS)
 
 
-def dead(reason: str, *, disable_subscription: bool = False) -> Decision:
-    return Decision("dead", reason=reason, disable_subscription=disable_subscription)
+def dead(reason: DeadReason, *, disable_subscription: bool = False) -> Decision:
+    return Decision(Verdict.DEAD, reason=reason, disable_subscription=disable_subscription)
 
 
 def decide(
@@ -56,20 +72,20 @@ def decide(
 
     `status_code` is None when no complete response arrived (timeout, connection error,
     a failure inside the sender); that is retried like any other failure. `jitter` maps a
-    scheduled delay to one of its tiers (`schedule.jitterer`); a delay the endpoint asked
+    scheduled delay to one of its tiers (`jitterer`); a delay the endpoint asked
     for with Retry-After is kept as it is.
     """
     if status_code is not None and 200 <= status_code <= 299:
         return SUCCESS
     if status_code == 410:
-        return dead(ENDPOINT_DISABLED, disable_subscription=True)
+        return dead(DeadReason.ENDPOINT_DISABLED, disable_subscription=True)
     if attempt > len(delays):
-        return dead(MAX_ATTEMPTS)
+        return dead(DeadReason.MAX_ATTEMPTS)
     if status_code in RETRY_AFTER_STATUSES and retry_after is not None:
         wanted_s = parse_retry_after(retry_after, now or datetime.now(UTC))
         if wanted_s is not None:
-            return Decision("retry", delay_s=honour_retry_after(wanted_s, attempt, delays))
-    return Decision("retry", delay_s=jitter(delays[attempt - 1]))
+            return Decision(Verdict.RETRY, delay_s=honour_retry_after(wanted_s, attempt, delays))
+    return Decision(Verdict.RETRY, delay_s=jitter(delays[attempt - 1]))
 
 
 def honour_retry_after(wanted_s: float, attempt: int, delays: Sequence[float]) -> float:
@@ -124,3 +140,43 @@ def tier_after(wait_s: float, delays: Sequence[float]) -> float:
     delivery the gate held back goes (an open circuit, a full endpoint, a rate limit)."""
     tiers = sorted(set(delays))
     return next((tier for tier in tiers if tier >= wait_s), tiers[-1])
+
+
+def jitterer(jitter: float, rng: random.Random | None = None) -> Callable[[float], float]:
+    """A function that maps a scheduled delay to one of its tiers, uniformly at random."""
+    choose = (rng or random.Random()).choice
+
+    def jittered(delay_s: float) -> float:
+        return choose(variants(delay_s, jitter))
+
+    return jittered
+
+
+class Schedule:
+    """One dispatcher's retry timing: the functions above over its configured schedule."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._delays = settings.retry_delays_s
+        self._jitter = jitterer(settings.retry_jitter)
+        self._tiers = settings.retry_tiers_s
+        self._draw = random.Random().random
+
+    def decide(
+        self, status_code: int | None, attempt: int, *, retry_after: str | None = None
+    ) -> Decision:
+        """The decision for an attempt (None: no complete response)."""
+        return decide(status_code, attempt, self._delays, retry_after=retry_after,
+                      jitter=self._jitter)  # fmt: skip
+
+    def paused(self) -> float:
+        """The delay of a delivery to a paused or unverified endpoint."""
+        return deferral_delay(self._delays)
+
+    def held_back(self, wait_s: float) -> float:
+        """The tier of a delivery that admission held back for `wait_s`, spread (see
+        `spread_tier`); 0 means the soonest tier."""
+        return spread_tier(wait_s, self._tiers, self._draw())
+
+    def soonest(self) -> float:
+        """The tier of a delivery its endpoint's lane cannot take now."""
+        return tier_after(0.0, self._delays)

@@ -23,12 +23,13 @@ from standardwebhooks import Webhook
 from common.signing import new_secret
 from common.ssrf import Target
 from common.wire import DeliveryMessage, Event
-from dispatcher.connection import Pools, host_name
-from dispatcher.sender import (
+from dispatcher.http import (
     USER_AGENT,
+    Pools,
     Sender,
     SendResult,
     build_headers,
+    host_name,
     request_target,
     webhook_body,
 )

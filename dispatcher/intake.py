@@ -1,6 +1,9 @@
-"""The consuming side of one dispatcher session: it owns the consumer's iteration, decodes
-each message, batches the idempotency re-checks of redelivered ones, and hands work to the
+"""The intake of one dispatcher session: it owns the consumer's iteration, decodes each
+message, batches the idempotency re-checks of redelivered ones, and hands work to the
 endpoint lanes and the sending threads; outcomes go to the settler.
+
+What it needs of the dispatcher is the narrow `Deliverer` below (`worker.Dispatcher` is
+the one), so this module never imports the worker that wires it.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -19,20 +22,48 @@ from common.errors import DecodeError
 from common.transport import Consumer, Message
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, decode
-from dispatcher.deadletters import DeadLetterDrain
-from dispatcher.lanes import Lanes
-from dispatcher.outcome import Poisoned, Skipped
+from dispatcher.outcome import Deferred, Outcome, Poisoned, Skipped
+from dispatcher.policy.admission import Lanes
 from dispatcher.settle import Settler
 from dispatcher.threads import SendingThreads
-
-if TYPE_CHECKING:
-    from dispatcher.worker import Dispatcher
 
 log = logging.getLogger(__name__)
 
 RECHECK_BATCH = 200
 RECHECK_LINGER_S = 0.01
 LANE_EXPIRY_EVERY_S = 0.1
+
+
+class Deliverer(Protocol):
+    """What the intake asks of the dispatcher, one delivery at a time."""
+
+    @property
+    def drain_bound_s(self) -> float:
+        """The longest a stop waits for in-flight work."""
+
+    def recheck(self, delivery_ids: set[str]) -> dict[str, str]:
+        """The status of each delivery row that exists (waits out a database outage)."""
+
+    def circuit_deferral(self, message: Message, delivery: DeliveryMessage) -> Deferred | None:
+        """The deferral of a delivery whose endpoint's circuit is open, else None."""
+
+    def in_flight_cap(self, subscription_id: str) -> int: ...
+
+    def held_back(self, message: Message, delivery: DeliveryMessage) -> Deferred:
+        """The deferral of a delivery its endpoint's lane cannot take now."""
+
+    def deliver(self, message: Message, delivery: DeliveryMessage) -> Outcome:
+        """One attempt, on a sending thread; raises `SQLAlchemyError` if the database is gone."""
+
+    def failed(self, message: Message, delivery: DeliveryMessage, exc: Exception) -> Outcome:
+        """The outcome of an attempt that raised."""
+
+
+class Failing(Protocol):
+    """A helper thread of the session whose failure ends it (the dead-letter drain)."""
+
+    @property
+    def failure(self) -> BaseException | None: ...
 
 
 def _already_handled(message: Message, delivery: DeliveryMessage, status: str | None) -> bool:
@@ -48,19 +79,19 @@ def _already_handled(message: Message, delivery: DeliveryMessage, status: str | 
     return status in FINAL_STATUSES
 
 
-class Consuming:
+class Intake:
     """The consuming side of one `run`: owns the consumer's iteration, hands work out."""
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        deliverer: Deliverer,
         consumer: Consumer,
         settler: Settler,
-        drain: DeadLetterDrain,
+        drain: Failing,
         pool: SendingThreads,
         prefetch: int,
     ) -> None:
-        self._dispatcher = dispatcher
+        self._deliverer = deliverer
         self._consumer = consumer
         self._settler = settler
         self._drain = drain
@@ -69,7 +100,7 @@ class Consuming:
         self._recheck_since = 0.0
         # A slow endpoint may park up to half the prefetch window, the rest stays for
         # others; a fast one what it clears in `lanes.PARK_BUDGET_S`.
-        self._lanes = Lanes(self._run_on_pool, dispatcher.in_flight_cap, park_floor=prefetch // 2)
+        self._lanes = Lanes(self._run_on_pool, deliverer.in_flight_cap, park_floor=prefetch // 2)
         self._expired_at = time.monotonic()
 
     def consume(self, stop: threading.Event) -> None:
@@ -96,7 +127,7 @@ class Consuming:
         until everything in hand is settled, or the drain bound passes."""
         self._consumer.cancel()
         self._flush_rechecks()
-        deadline = time.monotonic() + self._dispatcher.drain_bound_s
+        deadline = time.monotonic() + self._deliverer.drain_bound_s
         for message in messages:
             self._raise_failure()
             if message is not None:  # handed out before the cancel took effect
@@ -130,14 +161,14 @@ class Consuming:
 
     def _submit(self, message: Message, delivery: DeliveryMessage) -> None:
         """Into the delivery's endpoint lane: sent, parked, or deferred without a thread."""
-        deferred = self._dispatcher.circuit_deferral(message, delivery)
+        deferred = self._deliverer.circuit_deferral(message, delivery)
         if deferred is not None:
             self._settler.put(deferred)
             return
         self._lanes.submit(
             delivery.subscription_id,
             lambda: self._work(message, delivery),
-            lambda: self._settler.put(self._dispatcher.held_back(message, delivery)),
+            lambda: self._settler.put(self._deliverer.held_back(message, delivery)),
         )
 
     def _run_on_pool(self, job: Callable[[], None]) -> None:
@@ -154,7 +185,7 @@ class Consuming:
     def _recheck(self, batch: list[tuple[Message, DeliveryMessage]]) -> None:
         """Skip redelivered copies of deliveries that are already final: one query a batch."""
         try:
-            statuses = self._dispatcher.recheck({delivery.delivery_id for _, delivery in batch})
+            statuses = self._deliverer.recheck({delivery.delivery_id for _, delivery in batch})
         except SQLAlchemyError as exc:
             self._settler.fail(exc)
             return
@@ -176,12 +207,12 @@ class Consuming:
             attempt=delivery.attempt,
         ):  # fmt: skip
             try:
-                outcome = self._dispatcher.deliver(message, delivery)
+                outcome = self._deliverer.deliver(message, delivery)
             except SQLAlchemyError as exc:
                 # The database is gone, so settling would fail too: end the session unsettled.
                 self._settler.fail(exc)
                 return
             except Exception as exc:
                 log.exception("delivery crashed")
-                outcome = self._dispatcher.failed(message, delivery, exc)
+                outcome = self._deliverer.failed(message, delivery, exc)
         self._settler.put(outcome)

@@ -19,24 +19,26 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.background import BackgroundThread
 from common.db.bulk import insert_rows
 from common.db.models import DEAD, RETRYING, SUCCEEDED, Attempt
 from common.metrics import Metrics, status_class
 from common.service import retry_database
 from common.transport import Consumer, Transport
 from common.wire import utcnow
-from dispatcher import health
-from dispatcher.classify import ENDPOINT_DISABLED
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
-from dispatcher.settle_rows import onward_message, update_deliveries
+from dispatcher.policy import autodisable
+from dispatcher.policy.retry import DeadReason, Verdict
+from dispatcher.settle.onward import onward_message
+from dispatcher.settle.rows import update_deliveries
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
 LINGER_S = 0.005
 STORED_BODY_BYTES = 4096
-_STATUS_BY_OUTCOME = {"success": SUCCEEDED, "retry": RETRYING, "dead": DEAD}
-DEFAULT_POLICY = health.Policy(failing_for=timedelta(days=5), dead_in_a_row=100)
+_STATUS_BY_OUTCOME = {Verdict.SUCCESS: SUCCEEDED, Verdict.RETRY: RETRYING, Verdict.DEAD: DEAD}
+DEFAULT_POLICY = autodisable.Policy(failing_for=timedelta(days=5), dead_in_a_row=100)
 # A subscription this settler saw succeed and left with no streak is not reset again for
 # this long: a success-only batch then writes nothing to `subscriptions`. A streak another
 # dispatcher starts meanwhile ends at most this much later than it would have.
@@ -45,8 +47,8 @@ KNOWN_CLEAN_S = 5.0
 _attempts = cast(Table, Attempt.__table__)
 
 
-class Settler:
-    """The settling thread of one consumer session."""
+class Settler(BackgroundThread):
+    """The settling thread of one consumer session. `stop` settles what is queued first."""
 
     def __init__(
         self,
@@ -57,9 +59,10 @@ class Settler:
         *,
         publish_timeout_s: float,
         on_disabled: Callable[[str, str], None] = lambda _id, _reason: None,
-        policy: health.Policy = DEFAULT_POLICY,
+        policy: autodisable.Policy = DEFAULT_POLICY,
         batch_size: int = BATCH_SIZE,
     ) -> None:
+        super().__init__("hookline-settler")
         self._consumer = consumer
         self._transport = transport
         self._sessionmaker = sessionmaker
@@ -73,14 +76,6 @@ class Settler:
         self._children: dict[tuple[Any, ...], Any] = {}
         self._held = 0
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="hookline-settler", daemon=True)
-
-    @property
-    def failure(self) -> BaseException | None:
-        """The error that stopped settling; the session must end and reconnect."""
-        return self._failure
 
     @property
     def held(self) -> int:
@@ -95,26 +90,14 @@ class Settler:
     def put(self, outcome: Outcome) -> None:
         self._queue.put(outcome)
 
-    def fail(self, exc: BaseException) -> None:
-        """Stop settling because a dependency failed outside the settler (e.g. a DB read)."""
-        if self._failure is None:
-            self._failure = exc
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Settle what is queued, then end the thread."""
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while self._failure is None:
+    def run(self) -> None:
+        """Settle in batches until stopped with nothing queued, or until a failure (a
+        dependency that failed outside, through `fail`, stops settling too)."""
+        while self.failure is None:
             try:
                 batch = [self._queue.get(timeout=0.1)]
             except queue.Empty:
-                if self._stopping.is_set():
+                if self.stopping.is_set():
                     return
                 continue
             # Linger a moment under light load so that a trickle still shares transactions.
@@ -151,7 +134,7 @@ class Settler:
         attempts, updates, disabled = [], [], set()
         for o in attempted:
             delivery, decision, result = o.delivery, o.decision, o.result
-            final = decision.outcome != "retry"
+            final = decision.outcome != Verdict.RETRY
             body = result.body[:STORED_BODY_BYTES].decode("utf-8", "replace") or None
             attempts.append(
                 {
@@ -183,7 +166,7 @@ class Settler:
             if decision.disable_subscription:
                 disabled.add(delivery.subscription_id)
 
-        streaks = health.streaks(attempted)
+        streaks = autodisable.streaks(attempted)
         known_clean = time.monotonic() - KNOWN_CLEAN_S
         to_write = {
             sid: streak
@@ -191,22 +174,22 @@ class Settler:
             if streak.failed or self._clean_at.get(sid, -KNOWN_CLEAN_S) < known_clean
         }
 
-        def write() -> list[health.Disabled]:
+        def write() -> list[autodisable.Disabled]:
             with self._sessionmaker() as session, session.begin():
                 insert_rows(session, _attempts, attempts)
                 update_deliveries(session, updates)
-                newly = health.apply(session, to_write, disabled, self._policy, now)
+                newly = autodisable.apply(session, to_write, disabled, self._policy, now)
                 if newly:
                     # Announced before the disable commits: a failed publish rolls it back
                     # (and the batch comes back), so a disable is never left unannounced.
                     # A commit that fails after the publish can announce it twice.
-                    events = health.events(newly, now)
+                    events = autodisable.events(newly, now)
                     self._transport.publish(events, timeout_s=self._publish_timeout_s)
                 return newly
 
         # The batch's messages stay unacked meanwhile; the consumer keeps them, see
         # `retry_database` for why the session is not given up at the first error.
-        newly_disabled = retry_database(write, abandon=self._stopping)
+        newly_disabled = retry_database(write, abandon=self.stopping)
         self._remember_clean(to_write)
         for d in newly_disabled:
             extra = {"subscription_id": d.subscription_id, "reason": d.reason, "ended": d.ended}
@@ -214,9 +197,9 @@ class Settler:
             self._on_disabled(d.subscription_id, d.reason)
             # Counted now, as they end, not when their queued copies come back (refused).
             self._metrics.finished.labels(result="dead").inc(d.ended)
-            self._metrics.dead_letters.labels(reason=ENDPOINT_DISABLED).inc(d.ended)
+            self._metrics.dead_letters.labels(reason=DeadReason.ENDPOINT_DISABLED).inc(d.ended)
 
-    def _remember_clean(self, written: dict[str, health.Streak]) -> None:
+    def _remember_clean(self, written: dict[str, autodisable.Streak]) -> None:
         written_at = time.monotonic()
         for sid, streak in written.items():
             if streak.failed:
@@ -237,12 +220,12 @@ class Settler:
             decision, result = outcome.decision, outcome.result
             self._child(m.attempts, decision.outcome, status_class(result.status_code)).inc()
             self._child(m.attempt_duration, decision.outcome).observe(result.duration_s)
-            if decision.outcome == "success":
+            if decision.outcome == Verdict.SUCCESS:
                 self._child(m.finished, "succeeded").inc()
                 if not outcome.delivery.replay:  # a replay's wait is the operator's, not ours
                     e2e_s = (utcnow() - outcome.delivery.event.timestamp).total_seconds()
                     m.e2e.observe(max(e2e_s, 0.0))
-            elif decision.outcome == "dead":
+            elif decision.outcome == Verdict.DEAD:
                 if outcome.counted:
                     m.finished.labels(result="dead").inc()
                     m.dead_letters.labels(reason=decision.reason or "unknown").inc()

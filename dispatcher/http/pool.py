@@ -1,6 +1,6 @@
 """The HTTP layer under the sender: one small HTTP/1.1 client on keep-alive sockets pinned
 to checked addresses, with a hard deadline for every request (the exchange itself, its
-framing and its deadline are in `http_exchange.py`; the pools are here).
+framing and its deadline are in `exchange.py`; the pools are here).
 
 Why not urllib3 or requests: a webhook is one POST with a small body and a small answer,
 and for that the general clients spend more CPU than everything else in a delivery
@@ -26,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from dispatcher.http_exchange import Conn, DeadlineExceeded, Dropped, Response, exchange
+from dispatcher.http.exchange import Conn, DeadlineExceeded, Dropped, Response, exchange
 
 MAX_POOLS = 1024
 

@@ -1,15 +1,20 @@
-"""Every branch of the outcome classification, without a network."""
+"""Every branch of the outcome classification and the retry timing, without a network."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 
-from dispatcher.classify import (
+from common import tiers
+from dispatcher.policy import retry
+from dispatcher.policy.retry import (
     SUCCESS,
+    DeadReason,
     Decision,
+    Verdict,
     decide,
     deferral_delay,
     honour_retry_after,
@@ -29,7 +34,7 @@ def test_any_2xx_is_a_success_on_any_attempt(status: int, attempt: int) -> None:
 @pytest.mark.parametrize("attempt", [1, 5])
 def test_410_kills_the_delivery_and_disables_the_subscription(attempt: int) -> None:
     assert decide(410, attempt, SCHEDULE) == Decision(
-        "dead", reason="endpoint_disabled", disable_subscription=True
+        Verdict.DEAD, reason=DeadReason.ENDPOINT_DISABLED, disable_subscription=True
     )
 
 
@@ -39,19 +44,19 @@ def test_410_kills_the_delivery_and_disables_the_subscription(attempt: int) -> N
 )  # fmt: skip
 def test_every_other_answer_retries_after_the_scheduled_delay(status: int | None) -> None:
     for attempt, delay_s in enumerate(SCHEDULE, start=1):
-        assert decide(status, attempt, SCHEDULE) == Decision("retry", delay_s=delay_s)
+        assert decide(status, attempt, SCHEDULE) == Decision(Verdict.RETRY, delay_s=delay_s)
 
 
 @pytest.mark.parametrize("status", [None, 302, 404, 429, 500, 503])
 def test_the_last_attempt_ends_dead_with_max_attempts(status: int | None) -> None:
     last = len(SCHEDULE) + 1
     assert decide(status, last, SCHEDULE, retry_after="1") == Decision(
-        "dead", reason="max_attempts"
+        Verdict.DEAD, reason=DeadReason.MAX_ATTEMPTS
     )
 
 
 def test_a_single_attempt_schedule_has_two_attempts() -> None:
-    assert decide(500, 1, (2.0,)) == Decision("retry", delay_s=2.0)
+    assert decide(500, 1, (2.0,)) == Decision(Verdict.RETRY, delay_s=2.0)
     assert decide(500, 2, (2.0,)).reason == "max_attempts"
 
 
@@ -74,13 +79,13 @@ def test_retry_after_picks_the_smallest_sufficient_tier_within_the_cap(
 ) -> None:
     for status in (429, 503):
         decision = decide(status, attempt, SCHEDULE, retry_after=retry_after, now=NOW)
-        assert decision == Decision("retry", delay_s=expected_s)
+        assert decision == Decision(Verdict.RETRY, delay_s=expected_s)
 
 
 def test_retry_after_as_an_http_date() -> None:
     in_ten_minutes = format_datetime(NOW + timedelta(minutes=10), usegmt=True)
     decision = decide(503, 2, SCHEDULE, retry_after=in_ten_minutes, now=NOW)
-    assert decision == Decision("retry", delay_s=1800.0)
+    assert decision == Decision(Verdict.RETRY, delay_s=1800.0)
 
 
 def test_retry_after_in_the_past_means_the_smallest_tier() -> None:
@@ -115,3 +120,42 @@ def test_deferral_waits_for_the_smallest_tier_of_a_minute_or_more() -> None:
     assert deferral_delay(SCHEDULE) == 300.0
     assert deferral_delay((60.0, 5.0)) == 60.0
     assert deferral_delay((0.1, 0.2)) == 0.2
+
+
+DEFAULT = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+def test_each_delay_has_tiers_at_minus_and_plus_twenty_percent() -> None:
+    assert tiers.variants(300.0, 0.2) == (240.0, 300.0, 360.0)
+    assert tiers.tiers((5.0, 5.0), 0.2) == (4.0, 5.0, 6.0)
+    assert len(tiers.tiers(DEFAULT, 0.2)) == 3 * len(set(DEFAULT))
+    assert tiers.tiers(DEFAULT, 0.0) == tuple(sorted(set(DEFAULT)))
+
+
+def test_jittered_retries_spread_over_the_tiers_of_their_delay() -> None:
+    jitter = retry.jitterer(0.2, random.Random(7))
+    chosen = [retry.decide(500, 2, DEFAULT, jitter=jitter).delay_s for _ in range(300)]
+    assert set(chosen) == {240.0, 300.0, 360.0}
+    assert all(chosen.count(tier) > 60 for tier in set(chosen)), "not uniform enough"
+
+
+def test_retry_after_is_not_jittered() -> None:
+    def jitter(delay_s: float) -> float:
+        raise AssertionError("jitter applied to a Retry-After delay")
+
+    decision = retry.decide(429, 1, DEFAULT, retry_after="120", jitter=jitter)
+    assert decision.delay_s == 300.0
+
+
+def test_a_deferral_goes_to_the_smallest_tier_that_waits_long_enough() -> None:
+    assert retry.tier_after(0.0, DEFAULT) == 5.0
+    assert retry.tier_after(30.0, DEFAULT) == 300.0
+    assert retry.tier_after(10**6, DEFAULT) == 36000.0
+
+
+def test_held_back_deliveries_spread_over_the_tiers_between_the_wait_and_twice_it() -> None:
+    spread = tiers.tiers([1, 2, 5, 10, 20, 30, 60], 0.2)
+    chosen = {retry.spread_tier(25.0, spread, n / 100) for n in range(100)}
+    assert min(chosen) >= 25.0 and max(chosen) <= retry.tier_after(50.0, spread)
+    assert len(chosen) >= 3, "deferred alike, they would come back as one burst"
+    assert retry.spread_tier(0.0, spread, 0.9) == 0.8

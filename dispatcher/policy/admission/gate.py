@@ -1,9 +1,9 @@
 """Admission per endpoint around each POST (the sender's `Gate`): circuit breaker, in-flight
-cap, rate limit, in that order, so a closed circuit spends no rate-limit allowance.
+cap, rate limit, in that order, so an open circuit spends no rate-limit allowance.
 
 A refusal is never a wait on the sending thread: the sender returns a deferred result and the
-dispatcher puts the delivery on a retry tier without counting an attempt. `deferral_s`
-tells the dispatcher how long this thread's last refusal asked to wait.
+attempt (`dispatcher/attempt.py`) puts the delivery on a retry tier without counting an
+attempt. `deferral_s` tells it how long this thread's last refusal asked to wait.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections import Counter
 
 from common.metrics import Metrics
 from common.settings import Settings
-from dispatcher.breaker import Breaker, healthy
-from dispatcher.ratelimit import RateLimiter
-from dispatcher.sender import SendResult
+from dispatcher.http import SendResult
+from dispatcher.policy.admission.breaker import Breaker, healthy
+from dispatcher.policy.admission.ratelimit import RateLimiter
 from dispatcher.subscriptions import Endpoint
 
 

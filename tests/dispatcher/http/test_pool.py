@@ -11,9 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from dispatcher.connection import Pool
-from dispatcher.http_exchange import DeadlineExceeded, ProtocolError, Response
-from dispatcher.sender import request_bytes
+from dispatcher.http import DeadlineExceeded, Pool, ProtocolError, Response, request_bytes
 
 
 def read_request(sock: socket.socket) -> bytes:

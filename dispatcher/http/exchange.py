@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import selectors
 import socket
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,19 @@ class Response:
     reusable: bool = field(default=False, repr=False)
 
 
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether `sock` has bytes, an EOF or an error waiting. Not with `select.select`: it
+    refuses descriptors of 1024 and above, which a busy dispatcher's sockets reach, and then
+    every idle connection was dropped and each POST opened a new one (issue 14.12)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    with selectors.DefaultSelector() as selector:  # where there is no poll (Windows)
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(0))
+
+
 class Conn:
     """One socket with the bytes received past the last answer."""
 
@@ -66,10 +80,9 @@ class Conn:
         if self.buffer:
             return False
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            return not _readable_now(self.sock)
         except (OSError, ValueError):
             return False
-        return not readable
 
     def _wait(self, deadline_at: float) -> None:
         remaining = deadline_at - time.monotonic()

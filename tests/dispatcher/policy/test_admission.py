@@ -1,10 +1,9 @@
-"""Per-endpoint isolation as units: retry jitter, the circuit breaker, the lanes in front of
-the sending pool, the gate, and the shared rate-limit windows (on SQLite and PostgreSQL)."""
+"""Per-endpoint isolation as units: the circuit breaker, the lanes in front of the sending
+pool, the gate, and the shared rate-limit windows (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import functools
-import random
 import threading
 from collections.abc import Callable, Iterator
 
@@ -12,20 +11,21 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
-from common import tiers
 from common.db.session import make_engine, make_sessionmaker
 from common.metrics import Metrics
-from dispatcher import classify, schedule
-from dispatcher.breaker import Breaker, healthy
-from dispatcher.gate import EndpointGate, in_flight_cap
-from dispatcher.lanes import PARK_BUDGET_S, PARK_LIMIT_FACTOR, SLOW_AFTER_S, Lanes
-from dispatcher.ratelimit import RateLimiter, plan
-from dispatcher.sender import SendResult
+from dispatcher.http import SendResult
+from dispatcher.policy.admission.breaker import Breaker, healthy
+from dispatcher.policy.admission.gate import EndpointGate, in_flight_cap
+from dispatcher.policy.admission.lanes import (
+    PARK_BUDGET_S,
+    PARK_LIMIT_FACTOR,
+    SLOW_AFTER_S,
+    Lanes,
+)
+from dispatcher.policy.admission.ratelimit import RateLimiter, plan
 from dispatcher.subscriptions import Endpoint
 from tests import builders
 from tests.dispatcher.conftest import make_settings
-
-DEFAULT = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 class Clock:
@@ -34,42 +34,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_each_delay_has_tiers_at_minus_and_plus_twenty_percent() -> None:
-    assert tiers.variants(300.0, 0.2) == (240.0, 300.0, 360.0)
-    assert tiers.tiers((5.0, 5.0), 0.2) == (4.0, 5.0, 6.0)
-    assert len(tiers.tiers(DEFAULT, 0.2)) == 3 * len(set(DEFAULT))
-    assert tiers.tiers(DEFAULT, 0.0) == tuple(sorted(set(DEFAULT)))
-
-
-def test_jittered_retries_spread_over_the_tiers_of_their_delay() -> None:
-    jitter = schedule.jitterer(0.2, random.Random(7))
-    chosen = [classify.decide(500, 2, DEFAULT, jitter=jitter).delay_s for _ in range(300)]
-    assert set(chosen) == {240.0, 300.0, 360.0}
-    assert all(chosen.count(tier) > 60 for tier in set(chosen)), "not uniform enough"
-
-
-def test_retry_after_is_not_jittered() -> None:
-    def jitter(delay_s: float) -> float:
-        raise AssertionError("jitter applied to a Retry-After delay")
-
-    decision = classify.decide(429, 1, DEFAULT, retry_after="120", jitter=jitter)
-    assert decision.delay_s == 300.0
-
-
-def test_a_deferral_goes_to_the_smallest_tier_that_waits_long_enough() -> None:
-    assert classify.tier_after(0.0, DEFAULT) == 5.0
-    assert classify.tier_after(30.0, DEFAULT) == 300.0
-    assert classify.tier_after(10**6, DEFAULT) == 36000.0
-
-
-def test_held_back_deliveries_spread_over_the_tiers_between_the_wait_and_twice_it() -> None:
-    spread = tiers.tiers([1, 2, 5, 10, 20, 30, 60], 0.2)
-    chosen = {classify.spread_tier(25.0, spread, n / 100) for n in range(100)}
-    assert min(chosen) >= 25.0 and max(chosen) <= classify.tier_after(50.0, spread)
-    assert len(chosen) >= 3, "deferred alike, they would come back as one burst"
-    assert classify.spread_tier(0.0, spread, 0.9) == 0.8
 
 
 def test_only_a_timely_answer_below_500_other_than_429_counts_as_healthy() -> None:

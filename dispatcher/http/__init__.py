@@ -1,0 +1,39 @@
+"""The HTTP client of the dispatcher: a webhook POST to a checked, pinned address with a hard
+deadline, ending in a `SendResult` whatever happens.
+
+`client.py` (the `Sender`: SSRF check, the gate around the POST, one result), `request.py`
+(body, signed headers, the request bytes), `pool.py` (keep-alive connections pinned to
+checked addresses, TLS), `exchange.py` (one request and its answer on one socket).
+"""
+
+from dispatcher.http.client import Gate, OpenGate, Sender, SendResult
+from dispatcher.http.exchange import DeadlineExceeded, ProtocolError, Response
+from dispatcher.http.pool import Pool, Pools, host_name, tls_context
+from dispatcher.http.request import (
+    RESERVED_HEADERS,
+    USER_AGENT,
+    build_headers,
+    request_bytes,
+    request_target,
+    webhook_body,
+)
+
+__all__ = [
+    "RESERVED_HEADERS",
+    "USER_AGENT",
+    "DeadlineExceeded",
+    "Gate",
+    "OpenGate",
+    "Pool",
+    "Pools",
+    "ProtocolError",
+    "Response",
+    "SendResult",
+    "Sender",
+    "build_headers",
+    "host_name",
+    "request_bytes",
+    "request_target",
+    "tls_context",
+    "webhook_body",
+]

@@ -1,0 +1,50 @@
+"""The message each outcome publishes before its original is acked: the retry copy, the
+dead letter, the poison copy, the deferral.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.transport import Outgoing, poison_copy
+from common.transport import topology as tp
+from common.wire import encode
+from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
+from dispatcher.policy.retry import Verdict
+
+H_STATUS_CODE = "x-hookline-status-code"
+
+
+def onward_message(outcome: Outcome) -> Outgoing | None:
+    """The message an outcome publishes before its original is acked, if any."""
+    if isinstance(outcome, Poisoned):
+        return poison_copy(outcome.message, "undecodable", outcome.error)
+    if isinstance(outcome, Deferred):
+        body = outcome.message.body  # the delivery as it came: nothing to re-encode
+        return Outgoing(
+            tp.RETRY, tp.tier_name(outcome.delay_s), body, {}, outcome.delivery.delivery_id
+        )
+    if not isinstance(outcome, Attempted):
+        return None
+    delivery, decision, result = outcome.delivery, outcome.decision, outcome.result
+    if decision.outcome == Verdict.RETRY:
+        assert decision.delay_s is not None
+        retry = delivery.model_copy(
+            update={
+                "attempt": delivery.attempt + 1,
+                "first_attempt_at": delivery.first_attempt_at or outcome.started_at,
+                # Only a replay's first attempt may reopen a final row; its retries are
+                # ordinary ones, so a stale duplicate of them cannot move a row backwards.
+                "replay": False,
+            }
+        )
+        routing_key = tp.tier_name(decision.delay_s)
+        return Outgoing(tp.RETRY, routing_key, encode(retry), {}, delivery.delivery_id)
+    if decision.outcome == Verdict.DEAD:
+        headers: dict[str, Any] = {tp.H_REASON: decision.reason or "unknown"}
+        if result.status_code is not None:
+            headers[H_STATUS_CODE] = result.status_code
+        if result.error:
+            headers[tp.H_ERROR] = result.error[:500]
+        return Outgoing(tp.DEAD, "", encode(delivery), headers, delivery.delivery_id)
+    return None
