@@ -93,7 +93,8 @@ def issue_key(
 
 
 def new_tenant(session: Session, name: str) -> tuple[Tenant, str]:
-    """A new tenant and its first key, holding every scope (flushed, not committed)."""
+    """A new tenant and its first key, holding every scope (flushed, not committed): the
+    tenant's owner needs one key that can do everything, to set the rest up with."""
     tenant = Tenant(id=new_id("ten"), name=name, created_at=utcnow())
     session.add(tenant)
     session.flush()
@@ -222,6 +223,13 @@ def require_admin(
         raise ApiError(403, "admin_disabled", "admin routes are disabled: set HOOKLINE_ADMIN_TOKEN")
     if credentials is None:
         raise _unauthorized("missing admin token: send Authorization: Bearer <admin token>")
-    # Digests of equal length, so the comparison reveals nothing, not even the token's length.
-    if not hmac.compare_digest(hash_key(credentials.credentials), hash_key(expected)):
+    if not is_admin_token(credentials.credentials, expected):
         raise _unauthorized("invalid admin token")
+
+
+def is_admin_token(token: str, expected: str | None) -> bool:
+    """Whether `token` is the configured admin token, compared in constant time."""
+    if not expected or not token:
+        return False
+    # Digests of equal length, so the comparison reveals nothing, not even the token's length.
+    return hmac.compare_digest(hash_key(token), hash_key(expected))

@@ -36,6 +36,8 @@ ScopeName = Literal[
     "deliveries:replay",
 ]
 ALL_SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
+# A key created without `scopes` may only send events (docs/security.md).
+DEFAULT_KEY_SCOPES: tuple[ScopeName, ...] = ("events:write",)
 SubscriptionStatus = Literal["pending_verification", "active", "paused", "disabled"]
 DeliveryStatus = Literal["pending", "succeeded", "retrying", "dead", "cancelled"]
 # Exact dotted names, `prefix.*` (that prefix at any depth) or `*` for every type.
@@ -138,7 +140,11 @@ class TenantList(BaseModel):
 
 
 class ApiKeyCreate(Strict):
-    scopes: list[ScopeName] = Field(default_factory=lambda: list(ALL_SCOPES), min_length=1)
+    scopes: list[ScopeName] = Field(
+        default_factory=lambda: list(DEFAULT_KEY_SCOPES),
+        min_length=1,
+        description="Default `events:write` only; name every other scope the key needs.",
+    )
     name: Annotated[str, StringConstraints(max_length=200)] | None = None
     allowed_cidrs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
         default_factory=list,

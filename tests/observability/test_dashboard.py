@@ -29,7 +29,7 @@ from tests.services import temporary_database, temporary_vhost
 
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "hookline-overview.json"
 RULES = DEPLOY / "prometheus" / "rules" / "hookline.rules.yml"
-SECRET_KEY = "dashboard-test-secret-key"
+SECRET_KEY = "8VNl4XRS_9pUbyEPX0Id5ak-rmd2InG0yGgGAjj1f7g"
 LOAD_S = 20.0  # long enough for every rate window to hold several scrapes
 RATE_WINDOW = "10s"
 
