@@ -20,7 +20,7 @@ import requests
 from common.db import migrate
 from common.db.session import make_engine, make_sessionmaker
 from common.secretbox import SecretBox
-from hookline.api.auth import new_tenant
+from hookline.services.keys import new_tenant
 from tests import builders
 from tests.deploy.tools import DEPLOY, require_tool
 from tests.observability.prom import Prometheus
