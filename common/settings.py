@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     # How long an API process trusts its copy of a tenant's schema-validation setting and
     # catalogue versions (issue 16); a change through this process applies at once.
     catalogue_refresh_s: float = Field(default=1.0, gt=0)
+    # How long a POST's answer is kept for a repeat with the same `Idempotency-Key`; older
+    # answers are deleted by the API as it stores new ones, and by `hookline gc`.
+    idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    # The request line and headers the API reads before answering 431.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    # The fastest replay a tenant's key may ask for (copies per second); the admin token
+    # may ask for more, or for unlimited.
+    replay_max_rate_per_s: float = Field(default=500.0, gt=0)
     # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     endpoint_max_in_flight: int = Field(default=16, ge=1)

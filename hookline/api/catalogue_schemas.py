@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
 from hookline.api.ops_schemas import ReplayJobOut
 from hookline.api.schemas import DeliveryStatus, EventType, Strict
@@ -33,7 +33,7 @@ class EventTypeCreate(Strict):
         max_length=MAX_EXAMPLES,
         description="Example `data` objects (at most 10, 16 KiB each), checked against the schema.",
     )
-    deprecated: bool = False
+    deprecated: StrictBool = False
 
 
 class EventTypeUpdate(Strict):
@@ -44,7 +44,7 @@ class EventTypeUpdate(Strict):
     group: GroupName | None = None
     data_schema: dict[str, Any] | None = Field(default=None, description=SCHEMA_HELP)
     examples: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_EXAMPLES)
-    deprecated: bool | None = None
+    deprecated: StrictBool | None = None
 
 
 class EventTypeOut(BaseModel):
@@ -80,7 +80,7 @@ class TenantSettingsOut(BaseModel):
 
 class TenantSettingsUpdate(Strict):
     schema_validation: SchemaValidationMode | None = None
-    require_catalogued_types: bool | None = None
+    require_catalogued_types: StrictBool | None = None
 
 
 class EventListItem(BaseModel):

@@ -18,7 +18,6 @@ from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from common.db.models import Delivery, EventRow
-from hookline.api.cursor import decode_position
 
 
 def page_query(
@@ -28,7 +27,7 @@ def page_query(
     since: datetime | None = None,
     until: datetime | None = None,
     id_prefix: str | None = None,
-    cursor: str | None = None,
+    after: tuple[datetime, str] | None = None,
     limit: int = 100,
 ) -> Select[tuple[EventRow]]:
     """The query for one page of the tenant's events (plus one row, to tell whether another
@@ -48,8 +47,8 @@ def page_query(
             EventRow.id.like(pattern, escape="\\"),
             func.substr(EventRow.id, 1, len(id_prefix)) == id_prefix,
         )
-    if cursor is not None:
-        received_at, last_id = decode_position(cursor)
+    if after is not None:  # the position of the previous page's last row
+        received_at, last_id = after
         query = query.where(tuple_(EventRow.received_at, EventRow.id) < (received_at, last_id))
     return query.order_by(EventRow.received_at.desc(), EventRow.id.desc()).limit(limit + 1)
 

@@ -31,6 +31,7 @@ MAX_EXAMPLE_BYTES = 16 * 1024
 MAX_PATH_CHARS = 200  # of a problem's location, as answered
 MAX_MESSAGE_CHARS = 300  # of a problem's text, as answered
 _REFERENCES = ("$ref", "$dynamicRef", "$recursiveRef")
+MASK = "(value)"
 
 Validator = jsonschema_rs.Validator
 
@@ -92,8 +93,10 @@ def size_of(document: Any) -> int:
 
 def compile_schema(schema: dict[str, Any]) -> Validator:
     """The validator ingest runs for `schema` (which `check_schema` accepted)."""
+    # `mask`: an error names the place and the rule, never the value (docs/architecture.md,
+    # "Input limits"), so neither an answer nor a log line can carry a tenant's data.
     return jsonschema_rs.validator_for(
-        schema, offline=True, pattern_options=jsonschema_rs.RegexOptions()
+        schema, offline=True, pattern_options=jsonschema_rs.RegexOptions(), mask=MASK
     )
 
 

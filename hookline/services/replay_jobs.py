@@ -5,17 +5,18 @@ routes and the portal share. `ix_replay_jobs_tenant_created` serves a tenant's p
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import Select, select, tuple_
 
 from common.db.models import ReplayJob
-from hookline.api.cursor import decode_position
 
 
 def page_query(
     tenant_id: str | None,
     *,
     state: str | None = None,
-    cursor: str | None = None,
+    after: tuple[datetime, str] | None = None,
     limit: int = 100,
 ) -> Select[tuple[ReplayJob]]:
     """One page (plus one row) of the jobs of `tenant_id`, or of every tenant for None."""
@@ -24,7 +25,7 @@ def page_query(
         query = query.where(ReplayJob.tenant_id == tenant_id)
     if state is not None:
         query = query.where(ReplayJob.state == state)
-    if cursor is not None:
-        created_at, last_id = decode_position(cursor)
+    if after is not None:  # the position of the previous page's last row
+        created_at, last_id = after
         query = query.where(tuple_(ReplayJob.created_at, ReplayJob.id) < (created_at, last_id))
     return query.order_by(ReplayJob.created_at.desc(), ReplayJob.id.desc()).limit(limit + 1)

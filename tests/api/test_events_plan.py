@@ -19,7 +19,6 @@ from common.db import migrate
 from common.db.models import Delivery, EventRow, ReplayJob
 from common.db.session import make_engine
 from common.wire import utcnow
-from hookline.api.cursor import encode_position
 from hookline.services import event_history, replay_jobs
 from tests.services import temporary_database
 
@@ -88,7 +87,7 @@ EVENT_CASES = {
     "event type": {"event_type": "order.t3"},
     "time range": {"since": utcnow() - timedelta(hours=30), "until": utcnow() - timedelta(hours=2)},
     "id prefix": {"id_prefix": "evt_12345"},
-    "deep cursor": {"cursor": encode_position(utcnow() - timedelta(seconds=ROWS - 1000), "evt_")},
+    "deep cursor": {"after": (utcnow() - timedelta(seconds=ROWS - 1000), "evt_")},
 }
 
 

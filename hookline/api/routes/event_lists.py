@@ -6,15 +6,15 @@ from __future__ import annotations
 from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, StringConstraints
+from pydantic import StringConstraints
 
 from common.wire import EVENT_ID_PATTERN
 from hookline.api.auth import DELIVERIES_READ, Principal, require
 from hookline.api.catalogue_schemas import EventList, EventListItem
-from hookline.api.cursor import encode_position
+from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import documented
-from hookline.api.schemas import DeliveryStatus, EventType
+from hookline.api.schemas import DeliveryStatus, EventType, Instant
 from hookline.services import event_history
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -24,8 +24,8 @@ IdPrefix = Annotated[str, StringConstraints(min_length=1, max_length=200, patter
 @router.get("", response_model=EventList, responses=documented(400, 401, 403, 422, 429, 503))
 def list_events(
     event_type: EventType | None = Query(default=None, description="Only this type."),
-    since: AwareDatetime | None = Query(default=None, description="stored at or after"),
-    until: AwareDatetime | None = Query(default=None, description="stored before"),
+    since: Instant | None = Query(default=None, description="stored at or after"),
+    until: Instant | None = Query(default=None, description="stored before"),
     id_prefix: IdPrefix | None = Query(default=None, description="Ids that start with this."),
     limit: int = Query(default=100, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=1000),
@@ -37,7 +37,7 @@ def list_events(
     tenant_id = principal.tenant_id
     query = event_history.page_query(
         tenant_id, event_type=event_type, since=since, until=until, id_prefix=id_prefix,
-        cursor=cursor, limit=limit,
+        after=decode_position(cursor) if cursor else None, limit=limit,
     )  # fmt: skip
     with services.sessionmaker() as session:
         rows = list(session.scalars(query))

@@ -30,7 +30,7 @@ from dispatcher.replay import (
 )
 from hookline.api.auth import DELIVERIES_READ, DELIVERIES_REPLAY
 from hookline.api.catalogue_schemas import ReplayJobList
-from hookline.api.cursor import encode_position
+from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found
 from hookline.api.ops_schemas import (
@@ -112,6 +112,25 @@ def run_in_background(request: Request, services: Services, job_id: str) -> None
     thread.start()
 
 
+def capped_rate(who: Caller, rate_per_s: float | None, services: Services) -> float | None:
+    """A tenant's pace, at most `HOOKLINE_REPLAY_MAX_RATE_PER_S`: one tenant's replay must
+    not flood the delivery queue all tenants share. Unlimited (null) from an API key is
+    that cap; a faster number is refused. The admin token is not capped."""
+    cap = services.settings.replay_max_rate_per_s
+    if who.tenant_id is None:
+        return rate_per_s
+    if rate_per_s is None:
+        return cap
+    if rate_per_s > cap:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"rate_per_s: at most {cap:g} per second with an API key "
+            "(faster needs the admin token)",
+        )
+    return rate_per_s
+
+
 def _start(
     request: Request,
     services: Services,
@@ -175,7 +194,7 @@ def create_replay(
         dry_run=body.dry_run,
         everything=body.all,
         force=body.force,
-        rate_per_s=body.rate_per_s,
+        rate_per_s=capped_rate(who, body.rate_per_s, services),
     )
 
 
@@ -190,7 +209,8 @@ def list_replays(
 ) -> ReplayJobList:
     """Replay jobs, newest first: a tenant key sees its tenant's, the admin token every
     tenant's (or the one named by `tenant`)."""
-    query = replay_jobs.page_query(who.tenant(tenant), state=state, cursor=cursor, limit=limit)
+    after = decode_position(cursor) if cursor else None
+    query = replay_jobs.page_query(who.tenant(tenant), state=state, after=after, limit=limit)
     with services.sessionmaker() as session:
         rows = list(session.scalars(query))
     page, more = rows[:limit], len(rows) > limit
@@ -282,5 +302,5 @@ def recover_subscription(
         dry_run=body.dry_run,
         everything=False,
         force=body.force,
-        rate_per_s=body.rate_per_s,
+        rate_per_s=capped_rate(who, body.rate_per_s, services),
     )

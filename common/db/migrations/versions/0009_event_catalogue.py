@@ -1,7 +1,7 @@
 """event-type catalogue, tenant settings, and the indexes of the new list routes
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-04 19:05:00
 
 Issue 16: `event_types` (a tenant's catalogue; one row per name and tenant), the
@@ -17,8 +17,8 @@ from alembic import op
 
 import common.db.types
 
-revision = "0006"
-down_revision = "0005"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
