@@ -64,6 +64,17 @@ class Settings(BaseSettings):
     # How long an API process trusts a key it looked up; revoking through the API is
     # immediate in that process, other API processes notice within this time.
     api_key_cache_s: float = Field(default=1.0, ge=0)
+    # The fastest replay a tenant's key may ask for (copies per second); the admin token
+    # may ask for more, or for unlimited.
+    replay_max_rate_per_s: float = Field(default=500.0, gt=0)
+    # Per-tenant API limits (architecture §7, "Per-tenant API limits"): the defaults of
+    # every tenant, which the admin API overrides per tenant (`/v1/tenants/{id}/limits`).
+    tenant_ingest_rate_per_s: float = Field(default=1000.0, gt=0)
+    tenant_max_batch_events: int = Field(default=1000, ge=1, le=1000)
+    tenant_max_handshakes: int = Field(default=4, ge=1, le=1000)
+    tenant_replay_starts_per_min: int = Field(default=10, ge=1, le=10_000)
+    # Outbound calls (handshakes) an API process runs at once, all tenants together.
+    api_max_handshakes: int = Field(default=32, ge=1, le=1000)
     # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     endpoint_max_in_flight: int = Field(default=16, ge=1)
