@@ -17,7 +17,8 @@ from common.secretbox import check_secret_key
 from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
-from hookline.cli.dlq import dlq_app, gc
+from hookline.cli.dlq import dlq_app
+from hookline.cli.gc import gc
 from hookline.cli.replay import replay_app, replay_resumer
 from hookline.cli.tenants import tenant_app
 from hookline.failures import OneLineErrors
