@@ -54,6 +54,9 @@ class LimitBook:
             self._entries.pop(tenant_id, None)
 
     def _cached(self, tenant_id: str) -> Limits | None:
+        entry = self._entries.get(tenant_id)  # the common case needs no lock: one dict read
+        if entry is not None and time.monotonic() < entry[0]:
+            return entry[1]
         with self._lock:
             entry = self._entries.get(tenant_id)
             if entry is None:

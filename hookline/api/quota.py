@@ -81,10 +81,10 @@ class Quota:
 
     async def take(self, tenant_id: str, name: str, count: int, window: Window) -> float | None:
         """None when the `count` units are admitted, else the seconds until the window ends."""
-        lease = self._lease(tenant_id, name)
+        lease = self._leases.get((tenant_id, name)) or self._lease(tenant_id, name)
         if lease.lock.acquire(blocking=False):
             try:
-                answer = lease.spend(self._now_ms(), count, window)
+                answer = lease.spend(int(self._clock() * 1000), count, window)
             finally:
                 lease.lock.release()
             if answer is not _CLAIM:

@@ -34,7 +34,7 @@ def rate_limited(what: str, wait_s: float) -> ApiError:
 async def admit_events(services: Services, tenant_id: str, count: int, *, batch: int = 0) -> None:
     """Admit `count` events of a request carrying `batch` items (0: a single event)."""
     limits = await services.limits.of(tenant_id)
-    window = Window.per_second(limits.ingest_rate_per_s)
+    window = limits.ingest_window
     if batch:
         largest = min(limits.max_batch_events, window.allowance)
         if batch > largest:

@@ -7,11 +7,13 @@ Each function takes the caller's session; the caller commits.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from common.db.models import Tenant, TenantApiLimits
+from common.db.ratewindow import Window
 from common.settings import Settings
 from common.wire import utcnow
 from hookline.services import audit
@@ -37,6 +39,11 @@ class Limits:
     max_handshakes: int
     replay_rate_per_s: float
     replay_starts_per_min: int
+
+    @cached_property
+    def ingest_window(self) -> Window:
+        """`ingest_rate_per_s` as shared windows (worked out once: ingest asks every time)."""
+        return Window.per_second(self.ingest_rate_per_s)
 
 
 def defaults(settings: Settings) -> Limits:
