@@ -135,7 +135,7 @@ class RateWindow(Base):
 
 
 class TenantApiLimits(Base):
-    """A tenant's own API limits, set by the operator (migration 0006); a null column
+    """A tenant's own API limits, set by the operator (migration 0009); a null column
     takes the `HOOKLINE_TENANT_*` default. API limits only: delivery pacing lives elsewhere."""
 
     __tablename__ = "tenant_api_limits"
@@ -150,7 +150,7 @@ class TenantApiLimits(Base):
 
 
 class ApiRateWindow(Base):
-    """A tenant's API rate window (migration 0006), shared by every API replica: `granted`
+    """A tenant's API rate window (migration 0009), shared by every API replica: `granted`
     units of `name` (`ingest`, `replay_starts`) in the window starting at `window_ms`."""
 
     __tablename__ = "api_rate_windows"
@@ -164,7 +164,7 @@ class ApiRateWindow(Base):
 
 class HandshakeLease(Base):
     """A verification handshake in progress for a tenant, on any API replica (migration
-    0006); a lease past `expires_at` was left by a process that died and no longer counts."""
+    0009); a lease past `expires_at` was left by a process that died and no longer counts."""
 
     __tablename__ = "api_handshake_leases"
     __table_args__ = (Index("ix_api_handshake_leases_tenant", "tenant_id", "expires_at"),)
@@ -273,7 +273,8 @@ class IdempotencyRecord(Base):
     """A POST's stored answer, replayed when the same `Idempotency-Key` comes again.
 
     `scope` is a digest of the caller's credential, so keys of different callers never meet;
-    a row without `status_code` is a request still in progress.
+    a row without `status_code` is a request still in progress. An answer's credentials (an
+    API key, a webhook secret) are not in `body` but sealed in `secrets_enc` (migration 0006).
     """
 
     __tablename__ = "idempotency_keys"
@@ -284,6 +285,7 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     body: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict[str, str]] = mapped_column(Json, nullable=False, default=dict)
+    secrets_enc: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), default=utcnow, nullable=False, index=True
     )
@@ -360,3 +362,14 @@ class PoisonMessage(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False, default=dict)
     received_at: Mapped[datetime] = _when()
     resubmitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class SecretCanary(Base):
+    """One known text sealed under `HOOKLINE_SECRET_KEY` (migration 0007), so a process with
+    the wrong key refuses to start instead of failing on every secret it opens."""
+
+    __tablename__ = "secret_canary"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    token: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _when()

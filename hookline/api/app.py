@@ -24,7 +24,7 @@ from hookline.api.handshakes import HandshakeGate
 from hookline.api.idempotency import Idempotency, document
 from hookline.api.keycache import KeyCache
 from hookline.api.limitbook import LimitBook
-from hookline.api.limits import BodyLimit
+from hookline.api.limits import BodyLimit, RefuseNul
 from hookline.api.quota import Quota
 from hookline.api.readiness import ReadyProbe
 from hookline.api.routes import (
@@ -134,4 +134,5 @@ def create_app(
     app.add_middleware(Idempotency)
     document(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={BATCH: MAX_BATCH_BODY_BYTES})
+    app.add_middleware(RefuseNul)
     return app

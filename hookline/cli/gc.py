@@ -1,4 +1,5 @@
-"""`hookline gc`: wiring only; the logic is in `dispatcher.retention`."""
+"""`hookline gc`: wiring only; the logic is in `dispatcher.retention` and (expired
+`Idempotency-Key` answers) `hookline.api.idempotency_gc`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from common.errors import ConfigurationError
 from common.settings import parse_duration
 from common.wire import utcnow
 from dispatcher import retention
+from hookline.api.idempotency_gc import collect_expired
 from hookline.cli import options as o
 from hookline.cli.dlq import runtime
 
@@ -34,6 +36,8 @@ def gc(
         removed = retention.collect(
             rt.sessionmaker, cutoff, include_dead=include_dead, batch_size=batch_size
         )
+        expired = collect_expired(rt.sessionmaker, ttl_s=rt.settings.idempotency_ttl_s)
     finally:
         rt.close()
-    typer.echo(o.dump({"older_than": older_than, "cutoff": cutoff, **removed.to_json()}))
+    shown = {"older_than": older_than, "cutoff": cutoff, **removed.to_json()}
+    typer.echo(o.dump({**shown, "idempotency_keys": expired}))

@@ -76,6 +76,11 @@ def test_the_tree_keeps_every_import_contract(tmp_path: Path) -> None:
             "from dispatcher.policy import retry",
             "The shell reaches the dispatcher only through its facades",
         ),
+        (
+            "hookline.services.sneaky",
+            "from hookline.api.routes import tenants",
+            "Services know nothing of HTTP routes or the CLI",
+        ),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(

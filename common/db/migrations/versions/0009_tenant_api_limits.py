@@ -1,7 +1,7 @@
 """tenant API limits: per-tenant overrides, shared rate windows, handshake leases
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-04 19:15:00
 
 Issue 15: limits on what one tenant may ask of the API, held across API replicas.
@@ -17,8 +17,8 @@ from alembic import op
 
 import common.db.types
 
-revision = "0006"
-down_revision = "0005"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
