@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 WINDOW_MS = 1000
+MAX_WINDOW_MS = 3_600_000
 CHUNK_FRACTION = 0.05  # of a window's allowance, claimed at a time
 
 
@@ -36,7 +37,9 @@ class Window:
 
     @classmethod
     def per_second(cls, per_s: float) -> Window:
-        """One-second windows, or longer ones for rates under one a second."""
+        """One-second windows, or longer ones for rates under one a second (at most
+        `MAX_WINDOW_MS`: a slower rate is that of one per `MAX_WINDOW_MS`)."""
+        per_s = max(per_s, 1000 / MAX_WINDOW_MS)
         length_ms = max(WINDOW_MS, math.ceil(1000 / per_s))
         allowance = max(1, round(per_s * length_ms / 1000))
         return cls(length_ms, allowance, max(1, math.ceil(allowance * CHUNK_FRACTION)))

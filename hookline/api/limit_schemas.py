@@ -8,8 +8,10 @@ from pydantic import BaseModel, Field
 
 from hookline.api.schemas import MAX_BATCH_EVENTS, Strict
 
-# Far above any tenant's honest need; each bound keeps a counter's arithmetic in range.
+# Each bound keeps a counter's arithmetic in range: far above any tenant's honest need, and
+# no slower than one a 100 s (a window never longer than that).
 MAX_RATE_PER_S = 1_000_000.0
+MIN_RATE_PER_S = 0.01
 
 
 class LimitValues(BaseModel):
@@ -21,13 +23,18 @@ class LimitValues(BaseModel):
 
 
 class LimitOverrides(Strict):
-    """The tenant's own values; null (or absent on creation) means the deployment default."""
+    """The tenant's own values; null (or absent on creation) means the deployment default.
+    Numbers only (`true` is not 1)."""
 
-    ingest_rate_per_s: float | None = Field(default=None, gt=0, le=MAX_RATE_PER_S)
-    max_batch_events: int | None = Field(default=None, ge=1, le=MAX_BATCH_EVENTS)
-    max_handshakes: int | None = Field(default=None, ge=1, le=1000)
-    replay_rate_per_s: float | None = Field(default=None, gt=0, le=MAX_RATE_PER_S)
-    replay_starts_per_min: int | None = Field(default=None, ge=1, le=10_000)
+    ingest_rate_per_s: float | None = Field(
+        default=None, ge=MIN_RATE_PER_S, le=MAX_RATE_PER_S, strict=True
+    )
+    max_batch_events: int | None = Field(default=None, ge=1, le=MAX_BATCH_EVENTS, strict=True)
+    max_handshakes: int | None = Field(default=None, ge=1, le=1000, strict=True)
+    replay_rate_per_s: float | None = Field(
+        default=None, ge=MIN_RATE_PER_S, le=MAX_RATE_PER_S, strict=True
+    )
+    replay_starts_per_min: int | None = Field(default=None, ge=1, le=10_000, strict=True)
 
 
 class TenantLimitsOut(BaseModel):

@@ -109,6 +109,9 @@ def test_limits_are_the_admins_alone_and_bounded(make_api: Callable[..., Api]) -
     assert api.client.patch(url, json={"max_handshakes": 100}, headers=a_auth).status_code == 401
     assert_error(api.client.patch(url, json={"max_batch_events": 1001}, headers=ADMIN), 422)
     assert_error(api.client.patch(url, json={"ingest_rate_per_s": 0}, headers=ADMIN), 422)
+    # Found by the fuzzer: a rate so slow its window overflows, and `true` taken for 1.
+    assert_error(api.client.patch(url, json={"ingest_rate_per_s": 5e-324}, headers=ADMIN), 422)
+    assert_error(api.client.patch(url, json={"max_handshakes": True}, headers=ADMIN), 422)
     assert_error(api.client.patch(url, json={"burst": 5}, headers=ADMIN), 422)
     assert_error(api.client.get("/v1/tenants/ten_nobody/limits", headers=ADMIN), 404)
     audit = api.client.get("/v1/audit-log", params={"action": "tenant.limits_changed"},
