@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # Delivery messages a dispatcher holds unsettled; 0: eight per sending thread, at most
     # 1,000. Enough that the threads stay busy while a batch is being settled.
     dispatcher_prefetch: int = Field(default=0, ge=0, le=10_000)
+    # Worker processes of `hookline router` and `hookline dispatcher` (0: one per core).
+    processes: int = Field(default=0, ge=0, le=256)
     allow_private_targets: bool = False
     allow_http: bool = False
     metrics_port: int | None = None

@@ -21,7 +21,14 @@ from hookline.cli.dlq import dlq_app, gc
 from hookline.cli.replay import replay_app, replay_resumer
 from hookline.cli.tenants import tenant_app
 from hookline.failures import OneLineErrors
-from hookline.runtime import api_server, build_runtime, command_transport, serve_probes
+from hookline.runtime import (
+    api_server,
+    build_runtime,
+    command_transport,
+    require_real_broker,
+    serve_probes,
+)
+from hookline.supervisor import Supervisor, available_cores, child_argvs, watch_parent
 
 app = OneLineErrors(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
@@ -34,8 +41,24 @@ console = Console()
 log = logging.getLogger("hookline")
 
 MetricsPort = Annotated[
-    int | None, typer.Option("--metrics-port", help="Serve /metrics on this port.")
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        help="Serve /metrics, /healthz and /readyz on this port (with --processes N: "
+        "one port per process, from this one up).",
+    ),
 ]
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        min=0,
+        help="Worker processes under one supervisor (default HOOKLINE_PROCESSES; 0: one "
+        "per core). --concurrency is per process.",
+    ),
+]
+# Set by the supervisor on the command lines of its children (hookline/supervisor.py).
+ChildIndex = Annotated[int | None, typer.Option("--child-index", hidden=True)]
 
 
 def _settings(**overrides: object) -> Settings:
@@ -107,17 +130,33 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
         raise typer.Exit(1)
 
 
+def _supervise(command: str, settings: Settings, child: int | None, *args: str) -> None:
+    """With more than one process, run the supervisor instead of the service, and exit."""
+    count = settings.processes or available_cores()
+    if child is not None or count == 1:
+        return
+    require_real_broker(settings)  # refused here once, not by every child in a loop
+    argvs = child_argvs(command, count, metrics_port=settings.metrics_port, args=args)
+    raise typer.Exit(Supervisor(command, argvs).run())
+
+
 @app.command()
-def router(metrics_port: MetricsPort = None) -> None:
+def router(
+    metrics_port: MetricsPort = None, processes: Processes = None, child: ChildIndex = None
+) -> None:
     """Consume events, match subscriptions, emit deliveries."""
     from router import Router
 
-    settings = _settings(metrics_port=metrics_port)
+    settings = _settings(metrics_port=metrics_port, processes=processes)
+    _supervise("router", settings, child)
     runtime = build_runtime(settings)
     if settings.metrics_port:
-        serve_probes(runtime, settings.metrics_port, backlog=True)
+        # The backlog gauges describe shared state: one process of a supervisor exports them.
+        serve_probes(runtime, settings.metrics_port, backlog=not child)
     stop = threading.Event()
     install_stop_handlers(stop)
+    if child is not None:
+        watch_parent(stop)
     worker = Router(settings, runtime.transport, runtime.sessionmaker, runtime.metrics)
     log.info("router started")
     try:
@@ -129,14 +168,21 @@ def router(metrics_port: MetricsPort = None) -> None:
 
 @app.command()
 def dispatcher(
-    concurrency: Annotated[int | None, typer.Option(help="Concurrent HTTP deliveries.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Concurrent HTTP deliveries, per process.")
+    ] = None,
     metrics_port: MetricsPort = None,
+    processes: Processes = None,
+    child: ChildIndex = None,
 ) -> None:
     """Deliver webhooks: POST, classify, retry, dead-letter."""
     from dispatcher import Dispatcher
 
-    settings = _settings(dispatcher_concurrency=concurrency, metrics_port=metrics_port)
+    settings = _settings(
+        dispatcher_concurrency=concurrency, metrics_port=metrics_port, processes=processes
+    )
     _require_real_secrets(settings)
+    _supervise("dispatcher", settings, child, "--concurrency", str(settings.dispatcher_concurrency))
     runtime = build_runtime(settings, pool_size=4)
     runtime.metrics.concurrency.set(settings.dispatcher_concurrency)
     if settings.metrics_port:
@@ -146,6 +192,8 @@ def dispatcher(
     resumer = replay_resumer(settings, runtime)
     stop = resumer.stopping
     install_stop_handlers(stop)
+    if child is not None:
+        watch_parent(stop)
     worker = Dispatcher(
         settings,
         runtime.transport,

@@ -1,0 +1,81 @@
+"""`--processes N` (hookline/supervisor.py): the children's command lines, the restart
+backoff, the core count, and a real supervisor giving up on a child that cannot start.
+
+The pipeline scenarios (kill -9 of a child, SIGTERM mid-flow) are in
+tests/integration/test_supervisor.py.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hookline.supervisor import (
+    CRASH_LIMIT,
+    RESTART_MAX_WAIT_S,
+    available_cores,
+    child_argvs,
+    restart_delay_s,
+)
+from tests.processes import free_port
+
+GIVE_UP_WITHIN_S = 90.0  # about 20 s of backoff, plus interpreter start-ups on a busy host
+
+
+def test_each_child_runs_one_process_on_its_own_metrics_port() -> None:
+    argvs = child_argvs("dispatcher", 2, metrics_port=9100, args=["--concurrency", "8"])
+
+    assert argvs == [
+        ["dispatcher", "--processes", "1", "--child-index", "0", "--concurrency", "8",
+         "--metrics-port", "9100"],
+        ["dispatcher", "--processes", "1", "--child-index", "1", "--concurrency", "8",
+         "--metrics-port", "9101"],
+    ]  # fmt: skip
+    assert "--metrics-port" not in child_argvs("router", 1, metrics_port=None)[0]
+
+
+def test_restart_backoff_doubles_up_to_a_ceiling() -> None:
+    delays = [restart_delay_s(n) for n in range(1, 8)]
+
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert max(delays) == RESTART_MAX_WAIT_S
+
+
+def test_the_default_process_count_is_the_usable_cores() -> None:
+    assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_a_child_that_keeps_crashing_at_start_makes_the_supervisor_exit_non_zero(
+    tmp_path: Path,
+) -> None:
+    """Child 1's metrics port is taken, so it dies at every start; child 0 runs (waiting
+    for a broker that is not there). The supervisor gives up, drains child 0, says why."""
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
+        env |= {
+            "HOOKLINE_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
+            "HOOKLINE_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+            "HOOKLINE_SECRET_KEY": "k" * 32,
+        }
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "hookline", "dispatcher", "--processes", "2",
+             "--metrics-port", str(port)],
+            env=env, capture_output=True, text=True, timeout=GIVE_UP_WITHIN_S, check=False,
+        )  # fmt: skip
+        took_s = time.monotonic() - started
+
+    assert done.returncode == 1, done.stderr[-3000:]
+    verdict = [line for line in done.stderr.splitlines() if line.startswith("hookline: ")]
+    assert len(verdict) == 1, done.stderr[-3000:]
+    assert "dispatcher process 1 exited with status 1" in verdict[0]
+    assert f"{CRASH_LIMIT + 1}th exit in a row" in verdict[0]
+    assert "Address already in use" in done.stderr  # the cause, in the child's own output
+    print(f"\ngave up after {took_s:.1f} s")
