@@ -115,6 +115,7 @@ class _Child:
     started_at: float = 0.0
     failures: int = 0  # exits in a row, each after less than STABLE_AFTER_S
     restart_at: float = 0.0
+    signalled: int = 0  # signals forwarded to this process
 
 
 @dataclass
@@ -155,6 +156,7 @@ class Supervisor:
     def _start(self, child: _Child) -> None:
         child.proc = self.spawn(child.argv)
         child.started_at = time.monotonic()
+        child.signalled = 0
         log.info("child started", extra={"service": self.name, "child": child.index,
                                          "pid": child.proc.pid})  # fmt: skip
 
@@ -177,7 +179,8 @@ class Supervisor:
 
     def _give_up(self, error: HooklineError) -> None:
         log.error(str(error))
-        self._forward(signal.SIGTERM)
+        self._signals = max(self._signals, 1)
+        self._forward()
         self._wait_all()
         raise error
 
@@ -185,15 +188,20 @@ class Supervisor:
         self._signals += 1
         if self._signals == 1:
             log.info("signal received: children draining (send it again to exit at once)")
-        self._forward(signal.SIGTERM)
+        self._forward()
         self._wake.set()
 
-    def _forward(self, signum: int) -> None:
+    def _forward(self) -> None:
+        """Bring every running child up to as many SIGTERMs as the supervisor received: one
+        drains, two end it at once (a child started meanwhile gets its share too)."""
         for child in self._children:
-            if child.proc is not None and child.proc.poll() is None:
-                child.proc.send_signal(signum)
+            while child.proc is not None and child.signalled < self._signals:
+                child.signalled += 1
+                if child.proc.poll() is None:
+                    child.proc.send_signal(signal.SIGTERM)
 
     def _drain(self) -> int:
+        self._forward()  # a child started while the signal was being handled
         codes = self._wait_all()
         # A child that a signal found still starting up ends by it: it held no message.
         clean = all(code in (0, -signal.SIGTERM) for code in codes)

@@ -8,15 +8,18 @@ tests/integration/test_supervisor.py.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from hookline.supervisor import (
     CRASH_LIMIT,
     RESTART_MAX_WAIT_S,
+    Supervisor,
     available_cores,
     child_argvs,
     restart_delay_s,
@@ -47,6 +50,45 @@ def test_restart_backoff_doubles_up_to_a_ceiling() -> None:
 
 def test_the_default_process_count_is_the_usable_cores() -> None:
     assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
+
+
+# A child that drains for 0.3 s on its first SIGTERM and exits 0, but exits 3 on a second.
+DRAINING_CHILD = """
+import pathlib, signal, sys, time
+signals = []
+def on_term(*_):
+    signals.append(1)
+    if len(signals) > 1:
+        sys.exit(3)
+signal.signal(signal.SIGTERM, on_term)
+pathlib.Path(sys.argv[1]).touch()
+while not signals:
+    time.sleep(0.05)
+time.sleep(0.3)
+sys.exit(0)
+"""
+
+
+def test_one_sigterm_reaches_each_child_once_and_a_clean_drain_exits_0(tmp_path: Path) -> None:
+    ready = [tmp_path / "0", tmp_path / "1"]
+    supervisor = Supervisor(
+        "test", [[str(path)] for path in ready],
+        spawn=lambda argv: subprocess.Popen([sys.executable, "-c", DRAINING_CHILD, *argv]),
+    )  # fmt: skip
+
+    def signal_once_ready() -> None:
+        deadline = time.monotonic() + 60
+        while not all(path.exists() for path in ready) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    threading.Thread(target=signal_once_ready, daemon=True).start()
+    try:
+        assert supervisor.run() == 0  # 1 if a child was signalled twice (exit 3)
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
 
 
 def test_a_child_that_keeps_crashing_at_start_makes_the_supervisor_exit_non_zero(
