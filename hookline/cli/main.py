@@ -145,10 +145,10 @@ def router(
     metrics_port: MetricsPort = None, processes: Processes = None, child: ChildIndex = None
 ) -> None:
     """Consume events, match subscriptions, emit deliveries."""
-    from router import Router
-
     settings = _settings(metrics_port=metrics_port, processes=processes)
     _supervise("router", settings, child)
+    from router import Router  # not in a supervisor, which only starts processes
+
     runtime = build_runtime(settings)
     if settings.metrics_port:
         # The backlog gauges describe shared state: one process of a supervisor exports them.
@@ -176,13 +176,13 @@ def dispatcher(
     child: ChildIndex = None,
 ) -> None:
     """Deliver webhooks: POST, classify, retry, dead-letter."""
-    from dispatcher import Dispatcher
-
     settings = _settings(
         dispatcher_concurrency=concurrency, metrics_port=metrics_port, processes=processes
     )
     _require_real_secrets(settings)
     _supervise("dispatcher", settings, child, "--concurrency", str(settings.dispatcher_concurrency))
+    from dispatcher import Dispatcher  # not in a supervisor, which only starts processes
+
     runtime = build_runtime(settings, pool_size=4)
     runtime.metrics.concurrency.set(settings.dispatcher_concurrency)
     if settings.metrics_port:
