@@ -28,7 +28,7 @@ from hookline.runtime import (
     require_real_broker,
     serve_probes,
 )
-from hookline.supervisor import Supervisor, available_cores, child_argvs, watch_parent
+from hookline.supervisor import available_cores, child_argvs, exec_supervisor, watch_parent
 
 app = OneLineErrors(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
@@ -131,13 +131,13 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 
 def _supervise(command: str, settings: Settings, child: int | None, *args: str) -> None:
-    """With more than one process, run the supervisor instead of the service, and exit."""
+    """With more than one process, become the supervisor instead of the service."""
     count = settings.processes or available_cores()
     if child is not None or count == 1:
         return
     require_real_broker(settings)  # refused here once, not by every child in a loop
     argvs = child_argvs(command, count, metrics_port=settings.metrics_port, args=args)
-    raise typer.Exit(Supervisor(command, argvs).run())
+    exec_supervisor(command, argvs, log_format=settings.log_format, log_level=settings.log_level)
 
 
 @app.command()

@@ -7,6 +7,7 @@ tests/integration/test_supervisor.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from hookline.supervisor import (
@@ -91,15 +93,30 @@ def test_one_sigterm_reaches_each_child_once_and_a_clean_drain_exits_0(tmp_path:
         signal.signal(signal.SIGINT, handlers[1])
 
 
+@contextlib.contextmanager
+def port_pair_with_the_second_taken() -> Iterator[int]:
+    """A free port whose successor is held by a listening socket here."""
+    for _ in range(50):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            port = taken.getsockname()[1] - 1
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            taken.listen()
+            yield port
+            return
+    raise RuntimeError("no free port next to a free port")
+
+
 def test_a_child_that_keeps_crashing_at_start_makes_the_supervisor_exit_non_zero(
     tmp_path: Path,
 ) -> None:
     """Child 1's metrics port is taken, so it dies at every start; child 0 runs (waiting
     for a broker that is not there). The supervisor gives up, drains child 0, says why."""
-    port = free_port()
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port + 1))
-        taken.listen()
+    with port_pair_with_the_second_taken() as port:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
         env |= {
             "HOOKLINE_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
