@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.db import migrate
 from hookline.supervisor import (
     CRASH_LIMIT,
     RESTART_MAX_WAIT_S,
@@ -116,12 +118,14 @@ def test_a_child_that_keeps_crashing_at_start_makes_the_supervisor_exit_non_zero
 ) -> None:
     """Child 1's metrics port is taken, so it dies at every start; child 0 runs (waiting
     for a broker that is not there). The supervisor gives up, drains child 0, says why."""
+    database_url = f"sqlite:///{tmp_path}/db.sqlite"
+    migrate.upgrade(database_url)  # the dispatcher checks its key canary there first
     with port_pair_with_the_second_taken() as port:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
         env |= {
             "HOOKLINE_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
-            "HOOKLINE_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
-            "HOOKLINE_SECRET_KEY": "k" * 32,
+            "HOOKLINE_DATABASE_URL": database_url,
+            "HOOKLINE_SECRET_KEY": secrets.token_hex(32),
         }
         started = time.monotonic()
         done = subprocess.run(
