@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOOKLINE_", extra="ignore")
 
     database_url: str = "sqlite:///hookline.db"
+    # One amqp:// URL, or the URLs of a cluster's nodes separated by commas (fail-over).
     broker_url: str = "amqp://guest:guest@localhost:5672/%2F"
+    # Replicas per quorum queue at creation; 0: one per node in broker_url, at most 5 (a
+    # single URL leaves it to RabbitMQ). Set it when one URL is a load balancer.
+    quorum_group_size: int = Field(default=0, ge=0, le=9)
     # `memory://` outside `hookline dev`: only tests turn this on (a command's in-memory
     # broker ends with its process, and whatever it was given with it).
     allow_memory_broker: bool = False
@@ -49,6 +53,8 @@ class Settings(BaseSettings):
     # Delivery messages a dispatcher holds unsettled; 0: eight per sending thread, at most
     # 1,000. Enough that the threads stay busy while a batch is being settled.
     dispatcher_prefetch: int = Field(default=0, ge=0, le=10_000)
+    # Worker processes of `hookline router` and `hookline dispatcher` (0: one per core).
+    processes: int = Field(default=0, ge=0, le=256)
     allow_private_targets: bool = False
     allow_http: bool = False
     metrics_port: int | None = None
