@@ -6,9 +6,9 @@ fits the schema, no `Idempotency-Key`. Those are validated against the routes' o
 (a batch in one pass over the raw body, every item valid) and published here; every other
 request (unknown key, restricted networks, a schema error anywhere, a key to remember, a
 body without a length or over its limit, data that a tenant in `reject` mode must be
-refused for) goes on to the full route untouched, so its answers cannot differ. The
-catalogue check (`SchemaCheck.screen`) is the one the routes run. Same events, same
-checks, same producer: only the way is shorter.
+refused for) goes on to the full route untouched, so its answers cannot differ. Same
+events, same checks (the tenant's limits too, with the same `admit_events`; the
+catalogue's `SchemaCheck.screen`), same producer: only the way is shorter.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from hookline.api.deps import Services
 from hookline.api.errors import ApiError, error_response
 from hookline.api.routes.events import accepted_batch, broker_unavailable, wire_fields
 from hookline.api.schemas import MAX_BATCH_EVENTS, EventAccepted, EventIn, Strict
+from hookline.api.tenant_limits import admit_events
 from hookline.services.keys import KEY_PREFIX
 from producer import InvalidEvent
 
@@ -76,9 +77,17 @@ class FastIngest:
         if screen is None or screen.refused:  # the route words (and counts) the 422
             await self.app(scope, _replaying(body, receive), send)
             return
-        services.schema_check.report(tenant, screen, events)
         try:
+            if isinstance(parsed, EventIn):
+                await admit_events(services, tenant, 1)
+            else:
+                size = len(parsed.events)
+                await admit_events(services, tenant, size, batch=size)
+            services.schema_check.report(tenant, screen, events)  # `warn`: accepted
             answer = await _accept(parsed, tenant, services)
+        except ApiError as exc:  # over one of the tenant's limits
+            await _error(exc, scope, receive, send)
+            return
         except InvalidEvent as exc:
             await _error(ApiError(422, "invalid_event", str(exc)), scope, receive, send)
             return

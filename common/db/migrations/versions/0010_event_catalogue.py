@@ -1,7 +1,7 @@
 """event-type catalogue, tenant settings, and the indexes of the new list routes
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-04 19:05:00
 
 Issue 16: `event_types` (a tenant's catalogue; one row per name and tenant), the
@@ -17,8 +17,8 @@ from alembic import op
 
 import common.db.types
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
