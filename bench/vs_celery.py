@@ -13,7 +13,7 @@ Each run, one after the other on the same machine:
   drain, and the on-disk size of `events`, `deliveries` and `attempts` with their indexes
   (`pg_total_relation_size`) after the drain, per delivery.
 - **Celery**, once per pool in `--pools`: a fresh vhost on 127.0.0.1:5672 (quorum queue,
-  confirmed publishes, `acks_late=True`), `--deliveries` tasks queued first, then one
+  `acks_late=True`), `--deliveries` tasks queued first (not timed), then one
   `celery worker` drains them; each task signs the same JSON body with HMAC-SHA256 and
   POSTs it with `requests` (a keep-alive session per thread) to a fresh receiver of the same
   kind (`hookline.receiver`). Celery persists nothing but the broker's queue.
@@ -66,7 +66,6 @@ app.conf.update(
     task_default_queue=QUEUE,
     task_default_queue_type="quorum",
     worker_detect_quorum_queues=True,
-    broker_transport_options={"confirm_publish": True},
     task_ignore_result=True,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
@@ -212,7 +211,10 @@ def celery_pool(
                 body = json.dumps({"type": "order.created", "id": f"c-{n}",
                                    "data": {"order": n, "total": 12.5}})  # fmt: skip
                 post_webhook.apply_async((url, f"c-{n}", body), producer=producer)
-        queued = _queue_depth(broker_url)
+        # Quorum queues report their length a little late: wait for it (not timed).
+        deadline = time.monotonic() + 60
+        while (queued := _queue_depth(broker_url)) < count and time.monotonic() < deadline:
+            time.sleep(1)
         assert queued == count, f"only {queued} of {count} tasks queued"
         env = {**os.environ, "BENCH_CELERY_BROKER": broker_url}
         with open(workdir / f"celery-{pool}-{concurrency}.log", "wb") as log:
@@ -243,18 +245,21 @@ def celery_pool(
             unique.setdefault(webhook_id, at)
     times = sorted(unique.values())
     rate = len(times) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-    return {
+    result = {
         "pool": f"{pool}:{concurrency}",
         "received": len(unique),
         "duplicates": sum(1 for w, _ in received if w.startswith("c-")) - len(unique),
         "deliveries_per_s": round(rate, 1),
         "cpu_us_per_delivery": cpu_per_delivery_us(cpu_before, cpu_after, count),
     }
+    print(json.dumps({"celery": result}), file=sys.stderr, flush=True)
+    return result
 
 
 def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, Any]:
     load_before = load_average()
     ours = hookline(args, workdir)
+    print(json.dumps({"hookline": ours}), file=sys.stderr, flush=True)
     theirs = []
     for spec in args.pools.split(","):
         pool, concurrency = spec.split(":")
