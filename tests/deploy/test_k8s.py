@@ -145,7 +145,20 @@ def test_the_prometheus_rule_is_generated_from_the_rules_file() -> None:
     rules_file = yaml.safe_load(
         (DEPLOY / "prometheus" / "rules" / "hookline.rules.yml").read_text()
     )
-    assert rule["spec"]["groups"] == rules_file["groups"]
+    base = script.RUNBOOK_BASE_URL
+    assert rule["spec"]["groups"] == script.with_runbook_base(rules_file["groups"], base)
+
+
+def test_runbook_urls_are_built_from_the_base_url_the_operator_gives() -> None:
+    script = load_script(K8S / "build_prometheusrule.py")
+    groups = script.prometheus_rule("https://git.example.com/ops/hookline/blob/v1/")["spec"]
+    urls = [r["annotations"]["runbook_url"] for g in groups["groups"] for r in g["rules"]]
+    assert urls and all(
+        url.startswith("https://git.example.com/ops/hookline/blob/v1/docs/runbooks/Hookline")
+        for url in urls
+    )
+    default = script.prometheus_rule()["spec"]["groups"][0]["rules"][0]
+    assert default["annotations"]["runbook_url"].startswith(script.RUNBOOK_BASE_URL + "/docs/")
 
 
 def test_the_service_monitor_gives_the_job_names_the_alerts_use() -> None:
