@@ -111,11 +111,14 @@ def test_the_plugins_file_is_an_erlang_term_rabbitmq_can_read() -> None:
 
 def test_every_hookline_service_is_healthy_only_when_its_readyz_answers() -> None:
     services = resolved()["services"]
-    ports = {"api": 8000, "router": 9100, "dispatcher": 9100}
-    for name, port in ports.items():
+    for name in ("api", "router", "dispatcher"):
         check = services[name]["healthcheck"]
         assert check["test"][:2] == ["CMD", "python"], name  # the image has no curl
-        assert f"http://127.0.0.1:{port}/readyz" in check["test"][-1], name
+        assert "/readyz" in check["test"][-1], name
+    assert "127.0.0.1:8000/readyz" in services["api"]["healthcheck"]["test"][-1]
+    assert "127.0.0.1:9100/readyz" in services["router"]["healthcheck"]["test"][-1]
+    # `dispatcher --processes 2`: both processes, on 9100 and 9101, must be ready.
+    assert "(9100, 9101)" in services["dispatcher"]["healthcheck"]["test"][-1]
     assert services["router"]["environment"]["HOOKLINE_METRICS_PORT"] == "9100"
 
 
@@ -189,3 +192,16 @@ def test_every_copied_path_exists_and_is_let_through_the_ignore_file() -> None:
         for source in copy.value[:-1]:
             assert (ROOT / source).exists(), source
             assert source.rstrip("/") in allowed, f"{source} is excluded from the context"
+
+
+def test_every_dispatcher_process_in_compose_is_scraped() -> None:
+    """`dispatcher --processes N` serves /metrics on 9100 ... 9100+N-1: Prometheus must
+    scrape each, and the others run one process (the default would count host cores)."""
+    services = resolved()["services"]
+    command = services["dispatcher"]["command"]
+    processes = int(command[command.index("--processes") + 1])
+    assert services["router"]["environment"]["HOOKLINE_PROCESSES"] == "1"
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "hookline-dispatcher"]
+    ports = sorted(sd["port"] for sd in job["dns_sd_configs"])
+    assert ports == list(range(9100, 9100 + processes))
