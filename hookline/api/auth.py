@@ -26,6 +26,7 @@ SUBSCRIPTIONS_READ = "subscriptions:read"
 SUBSCRIPTIONS_WRITE = "subscriptions:write"
 DELIVERIES_READ = "deliveries:read"
 DELIVERIES_REPLAY = "deliveries:replay"
+AUDIT_READ = "audit:read"
 
 _api_key = HTTPBearer(
     scheme_name="ApiKey",

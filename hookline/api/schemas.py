@@ -21,11 +21,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from common import payload
+from common.instants import FORMS, age
 from common.wire import (
     EVENT_ID_PATTERN,
     EVENT_TYPE_PATTERN,
     OPERATION_PATTERN,
     timestamp_problem,
+    utcnow,
 )
 
 ScopeName = Literal[
@@ -34,6 +36,7 @@ ScopeName = Literal[
     "subscriptions:write",
     "deliveries:read",
     "deliveries:replay",
+    "audit:read",
 ]
 ALL_SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
 # A key created without `scopes` may only send events (docs/security.md).
@@ -82,6 +85,21 @@ def _recent(value: datetime) -> datetime:
     if problem is not None:
         raise PydanticCustomError("timestamp_skew", "{problem}", {"problem": problem})
     return value
+
+
+def _instant_or_age(value: Any) -> Any:
+    if isinstance(value, str):
+        before = age(value)
+        if before is not None:
+            return utcnow() - before
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise PydanticCustomError("datetime_format", FORMS)
+
+
+# A query filter's bound (`since`, `until`): an `Instant`, or an age before now (`1h`,
+# `30m`, `7d`), the same words the CLI takes (`common.instants`).
+TimeBound = Annotated[AwareDatetime, BeforeValidator(_instant_or_age), AfterValidator(_in_utc)]
 
 
 # An event's own time, within a day of the clock (see `common.wire.MAX_EVENT_AGE`).
