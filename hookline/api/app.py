@@ -29,6 +29,7 @@ from hookline.api.routes import (
     deliveries,
     events,
     health,
+    purge,
     replays,
     subscription_actions,
     subscriptions,
@@ -112,7 +113,7 @@ def create_app(
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
         events, health, tenants, subscriptions, subscription_actions, deliveries, audit,
-        deadletters, replays,
+        purge, deadletters, replays,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
