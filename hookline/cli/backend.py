@@ -40,6 +40,10 @@ class Ops(Protocol):
     def issue_key(self, tenant_id: str, body: Json) -> Json: ...
     def keys(self, tenant_id: str) -> Json: ...
     def revoke_key(self, tenant_id: str, key_id: str) -> Json: ...
+    def subscriptions(self, tenant_id: str | None) -> Json: ...
+    def subscribe(self, tenant_id: str | None, body: Json) -> Json: ...
+    def subscription_action(self, tenant_id: str | None, sub_id: str, action: str) -> Json: ...
+    def unsubscribe(self, tenant_id: str | None, sub_id: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -108,6 +112,22 @@ class RemoteOps:
 
     def revoke_key(self, tenant_id: str, key_id: str) -> Json:
         return self.remote.delete(f"/v1/tenants/{segment(tenant_id)}/api-keys/{segment(key_id)}")
+
+    # Subscriptions are a tenant's: its key names the tenant (`/v1/subscriptions`); the
+    # admin token may only register one on a tenant's behalf (`--tenant`, pre-verified).
+    def subscriptions(self, tenant_id: str | None) -> Json:
+        return self.remote.get("/v1/subscriptions", {"limit": 500})
+
+    def subscribe(self, tenant_id: str | None, body: Json) -> Json:
+        if tenant_id is None:
+            return self.remote.post("/v1/subscriptions", body)
+        return self.remote.post(f"/v1/tenants/{segment(tenant_id)}/subscriptions", body)
+
+    def subscription_action(self, tenant_id: str | None, sub_id: str, action: str) -> Json:
+        return self.remote.post(f"/v1/subscriptions/{segment(sub_id)}/{segment(action)}")
+
+    def unsubscribe(self, tenant_id: str | None, sub_id: str) -> None:
+        self.remote.delete(f"/v1/subscriptions/{segment(sub_id)}")
 
     def close(self) -> None:
         self.remote.close()

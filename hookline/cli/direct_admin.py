@@ -3,17 +3,24 @@ admin routes and `POST /v1/events` call, answered in the routes' shapes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
+from common.ssrf import system_resolver
+from hookline.api.deps import Services
 from hookline.api.errors import problems
+from hookline.api.routes.subscriptions import created_or_existing, to_out
 from hookline.api.routes.tenants import key_out
 from hookline.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, TenantCreated
+from hookline.api.subscription_schemas import AdminSubscriptionCreate, SubscriptionCreate
 from hookline.cli.remote import RemoteError
 from hookline.runtime import Runtime, command_transport
-from hookline.services import tenants
+from hookline.services import subscription_actions as actions
+from hookline.services import subscriptions, tenants
 from hookline.services.audit import CLI, Actor
 from hookline.services.errors import ServiceError
 
@@ -36,6 +43,12 @@ def valid(model: type[BaseModel], body: Json) -> Any:
         return model.model_validate(body)
     except ValidationError as exc:
         raise refused("validation_error", problems(exc.errors())) from None
+
+
+def _owner(tenant_id: str | None) -> str:
+    if tenant_id is None:
+        raise refused("validation_error", "--tenant is required without HOOKLINE_API_URL")
+    return tenant_id
 
 
 class DirectAdmin:
@@ -85,6 +98,48 @@ class DirectAdmin:
         with self.rt.sessionmaker() as session, session.begin():
             row = self._service(lambda: tenants.revoke_key(session, tenant_id, key_id, actor=SHELL))
             return as_json(key_out(row))
+
+    def subscriptions(self, tenant_id: str | None) -> Json:
+        owner = _owner(tenant_id)
+        with self.rt.sessionmaker() as session:
+            rows = session.scalars(subscriptions.of_tenant(owner, None)).all()
+            shown = [as_json(to_out(row, self._services())) for row in rows]
+        return {"data": shown, "next_cursor": None}
+
+    def subscribe(self, tenant_id: str | None, body: Json) -> Json:
+        """Registered by the operator, as `POST /v1/tenants/{id}/subscriptions` does:
+        active without a handshake unless `verify`."""
+        spec: AdminSubscriptionCreate = valid(AdminSubscriptionCreate, body)
+        fields = spec.model_dump(exclude={"verify"})
+        owner = _owner(tenant_id)
+        services = self._services()
+        with self.rt.sessionmaker() as session:
+            self._service(lambda: tenants.get(session, owner))
+        answer = self._service(
+            lambda: created_or_existing(
+                services, owner, SubscriptionCreate(**fields), actor=SHELL,
+                verified=not spec.verify,
+            )
+        )  # fmt: skip
+        return dict(json.loads(answer.body))
+
+    def subscription_action(self, tenant_id: str | None, sub_id: str, action: str) -> Json:
+        move = {"pause": actions.pause, "resume": actions.resume}[action]
+        with self.rt.sessionmaker() as session, session.begin():
+            row = self._service(lambda: move(session, _owner(tenant_id), sub_id, actor=SHELL))
+            return as_json(to_out(row, self._services()))
+
+    def unsubscribe(self, tenant_id: str | None, sub_id: str) -> None:
+        with self.rt.sessionmaker() as session, session.begin():
+            owner = _owner(tenant_id)
+            self._service(lambda: subscriptions.delete(session, owner, sub_id, actor=SHELL))
+
+    def _services(self) -> Services:
+        """What the routes' helpers read (the secret box, the outbound settings)."""
+        return cast(Services, SimpleNamespace(
+            settings=self.rt.settings, secret_box=self.rt.secret_box, resolver=system_resolver,
+            sessionmaker=self.rt.sessionmaker,
+        ))  # fmt: skip
 
     @staticmethod
     def _service(call: Callable[[], Any]) -> Any:

@@ -23,6 +23,7 @@ from hookline.cli.dlq import dlq_app
 from hookline.cli.gc import gc
 from hookline.cli.replay import replay_app, replay_resumer
 from hookline.cli.secrets import require_usable_key, secrets_app
+from hookline.cli.subscriptions import subscription_app
 from hookline.cli.tenants import tenant_app
 from hookline.failures import OneLineErrors
 from hookline.runtime import (
@@ -37,6 +38,7 @@ app = OneLineErrors(help="Hookline: webhook delivery you can trust.", no_args_is
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(subscription_app, name="subscription")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(replay_app, name="replay")
 app.command("gc")(gc)

@@ -224,3 +224,30 @@ def test_the_cli_says_what_is_wrong_with_the_target(stack: Stack) -> None:
     assert away.exit_code == 1
     assert away.output.strip() == f"hookline: unreachable: {closed}: ConnectionError"
     assert ADMIN_TOKEN not in away.output
+
+
+def test_subscriptions_through_the_api(stack: Stack, tenant: dict[str, str]) -> None:
+    key = tenant["key"]
+    # The operator registers one on the tenant's behalf: active, no handshake.
+    made = stack.cli(
+        "subscription", "create", f"{stack.receiver.url}/other", "--event-type", "invoice.*",
+        "--tenant", tenant["id"], "-o", "json",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    created = json.loads(made.stdout)
+    assert created["status"] == "active" and created["verification"]["status"] == "not_run"
+    sub = created["id"]
+    # The tenant's own key: its handshake fails on a receiver that does not echo, and says why.
+    pending = stack.cli("subscription", "create", f"{stack.receiver.url}/pending",
+                        "--event-type", "a.b", token=key)  # fmt: skip
+    assert pending.exit_code == 0, pending.output
+    assert "verification failed: the endpoint did not echo" in pending.stdout
+
+    listed = json.loads(stack.cli("subscription", "list", "-o", "json", token=key).stdout)
+    assert sub in {row["id"] for row in listed["data"]}
+    assert f"{sub}: paused" in stack.cli("subscription", "pause", sub, token=key).stdout
+    assert f"{sub}: active" in stack.cli("subscription", "resume", sub, token=key).stdout
+    assert stack.cli("subscription", "delete", sub, token=key).exit_code == 0
+    gone = stack.cli("subscription", "pause", sub, token=key)
+    assert gone.exit_code == 1
+    assert gone.output.strip() == "hookline: not_found: subscription not found"
