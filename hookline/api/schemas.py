@@ -21,13 +21,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from common import payload
-from common.instants import FORMS, age
+from common.instants import InstantError, parse_instant
 from common.wire import (
     EVENT_ID_PATTERN,
     EVENT_TYPE_PATTERN,
     OPERATION_PATTERN,
     timestamp_problem,
-    utcnow,
 )
 
 ScopeName = Literal[
@@ -88,13 +87,13 @@ def _recent(value: datetime) -> datetime:
 
 
 def _instant_or_age(value: Any) -> Any:
-    if isinstance(value, str):
-        before = age(value)
-        if before is not None:
-            return utcnow() - before
-    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+    # One parser, and so one set of words, for the API's bounds and the CLI's options.
+    if isinstance(value, datetime):
         return value
-    raise PydanticCustomError("datetime_format", FORMS)
+    try:
+        return parse_instant(value if isinstance(value, str) else "")
+    except InstantError as exc:
+        raise PydanticCustomError("datetime_format", str(exc)) from None
 
 
 # A query filter's bound (`since`, `until`): an `Instant`, or an age before now (`1h`,

@@ -72,8 +72,8 @@ def dead_filter(query: Json, ids: tuple[str, ...] = ()) -> DeadFilter:
             event_type=query.get("event_type"),
             reason=query.get("reason"),
             status_class=query.get("status_class"),
-            since=_when(query.get("since"), "since"),
-            until=_when(query.get("until"), "until"),
+            since=_when(query.get("since"), "query.since"),
+            until=_when(query.get("until"), "query.until"),
             ids=ids,
         )
     except FilterError as exc:
@@ -135,8 +135,8 @@ class DirectOps(DirectAdmin):
 
     def poison(self, query: Json, limit: int, cursor: str | None) -> Json:
         wanted = PoisonFilter(
-            query.get("tenant"), None, _when(query.get("since"), "since"),
-            _when(query.get("until"), "until"),
+            query.get("tenant"), None, _when(query.get("since"), "query.since"),
+            _when(query.get("until"), "query.until"),
         )  # fmt: skip
         after = _position(cursor)
         self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))

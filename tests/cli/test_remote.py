@@ -251,3 +251,14 @@ def test_subscriptions_through_the_api(stack: Stack, tenant: dict[str, str]) -> 
     gone = stack.cli("subscription", "pause", sub, token=key)
     assert gone.exit_code == 1
     assert gone.output.strip() == "hookline: not_found: subscription not found"
+
+
+@pytest.mark.parametrize("since", ["2026-05-01T12:00:00", "3600", "soon"])
+def test_a_bad_time_is_refused_in_the_same_words_remotely_and_directly(
+    stack: Stack, since: str
+) -> None:
+    remote = stack.cli("dlq", "list", "--since", since)
+    direct = stack.direct("dlq", "list", "--since", since)
+    assert remote.exit_code == direct.exit_code == 2
+    assert remote.output == direct.output
+    assert remote.output.startswith("hookline: validation_error: query.since: ")
