@@ -4,6 +4,7 @@ through the API, which `tests/cli/test_remote.py` runs against a real stack."""
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def direct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in {
         "HOOKLINE_DATABASE_URL": url, "HOOKLINE_BROKER_URL": "memory://",
         "HOOKLINE_ALLOW_MEMORY_BROKER": "true", "HOOKLINE_ALLOW_PRIVATE_TARGETS": "true",
-        "HOOKLINE_ALLOW_HTTP": "true",
+        "HOOKLINE_ALLOW_HTTP": "true", "HOOKLINE_SECRET_KEY": secrets.token_hex(32),
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("HOOKLINE_API_URL", raising=False)
