@@ -26,6 +26,8 @@ SUBSCRIPTIONS_READ = "subscriptions:read"
 SUBSCRIPTIONS_WRITE = "subscriptions:write"
 DELIVERIES_READ = "deliveries:read"
 DELIVERIES_REPLAY = "deliveries:replay"
+EVENT_TYPES_READ = "event_types:read"
+EVENT_TYPES_WRITE = "event_types:write"
 AUDIT_READ = "audit:read"
 
 _api_key = HTTPBearer(

@@ -35,6 +35,8 @@ ScopeName = Literal[
     "subscriptions:write",
     "deliveries:read",
     "deliveries:replay",
+    "event_types:read",
+    "event_types:write",
     "audit:read",
 ]
 ALL_SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
