@@ -30,8 +30,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db import migrate
-from common.db.models import SUCCEEDED, Delivery, EventRow
+from common.db.models import Delivery, EventRow
 from common.db.session import make_engine, make_sessionmaker
+from common.db.statuses import DeliveryStatus
 from common.secretbox import SecretBox
 from common.settings import Settings
 from common.wire import DeliveryMessage, Event
@@ -203,7 +204,9 @@ class Stack:
     def succeeded(self) -> int:
         with self.sessions() as session:
             query = select(func.count()).select_from(Delivery)
-            return int(session.scalar(query.where(Delivery.status == SUCCEEDED)) or 0)
+            return int(
+                session.scalar(query.where(Delivery.status == DeliveryStatus.SUCCEEDED)) or 0
+            )
 
     def deliveries(self) -> int:
         with self.sessions() as session:

@@ -25,7 +25,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.background import BackgroundThread
-from common.db.models import PENDING, RETRYING, Delivery, Subscription
+from common.db.models import Delivery, Subscription
+from common.db.statuses import DeliveryStatus
 from common.metrics import SUBSCRIPTION_STATUSES
 from common.transport import Transport
 from common.wire import utcnow
@@ -89,7 +90,10 @@ class BacklogCollector(BackgroundThread, Collector):
             # A delivery is due when it was never tried, or its retry time has passed.
             oldest: datetime | None = session.scalar(
                 select(func.min(due_since)).where(
-                    or_(Delivery.status == PENDING, Delivery.status == RETRYING),
+                    or_(
+                        Delivery.status == DeliveryStatus.PENDING,
+                        Delivery.status == DeliveryStatus.RETRYING,
+                    ),
                     due_since <= now,
                 )
             )

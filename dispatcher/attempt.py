@@ -19,7 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import FINAL_STATUSES, SUB_ACTIVE, SUB_DISABLED, Delivery
+from common.db.models import Delivery
+from common.db.statuses import FINAL_STATUSES, SubscriptionStatus
 from common.metrics import Metrics
 from common.service import retry_database
 from common.transport import Message
@@ -64,9 +65,11 @@ def attempt(
     # Refuse: what must not be sent ends dead, or waits if its endpoint is only paused.
     if endpoint is None or endpoint.tenant_id != delivery.tenant:
         return _refused(message, delivery, started_at, retry.DeadReason.SUBSCRIPTION_MISSING)
-    if endpoint.status == SUB_DISABLED:
+    if endpoint.status == SubscriptionStatus.DISABLED:
         return _refused_disabled(message, delivery, endpoint, parts, stop, started_at)
-    if endpoint.status != SUB_ACTIVE:  # paused, or not verified yet: hold, do not count
+    if (
+        endpoint.status != SubscriptionStatus.ACTIVE
+    ):  # paused, or not verified yet: hold, do not count
         return Deferred(message, delivery, parts.schedule.paused())
     # Admit and POST: the gate may hold it back (no attempt, a tier past the wait it asks).
     result = _post(endpoint, delivery, parts)

@@ -17,7 +17,7 @@ from typing import Protocol
 from sqlalchemy.exc import SQLAlchemyError
 
 from common import logs
-from common.db.models import FINAL_STATUSES, PENDING
+from common.db.statuses import FINAL_STATUSES, DeliveryStatus
 from common.errors import DecodeError
 from common.transport import Consumer, Message
 from common.transport import topology as tp
@@ -75,7 +75,7 @@ def _already_handled(message: Message, delivery: DeliveryMessage, status: str | 
     if delivery.replay or status is None:
         return False
     if tp.H_RECHECK in message.headers:
-        return status != PENDING
+        return status != DeliveryStatus.PENDING
     return status in FINAL_STATUSES
 
 

@@ -18,17 +18,9 @@ from datetime import datetime
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import (
-    CANCELLED,
-    DEAD,
-    SUCCEEDED,
-    Attempt,
-    Delivery,
-    EventRow,
-    ReplayItem,
-    ReplayJob,
-)
+from common.db.models import Attempt, Delivery, EventRow, ReplayItem, ReplayJob
 from common.db.session import rowcount
+from common.db.statuses import DeliveryStatus
 
 BATCH_SIZE = 1000
 # A breath between batches, so that writers queued behind one get their turn.
@@ -56,7 +48,11 @@ def collect(
     on_batch: Callable[[Removed], None] = lambda _r: None,
 ) -> Removed:
     """Remove what finished before `cutoff`; returns the counts (also after a stop)."""
-    statuses = (SUCCEEDED, CANCELLED, DEAD) if include_dead else (SUCCEEDED, CANCELLED)
+    statuses = (
+        (DeliveryStatus.SUCCEEDED, DeliveryStatus.CANCELLED, DeliveryStatus.DEAD)
+        if include_dead
+        else (DeliveryStatus.SUCCEEDED, DeliveryStatus.CANCELLED)
+    )
     removed = Removed()
     while stop is None or not stop.is_set():
         with sessionmaker() as session, session.begin():

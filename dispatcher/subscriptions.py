@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import SUB_DISABLED, Subscription
+from common.db.models import Subscription
+from common.db.statuses import SubscriptionStatus
 from common.secretbox import SecretBox
 from common.wire import utcnow
 
@@ -212,6 +213,6 @@ class SubscriptionCache:
             cached = self._entries.get(subscription_id)
             if cached is not None:
                 disabled = dataclasses.replace(
-                    cached.endpoint, status=SUB_DISABLED, disabled_reason=reason
+                    cached.endpoint, status=SubscriptionStatus.DISABLED, disabled_reason=reason
                 )
                 self._entries[subscription_id] = dataclasses.replace(cached, endpoint=disabled)

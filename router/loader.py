@@ -11,7 +11,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import SUB_ACTIVE, Subscription
+from common.db.models import Subscription
+from common.db.statuses import SubscriptionStatus
 from router.index import SubscriptionIndex, Target
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class IndexLoader:
                 Subscription.event_types,
                 Subscription.operations,
                 Subscription.payload_filter,
-            ).where(Subscription.status == SUB_ACTIVE)
+            ).where(Subscription.status == SubscriptionStatus.ACTIVE)
         )
         return SubscriptionIndex(
             Target(

@@ -24,8 +24,9 @@ from sqlalchemy import Table, bindparam, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from common.db.bulk import recordset
-from common.db.models import FINAL_STATUSES, PENDING, Delivery, EventRow
+from common.db.models import Delivery, EventRow
 from common.db.session import insert_ignoring_conflicts
+from common.db.statuses import FINAL_STATUSES, DeliveryStatus
 from common.db.types import UtcDateTime
 from common.wire import Event, delivery_id_for, utcnow
 from router.index import Target
@@ -55,7 +56,7 @@ _PG_INSERT_BATCH = text(
     'ON CONFLICT DO NOTHING RETURNING "tenant_id", "id"), '
     f"inserted AS (INSERT INTO deliveries ({_columns(_DELIVERY_FIELDS)}, "
     '"status", "attempts", "replay_count", "created_at", "updated_at") '
-    f"SELECT {_columns(_DELIVERY_FIELDS, 'd.')}, '{PENDING}', 0, 0, :now, :now "
+    f"SELECT {_columns(_DELIVERY_FIELDS, 'd.')}, '{DeliveryStatus.PENDING}', 0, 0, :now, :now "
     f"FROM {recordset(_deliveries, _DELIVERY_FIELDS, param='deliveries', alias='d')} "
     "JOIN created c ON c.tenant_id = d.tenant_id AND c.id = d.event_id "
     "ON CONFLICT DO NOTHING) "
@@ -126,7 +127,7 @@ def _insert(
         )
         result = session.execute(statement, [_event_row(e, now) for e in events])
         created = {(tenant, event_id) for tenant, event_id in result.tuples()}
-        constant = {"status": PENDING, "attempts": 0, "replay_count": 0}
+        constant = {"status": DeliveryStatus.PENDING, "attempts": 0, "replay_count": 0}
         full = [
             {**row, **constant, "created_at": now, "updated_at": now}
             for row in deliveries

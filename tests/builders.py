@@ -8,14 +8,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from common.db.models import (
-    PENDING,
-    SUB_ACTIVE,
-    Delivery,
-    EventRow,
-    Subscription,
-    Tenant,
-)
+from common.db.models import Delivery, EventRow, Subscription, Tenant
+from common.db.statuses import DeliveryStatus, SubscriptionStatus
 from common.secretbox import DEV_SECRET_KEY, SecretBox
 from common.signing import new_secret
 from common.wire import DeliveryMessage, Event, delivery_id_for, new_id, utcnow
@@ -38,7 +32,7 @@ def subscription(
     event_types: list[str] | None = None,
     operations: list[str] | None = None,
     secret: str | None = None,
-    status: str = SUB_ACTIVE,
+    status: str = SubscriptionStatus.ACTIVE,
     headers: dict[str, str] | None = None,
     box: SecretBox = DEV_BOX,
     **extra: Any,
@@ -97,7 +91,7 @@ def delivery(session: Session, ev: Event, subscription_id: str) -> DeliveryMessa
             event_id=ev.id,
             subscription_id=subscription_id,
             event_type=ev.type,
-            status=PENDING,
+            status=DeliveryStatus.PENDING,
             attempts=0,
             replay_count=0,
             created_at=now,

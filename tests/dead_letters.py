@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from common.db.models import DEAD, Delivery
+from common.db.models import Delivery
+from common.db.statuses import DeliveryStatus
 from common.transport import Transport
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, decode, utcnow
@@ -36,7 +37,7 @@ def dead_letter(
     message = builders.delivery(session, builders.event(tenant_id, type=type), subscription_id)
     row = session.get(Delivery, message.delivery_id)
     assert row is not None
-    row.status, row.dead_reason, row.attempts = DEAD, reason, attempts
+    row.status, row.dead_reason, row.attempts = DeliveryStatus.DEAD, reason, attempts
     row.last_status_code = status_code
     row.last_error = None if status_code else "connection refused"
     row.finished_at = died_at or utcnow() - timedelta(minutes=1)

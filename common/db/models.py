@@ -22,9 +22,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from common.db.statuses import (
-    FINAL_STATUSES as FINAL_STATUSES,
-)
-from common.db.statuses import (
     DeliveryStatus,
     ReplayItemStatus,
     ReplayJobStatus,
@@ -41,20 +38,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-# Status values: the enums in `statuses.py`; these names stay for the modules that use them.
-SUB_PENDING = SubscriptionStatus.PENDING_VERIFICATION
-SUB_ACTIVE = SubscriptionStatus.ACTIVE
-SUB_PAUSED = SubscriptionStatus.PAUSED
-SUB_DISABLED = SubscriptionStatus.DISABLED
-SUBSCRIPTION_STATUSES = tuple(SubscriptionStatus)
-
-PENDING = DeliveryStatus.PENDING
-SUCCEEDED = DeliveryStatus.SUCCEEDED
-RETRYING = DeliveryStatus.RETRYING
-DEAD = DeliveryStatus.DEAD
-CANCELLED = DeliveryStatus.CANCELLED
-DELIVERY_STATUSES = tuple(DeliveryStatus)
 
 Json = JSON().with_variant(JSON(none_as_null=True), "postgresql")
 
@@ -111,7 +94,9 @@ class Subscription(Base):
     max_in_flight: Mapped[int | None] = mapped_column(Integer)
     description: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", Json, nullable=False, default=dict)
-    status: Mapped[str] = mapped_column(String(32), nullable=False, default=SUB_ACTIVE)
+    status: Mapped[str] = mapped_column(
+        String(32), nullable=False, default=SubscriptionStatus.ACTIVE
+    )
     # Delivery engine (migration 0002): why Hookline disabled it, and the failure streak
     # that auto-disable watches (every attempt failed since `failing_since`).
     disabled_reason: Mapped[str | None] = mapped_column(String(32))
@@ -275,7 +260,7 @@ class Delivery(Base):
     event_id: Mapped[str] = mapped_column(String(200), nullable=False)
     subscription_id: Mapped[str] = mapped_column(String(64), nullable=False)
     event_type: Mapped[str] = mapped_column(String(200), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default=PENDING)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     last_status_code: Mapped[int | None] = mapped_column(Integer)
@@ -345,17 +330,6 @@ class IdempotencyRecord(Base):
 
 
 # Replay jobs (operations, migration 0004).
-JOB_RUNNING = ReplayJobStatus.RUNNING
-JOB_COMPLETED = ReplayJobStatus.COMPLETED
-JOB_CANCELLING = ReplayJobStatus.CANCELLING
-JOB_CANCELLED = ReplayJobStatus.CANCELLED
-JOB_FAILED = ReplayJobStatus.FAILED
-JOB_STATES = (JOB_RUNNING, JOB_COMPLETED, JOB_CANCELLING, JOB_CANCELLED, JOB_FAILED)
-ITEM_TODO = ReplayItemStatus.TODO
-ITEM_CLAIMED = ReplayItemStatus.CLAIMED
-ITEM_SENT = ReplayItemStatus.SENT
-ITEM_SKIPPED = ReplayItemStatus.SKIPPED
-ITEM_FAILED = ReplayItemStatus.FAILED
 
 
 class ReplayJob(Base):
@@ -372,7 +346,7 @@ class ReplayJob(Base):
     tenant_id: Mapped[str | None] = mapped_column(String(64))  # None: across tenants (admin)
     actor: Mapped[str] = mapped_column(String(64), nullable=False)
     filters: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False, default=dict)
-    state: Mapped[str] = mapped_column(String(16), nullable=False, default=JOB_RUNNING)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default=ReplayJobStatus.RUNNING)
     rate_per_s: Mapped[float | None] = mapped_column(Float)
     total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -397,7 +371,7 @@ class ReplayItem(Base):
     delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, nullable=False)
     base_replay_count: Mapped[int] = mapped_column(Integer, nullable=False)
-    state: Mapped[str] = mapped_column(String(16), nullable=False, default=ITEM_TODO)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default=ReplayItemStatus.TODO)
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     error: Mapped[str | None] = mapped_column(Text)
 

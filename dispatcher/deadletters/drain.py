@@ -20,7 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.background import BackgroundThread
-from common.db.models import DEAD, PENDING, RETRYING, Delivery
+from common.db.models import Delivery
+from common.db.statuses import DeliveryStatus
 from common.db.types import UtcDateTime
 from common.errors import DecodeError, TransportError
 from common.service import (
@@ -47,13 +48,14 @@ _MARK_DEAD = (
     .where(or_(bindparam("b_replay", type_=Boolean), _deliveries.c.replay_count == 0))
     .where(
         or_(
-            _deliveries.c.status == PENDING,  # not `in_`: it cannot run as one executemany
-            _deliveries.c.status == RETRYING,
-            and_(_deliveries.c.status == DEAD, _deliveries.c.dead_reason.is_(None)),
+            _deliveries.c.status
+            == DeliveryStatus.PENDING,  # not `in_`: it cannot run as one executemany
+            _deliveries.c.status == DeliveryStatus.RETRYING,
+            and_(_deliveries.c.status == DeliveryStatus.DEAD, _deliveries.c.dead_reason.is_(None)),
         )
     )
     .values(
-        status=DEAD,
+        status=DeliveryStatus.DEAD,
         dead_reason=bindparam("b_reason"),
         updated_at=bindparam("b_now", type_=UtcDateTime()),
         finished_at=func.coalesce(

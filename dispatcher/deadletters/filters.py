@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from common.db.models import DEAD, Delivery
+from common.db.models import Delivery
 from common.db.session import rowcount
+from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
@@ -70,7 +71,7 @@ class DeadFilter:
         return {k: v for k, v in values.items() if v not in (None, 0)}
 
     def conditions(self) -> list[ColumnElement[bool]]:
-        c: list[ColumnElement[bool]] = [Delivery.status == DEAD]
+        c: list[ColumnElement[bool]] = [Delivery.status == DeliveryStatus.DEAD]
         if self.tenant is not None:
             c.append(Delivery.tenant_id == self.tenant)
         if self.subscription is not None:

@@ -22,8 +22,9 @@ from typing import cast
 from sqlalchemy import Boolean, ColumnElement, Table, bindparam, case, func, or_, update
 from sqlalchemy.orm import Session
 
-from common.db.models import DEAD, PENDING, RETRYING, SUB_DISABLED, Delivery, Subscription
+from common.db.models import Delivery, Subscription
 from common.db.session import rowcount
+from common.db.statuses import DeliveryStatus, SubscriptionStatus
 from common.db.types import UtcDateTime
 from common.transport import Outgoing
 from common.transport import topology as tp
@@ -146,9 +147,14 @@ def apply(
         end = (
             update(_deliveries)
             .where(_deliveries.c.subscription_id == bindparam("b_sub"))
-            .where(or_(_deliveries.c.status == PENDING, _deliveries.c.status == RETRYING))
+            .where(
+                or_(
+                    _deliveries.c.status == DeliveryStatus.PENDING,
+                    _deliveries.c.status == DeliveryStatus.RETRYING,
+                )
+            )
             .values(
-                status=DEAD,
+                status=DeliveryStatus.DEAD,
                 dead_reason=retry.DeadReason.ENDPOINT_DISABLED,
                 next_attempt_at=None,
                 updated_at=now,
@@ -173,10 +179,10 @@ def _disable(
         return []
     statement = (
         update(_subs)
-        .where(_subs.c.id.in_(sorted(ids)), _subs.c.status != SUB_DISABLED)
+        .where(_subs.c.id.in_(sorted(ids)), _subs.c.status != SubscriptionStatus.DISABLED)
         # The streak ends with the disable: re-enabled, it starts from nothing.
         .values(
-            status=SUB_DISABLED,
+            status=SubscriptionStatus.DISABLED,
             disabled_reason=reason,
             failing_since=None,
             consecutive_dead=0,

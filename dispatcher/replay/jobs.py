@@ -16,20 +16,8 @@ from typing import Any
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from common.db.models import (
-    ITEM_TODO,
-    JOB_CANCELLED,
-    JOB_CANCELLING,
-    JOB_FAILED,
-    JOB_RUNNING,
-    SUB_DISABLED,
-    SUB_PAUSED,
-    AuditEntry,
-    Delivery,
-    ReplayItem,
-    ReplayJob,
-    Subscription,
-)
+from common.db.models import AuditEntry, Delivery, ReplayItem, ReplayJob, Subscription
+from common.db.statuses import ReplayItemStatus, ReplayJobStatus, SubscriptionStatus
 from common.wire import new_id, utcnow
 from dispatcher.deadletters import DeadFilter, Summary, summarize_dead
 
@@ -91,14 +79,16 @@ def plan(session: Session, dead: DeadFilter) -> Plan:
             session.execute(
                 select(Subscription.id, Subscription.status).where(
                     Subscription.id.in_(list(summary.by_subscription)),
-                    Subscription.status.in_((SUB_PAUSED, SUB_DISABLED)),
+                    Subscription.status.in_(
+                        (SubscriptionStatus.PAUSED, SubscriptionStatus.DISABLED)
+                    ),
                 )
             )
             .tuples()
             .all()
         )
         for subscription_id, status in statuses.items():
-            target = paused if status == SUB_PAUSED else disabled
+            target = paused if status == SubscriptionStatus.PAUSED else disabled
             target[subscription_id] = summary.by_subscription[subscription_id]
     return Plan(summary, paused, disabled)
 
@@ -152,7 +142,7 @@ def create(
         tenant_id=dead.tenant,
         actor=actor,
         filters=dead.to_json(),
-        state=JOB_RUNNING,
+        state=ReplayJobStatus.RUNNING,
         rate_per_s=rate_per_s,
         total=0,
         done=0,
@@ -168,7 +158,7 @@ def create(
         Delivery.id,
         func.row_number().over(order_by=(Delivery.finished_at, Delivery.id)),
         Delivery.replay_count,
-        literal(ITEM_TODO),
+        literal(ReplayItemStatus.TODO),
     ).where(*dead.conditions())
     columns = ["job_id", "delivery_id", "seq", "base_replay_count", "state"]
     session.execute(insert(ReplayItem).from_select(columns, rows))
@@ -210,14 +200,26 @@ def runner_alive(job: ReplayJob) -> bool:
 
 def cancel(session: Session, job: ReplayJob, *, actor: str) -> ReplayJob:
     """Ask the runner to stop after its batch; a job nobody runs is cancelled at once."""
-    if job.state not in (JOB_RUNNING, JOB_FAILED, JOB_CANCELLING):
+    if job.state not in (
+        ReplayJobStatus.RUNNING,
+        ReplayJobStatus.FAILED,
+        ReplayJobStatus.CANCELLING,
+    ):
         return job
-    state = JOB_CANCELLING if job.state != JOB_FAILED and runner_alive(job) else JOB_CANCELLED
+    state = (
+        ReplayJobStatus.CANCELLING
+        if job.state != ReplayJobStatus.FAILED and runner_alive(job)
+        else ReplayJobStatus.CANCELLED
+    )
     now = utcnow()
     session.execute(
         update(ReplayJob)
         .where(ReplayJob.id == job.id, ReplayJob.state == job.state)
-        .values(state=state, updated_at=now, finished_at=now if state == JOB_CANCELLED else None)
+        .values(
+            state=state,
+            updated_at=now,
+            finished_at=now if state == ReplayJobStatus.CANCELLED else None,
+        )
     )
     audit(
         session,

@@ -24,7 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.background import BackgroundThread
-from common.db.models import JOB_RUNNING, ReplayJob
+from common.db.models import ReplayJob
+from common.db.statuses import ReplayJobStatus
 from common.metrics import Metrics
 from common.transport import Transport, topology
 from common.wire import utcnow
@@ -42,7 +43,7 @@ def orphans(session: Session) -> list[str]:
     stale = utcnow() - timedelta(seconds=LEASE_S)
     rows = session.execute(
         select(ReplayJob.id, ReplayJob.runner, ReplayJob.heartbeat_at)
-        .where(ReplayJob.state == JOB_RUNNING, ReplayJob.runner.is_not(None))
+        .where(ReplayJob.state == ReplayJobStatus.RUNNING, ReplayJob.runner.is_not(None))
         .order_by(ReplayJob.created_at)
     ).all()
     return [

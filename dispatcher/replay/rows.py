@@ -13,19 +13,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Text, cast, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import (
-    DEAD,
-    ITEM_CLAIMED,
-    ITEM_FAILED,
-    ITEM_SENT,
-    ITEM_SKIPPED,
-    ITEM_TODO,
-    PENDING,
-    Delivery,
-    EventRow,
-    ReplayItem,
-    ReplayJob,
-)
+from common.db.models import Delivery, EventRow, ReplayItem, ReplayJob
+from common.db.statuses import DeliveryStatus, ReplayItemStatus
 from common.wire import utcnow
 from dispatcher.replay import copies, rows_pg
 from dispatcher.replay.batch import Batch, CopyRow
@@ -96,7 +85,7 @@ class Batches:
         with self._sessionmaker() as session, session.begin():
             picked = session.execute(
                 select(ReplayItem.delivery_id, ReplayItem.seq)
-                .where(ReplayItem.job_id == self.job_id, ReplayItem.state == ITEM_TODO)
+                .where(ReplayItem.job_id == self.job_id, ReplayItem.state == ReplayItemStatus.TODO)
                 .order_by(ReplayItem.seq)
                 .limit(size)
             ).all()
@@ -108,16 +97,16 @@ class Batches:
                 .where(
                     ReplayItem.job_id == self.job_id,
                     self._among(ReplayItem.delivery_id, ids),
-                    ReplayItem.state == ITEM_TODO,
+                    ReplayItem.state == ReplayItemStatus.TODO,
                 )
-                .values(state=ITEM_CLAIMED, claimed_at=now)
+                .values(state=ReplayItemStatus.CLAIMED, claimed_at=now)
                 .execution_options(synchronize_session=False)
             )
             session.execute(
                 update(Delivery)
                 .where(
                     self._among(Delivery.id, ids),
-                    Delivery.status == DEAD,
+                    Delivery.status == DeliveryStatus.DEAD,
                     Delivery.replay_count == base,
                 )
                 .values(replay_count=Delivery.replay_count + 1, updated_at=now)
@@ -132,7 +121,7 @@ class Batches:
             )
             lost = [i for i in ids if i not in won]
             if lost:  # no longer dead, or another job claimed it first
-                self._set_items(session, lost, ITEM_SKIPPED, SKIPPED_ERROR)
+                self._set_items(session, lost, ReplayItemStatus.SKIPPED, SKIPPED_ERROR)
                 self._count(session, skipped=len(lost))
             claimed = [i for i in ids if i in won]
             rows, missing = self._copy_rows(session, claimed)
@@ -160,7 +149,7 @@ class Batches:
                 .join(Delivery, Delivery.id == ReplayItem.delivery_id, isouter=True)
                 .where(
                     ReplayItem.job_id == self.job_id,
-                    ReplayItem.state == ITEM_CLAIMED,
+                    ReplayItem.state == ReplayItemStatus.CLAIMED,
                     ReplayItem.seq > after_seq,
                 )
                 .order_by(ReplayItem.seq)
@@ -171,11 +160,11 @@ class Batches:
             untouched = {
                 r.delivery_id: r.claimed_at
                 for r in rows
-                if r.status == DEAD and r.updated_at == r.claimed_at
+                if r.status == DeliveryStatus.DEAD and r.updated_at == r.claimed_at
             }
             moved = [r.delivery_id for r in rows if r.delivery_id not in untouched]
             if moved:  # its copy was published, and a dispatcher (or the mark) took it
-                self._set_items(session, moved, ITEM_SENT)
+                self._set_items(session, moved, ReplayItemStatus.SENT)
                 self._count(session, done=len(moved))
             copy_rows, missing = self._copy_rows(session, list(untouched))
         return Batch(
@@ -247,11 +236,11 @@ class Batches:
                     update(Delivery)
                     .where(
                         self._among(Delivery.id, ids),
-                        Delivery.status == DEAD,
+                        Delivery.status == DeliveryStatus.DEAD,
                         Delivery.updated_at == stamp,
                     )
                     .values(
-                        status=PENDING,
+                        status=DeliveryStatus.PENDING,
                         attempts=0,
                         dead_reason=None,
                         finished_at=None,
@@ -261,9 +250,9 @@ class Batches:
                     .execution_options(synchronize_session=False)
                 )
             if sent:
-                self._set_items(session, sent, ITEM_SENT)
+                self._set_items(session, sent, ReplayItemStatus.SENT)
             if batch.missing:
-                self._set_items(session, batch.missing, ITEM_FAILED, MISSING_ERROR)
+                self._set_items(session, batch.missing, ReplayItemStatus.FAILED, MISSING_ERROR)
             self._count(session, done=len(sent), failed=len(batch.missing))
             job = session.get(ReplayJob, self.job_id)
             assert job is not None

@@ -24,18 +24,9 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import (
-    ITEM_CLAIMED,
-    ITEM_TODO,
-    JOB_CANCELLED,
-    JOB_CANCELLING,
-    JOB_COMPLETED,
-    JOB_FAILED,
-    JOB_RUNNING,
-    ReplayItem,
-    ReplayJob,
-)
+from common.db.models import ReplayItem, ReplayJob
 from common.db.session import rowcount
+from common.db.statuses import ReplayItemStatus, ReplayJobStatus
 from common.metrics import Metrics
 from common.transport import Transport
 from common.wire import utcnow
@@ -93,7 +84,7 @@ class Runner:
             self._metrics.replay_jobs_running.inc()
             self._metrics.replay_remaining.inc(left)
         try:
-            self._walk(ITEM_TODO, rate, stop)
+            self._walk(ReplayItemStatus.TODO, rate, stop)
             if not stop.is_set() and not self._cancelling():
                 self._resolve_ambiguous(stop)
             cancelling = self._cancelling()
@@ -103,16 +94,16 @@ class Runner:
             return self._current()
         except Exception as exc:
             log.warning("replay job failed", exc_info=True, extra={"job_id": self.job_id})
-            return self._finish(JOB_FAILED, f"{type(exc).__name__}: {exc}"[:500])
+            return self._finish(ReplayJobStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500])
         finally:
             if self._metrics is not None:
                 self._metrics.replay_jobs_running.dec()
                 self._metrics.replay_remaining.dec(self._left)
         if cancelling:
-            return self._finish(JOB_CANCELLED)
+            return self._finish(ReplayJobStatus.CANCELLED)
         if stop.is_set():
             return self._release()
-        return self._finish(JOB_COMPLETED)
+        return self._finish(ReplayJobStatus.COMPLETED)
 
     def _acquire(self) -> tuple[float | None, int]:
         """Take the job's lease: its rate, and how many items it still has to go through."""
@@ -135,7 +126,7 @@ class Runner:
                     update(ReplayJob)
                     .where(
                         ReplayJob.id == self.job_id,
-                        ReplayJob.state.in_((JOB_RUNNING, JOB_FAILED)),
+                        ReplayJob.state.in_((ReplayJobStatus.RUNNING, ReplayJobStatus.FAILED)),
                         free,
                     )
                     .values(
@@ -143,21 +134,21 @@ class Runner:
                         heartbeat_at=now,
                         updated_at=now,
                         error=None,
-                        state=JOB_RUNNING,
+                        state=ReplayJobStatus.RUNNING,
                     )
                     .execution_options(synchronize_session=False)
                 )
             )
             session.refresh(job)
         if not taken:
-            if job.state != JOB_RUNNING:
+            if job.state != ReplayJobStatus.RUNNING:
                 raise JobBusy(f"replay job {self.job_id} is {job.state}")
             raise JobBusy(f"replay job {self.job_id} is being run by another process")
         self._left = max(0, job.total - job.done - job.failed - job.skipped)
         return job.rate_per_s, self._left
 
     def _cancelling(self) -> bool:
-        return self._state() in (JOB_CANCELLING, JOB_CANCELLED)
+        return self._state() in (ReplayJobStatus.CANCELLING, ReplayJobStatus.CANCELLED)
 
     def _state(self) -> str | None:
         """The job's state; `LeaseLost` once another runner holds it.
@@ -194,7 +185,7 @@ class Runner:
             try:
                 while not stop.is_set() and not self._cancelling():
                     began = time.monotonic()
-                    if state == ITEM_TODO:
+                    if state == ReplayItemStatus.TODO:
                         batch = self._batches.claim(size)
                     else:
                         batch = self._batches.reclaim(size, after_seq)
@@ -245,13 +236,15 @@ class Runner:
         with self._sessionmaker() as session:
             left = session.scalar(
                 select(ReplayItem.delivery_id)
-                .where(ReplayItem.job_id == self.job_id, ReplayItem.state == ITEM_CLAIMED)
+                .where(
+                    ReplayItem.job_id == self.job_id, ReplayItem.state == ReplayItemStatus.CLAIMED
+                )
                 .limit(1)
             )
         if left is None:
             return
         stop.wait(max(0.0, AMBIGUOUS_GRACE_S - (time.monotonic() - self._started)))
-        self._walk(ITEM_CLAIMED, None, stop)
+        self._walk(ReplayItemStatus.CLAIMED, None, stop)
 
     def _release(self) -> ReplayJob:
         """Stopped from outside (SIGTERM): the job stays `running`, for a resume. An operator's
@@ -272,7 +265,7 @@ class Runner:
             assert job is not None
             job.state, job.error, job.updated_at = state, error, now
             job.runner, job.heartbeat_at = None, None
-            job.finished_at = now if state != JOB_FAILED else None
+            job.finished_at = now if state != ReplayJobStatus.FAILED else None
             jobs.audit(
                 session,
                 actor=job.actor,
@@ -294,4 +287,4 @@ class Runner:
         return job
 
 
-__all__ = ["JOB_CANCELLING", "JobBusy", "Runner"]
+__all__ = ["JobBusy", "Runner"]

@@ -9,7 +9,8 @@ from typing import Any, cast
 from sqlalchemy import Boolean, Table, and_, bindparam, or_, update
 from sqlalchemy.orm import Session
 
-from common.db.models import FINAL_STATUSES, Delivery
+from common.db.models import Delivery
+from common.db.statuses import FINAL_STATUSES
 from common.db.types import UtcDateTime
 from dispatcher.settle import rows_pg
 

@@ -10,7 +10,8 @@ from sqlalchemy import Table, text
 from sqlalchemy.orm import Session
 
 from common.db.bulk import recordset, rows_document
-from common.db.models import FINAL_STATUSES, Delivery
+from common.db.models import Delivery
+from common.db.statuses import FINAL_STATUSES
 
 _deliveries = cast(Table, Delivery.__table__)
 _SET_COLUMNS = (

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.background import BackgroundThread
 from common.db.bulk import insert_rows
-from common.db.models import DEAD, RETRYING, SUCCEEDED, Attempt
+from common.db.models import Attempt
+from common.db.statuses import DeliveryStatus
 from common.metrics import Metrics, status_class
 from common.service import retry_database
 from common.transport import Consumer, Transport
@@ -37,7 +38,11 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 200
 LINGER_S = 0.005
 STORED_BODY_BYTES = 4096
-_STATUS_BY_OUTCOME = {Verdict.SUCCESS: SUCCEEDED, Verdict.RETRY: RETRYING, Verdict.DEAD: DEAD}
+_STATUS_BY_OUTCOME = {
+    Verdict.SUCCESS: DeliveryStatus.SUCCEEDED,
+    Verdict.RETRY: DeliveryStatus.RETRYING,
+    Verdict.DEAD: DeliveryStatus.DEAD,
+}
 DEFAULT_POLICY = autodisable.Policy(failing_for=timedelta(days=5), dead_in_a_row=100)
 # A subscription this settler saw succeed and left with no streak is not reset again for
 # this long: a success-only batch then writes nothing to `subscriptions`. A streak another

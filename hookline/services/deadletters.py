@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from common.db.models import CANCELLED
+from common.db.statuses import DeliveryStatus
 from dispatcher.deadletters import DeadFilter, purge_dead, summarize_dead
 from dispatcher.replay import audit
 from hookline.services.errors import Conflict
@@ -49,7 +49,7 @@ def purge(
     matched = summarize_dead(session, dead).total
     if dry_run or matched == 0:
         return Purged(matched, 0, dry_run)
-    purged = purge_dead(session, dead, status=CANCELLED)
+    purged = purge_dead(session, dead, status=DeliveryStatus.CANCELLED)
     audit(
         session,
         actor=actor,

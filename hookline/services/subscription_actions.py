@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from common import signing
-from common.db.models import SUB_ACTIVE, SUB_DISABLED, SUB_PAUSED, SUB_PENDING, Subscription
+from common.db.models import Subscription
+from common.db.statuses import SubscriptionStatus
 from common.secretbox import SecretBox
 from common.wire import utcnow
 from hookline.services import audit
@@ -33,7 +34,7 @@ def _move(
         raise NotVerified("the endpoint has not passed the handshake: verify first")
     if row.status not in allowed_from:
         raise Conflict(f"a subscription that is {row.status} cannot {action}")
-    row.status = SUB_PAUSED if action == "pause" else SUB_ACTIVE
+    row.status = SubscriptionStatus.PAUSED if action == "pause" else SubscriptionStatus.ACTIVE
     if action == "resume":
         # Re-enabled, the delivery engine's failure streak starts from nothing.
         row.disabled_reason, row.failing_since, row.consecutive_dead = None, None, 0
@@ -49,7 +50,11 @@ def pause(session: Session, tenant_id: str, subscription_id: str, *, actor: Acto
     """Stop routing new events to the subscription until it is resumed."""
     return _move(
         session, tenant_id, subscription_id, actor=actor,
-        action="pause", allowed_from=(SUB_ACTIVE, SUB_PENDING, SUB_PAUSED),
+        action="pause",
+        allowed_from=(
+            SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING_VERIFICATION,
+            SubscriptionStatus.PAUSED,
+        ),
     )  # fmt: skip
 
 
@@ -57,7 +62,10 @@ def resume(session: Session, tenant_id: str, subscription_id: str, *, actor: Act
     """Make a paused or disabled subscription active again (it must have been verified)."""
     return _move(
         session, tenant_id, subscription_id, actor=actor,
-        action="resume", allowed_from=(SUB_PAUSED, SUB_DISABLED, SUB_ACTIVE),
+        action="resume",
+        allowed_from=(
+            SubscriptionStatus.PAUSED, SubscriptionStatus.DISABLED, SubscriptionStatus.ACTIVE
+        ),
     )  # fmt: skip
 
 

@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common import signing, ssrf
-from common.db.models import SUB_ACTIVE, SUB_PENDING, Subscription
+from common.db.models import Subscription
+from common.db.statuses import SubscriptionStatus
 from common.errors import UnsafeTargetError
 from common.secretbox import SecretBox
 from common.settings import Settings
@@ -155,7 +156,9 @@ def subscribe(
                     max_in_flight=body.max_in_flight,
                     description=body.description,
                     meta=body.metadata,
-                    status=SUB_ACTIVE if verified else SUB_PENDING,
+                    status=SubscriptionStatus.ACTIVE
+                    if verified
+                    else SubscriptionStatus.PENDING_VERIFICATION,
                     verified_at=now if verified else None,
                     dedupe_key=key,
                     created_at=now,
@@ -177,7 +180,7 @@ def subscribe(
             raise
         created = False
     outcome = None
-    if row.status == SUB_PENDING:
+    if row.status == SubscriptionStatus.PENDING_VERIFICATION:
         outcome = verify(sessions, row, actor=actor, outbound=outbound)
         row = reload(sessions, row.id)
     return row, secret if created else None, outcome
@@ -210,9 +213,9 @@ def verify(
                 .where(
                     Subscription.id == row.id,
                     Subscription.url == row.url,
-                    Subscription.status == SUB_PENDING,
+                    Subscription.status == SubscriptionStatus.PENDING_VERIFICATION,
                 )
-                .values(status=SUB_ACTIVE, updated_at=now)
+                .values(status=SubscriptionStatus.ACTIVE, updated_at=now)
             )
         audit.record(
             session, actor,
@@ -264,7 +267,7 @@ def change(
             moved = changes.get("url") is not None and changes["url"] != row.url
             _apply(row, changes)
             if moved:
-                row.status, row.verified_at = SUB_PENDING, None
+                row.status, row.verified_at = SubscriptionStatus.PENDING_VERIFICATION, None
             row.updated_at = utcnow()
             audit.record(
                 session, actor, action="subscription.updated",

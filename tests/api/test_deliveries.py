@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from common.db.models import DEAD, Attempt, Delivery
+from common.db.models import Attempt, Delivery
+from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
 from tests import builders
 from tests.api.support import assert_error
@@ -19,7 +20,7 @@ def delivered_twice(api, tenant_id: str) -> str:
         message = builders.delivery(session, builders.event(tenant_id), sub.id)
         row = session.get(Delivery, message.delivery_id)
         now = utcnow()
-        row.status = DEAD
+        row.status = DeliveryStatus.DEAD
         row.attempts = 2
         row.last_error = "timed out after 15s"
         row.dead_reason = "max_attempts"

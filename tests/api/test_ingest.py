@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from common.db.models import SUCCEEDED, Delivery
+from common.db.models import Delivery
+from common.db.statuses import DeliveryStatus
 from common.errors import ConnectionLostError
 from common.metrics import Metrics
 from common.transport import Message, topology
@@ -172,7 +173,7 @@ def test_an_event_id_sent_again_is_not_delivered_again(api, router):
     with api.sessionmaker.begin() as session:
         row = session.get(Delivery, original[1].delivery_id)
         assert row is not None
-        row.status = SUCCEEDED
+        row.status = DeliveryStatus.SUCCEEDED
 
     again = api.client.post("/v1/events", json=event, headers=auth)
     batched = batch(api, auth, [event, {**event, "data": {"n": 2}}])

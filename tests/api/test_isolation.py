@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from common.db.models import DEAD, Attempt, Delivery
+from common.db.models import Attempt, Delivery
+from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
 from tests import builders
 from tests.api.support import Api, served_routes
@@ -75,7 +76,12 @@ def owned(api: Api) -> Owned:
         session.execute(
             update(Delivery)
             .where(Delivery.id == message.delivery_id)
-            .values(status=DEAD, dead_reason="attempts_exhausted", attempts=1, finished_at=utcnow())
+            .values(
+                status=DeliveryStatus.DEAD,
+                dead_reason="attempts_exhausted",
+                attempts=1,
+                finished_at=utcnow(),
+            )
         )
     catalogued = api.client.post(
         "/v1/event-types", json={"name": "a.created", "description": MARKER}, headers=auth

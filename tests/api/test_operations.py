@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from common.db.models import DEAD, PENDING, Delivery, Subscription
+from common.db.models import Delivery, Subscription
+from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
 from tests import builders
 from tests.api.support import Api, assert_error
@@ -167,7 +168,7 @@ def test_a_dry_run_replay_counts_and_changes_nothing(ops_api: Api, world: dict[s
     )
     with ops_api.sessionmaker() as session:
         statuses = set(session.scalars(select(Delivery.status)))
-    assert statuses == {DEAD}
+    assert statuses == {DeliveryStatus.DEAD}
     assert published_copies(ops_api.transport) == []
 
 
@@ -233,7 +234,7 @@ def test_one_delivery_is_replayed_by_id(ops_api: Api, world: dict[str, Any]) -> 
     assert [c.delivery_id for c in published_copies(ops_api.transport)] == [target]
     with ops_api.sessionmaker() as session:
         row = session.get(Delivery, target)
-        assert row is not None and (row.status, row.replay_count) == (PENDING, 1)
+        assert row is not None and (row.status, row.replay_count) == (DeliveryStatus.PENDING, 1)
     again = ops_api.client.post(f"/v1/deliveries/{target}/replay", headers=world["auth"])
     assert_error(again, 409, "not_dead")
 

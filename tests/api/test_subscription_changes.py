@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from common.db.models import SUB_ACTIVE, SUB_DISABLED, AuditEntry, Subscription
+from common.db.models import AuditEntry, Subscription
+from common.db.statuses import SubscriptionStatus
 from common.secretbox import DEV_SECRET_KEY, SecretBox
 from tests.api.support import Api, assert_error
 
@@ -55,7 +56,7 @@ def test_patch_changes_only_the_fields_sent(api):
     assert body["filter"] == {"total": {"gte": 100}}
     assert (body["rate_limit_per_s"], body["max_in_flight"]) == (2.5, 4)
     assert body["operations"] == ["sync"]
-    assert body["status"] == SUB_ACTIVE
+    assert body["status"] == SubscriptionStatus.ACTIVE
     assert body["updated_at"] > sub["updated_at"]
     row = stored(api, sub["id"])
     assert row is not None and row.payload_filter == {"total": {"gte": 100}}
@@ -147,7 +148,7 @@ def test_a_disabled_subscription_can_be_resumed_but_not_paused(api):
     with api.sessionmaker.begin() as session:
         row = session.get(Subscription, sub["id"])
         assert row is not None
-        row.status = SUB_DISABLED
+        row.status = SubscriptionStatus.DISABLED
         row.disabled_reason = "gone"
         row.consecutive_dead = 7
     assert (
@@ -250,7 +251,7 @@ def test_changes_and_the_secret_need_the_write_scope(api, method, suffix, body):
 
     assert "subscriptions:write" in assert_error(response, 403, "forbidden")
     row = stored(api, sub["id"])
-    assert row is not None and row.status == SUB_ACTIVE and row.description is None
+    assert row is not None and row.status == SubscriptionStatus.ACTIVE and row.description is None
 
 
 def test_reading_the_public_key_needs_the_read_scope(api):

@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from common import signing
-from common.db.models import SUB_PENDING, Subscription
+from common.db.models import Subscription
+from common.db.statuses import SubscriptionStatus
 from common.secretbox import DEV_SECRET_KEY, SecretBox
 from tests.api.support import Api, assert_error
 
@@ -56,7 +57,7 @@ def test_a_new_subscription_awaits_verification_with_a_secret_shown_once(api):
     assert body["header_names"] == ["Authorization"]
     assert "receiver-token" not in response.text
     # Nothing answers on port 9, so the handshake failed: pending until verified.
-    assert body["status"] == SUB_PENDING
+    assert body["status"] == SubscriptionStatus.PENDING_VERIFICATION
     assert body["description"] == "site B"
     assert body["metadata"] == {"team": "billing"}
     assert body["rate_limit_per_s"] == 5

@@ -13,8 +13,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from common.db import migrate
-from common.db.models import DEAD, PENDING, AuditEntry, Delivery, PoisonMessage, ReplayJob
+from common.db.models import AuditEntry, Delivery, PoisonMessage, ReplayJob
 from common.db.session import make_engine, make_sessionmaker
+from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
 from hookline.cli import app
 from tests import builders
@@ -131,15 +132,15 @@ def test_replay_without_a_filter_refuses_unless_all(world: dict[str, Any]) -> No
 def test_replay_asks_before_it_sends(world: dict[str, Any]) -> None:
     result = invoke("replay", "start", "--subscription", world["a"], input="n\n")
     assert result.exit_code == 1
-    assert set(statuses(world).values()) == {DEAD}
+    assert set(statuses(world).values()) == {DeliveryStatus.DEAD}
 
 
 def test_replay_start_runs_the_job_and_status_reports_it(world: dict[str, Any]) -> None:
     result = invoke("replay", "start", "--subscription", world["a"], "--yes", "--rate", "unlimited")
     assert result.exit_code == 0, result.output
     now = statuses(world)
-    assert {now[i] for i in world["dead_a"]} == {PENDING}
-    assert {now[i] for i in world["dead_b"]} == {DEAD}
+    assert {now[i] for i in world["dead_a"]} == {DeliveryStatus.PENDING}
+    assert {now[i] for i in world["dead_b"]} == {DeliveryStatus.DEAD}
     with world["sessions"]() as session:
         job = session.scalars(select(ReplayJob)).one()
         actors = set(session.scalars(select(AuditEntry.actor)))
@@ -155,7 +156,10 @@ def test_replay_takes_ids_from_a_file(world: dict[str, Any], tmp_path: Path) -> 
     result = invoke("replay", "start", "--ids-from", str(chosen), "--yes", "--rate", "100/s")
     assert result.exit_code == 0, result.output
     now = statuses(world)
-    assert {i for i, s in now.items() if s == PENDING} == {world["dead_a"][0], world["dead_b"][0]}
+    assert {i for i, s in now.items() if s == DeliveryStatus.PENDING} == {
+        world["dead_a"][0],
+        world["dead_b"][0],
+    }
 
 
 def test_dlq_purge_needs_a_filter_and_confirmation(world: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from common import logs
-from common.db.models import DEAD, SUB_DISABLED, SUCCEEDED, Attempt, Delivery, Subscription
+from common.db.models import Attempt, Delivery, Subscription
+from common.db.statuses import DeliveryStatus, SubscriptionStatus
 from common.signing import verify
 from common.transport import MemoryTransport
 from common.transport import topology as tp
@@ -66,7 +67,7 @@ def test_delivery_arrives_signed_with_the_event_id_and_the_exact_body(harness: H
         with harness.running():
             harness.publish(message)
             assert receiver.wait_for(1, 10)
-            wait_until(lambda: finished(harness, message.delivery_id, SUCCEEDED))
+            wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.SUCCEEDED))
 
     request = receiver.received[0]
     assert (request.method, request.path) == ("POST", "/hooks?v=1")
@@ -95,7 +96,7 @@ def test_dispatcher_dead_letters_after_the_last_attempt(harness: Harness) -> Non
         message, _ = given_delivery(harness, receiver.url)
         with harness.running():
             harness.publish(message)
-            wait_until(lambda: finished(harness, message.delivery_id, DEAD))
+            wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.DEAD))
             wait_until(lambda: harness.depth(DEAD_TAP) == 1)
         assert receiver.count == 3
     assert {r.headers["webhook-id"] for r in receiver.received} == {message.event_id}
@@ -131,10 +132,10 @@ def test_gone_endpoint_disables_its_subscription_and_ends_its_pending_deliveries
         dead = harness.metrics.dead_letters.labels(reason="endpoint_disabled")._value
         with harness.running():
             harness.publish(message)
-            wait_until(lambda: finished(harness, message.delivery_id, DEAD))
+            wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.DEAD))
             # Still queued, never sent: it ended with the disable, not when it comes up,
             # and it is counted then: the 410'd delivery and this one.
-            assert delivery_row(harness, second.delivery_id).status == DEAD
+            assert delivery_row(harness, second.delivery_id).status == DeliveryStatus.DEAD
             assert (
                 dead.get() == 2 and harness.metrics.finished.labels(result="dead")._value.get() == 2
             )
@@ -147,7 +148,7 @@ def test_gone_endpoint_disables_its_subscription_and_ends_its_pending_deliveries
     assert delivery_row(harness, second.delivery_id).dead_reason == "endpoint_disabled"
     with harness.db() as session:
         subscription = session.get(Subscription, message.subscription_id)
-        assert subscription is not None and subscription.status == SUB_DISABLED
+        assert subscription is not None and subscription.status == SubscriptionStatus.DISABLED
         assert subscription.disabled_reason == "endpoint_gone"
     [(body, _headers)] = harness.take(tp.EVENTS)
     event = decode(Event, body)
@@ -183,7 +184,7 @@ def test_redirects_are_not_followed(harness: Harness) -> None:
         message, _ = given_delivery(harness, f"{receiver.url}/hooks")
         with harness.running():
             harness.publish(message)
-            wait_until(lambda: finished(harness, message.delivery_id, DEAD))
+            wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.DEAD))
         paths = {r.path for r in receiver.received}
     assert paths == {"/hooks"}
     assert [a.status_code for a in attempts(harness, message.delivery_id)] == [302, 302, 302]
@@ -224,7 +225,7 @@ def test_a_huge_response_body_is_truncated(db: Any) -> None:
         message, _ = given_delivery(harness, receiver.url)
         with harness.running():
             harness.publish(message)
-            wait_until(lambda: finished(harness, message.delivery_id, SUCCEEDED))
+            wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.SUCCEEDED))
     [attempt] = attempts(harness, message.delivery_id)
     assert attempt.response_body == "a" * 1000
 

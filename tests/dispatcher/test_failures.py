@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
-from common.db.models import DEAD, SUB_PAUSED, SUCCEEDED, Base, Delivery
+from common.db.models import Base, Delivery
+from common.db.statuses import DeliveryStatus, SubscriptionStatus
 from common.transport import MemoryTransport, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, encode
@@ -54,7 +55,9 @@ def test_a_second_copy_of_a_succeeded_delivery_is_acked_without_a_post(
         message, _ = given_delivery(harness, receiver.url)
         with harness.db() as session, session.begin():
             session.execute(
-                update(Delivery).where(Delivery.id == message.delivery_id).values(status=SUCCEEDED)
+                update(Delivery)
+                .where(Delivery.id == message.delivery_id)
+                .values(status=DeliveryStatus.SUCCEEDED)
             )
         if how == "redelivered":
             harness.publish(message)
@@ -107,13 +110,15 @@ def test_a_replay_of_a_succeeded_delivery_is_sent_again(harness: Harness) -> Non
         message, _ = given_delivery(harness, receiver.url)
         with harness.db() as session, session.begin():
             session.execute(
-                update(Delivery).where(Delivery.id == message.delivery_id).values(status=SUCCEEDED)
+                update(Delivery)
+                .where(Delivery.id == message.delivery_id)
+                .values(status=DeliveryStatus.SUCCEEDED)
             )
         harness.publish(message.model_copy(update={"replay": True}), {tp.H_RECHECK: 1})
         with harness.running():
             assert receiver.wait_for(1, 10)
             wait_until(lambda: attempts(harness, message.delivery_id))
-    assert delivery_row(harness, message.delivery_id).status == SUCCEEDED
+    assert delivery_row(harness, message.delivery_id).status == DeliveryStatus.SUCCEEDED
     # Delivered, but not timed end to end: the operator chose when to send it again.
     finished = harness.metrics.finished.labels(result="succeeded")._value.get()
     assert finished == 1 and harness.metrics.e2e._sum.get() == 0
@@ -135,7 +140,7 @@ def test_a_failed_settle_leaves_the_message_unacked_for_redelivery(
         Base.metadata.tables["attempts"].create(engine)
         with harness.running():
             assert receiver.wait_for(2, 10)
-            wait_until(lambda: finished(harness, message.delivery_id, SUCCEEDED))
+            wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.SUCCEEDED))
     ids = [r.headers["webhook-id"] for r in receiver.received]
     assert ids == [message.event_id, message.event_id]
     assert [a.outcome for a in attempts(harness, message.delivery_id)] == ["success"]
@@ -153,7 +158,7 @@ def test_a_stop_lets_requests_in_flight_finish_and_settle(harness: Harness) -> N
             assert receiver.wait_for(3, 10)  # all three are now waiting for their answers
         # run() returned only after the answers came and were settled.
         for message in messages:
-            assert delivery_row(harness, message.delivery_id).status == SUCCEEDED
+            assert delivery_row(harness, message.delivery_id).status == DeliveryStatus.SUCCEEDED
         assert harness.depth(tp.DELIVERIES) == 0
     assert receiver.count == 3
 
@@ -164,7 +169,7 @@ def test_a_delivery_to_a_missing_subscription_is_dead(harness: Harness) -> None:
         message = builders.delivery(session, builders.event(tenant.id), "sub_gone")
     with harness.running():
         harness.publish(message)
-        wait_until(lambda: finished(harness, message.delivery_id, DEAD))
+        wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.DEAD))
     assert delivery_row(harness, message.delivery_id).dead_reason == "subscription_missing"
 
 
@@ -174,7 +179,7 @@ def test_a_private_target_is_refused_when_private_targets_are_not_allowed(db: An
         message, _ = given_delivery(harness, receiver.url)
         with harness.running():
             harness.publish(message)
-            wait_until(lambda: finished(harness, message.delivery_id, DEAD))
+            wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.DEAD))
         assert receiver.count == 0
     row = delivery_row(harness, message.delivery_id)
     assert row.dead_reason == "unsafe_target"
@@ -184,7 +189,7 @@ def test_a_private_target_is_refused_when_private_targets_are_not_allowed(db: An
 
 def test_a_paused_subscription_defers_without_an_attempt(harness: Harness) -> None:
     with Receiver() as receiver:
-        message, _ = given_delivery(harness, receiver.url, status=SUB_PAUSED)
+        message, _ = given_delivery(harness, receiver.url, status=SubscriptionStatus.PAUSED)
         with harness.running():
             harness.publish(message)
             wait_until(lambda: harness.depth(tp.retry_queue(0.1)) or harness.depth(tp.DELIVERIES))
@@ -199,7 +204,7 @@ def test_the_drain_marks_dead_letters_dead_in_the_database(harness: Harness) -> 
     message, _ = given_delivery(harness, "http://127.0.0.1:9/never")
     with harness.running():
         harness.transport.publish([_dead_letter(message, "max_attempts")])
-        wait_until(lambda: finished(harness, message.delivery_id, DEAD))
+        wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.DEAD))
     assert harness.depth(tp.DEAD) == 0
     assert delivery_row(harness, message.delivery_id).dead_reason == "max_attempts"
 

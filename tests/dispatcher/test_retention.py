@@ -7,7 +7,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import DEAD, PENDING, SUCCEEDED, Attempt, Delivery, EventRow
+from common.db.models import Attempt, Delivery, EventRow
+from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
 from dispatcher import retention
 from tests import builders
@@ -26,7 +27,7 @@ def test_gc_removes_old_finished_rows_and_keeps_dead_letters_and_live_ones(
             m = builders.delivery(session, builders.event(tenant), sub.id)
             row = session.get(Delivery, m.delivery_id)
             assert row is not None
-            row.status, row.finished_at = SUCCEEDED, old
+            row.status, row.finished_at = DeliveryStatus.SUCCEEDED, old
             session.add(
                 Attempt(
                     delivery_id=row.id,
@@ -50,7 +51,7 @@ def test_gc_removes_old_finished_rows_and_keeps_dead_letters_and_live_ones(
     with sessions() as session:
         left = dict(session.execute(select(Delivery.id, Delivery.status)).tuples().all())
         events = session.scalar(select(func.count()).select_from(EventRow))
-    assert left == {dead.id: DEAD, live.delivery_id: PENDING}
+    assert left == {dead.id: DeliveryStatus.DEAD, live.delivery_id: DeliveryStatus.PENDING}
     assert events == 2
 
     removed = retention.collect(sessions, utcnow() - timedelta(days=30), include_dead=True)

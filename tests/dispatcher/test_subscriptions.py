@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import Engine, delete, event, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import SUB_DISABLED, Subscription
+from common.db.models import Subscription
+from common.db.statuses import SubscriptionStatus
 from common.signing import new_secret
 from common.transport import MemoryTransport
 from common.wire import utcnow
@@ -118,7 +119,7 @@ def test_mark_disabled_is_seen_before_the_next_refresh(db: sessionmaker[Session]
     cache.get(sub_id)
     cache.mark_disabled(sub_id)
     endpoint = cache.get(sub_id)
-    assert endpoint is not None and endpoint.status == SUB_DISABLED
+    assert endpoint is not None and endpoint.status == SubscriptionStatus.DISABLED
 
 
 def test_first_deliveries_read_nothing_per_message(

@@ -26,8 +26,9 @@ from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
 from common.db import migrate
-from common.db.models import DEAD, FINAL_STATUSES, Attempt, Delivery
+from common.db.models import Attempt, Delivery
 from common.db.session import make_engine, make_sessionmaker
+from common.db.statuses import FINAL_STATUSES, DeliveryStatus
 from common.secretbox import SecretBox
 from common.settings import Settings
 from hookline.receiver import Received, Receiver, Reply
@@ -224,7 +225,7 @@ def check(rig: Rig, *, quiet_timeout_s: float = QUIET_TIMEOUT_S) -> dict[Row, No
         dead = {
             (r.event_id, r.subscription_id)
             for r in current
-            if r.status == DEAD and r.attempt_rows >= 1
+            if r.status == DeliveryStatus.DEAD and r.attempt_rows >= 1
         }
         return not unfinished and pairs <= finished and pairs <= arrived | dead
 
@@ -252,7 +253,7 @@ def check(rig: Rig, *, quiet_timeout_s: float = QUIET_TIMEOUT_S) -> dict[Row, No
     for row in current:
         if (row.event_id, row.subscription_id) in arrived or row.event_id not in rig.accepted:
             continue
-        assert row.status == DEAD, f"{row} neither arrived nor is dead"
+        assert row.status == DeliveryStatus.DEAD, f"{row} neither arrived nor is dead"
         assert row.attempt_rows >= 1, f"{row} is dead without an attempt ({by_path})"
     print(f"\nquiet after {quiet_after_s:.1f} s; {len(rig.accepted)} events accepted, "
           f"{rig.receiver.count} requests received")  # fmt: skip

@@ -25,8 +25,9 @@ from standardwebhooks import Webhook
 
 from common import signing
 from common.db import migrate
-from common.db.models import DEAD, FINAL_STATUSES, Attempt, Delivery, EventRow
+from common.db.models import Attempt, Delivery, EventRow
 from common.db.session import make_engine, make_sessionmaker
+from common.db.statuses import FINAL_STATUSES, DeliveryStatus
 from common.secretbox import SecretBox
 from common.settings import Settings
 from common.transport import open_transport
@@ -193,7 +194,7 @@ def dead_rows(rig: Rig) -> tuple[int, int, dict[str, int]]:
             dead = db.execute(
                 select(Delivery.event_id, func.coalesce(attempts.c.n, 0))
                 .outerjoin(attempts, attempts.c.delivery_id == Delivery.id)
-                .where(Delivery.status == DEAD)
+                .where(Delivery.status == DeliveryStatus.DEAD)
             )
             return events, unfinished or 0, {event_id: n for event_id, n in dead.tuples()}
     finally:

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, text
 
-from common.db.models import DEAD, SUB_DISABLED, Attempt, Delivery, Subscription
+from common.db.models import Attempt, Delivery, Subscription
 from common.db.session import make_engine
+from common.db.statuses import DeliveryStatus, SubscriptionStatus
 from common.transport import Outgoing, open_transport
 from common.transport import topology as tp
 from hookline.receiver import Receiver, Reply
@@ -49,7 +50,7 @@ def mostly_ok(_path: str, n: int, _copy: int) -> Reply:
 def dead_refused_only(rig: Rig) -> None:
     """Only the always-refused events are dead, each after every attempt of the schedule."""
     current = check(rig)
-    dead = {r.event_id: r for r in current if r.status == DEAD}
+    dead = {r.event_id: r for r in current if r.status == DeliveryStatus.DEAD}
     refused = {e for e, n in rig.sent.items() if n % REFUSED_EVERY == 0 and e in rig.accepted}
     assert set(dead) == refused, "a healthy event ended dead"
     assert all(r.attempts == MAX_ATTEMPTS for r in dead.values())
@@ -222,15 +223,23 @@ def test_a_hostile_receiver_and_poison_messages(shared: tuple[str, str], tmp_pat
     for path in ("/flaky", "/reset", "/timeout", "/429", "/drip", "/huge"):
         assert {r.status for r in by_path[path]} == {"succeeded"}, (path, by_path[path])
     # Always 500: dead after exactly the configured attempts, each one a request.
-    assert all((r.status, r.attempt_rows) == (DEAD, MAX_ATTEMPTS) for r in by_path["/always500"])
+    assert all(
+        (r.status, r.attempt_rows) == (DeliveryStatus.DEAD, MAX_ATTEMPTS)
+        for r in by_path["/always500"]
+    )
     assert all(
         rig.copies[("/always500", r.event_id)] == MAX_ATTEMPTS for r in by_path["/always500"]
     )
     # A redirect is a failed attempt, never followed.
-    assert all((r.status, r.dead_reason) == (DEAD, "max_attempts") for r in by_path["/redirect"])
+    assert all(
+        (r.status, r.dead_reason) == (DeliveryStatus.DEAD, "max_attempts")
+        for r in by_path["/redirect"]
+    )
     assert "/elsewhere" not in {request.path for request in rig.receiver.received}
     # 410 disables: every delivery of the subscription ends dead as endpoint_disabled.
-    assert {(r.status, r.dead_reason) for r in by_path["/gone"]} == {(DEAD, "endpoint_disabled")}
+    assert {(r.status, r.dead_reason) for r in by_path["/gone"]} == {
+        (DeliveryStatus.DEAD, "endpoint_disabled")
+    }
     engine = make_engine(database_url)
     try:
         with engine.connect() as db:
@@ -242,7 +251,7 @@ def test_a_hostile_receiver_and_poison_messages(shared: tuple[str, str], tmp_pat
             ).all()
     finally:
         engine.dispose()
-    assert status == SUB_DISABLED
+    assert status == SubscriptionStatus.DISABLED
     assert huge and all(body is not None and len(body) <= 4096 for body in huge)
 
 

@@ -17,8 +17,9 @@ import requests
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
-from common.db.models import SUCCEEDED, Attempt, Delivery, EventRow
+from common.db.models import Attempt, Delivery, EventRow
 from common.db.session import make_engine
+from common.db.statuses import DeliveryStatus
 from hookline.receiver import Receiver
 from tests.processes import HOOKLINE, Services, free_port
 from tests.services import temporary_database, temporary_vhost
@@ -135,7 +136,7 @@ def test_thousand_events_arrive_signed_exactly_as_sent(stack: tuple[Services, st
             assert db.scalar(select(func.count()).select_from(EventRow)) == EVENTS
             grouped = db.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
             statuses = {status: count for status, count in grouped}
-            assert statuses == {SUCCEEDED: EVENTS}
+            assert statuses == {DeliveryStatus.SUCCEEDED: EVENTS}
             assert db.scalar(select(func.count()).select_from(Attempt)) == EVENTS
     finally:
         engine.dispose()

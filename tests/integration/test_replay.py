@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
 from common.db import migrate
-from common.db.models import DEAD, SUCCEEDED, Delivery, ReplayJob
+from common.db.models import Delivery, ReplayJob
 from common.db.session import make_engine, make_sessionmaker
+from common.db.statuses import DeliveryStatus
 from common.secretbox import SecretBox
 from common.settings import Settings
 from common.wire import utcnow
@@ -130,7 +131,11 @@ def endpoint(stack: Stack) -> Iterator[Endpoint]:
                 ]
             )
         ep.event_ids = set(ids)
-        wait(lambda: count(stack, ep.subscription, DEAD) == EVENTS, "every delivery dead", stack)
+        wait(
+            lambda: count(stack, ep.subscription, DeliveryStatus.DEAD) == EVENTS,
+            "every delivery dead",
+            stack,
+        )
         assert ep.receiver.count == 2 * EVENTS  # two attempts each, both answered 500
         time.sleep(1.0)  # the dead-letter drain finishes behind the settler
         ep.failing[0] = False
@@ -154,7 +159,7 @@ def finish(proc: subprocess.Popen[bytes], timeout_s: float = WAIT_S) -> int:
 def assert_each_arrived_once_more(stack: Stack, ep: Endpoint) -> None:
     wait(lambda: ep.receiver.count >= 3 * EVENTS, "every replayed delivery arrived", stack)
     wait(
-        lambda: count(stack, ep.subscription, SUCCEEDED, replays=1) == EVENTS,
+        lambda: count(stack, ep.subscription, DeliveryStatus.SUCCEEDED, replays=1) == EVENTS,
         "every replayed delivery settled",
         stack,
     )
@@ -188,7 +193,9 @@ def test_a_replay_after_recovery_delivers_each_dead_delivery_exactly_once_more(
         timeout=60,
     )
     assert json.loads(dry.stdout)["by_reason"] == {"max_attempts": EVENTS}
-    assert count(stack, endpoint.subscription, DEAD) == EVENTS  # the dry run changed nothing
+    assert (
+        count(stack, endpoint.subscription, DeliveryStatus.DEAD) == EVENTS
+    )  # the dry run changed nothing
 
     proc = replay(stack, "--subscription", endpoint.subscription, "--rate", "unlimited")
     assert finish(proc) == 0

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from common.db.models import SUCCEEDED, Attempt, Delivery
+from common.db.models import Attempt, Delivery
 from common.db.session import make_engine
+from common.db.statuses import DeliveryStatus
 from common.errors import TransportError
 from common.settings import Settings
 from common.transport import open_transport
@@ -95,7 +96,7 @@ def settled_once(rig: Rig, event_id: str) -> None:
             ).all()
     finally:
         engine.dispose()
-    assert row.status == SUCCEEDED and len(attempts) == 1, (row, attempts)
+    assert row.status == DeliveryStatus.SUCCEEDED and len(attempts) == 1, (row, attempts)
 
 
 def test_repeat_while_the_first_copy_is_held_by_the_receiver_is_received_once(rig: Rig) -> None:

@@ -12,7 +12,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import PENDING, SUCCEEDED, Delivery, EventRow
+from common.db.models import Delivery, EventRow
+from common.db.statuses import DeliveryStatus
 from common.errors import ConnectionLostError
 from common.metrics import Metrics
 from common.settings import Settings
@@ -127,7 +128,7 @@ def test_router_persists_event_and_one_delivery_per_matching_subscription(
         assert {r.subscription_id for r in rows} == set(wanted)
         assert {r.id for r in rows} == {d.delivery_id for d in decoded}
         for row in rows:
-            assert (row.status, row.attempts, row.replay_count) == (PENDING, 0, 0)
+            assert (row.status, row.attempts, row.replay_count) == (DeliveryStatus.PENDING, 0, 0)
             assert (row.tenant_id, row.event_id, row.event_type) == (
                 tenant_id, event.id, "order.created"
             )  # fmt: skip
@@ -186,9 +187,11 @@ def test_router_that_lost_the_broker_after_commit_republishes_unfinished_deliver
     assert transport.queue_depth(tp.EVENTS) == 1  # back, marked redelivered
     with sessions.begin() as session:
         rows = session.scalars(select(Delivery).order_by(Delivery.id)).all()
-        assert [r.status for r in rows] == [PENDING, PENDING]
+        assert [r.status for r in rows] == [DeliveryStatus.PENDING, DeliveryStatus.PENDING]
         done, unfinished = rows[0].id, rows[1].id
-        session.execute(update(Delivery).where(Delivery.id == done).values(status=SUCCEEDED))
+        session.execute(
+            update(Delivery).where(Delivery.id == done).values(status=DeliveryStatus.SUCCEEDED)
+        )
     stop = threading.Event()
     thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
     thread.start()

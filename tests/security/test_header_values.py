@@ -13,8 +13,9 @@ from sqlalchemy import select, text, update
 from typer.testing import CliRunner
 
 from common.db import migrate
-from common.db.models import DEAD, Delivery, Subscription
+from common.db.models import Delivery, Subscription
 from common.db.session import make_engine, make_sessionmaker
+from common.db.statuses import DeliveryStatus
 from common.secretbox import DEV_SECRET_KEY, SecretBox
 from common.wire import utcnow
 from dispatcher.subscriptions import SubscriptionCache
@@ -42,7 +43,7 @@ def _subscribed(api: Api) -> tuple[str, str, dict[str, str]]:
         session.execute(
             update(Delivery)
             .where(Delivery.id == message.delivery_id)
-            .values(status=DEAD, dead_reason="max_attempts", finished_at=utcnow())
+            .values(status=DeliveryStatus.DEAD, dead_reason="max_attempts", finished_at=utcnow())
         )
     return sub_id, message.delivery_id, api.key(tenant_id, "deliveries:read", "subscriptions:read")
 

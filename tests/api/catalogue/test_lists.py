@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from common.db.models import DEAD, SUCCEEDED, Delivery, EventRow, ReplayJob
+from common.db.models import Delivery, EventRow, ReplayJob
+from common.db.statuses import DeliveryStatus
 from common.wire import new_id, utcnow
 from tests import builders
 from tests.api.support import Api, assert_error
@@ -26,9 +27,9 @@ def stored_events(api: Api, tenant_id: str, count: int, **fields: Any) -> list[s
                                    type=fields.get("type", "order.created"))  # fmt: skip
             ok, dead, _ = (builders.delivery(session, event, f"sub_{k}") for k in range(3))
             session.execute(update(Delivery).where(Delivery.id == ok.delivery_id)
-                            .values(status=SUCCEEDED))  # fmt: skip
+                            .values(status=DeliveryStatus.SUCCEEDED))  # fmt: skip
             session.execute(update(Delivery).where(Delivery.id == dead.delivery_id)
-                            .values(status=DEAD))  # fmt: skip
+                            .values(status=DeliveryStatus.DEAD))  # fmt: skip
             session.execute(
                 update(EventRow)
                 .where(EventRow.tenant_id == tenant_id, EventRow.id == event.id)

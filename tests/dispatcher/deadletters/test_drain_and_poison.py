@@ -9,11 +9,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import (
-    PENDING,
-    Delivery,
-    PoisonMessage,
-)
+from common.db.models import Delivery, PoisonMessage
+from common.db.statuses import DeliveryStatus
 from common.transport import MemoryTransport, Message, Outgoing, poison_copy
 from common.transport import topology as tp
 from common.wire import encode
@@ -84,7 +81,11 @@ def test_a_late_first_cycle_dead_letter_does_not_kill_a_replayed_delivery(
         message = builders.delivery(session, builders.event(tenant), sub.id)
         row = session.get(Delivery, message.delivery_id)
         assert row is not None
-        row.status, row.attempts, row.replay_count = PENDING, 0, 1  # reopened by a replay
+        row.status, row.attempts, row.replay_count = (
+            DeliveryStatus.PENDING,
+            0,
+            1,
+        )  # reopened by a replay
         stale = message.model_copy(update={"attempt": 3})
     transport.publish([Outgoing(tp.DEAD, "", encode(stale), {tp.H_REASON: "max_attempts"})])
     drain = run_drain(transport, sessions)
@@ -99,5 +100,5 @@ def test_a_late_first_cycle_dead_letter_does_not_kill_a_replayed_delivery(
     with sessions() as session:
         assert (
             session.scalar(select(Delivery.status).where(Delivery.id == stale.delivery_id))
-            == PENDING
+            == DeliveryStatus.PENDING
         )

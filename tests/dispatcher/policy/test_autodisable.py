@@ -11,8 +11,9 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import DEAD, PENDING, SUB_ACTIVE, SUB_DISABLED, Delivery, Subscription
+from common.db.models import Delivery, Subscription
 from common.db.session import make_engine, make_sessionmaker
+from common.db.statuses import DeliveryStatus, SubscriptionStatus
 from common.errors import PublishError
 from common.metrics import Metrics
 from common.transport import Consumer, MemoryTransport, Message, Outgoing
@@ -104,7 +105,11 @@ def test_failures_start_a_streak_and_a_success_ends_it(harness: Harness) -> None
     third = given_more(harness, first)
     settle(harness, [(third, SUCCESS, 200)], LENIENT)
     row = subscription(harness, first.subscription_id)
-    assert (row.failing_since, row.consecutive_dead, row.status) == (None, 0, SUB_ACTIVE)
+    assert (row.failing_since, row.consecutive_dead, row.status) == (
+        None,
+        0,
+        SubscriptionStatus.ACTIVE,
+    )
     assert row.updated_at == updated_at, "a streak change made every cache reload the row"
 
 
@@ -119,13 +124,13 @@ def test_n_dead_deliveries_in_a_row_disable_and_emit_the_event(harness: Harness)
     metrics = Metrics(CollectorRegistry())
     settle(harness, [(d, EXHAUSTED, 500) for d in exhausted], LENIENT, metrics)
     row = subscription(harness, waiting.subscription_id)
-    assert (row.status, row.disabled_reason) == (SUB_DISABLED, "failing")
+    assert (row.status, row.disabled_reason) == (SubscriptionStatus.DISABLED, "failing")
     assert metrics.subscriptions_disabled.labels(reason="failing")._value.get() == 1
     assert (row.failing_since, row.consecutive_dead) == (None, 0), "re-enabled, it would die"
     with harness.db() as session:
         pending = session.get(Delivery, waiting.delivery_id)
         assert pending is not None
-        assert (pending.status, pending.dead_reason) == (DEAD, "endpoint_disabled")
+        assert (pending.status, pending.dead_reason) == (DeliveryStatus.DEAD, "endpoint_disabled")
     [event] = disabled_events(harness)
     assert (event.tenant, event.type) == (waiting.tenant, "hookline.subscription.disabled")
     assert event.data["subscription_id"] == waiting.subscription_id
@@ -152,11 +157,13 @@ def test_a_disable_is_committed_only_once_its_event_is_published(
     with pytest.raises(PublishError):
         settle(harness, [(d, EXHAUSTED, 500) for d in exhausted], LENIENT)
     row = subscription(harness, waiting.subscription_id)
-    assert (row.status, row.consecutive_dead) == (SUB_ACTIVE, 0), "disabled unannounced"
+    assert (row.status, row.consecutive_dead) == (SubscriptionStatus.ACTIVE, 0), (
+        "disabled unannounced"
+    )
     assert disabled_events(harness) == []
     # The batch was not acked, so it comes back; now the broker answers.
     settle(harness, [(d, EXHAUSTED, 500) for d in exhausted], LENIENT)
-    assert subscription(harness, waiting.subscription_id).status == SUB_DISABLED
+    assert subscription(harness, waiting.subscription_id).status == SubscriptionStatus.DISABLED
     [event] = disabled_events(harness)
     assert event.data["subscription_id"] == waiting.subscription_id
 
@@ -164,7 +171,7 @@ def test_a_disable_is_committed_only_once_its_event_is_published(
 def test_failing_for_the_whole_period_disables(harness: Harness) -> None:
     first, second = given(harness, 2)
     settle(harness, [(first, RETRY, 503)], LENIENT)
-    assert subscription(harness, first.subscription_id).status == SUB_ACTIVE
+    assert subscription(harness, first.subscription_id).status == SubscriptionStatus.ACTIVE
     with harness.db() as session, session.begin():
         session.execute(
             update(Subscription)
@@ -172,7 +179,7 @@ def test_failing_for_the_whole_period_disables(harness: Harness) -> None:
             .values(failing_since=utcnow() - timedelta(days=5, seconds=1))
         )
     settle(harness, [(second, RETRY, None)], LENIENT)
-    assert subscription(harness, first.subscription_id).status == SUB_DISABLED
+    assert subscription(harness, first.subscription_id).status == SubscriptionStatus.DISABLED
     assert len(disabled_events(harness)) == 1
 
 
@@ -182,7 +189,7 @@ def test_a_success_between_dead_deliveries_restarts_the_count(harness: Harness) 
     settle(harness, [(a, EXHAUSTED, 500), (b, EXHAUSTED, 500), (ok, SUCCESS, 200),
                      (c, EXHAUSTED, 500)], LENIENT)  # fmt: skip
     row = subscription(harness, a.subscription_id)
-    assert (row.status, row.consecutive_dead) == (SUB_ACTIVE, 1)
+    assert (row.status, row.consecutive_dead) == (SubscriptionStatus.ACTIVE, 1)
     assert disabled_events(harness) == []
 
 
@@ -207,9 +214,9 @@ def test_the_streak_sql_runs_on_both_databases(db: sessionmaker[Session]) -> Non
     assert disabled == [health.Disabled(sub.id, tenant.id, "failing", ended=1)]
     with db() as session:
         row = session.get(Subscription, sub.id)
-        assert row is not None and row.status == SUB_DISABLED
+        assert row is not None and row.status == SubscriptionStatus.DISABLED
         statuses = {d.status for d in session.query(Delivery).all()}
-    assert statuses == {DEAD} and PENDING not in statuses
+    assert statuses == {DeliveryStatus.DEAD} and DeliveryStatus.PENDING not in statuses
 
 
 def test_a_success_soon_after_a_clean_one_leaves_the_streak_row_alone(

@@ -11,21 +11,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import (
-    DEAD,
-    ITEM_CLAIMED,
-    JOB_CANCELLED,
-    JOB_COMPLETED,
-    JOB_FAILED,
-    JOB_RUNNING,
-    PENDING,
-    SUB_DISABLED,
-    SUB_PAUSED,
-    AuditEntry,
-    Delivery,
-    ReplayItem,
-    ReplayJob,
-)
+from common.db.models import AuditEntry, Delivery, ReplayItem, ReplayJob
+from common.db.statuses import DeliveryStatus, ReplayItemStatus, ReplayJobStatus, SubscriptionStatus
 from common.errors import PublishError
 from common.metrics import Metrics
 from common.transport import MemoryTransport, Transport
@@ -84,7 +71,13 @@ def test_a_replay_publishes_each_dead_delivery_once_and_reopens_it(
     metrics = Metrics()
     job = Runner(transport, sessions, job_id, metrics=metrics).run()
 
-    assert (job.state, job.total, job.done, job.failed, job.skipped) == (JOB_COMPLETED, 5, 5, 0, 0)
+    assert (job.state, job.total, job.done, job.failed, job.skipped) == (
+        ReplayJobStatus.COMPLETED,
+        5,
+        5,
+        0,
+        0,
+    )
     assert metrics.replay_messages.labels(result="published")._value.get() == 5
     assert metrics.deliveries_enqueued.labels(origin="replay")._value.get() == 5
     assert (metrics.replay_jobs_running._value.get(), metrics.replay_remaining._value.get()) == (
@@ -95,10 +88,10 @@ def test_a_replay_publishes_each_dead_delivery_once_and_reopens_it(
     assert sorted(c.delivery_id for c in copies) == sorted(wanted)
     assert all(c.replay and c.attempt == 1 for c in copies)
     after = rows(sessions, wanted)
-    assert {r.status for r in after.values()} == {PENDING}
+    assert {r.status for r in after.values()} == {DeliveryStatus.PENDING}
     assert {(r.replay_count, r.attempts, r.dead_reason) for r in after.values()} == {(1, 0, None)}
     untouched = rows(sessions, ids_of(world["dead"][world["b"]]))
-    assert {r.status for r in untouched.values()} == {DEAD}
+    assert {r.status for r in untouched.values()} == {DeliveryStatus.DEAD}
 
 
 def test_the_copy_keeps_the_event_so_the_webhook_id_stays_the_same(
@@ -130,7 +123,7 @@ def test_the_copy_decodes_to_the_message_the_wire_models_build(
         message = builders.delivery(session, event, world["a"])
         row = session.get(Delivery, message.delivery_id)
         assert row is not None
-        row.status, row.dead_reason = DEAD, "max_attempts"
+        row.status, row.dead_reason = DeliveryStatus.DEAD, "max_attempts"
 
     Runner(transport, sessions, start(sessions, DeadFilter(ids=(message.delivery_id,)))).run()
 
@@ -181,7 +174,7 @@ def test_no_filter_is_refused_unless_all_is_given(
     assert start(sessions, DeadFilter(tenant=world["tenant"]), everything=True)
 
 
-@pytest.mark.parametrize("status", [SUB_PAUSED, SUB_DISABLED])
+@pytest.mark.parametrize("status", [SubscriptionStatus.PAUSED, SubscriptionStatus.DISABLED])
 def test_paused_or_disabled_subscriptions_are_refused_unless_forced(
     sessions: sessionmaker[Session], world: dict[str, Any], status: str
 ) -> None:
@@ -210,7 +203,7 @@ def test_the_set_is_fixed_at_the_start(
     Runner(transport, sessions, job_id).run()
 
     assert late.id not in {c.delivery_id for c in published_copies(transport)}
-    assert rows(sessions, [late.id])[late.id].status == DEAD
+    assert rows(sessions, [late.id])[late.id].status == DeliveryStatus.DEAD
 
 
 def test_two_jobs_on_overlapping_sets_send_each_delivery_once(
@@ -278,10 +271,16 @@ def test_a_job_that_failed_mid_way_resumes_without_loss_or_repeat(
 ) -> None:
     job_id = start(sessions, DeadFilter(tenant=world["tenant"]), everything=True)
     failed = Runner(FailingAfter(transport, 2), sessions, job_id, batch_size=3).run()
-    assert failed.state == JOB_FAILED and failed.done == 6 and "broker gone" in (failed.error or "")
+    assert (
+        failed.state == ReplayJobStatus.FAILED
+        and failed.done == 6
+        and "broker gone" in (failed.error or "")
+    )
     with sessions() as session:
         claimed = session.scalars(
-            select(ReplayItem).where(ReplayItem.job_id == job_id, ReplayItem.state == ITEM_CLAIMED)
+            select(ReplayItem).where(
+                ReplayItem.job_id == job_id, ReplayItem.state == ReplayItemStatus.CLAIMED
+            )
         ).all()
     # Claimed, never published (the failed batch, and the next one prepared meanwhile).
     assert len(claimed) == 10 - failed.done
@@ -293,7 +292,7 @@ def test_a_job_that_failed_mid_way_resumes_without_loss_or_repeat(
     finally:
         replay.AMBIGUOUS_GRACE_S = monkey_grace
 
-    assert (resumed.state, resumed.done, resumed.skipped) == (JOB_COMPLETED, 10, 0)
+    assert (resumed.state, resumed.done, resumed.skipped) == (ReplayJobStatus.COMPLETED, 10, 0)
     copies = [c.delivery_id for c in published_copies(transport)]
     assert sorted(copies) == sorted(ids_of(world["dead"][world["a"]] + world["dead"][world["b"]]))
 
@@ -318,7 +317,7 @@ def test_a_runner_whose_job_was_taken_over_stops_and_the_successor_sends_the_res
     )
     left = stalled.run()
     before = [c.delivery_id for c in published_copies(transport)]
-    assert (left.state, left.runner, left.error) == (JOB_RUNNING, other, None)
+    assert (left.state, left.runner, left.error) == (ReplayJobStatus.RUNNING, other, None)
     assert 2 <= len(before) < 10 and len(set(before)) == len(before)
 
     # The successor's heartbeat lapses in turn; a third runner takes over and finishes.
@@ -327,7 +326,7 @@ def test_a_runner_whose_job_was_taken_over_stops_and_the_successor_sends_the_res
     monkeypatch.setattr(replay, "AMBIGUOUS_GRACE_S", 0.0)
     done = Runner(transport, sessions, job_id, batch_size=2).run()
 
-    assert (done.state, done.done) == (JOB_COMPLETED, 10)
+    assert (done.state, done.done) == (ReplayJobStatus.COMPLETED, 10)
     after = [c.delivery_id for c in published_copies(transport)]
     wanted = ids_of(world["dead"][world["a"]] + world["dead"][world["b"]])
     assert sorted(before + after) == sorted(wanted), "each delivery exactly once in all"
@@ -345,7 +344,7 @@ def test_a_claim_whose_copy_was_already_taken_is_not_published_again(
 
     resumed = Runner(transport, sessions, job_id).run()
 
-    assert (resumed.state, resumed.done) == (JOB_COMPLETED, 5)
+    assert (resumed.state, resumed.done) == (ReplayJobStatus.COMPLETED, 5)
     assert published_copies(transport) == []
 
 
@@ -356,7 +355,7 @@ def test_cancel_stops_a_job_nobody_runs_at_once(
     with sessions() as session, session.begin():
         job = replayjobs.get(session, job_id)
         assert job is not None
-        assert replayjobs.cancel(session, job, actor="test").state == JOB_CANCELLED
+        assert replayjobs.cancel(session, job, actor="test").state == ReplayJobStatus.CANCELLED
     with sessions() as session:
         actions = session.scalars(
             select(AuditEntry.action).where(AuditEntry.resource_id == job_id)

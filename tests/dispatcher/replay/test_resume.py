@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import JOB_COMPLETED, JOB_RUNNING, ReplayJob
+from common.db.models import ReplayJob
+from common.db.statuses import ReplayJobStatus
 from common.transport import MemoryTransport
 from common.transport import topology as tp
 from common.wire import utcnow
@@ -78,7 +79,7 @@ def test_orphans_are_running_jobs_whose_runner_is_gone(sessions: sessionmaker[Se
     hold(sessions, alive, runner=runner_id(), heartbeat_at=now)
     hold(sessions, late, runner=runner_id(), heartbeat_at=now - timedelta(minutes=5))
     hold(sessions, stopped, runner=None, heartbeat_at=None)
-    hold(sessions, finished, state=JOB_COMPLETED, runner=f"{host}:{dead_pid()}:run3")
+    hold(sessions, finished, state=ReplayJobStatus.COMPLETED, runner=f"{host}:{dead_pid()}:run3")
 
     with sessions() as session:
         found = orphans(session)
@@ -107,7 +108,12 @@ def test_a_resumer_finishes_a_killed_job_and_publishes_each_delivery_once(
     with sessions() as session:
         job = session.get(ReplayJob, job_id)
         assert job is not None
-        assert (job.state, job.done, job.skipped, job.runner) == (JOB_COMPLETED, 7, 0, None)
+        assert (job.state, job.done, job.skipped, job.runner) == (
+            ReplayJobStatus.COMPLETED,
+            7,
+            0,
+            None,
+        )
     assert sorted(c.delivery_id for c in published_copies(broker)) == sorted(ids)
 
 
@@ -120,6 +126,8 @@ def test_a_resumer_that_is_stopped_leaves_the_job_to_the_next_one(
 
     job = Runner(broker, sessions, job_id, keep_claim_on_stop=True).run(stop)
 
-    assert job.state == JOB_RUNNING and job.runner is not None and job.heartbeat_at is None
+    assert (
+        job.state == ReplayJobStatus.RUNNING and job.runner is not None and job.heartbeat_at is None
+    )
     with sessions() as session:
         assert orphans(session) == [job_id]

@@ -11,8 +11,9 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import DEAD, RETRYING, SUCCEEDED, Attempt, Delivery
+from common.db.models import Attempt, Delivery
 from common.db.session import make_engine, make_sessionmaker
+from common.db.statuses import DeliveryStatus
 from common.errors import PublishError
 from common.metrics import Metrics
 from common.transport import Consumer, MemoryTransport, Message, Outgoing
@@ -89,13 +90,13 @@ def test_a_batch_is_recorded_published_and_acked(db: sessionmaker[Session]) -> N
             ),
         ]
     )
-    assert row(harness.db, ok.delivery_id).status == SUCCEEDED
+    assert row(harness.db, ok.delivery_id).status == DeliveryStatus.SUCCEEDED
     failed_row = row(harness.db, failing.delivery_id)
-    assert (failed_row.status, failed_row.last_status_code) == (RETRYING, 500)
+    assert (failed_row.status, failed_row.last_status_code) == (DeliveryStatus.RETRYING, 500)
     assert failed_row.next_attempt_at is not None and failed_row.finished_at is None
     dead_row = row(harness.db, gone.delivery_id)
     assert (dead_row.status, dead_row.dead_reason, dead_row.last_error) == (
-        DEAD, "max_attempts", "boom"
+        DeliveryStatus.DEAD, "max_attempts", "boom"
     )  # fmt: skip
     with harness.db() as session:
         assert session.scalar(select(func.count()).select_from(Attempt)) == 3
@@ -111,7 +112,7 @@ def test_a_stale_duplicate_does_not_move_a_final_row_backwards(harness: Harness)
         session.execute(
             update(Delivery)
             .where(Delivery.id == delivery.delivery_id)
-            .values(status=SUCCEEDED, attempts=2)
+            .values(status=DeliveryStatus.SUCCEEDED, attempts=2)
         )
     consumer, [message] = taken(harness, 1)
     stale = Attempted(
@@ -119,7 +120,7 @@ def test_a_stale_duplicate_does_not_move_a_final_row_backwards(harness: Harness)
     )
     settler(harness, consumer).settle([stale])
     found = row(harness.db, delivery.delivery_id)
-    assert (found.status, found.attempts) == (SUCCEEDED, 2)
+    assert (found.status, found.attempts) == (DeliveryStatus.SUCCEEDED, 2)
     with harness.db() as session:  # the attempt itself is still on record
         assert session.scalar(select(func.count()).select_from(Attempt)) == 1
 
@@ -147,7 +148,7 @@ def test_an_earlier_attempt_does_not_overwrite_a_later_one(harness: Harness) -> 
         session.execute(
             update(Delivery)
             .where(Delivery.id == delivery.delivery_id)
-            .values(status=RETRYING, attempts=3)
+            .values(status=DeliveryStatus.RETRYING, attempts=3)
         )
     consumer, [message] = taken(harness, 1)
     early = delivery.model_copy(update={"attempt": 2})
@@ -174,7 +175,11 @@ def test_two_outcomes_of_one_delivery_in_a_batch_end_as_the_later_attempt(
         ]
     )
     found = row(harness.db, delivery.delivery_id)
-    assert (found.status, found.attempts, found.last_status_code) == (SUCCEEDED, 2, 200)
+    assert (found.status, found.attempts, found.last_status_code) == (
+        DeliveryStatus.SUCCEEDED,
+        2,
+        200,
+    )
     with harness.db() as session:  # both attempts are on record
         assert session.scalar(select(func.count()).select_from(Attempt)) == 2
     consumer.close()
@@ -203,7 +208,7 @@ def test_the_drain_marks_a_dead_letter_dead_once(harness: Harness) -> None:
     drain.start()
     try:
         wait_until(lambda: harness.depth(tp.DEAD) == 0)
-        wait_until(lambda: row(harness.db, delivery.delivery_id).status == DEAD)
+        wait_until(lambda: row(harness.db, delivery.delivery_id).status == DeliveryStatus.DEAD)
     finally:
         drain.stop()
     assert drain.failure is None
