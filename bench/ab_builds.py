@@ -29,7 +29,7 @@ def run_once(tree: Path, command: list[str]) -> dict[str, Any]:
         raise SystemExit(f"{' '.join(argv)} failed in {tree} (exit {finished.returncode})")
     lines = [line for line in finished.stdout.splitlines() if line.startswith("{")]
     results = [json.loads(line) for line in lines if '"median"' not in line]
-    return results[-1]
+    return dict(results[-1])
 
 
 def main() -> None:
