@@ -85,11 +85,18 @@ class Dispatcher:
         """
         settings = self._settings
         self._stop = stop
-        self._transport.declare(tp.build(settings.retry_tiers_s))
+        topology = tp.build(settings.retry_tiers_s, settings.delivery_shards)
+        self._transport.declare(topology)
         prefetch = settings.dispatcher_prefetch or min(
             settings.dispatcher_concurrency * PREFETCH_PER_THREAD, MAX_PREFETCH
         )
-        consumer = self._transport.consume(tp.DELIVERIES, prefetch=prefetch)
+        # Every shard (and the unsharded queue) with a window of its own, served round-robin:
+        # a tenant's backlog in one shard cannot take the others' turns (architecture §3).
+        queues = topology.delivery_queues
+        # A busy shard alone still keeps every thread fed while a batch is being settled;
+        # what one dispatcher holds stays bounded by (shards + 1) windows.
+        window = max(2 * settings.dispatcher_concurrency, prefetch // len(queues))
+        consumer = self._transport.consume_many(queues, prefetch=window)
         settler = Settler(
             consumer, self._transport, self._sessionmaker, self._metrics,
             publish_timeout_s=settings.publish_timeout_s, on_disabled=self._cache.mark_disabled,
