@@ -24,7 +24,7 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
             tp.RETRY,
             tp.tier_name(outcome.delay_s),
             body,
-            _same_shard(outcome.message.headers),
+            _OVERFLOW,
             outcome.delivery.delivery_id,
         )
     if not isinstance(outcome, Attempted):
@@ -54,8 +54,14 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
     return None
 
 
+# A deferral means its endpoint cannot take more now (full, open circuit, rate limit,
+# paused): its tenant is the heavy one by definition, so it comes back in the overflow
+# shard, not in front of the tenants hashed beside it (architecture §3).
+_OVERFLOW = {tp.H_SHARD: tp.OVERFLOW_SHARD}
+
+
 def _same_shard(headers: dict[str, Any]) -> dict[str, Any]:
-    """The header that brings a retry or deferral back to the shard it came from, once its
-    tier dead-letters it (none for one from the unsharded queue: it goes back there)."""
+    """The header that brings a retry back to the shard it came from, once its tier
+    dead-letters it (none for one from the unsharded queue: it goes back there)."""
     shard = headers.get(tp.H_SHARD)
     return {} if shard is None else {tp.H_SHARD: shard}
