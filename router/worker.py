@@ -57,7 +57,9 @@ class Router:
         self._metrics = metrics
         self._batch_size = batch_size
         self._loader = IndexLoader(sessionmaker, settings.subscription_refresh_s)
-        self._spill = Spill(settings.delivery_shards, settings.delivery_share_per_s)
+        self._spill = Spill(
+            settings.delivery_shards, settings.delivery_share_per_s, self._loader.shares
+        )
         self._stop = threading.Event()  # the running session's stop flag, once `run` starts
         # Events whose rows this process committed but whose delivery messages failed to go
         # out: routed again one by one, they are published although their id is known.

@@ -32,6 +32,7 @@ from hookline.api.routes import (
     replays,
     subscription_actions,
     subscriptions,
+    tenant_delivery,
     tenants,
 )
 from producer import Producer
@@ -111,8 +112,8 @@ def create_app(
     errors.install(app)
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
-        events, health, tenants, subscriptions, subscription_actions, deliveries, audit,
-        deadletters, replays,
+        events, health, tenants, tenant_delivery, subscriptions, subscription_actions,
+        deliveries, audit, deadletters, replays,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
