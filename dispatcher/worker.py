@@ -90,12 +90,12 @@ class Dispatcher:
         prefetch = settings.dispatcher_prefetch or min(
             settings.dispatcher_concurrency * PREFETCH_PER_THREAD, MAX_PREFETCH
         )
-        # Every shard (and the unsharded queue) with a window of its own, served round-robin:
-        # a tenant's backlog in one shard cannot take the others' turns (architecture §3).
+        # Every shard (overflow and the unsharded queue too) with a window of its own, the
+        # whole prefetch, served round-robin (architecture §3): a busy shard alone keeps
+        # the settler's batches as large as one queue did, and a tenant's backlog cannot
+        # take the others' turns. Memory stays bounded: at most `queues * prefetch` held.
         queues = topology.delivery_queues
-        # A busy shard alone still keeps every thread fed while a batch is being settled;
-        # what one dispatcher holds stays bounded by (shards + 1) windows.
-        window = max(2 * settings.dispatcher_concurrency, prefetch // len(queues))
+        window = prefetch
         consumer = self._transport.consume_many(queues, prefetch=window)
         settler = Settler(
             consumer, self._transport, self._sessionmaker, self._metrics,
