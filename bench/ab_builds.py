@@ -28,8 +28,8 @@ def run_once(tree: Path, command: list[str]) -> dict[str, Any]:
         sys.stderr.write(finished.stdout[-4000:] + finished.stderr[-4000:])
         raise SystemExit(f"{' '.join(argv)} failed in {tree} (exit {finished.returncode})")
     lines = [line for line in finished.stdout.splitlines() if line.startswith("{")]
-    results = [json.loads(line) for line in lines if '"median"' not in line]
-    return dict(results[-1])
+    results: list[dict[str, Any]] = [json.loads(line) for line in lines if '"median"' not in line]
+    return results[-1]
 
 
 def main() -> None:

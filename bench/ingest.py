@@ -42,7 +42,7 @@ from tests.processes import Services, free_port
 from tests.services import temporary_database, temporary_vhost
 
 ADMIN = "bench-admin-token-0123456789"
-SECRET_KEY = "bench-secret-key-0123456789"
+SECRET_KEY = "YqF080ihHeseupq6fBXzUvpqco11dK4RjAczF1qqadU"
 
 
 def _request(method: str, path: str, token: str, body: bytes = b"") -> bytes:

@@ -41,7 +41,7 @@ from tests import builders
 from tests.processes import HOOKLINE, free_port
 from tests.services import temporary_database, temporary_vhost
 
-SECRET_KEY = "bench-secret-key"
+SECRET_KEY = "5yN6ZnxUf48i2cY4NAoWswcXnt4IRkW61fRd9BzFpoU"
 BOX = SecretBox(SECRET_KEY)
 TICK_S = os.sysconf("SC_CLK_TCK")
 

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     # How long an API process trusts a key it looked up; revoking through the API is
     # immediate in that process, other API processes notice within this time.
     api_key_cache_s: float = Field(default=1.0, ge=0)
+    # How long a POST's answer is kept for a repeat with the same `Idempotency-Key`; older
+    # answers are deleted by the API as it stores new ones, and by `hookline gc`.
+    idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    # The request line and headers the API reads before answering 431.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    # The fastest replay a tenant's key may ask for (copies per second); the admin token
+    # may ask for more, or for unlimited.
+    replay_max_rate_per_s: float = Field(default=500.0, gt=0)
     # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     endpoint_max_in_flight: int = Field(default=16, ge=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -46,6 +46,23 @@ def delivery_id_for(tenant: str, event_id: str, subscription_id: str) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# How far an event's own timestamp may be from the clock at ingest. The end-to-end metric
+# (hookline_delivery_e2e_seconds) runs from this timestamp, so a backdated event would
+# count years of "latency"; bounded, one event's error is at most a day.
+MAX_EVENT_AGE = timedelta(hours=24)
+MAX_EVENT_LEAD = timedelta(minutes=5)
+
+
+def timestamp_problem(timestamp: datetime) -> str | None:
+    """Why an event's (aware) timestamp is not accepted at ingest, or None."""
+    now = utcnow()
+    if timestamp < now - MAX_EVENT_AGE:
+        return "more than 24 hours in the past (omit it: the time of ingest is used)"
+    if timestamp > now + MAX_EVENT_LEAD:
+        return "more than 5 minutes in the future"
+    return None
 
 
 class Event(BaseModel):

@@ -63,7 +63,7 @@ def attempt(
         return _unsent(message, delivery, f"cannot load subscription: {exc}", parts, started_at)
     # Refuse: what must not be sent ends dead, or waits if its endpoint is only paused.
     if endpoint is None or endpoint.tenant_id != delivery.tenant:
-        return _refused(message, delivery, started_at, retry.SUBSCRIPTION_MISSING)
+        return _refused(message, delivery, started_at, retry.DeadReason.SUBSCRIPTION_MISSING)
     if endpoint.status == SUB_DISABLED:
         return _refused_disabled(message, delivery, endpoint, parts, stop, started_at)
     if endpoint.status != SUB_ACTIVE:  # paused, or not verified yet: hold, do not count
@@ -74,7 +74,7 @@ def attempt(
         return Deferred(message, delivery, parts.schedule.held_back(parts.gate.deferral_s()))
     # Decide: success, a retry on some tier, or dead.
     if result.unsafe:
-        decision = retry.dead(retry.UNSAFE_TARGET)
+        decision = retry.dead(retry.DeadReason.UNSAFE_TARGET)
     else:
         decision = parts.schedule.decide(
             result.status_code if result.complete else None,
@@ -136,8 +136,10 @@ def _refused_disabled(
     started_at: datetime,
 ) -> Attempted:
     # Disabled by Hookline itself (410, auto-disable): the endpoint's doing.
-    reason = retry.ENDPOINT_DISABLED if endpoint.disabled_reason else None
-    refused = _refused(message, delivery, started_at, reason or retry.SUBSCRIPTION_DISABLED)
+    reason = retry.DeadReason.ENDPOINT_DISABLED if endpoint.disabled_reason else None
+    refused = _refused(
+        message, delivery, started_at, reason or retry.DeadReason.SUBSCRIPTION_DISABLED
+    )
     if not delivery.replay:
         status = statuses(parts.sessionmaker, {delivery.delivery_id}, stop)
         if status.get(delivery.delivery_id) in FINAL_STATUSES:
@@ -147,7 +149,7 @@ def _refused_disabled(
 
 
 def _refused(
-    message: Message, delivery: DeliveryMessage, started_at: datetime, reason: str
+    message: Message, delivery: DeliveryMessage, started_at: datetime, reason: retry.DeadReason
 ) -> Attempted:
     result = SendResult(None, 0.0, f"not sent: {reason.replace('_', ' ')}")
     return Attempted(message, delivery, retry.dead(reason), result, started_at)

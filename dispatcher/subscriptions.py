@@ -2,7 +2,8 @@
 
 Entries are loaded on first use (one query by id) and kept fresh by one query every
 `subscription_refresh_s` for the rows whose `updated_at` moved, so a delivery never costs a
-database read of its own. Secrets are decrypted once, when a row is loaded.
+database read of its own. Secrets and static header values are decrypted once, when a row
+is loaded.
 
 An entry is never served older than `refresh_s` (the contract: a change, a rotated-out
 secret say, takes effect within HOOKLINE_SUBSCRIPTION_REFRESH_S): a caller that finds its
@@ -68,7 +69,7 @@ def _endpoint(row: Subscription, box: SecretBox) -> Endpoint:
         tenant_id=row.tenant_id,
         url=row.url,
         status=row.status,
-        headers=dict(row.headers or {}),
+        headers=box.open_values(row.headers or {}),
         secret=box.open(row.secret_enc),
         previous_secret=box.open(row.previous_secret_enc) if row.previous_secret_enc else None,
         previous_secret_expires_at=row.previous_secret_expires_at,

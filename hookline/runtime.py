@@ -133,6 +133,7 @@ def api_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:
     import uvicorn
 
     from hookline.api import create_app
+    from hookline.api.limits import bounded_http
 
     app = create_app(
         runtime.settings,
@@ -143,6 +144,12 @@ def api_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:
     # No proxy headers: a key's `allowed_cidrs` and the audit log judge the connecting
     # address, which a client on a trusted host could otherwise rewrite with X-Forwarded-For.
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        http=bounded_http(runtime.settings.max_header_bytes),
     )
     return uvicorn.Server(config)

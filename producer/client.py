@@ -16,11 +16,12 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from common import payload
 from common.errors import PublishError, TransportError
 from common.metrics import Metrics
 from common.settings import Settings
 from common.transport import Outgoing, Transport, open_transport, topology
-from common.wire import Event, WireEvent, encode, encode_fields
+from common.wire import Event, WireEvent, encode, encode_fields, timestamp_problem
 from producer.errors import InvalidEvent
 from producer.window import LoopWindow
 
@@ -32,7 +33,14 @@ def _aware_utc(timestamp: datetime) -> datetime:
     # silently shift it, so the caller has to say.
     if timestamp.tzinfo is None or timestamp.utcoffset() is None:
         raise InvalidEvent("invalid event: timestamp: must carry a timezone (e.g. UTC)")
-    return timestamp.astimezone(UTC)
+    try:
+        in_utc = timestamp.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent("invalid event: timestamp: out of range once in UTC") from None
+    problem = timestamp_problem(in_utc)
+    if problem is not None:
+        raise InvalidEvent(f"invalid event: timestamp: {problem}")
+    return in_utc
 
 
 def build_event(fields: Mapping[str, Any], *, where: str = "") -> Event:
@@ -42,11 +50,16 @@ def build_event(fields: Mapping[str, Any], *, where: str = "") -> Event:
         event = Event.model_validate(present)
     except ValidationError as exc:
         raise InvalidEvent.from_validation(exc, where=where) from None
-    return in_utc(event)
+    return in_utc(event, where=where)
 
 
-def in_utc(event: Event) -> Event:
-    """The event with its timestamp in UTC (a copy only when it is not already)."""
+def in_utc(event: Event, *, where: str = "") -> Event:
+    """The event with its timestamp in UTC (a copy only when it is not already), once its
+    data is known to be what the router can store (the API's check, `common.payload`)."""
+    try:
+        payload.check(event.data, "data")
+    except payload.UnstorableValue as exc:
+        raise InvalidEvent(f"invalid event{where}: {exc}") from None
     aware = _aware_utc(event.timestamp)
     return (
         event
@@ -174,7 +187,10 @@ class Producer:
 
     def _prepare(self, item: EventLike, *, where: str = "") -> Outgoing:
         try:
-            event = in_utc(item) if isinstance(item, Event) else build_event(item, where=where)
+            if isinstance(item, Event):
+                event = in_utc(item, where=where)
+            else:
+                event = build_event(item, where=where)
             return _outgoing(event)
         except InvalidEvent:
             self._count("rejected")

@@ -35,11 +35,17 @@ class Spill:
         self._window_at = clock()
         self._counts: dict[str, int] = {}
 
-    def headers(self, tenant: str) -> dict[str, str]:
-        """The shard header of the next delivery of `tenant`, counting it."""
+    def headers(self, tenant: str, *, recheck: bool = False) -> dict[str, object]:
+        """The headers of the next delivery message of `tenant` (counting it): its shard,
+        and the router's re-check mark for a re-published one."""
         now = self._clock()
         if now - self._window_at >= WINDOW_S:
             self._window_at, self._counts = now, {}
         count = self._counts[tenant] = self._counts.get(tenant, 0) + 1
         share = self._overrides().get(tenant, self._share_per_s)
-        return tp.shard_headers(tenant, self._shards, spill=0 < share < count)
+        headers: dict[str, object] = dict(
+            tp.shard_headers(tenant, self._shards, spill=0 < share < count)
+        )
+        if recheck:
+            headers[tp.H_RECHECK] = 1
+        return headers

@@ -236,7 +236,8 @@ class IdempotencyRecord(Base):
     """A POST's stored answer, replayed when the same `Idempotency-Key` comes again.
 
     `scope` is a digest of the caller's credential, so keys of different callers never meet;
-    a row without `status_code` is a request still in progress.
+    a row without `status_code` is a request still in progress. An answer's credentials (an
+    API key, a webhook secret) are not in `body` but sealed in `secrets_enc` (migration 0006).
     """
 
     __tablename__ = "idempotency_keys"
@@ -247,6 +248,7 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     body: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict[str, str]] = mapped_column(Json, nullable=False, default=dict)
+    secrets_enc: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), default=utcnow, nullable=False, index=True
     )
@@ -323,3 +325,14 @@ class PoisonMessage(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False, default=dict)
     received_at: Mapped[datetime] = _when()
     resubmitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class SecretCanary(Base):
+    """One known text sealed under `HOOKLINE_SECRET_KEY` (migration 0007), so a process with
+    the wrong key refuses to start instead of failing on every secret it opens."""
+
+    __tablename__ = "secret_canary"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    token: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _when()

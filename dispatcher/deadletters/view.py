@@ -1,8 +1,9 @@
 """One dead letter in full: the delivery, its event, every attempt, the headers it was sent with.
 
 The headers are rebuilt the way the sender builds them. Nothing secret is shown: the
-signature is a placeholder (it is derived from the secret and changes every attempt), and a
-static header that carries a credential (a bearer token the receiver issued) is masked.
+signature is a placeholder (it is derived from the secret and changes every attempt), and
+every static header's value is masked: any of them may carry a credential the receiver
+issued, whatever its name (`X-Shared-Pass`), and none is shown again once saved.
 """
 
 from __future__ import annotations
@@ -17,16 +18,11 @@ from common.db.models import Attempt, Delivery, EventRow, Subscription
 from dispatcher.http import RESERVED_HEADERS, USER_AGENT
 
 MASK = "***"
-_CREDENTIAL_WORDS = ("authorization", "token", "secret", "key", "cookie", "password", "auth")
-
-
-def _masked(name: str, value: str) -> str:
-    return MASK if any(word in name.lower() for word in _CREDENTIAL_WORDS) else value
 
 
 def headers_sent(static: dict[str, str], event_id: str) -> dict[str, str]:
-    """The headers of an attempt, with the signature and credentials replaced."""
-    headers = {k: _masked(k, v) for k, v in static.items() if k.lower() not in RESERVED_HEADERS}
+    """The headers of an attempt, with the signature and every static value replaced."""
+    headers = {k: MASK for k in static if k.lower() not in RESERVED_HEADERS}
     headers.update(
         {
             "webhook-id": event_id,

@@ -81,11 +81,11 @@ class Streak:
 
 def _counts(outcome: Attempted) -> str | None:
     decision = outcome.decision
-    if decision.outcome == "success":
+    if decision.outcome == retry.Verdict.SUCCESS:
         return "success"
-    if decision.outcome == "retry":
+    if decision.outcome == retry.Verdict.RETRY:
         return "failure"
-    if decision.reason == retry.MAX_ATTEMPTS:
+    if decision.reason == retry.DeadReason.MAX_ATTEMPTS:
         return "dead"
     return None
 
@@ -149,7 +149,7 @@ def apply(
             .where(or_(_deliveries.c.status == PENDING, _deliveries.c.status == RETRYING))
             .values(
                 status=DEAD,
-                dead_reason=retry.ENDPOINT_DISABLED,
+                dead_reason=retry.DeadReason.ENDPOINT_DISABLED,
                 next_attempt_at=None,
                 updated_at=now,
                 finished_at=now,

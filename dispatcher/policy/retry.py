@@ -14,20 +14,30 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from enum import StrEnum
 
 from common.settings import Settings
 from common.tiers import variants
 
-Outcome = Literal["success", "retry", "dead"]
 
-# Dead-letter reasons (the `reason` label of hookline_dead_letters_total and the
-# `dead_reason` column). A closed set, so the metric label stays bounded.
-MAX_ATTEMPTS = "max_attempts"
-ENDPOINT_DISABLED = "endpoint_disabled"
-SUBSCRIPTION_DISABLED = "subscription_disabled"
-SUBSCRIPTION_MISSING = "subscription_missing"
-UNSAFE_TARGET = "unsafe_target"
+class Verdict(StrEnum):
+    """What one attempt means for its delivery (the `outcome` column and metric label)."""
+
+    SUCCESS = "success"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+class DeadReason(StrEnum):
+    """Why a delivery ended dead (the `reason` label of hookline_dead_letters_total and the
+    `dead_reason` column). A closed set, so the metric label stays bounded."""
+
+    MAX_ATTEMPTS = "max_attempts"
+    ENDPOINT_DISABLED = "endpoint_disabled"
+    SUBSCRIPTION_DISABLED = "subscription_disabled"
+    SUBSCRIPTION_MISSING = "subscription_missing"
+    UNSAFE_TARGET = "unsafe_target"
+
 
 # Statuses whose Retry-After header the schedule honours.
 RETRY_AFTER_STATUSES = (429, 503)
@@ -36,17 +46,17 @@ DEFERRAL_FLOOR_S = 60.0
 
 @dataclass(frozen=True)
 class Decision:
-    outcome: Outcome
+    outcome: Verdict
     delay_s: float | None = None  # for a retry: an existing tier (see `jitterer`)
-    reason: str | None = None  # for dead: one of the reasons above
+    reason: DeadReason | None = None  # for dead
     disable_subscription: bool = False
 
 
-SUCCESS = Decision("success")
+SUCCESS = Decision(Verdict.SUCCESS)
 
 
-def dead(reason: str, *, disable_subscription: bool = False) -> Decision:
-    return Decision("dead", reason=reason, disable_subscription=disable_subscription)
+def dead(reason: DeadReason, *, disable_subscription: bool = False) -> Decision:
+    return Decision(Verdict.DEAD, reason=reason, disable_subscription=disable_subscription)
 
 
 def decide(
@@ -68,14 +78,14 @@ def decide(
     if status_code is not None and 200 <= status_code <= 299:
         return SUCCESS
     if status_code == 410:
-        return dead(ENDPOINT_DISABLED, disable_subscription=True)
+        return dead(DeadReason.ENDPOINT_DISABLED, disable_subscription=True)
     if attempt > len(delays):
-        return dead(MAX_ATTEMPTS)
+        return dead(DeadReason.MAX_ATTEMPTS)
     if status_code in RETRY_AFTER_STATUSES and retry_after is not None:
         wanted_s = parse_retry_after(retry_after, now or datetime.now(UTC))
         if wanted_s is not None:
-            return Decision("retry", delay_s=honour_retry_after(wanted_s, attempt, delays))
-    return Decision("retry", delay_s=jitter(delays[attempt - 1]))
+            return Decision(Verdict.RETRY, delay_s=honour_retry_after(wanted_s, attempt, delays))
+    return Decision(Verdict.RETRY, delay_s=jitter(delays[attempt - 1]))
 
 
 def honour_retry_after(wanted_s: float, attempt: int, delays: Sequence[float]) -> float:

@@ -10,6 +10,7 @@ from common.transport import Outgoing, poison_copy
 from common.transport import topology as tp
 from common.wire import encode
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
+from dispatcher.policy.retry import Verdict
 
 H_STATUS_CODE = "x-hookline-status-code"
 
@@ -30,7 +31,7 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
     if not isinstance(outcome, Attempted):
         return None
     delivery, decision, result = outcome.delivery, outcome.decision, outcome.result
-    if decision.outcome == "retry":
+    if decision.outcome == Verdict.RETRY:
         assert decision.delay_s is not None
         retry = delivery.model_copy(
             update={
@@ -44,7 +45,7 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
         routing_key = tp.tier_name(decision.delay_s)
         shard = _same_shard(outcome.message.headers)
         return Outgoing(tp.RETRY, routing_key, encode(retry), shard, delivery.delivery_id)
-    if decision.outcome == "dead":
+    if decision.outcome == Verdict.DEAD:
         headers: dict[str, Any] = {tp.H_REASON: decision.reason or "unknown"}
         if result.status_code is not None:
             headers[H_STATUS_CODE] = result.status_code

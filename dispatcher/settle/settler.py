@@ -28,7 +28,7 @@ from common.transport import Consumer, Transport
 from common.wire import utcnow
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
 from dispatcher.policy import autodisable
-from dispatcher.policy.retry import ENDPOINT_DISABLED
+from dispatcher.policy.retry import DeadReason, Verdict
 from dispatcher.settle.onward import onward_message
 from dispatcher.settle.rows import update_deliveries
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 200
 LINGER_S = 0.005
 STORED_BODY_BYTES = 4096
-_STATUS_BY_OUTCOME = {"success": SUCCEEDED, "retry": RETRYING, "dead": DEAD}
+_STATUS_BY_OUTCOME = {Verdict.SUCCESS: SUCCEEDED, Verdict.RETRY: RETRYING, Verdict.DEAD: DEAD}
 DEFAULT_POLICY = autodisable.Policy(failing_for=timedelta(days=5), dead_in_a_row=100)
 # A subscription this settler saw succeed and left with no streak is not reset again for
 # this long: a success-only batch then writes nothing to `subscriptions`. A streak another
@@ -134,7 +134,7 @@ class Settler(BackgroundThread):
         attempts, updates, disabled = [], [], set()
         for o in attempted:
             delivery, decision, result = o.delivery, o.decision, o.result
-            final = decision.outcome != "retry"
+            final = decision.outcome != Verdict.RETRY
             body = result.body[:STORED_BODY_BYTES].decode("utf-8", "replace") or None
             attempts.append(
                 {
@@ -197,7 +197,7 @@ class Settler(BackgroundThread):
             self._on_disabled(d.subscription_id, d.reason)
             # Counted now, as they end, not when their queued copies come back (refused).
             self._metrics.finished.labels(result="dead").inc(d.ended)
-            self._metrics.dead_letters.labels(reason=ENDPOINT_DISABLED).inc(d.ended)
+            self._metrics.dead_letters.labels(reason=DeadReason.ENDPOINT_DISABLED).inc(d.ended)
 
     def _remember_clean(self, written: dict[str, autodisable.Streak]) -> None:
         written_at = time.monotonic()
@@ -220,12 +220,12 @@ class Settler(BackgroundThread):
             decision, result = outcome.decision, outcome.result
             self._child(m.attempts, decision.outcome, status_class(result.status_code)).inc()
             self._child(m.attempt_duration, decision.outcome).observe(result.duration_s)
-            if decision.outcome == "success":
+            if decision.outcome == Verdict.SUCCESS:
                 self._child(m.finished, "succeeded").inc()
                 if not outcome.delivery.replay:  # a replay's wait is the operator's, not ours
                     e2e_s = (utcnow() - outcome.delivery.event.timestamp).total_seconds()
                     m.e2e.observe(max(e2e_s, 0.0))
-            elif decision.outcome == "dead":
+            elif decision.outcome == Verdict.DEAD:
                 if outcome.counted:
                     m.finished.labels(result="dead").inc()
                     m.dead_letters.labels(reason=decision.reason or "unknown").inc()

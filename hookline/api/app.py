@@ -22,7 +22,7 @@ from hookline.api.deps import Services
 from hookline.api.fast_ingest import BATCH, SINGLE, FastIngest
 from hookline.api.idempotency import Idempotency, document
 from hookline.api.keycache import KeyCache
-from hookline.api.limits import BodyLimit
+from hookline.api.limits import BodyLimit, RefuseNul
 from hookline.api.routes import (
     audit,
     deadletters,
@@ -121,4 +121,5 @@ def create_app(
     app.add_middleware(Idempotency)
     document(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={BATCH: MAX_BATCH_BODY_BYTES})
+    app.add_middleware(RefuseNul)
     return app

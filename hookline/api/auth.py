@@ -1,35 +1,25 @@
-"""API keys and the admin token: issuing keys, and the dependencies that check them.
+"""API keys and the admin token: the dependencies that check them on every request.
 
-A key is `hl_` and 32 random URL-safe characters. Only its SHA-256 is stored (with a short
-prefix to recognise it by), so a leaked database does not leak working keys; the key has
-enough entropy that an unsalted fast hash is not a weakness.
+Keys are issued by `hookline/services/keys.py` (only their SHA-256 is stored).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
-import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from common.db.models import ApiKey, Tenant
-from common.wire import new_id, utcnow
+from common.db.models import ApiKey
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError
 from hookline.api.keycache import KeyRecord
-from hookline.api.schemas import ALL_SCOPES
-
-KEY_PREFIX = "hl_"
-KEY_RANDOM_BYTES = 24  # 32 URL-safe characters
-DISPLAY_PREFIX_CHARS = len(KEY_PREFIX) + 8
+from hookline.services.keys import KEY_PREFIX, hash_key
 
 EVENTS_WRITE = "events:write"
 SUBSCRIPTIONS_READ = "subscriptions:read"
@@ -57,48 +47,6 @@ class Principal:
     key_id: str
     scopes: frozenset[str]
     source_ip: str | None = None
-
-
-def new_api_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def issue_key(
-    session: Session,
-    tenant_id: str,
-    scopes: Iterable[str],
-    *,
-    name: str | None = None,
-    allowed_cidrs: Iterable[str] = (),
-) -> tuple[ApiKey, str]:
-    """A new key row for `tenant_id` (flushed, not committed) and the key in clear."""
-    key = new_api_key()
-    row = ApiKey(
-        id=new_id("key"),
-        tenant_id=tenant_id,
-        key_hash=hash_key(key),
-        prefix=key[:DISPLAY_PREFIX_CHARS],
-        name=name,
-        scopes=list(dict.fromkeys(scopes)),
-        allowed_cidrs=list(allowed_cidrs),
-        created_at=utcnow(),
-    )
-    session.add(row)
-    session.flush()
-    return row, key
-
-
-def new_tenant(session: Session, name: str) -> tuple[Tenant, str]:
-    """A new tenant and its first key, holding every scope (flushed, not committed)."""
-    tenant = Tenant(id=new_id("ten"), name=name, created_at=utcnow())
-    session.add(tenant)
-    session.flush()
-    _, key = issue_key(session, tenant.id, ALL_SCOPES)
-    return tenant, key
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -222,6 +170,13 @@ def require_admin(
         raise ApiError(403, "admin_disabled", "admin routes are disabled: set HOOKLINE_ADMIN_TOKEN")
     if credentials is None:
         raise _unauthorized("missing admin token: send Authorization: Bearer <admin token>")
-    # Digests of equal length, so the comparison reveals nothing, not even the token's length.
-    if not hmac.compare_digest(hash_key(credentials.credentials), hash_key(expected)):
+    if not is_admin_token(credentials.credentials, expected):
         raise _unauthorized("invalid admin token")
+
+
+def is_admin_token(token: str, expected: str | None) -> bool:
+    """Whether `token` is the configured admin token, compared in constant time."""
+    if not expected or not token:
+        return False
+    # Digests of equal length, so the comparison reveals nothing, not even the token's length.
+    return hmac.compare_digest(hash_key(token), hash_key(expected))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -98,16 +99,42 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
 
+# FastAPI's answer to a body it could not decode (not UTF-8): a 400, where a body that is
+# not JSON is a 422. Both are "the body does not fit the schema", answered as documented.
+_UNDECODABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNDECODABLE_BODY:
+        return error_response(422, "validation_error", "body: not JSON encoded as UTF-8")
     code = _CODES.get(exc.status_code, "error")
     if exc.status_code == 404:
         message = f"no such resource: {request.url.path}"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
+        headers = {**(exc.headers or {}), "Allow": ", ".join(_allowed(request))}
+        return error_response(405, code, message, headers)
     else:
         message = str(exc.detail)
     return error_response(exc.status_code, code, message, exc.headers)
+
+
+def _allowed(request: Request) -> list[str]:
+    """Every method the path answers to, from the published schema. Starlette's 405 names
+    the methods of the first route that matched the path only, where a path often has a
+    route per method. A literal path (`/v1/events/batch`) is its own resource, not an
+    instance of a templated one beside it (`/v1/events/{event_id}`)."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    path = request.url.path
+    if path in paths:
+        return sorted(method.upper() for method in paths[path])
+    methods: set[str] = set()
+    for template, operations in paths.items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods.update(method.upper() for method in operations)
+    return sorted(methods)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -18,11 +18,12 @@ from pydantic import Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import TransportError
-from hookline.api.auth import EVENTS_WRITE, KEY_PREFIX, cached_key
+from hookline.api.auth import EVENTS_WRITE, cached_key
 from hookline.api.deps import Services
 from hookline.api.errors import ApiError, error_response
 from hookline.api.routes.events import accepted_batch, broker_unavailable, wire_fields
 from hookline.api.schemas import MAX_BATCH_EVENTS, EventAccepted, EventIn, Strict
+from hookline.services.keys import KEY_PREFIX
 from producer import InvalidEvent
 
 log = logging.getLogger(__name__)

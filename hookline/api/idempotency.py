@@ -4,7 +4,15 @@ The first request with a key claims it (a row without an answer) before it runs,
 concurrent repeat is told 409 instead of running twice; its answer is stored when it is
 final (2xx and 4xx other than auth and conflicts). 5xx answers release the key, so a retry
 runs again. The same key with a different method, path or body is a client error (422).
-Keys are scoped to the caller's credential and kept for `KEEP_S`.
+Keys are scoped to the caller's credential and kept for `HOOKLINE_IDEMPOTENCY_TTL_S`.
+
+Credentials in an answer (`api_key`, `secret`: a new API key or webhook secret) are never
+stored in clear: they are sealed like subscription secrets into `secrets_enc` and the stored
+body holds `null` in their place; a replay puts them back, so it is byte for byte the first
+answer. If they can no longer be opened (the key that sealed them left the key ring), the
+replay carries `null` and names the fields in `Idempotent-Secrets-Omitted`.
+
+Expired rows are deleted as the API goes and by `hookline gc` (`idempotency_gc`).
 
 `POST /v1/events` also makes the key the event id (the router then drops duplicates even
 if the stored answer has expired).
@@ -13,6 +21,7 @@ if the stored answer has expired).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -25,11 +34,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.db.models import IdempotencyRecord
+from common.errors import ConfigurationError
+from common.secretbox import SecretBox
 from common.wire import utcnow
 from hookline.api.errors import error_response
+from hookline.api.idempotency_gc import Sweep
 
 HEADER = b"idempotency-key"
-KEEP_S = 24 * 3600
+# Top-level answer fields that hold a credential: sealed, never stored in clear.
+SECRET_FIELDS = ("api_key", "secret")
+OMITTED_HEADER = "idempotent-secrets-omitted"
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
 # Answers that say nothing final about the request: a retry must run it again.
 NOT_STORED = frozenset({401, 403, 409, 429})
@@ -49,6 +63,7 @@ class Idempotency:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._sweep = Sweep()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key_bytes = _header(scope, HEADER) if scope["type"] == "http" else None
@@ -66,16 +81,19 @@ class Idempotency:
             b"\0".join([scope["method"].encode(), scope["path"].encode(),
                         scope.get("query_string", b""), body])
         ).hexdigest()  # fmt: skip
-        sessions: sessionmaker[Session] = scope["app"].state.services.sessionmaker
+        services = scope["app"].state.services
+        sessions: sessionmaker[Session] = services.sessionmaker
+        box: SecretBox = services.secret_box
+        ttl_s: float = services.settings.idempotency_ttl_s
         try:
-            stored = await run_in_threadpool(_claim, sessions, owner, key, request_hash)
+            stored = await run_in_threadpool(_claim, sessions, owner, key, request_hash, ttl_s)
         except OperationalError:
             await error_response(
                 503, "database_unavailable", "the database is unavailable; retry later"
             )(scope, receive, send)
             return
         if stored is not None:
-            await _replay(stored, request_hash, scope, receive, send)
+            await _replay(stored, request_hash, box, scope, receive, send)
             return
         captured: list[Message] = []
 
@@ -88,9 +106,11 @@ class Idempotency:
         try:
             await self.app(scope, replay_body, capture)
         finally:
-            await run_in_threadpool(_finish, sessions, owner, key, captured)
+            await run_in_threadpool(_finish, sessions, box, owner, key, captured)
         for answer in captured:
             await send(answer)
+        if self._sweep.due():
+            await run_in_threadpool(self._sweep.run, sessions, ttl_s)
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
@@ -106,13 +126,13 @@ async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
 
 
 def _claim(
-    sessions: sessionmaker[Session], owner: str, key: str, request_hash: str
+    sessions: sessionmaker[Session], owner: str, key: str, request_hash: str, ttl_s: float
 ) -> IdempotencyRecord | None:
     """None when this request now owns the key; else the row that already holds it."""
     with sessions() as session:
         try:
             with session.begin():
-                expired = utcnow() - timedelta(seconds=KEEP_S)
+                expired = utcnow() - timedelta(seconds=ttl_s)
                 session.execute(
                     delete(IdempotencyRecord).where(
                         IdempotencyRecord.scope == owner,
@@ -140,7 +160,13 @@ def _claim(
     return row
 
 
-def _finish(sessions: sessionmaker[Session], owner: str, key: str, captured: list[Message]) -> None:
+def _finish(
+    sessions: sessionmaker[Session],
+    box: SecretBox,
+    owner: str,
+    key: str,
+    captured: list[Message],
+) -> None:
     start = next((m for m in captured if m["type"] == "http.response.start"), None)
     status = int(start["status"]) if start is not None else 500
     with sessions() as session, session.begin():
@@ -158,11 +184,52 @@ def _finish(sessions: sessionmaker[Session], owner: str, key: str, captured: lis
         body = b"".join(m.get("body", b"") for m in captured if m["type"] == "http.response.body")
         row.status_code = status
         row.headers = headers
-        row.body = body.decode("utf-8", errors="replace")
+        row.body, row.secrets_enc = _sealed(body, box)
+
+
+def _render(content: Any) -> bytes:
+    """JSON as FastAPI's `JSONResponse` renders it, so a replay is byte for byte the same."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode()
+
+
+def _sealed(body: bytes, box: SecretBox) -> tuple[str, str | None]:
+    """The body to store, with its credential fields set to null, and those fields sealed."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        content = json.loads(body)
+    except ValueError:
+        return text, None
+    if not isinstance(content, dict):
+        return text, None
+    found = {k: content[k] for k in SECRET_FIELDS if isinstance(content.get(k), str)}
+    if not found:
+        return text, None
+    content.update(dict.fromkeys(found))
+    return _render(content).decode(), box.seal(json.dumps(found))
+
+
+def _opened(row: IdempotencyRecord, box: SecretBox) -> tuple[bytes, list[str]]:
+    """The stored body with its sealed fields put back, and the fields that could not be."""
+    body = (row.body or "").encode()
+    if row.secrets_enc is None:
+        return body, []
+    content = json.loads(body)
+    try:
+        content.update(json.loads(box.open(row.secrets_enc)))
+    except ConfigurationError:
+        return body, [k for k in SECRET_FIELDS if k in content]
+    return _render(content), []
 
 
 async def _replay(
-    row: IdempotencyRecord, request_hash: str, scope: Scope, receive: Receive, send: Send
+    row: IdempotencyRecord,
+    request_hash: str,
+    box: SecretBox,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
 ) -> None:
     if row.request_hash != request_hash:
         message = "this Idempotency-Key was used for a different request"
@@ -172,12 +239,14 @@ async def _replay(
         message = "a request with this Idempotency-Key is still in progress; retry shortly"
         await error_response(409, "idempotency_in_progress", message)(scope, receive, send)
         return
-    body = (row.body or "").encode()
+    body, omitted = _opened(row, box)
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in row.headers.items()]
     headers += [
         (b"content-length", str(len(body)).encode()),
         (REPLAYED_HEADER.encode(), b"true"),
     ]
+    if omitted:
+        headers.append((OMITTED_HEADER.encode(), ", ".join(omitted).encode()))
     await send({"type": "http.response.start", "status": row.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -214,8 +283,9 @@ _PARAMETER = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "description": "Repeat the request safely: the same key (per API key, for 24 h) gets the "
-    "first answer again, marked `Idempotent-Replayed: true`.",
+    "description": "Repeat the request safely: the same key (per API key, for "
+    "`HOOKLINE_IDEMPOTENCY_TTL_S`, default 24 h) gets the first answer again, marked "
+    "`Idempotent-Replayed: true`.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
 }
 _TOO_LARGE = "The request body is too large"

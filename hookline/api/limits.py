@@ -1,7 +1,10 @@
-"""A cap on request body size, enforced before any handler parses the body."""
+"""Caps on what a request may carry: its head (at the protocol), its body, and NUL in its
+path or query, each refused before any handler reads it."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,3 +69,104 @@ class BodyLimit:
     async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         message = f"request body exceeds the limit of {limit} bytes"
         await error_response(413, "payload_too_large", message)(scope, receive, send)
+
+
+class RefuseNul:
+    """Answer 422 to a request whose path or query holds NUL (`%00`).
+
+    No identifier or filter value can hold one, and PostgreSQL refuses it in any text
+    parameter, so a lookup would otherwise fail as a database error (a 500). Checked once
+    here for every route, rather than in each parameter's type."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = None
+            if "\x00" in scope["path"]:
+                where = "path"
+            elif b"%00" in scope.get("query_string", b""):
+                where = "query"
+            if where is not None:
+                message = f"{where}: holds NUL (%00), which no value here can contain"
+                response = error_response(422, "validation_error", message)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def bounded_http(max_head_bytes: int) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, answering 431 (and closing) once a request's line and
+    headers exceed `max_head_bytes`.
+
+    httptools (llhttp) sets no limit of its own and uvicorn's only knob is for h11, so
+    without this an unauthenticated client could make the server buffer a header of any
+    size. Counted as the bytes read while a request's head is incomplete: the most it
+    holds is the limit plus one read."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class BoundedHead(HttpToolsProtocol):
+        _unparsed: int | None = 0  # bytes read since the head began; None in a body
+        _head_size = 0  # of the head's parsed line and headers
+        _refused = False
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            if self._unparsed is not None:
+                self._unparsed += len(data)
+            super().data_received(data)
+            # A head still incomplete (one endless header, say) is buffered by the parser.
+            if not self._refused and (self._unparsed or 0) > max_head_bytes:
+                self._refuse()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_size = 0
+
+        def on_url(self, url: bytes) -> None:
+            self._head_size += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._head_size += len(name) + len(value) + 4
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._unparsed = None
+            if self._refused or self._head_size > max_head_bytes:
+                self._refuse()
+                return
+            super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._refused:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._refused:
+                super().on_message_complete()
+                self._unparsed = 0
+
+        def _refuse(self) -> None:
+            if self._refused:
+                return
+            self._refused = True
+            body = json.dumps(
+                {
+                    "error": {
+                        "code": "headers_too_large",
+                        "message": f"request line and headers exceed {max_head_bytes} bytes",
+                    }
+                }
+            ).encode()
+            head = (
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"content-type: application/json\r\nconnection: close\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\n\r\n"
+            )
+            self.transport.write(head + body)
+            self.transport.close()
+
+    return BoundedHead

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
-from hookline.api.schemas import AttemptOut
+from hookline.api.schemas import AttemptOut, Instant, Strict
 
 StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
 JobState = Literal["running", "completed", "cancelling", "cancelled", "failed"]
@@ -15,8 +15,7 @@ DeliveryId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MAX_IDS = 10_000
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = Strict  # unknown fields refused, every value storable
 
 
 class DeadLetterOut(BaseModel):
@@ -87,8 +86,8 @@ class ReplayCreate(_Strict):
     event_type: str | None = None
     reason: str | None = None
     status_class: StatusClass | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Instant | None = None
+    until: Instant | None = None
     ids: list[DeliveryId] = Field(default_factory=list, max_length=MAX_IDS)
     tenant: str | None = Field(default=None, description="Admin token only: one tenant.")
     dry_run: bool = False
@@ -97,13 +96,16 @@ class ReplayCreate(_Strict):
         default=False, description="Replay deliveries of paused or disabled subscriptions too."
     )
     rate_per_s: float | None = Field(
-        default=50.0, gt=0, description="Copies published per second; null for unlimited."
+        default=50.0,
+        gt=0,
+        description="Copies published per second; null for unlimited (with an API key: at "
+        "most HOOKLINE_REPLAY_MAX_RATE_PER_S, which null means).",
     )
 
 
 class RecoverRequest(_Strict):
-    since: AwareDatetime
-    until: AwareDatetime | None = None
+    since: Instant
+    until: Instant | None = None
     dry_run: bool = False
     force: bool = False
     rate_per_s: float | None = Field(default=50.0, gt=0)

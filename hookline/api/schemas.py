@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from common.wire import EVENT_ID_PATTERN, EVENT_TYPE_PATTERN, OPERATION_PATTERN
+from common import payload
+from common.wire import (
+    EVENT_ID_PATTERN,
+    EVENT_TYPE_PATTERN,
+    OPERATION_PATTERN,
+    timestamp_problem,
+)
 
 ScopeName = Literal[
     "events:write",
@@ -18,6 +36,8 @@ ScopeName = Literal[
     "deliveries:replay",
 ]
 ALL_SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
+# A key created without `scopes` may only send events (docs/security.md).
+DEFAULT_KEY_SCOPES: tuple[ScopeName, ...] = ("events:write",)
 SubscriptionStatus = Literal["pending_verification", "active", "paused", "disabled"]
 DeliveryStatus = Literal["pending", "succeeded", "retrying", "dead", "cancelled"]
 # Exact dotted names, `prefix.*` (that prefix at any depth) or `*` for every type.
@@ -30,10 +50,63 @@ EventType = Annotated[
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=EVENT_ID_PATTERN)]
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_8601(value: Any) -> Any:
+    # Pydantic also reads numbers (and numeric strings) as Unix times: `until=0.5` would be
+    # 1970, where the schema (and every client) means an ISO 8601 date-time.
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise PydanticCustomError(
+        "datetime_format", "an ISO 8601 date-time with its offset, e.g. 2026-05-01T12:00:00Z"
+    )
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is in year 0 in UTC
+        raise PydanticCustomError(
+            "datetime_range", "out of range once converted to UTC (years 1 to 9999)"
+        ) from None
+
+
+# Every datetime the API takes (bodies and query parameters): with its offset, and within
+# the range once in UTC, which is how it is compared and stored.
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_8601), AfterValidator(_in_utc)]
+
+
+def _recent(value: datetime) -> datetime:
+    problem = timestamp_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("timestamp_skew", "{problem}", {"problem": problem})
+    return value
+
+
+# An event's own time, within a day of the clock (see `common.wire.MAX_EVENT_AGE`).
+EventTime = Annotated[Instant, AfterValidator(_recent)]
+
+
 class Strict(BaseModel):
-    """Unknown fields are refused, so a misspelt option is an error rather than ignored."""
+    """A request body. Unknown fields are refused, so a misspelt option is an error rather
+    than ignored; every string, number and nesting in it must be storable (`common.payload`:
+    no NUL, finite numbers, bounded depth), so a bad value is a 422 naming its place, not a
+    database error later."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _storable(self) -> Any:
+        for name, value in self.__dict__.items():
+            if value is not None and not isinstance(value, BaseModel | bool):
+                try:
+                    payload.check(value, name)
+                except payload.UnstorableValue as exc:
+                    raise PydanticCustomError(
+                        "unstorable", "{problem}", {"problem": str(exc)}
+                    ) from None
+        return self
 
 
 class ErrorDetail(BaseModel):
@@ -67,7 +140,11 @@ class TenantList(BaseModel):
 
 
 class ApiKeyCreate(Strict):
-    scopes: list[ScopeName] = Field(default_factory=lambda: list(ALL_SCOPES), min_length=1)
+    scopes: list[ScopeName] = Field(
+        default_factory=lambda: list(DEFAULT_KEY_SCOPES),
+        min_length=1,
+        description="Default `events:write` only; name every other scope the key needs.",
+    )
     name: Annotated[str, StringConstraints(max_length=200)] | None = None
     allowed_cidrs: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
         default_factory=list,
@@ -110,12 +187,20 @@ class ApiKeyList(BaseModel):
 
 class EventIn(Strict):
     type: EventType
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(
+        description="Any JSON object whose strings (keys too) hold no NUL (\\u0000), whose "
+        "integers are in -2^63..2^64-1 and floats finite, nested at most "
+        f"{payload.MAX_DEPTH} levels."
+    )
     id: EventId | None = Field(
         default=None, description="Unique per tenant; publishing the same id again is a no-op."
     )
     operation: OperationName | None = None
-    timestamp: AwareDatetime | None = None
+    timestamp: EventTime | None = Field(
+        default=None,
+        description="When it happened (with its offset), at most 24 h before and 5 min "
+        "after the time of ingest; omitted: the time of ingest.",
+    )
 
 
 class EventAccepted(BaseModel):
@@ -125,8 +210,11 @@ class EventAccepted(BaseModel):
 MAX_BATCH_EVENTS = 1000
 
 
-class EventBatch(Strict):
-    # Items are checked one by one in the handler, so one bad event does not hide the rest.
+class EventBatch(BaseModel):
+    # Items are checked one by one in the handler, so one bad event does not hide the rest
+    # (hence not `Strict`, whose check would refuse the whole batch for one bad item).
+    model_config = ConfigDict(extra="forbid")
+
     events: list[dict[str, Any]] = Field(
         min_length=1,
         max_length=MAX_BATCH_EVENTS,

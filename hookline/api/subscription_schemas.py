@@ -12,6 +12,9 @@ from common import filters
 from hookline.api.schemas import EventTypePattern, OperationName, Strict, SubscriptionStatus
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# RFC 9110 field values: visible characters, space and tab, and obs-text (latin-1 above
+# 0x7f), which is what the HTTP client can encode; anything else fails every delivery.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # Headers Hookline sets itself: a subscription may not override the signature or framing.
 RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "connection", "transfer-encoding",
@@ -36,8 +39,11 @@ def check_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
             raise ValueError(f"header name {name!r} is not a valid HTTP token")
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"header {name!r} is set by Hookline and cannot be overridden")
-        if any(ch in value for ch in "\r\n\0") or len(value) > 4096:
-            raise ValueError(f"header {name!r} has a value that cannot be sent")
+        if not _HEADER_VALUE.fullmatch(value) or len(value) > 4096:
+            raise ValueError(
+                f"header {name!r} has a value that cannot be sent: at most 4,096 characters, "
+                "visible latin-1 (ISO-8859-1), spaces or tabs"
+            )
     return headers
 
 

@@ -1,24 +1,19 @@
-"""`hookline dlq list|show|purge|resubmit` and `hookline gc`: wiring only; the logic is in
-`dispatcher.deadletters` and `dispatcher.retention`.
-"""
+"""`hookline dlq list|show|purge|resubmit`: wiring only; the logic is in
+`dispatcher.deadletters`, the rendering in `render.py`."""
 
 from __future__ import annotations
 
 import getpass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from common.db.models import CANCELLED, PoisonMessage
-from common.errors import ConfigurationError
-from common.settings import Settings, parse_duration
+from common.settings import Settings
 from common.transport import topology
-from common.wire import utcnow
-from dispatcher import retention
 from dispatcher.deadletters import (
     PoisonFilter,
     ResubmitError,
@@ -35,6 +30,7 @@ from dispatcher.replay import audit
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.errors import ApiError
 from hookline.cli import options as o
+from hookline.cli import render
 from hookline.runtime import Runtime, build_runtime
 
 dlq_app = typer.Typer(help="Find, inspect and purge dead letters.", no_args_is_help=True)
@@ -48,45 +44,6 @@ def actor() -> str:
 
 def runtime() -> Runtime:
     return build_runtime(Settings())
-
-
-def _dead_row(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "tenant_id": row.tenant_id,
-        "event_id": row.event_id,
-        "subscription_id": row.subscription_id,
-        "event_type": row.event_type,
-        "reason": row.dead_reason,
-        "attempt_count": row.attempts,
-        "last_status_code": row.last_status_code,
-        "last_error": row.last_error,
-        "replay_count": row.replay_count,
-        "died_at": row.finished_at,
-    }
-
-
-def _poison_row(row: PoisonMessage) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "tenant_id": row.tenant_id,
-        "source_queue": row.source_queue,
-        "reason": row.reason,
-        "error": row.error,
-        "body": row.body,
-        "encoding": row.encoding,
-        "received_at": row.received_at,
-        "resubmitted_at": row.resubmitted_at,
-    }
-
-
-def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if row[c] is None else str(row[c])[:80] for c in columns))
-    return table
 
 
 @dlq_app.command("list")
@@ -121,7 +78,7 @@ def dlq_list(
                 )
                 found = list_poison(session, wanted, limit=limit + 1, after=after)
                 rows, columns = (
-                    [_poison_row(r) for r in found],
+                    [render.poison_row(r) for r in found],
                     ["id", "source_queue", "error", "body", "received_at"],
                 )
                 positions: list[tuple[datetime | None, str]] = [
@@ -139,10 +96,10 @@ def dlq_list(
                 )
                 if summary:
                     counted = summarize_dead(session, dead).to_json()
-                    _print_summary(counted, output)
+                    render.print_summary(counted, output)
                     return
                 dead_rows = list_dead(session, dead, limit=limit + 1, after=after)
-                rows = [_dead_row(r) for r in dead_rows]
+                rows = [render.dead_row(r) for r in dead_rows]
                 columns = [
                     "id",
                     "subscription_id",
@@ -163,25 +120,11 @@ def dlq_list(
     if output == "json":
         typer.echo(o.dump({"data": rows, "next_cursor": next_cursor}))
         return
-    console.print(_table("poison messages" if reason == POISON else "dead letters", rows, columns))
+    console.print(
+        render.table("poison messages" if reason == POISON else "dead letters", rows, columns)
+    )
     if next_cursor:
         console.print(f"more: --cursor {next_cursor}")
-
-
-def _print_summary(counted: dict[str, Any], output: str) -> None:
-    if output == "json":
-        typer.echo(o.dump(counted))
-        return
-    console.print(f"[bold]{counted['total']}[/bold] dead letters")
-    for title in ("by_reason", "by_subscription"):
-        table = Table(title=title.replace("_", " "))
-        table.add_column(title.removeprefix("by_"))
-        table.add_column("count", justify="right")
-        for key, count in counted[title].items():
-            table.add_row(key, str(count))
-        console.print(table)
-    if counted["sample_ids"]:
-        console.print("sample ids: " + " ".join(counted["sample_ids"]))
 
 
 @dlq_app.command("show")
@@ -213,7 +156,7 @@ def dlq_show(
         for a in found.attempts
     ]
     shown = {
-        **_dead_row(found.delivery),
+        **render.dead_row(found.delivery),
         "status": found.delivery.status,
         "event": None
         if ev is None
@@ -236,9 +179,11 @@ def dlq_show(
         f"replayed {d.replay_count}x"
     )
     console.print("event:", o.dump(shown["event"]))
-    console.print(_table("attempts", attempts, list(attempts[0]) if attempts else ["attempt"]))
+    console.print(
+        render.table("attempts", attempts, list(attempts[0]) if attempts else ["attempt"])
+    )
     headers = [{"name": k, "value": v} for k, v in found.headers.items()]
-    console.print(_table("headers sent", headers, ["name", "value"]))
+    console.print(render.table("headers sent", headers, ["name", "value"]))
 
 
 @dlq_app.command("purge")
@@ -353,27 +298,3 @@ def dlq_resubmit(
     finally:
         rt.close()
     console.print(f"re-submitted {poison_id} to {row.source_queue}")
-
-
-def gc(
-    older_than: Annotated[str, typer.Option("--older-than", help="Age, e.g. 30d.")] = "30d",
-    include_dead: Annotated[
-        bool, typer.Option("--include-dead", help="Also remove old dead letters.")
-    ] = False,
-    batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = retention.BATCH_SIZE,
-) -> None:
-    """Remove old finished deliveries, attempts and events in small batches.
-
-    Dead letters stay until they are replayed or purged, unless --include-dead."""
-    try:
-        cutoff = utcnow() - timedelta(seconds=parse_duration(older_than))
-    except ConfigurationError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    rt = runtime()
-    try:
-        removed = retention.collect(
-            rt.sessionmaker, cutoff, include_dead=include_dead, batch_size=batch_size
-        )
-    finally:
-        rt.close()
-    typer.echo(o.dump({"older_than": older_than, "cutoff": cutoff, **removed.to_json()}))

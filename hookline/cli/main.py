@@ -13,15 +13,23 @@ from rich.console import Console
 from common import logs
 from common.db import migrate as db_migrate
 from common.errors import ConfigurationError
-from common.secretbox import check_secret_key
+from common.secretbox import check_admin_token
 from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
-from hookline.cli.dlq import dlq_app, gc
+from hookline.cli.dlq import dlq_app
+from hookline.cli.gc import gc
 from hookline.cli.replay import replay_app, replay_resumer
+from hookline.cli.secrets import require_usable_key, secrets_app
 from hookline.cli.tenants import tenant_app
 from hookline.failures import OneLineErrors
-from hookline.runtime import api_server, build_runtime, command_transport, serve_probes
+from hookline.runtime import (
+    api_server,
+    build_runtime,
+    command_transport,
+    require_real_broker,
+    serve_probes,
+)
 
 app = OneLineErrors(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
@@ -30,6 +38,7 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(replay_app, name="replay")
 app.command("gc")(gc)
+app.add_typer(secrets_app, name="secrets")
 console = Console()
 log = logging.getLogger("hookline")
 
@@ -44,14 +53,17 @@ def _settings(**overrides: object) -> Settings:
     return settings
 
 
-def _require_real_secrets(settings: Settings, *, admin: bool = False) -> None:
-    """Outside `hookline dev`, refuse to run on a missing or placeholder secret key."""
+def _require_real_secrets(settings: Settings, *, admin: bool = False, broker: bool = True) -> None:
+    """Outside `hookline dev`, refuse to run on a missing, weak or wrong secret key (and,
+    first, on the in-memory broker: a setting refused before the database is touched)."""
     try:
-        check_secret_key(settings.secret_key)
+        if broker:
+            require_real_broker(settings)
+        require_usable_key(settings)
         if admin and settings.admin_token is not None:
-            check_secret_key(settings.admin_token, name="HOOKLINE_ADMIN_TOKEN")
+            check_admin_token(settings.admin_token)
     except ConfigurationError as exc:
-        console.print(f"[red]refusing to start:[/red] {exc}")
+        typer.echo(f"hookline: refusing to start: {exc}", err=True)  # one line, as elsewhere
         raise typer.Exit(2) from None
 
 
@@ -113,6 +125,8 @@ def router(metrics_port: MetricsPort = None) -> None:
     from router import Router
 
     settings = _settings(metrics_port=metrics_port)
+    if settings.secret_key:  # it opens no secret, but must not run beside a mis-keyed API
+        _require_real_secrets(settings)
     runtime = build_runtime(settings)
     if settings.metrics_port:
         serve_probes(runtime, settings.metrics_port, backlog=True)
@@ -166,7 +180,9 @@ def dispatcher(
 def migrate() -> None:
     """Create or upgrade the database schema."""
     settings = _settings()
-    db_migrate.upgrade(settings.database_url)
+    db_migrate.upgrade(settings.database_url, secret_key=settings.secret_key)
+    if settings.secret_key:  # write (or check) the key canary now, not at the first start
+        _require_real_secrets(settings, broker=False)
     console.print("[green]database is up to date[/green]")
 
 

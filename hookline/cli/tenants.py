@@ -62,7 +62,9 @@ def tenant_create(name: Annotated[str, typer.Argument(help="A name for the tenan
 @key_app.command("create")
 def key_create(
     tenant: Annotated[str, typer.Argument(help="The tenant id.")],
-    scope: Annotated[list[str] | None, typer.Option(help="A scope (repeat); default all.")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="A scope (repeat); default events:write.")
+    ] = None,
     cidr: Annotated[list[str] | None, typer.Option(help="An allowed source network.")] = None,
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
 ) -> None:

@@ -147,7 +147,7 @@ def subscribe(
                     payload_filter=body.filter,
                     secret_enc=box.seal(secret),
                     signing_key_enc=box.seal(signing.new_signing_key()) if body.ed25519 else None,
-                    headers=body.headers,
+                    headers=box.seal_values(body.headers),
                     rate_limit_per_s=body.rate_limit_per_s,
                     max_in_flight=body.max_in_flight,
                     description=body.description,
@@ -191,7 +191,7 @@ def verify(
     keys = [box.open(row.secret_enc)]
     if row.signing_key_enc:
         keys.append(box.open(row.signing_key_enc))
-    headers = dict(row.headers or {})
+    headers = box.open_values(row.headers or {})
     outcome = handshake(row.url, keys, headers, outbound.settings, resolver=outbound.resolver)
     now = utcnow()
     with sessions() as session, session.begin():
@@ -250,6 +250,8 @@ def change(
     for name in ("event_types", "url"):
         if name in changes and changes[name] is None:
             raise Invalid(f"{name} cannot be null")
+    if changes.get("headers"):  # values are sealed at rest, like secrets
+        changes = {**changes, "headers": outbound.box.seal_values(changes["headers"])}
     try:
         with sessions() as session, session.begin():
             row = owned(session, tenant_id, subscription_id)

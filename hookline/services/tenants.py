@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 
 from common.db.models import ApiKey, Tenant
 from common.wire import utcnow
-from hookline.api.auth import issue_key as new_key
-from hookline.api.auth import new_tenant
 from hookline.api.schemas import ApiKeyCreate
 from hookline.services import audit
 from hookline.services.audit import CLI, Actor
 from hookline.services.errors import NotFound
+from hookline.services.keys import issue_key as new_key
+from hookline.services.keys import new_tenant
 
 
 def create_tenant(session: Session, name: str, *, actor: Actor) -> tuple[Tenant, str]:

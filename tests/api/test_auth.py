@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from common.db.models import ApiKey
 from common.wire import utcnow
-from hookline.api.auth import hash_key, new_api_key
+from hookline.services.keys import hash_key, new_api_key
 from tests.api.support import assert_error
 
 

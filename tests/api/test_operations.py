@@ -150,8 +150,7 @@ def test_a_dead_letter_shows_event_attempts_and_headers_without_secrets(
     ]
     headers = body["headers"]
     assert headers["webhook-id"] == target.event_id
-    assert headers["X-Site"] == "b"
-    assert headers["Authorization"] == "***"
+    assert headers["X-Site"] == headers["Authorization"] == "***"  # every static value
     assert "receiver-token" not in str(body) and "whsec_" not in str(body)
 
 

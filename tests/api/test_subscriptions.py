@@ -81,7 +81,8 @@ def test_the_secret_is_stored_sealed_and_the_row_is_ready_for_dispatch(api):
     assert row.tenant_id == tenant_id
     assert body["secret"] not in row.secret_enc
     assert SecretBox(DEV_SECRET_KEY).open(row.secret_enc) == body["secret"]
-    assert row.headers == {"X-Token": "t0ken"}
+    assert SecretBox(DEV_SECRET_KEY).open_values(row.headers) == {"X-Token": "t0ken"}
+    assert "t0ken" not in str(row.headers)  # sealed like the secret
     assert row.updated_at is not None and row.updated_at.tzinfo is not None
 
 

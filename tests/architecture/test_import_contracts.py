@@ -66,6 +66,21 @@ def test_the_tree_keeps_every_import_contract(tmp_path: Path) -> None:
             "from dispatcher.replay.jobs import plan",
             "Replay is reached through its facade",
         ),
+        (
+            "dispatcher.deadletters.sneaky",
+            "from dispatcher.http.pool import Pool",
+            "The HTTP client is reached through its facade",
+        ),
+        (
+            "hookline.cli.sneaky",
+            "from dispatcher.policy import retry",
+            "The shell reaches the dispatcher only through its facades",
+        ),
+        (
+            "hookline.services.sneaky",
+            "from hookline.api.routes import tenants",
+            "Services know nothing of HTTP routes or the CLI",
+        ),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(

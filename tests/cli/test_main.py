@@ -155,8 +155,8 @@ def test_api_listens_on_the_host_it_is_given_and_stops_cleanly_on_sigterm(
     url = f"sqlite:///{tmp_path}/api.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
     env |= {"HOOKLINE_DATABASE_URL": url, "HOOKLINE_BROKER_URL": "memory://",
-            "HOOKLINE_ALLOW_MEMORY_BROKER": "true",
-            "HOOKLINE_ADMIN_TOKEN": "t" * 32, "HOOKLINE_SECRET_KEY": "k" * 32}  # fmt: skip
+            "HOOKLINE_ALLOW_MEMORY_BROKER": "true", "HOOKLINE_ADMIN_TOKEN": "t" * 32,
+            "HOOKLINE_SECRET_KEY": "raq-BsD3ahC2DbAjY_bNdhWBJINkW9LtpYEawZLHiEY"}  # fmt: skip
     assert runner.invoke(app, ["migrate"], env=env).exit_code == 0
     api = subprocess.Popen(
         [sys.executable, "-m", "hookline", "api", "--host", "::1", "--port", str(port)],

@@ -35,7 +35,7 @@ from producer import Producer
 from tests import builders
 from tests.processes import Services
 
-SECRET_KEY = "engine-fault-secret-key"
+SECRET_KEY = "iXLJKtO2FjNNYZ4qFN46Vaz97vqMMshG4JtDvmJktts"
 SCHEDULE = "1s,1s,1s"
 MAX_ATTEMPTS = 4
 QUIET_TIMEOUT_S = 120.0

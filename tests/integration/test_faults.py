@@ -48,7 +48,7 @@ QUIET_TIMEOUT_S = 90.0
 # every retry and end dead (through the dead-letter drain) while the faults hit.
 REFUSED_EVERY = 50
 MAX_ATTEMPTS = 4  # HOOKLINE_RETRY_SCHEDULE=1s,1s,1s
-SECRET_KEY = "fault-test-secret-key"
+SECRET_KEY = "bN7PSlmxNAWsUlXIEo2Pk5-XGJUIeLTiR2vkUMnxRT0"
 PG_HOST_PORT = "127.0.0.1:5432"
 # Broker connections that consume: the router's, the dispatcher's, its dead-letter drain's.
 CONSUMERS = 3

@@ -35,7 +35,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[Services, str, str]]:
             "HOOKLINE_DATABASE_URL": database_url,
             "HOOKLINE_BROKER_URL": broker_url,
             "HOOKLINE_ADMIN_TOKEN": ADMIN,
-            "HOOKLINE_SECRET_KEY": "integration-secret-key",
+            "HOOKLINE_SECRET_KEY": "n-w4awxvMsa9kwOv9aJDLgEg3EoBf1VE72ere9Qp9bA",
             "HOOKLINE_ALLOW_PRIVATE_TARGETS": "true",
             "HOOKLINE_RETRY_SCHEDULE": "1s,2s",
             "HOOKLINE_SUBSCRIPTION_REFRESH_S": "0.2",

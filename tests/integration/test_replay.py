@@ -32,7 +32,7 @@ from tests import builders
 from tests.processes import HOOKLINE, Services
 from tests.services import temporary_database, temporary_vhost
 
-SECRET_KEY = "replay-test-secret-key"
+SECRET_KEY = "d0wHSpY9TSNxuhRorT006YfcPvyuZd3i6JMVmTL_hgs"
 EVENTS = 100
 WAIT_S = 60.0
 

@@ -20,7 +20,7 @@ import requests
 from common.db import migrate
 from common.db.session import make_engine, make_sessionmaker
 from common.secretbox import SecretBox
-from hookline.api.auth import new_tenant
+from hookline.services.keys import new_tenant
 from tests import builders
 from tests.deploy.tools import DEPLOY, require_tool
 from tests.observability.prom import Prometheus
@@ -29,7 +29,7 @@ from tests.services import temporary_database, temporary_vhost
 
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "hookline-overview.json"
 RULES = DEPLOY / "prometheus" / "rules" / "hookline.rules.yml"
-SECRET_KEY = "dashboard-test-secret-key"
+SECRET_KEY = "8VNl4XRS_9pUbyEPX0Id5ak-rmd2InG0yGgGAjj1f7g"
 LOAD_S = 20.0  # long enough for every rate window to hold several scrapes
 RATE_WINDOW = "10s"
 

@@ -15,7 +15,7 @@ class Clock:
 
 
 def shards_of(spill: Spill, tenant: str, count: int) -> list[str]:
-    return [spill.headers(tenant)[tp.H_SHARD] for _ in range(count)]
+    return [str(spill.headers(tenant)[tp.H_SHARD]) for _ in range(count)]
 
 
 def test_a_tenant_over_its_share_spills_for_the_rest_of_the_second() -> None:
@@ -36,3 +36,10 @@ def test_a_share_of_zero_never_spills_and_a_tenant_override_wins() -> None:
     spill = Spill(8, 1, overrides=lambda: {"big": 4}, clock=Clock())
     assert shards_of(spill, "big", 5).count("overflow") == 1
     assert shards_of(spill, "small", 3).count("overflow") == 2
+
+
+def test_a_republished_delivery_keeps_the_recheck_mark_beside_its_shard() -> None:
+    spill = Spill(8, 100, clock=Clock())
+
+    assert spill.headers("acme", recheck=True) == {tp.H_SHARD: "6", tp.H_RECHECK: 1}
+    assert spill.headers("acme") == {tp.H_SHARD: "6"}

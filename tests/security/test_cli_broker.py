@@ -23,7 +23,7 @@ def hookline(*args: str, broker_url: str, tmp_path: Path) -> subprocess.Complete
     env |= {
         "HOOKLINE_BROKER_URL": broker_url,
         "HOOKLINE_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
-        "HOOKLINE_SECRET_KEY": "k" * 32,
+        "HOOKLINE_SECRET_KEY": "Yb3kQz8WmR1xT6vN0cLp4HsJ9dFgA2eU7iOtKyM5wBn",
         "HOOKLINE_ADMIN_TOKEN": "t" * 32,
     }
     return subprocess.run(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 from sqlalchemy import select
 
 from common.db.models import AuditEntry
 from hookline.api.auth import require_admin
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented
-from hookline.api.schemas import AuditEntryOut, AuditList
+from hookline.api.schemas import AuditEntryOut, AuditList, Instant
 
 router = APIRouter(
     prefix="/v1/audit-log",
@@ -31,8 +30,8 @@ def list_audit_log(
     tenant_id: str | None = Query(default=None, max_length=64),
     action: str | None = Query(default=None, max_length=64),
     actor: str | None = Query(default=None, max_length=64),
-    since: AwareDatetime | None = Query(default=None),
-    until: AwareDatetime | None = Query(default=None),
+    since: Instant | None = Query(default=None),
+    until: Instant | None = Query(default=None),
     limit: int = Query(default=100, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=32),
     services: Services = Depends(get_services),

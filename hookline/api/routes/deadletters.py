@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 
 from common.db.models import Delivery, EventRow, PoisonMessage
 from dispatcher.deadletters import (
@@ -36,6 +35,7 @@ from hookline.api.ops_schemas import (
 )
 from hookline.api.opsauth import Caller, caller
 from hookline.api.routes.deliveries import attempt_out
+from hookline.api.schemas import Instant
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
 ERRORS = documented(401, 403, 404, 422, 503)
@@ -94,8 +94,8 @@ class _Filters:
         event_type: str | None = None,
         reason: str | None = Query(None, examples=["max_attempts"]),
         status_class: StatusClass | None = None,
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
         tenant: str | None = Query(None, description="Admin token only: one tenant."),
     ) -> None:
         self.values = dict(
@@ -159,8 +159,8 @@ def _poison_out(row: PoisonMessage) -> PoisonOut:
 @router.get("/poison", response_model=PoisonPage, responses=ERRORS)
 def list_poison_messages(
     source_queue: str | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     tenant: str | None = Query(None, description="Admin token only: one tenant."),
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import cast
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 from sqlalchemy import Select, select, tuple_
 
 from common.db.models import Attempt, Delivery
@@ -26,6 +25,7 @@ from hookline.api.schemas import (
     DeliveryStatus,
     DeliverySummary,
     EventType,
+    Instant,
 )
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
@@ -69,8 +69,8 @@ def delivery_page(
     status: str | None = None,
     subscription_id: str | None = None,
     event_type: str | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     cursor: str | None = None,
     limit: int = 100,
 ) -> Select[tuple[Delivery]]:
@@ -97,8 +97,8 @@ def list_deliveries(
     status: DeliveryStatus | None = Query(default=None),
     subscription_id: str | None = Query(default=None, max_length=64),
     event_type: EventType | None = Query(default=None),
-    since: AwareDatetime | None = Query(default=None, description="created at or after"),
-    until: AwareDatetime | None = Query(default=None, description="created before"),
+    since: Instant | None = Query(default=None, description="created at or after"),
+    until: Instant | None = Query(default=None, description="created before"),
     limit: int = Query(default=100, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=1000),
     principal: Principal = READ,

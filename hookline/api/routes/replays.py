@@ -108,6 +108,25 @@ def run_in_background(request: Request, services: Services, job_id: str) -> None
     thread.start()
 
 
+def capped_rate(who: Caller, rate_per_s: float | None, services: Services) -> float | None:
+    """A tenant's pace, at most `HOOKLINE_REPLAY_MAX_RATE_PER_S`: one tenant's replay must
+    not flood the delivery queue all tenants share. Unlimited (null) from an API key is
+    that cap; a faster number is refused. The admin token is not capped."""
+    cap = services.settings.replay_max_rate_per_s
+    if who.tenant_id is None:
+        return rate_per_s
+    if rate_per_s is None:
+        return cap
+    if rate_per_s > cap:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"rate_per_s: at most {cap:g} per second with an API key "
+            "(faster needs the admin token)",
+        )
+    return rate_per_s
+
+
 def _start(
     request: Request,
     services: Services,
@@ -171,7 +190,7 @@ def create_replay(
         dry_run=body.dry_run,
         everything=body.all,
         force=body.force,
-        rate_per_s=body.rate_per_s,
+        rate_per_s=capped_rate(who, body.rate_per_s, services),
     )
 
 
@@ -259,5 +278,5 @@ def recover_subscription(
         dry_run=body.dry_run,
         everything=False,
         force=body.force,
-        rate_per_s=body.rate_per_s,
+        rate_per_s=capped_rate(who, body.rate_per_s, services),
     )

@@ -104,8 +104,9 @@ def create_api_key(
     body: Annotated[ApiKeyCreate | None, Body()] = None,
     services: Services = Depends(get_services),
 ) -> ApiKeyCreated:
-    """Issue another API key for a tenant; without a body it holds every scope and may be
-    used from anywhere. The key is shown only in this response; only its hash is stored."""
+    """Issue another API key for a tenant; without `scopes` it may only send events
+    (`events:write`), and without `allowed_cidrs` it may be used from anywhere. The key is
+    shown only in this response; only its hash is stored."""
     with services.sessionmaker() as session, session.begin():
         row, key = tenants.issue_key(
             session, tenant_id, body or ApiKeyCreate(), actor=admin(request)

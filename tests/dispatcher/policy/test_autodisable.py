@@ -21,14 +21,14 @@ from common.wire import DeliveryMessage, Event, decode, utcnow
 from dispatcher.http import SendResult
 from dispatcher.outcome import Attempted
 from dispatcher.policy import autodisable as health
-from dispatcher.policy.retry import SUCCESS, Decision, dead
+from dispatcher.policy.retry import SUCCESS, DeadReason, Decision, Verdict, dead
 from dispatcher.settle import Settler
 from dispatcher.settle import settler as settle_module
 from tests import builders
 from tests.dispatcher.conftest import Harness, make_settings
 
-RETRY = Decision("retry", delay_s=0.1)
-EXHAUSTED = dead("max_attempts")
+RETRY = Decision(Verdict.RETRY, delay_s=0.1)
+EXHAUSTED = dead(DeadReason.MAX_ATTEMPTS)
 
 
 @pytest.fixture

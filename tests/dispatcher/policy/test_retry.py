@@ -12,7 +12,9 @@ from common import tiers
 from dispatcher.policy import retry
 from dispatcher.policy.retry import (
     SUCCESS,
+    DeadReason,
     Decision,
+    Verdict,
     decide,
     deferral_delay,
     honour_retry_after,
@@ -32,7 +34,7 @@ def test_any_2xx_is_a_success_on_any_attempt(status: int, attempt: int) -> None:
 @pytest.mark.parametrize("attempt", [1, 5])
 def test_410_kills_the_delivery_and_disables_the_subscription(attempt: int) -> None:
     assert decide(410, attempt, SCHEDULE) == Decision(
-        "dead", reason="endpoint_disabled", disable_subscription=True
+        Verdict.DEAD, reason=DeadReason.ENDPOINT_DISABLED, disable_subscription=True
     )
 
 
@@ -42,19 +44,19 @@ def test_410_kills_the_delivery_and_disables_the_subscription(attempt: int) -> N
 )  # fmt: skip
 def test_every_other_answer_retries_after_the_scheduled_delay(status: int | None) -> None:
     for attempt, delay_s in enumerate(SCHEDULE, start=1):
-        assert decide(status, attempt, SCHEDULE) == Decision("retry", delay_s=delay_s)
+        assert decide(status, attempt, SCHEDULE) == Decision(Verdict.RETRY, delay_s=delay_s)
 
 
 @pytest.mark.parametrize("status", [None, 302, 404, 429, 500, 503])
 def test_the_last_attempt_ends_dead_with_max_attempts(status: int | None) -> None:
     last = len(SCHEDULE) + 1
     assert decide(status, last, SCHEDULE, retry_after="1") == Decision(
-        "dead", reason="max_attempts"
+        Verdict.DEAD, reason=DeadReason.MAX_ATTEMPTS
     )
 
 
 def test_a_single_attempt_schedule_has_two_attempts() -> None:
-    assert decide(500, 1, (2.0,)) == Decision("retry", delay_s=2.0)
+    assert decide(500, 1, (2.0,)) == Decision(Verdict.RETRY, delay_s=2.0)
     assert decide(500, 2, (2.0,)).reason == "max_attempts"
 
 
@@ -77,13 +79,13 @@ def test_retry_after_picks_the_smallest_sufficient_tier_within_the_cap(
 ) -> None:
     for status in (429, 503):
         decision = decide(status, attempt, SCHEDULE, retry_after=retry_after, now=NOW)
-        assert decision == Decision("retry", delay_s=expected_s)
+        assert decision == Decision(Verdict.RETRY, delay_s=expected_s)
 
 
 def test_retry_after_as_an_http_date() -> None:
     in_ten_minutes = format_datetime(NOW + timedelta(minutes=10), usegmt=True)
     decision = decide(503, 2, SCHEDULE, retry_after=in_ten_minutes, now=NOW)
-    assert decision == Decision("retry", delay_s=1800.0)
+    assert decision == Decision(Verdict.RETRY, delay_s=1800.0)
 
 
 def test_retry_after_in_the_past_means_the_smallest_tier() -> None:

@@ -8,7 +8,7 @@ from common.transport import topology as tp
 from common.wire import DeliveryMessage, encode, utcnow
 from dispatcher.http import SendResult
 from dispatcher.outcome import Attempted, Deferred
-from dispatcher.policy.retry import Decision
+from dispatcher.policy.retry import Decision, Verdict
 from dispatcher.settle.onward import onward_message
 from tests import builders
 
@@ -23,7 +23,8 @@ def _message(headers: dict[str, object]) -> tuple[Message, DeliveryMessage]:
 
 def test_a_retry_keeps_the_shard_it_came_from() -> None:
     message, delivery = _message({tp.H_SHARD: "3", "other": 1})
-    retry = Attempted(message, delivery, Decision("retry", 5.0), SendResult(500, 0.1), utcnow())
+    decision = Decision(Verdict.RETRY, 5.0)
+    retry = Attempted(message, delivery, decision, SendResult(500, 0.1), utcnow())
 
     onward = onward_message(retry)
 
@@ -34,7 +35,8 @@ def test_a_retry_keeps_the_shard_it_came_from() -> None:
 
 def test_a_retry_from_the_unsharded_queue_carries_no_shard() -> None:
     message, delivery = _message({})
-    retry = Attempted(message, delivery, Decision("retry", 5.0), SendResult(None, 0.1), utcnow())
+    decision = Decision(Verdict.RETRY, 5.0)
+    retry = Attempted(message, delivery, decision, SendResult(None, 0.1), utcnow())
 
     onward = onward_message(retry)
 

@@ -21,7 +21,7 @@ from common.wire import DeliveryMessage, encode
 from dispatcher.deadletters import DeadLetterDrain
 from dispatcher.http import SendResult
 from dispatcher.outcome import Attempted
-from dispatcher.policy.retry import SUCCESS, Decision, dead
+from dispatcher.policy.retry import SUCCESS, DeadReason, Decision, Verdict, dead
 from dispatcher.settle import Settler
 from tests import builders
 from tests.dispatcher.conftest import Harness, make_settings, wait_until
@@ -79,12 +79,14 @@ def test_a_batch_is_recorded_published_and_acked(db: sessionmaker[Session]) -> N
     harness = Harness(make_settings(retry_schedule="1h"), MemoryTransport(), db)
     ok, failing, gone = given(harness, 3)
     consumer, messages = taken(harness, 3)
-    retry = Decision("retry", delay_s=3600.0)
+    retry = Decision(Verdict.RETRY, delay_s=3600.0)
     settler(harness, consumer).settle(
         [
             Attempted(messages[0], ok, SUCCESS, SendResult(200, 0.1), NOW),
             Attempted(messages[1], failing, retry, SendResult(500, 0.1, None, b"x"), NOW),
-            Attempted(messages[2], gone, dead("max_attempts"), SendResult(None, 0.1, "boom"), NOW),
+            Attempted(
+                messages[2], gone, dead(DeadReason.MAX_ATTEMPTS), SendResult(None, 0.1, "boom"), NOW
+            ),
         ]
     )
     assert row(harness.db, ok.delivery_id).status == SUCCEEDED
@@ -112,7 +114,9 @@ def test_a_stale_duplicate_does_not_move_a_final_row_backwards(harness: Harness)
             .values(status=SUCCEEDED, attempts=2)
         )
     consumer, [message] = taken(harness, 1)
-    stale = Attempted(message, delivery, Decision("retry", delay_s=0.1), SendResult(500, 0.1), NOW)
+    stale = Attempted(
+        message, delivery, Decision(Verdict.RETRY, delay_s=0.1), SendResult(500, 0.1), NOW
+    )
     settler(harness, consumer).settle([stale])
     found = row(harness.db, delivery.delivery_id)
     assert (found.status, found.attempts) == (SUCCEEDED, 2)
@@ -125,7 +129,7 @@ def test_the_retry_copy_of_a_replay_is_an_ordinary_retry(db: sessionmaker[Sessio
     [delivery] = given(harness, 1)
     consumer, [message] = taken(harness, 1)
     replayed = delivery.model_copy(update={"replay": True})
-    retry = Decision("retry", delay_s=3600.0)
+    retry = Decision(Verdict.RETRY, delay_s=3600.0)
     settler(harness, consumer).settle(
         [Attempted(message, replayed, retry, SendResult(500, 0.1), NOW)]
     )
@@ -165,7 +169,7 @@ def test_two_outcomes_of_one_delivery_in_a_batch_end_as_the_later_attempt(
         [
             Attempted(first, later, SUCCESS, SendResult(200, 0.1), NOW),
             Attempted(
-                duplicate, delivery, Decision("retry", delay_s=0.1), SendResult(500, 0.1), NOW
+                duplicate, delivery, Decision(Verdict.RETRY, delay_s=0.1), SendResult(500, 0.1), NOW
             ),
         ]
     )
@@ -182,7 +186,7 @@ def test_nothing_is_acked_when_the_publish_fails(db: sessionmaker[Session]) -> N
     [delivery] = given(harness, 1)
     consumer, [message] = taken(harness, 1)
     # A tier that has no queue: the strict broker refuses it as unroutable.
-    unroutable = Decision("retry", delay_s=42.0)
+    unroutable = Decision(Verdict.RETRY, delay_s=42.0)
     with pytest.raises(PublishError, match="unroutable"):
         settler(harness, consumer).settle(
             [Attempted(message, delivery, unroutable, SendResult(500, 0.1), NOW)]

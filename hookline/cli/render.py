@@ -1,0 +1,69 @@
+"""How the dead-letter commands show rows: dicts for `-o json`, Rich tables otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from common.db.models import PoisonMessage
+from hookline.cli import options as o
+
+console = Console()
+
+
+def dead_row(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "tenant_id": row.tenant_id,
+        "event_id": row.event_id,
+        "subscription_id": row.subscription_id,
+        "event_type": row.event_type,
+        "reason": row.dead_reason,
+        "attempt_count": row.attempts,
+        "last_status_code": row.last_status_code,
+        "last_error": row.last_error,
+        "replay_count": row.replay_count,
+        "died_at": row.finished_at,
+    }
+
+
+def poison_row(row: PoisonMessage) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "tenant_id": row.tenant_id,
+        "source_queue": row.source_queue,
+        "reason": row.reason,
+        "error": row.error,
+        "body": row.body,
+        "encoding": row.encoding,
+        "received_at": row.received_at,
+        "resubmitted_at": row.resubmitted_at,
+    }
+
+
+def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c])[:80] for c in columns))
+    return table
+
+
+def print_summary(counted: dict[str, Any], output: str) -> None:
+    if output == "json":
+        typer.echo(o.dump(counted))
+        return
+    console.print(f"[bold]{counted['total']}[/bold] dead letters")
+    for title in ("by_reason", "by_subscription"):
+        table = Table(title=title.replace("_", " "))
+        table.add_column(title.removeprefix("by_"))
+        table.add_column("count", justify="right")
+        for key, count in counted[title].items():
+            table.add_row(key, str(count))
+        console.print(table)
+    if counted["sample_ids"]:
+        console.print("sample ids: " + " ".join(counted["sample_ids"]))
