@@ -83,7 +83,7 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
     ("Fairness", [
         ("Delivery shard depths", "short", "Ready messages per delivery shard; a burst "
          "over its tenant's share waits in overflow.",
-         [q('max by (queue) (hookline_queue_messages{queue=~"hookline\\.deliveries\\..+"})',
+         [q('max by (queue) (hookline_queue_messages{queue=~"hookline\\\\.deliveries\\\\..+"})',
             "{{queue}}")]),
         ("Shard backlog age", "s", "Oldest due delivery of the tenants hashed to each shard: "
          "one shard far above the others is a tenant holding up its neighbours.",
