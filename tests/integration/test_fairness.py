@@ -11,6 +11,7 @@ queued behind all of A's and arrived after it.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import threading
 import time
@@ -48,7 +49,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[Services, str, str, str]]:
             "HOOKLINE_DATABASE_URL": database_url,
             "HOOKLINE_BROKER_URL": broker_url,
             "HOOKLINE_ADMIN_TOKEN": ADMIN,
-            "HOOKLINE_SECRET_KEY": "integration-secret-key",
+            "HOOKLINE_SECRET_KEY": secrets.token_urlsafe(32),  # a strong one, or no start
             "HOOKLINE_ALLOW_PRIVATE_TARGETS": "true",
             "HOOKLINE_RETRY_SCHEDULE": "1s,2s,4s,8s",
             "HOOKLINE_SUBSCRIPTION_REFRESH_S": "0.2",
