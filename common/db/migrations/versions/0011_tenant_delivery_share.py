@@ -1,7 +1,7 @@
 """tenants: delivery_share_per_s, a tenant's own fair share of delivery (issue 15)
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-04 19:40:00
 
 Deliveries per second the tenant routes to its own delivery shard (per router process)
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
