@@ -55,7 +55,10 @@ def route_with(size: int, args: argparse.Namespace, workdir: Path) -> dict[str, 
             profiler = profile(running.procs["router"].pid, args.profile) if args.profile else None
             done = running.wait_for(running.events, args.events, args.events / 100 + 60, 0.1)
             rows_s = time.time() - start
-            queued = running.wait_for(lambda: broker.queue_depth(tp.DELIVERIES), done, 60, 0.05)
+            queues = tp.build(()).delivery_queues
+            queued = running.wait_for(
+                lambda: sum(broker.queue_depth(q) for q in queues), done, 60, 0.05
+            )
             elapsed = time.time() - start
             cpu_after = running.cpu()
             stop_profile(profiler)

@@ -1,5 +1,5 @@
 """Gauges read from the broker and the database: queue depths, the oldest due delivery,
-subscriptions by status.
+subscriptions by status, and the backlog spread over tenants and shards (`tenant_backlog`).
 
 One process per deployment should export them (the router does; see docs/operations.md):
 they describe shared state, so every replica would report the same numbers. Dashboards
@@ -24,11 +24,13 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from common import tenant_backlog
 from common.background import BackgroundThread
 from common.db.models import Delivery, Subscription
 from common.db.statuses import DeliveryStatus
 from common.metrics import SUBSCRIPTION_STATUSES
 from common.transport import Transport
+from common.transport.topology import DEFAULT_SHARDS
 from common.wire import utcnow
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,15 @@ class BacklogCollector(BackgroundThread, Collector):
         sessions: sessionmaker[Session],
         queues: Sequence[str],
         *,
+        shards: int = DEFAULT_SHARDS,
         interval_s: float = REFRESH_INTERVAL_S,
     ) -> None:
         super().__init__("backlog")
         self._transport = transport
         self._sessions = sessions
         self._queues = tuple(queues)
+        self._shards = shards
+        self._tenants: tenant_backlog.TenantBacklog | None = None
         self._interval_s = interval_s
         self._lock = threading.Lock()
         self._depths: dict[str, int] | None = None
@@ -73,17 +78,18 @@ class BacklogCollector(BackgroundThread, Collector):
             log.warning("backlog: broker read failed", extra={"error": type(exc).__name__})
             depths = None
         try:
-            oldest_age_s, subscriptions = self._read_database()
+            oldest_age_s, subscriptions, tenants = self._read_database()
         except Exception as exc:
             log.warning("backlog: database read failed", extra={"error": type(exc).__name__})
-            oldest_age_s, subscriptions = None, None
+            oldest_age_s, subscriptions, tenants = None, None, None
         with self._lock:
             self._depths = depths
             self._oldest_age_s = oldest_age_s
             self._subscriptions = subscriptions
+            self._tenants = tenants
             self._refreshed = True
 
-    def _read_database(self) -> tuple[float, dict[str, int]]:
+    def _read_database(self) -> tuple[float, dict[str, int], tenant_backlog.TenantBacklog]:
         now = utcnow()
         due_since = func.coalesce(Delivery.next_attempt_at, Delivery.created_at)
         with self._sessions() as session:
@@ -100,9 +106,11 @@ class BacklogCollector(BackgroundThread, Collector):
             rows = session.execute(
                 select(Subscription.status, func.count()).group_by(Subscription.status)
             ).all()
+            tenants = tenant_backlog.read(session, now, self._shards)
         counts: dict[str, int] = {status: int(count) for status, count in rows}
         age_s = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
-        return age_s, {status: int(counts.get(status, 0)) for status in SUBSCRIPTION_STATUSES}
+        statuses = {status: int(counts.get(status, 0)) for status in SUBSCRIPTION_STATUSES}
+        return age_s, statuses, tenants
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -115,7 +123,7 @@ class BacklogCollector(BackgroundThread, Collector):
             if not self._refreshed:  # nothing read yet: report nothing rather than "down"
                 return
             depths, oldest_age_s = self._depths, self._oldest_age_s
-            subscriptions = self._subscriptions
+            subscriptions, tenants = self._subscriptions, self._tenants
         up = GaugeMetricFamily(
             "hookline_backlog_up", "Whether the last backlog read of this source worked",
             labels=["source"],
@@ -144,6 +152,8 @@ class BacklogCollector(BackgroundThread, Collector):
             for status, count in subscriptions.items():
                 family.add_metric([status], float(count))
             yield family
+        if tenants is not None:
+            yield from tenant_backlog.families(tenants)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # dynamic: never pre-checked for name clashes at registration

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     # Delivery messages a dispatcher holds unsettled; 0: eight per sending thread, at most
     # 1,000. Enough that the threads stay busy while a batch is being settled.
     dispatcher_prefetch: int = Field(default=0, ge=0, le=10_000)
+    # Delivery queues tenants are hashed over (architecture §3); every process must agree.
+    # Raise it freely; lowering strands the messages of the shards dropped (operations.md).
+    delivery_shards: int = Field(default=8, ge=1, le=256)
+    # Deliveries per second a tenant routes to its own shard (per router process) before
+    # the rest spill to the overflow shard; 0: never. A tenant row may override it.
+    delivery_share_per_s: int = Field(default=100, ge=0)
     # Worker processes of `hookline router` and `hookline dispatcher` (0: one per core).
     processes: int = Field(default=0, ge=0, le=256)
     allow_private_targets: bool = False

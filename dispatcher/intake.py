@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -77,6 +78,17 @@ def _already_handled(message: Message, delivery: DeliveryMessage, status: str | 
     if tp.H_RECHECK in message.headers:
         return status != DeliveryStatus.PENDING
     return status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    """A sending job that remembers the queue (shard) its message came from."""
+
+    shard: str
+    run: Callable[[], None]
+
+    def __call__(self) -> None:
+        self.run()
 
 
 class Intake:
@@ -167,12 +179,13 @@ class Intake:
             return
         self._lanes.submit(
             delivery.subscription_id,
-            lambda: self._work(message, delivery),
+            _ShardJob(message.queue, lambda: self._work(message, delivery)),
             lambda: self._settler.put(self._deliverer.held_back(message, delivery)),
         )
 
     def _run_on_pool(self, job: Callable[[], None]) -> None:
-        self._pool.submit(job)
+        # In the turn of the shard the message came from (threads.py): fair delivery.
+        self._pool.submit(job, job.shard if isinstance(job, _ShardJob) else "")
 
     def _flush_rechecks(self) -> None:
         if not self._rechecks:

@@ -85,11 +85,18 @@ class Dispatcher:
         """
         settings = self._settings
         self._stop = stop
-        self._transport.declare(tp.build(settings.retry_tiers_s))
+        topology = tp.build(settings.retry_tiers_s, settings.delivery_shards)
+        self._transport.declare(topology)
         prefetch = settings.dispatcher_prefetch or min(
             settings.dispatcher_concurrency * PREFETCH_PER_THREAD, MAX_PREFETCH
         )
-        consumer = self._transport.consume(tp.DELIVERIES, prefetch=prefetch)
+        # Every shard (overflow and the unsharded queue too) with a window of its own, the
+        # whole prefetch, served round-robin (architecture §3): a busy shard alone keeps
+        # the settler's batches as large as one queue did, and a tenant's backlog cannot
+        # take the others' turns. Memory stays bounded: at most `queues * prefetch` held.
+        queues = topology.delivery_queues
+        window = prefetch
+        consumer = self._transport.consume_many(queues, prefetch=window)
         settler = Settler(
             consumer, self._transport, self._sessionmaker, self._metrics,
             publish_timeout_s=settings.publish_timeout_s, on_disabled=self._cache.mark_disabled,

@@ -118,8 +118,14 @@ def serve_probes(runtime: Runtime, port: int, *, backlog: bool = False) -> Probe
     """
     companions = []
     if backlog:
-        queues = [q.name for q in topology.build(runtime.settings.retry_tiers_s).queues]
-        collector = BacklogCollector(runtime.transport, runtime.sessionmaker, queues)
+        queues = [
+            q.name
+            for q in topology.build(
+                runtime.settings.retry_tiers_s, runtime.settings.delivery_shards
+            ).queues
+        ]
+        shards = runtime.settings.delivery_shards
+        collector = BacklogCollector(runtime.transport, runtime.sessionmaker, queues, shards=shards)
         companions.append(collector.register(runtime.metrics.registry))
     checks = dependency_checks(runtime.sessionmaker, runtime.transport)
     readiness = Readiness(checks)

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import Subscription
+from common.db.models import Subscription, Tenant
 from common.db.statuses import SubscriptionStatus
 from router.index import SubscriptionIndex, Target
 
@@ -25,6 +25,7 @@ class IndexLoader:
         self._index = SubscriptionIndex()
         self._version: tuple[int, datetime | None] | None = None
         self._checked_at = float("-inf")
+        self._shares: dict[str, int] = {}
 
     def current(self, *, force: bool = False) -> SubscriptionIndex:
         """The index, rebuilt first if the table changed since the last look."""
@@ -41,8 +42,16 @@ class IndexLoader:
                 self._index = self._build(session)
                 self._version = version
                 log.info("subscription index rebuilt", extra={"active": self._index.size})
+            # Few tenants have their own delivery share: read them all, each refresh.
+            overridden = Tenant.delivery_share_per_s.is_not(None)
+            rows = session.execute(select(Tenant.id, Tenant.delivery_share_per_s).where(overridden))
+            self._shares = {tenant: int(share) for tenant, share in rows}
         self._checked_at = now
         return self._index
+
+    def shares(self) -> dict[str, int]:
+        """Tenants' own delivery shares (router/spill.py), as of the last refresh."""
+        return self._shares
 
     @staticmethod
     def _build(session: Session) -> SubscriptionIndex:

@@ -32,6 +32,7 @@ from common.wire import Event, decode
 from router.index import Target
 from router.loader import IndexLoader
 from router.persist import Key, Routed, persist_batch
+from router.spill import Spill
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class Router:
         self._metrics = metrics
         self._batch_size = batch_size
         self._loader = IndexLoader(sessionmaker, settings.subscription_refresh_s)
+        self._spill = Spill(
+            settings.delivery_shards, settings.delivery_share_per_s, self._loader.shares
+        )
         self._stop = threading.Event()  # the running session's stop flag, once `run` starts
         # Events whose rows this process committed but whose delivery messages failed to go
         # out: routed again one by one, they are published although their id is known.
@@ -70,7 +74,9 @@ class Router:
         # A new session: the last one's unacked messages all come back marked redelivered.
         self._unpublished.clear()
         self._sending = None
-        self._transport.declare(tp.build(self._settings.retry_tiers_s))
+        self._transport.declare(
+            tp.build(self._settings.retry_tiers_s, self._settings.delivery_shards)
+        )
         self._loader.current(force=True)
         consumer = self._transport.consume(tp.EVENTS, prefetch=self._batch_size * PREFETCH_BATCHES)
         inbox: queue.Queue[Message | None] = queue.Queue()
@@ -258,7 +264,7 @@ class Router:
                     tp.DELIVERIES,
                     tp.DELIVERY_ROUTING_KEY,
                     r.body,
-                    {tp.H_RECHECK: 1} if r.recheck else {},
+                    self._spill.headers(r.event.tenant, recheck=r.recheck),
                     r.delivery_id,
                 )
                 for r in out

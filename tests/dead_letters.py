@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 from common.db.models import Delivery
 from common.db.statuses import DeliveryStatus
 from common.transport import Transport
-from common.transport import topology as tp
 from common.wire import DeliveryMessage, decode, utcnow
 from tests import builders
+from tests.queues import DELIVERY_QUEUES
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ def dead_letter(
 
 
 def published_copies(transport: Transport) -> list[DeliveryMessage]:
-    """Consume (and ack) every delivery message waiting in `hookline.deliveries`."""
-    consumer = transport.consume(tp.DELIVERIES, prefetch=10_000)
+    """Consume (and ack) every delivery message waiting in the delivery queues."""
+    consumer = transport.consume_many(DELIVERY_QUEUES, prefetch=10_000)
     found = []
     try:
         for message in consumer:

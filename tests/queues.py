@@ -24,3 +24,13 @@ def events_waiting(transport: Transport) -> list[tuple[Message, Event]]:
     finally:
         consumer.close()
     return found
+
+
+# Where the router's delivery messages land: every shard, the overflow shard, and the
+# unsharded queue (architecture §3); the default shard count.
+DELIVERY_QUEUES = topology.build(()).delivery_queues
+
+
+def delivery_depth(transport: Transport) -> int:
+    """Delivery messages ready over every delivery queue."""
+    return sum(transport.queue_depth(queue) for queue in DELIVERY_QUEUES)

@@ -56,6 +56,9 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     created_at: Mapped[datetime] = _when()
+    # Fair delivery (architecture §3): deliveries per second routed to the tenant's own
+    # shard before the rest spill to overflow; None: the setting's default, 0: never spill.
+    delivery_share_per_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ApiKey(Base):

@@ -120,6 +120,12 @@ class Transport(abc.ABC):
         """A consumer on `queue` that holds at most `prefetch` unsettled messages."""
 
     @abc.abstractmethod
+    def consume_many(self, queues: Sequence[str], *, prefetch: int) -> Consumer:
+        """One consumer on several queues, each with its own window of `prefetch` unsettled
+        messages; it hands out messages round-robin over the queues that have some, so a
+        long queue cannot hold back a short one (fair delivery, architecture §3)."""
+
+    @abc.abstractmethod
     def queue_depth(self, queue: str) -> int:
         """Messages ready in `queue` (not counting those handed out and unsettled)."""
 

@@ -8,6 +8,7 @@ quorum `x-delivery-limit`, and rejection to a dead-letter exchange.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import decimal
 import itertools
@@ -20,7 +21,8 @@ from typing import Any
 
 from common.errors import ConnectionLostError, PublishError, TopologyError
 from common.transport.base import Consumer, Message, Outgoing, Transport
-from common.transport.topology import Exchange, Queue, Topology
+from common.transport.memory_routes import Routes
+from common.transport.topology import Queue, Topology
 
 IDLE_TICK_S = 0.05
 # What an AMQP field table can carry (pika encodes nothing else: no floats, no tuples).
@@ -51,65 +53,23 @@ def _amqp_encodable(value: Any) -> bool:
     return isinstance(value, _AMQP_SCALARS)
 
 
-def _topic_matches(pattern: str, key: str) -> bool:
-    """AMQP topic matching: `*` is one word, `#` is zero or more words."""
-
-    def match(p: list[str], k: list[str]) -> bool:
-        if not p:
-            return not k
-        if p[0] == "#":
-            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
-        if not k:
-            return False
-        return (p[0] == "*" or p[0] == k[0]) and match(p[1:], k[1:])
-
-    return match(pattern.split("."), key.split("."))
-
-
 class MemoryBroker:
     """The shared state: exchanges, queues and bindings, guarded by one condition."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.exchanges: dict[str, Exchange] = {}
+        self.routes = Routes()
         self.queues: dict[str, _QueueState] = {}
-        self.bindings: list[tuple[str, str, str]] = []  # (exchange, routing key, queue)
 
     def declare(self, topology: Topology) -> None:
         with self.cond:
-            for exchange in topology.exchanges:
-                known = self.exchanges.get(exchange.name)
-                if known is not None and known != exchange:
-                    raise TopologyError(f"exchange {exchange.name} exists with another kind")
-                self.exchanges[exchange.name] = exchange
             for queue in topology.queues:
                 state = self.queues.get(queue.name)
                 if state is not None and dict(state.spec.arguments) != dict(queue.arguments):
                     raise TopologyError(f"queue {queue.name} exists with other arguments")
-                if state is None:
-                    self.queues[queue.name] = _QueueState(queue)
-                for exchange_name, key in queue.bindings:
-                    if exchange_name not in self.exchanges:
-                        raise TopologyError(f"cannot bind to undeclared exchange {exchange_name}")
-                    binding = (exchange_name, key, queue.name)
-                    if binding not in self.bindings:
-                        self.bindings.append(binding)
-
-    def _route(self, exchange_name: str, routing_key: str) -> list[str]:
-        exchange = self.exchanges.get(exchange_name)
-        if exchange is None:
-            raise TopologyError(f"exchange {exchange_name!r} was never declared")
-        targets = []
-        for bound_exchange, key, queue in self.bindings:
-            if bound_exchange != exchange_name:
-                continue
-            if (
-                exchange.kind == "fanout"
-                or (exchange.kind == "direct" and key == routing_key)
-                or (exchange.kind == "topic" and _topic_matches(key, routing_key))
-            ):
-                targets.append(queue)
-        return targets
+            for queue in topology.queues:
+                self.queues.setdefault(queue.name, _QueueState(queue))
+            self.routes.declare(topology, self.queues)
 
     def _enqueue(self, queue_name: str, envelope: _Envelope) -> None:
         state = self.queues[queue_name]
@@ -121,7 +81,7 @@ class MemoryBroker:
         if not _amqp_encodable(dict(message.headers)):
             raise PublishError(f"headers hold a value AMQP cannot carry: {message.headers!r}")
         with self.cond:
-            targets = self._route(message.exchange, message.routing_key)
+            targets = self.routes.route(message.exchange, message.routing_key, message.headers)
             if not targets:
                 raise PublishError(
                     f"unroutable: exchange {message.exchange!r} key {message.routing_key!r}"
@@ -146,7 +106,7 @@ class MemoryBroker:
         deaths.insert(0, {"queue": queue_name, "reason": reason, "count": 1})
         headers["x-death"] = deaths
         moved = _Envelope(envelope.body, key, headers, envelope.message_id)
-        for target in self._route(exchange, key):
+        for target in self.routes.route(exchange, key, headers):
             self._enqueue(target, moved)
         self.cond.notify_all()
 
@@ -173,16 +133,46 @@ class MemoryBroker:
 
 
 class MemoryConsumer(Consumer):
-    def __init__(self, broker: MemoryBroker, queue: str, prefetch: int) -> None:
-        if queue not in broker.queues:
-            raise TopologyError(f"queue {queue!r} was never declared")
+    """A consumer on one or more queues: each has its own prefetch window, and messages are
+    handed out round-robin over the queues that have some ready (`Transport.consume_many`)."""
+
+    def __init__(self, broker: MemoryBroker, queues: Sequence[str], prefetch: int) -> None:
+        for queue in queues:
+            if queue not in broker.queues:
+                raise TopologyError(f"queue {queue!r} was never declared")
         self._broker = broker
-        self._queue = queue
+        self._queues = list(queues)
+        self._next = 0  # where the round-robin looks first
         self._prefetch = max(1, prefetch)
         self._tags = itertools.count(1)
-        self._unsettled: dict[int, _Envelope] = {}
+        self._unsettled: dict[int, tuple[str, _Envelope]] = {}
         self._cancelled = False
         self._closed = False
+
+    def _take(self) -> Message | None:
+        """The next message, round-robin over the queues with one ready and room in their
+        window; the caller holds the broker's lock."""
+        held = collections.Counter(queue for queue, _ in self._unsettled.values())
+        count = len(self._queues)
+        for step in range(count):
+            queue = self._queues[(self._next + step) % count]
+            ready = self._broker.queues[queue].ready
+            if not ready or held[queue] >= self._prefetch:
+                continue
+            self._next = (self._next + step + 1) % count
+            envelope = ready.popleft()
+            tag = next(self._tags)
+            self._unsettled[tag] = (queue, envelope)
+            return Message(
+                queue=queue,
+                body=envelope.body,
+                routing_key=envelope.routing_key,
+                headers=dict(envelope.headers),
+                redelivered=envelope.redelivered,
+                tag=tag,
+                message_id=envelope.message_id,
+            )
+        return None
 
     def __iter__(self) -> Iterator[Message | None]:
         broker = self._broker
@@ -191,31 +181,16 @@ class MemoryConsumer(Consumer):
                 if self._closed:
                     raise ConnectionLostError("consumer closed")
                 broker.expire()
-                state = broker.queues[self._queue]
-                can_take = not self._cancelled and len(self._unsettled) < self._prefetch
-                if can_take and state.ready:
-                    envelope = state.ready.popleft()
-                    tag = next(self._tags)
-                    self._unsettled[tag] = envelope
-                    message = Message(
-                        queue=self._queue,
-                        body=envelope.body,
-                        routing_key=envelope.routing_key,
-                        headers=dict(envelope.headers),
-                        redelivered=envelope.redelivered,
-                        tag=tag,
-                        message_id=envelope.message_id,
-                    )
-                else:
+                message = None if self._cancelled else self._take()
+                if message is None:
                     broker.cond.wait(IDLE_TICK_S)
-                    message = None
             yield message
 
     def _settle(self, message: Message) -> _Envelope | None:
-        envelope = self._unsettled.pop(message.tag, None)
-        if envelope is None and not self._closed:
+        entry = self._unsettled.pop(message.tag, None)
+        if entry is None and not self._closed:
             raise TopologyError(f"message {message.tag} was already settled (PRECONDITION_FAILED)")
-        return envelope
+        return None if entry is None else entry[1]
 
     def ack(self, message: Message) -> None:
         with self._broker.cond:
@@ -228,9 +203,9 @@ class MemoryConsumer(Consumer):
             if envelope is None:
                 return
             if requeue:
-                self._broker.requeue(self._queue, envelope)
+                self._broker.requeue(message.queue, envelope)
             else:
-                self._broker.dead_letter(self._queue, envelope, "rejected")
+                self._broker.dead_letter(message.queue, envelope, "rejected")
 
     def cancel(self) -> None:
         with self._broker.cond:
@@ -242,7 +217,7 @@ class MemoryConsumer(Consumer):
                 return
             self._closed = True
             for tag in sorted(self._unsettled, reverse=True):
-                self._broker.requeue(self._queue, self._unsettled.pop(tag))
+                self._broker.requeue(*self._unsettled.pop(tag))
 
 
 class MemoryTransport(Transport):
@@ -260,7 +235,10 @@ class MemoryTransport(Transport):
             self.broker.publish(message)
 
     def consume(self, queue: str, *, prefetch: int) -> Consumer:
-        consumer = MemoryConsumer(self.broker, queue, prefetch)
+        return self.consume_many([queue], prefetch=prefetch)
+
+    def consume_many(self, queues: Sequence[str], *, prefetch: int) -> Consumer:
+        consumer = MemoryConsumer(self.broker, queues, prefetch)
         self._consumers.append(consumer)
         return consumer
 

@@ -95,6 +95,22 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
         ("Oldest due delivery", "s", "How long the oldest due delivery has waited.",
          [q("max(hookline_oldest_due_delivery_age_seconds)", "oldest due")]),
     ]),
+    ("Fairness", [
+        ("Delivery shard depths", "short", "Ready messages per delivery shard; a burst "
+         "over its tenant's share waits in overflow.",
+         [q('max by (queue) (hookline_queue_messages{queue=~"hookline\\\\.deliveries\\\\..+"})',
+            "{{queue}}")]),
+        ("Shard backlog age", "s", "Oldest due delivery of the tenants hashed to each shard: "
+         "one shard far above the others is a tenant holding up its neighbours.",
+         [q("max by (shard) (hookline_shard_backlog_age_seconds)", "shard {{shard}}")]),
+        ("Top tenants by backlog", "short", "Due deliveries of the five tenants with the most, "
+         "by rank (the deliveries API says who they are).",
+         [q("max by (rank) (hookline_tenant_backlog_top_deliveries)", "#{{rank}}"),
+          q("max(hookline_tenants_with_backlog)", "tenants with a backlog")]),
+        ("Top tenants' oldest due", "s", "How long the oldest due delivery of each top tenant "
+         "waits, by rank.",
+         [q("max by (rank) (hookline_tenant_backlog_top_age_seconds)", "#{{rank}}")]),
+    ]),
     ("Dispatchers", [
         ("Dispatcher in-flight", "short", "HTTP deliveries in progress, per dispatcher.",
          [q("sum by (instance) (hookline_inflight_deliveries)", "{{instance}}")]),

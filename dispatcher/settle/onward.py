@@ -22,7 +22,11 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
     if isinstance(outcome, Deferred):
         body = outcome.message.body  # the delivery as it came: nothing to re-encode
         return Outgoing(
-            tp.RETRY, tp.tier_name(outcome.delay_s), body, {}, outcome.delivery.delivery_id
+            tp.RETRY,
+            tp.tier_name(outcome.delay_s),
+            body,
+            _OVERFLOW,
+            outcome.delivery.delivery_id,
         )
     if not isinstance(outcome, Attempted):
         return None
@@ -39,7 +43,8 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
             }
         )
         routing_key = tp.tier_name(decision.delay_s)
-        return Outgoing(tp.RETRY, routing_key, encode(retry), {}, delivery.delivery_id)
+        shard = _same_shard(outcome.message.headers)
+        return Outgoing(tp.RETRY, routing_key, encode(retry), shard, delivery.delivery_id)
     if decision.outcome == Verdict.DEAD:
         headers: dict[str, Any] = {tp.H_REASON: decision.reason or "unknown"}
         if result.status_code is not None:
@@ -48,3 +53,16 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
             headers[tp.H_ERROR] = result.error[:500]
         return Outgoing(tp.DEAD, "", encode(delivery), headers, delivery.delivery_id)
     return None
+
+
+# A deferral means its endpoint cannot take more now (full, open circuit, rate limit,
+# paused): its tenant is the heavy one by definition, so it comes back in the overflow
+# shard, not in front of the tenants hashed beside it (architecture §3).
+_OVERFLOW = {tp.H_SHARD: tp.OVERFLOW_SHARD}
+
+
+def _same_shard(headers: dict[str, Any]) -> dict[str, Any]:
+    """The header that brings a retry back to the shard it came from, once its tier
+    dead-letters it (none for one from the unsharded queue: it goes back there)."""
+    shard = headers.get(tp.H_SHARD)
+    return {} if shard is None else {tp.H_SHARD: shard}

@@ -39,6 +39,7 @@ from hookline.api.routes import (
     replays,
     subscription_actions,
     subscriptions,
+    tenant_delivery,
     tenant_limits,
     tenant_settings,
     tenants,
@@ -134,7 +135,7 @@ def create_app(
     errors.install(app)
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
-        events, event_lists, health, tenants, tenant_settings, subscriptions,
+        events, event_lists, health, tenants, tenant_settings, tenant_delivery, subscriptions,
         subscription_actions, deliveries, audit, purge, deadletters, replays, tenant_limits,
         event_types,
     )  # fmt: skip

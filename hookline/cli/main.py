@@ -274,7 +274,7 @@ def broker_setup() -> None:
     settings = _settings()
     runtime = build_runtime(settings)
     try:
-        plan = topology.build(settings.retry_tiers_s)
+        plan = topology.build(settings.retry_tiers_s, settings.delivery_shards)
         runtime.transport.declare(plan)
     finally:
         runtime.close()

@@ -20,6 +20,7 @@ from common.wire import DeliveryMessage, decode
 from router import Router
 from tests.api.support import Api, assert_error
 from tests.api.test_events import BrokerDown
+from tests.queues import DELIVERY_QUEUES
 
 BATCH_LIMIT_BYTES = 5 * 1024 * 1024
 
@@ -126,7 +127,7 @@ def router(api: Api) -> Iterator[Router]:
 
 def deliveries_published(api: Api, wait_s: float = 1.5) -> list[tuple[Message, DeliveryMessage]]:
     """Every delivery message the router published within `wait_s`."""
-    consumer = api.transport.consume(topology.DELIVERIES, prefetch=1000)
+    consumer = api.transport.consume_many(DELIVERY_QUEUES, prefetch=1000)
     found = []
     deadline = time.monotonic() + wait_s
     try:

@@ -18,6 +18,9 @@ REQUIRED_PANELS = {
     "End-to-end latency", "Retries by tier", "Dead letters by reason", "Queue depths",
     "Oldest due delivery", "Circuits open", "Dispatcher in-flight", "Dispatcher saturation",
     "Replay progress",
+    # Fairness (issue 15): per-shard depth and age, the top tenants by backlog.
+    "Delivery shard depths", "Shard backlog age", "Top tenants by backlog",
+    "Top tenants' oldest due",
 }  # fmt: skip
 
 

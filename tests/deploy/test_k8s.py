@@ -231,13 +231,16 @@ def test_the_service_monitor_gives_the_job_names_the_alerts_use() -> None:
     assert all({p["name"] for p in s["spec"]["ports"]} & scraped_ports for s in services)
 
 
-def test_keda_scales_the_dispatchers_on_the_deliveries_queue_and_never_to_zero() -> None:
+def test_keda_scales_the_dispatchers_on_the_delivery_queues_and_never_to_zero() -> None:
     docs = rendered(OVERLAYS[1])
     scaled = one(docs, "ScaledObject", "hookline-dispatcher")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "hookline-dispatcher"
-    [trigger] = scaled["spec"]["triggers"]
-    assert trigger["type"] == "rabbitmq"
-    assert trigger["metadata"]["queueName"] == topology.DELIVERIES
+    triggers = scaled["spec"]["triggers"]
+    assert {t["type"] for t in triggers} == {"rabbitmq"}
+    # One trigger per delivery queue of the default shard count, none missing.
+    queues = [t["metadata"]["queueName"] for t in triggers]
+    assert queues == list(topology.build(()).delivery_queues)
+    trigger = triggers[0]
     # The AMQP trigger counts ready messages only: a busy pipeline can look empty.
     assert scaled["spec"]["minReplicaCount"] >= 1
     auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])

@@ -270,8 +270,17 @@ def settle_and_check(rig: Rig, started: dict[str, int]) -> dict[str, float]:
 
 
 def wait_started(rig: Rig) -> dict[str, int]:
-    """Both services are up once each of their consumers holds a broker connection."""
+    """Both services are up once each of their consumers holds a broker connection, and no
+    new one came for a second: start-up's short-lived declare connections count as open
+    too, so the count alone could be met before the last consumer connected (the
+    dispatcher's, which opens a channel per delivery shard, takes a while on a busy box)."""
     assert wait_until(lambda: rig.broker.open_connections >= CONSUMERS, 60), rig.output()
+    settled, deadline = rig.broker.accepted, time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        if rig.broker.accepted == settled:
+            break
+        settled = rig.broker.accepted
     return {"broker": rig.broker.accepted, "database": rig.database.accepted}
 
 

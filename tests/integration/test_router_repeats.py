@@ -24,11 +24,11 @@ from common.db.statuses import DeliveryStatus
 from common.errors import TransportError
 from common.settings import Settings
 from common.transport import open_transport
-from common.transport import topology as tp
 from hookline.receiver import Receiver, Reply
 from producer import Producer
 from tests.integration.faultrig import Rig, dispatcher_args, engine_env, logs_dir, wait_until
 from tests.processes import Services
+from tests.queues import DELIVERY_QUEUES, delivery_depth
 from tests.services import temporary_database, temporary_vhost
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -72,7 +72,7 @@ def deliveries_queue(rig: Rig) -> Iterator[Callable[[], int]]:
 
         def depth() -> int:
             try:
-                return transport.queue_depth(tp.DELIVERIES)
+                return delivery_depth(transport)
             except TransportError:
                 return -1
 
@@ -143,8 +143,15 @@ def test_router_whose_publish_failed_after_its_commit_delivers_on_the_redelivery
     with deliveries_queue(rig) as queued:
         assert wait_until(lambda: queued() == 0, 60), "the router declared no queues"
         vhost = rig.broker_url.rsplit("/", 1)[1]
-        delete_queue = ["rabbitmqctl", "--quiet", "-p", vhost, "delete_queue", tp.DELIVERIES]
-        send(rig, 1, before=lambda: subprocess.run(delete_queue, check=True, timeout=60))
+        # Every queue a delivery message could land in, so that its publish is unroutable.
+        deletes = [["rabbitmqctl", "--quiet", "-p", vhost, "delete_queue", queue]
+                   for queue in DELIVERY_QUEUES]  # fmt: skip
+
+        def delete_queues() -> None:
+            for delete in deletes:
+                subprocess.run(delete, check=True, timeout=60)
+
+        send(rig, 1, before=delete_queues)
         assert wait_until(lambda: queued() == 1, 60), rig.output()
     assert "PublishError" in rig.services.log("router"), "the publish did not fail"
     rig.services.start("dispatcher", *dispatcher_args())

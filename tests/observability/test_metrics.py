@@ -18,7 +18,12 @@ ALLOWED_LABELS = {"result", "origin", "outcome", "status_class", "reason", "vers
                   "queue", "status", "source", "mode", "route", "method"}  # fmt: skip
 # Exported by the backlog collector (common/backlog.py), not by every process.
 BACKLOG_METRICS = {"hookline_queue_messages", "hookline_oldest_due_delivery_age_seconds",
-                   "hookline_subscriptions", "hookline_backlog_up"}  # fmt: skip
+                   "hookline_subscriptions", "hookline_backlog_up",
+                   # the fairness gauges (common/tenant_backlog.py), read with the others
+                   "hookline_tenant_backlog_top_deliveries",
+                   "hookline_tenant_backlog_top_age_seconds",
+                   "hookline_shard_backlog_age_seconds",
+                   "hookline_tenants_with_backlog"}  # fmt: skip
 
 
 def families(metrics: Metrics) -> dict[str, object]:

@@ -22,6 +22,7 @@ from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event, decode, encode
 from router import Router
 from tests import builders
+from tests.queues import DELIVERY_QUEUES, delivery_depth
 
 SCHEDULE = "1s,2s"
 
@@ -78,8 +79,10 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 10) -> bool:
 def drain(
     transport: MemoryTransport, queue: str, count: int, timeout_s: float = 10
 ) -> list[Message]:
-    """Take `count` messages from `queue` (acked), failing if they do not all come."""
-    consumer = transport.consume(queue, prefetch=1000)
+    """Take `count` messages from `queue` (acked), failing if they do not all come; for
+    `tp.DELIVERIES`, from every delivery queue (shards, overflow, unsharded)."""
+    queues = DELIVERY_QUEUES if queue == tp.DELIVERIES else (queue,)
+    consumer = transport.consume_many(queues, prefetch=1000)
     got = []
     deadline = time.monotonic() + timeout_s
     for message in consumer:
@@ -152,10 +155,10 @@ def test_repeated_event_id_publishes_nothing_while_the_first_deliveries_are_stil
     time.sleep(0.3)  # the index refreshes every 0.1 s
     event = builders.event(tenant_id)
     publish(transport, event)
-    assert wait_for(lambda: transport.queue_depth(tp.DELIVERIES) == 2)
+    assert wait_for(lambda: delivery_depth(transport) == 2)
     publish(transport, event)  # a producer retry: same id, a fresh message
     publish(transport, builders.event(tenant_id))  # routed after it: the repeat is settled
-    assert wait_for(lambda: transport.queue_depth(tp.DELIVERIES) == 4)
+    assert wait_for(lambda: delivery_depth(transport) == 4)
     time.sleep(0.3)
     messages = [decode(DeliveryMessage, m.body) for m in drain(transport, tp.DELIVERIES, 4)]
     assert sorted(m.event_id for m in messages).count(event.id) == 2
@@ -183,7 +186,7 @@ def test_router_that_lost_the_broker_after_commit_republishes_unfinished_deliver
     router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, Metrics())
     with pytest.raises(ConnectionLostError):
         router.run(threading.Event())
-    assert transport.queue_depth(tp.DELIVERIES) == 0
+    assert delivery_depth(transport) == 0
     assert transport.queue_depth(tp.EVENTS) == 1  # back, marked redelivered
     with sessions.begin() as session:
         rows = session.scalars(select(Delivery).order_by(Delivery.id)).all()
@@ -246,7 +249,7 @@ def test_write_that_reports_a_lost_connection_after_it_went_through_still_publis
         thread.join(10)
     assert not failures, "the commit never failed: nothing was tested"
     assert decode(DeliveryMessage, message.body).event == sent
-    assert transport.queue_depth(tp.DELIVERIES) == 0
+    assert delivery_depth(transport) == 0
     assert transport.queue_depth(tp.EVENTS) == 0
 
 
@@ -277,7 +280,7 @@ def test_batch_whose_publish_failed_is_published_once_by_the_one_by_one_fallback
     assert sorted(decode(DeliveryMessage, m.body).event_id for m in messages) == sorted(
         e.id for e in events
     )
-    assert transport.queue_depth(tp.DELIVERIES) == 0
+    assert delivery_depth(transport) == 0
     assert transport.queue_depth(tp.POISON) == 0
 
 
@@ -330,7 +333,7 @@ def test_subscription_created_while_running_is_picked_up(
         tenant_id = builders.tenant(session).id
     publish(transport, builders.event(tenant_id))
     time.sleep(0.3)
-    assert transport.queue_depth(tp.DELIVERIES) == 0
+    assert delivery_depth(transport) == 0
     with sessions.begin() as session:
         builders.subscription(session, tenant_id, "http://127.0.0.1:1/late")
     time.sleep(0.3)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pika import exceptions as amqp
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from common.transport.rabbitmq.transport import RabbitTransport
 
 IDLE_TICK_S = 0.1
+PUMP_EVERY = 32  # messages handed out between two pumps while some are in hand
 
 
 def _plain(value: Any) -> Any:
@@ -31,16 +33,31 @@ def _plain(value: Any) -> Any:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+@dataclass(eq=False)
+class _Lane:
+    """One queue of a consumer: its own channel, hence its own prefetch window and tags."""
+
+    queue: str
+    channel: Any
+    unsettled: set[int] = field(default_factory=set)  # handed out, not yet settled
+    ready: deque[tuple[Any, Any, bytes]] = field(default_factory=deque)  # arrived, not yet
+    consumer_tag: str = ""
+
+
 @dataclass(frozen=True, eq=False)
 class _Delivery:
-    """A message's tag: the consumer (hence connection) that delivered it, and its number."""
+    """A message's tag: the consumer (hence connection), the lane (channel), and its number."""
 
     consumer: RabbitConsumer
+    lane: _Lane
     number: int
 
 
 class RabbitConsumer(Consumer):
     """A consumer owning one `BlockingConnection`, iterated by the thread that created it.
+
+    It consumes one or more queues, each on its own channel (so each has its own prefetch
+    window), and hands messages out round-robin over the queues that have some arrived.
 
     To shut down, `cancel()` and keep iterating: the iterator goes on yielding `None` while it
     pumps the connection, which flushes acks from worker threads and answers heartbeats; then
@@ -49,80 +66,119 @@ class RabbitConsumer(Consumer):
     """
 
     def __init__(
-        self, connection: Any, queue: str, prefetch: int, transport: RabbitTransport
+        self, connection: Any, queues: Sequence[str], prefetch: int, transport: RabbitTransport
     ) -> None:
-        self._conn, self._queue, self._transport = connection, queue, transport
+        self._conn, self._queue, self._transport = connection, ",".join(queues), transport
         self._owner = threading.current_thread()
         self._lock = threading.Lock()
-        self._unsettled: set[int] = set()
         self._dead = self._cancel_requested = self._close_requested = False
-        self._channel = connection.channel()
-        # Fail now on a missing queue, as the in-memory twin does, not at the first next().
-        self._channel.queue_declare(queue, passive=True)
-        self._channel.basic_qos(prefetch_count=prefetch)
-        self._stream: Iterator[Any] | None = self._channel.consume(
-            queue, inactivity_timeout=IDLE_TICK_S
-        )
+        self._cancelled = self._broker_cancelled = False
+        self._arrived = self._since_pump = self._next = 0
+        self._lanes: list[_Lane] = []
+        for queue in queues:
+            lane = _Lane(queue, connection.channel())
+            self._lanes.append(lane)
+            # Fail now on a missing queue, as the in-memory twin does, not at the first next().
+            lane.channel.queue_declare(queue, passive=True)
+            lane.channel.basic_qos(prefetch_count=prefetch)
+            lane.channel.add_on_cancel_callback(self._on_broker_cancel)
+            lane.consumer_tag = lane.channel.basic_consume(
+                queue, functools.partial(self._on_message, lane)
+            )
+
+    def _on_message(
+        self, lane: _Lane, _channel: Any, method: Any, properties: Any, body: bytes
+    ) -> None:
+        lane.ready.append((method, properties, body))  # on the owner, inside process_data_events
+        self._arrived += 1
+
+    def _on_broker_cancel(self, _frame: Any) -> None:
+        self._broker_cancelled = True  # the queue was deleted or moved
 
     def __iter__(self) -> Iterator[Message | None]:
         while True:
-            delivery = None
+            message = None
             try:
                 if self._close_requested:
                     self._close_now()
                 if self._dead:
                     raise ConnectionLostError(f"consumer on {self._queue!r} is closed")
-                if self._cancel_requested and self._stream is not None:
+                if self._cancel_requested and not self._cancelled:
                     self._cancel_now()
-                if self._stream is None:
-                    self._conn.process_data_events(time_limit=IDLE_TICK_S)
-                elif (delivery := next(self._stream, None)) is None:
-                    self._close_now()  # the broker cancelled us: queue deleted or moved
+                if self._broker_cancelled:
+                    self._close_now()
                     raise ConnectionLostError(f"the broker cancelled the {self._queue!r} consumer")
+                if self._cancelled:
+                    self._conn.process_data_events(time_limit=IDLE_TICK_S)
+                else:
+                    # Pump when nothing is in hand, and every so often while there is (acks
+                    # from worker threads and new arrivals on the other queues flow then).
+                    if not self._arrived or self._since_pump >= PUMP_EVERY:
+                        self._since_pump = 0
+                        idle_s = 0 if self._arrived else IDLE_TICK_S
+                        self._conn.process_data_events(time_limit=idle_s)
+                    message = self._take()
             except (amqp.AMQPError, OSError) as exc:
                 self._close_now(flush=False)
                 raise ConnectionLostError(f"consumer on {self._queue!r} lost: {exc!r}") from None
-            yield None if delivery is None or delivery[0] is None else self._message(*delivery)
+            yield message
 
-    def _message(self, method: Any, properties: Any, body: bytes) -> Message:
+    def _take(self) -> Message | None:
+        """The next arrived message, round-robin over the lanes that have one."""
+        count = len(self._lanes)
+        for step in range(count):
+            lane = self._lanes[(self._next + step) % count]
+            if lane.ready:
+                self._next = (self._next + step + 1) % count
+                self._arrived -= 1
+                self._since_pump += 1
+                return self._message(lane, *lane.ready.popleft())
+        return None
+
+    def _message(self, lane: _Lane, method: Any, properties: Any, body: bytes) -> Message:
         with self._lock:
-            self._unsettled.add(method.delivery_tag)
+            lane.unsettled.add(method.delivery_tag)
         return Message(
-            queue=self._queue,
+            queue=lane.queue,
             body=body,
             routing_key=method.routing_key,
             headers=_plain(properties.headers or {}),
             redelivered=bool(method.redelivered),
-            tag=_Delivery(self, method.delivery_tag),
+            tag=_Delivery(self, lane, method.delivery_tag),
             message_id=properties.message_id,
         )
 
     def ack(self, message: Message) -> None:
-        self._owner_of(message)._settle(message.tag.number, None)
+        self._owner_of(message)._settle(message.tag.lane, message.tag.number, None)
 
     def ack_many(self, messages: Sequence[Message]) -> None:
-        """One hand-over to the connection's thread for the whole batch, not one per ack."""
-        numbers = []
+        """One hand-over to the connection's thread per lane, not one per ack."""
+        by_lane: dict[_Lane, list[int]] = {}
         for message in messages:
             if self._owner_of(message) is not self:
                 self._owner_of(message).ack(message)
             else:
-                numbers.append(message.tag.number)
+                by_lane.setdefault(message.tag.lane, []).append(message.tag.number)
+        for lane, numbers in by_lane.items():
+            self._ack_lane(lane, numbers)
+
+    def _ack_lane(self, lane: _Lane, numbers: list[int]) -> None:
         with self._lock:
             if self._dead:
                 return
             for number in numbers:
-                if number not in self._unsettled:
+                if number not in lane.unsettled:
                     raise TopologyError(
                         f"message {number} was already settled (PRECONDITION_FAILED)"
                     )
-            self._unsettled.difference_update(numbers)
+            lane.unsettled.difference_update(numbers)
             # Every tag below the lowest one still unsettled is settled, and the frames
             # that settle the others were queued before these (under this lock): so one
-            # `multiple` ack up to there covers exactly this batch's tags below it.
-            floor = min(self._unsettled, default=None)
+            # `multiple` ack up to there covers exactly this batch's tags below it. (Tags
+            # still in `ready` are all above those handed out: a lane is a FIFO.)
+            floor = min(lane.unsettled, default=None)
             below = [n for n in numbers if floor is None or n < floor]
-            ack = functools.partial(self._ack_all, max(below, default=0), numbers)
+            ack = functools.partial(self._ack_all, lane, max(below, default=0), numbers)
             owner = threading.current_thread() is self._owner
             with contextlib.suppress(amqp.AMQPError):
                 if not owner:
@@ -131,16 +187,16 @@ class RabbitConsumer(Consumer):
             with contextlib.suppress(amqp.AMQPError):
                 ack()
 
-    def _ack_all(self, upto: int, numbers: list[int]) -> None:
+    def _ack_all(self, lane: _Lane, upto: int, numbers: list[int]) -> None:
         """One ack with `multiple` for the tags up to `upto`, one each for the rest."""
-        if upto and self._channel.is_open:
-            self._channel.basic_ack(upto, multiple=True)
+        if upto and lane.channel.is_open:
+            lane.channel.basic_ack(upto, multiple=True)
         for number in numbers:
             if number > upto:
-                self._apply(number, None)
+                self._apply(lane, number, None)
 
     def reject(self, message: Message, *, requeue: bool) -> None:
-        self._owner_of(message)._settle(message.tag.number, requeue)
+        self._owner_of(message)._settle(message.tag.lane, message.tag.number, requeue)
 
     @staticmethod
     def _owner_of(message: Message) -> RabbitConsumer:
@@ -148,31 +204,32 @@ class RabbitConsumer(Consumer):
             raise TransportError("this message was not delivered by RabbitMQ")
         return message.tag.consumer
 
-    def _settle(self, number: int, requeue: bool | None) -> None:
+    def _settle(self, lane: _Lane, number: int, requeue: bool | None) -> None:
         with self._lock:
             if self._dead:
                 return  # its connection is gone, so the broker redelivers the message anyway
-            if number not in self._unsettled:
+            if number not in lane.unsettled:
                 raise TopologyError(f"message {number} was already settled (PRECONDITION_FAILED)")
-            self._unsettled.discard(number)
+            lane.unsettled.discard(number)
             owner = threading.current_thread() is self._owner
             # Failing means the connection is going: the broker redelivers, the iterator reports.
             with contextlib.suppress(amqp.AMQPError):
                 if not owner:
                     self._conn.add_callback_threadsafe(
-                        functools.partial(self._apply, number, requeue)
+                        functools.partial(self._apply, lane, number, requeue)
                     )
         if owner:
             with contextlib.suppress(amqp.AMQPError):
-                self._apply(number, requeue)  # at once, not at the owner's next tick
+                self._apply(lane, number, requeue)  # at once, not at the owner's next tick
 
-    def _apply(self, number: int, requeue: bool | None) -> None:
-        if not self._channel.is_open:
+    @staticmethod
+    def _apply(lane: _Lane, number: int, requeue: bool | None) -> None:
+        if not lane.channel.is_open:
             return
         if requeue is None:
-            self._channel.basic_ack(number)
+            lane.channel.basic_ack(number)
         else:
-            self._channel.basic_reject(number, requeue=requeue)
+            lane.channel.basic_reject(number, requeue=requeue)
 
     def cancel(self) -> None:
         self._cancel_requested = True
@@ -183,10 +240,17 @@ class RabbitConsumer(Consumer):
                 self._close_now(flush=False)  # the iterator reports it on its next tick
 
     def _cancel_now(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None and self._channel.is_open:
-            # Requeues what pika prefetched but never yielded, one by one, then cancels.
-            self._channel.cancel()
+        self._cancelled = True
+        for lane in self._lanes:
+            if not lane.channel.is_open:
+                continue
+            # pika requeues what arrived but never reached our callback; what did but was
+            # never handed out goes back here.
+            lane.channel.basic_cancel(lane.consumer_tag)
+            while lane.ready:
+                method, _, _ = lane.ready.popleft()
+                lane.channel.basic_reject(method.delivery_tag, requeue=True)
+        self._arrived = 0
 
     def close(self) -> None:
         if threading.current_thread() is self._owner or not self._owner.is_alive():

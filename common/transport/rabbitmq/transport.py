@@ -77,11 +77,22 @@ class RabbitTransport(Transport):
 
         def run(channel: Any) -> None:
             for exchange in plan.exchanges:
-                channel.exchange_declare(exchange.name, exchange.kind, durable=True)
+                arguments = dict(exchange.arguments) or None
+                channel.exchange_declare(
+                    exchange.name, exchange.kind, durable=True, arguments=arguments
+                )
+            # Bindings before unbindings: a message may reach a queue twice meanwhile (a
+            # duplicate, which delivery tolerates), never no queue at all.
+            for exchange in plan.exchanges:
+                for source, key in exchange.bindings:
+                    channel.exchange_bind(exchange.name, source, routing_key=key)
             for queue in plan.queues:
                 channel = _declare_queue(channel, queue)
                 for exchange_name, key in queue.bindings:
-                    channel.queue_bind(queue.name, exchange_name, routing_key=key)
+                    match = dict(queue.match) or None
+                    channel.queue_bind(queue.name, exchange_name, routing_key=key, arguments=match)
+            for queue_name, exchange_name, key in topology.unbindings:
+                channel.queue_unbind(queue_name, exchange_name, routing_key=key)
 
         self._admin(run)
 
@@ -222,9 +233,13 @@ class RabbitTransport(Transport):
         )
 
     def consume(self, queue: str, *, prefetch: int) -> Consumer:
+        return self.consume_many([queue], prefetch=prefetch)
+
+    def consume_many(self, queues: Sequence[str], *, prefetch: int) -> Consumer:
+        queue = ",".join(queues)
         connection = self._blocking(f"consumer {queue}")
         try:
-            consumer = RabbitConsumer(connection, queue, max(1, prefetch), self)
+            consumer = RabbitConsumer(connection, queues, max(1, prefetch), self)
         except Exception as exc:
             if not is_broker_error(exc):
                 raise

@@ -256,6 +256,9 @@ class FailingAfter(Transport):
     def consume(self, queue: str, *, prefetch: int) -> Any:
         return self.inner.consume(queue, prefetch=prefetch)
 
+    def consume_many(self, queues: Any, *, prefetch: int) -> Any:
+        return self.inner.consume_many(queues, prefetch=prefetch)
+
     def queue_depth(self, queue: str) -> int:
         return self.inner.queue_depth(queue)
 

@@ -1,0 +1,184 @@
+"""Fairness: a burst from one tenant queued ahead, other tenants' latency beside it.
+
+    .venv/bin/python -m bench.fairness [--burst 100000] [--light-tenants 1]
+        [--light-rate 10] [--dispatchers 2] [--concurrency 8] [--runs 3]
+
+Each run (`bench/stack.py`: a fresh vhost and database, receiver processes, a router and
+`--dispatchers` dispatchers), two phases on the same stack:
+- alone: `--burst` events of the heavy tenant (one subscription) are queued with no
+  dispatcher running, then the dispatchers start and drain them: the burst's rate alone,
+  first receipt to last;
+- shared: another burst the same size is queued, the dispatchers start again, and from
+  their start until the burst is drained `--light-tenants` other tenants (one subscription
+  each, to a second receiver) publish `--light-rate` events per second between them,
+  through the SDK. A lone light tenant is picked in another shard than the heavy one, or
+  in the same one with `--same-shard`. Reported: the burst's rate beside them and its
+  ratio to the alone rate (same run), and the light tenants' latency from each event's
+  scheduled publish time to its receipt (p50/p99/max), also for those hashed to the heavy
+  tenant's own shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench import runs
+from bench.pipeline import publish_backlog
+from bench.stack import BOX, Stack, load_average, percentile, stack
+from common.settings import Settings
+from common.transport import topology as tp
+from producer import Producer
+from tests import builders
+
+PUBLISHERS = 16
+
+
+def queued(running: Stack) -> int:
+    """Messages ready in every delivery queue (shards, overflow, unsharded)."""
+    names = running.queue_names()
+    return sum(n for q, n in names.items() if q == tp.DELIVERIES or q.startswith(tp.DELIVERIES))
+
+
+def light_tenants(running: Stack, url: str, count: int, same_shard: bool) -> list[str]:
+    """`count` tenants with a subscription each; a lone one is picked in the heavy tenant's
+    shard with `same_shard`, in another one without (many fall where the hash puts them)."""
+    shards = Settings().delivery_shards
+    heavy = tp.shard_of(running.tenant_id, shards)
+    ids = [f"ten_light_{n}" for n in range(count)]
+    if count == 1:
+        ids = [next(f"ten_light_{n}" for n in range(10_000)
+                    if (tp.shard_of(f"ten_light_{n}", shards) == heavy) == same_shard)]  # fmt: skip
+    with running.sessions.begin() as session:
+        for tenant_id in ids:
+            builders.tenant(session, name=tenant_id, id=tenant_id)
+        for tenant_id in ids:
+            builders.subscription(session, tenant_id, url, event_types=["order.*"], box=BOX)
+    return ids
+
+
+def start_dispatchers(running: Stack, args: argparse.Namespace) -> None:
+    for n in range(args.dispatchers):
+        running.start(f"dispatcher-{n}", "dispatcher", "--concurrency", str(args.concurrency))
+
+
+def wait_drained(running: Stack, args: argparse.Namespace, target: int) -> None:
+    done = running.wait_for(running.succeeded, target, args.burst / 50 + 300, tick_s=0.5)
+    assert done >= target, f"only {done} of {target} deliveries succeeded"
+
+
+def stop_dispatchers(running: Stack, args: argparse.Namespace) -> None:
+    for n in range(args.dispatchers):
+        running.stop(f"dispatcher-{n}")
+
+
+def publish_light(
+    producer: Producer, tenants: list[str], rate: float, prefix: str, stop: threading.Event
+) -> dict[str, tuple[str, float]]:
+    """Events at `rate`/s over `tenants` in turn until `stop`: id -> (tenant, scheduled)."""
+    sent: dict[str, tuple[str, float]] = {}
+    begin = time.time() + 0.2
+    with ThreadPoolExecutor(PUBLISHERS) as publishers:
+        n = 0
+        while not stop.is_set():
+            scheduled = begin + n / rate
+            pause = scheduled - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            tenant, event_id = tenants[n % len(tenants)], f"{prefix}-{n}"
+            sent[event_id] = (tenant, scheduled)
+            publishers.submit(producer.publish, "order.created", {"n": n}, tenant=tenant,
+                              id=event_id)  # fmt: skip
+            n += 1
+    return sent
+
+
+def rate_of(times: list[float]) -> float:
+    times = sorted(times)
+    return len(times) / (times[-1] - times[0])
+
+
+def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, Any]:
+    load_before = load_average()
+    shards = Settings().delivery_shards
+    with stack(workdir) as running:
+        heavy_url = running.receiver("heavy") + "/hooks"
+        running.subscribe(heavy_url, ["order.*"])
+        light_url = running.receiver("light") + "/hooks"
+        light = light_tenants(running, light_url, args.light_tenants, args.same_shard)
+        running.start("router", "router")
+        settings = Settings(database_url=running.database_url, broker_url=running.broker_url)
+        with Producer(settings) as producer:
+            publish_backlog(producer, running.tenant_id, [f"a-{n}" for n in range(args.burst)])
+            assert running.wait_for(lambda: queued(running), args.burst, 600, 1.0) == args.burst
+            start_dispatchers(running, args)
+            wait_drained(running, args, args.burst)
+            stop_dispatchers(running, args)
+
+            publish_backlog(producer, running.tenant_id, [f"s-{n}" for n in range(args.burst)])
+            assert running.wait_for(lambda: queued(running), args.burst, 600, 1.0) == args.burst
+            start_dispatchers(running, args)  # the light tenants start once they run
+            stop = threading.Event()
+            sent: dict[str, tuple[str, float]] = {}
+            publisher = threading.Thread(
+                target=lambda: sent.update(publish_light(producer, light, args.light_rate,
+                                                         f"l{number}", stop))
+            )  # fmt: skip
+            publisher.start()
+            wait_drained(running, args, 2 * args.burst)
+            stop.set()
+            publisher.join()
+            running.wait_for(running.succeeded, 2 * args.burst + len(sent), 120)
+        heavy = running.arrival_times("heavy")
+        received = running.arrivals("light")
+    alone = rate_of([at for i, at in heavy if i.startswith("a-")])
+    shared = rate_of([at for i, at in heavy if i.startswith("s-")])
+    own_shard = tp.shard_of(running.tenant_id, shards)
+    latencies = [received[i] - at for i, (_, at) in sent.items() if i in received]
+    beside = [
+        received[i] - at
+        for i, (tenant, at) in sent.items()
+        if i in received and tp.shard_of(tenant, shards) == own_shard
+    ]
+    return {
+        "run": number,
+        "burst": args.burst,
+        "light_tenants": args.light_tenants,
+        "light_events": len(sent),
+        "light_received": len(latencies),
+        "burst_alone_per_s": round(alone, 1),
+        "burst_shared_per_s": round(shared, 1),
+        "burst_ratio": round(shared / alone, 3),
+        "light_p50_ms": round(1000 * percentile(latencies, 0.50), 1),
+        "light_p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+        "light_max_ms": round(1000 * max(latencies), 1),
+        "same_shard_events": len(beside),
+        "same_shard_p99_ms": round(1000 * percentile(beside, 0.99), 1) if beside else None,
+        "load": [load_before, load_average()],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--burst", type=int, default=100_000)
+    parser.add_argument("--light-tenants", type=int, default=1)
+    parser.add_argument("--light-rate", type=float, default=10.0)
+    parser.add_argument("--same-shard", action="store_true",
+                        help="a lone light tenant hashed to the heavy tenant's shard")  # fmt: skip
+    parser.add_argument("--dispatchers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    keys = ("burst_alone_per_s", "burst_shared_per_s", "burst_ratio", "light_p50_ms",
+            "light_p99_ms", "light_max_ms")  # fmt: skip
+    runs.repeat(one_run, args, keys)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

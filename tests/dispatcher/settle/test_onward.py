@@ -1,0 +1,54 @@
+"""Where onward copies go: a retry back to the shard it came from, a deferral (its endpoint
+cannot take more now) to the overflow shard, out of its neighbours' way."""
+
+from __future__ import annotations
+
+from common.transport import Message
+from common.transport import topology as tp
+from common.wire import DeliveryMessage, encode, utcnow
+from dispatcher.http import SendResult
+from dispatcher.outcome import Attempted, Deferred
+from dispatcher.policy.retry import Decision, Verdict
+from dispatcher.settle.onward import onward_message
+from tests import builders
+
+
+def _message(headers: dict[str, object]) -> tuple[Message, DeliveryMessage]:
+    event = builders.event("ten_a")
+    delivery = DeliveryMessage(delivery_id="dlv_1", event_id=event.id, tenant="ten_a",
+                               subscription_id="sub_1", attempt=1, event=event)  # fmt: skip
+    message = Message(tp.shard_queue(3), encode(delivery), "delivery", headers, False, 1)
+    return message, delivery
+
+
+def test_a_retry_keeps_the_shard_it_came_from() -> None:
+    message, delivery = _message({tp.H_SHARD: "3", "other": 1})
+    decision = Decision(Verdict.RETRY, 5.0)
+    retry = Attempted(message, delivery, decision, SendResult(500, 0.1), utcnow())
+
+    onward = onward_message(retry)
+
+    assert onward is not None
+    assert (onward.exchange, onward.routing_key) == (tp.RETRY, "5s")
+    assert onward.headers == {tp.H_SHARD: "3"}
+
+
+def test_a_retry_from_the_unsharded_queue_carries_no_shard() -> None:
+    message, delivery = _message({})
+    decision = Decision(Verdict.RETRY, 5.0)
+    retry = Attempted(message, delivery, decision, SendResult(None, 0.1), utcnow())
+
+    onward = onward_message(retry)
+
+    assert onward is not None and tp.H_SHARD not in onward.headers
+
+
+def test_a_deferral_comes_back_in_the_overflow_shard() -> None:
+    message, delivery = _message({tp.H_SHARD: "3"})
+
+    onward = onward_message(Deferred(message, delivery, 4.0))
+
+    assert onward is not None
+    assert (onward.exchange, onward.routing_key) == (tp.RETRY, "4s")
+    assert onward.headers == {tp.H_SHARD: tp.OVERFLOW_SHARD}
+    assert onward.body == message.body
