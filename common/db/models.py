@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -30,6 +31,7 @@ from common.db.statuses import (
     SubscriptionStatus,
 )
 from common.db.types import UtcDateTime
+from common.ids import day_of, event_day
 from common.wire import utcnow
 
 NAMING = {
@@ -59,6 +61,21 @@ Json = JSON().with_variant(JSON(none_as_null=True), "postgresql")
 
 def _when() -> Mapped[datetime]:
     return mapped_column(UtcDateTime(), default=utcnow, nullable=False)
+
+
+def _partition_day(source: str, *, event: bool = False) -> Mapped[date]:
+    """The partition day (migration 0010): on PostgreSQL `events`, `deliveries` and
+    `attempts` are partitioned by it and their primary keys include it; on SQLite it is a
+    plain column. It defaults to the day the row's `source` id carries, else today."""
+
+    def default(context: Any) -> date:
+        value = context.get_current_parameters().get(source)
+        today = utcnow().date()
+        if not isinstance(value, str):
+            return today
+        return event_day(value, today) if event else (day_of(value) or today)
+
+    return mapped_column(Date, default=default, nullable=False)
 
 
 class Base(DeclarativeBase):
@@ -184,6 +201,7 @@ class EventRow(Base):
     timestamp: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False)
     received_at: Mapped[datetime] = _when()
+    day: Mapped[date] = _partition_day("id", event=True)
 
 
 def dead_letter_indexes() -> tuple[Index, ...]:
@@ -204,7 +222,9 @@ def dead_letter_indexes() -> tuple[Index, ...]:
 class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "event_id", "subscription_id"),
+        # The partition key is in every unique constraint on PostgreSQL; `day` is the
+        # event's day, one per (tenant, event), so this is still one delivery per pair.
+        UniqueConstraint("tenant_id", "event_id", "subscription_id", "day"),
         Index("ix_deliveries_tenant_status_created", "tenant_id", "status", "created_at"),
         Index("ix_deliveries_subscription_created", "subscription_id", "created_at"),
         # The deliveries API pages newest first by (created_at, id) within one tenant.
@@ -232,6 +252,7 @@ class Delivery(Base):
     created_at: Mapped[datetime] = _when()
     updated_at: Mapped[datetime] = _when()
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    day: Mapped[date] = _partition_day("id")
 
 
 class Attempt(Base):
@@ -248,6 +269,7 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _when()
+    day: Mapped[date] = _partition_day("delivery_id")
 
 
 class AuditEntry(Base):
