@@ -100,7 +100,8 @@ def _rebuild(table: str, *, partitioned: bool) -> None:
     if partitioned:
         today = datetime.now(UTC).date()
         first = bind.execute(sa.text(f"SELECT min({_DAY_OF[table]}) FROM {old}")).scalar()
-        start: date = min(first or today, today)
+        # From yesterday at least: an id may carry yesterday (`common.ids.ID_DAY_SLACK`).
+        start: date = min(first or today, today - timedelta(days=1))
         for n in range((today - start).days + partitions.DEFAULT_AHEAD_DAYS + 1):
             partitions.create(bind, table, start + timedelta(days=n))
         source = ", ".join(c if c != "day" else _DAY_OF[table] for c in columns)
