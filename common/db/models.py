@@ -78,6 +78,13 @@ def _partition_day(source: str, *, event: bool = False) -> Mapped[date]:
     return mapped_column(Date, default=default, nullable=False)
 
 
+def on_its_day(day_column: Any, identifier: str) -> list[Any]:
+    """`day = <the id's day>` when the id carries one: the condition that lets PostgreSQL
+    read one partition. Nothing for an id without time (before 0010): every partition."""
+    day = day_of(identifier)
+    return [] if day is None else [day_column == day]
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
