@@ -9,11 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from common.db import keeper, migrate, partitions
-from common.db.models import DEAD, SUCCEEDED, Attempt, Delivery, EventRow
+from common.db.models import DEAD, SUCCEEDED, Attempt, Delivery, EventRow, on_its_day
 from common.db.session import make_engine, make_sessionmaker
-from common.ids import day_of, event_day, new_id
+from common.ids import day_of, delivery_id_for, event_day, new_id
 from common.wire import Event
 from router.index import Target
 from router.persist import persist_batch
@@ -150,3 +151,29 @@ def test_upgrade_of_a_populated_database_keeps_every_row() -> None:
         with engine.connect() as c:
             assert then.date() in partitions.existing(c, "deliveries")
         engine.dispose()
+
+
+def test_lookups_by_id_find_ids_with_and_without_time(sessions: sessionmaker[Session]) -> None:
+    new = delivery_id_for("t", "e1", "s", TODAY)
+    old = "dlv_" + "1" * 12 + "5" + "1" * 19  # a uuid5 id of before 0010
+    with sessions.begin() as session:
+        for n, delivery_id in enumerate((new, old)):
+            session.add(Delivery(id=delivery_id, tenant_id="t", event_id=f"e{n}",
+                                 subscription_id="s", event_type="x"))  # fmt: skip
+    with sessions() as session:
+        for delivery_id in (new, old):
+            query = select(Delivery).where(
+                Delivery.id == delivery_id, *on_its_day(Delivery.day, delivery_id)
+            )
+            (found,) = session.scalars(query).all()
+            assert found.day == TODAY
+
+
+def test_the_keeper_leaves_sqlite_to_hookline_gc(sqlite_url: str) -> None:
+    migrate.upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    thread = keeper.PartitionKeeper(engine, keeper.Policy(), interval_s=0.01)
+    thread.start()
+    thread.stop()
+    assert not thread.is_alive() and thread.runs == 0 and thread.failure is None
+    engine.dispose()
