@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine, text
 
@@ -67,7 +68,9 @@ def fill(engine: Engine, rows: int) -> tuple[str, float]:
     return day.isoformat(), round(time.monotonic() - began, 1)
 
 
-def drain(engine: Engine, seconds: float, batch: int, during: threading.Event | None) -> dict:
+def drain(
+    engine: Engine, seconds: float, batch: int, during: threading.Event | None
+) -> dict[str, Any]:
     """Route and settle `batch` deliveries a transaction for `seconds`."""
     sessions = make_sessionmaker(engine)
     target = [Target("sub_1", "t", ("x",))]
@@ -117,9 +120,9 @@ def main() -> int:
         migrate.upgrade(url)
         engine = make_engine(url)
         day, fill_s = fill(engine, args.rows)
-        result: dict = {"rows": args.rows, "day": day, "fill_s": fill_s}
+        result: dict[str, Any] = {"rows": args.rows, "day": day, "fill_s": fill_s}
         result["A1"] = drain(engine, args.phase_s, args.batch, None)
-        go, timing = threading.Event(), {}
+        go, timing = threading.Event(), dict[str, Any]()
 
         def maintain() -> None:
             go.wait()

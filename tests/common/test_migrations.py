@@ -61,6 +61,6 @@ def test_deliveries_pages_keep_room_for_updated_rows_on_postgresql() -> None:
                     "WHERE relname LIKE 'deliveries_p%%' AND relkind = 'r'"
                 ).all()
             # Partitioned (0010): the parent has no storage, every daily partition has it.
-            assert options == [(["fillfactor=80"],)]
+            assert [tuple(r) for r in options] == [(["fillfactor=80"],)]
         finally:
             engine.dispose()
