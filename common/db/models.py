@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Date,
     Float,
     ForeignKey,
     Index,
@@ -21,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common.db.days import on_its_day as on_its_day
+from common.db.days import partition_day as _partition_day
 from common.db.statuses import (
     FINAL_STATUSES as FINAL_STATUSES,
 )
@@ -31,7 +32,6 @@ from common.db.statuses import (
     SubscriptionStatus,
 )
 from common.db.types import UtcDateTime
-from common.ids import day_of, event_day
 from common.wire import utcnow
 
 NAMING = {
@@ -61,28 +61,6 @@ Json = JSON().with_variant(JSON(none_as_null=True), "postgresql")
 
 def _when() -> Mapped[datetime]:
     return mapped_column(UtcDateTime(), default=utcnow, nullable=False)
-
-
-def _partition_day(source: str, *, event: bool = False) -> Mapped[date]:
-    """The partition day (migration 0010): on PostgreSQL `events`, `deliveries` and
-    `attempts` are partitioned by it and their primary keys include it; on SQLite it is a
-    plain column. It defaults to the day the row's `source` id carries, else today."""
-
-    def default(context: Any) -> date:
-        value = context.get_current_parameters().get(source)
-        today = utcnow().date()
-        if not isinstance(value, str):
-            return today
-        return event_day(value, today) if event else (day_of(value) or today)
-
-    return mapped_column(Date, default=default, nullable=False)
-
-
-def on_its_day(day_column: Any, identifier: str) -> list[Any]:
-    """`day = <the id's day>` when the id carries one: the condition that lets PostgreSQL
-    read one partition. Nothing for an id without time (before 0010): every partition."""
-    day = day_of(identifier)
-    return [] if day is None else [day_column == day]
 
 
 class Base(DeclarativeBase):
