@@ -52,7 +52,7 @@ SELECT 'dlv_' || md5(n::text), 'ten_' || (n % 20), 'evt_' || n,
     {day_value}
 FROM generate_series(1, :rows) AS n
 """
-# Each row's creation day: its partition under migration 0010.
+# Each row's creation day: its partition under migration 0011.
 _DAY = ", ((now() - (n || ' seconds')::interval) AT TIME ZONE 'UTC')::date"
 
 
@@ -125,7 +125,7 @@ def main() -> int:
     parser.add_argument("--explain", action="store_true")
     parser.add_argument(
         "--schema", choices=("partitioned", "plain", "both"), default="both",
-        help="plain: the schema of migration 0009; both: one after the other, same run",
+        help="plain: the schema of migration 0010; both: one after the other, same run",
     )  # fmt: skip
     args = parser.parse_args()
     schemas = ("plain", "partitioned") if args.schema == "both" else (args.schema,)
@@ -137,11 +137,11 @@ def main() -> int:
 def run(args: argparse.Namespace, schema: str) -> None:
     partitioned = schema == "partitioned"
     with temporary_database() as url:
-        migrate.upgrade(url, "head" if partitioned else "0009")
+        migrate.upgrade(url, "head" if partitioned else "0010")
         engine = make_engine(url)
         began = time.monotonic()
         with engine.begin() as connection:
-            if not partitioned:  # the plain table of 0009, with the column the model reads
+            if not partitioned:  # the plain table of 0010, with the column the model reads
                 connection.execute(text("ALTER TABLE deliveries ADD COLUMN day date"))
             else:
                 today = utcnow().date()

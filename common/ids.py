@@ -2,7 +2,7 @@
 
 The hex part of a new id is laid out as a UUIDv7: 48 bits of Unix milliseconds, the
 version nibble `7`, the RFC 4122 variant, then random (or, for delivery ids, hashed) bits.
-Ids written before migration 0010 (24 random hex digits, or a uuid5 delivery id) carry no
+Ids written before migration 0011 (24 random hex digits, or a uuid5 delivery id) carry no
 time: `day_of` returns None for them and callers fall back to a lookup without the day.
 """
 

@@ -6,10 +6,11 @@ import re
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.db.keeper import Policy
+from common.egress import Proxy, parse_proxy
 from common.errors import ConfigurationError
 from common.tiers import tiers
 
@@ -37,7 +38,10 @@ def parse_schedule(text: str) -> tuple[float, ...]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HOOKLINE_", extra="ignore")
+    # A refused value is never echoed: settings hold passwords (URLs, tokens, the proxy's).
+    model_config = SettingsConfigDict(
+        env_prefix="HOOKLINE_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite:///hookline.db"
     # One amqp:// URL, or the URLs of a cluster's nodes separated by commas (fail-over).
@@ -66,12 +70,18 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     request_timeout_s: float = Field(default=15.0, gt=0)
     max_response_bytes: int = Field(default=64 * 1024, ge=0)
+    # An HTTP CONNECT proxy for every delivery and handshake: `http://[user:pass@]host:port`
+    # (common/egress.py). Secret: it may carry the proxy's password.
+    egress_proxy: SecretStr | None = None
     # How long the router and dispatcher trust their subscription caches.
     subscription_refresh_s: float = Field(default=1.0, gt=0)
     publish_timeout_s: float = Field(default=30.0, gt=0)
     # How long an API process trusts a key it looked up; revoking through the API is
     # immediate in that process, other API processes notice within this time.
     api_key_cache_s: float = Field(default=1.0, ge=0)
+    # How long an API process trusts its copy of a tenant's schema-validation setting and
+    # catalogue versions (issue 16); a change through this process applies at once.
+    catalogue_refresh_s: float = Field(default=1.0, gt=0)
     # How long a POST's answer is kept for a repeat with the same `Idempotency-Key`; older
     # answers are deleted by the API as it stores new ones, and by `hookline gc`.
     idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
@@ -117,6 +127,21 @@ class Settings(BaseSettings):
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("egress_proxy")
+    @classmethod
+    def _proxy_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            parse_proxy(value.get_secret_value())  # its ValueError names no credential
+            return value
+        return None  # set but empty: no proxy
+
+    @property
+    def proxy(self) -> Proxy | None:
+        """The egress proxy, parsed; None to connect to targets directly."""
+        if self.egress_proxy is None:
+            return None
+        return parse_proxy(self.egress_proxy.get_secret_value())
 
     @property
     def partition_policy(self) -> Policy:

@@ -43,7 +43,7 @@ _STAMP = UtcDateTime()  # refuses naive timestamps, as an ORM insert of the colu
 # so a batch is one round trip, with or without repeated ids. ON CONFLICT on deliveries
 # only matters for a delivery row left without its event, which the router never writes.
 #
-# Partitioned by day (migration 0010), PostgreSQL keeps (tenant, id) unique per partition
+# Partitioned by day (migration 0011), PostgreSQL keeps (tenant, id) unique per partition
 # only. An event whose id carries its day (`common.ids.event_day`) always lands in that one
 # partition, so ON CONFLICT alone sees a repeat; any other id is first looked for in every
 # partition (`carried` false: the NOT EXISTS), and ON CONFLICT covers two copies at once.

@@ -1,4 +1,4 @@
-"""The `day` column of the partitioned tables (migration 0010) and lookups by it."""
+"""The `day` column of the partitioned tables (migration 0011) and lookups by it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from common.wire import utcnow
 
 
 def partition_day(source: str, *, event: bool = False) -> Mapped[date]:
-    """The partition day (migration 0010): on PostgreSQL `events`, `deliveries` and
+    """The partition day (migration 0011): on PostgreSQL `events`, `deliveries` and
     `attempts` are partitioned by it and their primary keys include it; on SQLite it is a
     plain column. It defaults to the day the row's `source` id carries, else today."""
 
@@ -29,6 +29,6 @@ def partition_day(source: str, *, event: bool = False) -> Mapped[date]:
 
 def on_its_day(day_column: Any, identifier: str) -> list[Any]:
     """`day = <the id's day>` when the id carries one: the condition that lets PostgreSQL
-    read one partition. Nothing for an id without time (before 0010): every partition."""
+    read one partition. Nothing for an id without time (before 0011): every partition."""
     day = day_of(identifier)
     return [] if day is None else [day_column == day]

@@ -1,4 +1,4 @@
-"""Daily partitions of `events`, `deliveries` and `attempts` on PostgreSQL (migration 0010).
+"""Daily partitions of `events`, `deliveries` and `attempts` on PostgreSQL (migration 0011).
 
 A partition holds one UTC day of the `day` column: `deliveries_p20261204` is
 `FOR VALUES FROM ('2026-12-04') TO ('2026-12-05')`. Retention drops whole partitions

@@ -147,7 +147,7 @@ class Settler(BackgroundThread):
                     "error": result.error,
                     "response_body": body,
                     "created_at": o.started_at,
-                    # The delivery's partition day (migration 0010); today for old ids.
+                    # The delivery's partition day (migration 0011); today for old ids.
                     "day": day_of(delivery.delivery_id) or now.date(),
                 }
             )
@@ -198,6 +198,7 @@ class Settler(BackgroundThread):
             extra = {"subscription_id": d.subscription_id, "reason": d.reason, "ended": d.ended}
             log.warning("subscription disabled", extra=extra)
             self._on_disabled(d.subscription_id, d.reason)
+            self._metrics.subscriptions_disabled.labels(reason=d.reason).inc()
             # Counted now, as they end, not when their queued copies come back (refused).
             self._metrics.finished.labels(result="dead").inc(d.ended)
             self._metrics.dead_letters.labels(reason=DeadReason.ENDPOINT_DISABLED).inc(d.ended)

@@ -31,15 +31,20 @@ from hookline.api.routes import (
     audit,
     deadletters,
     deliveries,
+    event_lists,
+    event_types,
     events,
     health,
     replays,
     subscription_actions,
     subscriptions,
     tenant_limits,
+    tenant_settings,
     tenants,
 )
 from hookline.api.routes.health import readiness_checks
+from hookline.api.schema_check import SchemaCheck
+from hookline.api.telemetry import RequestMetrics
 from producer import Producer
 
 # Events are notifications, not file transfers; bigger bodies belong in the receiver's API.
@@ -80,10 +85,12 @@ async def _serving(app: FastAPI) -> AsyncIterator[None]:
 
 class _HooklineApp(FastAPI):
     """FastAPI with `FastIngest` in front of all its own layers (the error handler and
-    telemetry middleware too): plain ingest requests are answered before any of them."""
+    telemetry middleware too): plain ingest requests are answered before any of them.
+    Request metrics (`telemetry.py`) go outside it, so that ingest is measured too."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return FastIngest(super().build_middleware_stack(), INGEST_LIMITS)
+        fast = FastIngest(super().build_middleware_stack(), INGEST_LIMITS)
+        return RequestMetrics(fast, self.state.services.metrics, INGEST_LIMITS)
 
 
 def create_app(
@@ -116,6 +123,7 @@ def create_app(
         producer=producer,
         secret_box=SecretBox(settings.secret_key or DEV_SECRET_KEY),
         key_cache=KeyCache(settings.api_key_cache_s),
+        schema_check=SchemaCheck(sessionmaker, metrics, settings.catalogue_refresh_s),
         limits=LimitBook(sessionmaker, settings),
         quota=Quota(sessionmaker),
         handshakes=HandshakeGate(sessionmaker, settings.api_max_handshakes),
@@ -125,11 +133,13 @@ def create_app(
     errors.install(app)
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
-        events, health, tenants, subscriptions, subscription_actions, deliveries, audit,
-        deadletters, replays, tenant_limits,
+        events, event_lists, health, tenants, tenant_settings, subscriptions,
+        subscription_actions, deliveries, audit, deadletters, replays, tenant_limits,
+        event_types,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
+    app.include_router(event_types.admin_router)
     # Added last, so outermost: the size limit holds before a body is stored for replay.
     app.add_middleware(Idempotency)
     document(app)

@@ -47,7 +47,7 @@ def many_deliveries() -> Iterator[Engine]:
             # Building the indexes after the load is several times faster than keeping them.
             for index in indexes:
                 index.drop(connection)
-            today = datetime.now(UTC).date()  # the days the rows span (migration 0010)
+            today = datetime.now(UTC).date()  # the days the rows span (migration 0011)
             days = [today - timedelta(days=n) for n in range(ROWS // 86_400 + 2)]
             partitions.ensure(connection, days)
             connection.execute(
@@ -108,7 +108,7 @@ def test_each_filter_reads_one_page_through_an_index(engine, filters):
     assert "Seq Scan" not in kinds, where
     assert "Sort" not in kinds, where  # "Incremental Sort" on a pre-sorted index is fine
     scans = [s for s in steps if s["Node Type"] in ("Index Scan", "Index Only Scan")]
-    # Partitioned (0010): a day's copy of an `ix_deliveries_*` index is named after its
+    # Partitioned (0011): a day's copy of an `ix_deliveries_*` index is named after its
     # partition and columns (`deliveries_p20261204_tenant_id_created_at_id_idx`).
     assert scans and all(_SECONDARY.match(s["Index Name"]) for s in scans), where
     # A page reads about a page of rows, not the tenant's 270,000.

@@ -30,7 +30,7 @@ def rows(n: int, *, start: int = 0) -> list[dict[str, object]]:
             "timestamp": at + timedelta(seconds=i),
             "data": {"n": i, "nested": {"list": [1, "two", None]}, "text": "é\"'\\"},
             "received_at": at,
-            "day": TODAY,  # the partition day (migration 0010): one that exists
+            "day": TODAY,  # the partition day (migration 0011): one that exists
         }
         for i in range(start, start + n)
     ]

@@ -25,7 +25,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 
 
 def _not_a_partition(name: str | None, type_: str, _parents: object) -> bool:
-    """Daily partitions (migration 0010) are made at run time, not described by models."""
+    """Daily partitions (migration 0011) are made at run time, not described by models."""
     return not (type_ == "table" and name is not None and partitions.is_partition(name))
 
 
@@ -60,7 +60,7 @@ def test_deliveries_pages_keep_room_for_updated_rows_on_postgresql() -> None:
                     "SELECT DISTINCT reloptions FROM pg_class "
                     "WHERE relname LIKE 'deliveries_p%%' AND relkind = 'r'"
                 ).all()
-            # Partitioned (0010): the parent has no storage, every daily partition has it.
+            # Partitioned (0011): the parent has no storage, every daily partition has it.
             assert [tuple(r) for r in options] == [(["fillfactor=80"],)]
         finally:
             engine.dispose()

@@ -119,7 +119,7 @@ def test_a_repeated_foreign_id_creates_nothing_on_a_later_day(engine: Engine) ->
 
 def test_upgrade_of_a_populated_database_keeps_every_row() -> None:
     with temporary_database() as url:
-        migrate.upgrade(url, "0009")
+        migrate.upgrade(url, "0010")
         engine = make_engine(url)
         then = datetime.now(UTC) - timedelta(days=5)
         with engine.begin() as c:
@@ -155,7 +155,7 @@ def test_upgrade_of_a_populated_database_keeps_every_row() -> None:
 
 def test_lookups_by_id_find_ids_with_and_without_time(sessions: sessionmaker[Session]) -> None:
     new = delivery_id_for("t", "e1", "s", TODAY)
-    old = "dlv_" + "1" * 12 + "5" + "1" * 19  # a uuid5 id of before 0010
+    old = "dlv_" + "1" * 12 + "5" + "1" * 19  # a uuid5 id of before 0011
     with sessions.begin() as session:
         for n, delivery_id in enumerate((new, old)):
             session.add(Delivery(id=delivery_id, tenant_id="t", event_id=f"e{n}",

@@ -1,7 +1,7 @@
 """partitioned storage: events, deliveries and attempts by day on PostgreSQL
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-04 20:15:00
 
 Issue 17: retention by dropping daily partitions instead of DELETEs. Each of the three
@@ -24,8 +24,8 @@ from alembic import op
 
 from common.db import partitions
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
