@@ -16,6 +16,7 @@ from common.db.models import DEAD, SUCCEEDED, Attempt, Delivery, EventRow, on_it
 from common.db.session import make_engine, make_sessionmaker
 from common.ids import day_of, delivery_id_for, event_day, new_id
 from common.wire import Event
+from dispatcher.deadletters import DeadFilter, list_dead
 from router.index import Target
 from router.persist import persist_batch
 from tests.services import temporary_database
@@ -143,6 +144,8 @@ def test_upgrade_of_a_populated_database_keeps_every_row() -> None:
                 assert session.scalar(select(func.count()).select_from(model)) == 50
             dead = session.scalars(select(Delivery.id).where(Delivery.status == DEAD)).all()
             assert len(dead) == 25
+            listed = list_dead(session, DeadFilter(tenant="t"), limit=100)  # as `dlq list`
+            assert sorted(d.id for d in listed) == sorted(dead)
             old = session.get(Delivery, "dlv_1")  # an id without time: found all the same
             assert old is not None and old.day == then.date()
         with sessions.begin() as session:  # a repeat of an old event creates nothing
