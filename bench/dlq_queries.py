@@ -27,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from bench.stack import load_average
-from common.db import migrate
+from common.db import migrate, partitions
 from common.db.models import Delivery
 from common.db.session import make_engine, make_sessionmaker
 from common.wire import utcnow
@@ -37,7 +37,7 @@ from tests.services import temporary_database
 SEED = """
 INSERT INTO deliveries (id, tenant_id, event_id, subscription_id, event_type, status,
     attempts, last_status_code, dead_reason, replay_count, created_at, updated_at,
-    finished_at)
+    finished_at{day_column})
 SELECT 'dlv_' || md5(n::text), 'ten_' || (n % 20), 'evt_' || n,
     'sub_' || (n % 20) || '_' || (n / 20 % 10),
     (ARRAY['order.created','order.paid','page.updated','user.deleted'])[n / 3 % 4 + 1],
@@ -49,8 +49,11 @@ SELECT 'dlv_' || md5(n::text), 'ten_' || (n % 20), 'evt_' || n,
                     'unsafe_target'])[n / 7 % 4 + 1]
     END,
     0, now() - (n || ' seconds')::interval, now(), now() - (n || ' seconds')::interval
+    {day_value}
 FROM generate_series(1, :rows) AS n
 """
+# Each row's creation day: its partition under migration 0011.
+_DAY = ", ((now() - (n || ' seconds')::interval) AT TIME ZONE 'UTC')::date"
 
 
 def timed(call: Callable[[], Any], repeat: int) -> float:
@@ -120,14 +123,33 @@ def main() -> int:
     parser.add_argument("--dead-share", type=float, default=0.1)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--explain", action="store_true")
+    parser.add_argument(
+        "--schema", choices=("partitioned", "plain", "both"), default="both",
+        help="plain: the schema of migration 0010; both: one after the other, same run",
+    )  # fmt: skip
     args = parser.parse_args()
+    schemas = ("plain", "partitioned") if args.schema == "both" else (args.schema,)
+    for schema in schemas:
+        run(args, schema)
+    return 0
+
+
+def run(args: argparse.Namespace, schema: str) -> None:
+    partitioned = schema == "partitioned"
     with temporary_database() as url:
-        migrate.upgrade(url)
+        migrate.upgrade(url, "head" if partitioned else "0010")
         engine = make_engine(url)
         began = time.monotonic()
         with engine.begin() as connection:
+            if not partitioned:  # the plain table of 0010, with the column the model reads
+                connection.execute(text("ALTER TABLE deliveries ADD COLUMN day date"))
+            else:
+                today = utcnow().date()
+                days = args.rows // 86_400 + 2
+                partitions.ensure(connection, [today - timedelta(days=n) for n in range(days)])
             params = {"rows": args.rows, "dead_per_mille": round(args.dead_share * 1000)}
-            connection.execute(text(SEED), params)
+            seed = SEED.format(day_column=", day", day_value=_DAY)
+            connection.execute(text(seed), params)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("VACUUM ANALYZE deliveries"))
         seeded_s = round(time.monotonic() - began, 1)
@@ -139,6 +161,7 @@ def main() -> int:
             print(
                 json.dumps(
                     {
+                        "schema": schema,
                         "rows": args.rows,
                         "dead": dead,
                         "seed_s": seeded_s,
@@ -158,7 +181,6 @@ def main() -> int:
                 ):
                     print(f"\n-- {title}\n{explain(session, dead_filter, summary=summary)}")
         engine.dispose()
-    return 0
 
 
 if __name__ == "__main__":

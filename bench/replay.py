@@ -40,16 +40,18 @@ from common.transport.topology import Exchange, Queue, Topology
 from tests.processes import HOOKLINE
 
 SEED_EVENTS = """
-INSERT INTO events (tenant_id, id, type, operation, timestamp, data, received_at)
-SELECT :tenant, 'r-' || n, 'order.created', NULL, now(), json_build_object('n', n), now()
+INSERT INTO events (tenant_id, id, type, operation, timestamp, data, received_at, day)
+SELECT :tenant, 'r-' || n, 'order.created', NULL, now(), json_build_object('n', n), now(),
+    (now() AT TIME ZONE 'UTC')::date
 FROM generate_series(1, :count) AS n
 """
 SEED_DEAD = """
 INSERT INTO deliveries (id, tenant_id, event_id, subscription_id, event_type, status,
     attempts, last_status_code, dead_reason, replay_count, created_at, updated_at,
-    finished_at)
+    finished_at, day)
 SELECT 'dlv_r' || n, :tenant, 'r-' || n, :subscription, 'order.created', 'dead', 8, 503,
-    'max_attempts', 0, now(), now(), now() - (n || ' milliseconds')::interval
+    'max_attempts', 0, now(), now(), now() - (n || ' milliseconds')::interval,
+    (now() AT TIME ZONE 'UTC')::date
 FROM generate_series(1, :count) AS n
 """
 SCRATCH = "bench.replay.scratch"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.db.keeper import Policy
 from common.egress import Proxy, parse_proxy
 from common.errors import ConfigurationError
 from common.tiers import tiers
@@ -108,6 +110,10 @@ class Settings(BaseSettings):
     circuit_failure_threshold: int = Field(default=5, ge=1)
     circuit_open_s: float = Field(default=30.0, gt=0)
     auto_disable_after: str = "5d"
+    # Partitioned storage (issue 17, PostgreSQL): days of deliveries, attempts and events
+    # kept; dead letters (and their events and attempts) are kept for `dead_retention`.
+    retention: str = "30d"
+    dead_retention: str = "90d"
     auto_disable_dead_deliveries: int = Field(default=100, ge=0)  # 0: never by count
 
     @field_validator("retry_schedule")
@@ -119,7 +125,7 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("auto_disable_after")
+    @field_validator("auto_disable_after", "retention", "dead_retention")
     @classmethod
     def _duration_parses(cls, value: str) -> str:
         try:
@@ -142,6 +148,12 @@ class Settings(BaseSettings):
         if self.egress_proxy is None:
             return None
         return parse_proxy(self.egress_proxy.get_secret_value())
+
+    @property
+    def partition_policy(self) -> Policy:
+        retention = timedelta(seconds=parse_duration(self.retention))
+        dead = timedelta(seconds=parse_duration(self.dead_retention))
+        return Policy(max(retention, timedelta(days=1)), max(dead, retention))
 
     @property
     def auto_disable_after_s(self) -> float:

@@ -20,6 +20,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db.keeper import PartitionKeeper
 from common.errors import TransportError
 from common.metrics import Metrics
 from common.secretbox import DEV_SECRET_KEY, SecretBox
@@ -108,8 +109,10 @@ class Dispatcher:
         )
         pool = SendingThreads(settings.dispatcher_concurrency, "hookline-send")
         intake = Intake(self, consumer, settler, drain, pool, prefetch)
+        keeper = PartitionKeeper(self._sessionmaker.kw["bind"], settings.partition_policy)
         settler.start()
         drain.start()
+        keeper.start()
         try:
             intake.consume(stop)
         finally:
@@ -118,6 +121,7 @@ class Dispatcher:
             pool.shutdown()
             settler.stop()
             drain.stop()
+            keeper.stop()
             with contextlib.suppress(TransportError):
                 consumer.close()
             self._parts.sender.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, text, tuple_
@@ -28,6 +28,7 @@ from common.db.models import Delivery, EventRow
 from common.db.session import insert_ignoring_conflicts
 from common.db.statuses import FINAL_STATUSES, DeliveryStatus
 from common.db.types import UtcDateTime
+from common.ids import day_of, event_day
 from common.wire import Event, delivery_id_for, utcnow
 from router.index import Target
 
@@ -42,8 +43,13 @@ _STAMP = UtcDateTime()  # refuses naive timestamps, as an ORM insert of the colu
 # parameters. The deliveries are inserted only for the events the same statement created,
 # so a batch is one round trip, with or without repeated ids. ON CONFLICT on deliveries
 # only matters for a delivery row left without its event, which the router never writes.
-_EVENT_FIELDS = ("tenant_id", "id", "type", "operation", "timestamp", "data")
-_DELIVERY_FIELDS = ("id", "tenant_id", "event_id", "subscription_id", "event_type")
+#
+# Partitioned by day (migration 0011), PostgreSQL keeps (tenant, id) unique per partition
+# only. An event whose id carries its day (`common.ids.event_day`) always lands in that one
+# partition, so ON CONFLICT alone sees a repeat; any other id is first looked for in every
+# partition (`carried` false: the NOT EXISTS), and ON CONFLICT covers two copies at once.
+_EVENT_FIELDS = ("tenant_id", "id", "type", "operation", "timestamp", "data", "day")
+_DELIVERY_FIELDS = ("id", "tenant_id", "event_id", "subscription_id", "event_type", "day")
 
 
 def _columns(names: Sequence[str], alias: str = "") -> str:
@@ -52,7 +58,10 @@ def _columns(names: Sequence[str], alias: str = "") -> str:
 
 _PG_INSERT_BATCH = text(
     f'WITH created AS (INSERT INTO events ({_columns(_EVENT_FIELDS)}, "received_at") '
-    f"SELECT {_columns(_EVENT_FIELDS)}, :now FROM {recordset(_events, _EVENT_FIELDS)} "
+    f"SELECT {_columns(_EVENT_FIELDS, 'r.')}, :now "
+    f"FROM {recordset(_events, _EVENT_FIELDS, {'carried': 'boolean'})} "
+    "WHERE r.carried OR NOT EXISTS (SELECT 1 FROM events e "
+    "WHERE e.tenant_id = r.tenant_id AND e.id = r.id) "
     'ON CONFLICT DO NOTHING RETURNING "tenant_id", "id"), '
     f"inserted AS (INSERT INTO deliveries ({_columns(_DELIVERY_FIELDS)}, "
     '"status", "attempts", "replay_count", "created_at", "updated_at") '
@@ -95,8 +104,9 @@ def persist_batch(
     ids: dict[Key, list[tuple[str, str]]] = {}  # (delivery id, subscription id) per event
     for key, (event, targets) in first.items():
         ids[key] = []
+        day = event_day(event.id, now.date())
         for target in targets:
-            delivery_id = delivery_id_for(event.tenant, event.id, target.subscription_id)
+            delivery_id = delivery_id_for(event.tenant, event.id, target.subscription_id, day)
             ids[key].append((delivery_id, target.subscription_id))
             delivery_rows[delivery_id] = {
                 "id": delivery_id,
@@ -104,6 +114,7 @@ def persist_batch(
                 "event_id": event.id,
                 "subscription_id": target.subscription_id,
                 "event_type": event.type,
+                "day": day,
             }
     created = _insert(session, [e for e, _ in first.values()], list(delivery_rows.values()), now)
     out: list[Routed] = []
@@ -144,8 +155,11 @@ def _insert(
             "operation": e.operation,
             "timestamp": _STAMP.process_bind_param(e.timestamp, bind.dialect),
             "data": e.data,
+            "day": day,
+            "carried": day_of(e.id) == day,
         }
         for e in events
+        for day in (event_day(e.id, now.date()),)
     ]
     parameters = {"rows": _document(rows), "deliveries": _document(deliveries), "now": now}
     result = session.execute(_PG_INSERT_BATCH, parameters)
@@ -155,7 +169,11 @@ def _insert(
 def _document(rows: Sequence[Mapping[str, Any]]) -> str:
     """Rows as `json_to_recordset` reads them; datetimes as ISO 8601 (bound and checked
     as the column would bind them, see `_STAMP`)."""
-    return json.dumps(rows, default=datetime.isoformat, separators=(",", ":"))
+    return json.dumps(rows, default=_iso, separators=(",", ":"))
+
+
+def _iso(value: datetime | date) -> str:
+    return value.isoformat()
 
 
 def _republish_unfinished(
@@ -184,6 +202,7 @@ def _event_row(event: Event, now: datetime) -> dict[str, object]:
         "timestamp": event.timestamp,
         "data": event.data,
         "received_at": now,
+        "day": event_day(event.id, now.date()),
     }
 
 

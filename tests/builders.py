@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from common.db.models import Delivery, EventRow, Subscription, Tenant
 from common.db.statuses import DeliveryStatus, SubscriptionStatus
+from common.ids import event_day
 from common.secretbox import DEV_SECRET_KEY, SecretBox
 from common.signing import new_secret
 from common.wire import DeliveryMessage, Event, delivery_id_for, new_id, utcnow
@@ -83,7 +84,7 @@ def delivery(session: Session, ev: Event, subscription_id: str) -> DeliveryMessa
                 received_at=now,
             )
         )
-    delivery_id = delivery_id_for(ev.tenant, ev.id, subscription_id)
+    delivery_id = delivery_id_for(ev.tenant, ev.id, subscription_id, event_day(ev.id, now.date()))
     session.add(
         Delivery(
             id=delivery_id,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Table, text
@@ -50,7 +50,7 @@ def _recordset_insert(table: Table, names: Sequence[str], ignore_conflicts: bool
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # datetimes too (a subclass)
         return value.isoformat()
     raise TypeError(f"cannot store {type(value).__name__} in a bulk insert")
 

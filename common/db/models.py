@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from common.db.days import on_its_day as on_its_day
+from common.db.days import partition_day as _partition_day
 from common.db.statuses import (
     DeliveryStatus,
     ReplayItemStatus,
@@ -225,6 +227,7 @@ class EventRow(Base):
     timestamp: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False)
     received_at: Mapped[datetime] = _when()
+    day: Mapped[date] = _partition_day("id", event=True)
 
 
 def dead_letter_indexes() -> tuple[Index, ...]:
@@ -245,7 +248,9 @@ def dead_letter_indexes() -> tuple[Index, ...]:
 class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "event_id", "subscription_id"),
+        # The partition key is in every unique constraint on PostgreSQL; `day` is the
+        # event's day, one per (tenant, event), so this is still one delivery per pair.
+        UniqueConstraint("tenant_id", "event_id", "subscription_id", "day"),
         Index("ix_deliveries_tenant_status_created", "tenant_id", "status", "created_at"),
         Index("ix_deliveries_subscription_created", "subscription_id", "created_at"),
         # The deliveries API pages newest first by (created_at, id) within one tenant.
@@ -273,6 +278,7 @@ class Delivery(Base):
     created_at: Mapped[datetime] = _when()
     updated_at: Mapped[datetime] = _when()
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    day: Mapped[date] = _partition_day("id")
 
 
 class Attempt(Base):
@@ -289,6 +295,7 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _when()
+    day: Mapped[date] = _partition_day("delivery_id")
 
 
 class AuditEntry(Base):

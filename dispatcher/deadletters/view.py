@@ -14,7 +14,7 @@ from typing import cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.db.models import Attempt, Delivery, EventRow, Subscription
+from common.db.models import Attempt, Delivery, EventRow, Subscription, on_its_day
 from dispatcher.http import RESERVED_HEADERS, USER_AGENT
 
 MASK = "***"
@@ -45,7 +45,9 @@ class DeadDetail:
 
 def detail(session: Session, delivery_id: str, *, tenant: str | None) -> DeadDetail | None:
     """The delivery (dead or not: a replayed one is still worth looking at), or None."""
-    query = select(Delivery).where(Delivery.id == delivery_id)
+    query = select(Delivery).where(
+        Delivery.id == delivery_id, *on_its_day(Delivery.day, delivery_id)
+    )
     if tenant is not None:
         query = query.where(Delivery.tenant_id == tenant)
     delivery = session.scalars(query).first()
@@ -54,7 +56,9 @@ def detail(session: Session, delivery_id: str, *, tenant: str | None) -> DeadDet
     event = session.get(EventRow, (delivery.tenant_id, delivery.event_id))
     attempts = list(
         session.scalars(
-            select(Attempt).where(Attempt.delivery_id == delivery.id).order_by(Attempt.id)
+            select(Attempt)
+            .where(Attempt.delivery_id == delivery.id, *on_its_day(Attempt.day, delivery.id))
+            .order_by(Attempt.id)
         )
     )
     subscription = session.get(Subscription, delivery.subscription_id)

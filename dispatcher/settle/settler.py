@@ -23,6 +23,7 @@ from common.background import BackgroundThread
 from common.db.bulk import insert_rows
 from common.db.models import Attempt
 from common.db.statuses import DeliveryStatus
+from common.ids import day_of
 from common.metrics import Metrics, status_class
 from common.service import retry_database
 from common.transport import Consumer, Transport
@@ -151,6 +152,8 @@ class Settler(BackgroundThread):
                     "error": result.error,
                     "response_body": body,
                     "created_at": o.started_at,
+                    # The delivery's partition day (migration 0011); today for old ids.
+                    "day": day_of(delivery.delivery_id) or now.date(),
                 }
             )
             next_at = None if final else now + timedelta(seconds=decision.delay_s or 0)

@@ -16,6 +16,9 @@ from common.db.session import make_engine, make_sessionmaker
 EVENTS = cast(Table, EventRow.__table__)
 
 
+TODAY = datetime.now(UTC).date()
+
+
 def rows(n: int, *, start: int = 0) -> list[dict[str, object]]:
     at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     return [
@@ -27,6 +30,7 @@ def rows(n: int, *, start: int = 0) -> list[dict[str, object]]:
             "timestamp": at + timedelta(seconds=i),
             "data": {"n": i, "nested": {"list": [1, "two", None]}, "text": "é\"'\\"},
             "received_at": at,
+            "day": TODAY,  # the partition day (migration 0011): one that exists
         }
         for i in range(start, start + n)
     ]

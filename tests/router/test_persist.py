@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
+from datetime import date
 
 import pytest
 
-from common.wire import _DELIVERY_NAMESPACE, DeliveryMessage, Event, decode, delivery_id_for, encode
+from common.ids import day_of
+from common.wire import DeliveryMessage, Event, decode, delivery_id_for, encode
 from router.persist import _Messages
 
 EVENTS = [
@@ -32,9 +33,12 @@ def test_delivery_message_body_is_byte_for_byte_the_encoded_model(
     assert (routed.delivery_id, routed.event, routed.recheck) == ("dlv_0123", event, recheck)
 
 
-def test_delivery_id_is_the_uuid5_of_tenant_event_and_subscription() -> None:
+def test_delivery_id_is_deterministic_and_carries_the_event_day() -> None:
+    day = date(2026, 12, 4)
     for n in range(2000):
         tenant, event_id, sub = f"ten_{n % 7}ü", f"evt_{n}", f"sub_{n * 31}"
-        name = f"{tenant}\x1f{event_id}\x1f{sub}"
-        expected = "dlv_" + uuid.uuid5(_DELIVERY_NAMESPACE, name).hex
-        assert delivery_id_for(tenant, event_id, sub) == expected
+        made = delivery_id_for(tenant, event_id, sub, day)
+        assert made == delivery_id_for(tenant, event_id, sub, day)
+        assert day_of(made) == day
+        assert made != delivery_id_for(tenant, event_id, sub + "x", day)
+        assert made != delivery_id_for(tenant, event_id, sub, date(2026, 12, 5))

@@ -1,0 +1,151 @@
+"""Daily partitions of `events`, `deliveries` and `attempts` on PostgreSQL (migration 0011).
+
+A partition holds one UTC day of the `day` column: `deliveries_p20261204` is
+`FOR VALUES FROM ('2026-12-04') TO ('2026-12-05')`. Retention drops whole partitions
+instead of deleting rows. Dead letters may outlive the others (`HOOKLINE_DEAD_RETENTION`):
+a day past `HOOKLINE_RETENTION` is *trimmed* first, its unfinished and dead deliveries
+(with their events and attempts, which share the day) copied to a small table that takes
+the partition's place under the name `..._k<day>`, so dead-letter listing, replay and
+lookups by id find them as before; past the dead retention the kept partition is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import date, timedelta
+
+from sqlalchemy import Connection, text
+
+from common.db.statuses import DeliveryStatus
+
+TABLES = ("events", "deliveries", "attempts")
+DEFAULT_AHEAD_DAYS = 3
+_STORAGE = {"deliveries": " WITH (fillfactor = 80)"}  # as the plain table had (0005)
+_NAME = re.compile(r"^(events|deliveries|attempts)_([pk])(\d{8})$")
+# The parent's ACCESS EXCLUSIVE lock a swap takes is short, but a queue behind a long
+# reader waiting for it would stall traffic: give up and try again at the next run.
+LOCK_TIMEOUT = "1s"
+_GONE = f"('{DeliveryStatus.SUCCEEDED}', '{DeliveryStatus.CANCELLED}')"
+
+
+def is_partition(relname: str) -> bool:
+    return _NAME.match(relname) is not None
+
+
+def name(table: str, day: date, *, kept: bool = False) -> str:
+    return f"{table}_{'k' if kept else 'p'}{day:%Y%m%d}"
+
+
+def _bounds(day: date) -> str:
+    return f"FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
+
+
+def create(connection: Connection, table: str, day: date) -> None:
+    """The partition of `table` for `day`, if it has none."""
+    if day in existing(connection, table):
+        return
+    connection.execute(
+        text(
+            f"CREATE TABLE IF NOT EXISTS {name(table, day)} PARTITION OF {table} "
+            f"FOR VALUES {_bounds(day)}{_STORAGE.get(table, '')}"
+        )
+    )
+
+
+def existing(connection: Connection, table: str) -> dict[date, str]:
+    """The partitions of `table` by day (kept ones included)."""
+    rows = connection.execute(
+        text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = CAST(:table AS regclass)"
+        ),
+        {"table": table},
+    ).scalars()
+    out: dict[date, str] = {}
+    for relname in rows:
+        match = _NAME.match(relname)
+        if match:
+            out[date(*(int(p) for p in (match[3][:4], match[3][4:6], match[3][6:])))] = relname
+    return out
+
+
+def ensure(connection: Connection, days: Iterable[date]) -> None:
+    for day in days:
+        for table in TABLES:
+            create(connection, table, day)
+
+
+def drop(connection: Connection, day: date) -> None:
+    """Drop the day's partitions of every table. DETACH CONCURRENTLY takes no lock that
+    stops readers or writers of the parent, so `connection` must be in autocommit."""
+    for table in TABLES:
+        relname = existing(connection, table).get(day)
+        if relname is None:
+            continue
+        pending = connection.execute(
+            text("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = CAST(:r AS regclass)"),
+            {"r": relname},
+        ).scalar()
+        mode = "FINALIZE" if pending else "CONCURRENTLY"
+        connection.execute(text(f"ALTER TABLE {table} DETACH PARTITION {relname} {mode}"))
+        connection.execute(text(f"DROP TABLE {relname}"))
+
+
+def trim(connection: Connection, day: date) -> int:
+    """Swap the day's partitions for copies of their unfinished and dead deliveries (and
+    the events and attempts of those); returns the deliveries kept. `connection` must be
+    in a transaction, which the caller commits: the swap is all or nothing."""
+    parts = {table: existing(connection, table).get(day) for table in TABLES}
+    if parts["deliveries"] is None or parts["deliveries"].startswith("deliveries_k"):
+        return 0
+    connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+    # Writers of these (old) rows, such as a replay claiming a dead letter, wait for the
+    # swap instead of changing a row after it was copied.
+    for relname in parts.values():
+        if relname is not None:
+            connection.execute(text(f"LOCK TABLE {relname} IN SHARE MODE"))
+    kept = _copy(connection, parts, day)
+    for table, relname in parts.items():
+        if relname is None:
+            continue
+        connection.execute(text(f"ALTER TABLE {table} DETACH PARTITION {relname}"))
+        connection.execute(text(f"DROP TABLE {relname}"))
+        connection.execute(
+            text(f"ALTER TABLE {table} ATTACH PARTITION {name(table, day, kept=True)} "
+                 f"FOR VALUES {_bounds(day)}")
+        )  # fmt: skip
+    return kept
+
+
+def _copy(connection: Connection, parts: dict[str, str | None], day: date) -> int:
+    keep = {
+        "deliveries": f"WHERE status NOT IN {_GONE}",
+        "events": f"x WHERE EXISTS (SELECT 1 FROM {name('deliveries', day, kept=True)} d "
+        "WHERE d.tenant_id = x.tenant_id AND d.event_id = x.id)",
+        "attempts": f"x WHERE EXISTS (SELECT 1 FROM {name('deliveries', day, kept=True)} d "
+        "WHERE d.id = x.delivery_id)",
+    }
+    kept = 0
+    for table in ("deliveries", "events", "attempts"):
+        relname = parts[table]
+        if relname is None:
+            continue
+        target = name(table, day, kept=True)
+        connection.execute(
+            text(
+                f"CREATE TABLE {target} (LIKE {table} INCLUDING DEFAULTS){_STORAGE.get(table, '')}"
+            )
+        )
+        # The range as a constraint, so ATTACH need not scan the table to prove it.
+        after = day + timedelta(days=1)
+        connection.execute(
+            text(f"ALTER TABLE {target} ADD CONSTRAINT {target}_range CHECK "
+                 f"(day >= '{day.isoformat()}' AND day < '{after.isoformat()}')")
+        )  # fmt: skip
+        copied = connection.execute(
+            text(f"INSERT INTO {target} SELECT * FROM {relname} {keep[table]}")
+        ).rowcount
+        if table == "deliveries":
+            kept = copied
+    return kept

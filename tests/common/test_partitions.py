@@ -1,0 +1,192 @@
+"""Partitioned storage (issue 17): maintenance, the upgrade of a populated database, and
+the router's idempotency under partitioning, on a PostgreSQL database of their own."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db import keeper, migrate, partitions
+from common.db.models import Attempt, Delivery, EventRow, on_its_day
+from common.db.session import make_engine, make_sessionmaker
+from common.db.statuses import DeliveryStatus
+from common.ids import day_of, delivery_id_for, event_day, new_id
+from common.wire import Event
+from dispatcher.deadletters import DeadFilter, list_dead
+from router.index import Target
+from router.persist import persist_batch
+from tests.services import temporary_database
+
+TODAY = datetime.now(UTC).date()
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    with temporary_database() as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        yield engine
+        engine.dispose()
+
+
+def _days(engine: Engine, table: str = "deliveries") -> dict[date, str]:
+    with engine.connect() as connection:
+        return partitions.existing(connection, table)
+
+
+def test_new_ids_carry_today_and_old_ids_carry_nothing() -> None:
+    assert day_of(new_id("evt")) == TODAY
+    assert day_of("evt_" + "a" * 24) is None  # a new_id of before
+    assert day_of("dlv_" + "0" * 12 + "5" + "0" * 19) is None  # a uuid5 delivery id
+    far = "evt_" + "0" * 12 + "7000" + "8" + "0" * 15  # carries 1970: not a partition day
+    assert event_day(far, TODAY) == TODAY
+
+
+def test_maintenance_creates_days_ahead_and_drops_old_days_keeping_dead(engine: Engine) -> None:
+    policy = keeper.Policy(timedelta(days=30), timedelta(days=90), ahead_days=3)
+    old, older = TODAY - timedelta(days=40), TODAY - timedelta(days=100)
+    with engine.begin() as connection:
+        partitions.ensure(connection, [old, older, old + timedelta(days=1)])
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as session:
+        for n, (status, day) in enumerate(
+            [
+                (DeliveryStatus.DEAD, old),
+                (DeliveryStatus.SUCCEEDED, old),
+                (DeliveryStatus.DEAD, older),
+            ]
+        ):
+            event = EventRow(tenant_id="t", id=f"e{n}", type="x", timestamp=datetime.now(UTC),
+                             data={}, day=day)  # fmt: skip
+            delivery = Delivery(id=f"d{n}", tenant_id="t", event_id=f"e{n}", subscription_id="s",
+                                event_type="x", status=status, day=day)  # fmt: skip
+            attempt = Attempt(delivery_id=f"d{n}", attempt=1, outcome="x", duration_s=0, day=day)
+            session.add_all([event, delivery, attempt])
+
+    outcome = keeper.maintain(engine, policy, TODAY)
+
+    assert outcome.ran
+    for table in partitions.TABLES:
+        days = _days(engine, table)
+        assert {TODAY + timedelta(days=n) for n in range(4)} <= set(days)
+        assert older not in days  # past the dead retention: gone whole
+        assert days[old] == partitions.name(table, old, kept=True)
+    assert old + timedelta(days=1) in outcome.dropped  # nothing dead there: gone at once
+    assert outcome.trimmed == {old: 1, old + timedelta(days=1): 0}
+    with sessions() as session:  # the dead one kept with its event and attempt, found by id
+        assert session.get(Delivery, "d0") is not None
+        assert session.get(EventRow, ("t", "e0")) is not None
+        assert session.scalar(select(func.count()).select_from(Attempt)) == 1
+        assert session.get(Delivery, "d1") is None and session.get(Delivery, "d2") is None
+    assert keeper.maintain(engine, policy, TODAY).trimmed == {}  # kept days are not trimmed again
+
+
+def test_one_runner_at_a_time(engine: Engine) -> None:
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": keeper.LOCK_KEY})
+        assert not keeper.maintain(engine, keeper.Policy()).ran
+        holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": keeper.LOCK_KEY})
+        holder.commit()
+    results: list[bool] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        results.append(keeper.maintain(engine, keeper.Policy()).ran)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    [t.start() for t in threads]  # type: ignore[func-returns-value]
+    [t.join() for t in threads]  # type: ignore[func-returns-value]
+    assert True in results  # at least one ran; never both at once (the lock says so above)
+
+
+def test_a_repeated_foreign_id_creates_nothing_on_a_later_day(engine: Engine) -> None:
+    sessions = make_sessionmaker(engine)
+    event = Event(id="order-17", tenant="t", type="x")
+    with sessions.begin() as session:
+        # As if it was first routed yesterday: its row lives in yesterday's partition.
+        session.add(EventRow(tenant_id="t", id=event.id, type="x", timestamp=event.timestamp,
+                             data={}, day=TODAY - timedelta(days=1)))  # fmt: skip
+    with sessions.begin() as session:
+        assert persist_batch(session, [(event, [Target("sub_1", "t", ("x",))])]) == []
+    mine = Event(tenant="t", type="x")  # an id that carries its day
+    with sessions.begin() as session:
+        assert len(persist_batch(session, [(mine, [Target("sub_1", "t", ("x",))])])) == 1
+    with sessions.begin() as session:
+        assert persist_batch(session, [(mine, [Target("sub_1", "t", ("x",))])]) == []
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 1
+        (row,) = session.scalars(select(Delivery))
+        assert row.day == TODAY == day_of(row.id)
+
+
+def test_upgrade_of_a_populated_database_keeps_every_row() -> None:
+    with temporary_database() as url:
+        migrate.upgrade(url, "0010")
+        engine = make_engine(url)
+        then = datetime.now(UTC) - timedelta(days=5)
+        with engine.begin() as c:
+            for n in range(50):
+                c.execute(text("INSERT INTO events (tenant_id, id, type, timestamp, data, "
+                               "received_at) VALUES ('t', :id, 'x', :at, '{}', :at)"),
+                          {"id": f"e{n}", "at": then})  # fmt: skip
+                c.execute(text("INSERT INTO deliveries (id, tenant_id, event_id, subscription_id,"
+                               " event_type, status, attempts, replay_count, created_at, "
+                               "updated_at, finished_at) VALUES (:id, 't', :e, 's', 'x', :st, 1,"
+                               " 0, :at, :at, :at)"),
+                          {"id": f"dlv_{n}", "e": f"e{n}",
+                           "st": DeliveryStatus.DEAD if n % 2 else DeliveryStatus.SUCCEEDED,
+                           "at": then})  # fmt: skip
+                c.execute(text("INSERT INTO attempts (delivery_id, attempt, outcome, duration_s,"
+                               " created_at) VALUES (:d, 1, 'x', 0, :at)"),
+                          {"d": f"dlv_{n}", "at": then})  # fmt: skip
+        migrate.upgrade(url)
+        sessions = make_sessionmaker(engine)
+        with sessions() as session:
+            for model in (EventRow, Delivery, Attempt):
+                assert session.scalar(select(func.count()).select_from(model)) == 50
+            dead = session.scalars(
+                select(Delivery.id).where(Delivery.status == DeliveryStatus.DEAD)
+            ).all()
+            assert len(dead) == 25
+            listed = list_dead(session, DeadFilter(tenant="t"), limit=100)  # as `dlq list`
+            assert sorted(d.id for d in listed) == sorted(dead)
+            old = session.get(Delivery, "dlv_1")  # an id without time: found all the same
+            assert old is not None and old.day == then.date()
+        with sessions.begin() as session:  # a repeat of an old event creates nothing
+            repeat = Event(id="e3", tenant="t", type="x")
+            assert persist_batch(session, [(repeat, [Target("s", "t", ("x",))])]) == []
+        with engine.connect() as c:
+            assert then.date() in partitions.existing(c, "deliveries")
+        engine.dispose()
+
+
+def test_lookups_by_id_find_ids_with_and_without_time(sessions: sessionmaker[Session]) -> None:
+    new = delivery_id_for("t", "e1", "s", TODAY)
+    old = "dlv_" + "1" * 12 + "5" + "1" * 19  # a uuid5 id of before 0011
+    with sessions.begin() as session:
+        for n, delivery_id in enumerate((new, old)):
+            session.add(Delivery(id=delivery_id, tenant_id="t", event_id=f"e{n}",
+                                 subscription_id="s", event_type="x"))  # fmt: skip
+    with sessions() as session:
+        for delivery_id in (new, old):
+            query = select(Delivery).where(
+                Delivery.id == delivery_id, *on_its_day(Delivery.day, delivery_id)
+            )
+            (found,) = session.scalars(query).all()
+            assert found.day == TODAY
+
+
+def test_the_keeper_leaves_sqlite_to_hookline_gc(sqlite_url: str) -> None:
+    migrate.upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    thread = keeper.PartitionKeeper(engine, keeper.Policy(), interval_s=0.01)
+    thread.start()
+    thread.stop()
+    assert not thread.is_alive() and thread.runs == 0 and thread.failure is None
+    engine.dispose()
