@@ -34,6 +34,7 @@ ScopeName = Literal[
     "subscriptions:write",
     "deliveries:read",
     "deliveries:replay",
+    "portal:mint",
 ]
 ALL_SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
 # A key created without `scopes` may only send events (docs/security.md).

@@ -16,6 +16,7 @@ ALL_SCOPES = {
     "subscriptions:write",
     "deliveries:read",
     "deliveries:replay",
+    "portal:mint",
 }
 KEY_FORMAT = re.compile(r"^hl_[A-Za-z0-9_-]{32}$")
 
