@@ -29,11 +29,13 @@ from hookline.api.routes import (
     deliveries,
     events,
     health,
+    portal,
     replays,
     subscription_actions,
     subscriptions,
     tenants,
 )
+from hookline.portal import create_portal
 from producer import Producer
 
 # Events are notifications, not file transfers; bigger bodies belong in the receiver's API.
@@ -112,10 +114,12 @@ def create_app(
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
         events, health, tenants, subscriptions, subscription_actions, deliveries, audit,
-        deadletters, replays,
+        deadletters, replays, portal,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
+    # The receivers' portal: HTML pages with their own session, CSRF and CSP (docs/portal.md).
+    app.mount("/portal", create_portal(app.state.services))
     # Added last, so outermost: the size limit holds before a body is stored for replay.
     app.add_middleware(Idempotency)
     document(app)
