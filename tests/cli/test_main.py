@@ -136,6 +136,8 @@ def test_dev_demo_delivers_signed_webhooks_and_exits(tmp_path: Path) -> None:
     assert output.count("signature valid") == 3
     assert "INVALID" not in output
     assert "all 3 demo webhooks delivered and verified" in output
+    portal = rf"portal for site B .*: http://127\.0\.0\.1:{port}/portal/open\?token=hlp_\S{{43}}\n"
+    assert re.search(portal, output), output
 
 
 def _ipv6_loopback() -> bool:
