@@ -2,6 +2,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The portal's browser tests use the system chromium; Playwright never downloads one.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 $(BIN)/hookline: pyproject.toml
 	$(PY) -m venv $(VENV)
