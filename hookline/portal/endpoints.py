@@ -77,7 +77,12 @@ async def create_endpoint(
             description=values["description"] or None,
         )
     except ValidationError as exc:
-        problem = {"title": "Add an endpoint", "values": values, "problems": _problems(exc)}
+        problem = {
+            "title": "Add an endpoint",
+            "values": values,
+            "problems": _problems(exc),
+            "nav": "endpoints",
+        }
         return page(
             request, "endpoint_new.html", problem,
             who=seen.session, theme=seen.theme, status_code=422,
@@ -93,7 +98,12 @@ async def create_endpoint(
             outbound=outbound(services),
         ),
     )
-    context: dict[str, Any] = {"title": "Endpoint added", "row": row, "secret": secret}
+    context: dict[str, Any] = {
+        "title": "Endpoint added",
+        "row": row,
+        "secret": secret,
+        "nav": "endpoints",
+    }
     return page(request, "endpoint_created.html", context, who=seen.session, theme=seen.theme)
 
 

@@ -111,7 +111,7 @@ async def rotate(
     secret, previous_until = await call(seen, run)
     context = {
         "title": "New signing secret", "secret": secret, "previous_until": previous_until,
-        "subscription_id": subscription_id, "rotated": True,
+        "subscription_id": subscription_id, "rotated": True, "nav": "endpoints",
     }  # fmt: skip
     return page(request, "secret.html", context, who=seen.session, theme=seen.theme)
 
@@ -133,7 +133,7 @@ async def reveal(
     secret, previous_until = await call(seen, run)
     context = {
         "title": "Signing secret", "secret": secret, "previous_until": previous_until,
-        "subscription_id": subscription_id, "rotated": False,
+        "subscription_id": subscription_id, "rotated": False, "nav": "endpoints",
     }  # fmt: skip
     return page(request, "secret.html", context, who=seen.session, theme=seen.theme)
 
