@@ -8,6 +8,7 @@ its pages only, and its refusals are HTML pages rather than the API's JSON error
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
@@ -36,6 +37,12 @@ def create_portal(services: Services) -> FastAPI:
     @portal.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
         return refusal(request, exc.status_code, exc.message, exc.theme)
+
+    @portal.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # Names the field only: the value may be what an attacker put in the address.
+        fields = sorted({str(error["loc"][-1]) for error in exc.errors() if error.get("loc")})
+        return refusal(request, 422, f"not a valid value: {', '.join(fields) or 'the request'}")
 
     @portal.exception_handler(404)
     async def missing(request: Request, exc: Exception) -> Response:

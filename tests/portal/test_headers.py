@@ -127,3 +127,14 @@ def test_a_link_lives_at_most_a_day(portal: Portal) -> None:
             "/v1/portal/links", json={"expires_in_s": seconds}, headers=key
         )
         assert answer.status_code == 422
+
+
+def test_a_bad_query_is_a_422_page_with_the_portals_headers(portal: Portal) -> None:
+    tenant, _ = portal.tenant()
+    browser = portal.open(tenant)
+    answer = browser.get("/portal/deliveries", params={"event_type": "<script>" * 100})
+    assert answer.status_code == 422
+    assert "text/html" in answer.headers["content-type"]
+    assert "<script>" not in answer.text
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert browser.get("/portal/deliveries?status=nope").status_code == 422
