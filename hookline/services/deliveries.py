@@ -106,16 +106,19 @@ def request_headers(subscription: Subscription | None) -> list[tuple[str, str]]:
 
 
 def health(session: Session, tenant_id: str, subscription_id: str) -> Health:
-    """Success rates over the last hour and day, from finished deliveries."""
+    """Success rates of the deliveries created in the last hour and day that are finished
+    (succeeded or dead). By creation time, so `ix_deliveries_subscription_created` reads
+    only the window's rows."""
     now = utcnow()
 
     def counts(since: datetime) -> tuple[int, int, int]:
         rows = session.execute(
             select(Delivery.status, func.count())
             .where(
-                Delivery.tenant_id == tenant_id,
                 Delivery.subscription_id == subscription_id,
-                Delivery.finished_at >= since,
+                Delivery.created_at >= since,
+                Delivery.tenant_id == tenant_id,
+                Delivery.status.in_((SUCCEEDED, DEAD)),
             )
             .group_by(Delivery.status)
         ).all()
