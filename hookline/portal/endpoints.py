@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from common.db.models import Subscription
 from hookline.api.deps import Services, get_services
-from hookline.api.subscription_schemas import SubscriptionCreate
+from hookline.api.subscription_schemas import SubscriptionCreate, SubscriptionUpdate
 from hookline.portal.calls import NOTICES, allowed_or_404, back_to, call, outbound
 from hookline.portal.session import Posted, Refused, Viewer, posted, viewer
 from hookline.portal.web import page
@@ -148,16 +148,16 @@ async def edit_endpoint(
 ) -> Response:
     seen = form.viewer
     allowed_or_404(seen, subscription_id)
-    changes: dict[str, Any] = {
-        "url": form.field("url"),
-        "event_types": _types(form.field("event_types")),
-        "description": form.field("description") or None,
-    }
     try:
-        # The API's rules for each field, by checking them as a new subscription would be.
-        SubscriptionCreate(url=changes["url"], event_types=changes["event_types"])
+        # The API's own rules for each field (PATCH /v1/subscriptions/{id}).
+        update = SubscriptionUpdate(
+            url=form.field("url"),
+            event_types=_types(form.field("event_types")),
+            description=form.field("description") or None,
+        )
     except ValidationError as exc:
         raise Refused(422, "; ".join(_problems(exc)), seen.theme) from None
+    changes = update.model_dump(exclude_unset=True)
     await call(
         seen,
         lambda: subscriptions.change(
