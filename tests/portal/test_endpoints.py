@@ -3,9 +3,11 @@ result, editing goes through the API's rules, a test event reaches the one endpo
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from common.db.models import Delivery, Subscription
+from common.db.models import DEAD, Delivery, ReplayJob, Subscription
+from common.wire import utcnow
+from tests import builders
 from tests.portal.conftest import Portal
 
 
@@ -64,3 +66,35 @@ def test_a_test_event_goes_to_one_endpoint_only(portal: Portal) -> None:
         rows = session.scalars(select(Delivery)).all()
     assert [(r.subscription_id, r.event_type) for r in rows] == [(mine, "hookline.test")]
     assert everything not in {r.subscription_id for r in rows}
+
+
+def test_retrying_a_failed_delivery_starts_a_replay_job_of_one(portal: Portal) -> None:
+    tenant, _ = portal.tenant()
+    sub = portal.subscribe(tenant)
+    with portal.api.sessionmaker() as session, session.begin():
+        message = builders.delivery(session, builders.event(tenant), sub)
+        session.execute(
+            update(Delivery).where(Delivery.id == message.delivery_id)
+            .values(status=DEAD, dead_reason="max_attempts", finished_at=utcnow())
+        )  # fmt: skip
+    link = portal.mint(tenant, scope="manage")
+    browser = portal.browser()
+    browser.get(link["url"])
+    page = browser.get(f"/portal/deliveries/{message.delivery_id}")
+    assert "Retry delivery" in page.text
+    answer = browser.post(
+        f"/portal/deliveries/{message.delivery_id}/retry", data={"csrf": portal.csrf(browser)}
+    )
+    assert answer.status_code == 200 and "Re-sending failed deliveries" in answer.text
+    job_id = str(answer.url).rsplit("/", 1)[1]
+    progress = browser.get(f"/portal/jobs/{job_id}/progress").json()
+    assert progress["total"] == 1
+    with portal.api.sessionmaker() as session:
+        job = session.get(ReplayJob, job_id)
+    assert job is not None and job.actor == f"portal:{link['id']}" and job.tenant_id == tenant
+    # Another session of the same tenant does not see this session's job.
+    other = portal.open(tenant, scope="manage")
+    assert other.get(f"/portal/jobs/{job_id}").status_code == 404
+    mounted = next(r for r in portal.api.app.routes if getattr(r, "path", "") == "/portal")
+    for thread in getattr(mounted.app.state, "replay_threads", {}).values():  # type: ignore[attr-defined]
+        thread.join(10)
