@@ -157,7 +157,7 @@ def exchange(session: Session, token: str, *, source_ip: str | None) -> tuple[Po
         ).first()
     )
     if row.used_at is not None:
-        raise LinkRefused("this link has been used already: ask for a new one")
+        raise LinkRefused("this link has been used already")
     session_token = SESSION_PREFIX + secrets.token_urlsafe(32)
     row.used_at = utcnow()
     row.session_hash = _hash(session_token)
