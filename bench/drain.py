@@ -1,12 +1,14 @@
 """Drain: a backlog of queued deliveries, emptied by dispatcher processes; their memory.
 
     .venv/bin/python -m bench.drain [--deliveries 20000] [--dispatchers 2] [--concurrency 8]
-        [--runs 3] [--baseline 10000] [--profile out.txt]
+        [--processes N] [--runs 3] [--baseline 10000] [--profile out.txt]
 
 Each run: the router turns `--deliveries` events into as many queued deliveries (one
 subscription per event; rows in PostgreSQL, messages in `hookline.deliveries`) and is
 stopped; then `--dispatchers` processes start and drain the queue, each attempt and
-delivery state persisted. Reported: deliveries/s from the first receipt to the last (and
+delivery state persisted. With `--processes N`, one `hookline dispatcher --processes N`
+(a supervisor and N children, issue 17) drains instead of separate dispatchers; its RSS
+and CPU are the whole tree's. Reported: deliveries/s from the first receipt to the last (and
 from the dispatchers' start), next to the direct-POST baseline of the same run; CPU per
 delivery of each component; dispatcher RSS at the start, its peak and at the end of the
 drain (the memory figure, with `--deliveries 100000`). `--profile` runs py-spy (`--gil`:
@@ -45,7 +47,8 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
     with stack(workdir) as running:
         url = running.receiver("receiver") + "/hooks"
         _, secret = running.subscribe(url, ["order.*"])
-        direct = baseline(url, secret, args.baseline, args.concurrency * args.dispatchers)
+        workers = args.processes or args.dispatchers
+        direct = baseline(url, secret, args.baseline, args.concurrency * workers)
         running.start("router", "router")
         with Producer(Settings(database_url=running.database_url,
                                broker_url=running.broker_url)) as producer:  # fmt: skip
@@ -57,9 +60,14 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         assert queued == count, f"only {queued} of {count} deliveries queued"
         cpu_before = running.cpu()
         started = time.time()
-        names = [f"dispatcher-{n}" for n in range(args.dispatchers)]
-        for name in names:
-            running.start(name, "dispatcher", "--concurrency", str(args.concurrency))
+        concurrency = ("--concurrency", str(args.concurrency))
+        if args.processes:
+            names = ["dispatcher-0"]
+            running.start(names[0], "dispatcher", *concurrency, "--processes", str(args.processes))
+        else:
+            names = [f"dispatcher-{n}" for n in range(args.dispatchers)]
+            for name in names:
+                running.start(name, "dispatcher", *concurrency)
         pid = running.procs[names[0]].pid
         profiler = profile(pid, args.profile) if args.profile else None
 
@@ -79,6 +87,9 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
     peaks = [round(max(s[i] for s in sampler.values), 1) for i in range(len(names))]
     return {
         "run": number,
+        "mode": f"one dispatcher, {args.processes} processes"
+        if args.processes
+        else f"{args.dispatchers} dispatchers",
         "deliveries": count,
         "succeeded": done,
         "received": len(received),
@@ -99,6 +110,8 @@ def main() -> int:
     parser.add_argument("--deliveries", type=int, default=20_000)
     parser.add_argument("--dispatchers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--processes", type=int, default=0,
+                        help="one dispatcher, this many processes, not --dispatchers")  # fmt: skip
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", type=int, default=10_000)
     parser.add_argument("--profile", help="py-spy raw output for the first dispatcher")

@@ -4,8 +4,9 @@ confirm, on a fresh RabbitMQ vhost and PostgreSQL database.
     .venv/bin/python -m bench.ingest --runs 3
 
 Per run, against the same API process:
-- baseline: `GET /healthz` requests/s (FastAPI without broker or database; a sync route,
-  so one worker-thread hop a request);
+- baseline: `GET /healthz` requests/s (FastAPI without broker or database; a coroutine
+  since issue 15, with no worker-thread hop, so it runs about twice what it did when it
+  was a sync route: compare single ingest with `floor` across that change);
 - floor: requests/s of a bare ASGI app answering 202 on its own uvicorn process, the same
   client and connections (what one uvicorn process can serve here at all);
 - single: `POST /v1/events` events/s, one event per request, from `--connections`

@@ -277,6 +277,8 @@ def stack(workdir: Path) -> Iterator[Stack]:
             "HOOKLINE_SECRET_KEY": SECRET_KEY,
             "HOOKLINE_ALLOW_PRIVATE_TARGETS": "true",
             "HOOKLINE_LOG_LEVEL": "WARNING",
+            # One process per `hookline` command unless a benchmark asks for --processes.
+            "HOOKLINE_PROCESSES": "1",
         }
         running = Stack(database_url, broker_url, sessions, workdir, tenant_id, env)
         try:

@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOOKLINE_", extra="ignore")
 
     database_url: str = "sqlite:///hookline.db"
+    # One amqp:// URL, or the URLs of a cluster's nodes separated by commas (fail-over).
     broker_url: str = "amqp://guest:guest@localhost:5672/%2F"
+    # Replicas per quorum queue at creation; 0: one per node in broker_url, at most 5 (a
+    # single URL leaves it to RabbitMQ). Set it when one URL is a load balancer.
+    quorum_group_size: int = Field(default=0, ge=0, le=9)
     # `memory://` outside `hookline dev`: only tests turn this on (a command's in-memory
     # broker ends with its process, and whatever it was given with it).
     allow_memory_broker: bool = False
@@ -49,6 +53,8 @@ class Settings(BaseSettings):
     # Delivery messages a dispatcher holds unsettled; 0: eight per sending thread, at most
     # 1,000. Enough that the threads stay busy while a batch is being settled.
     dispatcher_prefetch: int = Field(default=0, ge=0, le=10_000)
+    # Worker processes of `hookline router` and `hookline dispatcher` (0: one per core).
+    processes: int = Field(default=0, ge=0, le=256)
     allow_private_targets: bool = False
     allow_http: bool = False
     metrics_port: int | None = None
@@ -72,6 +78,14 @@ class Settings(BaseSettings):
     # The fastest replay a tenant's key may ask for (copies per second); the admin token
     # may ask for more, or for unlimited.
     replay_max_rate_per_s: float = Field(default=500.0, gt=0)
+    # Per-tenant API limits (architecture §7, "Per-tenant API limits"): the defaults of
+    # every tenant, which the admin API overrides per tenant (`/v1/tenants/{id}/limits`).
+    tenant_ingest_rate_per_s: float = Field(default=1000.0, ge=0.01, le=1_000_000)
+    tenant_max_batch_events: int = Field(default=1000, ge=1, le=1000)
+    tenant_max_handshakes: int = Field(default=4, ge=1, le=1000)
+    tenant_replay_starts_per_min: int = Field(default=10, ge=1, le=10_000)
+    # Outbound calls (handshakes) an API process runs at once, all tenants together.
+    api_max_handshakes: int = Field(default=32, ge=1, le=1000)
     # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     endpoint_max_in_flight: int = Field(default=16, ge=1)

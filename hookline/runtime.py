@@ -72,7 +72,11 @@ def command_transport(settings: Settings) -> Transport:
     """The broker of a one-shot command (`hookline publish`): a real one, and an answer
     within seconds when it is unreachable."""
     require_real_broker(settings)
-    return open_transport(settings.broker_url, connect_budget_s=WAITING_CALLER_CONNECT_S)
+    return open_transport(
+        settings.broker_url,
+        connect_budget_s=WAITING_CALLER_CONNECT_S,
+        quorum_group_size=settings.quorum_group_size,
+    )
 
 
 def build_runtime(
@@ -91,7 +95,12 @@ def build_runtime(
     budget_s = WAITING_CALLER_CONNECT_S if caller_waits else None
     return Runtime(
         settings=settings,
-        transport=open_transport(settings.broker_url, memory=memory, connect_budget_s=budget_s),
+        transport=open_transport(
+            settings.broker_url,
+            memory=memory,
+            connect_budget_s=budget_s,
+            quorum_group_size=settings.quorum_group_size,
+        ),
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
         metrics=Metrics(

@@ -92,7 +92,11 @@ class Producer:
         metrics: Metrics | None = None,
     ) -> None:
         self._owns_transport = transport is None
-        self._transport = open_transport(settings.broker_url) if transport is None else transport
+        if transport is None:
+            transport = open_transport(
+                settings.broker_url, quorum_group_size=settings.quorum_group_size
+            )
+        self._transport = transport
         self._topology = topology.build(settings.retry_tiers_s)
         self._metrics = metrics
         self._timeout_s = settings.publish_timeout_s

@@ -48,7 +48,7 @@ def _wait_port(port: int, *, open_: bool, timeout_s: float) -> bool:
 class PrivateRabbit:
     """A RabbitMQ node of its own; `restart` stops it (its queues survive) and starts it."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, cookie: str | None = None) -> None:
         self.base = base
         self.node = f"hl-fault-{secrets.token_hex(3)}@localhost"
         self.port = free_port()
@@ -59,6 +59,9 @@ class PrivateRabbit:
         )
         (base / "enabled_plugins").write_text("[].\n")
         (base / "rabbitmq-env.conf").write_text("")
+        if cookie is not None:  # nodes of one cluster share it (rabbitmqctl reads it too)
+            (base / ".erlang.cookie").write_text(cookie)
+            (base / ".erlang.cookie").chmod(0o400)
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(base),
@@ -79,11 +82,11 @@ class PrivateRabbit:
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
 
-    def _ctl(self, *args: str, timeout_s: float = START_TIMEOUT_S) -> None:
-        subprocess.run(
+    def _ctl(self, *args: str, timeout_s: float = START_TIMEOUT_S) -> str:
+        return subprocess.run(
             [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.node, *args],
-            env=self.env, check=True, capture_output=True, timeout=timeout_s,
-        )  # fmt: skip
+            env=self.env, check=True, capture_output=True, text=True, timeout=timeout_s,
+        ).stdout  # fmt: skip
 
     def start(self) -> None:
         subprocess.run(
@@ -117,6 +120,52 @@ class PrivateRabbit:
         with contextlib.suppress(OSError, ValueError):
             return int((self.base / "node.pid").read_text().strip())
         return None
+
+
+class PrivateCluster:
+    """`size` private RabbitMQ nodes joined into one cluster (a shared Erlang cookie, each
+    node its own name, ports and directory), all on 127.0.0.1."""
+
+    def __init__(self, base: Path, size: int = 3) -> None:
+        cookie = secrets.token_hex(16).upper()
+        self.nodes = [PrivateRabbit(base / f"node{i}", cookie) for i in range(size)]
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated: `HOOKLINE_BROKER_URL` for a cluster."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> None:
+        first, *others = self.nodes
+        first.start()
+        for node in others:
+            node.start()
+            node._ctl("stop_app")
+            node._ctl("join_cluster", first.node)
+            node._ctl("start_app")
+        for node in self.nodes:
+            if not _wait_port(node.port, open_=True, timeout_s=START_TIMEOUT_S):
+                raise RuntimeError(f"cluster node {node.node} did not listen")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def ctl(self, *args: str) -> str:
+        """`rabbitmqctl` against the first running node."""
+        for node in self.nodes:
+            if port_open("127.0.0.1", node.port, 0.2):
+                return node._ctl(*args)
+        raise RuntimeError("no cluster node is running")
+
+    def leader(self, vhost: str, queue: str) -> PrivateRabbit:
+        """The node that holds the leader of quorum queue `queue`."""
+        for line in self.ctl("list_queues", "-p", vhost, "--quiet", "--no-table-headers",
+                             "name", "leader").splitlines():  # fmt: skip
+            name, _, leader = line.partition("\t")
+            if name == queue:
+                return next(node for node in self.nodes if node.node == leader.strip())
+        raise RuntimeError(f"no queue {queue!r} in vhost {vhost!r}")
 
 
 def _pg_bin() -> Path:
@@ -174,6 +223,17 @@ def private_rabbit(base: Path) -> Iterator[PrivateRabbit]:
         yield rabbit
     finally:
         rabbit.stop()
+
+
+@contextlib.contextmanager
+def private_cluster(base: Path, size: int = 3) -> Iterator[PrivateCluster]:
+    cluster = PrivateCluster(base, size)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,8 @@ class Services:
     """`hookline` processes sharing one environment, each logging to its own file."""
 
     def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
+        # One process per service unless a test asks for more (the default is one per core).
+        self.env = {"HOOKLINE_PROCESSES": "1", **env}
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -7,7 +7,7 @@ so any one of them can come up first.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 EVENTS = "hookline.events"
@@ -27,6 +27,11 @@ H_REASON = "x-hookline-reason"
 H_ERROR = "x-hookline-error"
 H_SOURCE_QUEUE = "x-hookline-source-queue"
 H_RECHECK = "x-hookline-recheck"
+
+# How many nodes of a RabbitMQ cluster hold a replica of each quorum queue. Applied at
+# creation only: RabbitMQ keeps an existing queue's members (`rabbitmq-queues grow`).
+QUORUM_GROUP_SIZE = "x-quorum-initial-group-size"
+MAX_QUORUM_GROUP_SIZE = 5  # a majority of 5 rides out two lost nodes; more only slows writes
 
 ExchangeKind = Literal["topic", "direct", "fanout"]
 
@@ -114,3 +119,16 @@ def build(retry_delays_s: tuple[float, ...]) -> Topology:
         Exchange(POISON, "fanout"),
     )
     return Topology(exchanges, tuple(queues))
+
+
+def with_quorum_group_size(plan: Topology, size: int | None) -> Topology:
+    """`plan` with every quorum queue created on `size` nodes (None: the broker's default)."""
+    if size is None:
+        return plan
+    queues = tuple(
+        replace(q, arguments={**q.arguments, QUORUM_GROUP_SIZE: size})
+        if q.arguments.get("x-queue-type") == "quorum"
+        else q
+        for q in plan.queues
+    )
+    return replace(plan, queues=queues)

@@ -20,9 +20,13 @@ from common.transport import Transport
 from hookline.api import errors
 from hookline.api.deps import Services
 from hookline.api.fast_ingest import BATCH, SINGLE, FastIngest
+from hookline.api.handshakes import HandshakeGate
 from hookline.api.idempotency import Idempotency, document
 from hookline.api.keycache import KeyCache
+from hookline.api.limitbook import LimitBook
 from hookline.api.limits import BodyLimit, RefuseNul
+from hookline.api.quota import Quota
+from hookline.api.readiness import ReadyProbe
 from hookline.api.routes import (
     audit,
     deadletters,
@@ -33,8 +37,10 @@ from hookline.api.routes import (
     replays,
     subscription_actions,
     subscriptions,
+    tenant_limits,
     tenants,
 )
+from hookline.api.routes.health import readiness_checks
 from hookline.portal import create_portal
 from producer import Producer
 
@@ -57,7 +63,7 @@ def _operation_id(route: APIRoute) -> str:
 
 
 @asynccontextmanager
-async def _serving(_app: FastAPI) -> AsyncIterator[None]:
+async def _serving(app: FastAPI) -> AsyncIterator[None]:
     # Under single-event load the collector ran ~100 young collections per 1,000 requests,
     # each walking what the requests in flight hold (futures, scopes, frames) while they
     # wait for confirms, plus full collections over everything the process imported (~150,000
@@ -69,6 +75,9 @@ async def _serving(_app: FastAPI) -> AsyncIterator[None]:
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     yield
+    services: Services = app.state.services
+    for own_threads in (services.handshakes, services.quota, services.limits, services.ready):
+        own_threads.close()
 
 
 class _HooklineApp(FastAPI):
@@ -100,21 +109,26 @@ def create_app(
         generate_unique_id_function=_operation_id,
         lifespan=_serving,
     )
+    producer = producer or Producer(settings, transport=transport, metrics=metrics)
     app.state.services = Services(
         settings=settings,
         transport=transport,
         sessionmaker=sessionmaker,
         metrics=metrics,
-        producer=producer or Producer(settings, transport=transport, metrics=metrics),
+        producer=producer,
         secret_box=SecretBox(settings.secret_key or DEV_SECRET_KEY),
         key_cache=KeyCache(settings.api_key_cache_s),
+        limits=LimitBook(sessionmaker, settings),
+        quota=Quota(sessionmaker),
+        handshakes=HandshakeGate(sessionmaker, settings.api_max_handshakes),
+        ready=ReadyProbe(readiness_checks(sessionmaker, transport, producer)),
         resolver=resolver,
     )
     errors.install(app)
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
         events, health, tenants, subscriptions, subscription_actions, deliveries, audit,
-        deadletters, replays, portal,
+        deadletters, replays, tenant_limits, portal,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

@@ -12,7 +12,11 @@ from common.secretbox import SecretBox
 from common.settings import Settings
 from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
+from hookline.api.handshakes import HandshakeGate
 from hookline.api.keycache import KeyCache
+from hookline.api.limitbook import LimitBook
+from hookline.api.quota import Quota
+from hookline.api.readiness import ReadyProbe
 from producer import Producer
 
 
@@ -25,6 +29,12 @@ class Services:
     producer: Producer
     secret_box: SecretBox
     key_cache: KeyCache
+    # Per-tenant API limits (issue 15): the limits in force, the shared rate counters, the
+    # gate that every call to a tenant's endpoint goes through; readiness on its own threads.
+    limits: LimitBook
+    quota: Quota
+    handshakes: HandshakeGate
+    ready: ReadyProbe
     # Tests inject one to point names at chosen addresses; production asks the system.
     resolver: Resolver = system_resolver
 

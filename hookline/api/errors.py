@@ -31,6 +31,7 @@ _CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "too_many_requests",
     500: "internal",
     503: "unavailable",
 }
@@ -41,6 +42,7 @@ _DESCRIPTIONS = {
     409: "Conflicts with the resource's state or with another resource",
     413: "The request body is too large",
     422: "The request does not fit the schema",
+    429: "Over one of the tenant's API limits; retry after `Retry-After` seconds",
     503: "A dependency (broker or database) is unavailable; retrying may succeed",
 }
 

@@ -6,7 +6,8 @@ fits the schema, no `Idempotency-Key`. Those are validated against the routes' o
 (a batch in one pass over the raw body, every item valid) and published here; every other
 request (unknown key, restricted networks, a schema error anywhere, a key to remember, a
 body without a length or over its limit) goes on to the full route untouched, so its
-answers cannot differ. Same events, same checks, same producer: only the way is shorter.
+answers cannot differ. Same events, same checks (the tenant's limits too, with the same
+`admit_events`), same producer: only the way is shorter.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hookline.api.deps import Services
 from hookline.api.errors import ApiError, error_response
 from hookline.api.routes.events import accepted_batch, broker_unavailable, wire_fields
 from hookline.api.schemas import MAX_BATCH_EVENTS, EventAccepted, EventIn, Strict
+from hookline.api.tenant_limits import admit_events
 from hookline.services.keys import KEY_PREFIX
 from producer import InvalidEvent
 
@@ -67,7 +69,15 @@ class FastIngest:
             await self.app(scope, _replaying(body, receive), send)  # the route words the 422
             return
         try:
+            if isinstance(parsed, EventIn):
+                await admit_events(services, tenant, 1)
+            else:
+                size = len(parsed.events)
+                await admit_events(services, tenant, size, batch=size)
             answer = await _accept(parsed, tenant, services)
+        except ApiError as exc:  # over one of the tenant's limits
+            await _error(exc, scope, receive, send)
+            return
         except InvalidEvent as exc:
             await _error(ApiError(422, "invalid_event", str(exc)), scope, receive, send)
             return

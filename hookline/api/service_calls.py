@@ -4,7 +4,7 @@ what the services need from the app, and their refusals as the API's error answe
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -22,6 +22,7 @@ from hookline.services.errors import (
 )
 from hookline.services.subscriptions import Outbound
 
+T = TypeVar("T")
 _STATUS: dict[type[ServiceError], int] = {
     NotFound: 404,
     Conflict: 409,
@@ -62,3 +63,10 @@ def admin(request: Request) -> Actor:
 
 def outbound(services: Services) -> Outbound:
     return Outbound(services.settings, services.resolver, services.secret_box)
+
+
+async def reaching_endpoint(services: Services, tenant_id: str, call: Callable[[], T]) -> T:
+    """Run `call`, which reaches the tenant's endpoint (name lookup, handshake), on the
+    handshake gate's threads under the tenant's cap: never on the request pool."""
+    limits = await services.limits.of(tenant_id)
+    return await services.handshakes.run(tenant_id, limits.max_handshakes, call)

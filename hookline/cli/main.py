@@ -30,6 +30,7 @@ from hookline.runtime import (
     require_real_broker,
     serve_probes,
 )
+from hookline.supervisor import available_cores, child_argvs, exec_supervisor, watch_parent
 
 app = OneLineErrors(help="Hookline: webhook delivery you can trust.", no_args_is_help=True)
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
@@ -43,8 +44,24 @@ console = Console()
 log = logging.getLogger("hookline")
 
 MetricsPort = Annotated[
-    int | None, typer.Option("--metrics-port", help="Serve /metrics on this port.")
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        help="Serve /metrics, /healthz and /readyz on this port (with --processes N: "
+        "one port per process, from this one up).",
+    ),
 ]
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        min=0,
+        help="Worker processes under one supervisor (default HOOKLINE_PROCESSES; 0: one "
+        "per core). --concurrency is per process.",
+    ),
+]
+# Set by the supervisor on the command lines of its children (hookline/supervisor.py).
+ChildIndex = Annotated[int | None, typer.Option("--child-index", hidden=True)]
 
 
 def _settings(**overrides: object) -> Settings:
@@ -119,19 +136,35 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
         raise typer.Exit(1)
 
 
-@app.command()
-def router(metrics_port: MetricsPort = None) -> None:
-    """Consume events, match subscriptions, emit deliveries."""
-    from router import Router
+def _supervise(command: str, settings: Settings, child: int | None, *args: str) -> None:
+    """With more than one process, become the supervisor instead of the service."""
+    count = settings.processes or available_cores()
+    if child is not None or count == 1:
+        return
+    require_real_broker(settings)  # refused here once, not by every child in a loop
+    argvs = child_argvs(command, count, metrics_port=settings.metrics_port, args=args)
+    exec_supervisor(command, argvs, log_format=settings.log_format, log_level=settings.log_level)
 
-    settings = _settings(metrics_port=metrics_port)
+
+@app.command()
+def router(
+    metrics_port: MetricsPort = None, processes: Processes = None, child: ChildIndex = None
+) -> None:
+    """Consume events, match subscriptions, emit deliveries."""
+    settings = _settings(metrics_port=metrics_port, processes=processes)
     if settings.secret_key:  # it opens no secret, but must not run beside a mis-keyed API
         _require_real_secrets(settings)
+    _supervise("router", settings, child)
+    from router import Router  # not in a supervisor, which only starts processes
+
     runtime = build_runtime(settings)
     if settings.metrics_port:
-        serve_probes(runtime, settings.metrics_port, backlog=True)
+        # The backlog gauges describe shared state: one process of a supervisor exports them.
+        serve_probes(runtime, settings.metrics_port, backlog=not child)
     stop = threading.Event()
     install_stop_handlers(stop)
+    if child is not None:
+        watch_parent(stop)
     worker = Router(settings, runtime.transport, runtime.sessionmaker, runtime.metrics)
     log.info("router started")
     try:
@@ -143,14 +176,21 @@ def router(metrics_port: MetricsPort = None) -> None:
 
 @app.command()
 def dispatcher(
-    concurrency: Annotated[int | None, typer.Option(help="Concurrent HTTP deliveries.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Concurrent HTTP deliveries, per process.")
+    ] = None,
     metrics_port: MetricsPort = None,
+    processes: Processes = None,
+    child: ChildIndex = None,
 ) -> None:
     """Deliver webhooks: POST, classify, retry, dead-letter."""
-    from dispatcher import Dispatcher
-
-    settings = _settings(dispatcher_concurrency=concurrency, metrics_port=metrics_port)
+    settings = _settings(
+        dispatcher_concurrency=concurrency, metrics_port=metrics_port, processes=processes
+    )
     _require_real_secrets(settings)
+    _supervise("dispatcher", settings, child, "--concurrency", str(settings.dispatcher_concurrency))
+    from dispatcher import Dispatcher  # not in a supervisor, which only starts processes
+
     runtime = build_runtime(settings, pool_size=4)
     runtime.metrics.concurrency.set(settings.dispatcher_concurrency)
     if settings.metrics_port:
@@ -160,6 +200,8 @@ def dispatcher(
     resumer = replay_resumer(settings, runtime)
     stop = resumer.stopping
     install_stop_handlers(stop)
+    if child is not None:
+        watch_parent(stop)
     worker = Dispatcher(
         settings,
         runtime.transport,

@@ -10,6 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from hookline.api.deps import Services
+from hookline.api.errors import ApiError
+from hookline.api.service_calls import reaching_endpoint
 from hookline.portal.session import Refused, Viewer
 from hookline.portal.web import PREFIX, secure
 from hookline.services.errors import Conflict, NotFound, ServiceError
@@ -27,11 +29,25 @@ def _status(exc: ServiceError) -> int:
 
 
 async def call(seen: Viewer, fn: Callable[[], T]) -> T:
-    """`fn()` on a worker thread; a `ServiceError` becomes a refusal page."""
+    """`fn()` on a worker thread; a `ServiceError` (or an API limit's `ApiError`: 429 over
+    the tenant's replay starts) becomes a refusal page."""
     try:
         return await run_in_threadpool(fn)
     except ServiceError as exc:
         raise Refused(_status(exc), exc.message, seen.theme) from None
+    except ApiError as exc:
+        raise Refused(exc.status_code, exc.message, seen.theme) from None
+
+
+async def reaching(seen: Viewer, services: Services, fn: Callable[[], T]) -> T:
+    """`fn()`, which reaches the tenant's endpoint (the handshake), on the API's handshake
+    gate under the tenant's cap, as the API's own routes do: never on the request pool."""
+    try:
+        return await reaching_endpoint(services, seen.session.tenant_id, fn)
+    except ServiceError as exc:
+        raise Refused(_status(exc), exc.message, seen.theme) from None
+    except ApiError as exc:
+        raise Refused(exc.status_code, exc.message, seen.theme) from None
 
 
 def allowed_or_404(seen: Viewer, subscription_id: str) -> None:

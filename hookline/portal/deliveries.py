@@ -13,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from common.db.models import DELIVERY_STATUSES, Delivery, Subscription
 from hookline.api.deps import Services, get_services
 from hookline.api.routes.replays import run_in_background
+from hookline.api.tenant_limits import admit_replay_start, replay_rate_cap
 from hookline.portal.calls import call
 from hookline.portal.session import Posted, Refused, Viewer, posted, viewer
 from hookline.portal.web import PREFIX, page, secure
@@ -111,10 +112,12 @@ async def retry_delivery(
     seen = form.viewer
 
     def run() -> str:
+        tenant = seen.session.tenant_id
+        admit_replay_start(services, tenant)  # 429 over the tenant's starts per minute
         with services.sessionmaker() as session, session.begin():
             job = deliveries.retry_one(
-                session, seen.session.tenant_id, seen.session.subscription_ids, delivery_id,
-                actor=seen.actor, rate_per_s=services.settings.replay_max_rate_per_s,
+                session, tenant, seen.session.subscription_ids, delivery_id,
+                actor=seen.actor, rate_per_s=replay_rate_cap(services, tenant),
             )  # fmt: skip
             return job.id
 

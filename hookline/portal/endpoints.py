@@ -13,7 +13,7 @@ from starlette.responses import Response
 from common.db.models import Subscription
 from hookline.api.deps import Services, get_services
 from hookline.api.subscription_schemas import SubscriptionCreate, SubscriptionUpdate
-from hookline.portal.calls import NOTICES, allowed_or_404, back_to, call, outbound
+from hookline.portal.calls import NOTICES, allowed_or_404, back_to, call, outbound, reaching
 from hookline.portal.session import Posted, Refused, Viewer, posted, viewer
 from hookline.portal.web import page
 from hookline.services import deliveries, subscriptions
@@ -87,8 +87,9 @@ async def create_endpoint(
             request, "endpoint_new.html", problem,
             who=seen.session, theme=seen.theme, status_code=422,
         )  # fmt: skip
-    row, secret = await call(
+    row, secret = await reaching(
         seen,
+        services,
         lambda: subscriptions.subscribe(
             services.sessionmaker,
             seen.session.tenant_id,
@@ -158,8 +159,9 @@ async def edit_endpoint(
     except ValidationError as exc:
         raise Refused(422, "; ".join(_problems(exc)), seen.theme) from None
     changes = update.model_dump(exclude_unset=True)
-    await call(
+    await reaching(
         seen,
+        services,
         lambda: subscriptions.change(
             services.sessionmaker,
             seen.session.tenant_id,

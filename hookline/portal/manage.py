@@ -11,7 +11,8 @@ from starlette.responses import RedirectResponse, Response
 
 from hookline.api.deps import Services, get_services
 from hookline.api.routes.replays import run_in_background
-from hookline.portal.calls import allowed_or_404, back_to, call, outbound
+from hookline.api.tenant_limits import admit_replay_start, replay_rate_cap
+from hookline.portal.calls import allowed_or_404, back_to, call, outbound, reaching
 from hookline.portal.session import Posted, Refused, posted
 from hookline.portal.web import PREFIX, page, secure
 from hookline.services import deliveries, subscriptions
@@ -60,8 +61,9 @@ async def verify(
 ) -> Response:
     seen = form.viewer
     allowed_or_404(seen, subscription_id)
-    outcome, _ = await call(
+    outcome, _ = await reaching(
         seen,
+        services,
         lambda: subscriptions.verify_again(
             services.sessionmaker,
             seen.session.tenant_id,
@@ -177,10 +179,12 @@ async def recover(
         raise Refused(422, f"since: a time in the last {MAX_RECOVER_DAYS} days", seen.theme)
 
     def run() -> str:
+        tenant = seen.session.tenant_id
+        admit_replay_start(services, tenant)  # 429 over the tenant's starts per minute
         with services.sessionmaker() as session, session.begin():
             job = deliveries.recover(
-                session, seen.session.tenant_id, subscription_id, since, actor=seen.actor,
-                rate_per_s=services.settings.replay_max_rate_per_s,
+                session, tenant, subscription_id, since, actor=seen.actor,
+                rate_per_s=replay_rate_cap(services, tenant),
             )  # fmt: skip
             return job.id
 

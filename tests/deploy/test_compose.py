@@ -153,3 +153,16 @@ def test_every_copied_path_exists_and_is_let_through_the_ignore_file() -> None:
         for source in copy.value[:-1]:
             assert (ROOT / source).exists(), source
             assert source.rstrip("/") in allowed, f"{source} is excluded from the context"
+
+
+def test_every_dispatcher_process_in_compose_is_scraped() -> None:
+    """`dispatcher --processes N` serves /metrics on 9100 ... 9100+N-1: Prometheus must
+    scrape each, and the others run one process (the default would count host cores)."""
+    services = resolved()["services"]
+    command = services["dispatcher"]["command"]
+    processes = int(command[command.index("--processes") + 1])
+    assert services["router"]["environment"]["HOOKLINE_PROCESSES"] == "1"
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "hookline-dispatcher"]
+    ports = sorted(sd["port"] for sd in job["dns_sd_configs"])
+    assert ports == list(range(9100, 9100 + processes))

@@ -172,3 +172,10 @@ def test_keda_scales_the_dispatchers_on_the_deliveries_queue_and_never_to_zero()
     assert scaled["spec"]["minReplicaCount"] >= 1
     auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     assert auth["spec"]["secretTargetRef"][0]["key"] == "HOOKLINE_BROKER_URL"
+
+
+def test_the_process_count_is_pinned_where_the_core_count_would_be_the_nodes() -> None:
+    """Pods have no CPU limit, so `--processes` by core count would start one process per
+    node core, each wanting its own metrics port: the ConfigMap pins one per pod."""
+    data = one(rendered(OVERLAYS[1]), "ConfigMap", "hookline-config")["data"]
+    assert Settings(processes=data["HOOKLINE_PROCESSES"]).processes == 1

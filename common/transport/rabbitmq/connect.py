@@ -1,9 +1,12 @@
-"""Connection policy: the parameters every connection opens with, which failures are worth
-retrying, and how pika's errors become `common.errors` ones."""
+"""Connection policy: the nodes a connection may go to, the parameters every connection
+opens with, which failures are worth retrying, and how pika's errors become
+`common.errors` ones."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,7 +16,10 @@ from pika import exceptions as amqp
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from common.errors import ConnectionLostError, TopologyError, TransportError
+from common.errors import ConfigurationError, ConnectionLostError, TopologyError, TransportError
+from common.transport.topology import MAX_QUORUM_GROUP_SIZE
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -27,6 +33,53 @@ NOT_FOUND, ACCESS_REFUSED, PRECONDITION_FAILED, NOT_ALLOWED = 404, 403, 406, 530
 # Failures that retrying cannot fix: wrong credentials, unknown vhost, wrong protocol.
 _REFUSED: tuple[type[Exception], ...] = (amqp.AuthenticationError, amqp.IncompatibleProtocolError)
 _REFUSED += (amqp.ProbableAuthenticationError, amqp.ProbableAccessDeniedError)
+
+
+class Nodes:
+    """The nodes of the broker: one amqp URL, or the URLs of a cluster's nodes separated by
+    commas. Every connection goes to the node that answered last; an attempt that fails
+    moves on to the next node in the list, so the retries of `connect` (and the outage's
+    probes) go round the cluster until a node answers.
+
+    Rotating here rather than handing pika a list of parameters: the publisher's
+    `SelectConnection` takes one, and one attempt per node keeps each bounded by the
+    caller's budget.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.urls = tuple(part.strip() for part in url.split(",") if part.strip())
+        if not self.urls or not all(u.startswith(("amqp://", "amqps://")) for u in self.urls):
+            raise ConfigurationError(
+                "HOOKLINE_BROKER_URL must be an amqp:// URL, or several separated by commas"
+            )
+        self._current = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def quorum_group_size(self, configured: int = 0) -> int | None:
+        """Replicas per quorum queue: `configured` when set; else one per listed node, at most
+        `MAX_QUORUM_GROUP_SIZE`; None for a single URL (maybe a load balancer in front of a
+        cluster of unknown size), which leaves it to the broker's default."""
+        if configured:
+            return configured
+        return min(len(self.urls), MAX_QUORUM_GROUP_SIZE) if len(self.urls) > 1 else None
+
+    def attempt(self, open_: Callable[[str], T]) -> T:
+        """`open_(url)` on the current node; when it fails, the next attempt tries the next."""
+        with self._lock:
+            index = self._current
+        try:
+            return open_(self.urls[index])
+        except Exception:
+            if len(self.urls) > 1:
+                with self._lock:
+                    if self._current == index:
+                        self._current = (index + 1) % len(self.urls)
+                log.info("RabbitMQ node did not answer; the next attempt tries the next node",
+                         extra={"node": index, "next": self._current})  # fmt: skip
+            raise
 
 
 def parameters(url: str, role: str, attempt_s: float = CONNECT_ATTEMPT_S) -> Any:

@@ -6,6 +6,7 @@ miss heartbeats and be dropped anyway)."""
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ from common.errors import (
 from common.transport.base import Consumer, Outgoing, Transport
 from common.transport.rabbitmq.connect import (
     CONNECT_BUDGET_S,
+    PRECONDITION_FAILED,
+    Nodes,
     channel_error,
     close_quietly,
     connect,
@@ -33,9 +36,11 @@ from common.transport.rabbitmq.connect import (
 from common.transport.rabbitmq.consumer import RabbitConsumer
 from common.transport.rabbitmq.outage import Outage
 from common.transport.rabbitmq.publisher import Batch, Publisher
-from common.transport.topology import Topology
+from common.transport.topology import QUORUM_GROUP_SIZE, Queue, Topology, with_quorum_group_size
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 HELPER_THREADS = 4  # `submit`'s blocking publishes: only while (re)connecting
 OPEN_GRACE_S = 1.0  # past an attempt's bound, for pika to report its own timeout first
@@ -53,8 +58,11 @@ class RabbitTransport(Transport):
     people (the API, the CLI) passes a budget of seconds, a service the default.
     """
 
-    def __init__(self, url: str, *, connect_budget_s: float = CONNECT_BUDGET_S) -> None:
-        self._url = url
+    def __init__(
+        self, url: str, *, connect_budget_s: float = CONNECT_BUDGET_S, quorum_group_size: int = 0
+    ) -> None:
+        self._nodes = Nodes(url)
+        self._group_size = self._nodes.quorum_group_size(quorum_group_size)
         self._connect_budget_s = connect_budget_s
         self._outage = Outage(self._probe)
         self._closed = False
@@ -65,11 +73,13 @@ class RabbitTransport(Transport):
         self._helper: ThreadPoolExecutor | None = None  # blocking publishes for `submit`
 
     def declare(self, topology: Topology) -> None:
+        plan = with_quorum_group_size(topology, self._group_size)
+
         def run(channel: Any) -> None:
-            for exchange in topology.exchanges:
+            for exchange in plan.exchanges:
                 channel.exchange_declare(exchange.name, exchange.kind, durable=True)
-            for queue in topology.queues:
-                channel.queue_declare(queue.name, durable=True, arguments=dict(queue.arguments))
+            for queue in plan.queues:
+                channel = _declare_queue(channel, queue)
                 for exchange_name, key in queue.bindings:
                     channel.queue_bind(queue.name, exchange_name, routing_key=key)
 
@@ -169,9 +179,12 @@ class RabbitTransport(Transport):
                     return self._publisher
 
             def attempt(attempt_s: float) -> Publisher:
-                publisher = Publisher(parameters(self._url, "publisher", attempt_s))
-                publisher.wait_open(attempt_s + OPEN_GRACE_S)
-                return publisher
+                def open_(url: str) -> Publisher:
+                    publisher = Publisher(parameters(url, "publisher", attempt_s))
+                    publisher.wait_open(attempt_s + OPEN_GRACE_S)
+                    return publisher
+
+                return self._nodes.attempt(open_)
 
             budget_s = min(self._connect_budget_s, max(0.0, deadline - time.monotonic()))
             fresh = self._connect(attempt, budget_s)
@@ -195,14 +208,18 @@ class RabbitTransport(Transport):
             raise BrokerUnavailableError(str(exc)) from None
 
     def _blocking(self, role: str) -> Any:
-        return self._connect(
-            lambda attempt_s: pika.BlockingConnection(parameters(self._url, role, attempt_s)),
-            self._connect_budget_s,
-        )
+        def attempt(attempt_s: float) -> Any:
+            return self._nodes.attempt(
+                lambda url: pika.BlockingConnection(parameters(url, role, attempt_s))
+            )
+
+        return self._connect(attempt, self._connect_budget_s)
 
     def _probe(self) -> None:
         """One full attempt, on the outage's reconnect thread; pika's errors pass through."""
-        close_quietly(pika.BlockingConnection(parameters(self._url, "reconnect")))
+        close_quietly(
+            self._nodes.attempt(lambda url: pika.BlockingConnection(parameters(url, "reconnect")))
+        )
 
     def consume(self, queue: str, *, prefetch: int) -> Consumer:
         connection = self._blocking(f"consumer {queue}")
@@ -254,3 +271,21 @@ class RabbitTransport(Transport):
             helper.shutdown(wait=False)
         for consumer in consumers:
             consumer.close()
+
+
+def _declare_queue(channel: Any, queue: Queue) -> Any:
+    """Declare `queue`; the channel to go on with. A quorum queue that exists with another
+    group size is kept as it is: the size applies only when a queue is created (an
+    operator grows an existing one with `rabbitmq-queues grow`), and refusing to start
+    over it would take a deployment down for a replica count."""
+    try:
+        channel.queue_declare(queue.name, durable=True, arguments=dict(queue.arguments))
+        return channel
+    except amqp.ChannelClosedByBroker as exc:
+        if exc.reply_code != PRECONDITION_FAILED or QUORUM_GROUP_SIZE not in exc.reply_text:
+            raise
+    log.info("queue exists with another quorum group size; kept as it is",
+             extra={"queue": queue.name})  # fmt: skip
+    channel = channel.connection.channel()
+    channel.queue_declare(queue.name, passive=True)
+    return channel

@@ -1,38 +1,32 @@
 """A per-subscription rate limit shared by every dispatcher replica, kept in the database.
 
-Time is cut into fixed windows (one second, or longer for rates under one a second). The
-`rate_windows` row of a subscription says which window it is in and how many requests of it
-have been handed out. A dispatcher claims a small chunk of requests with one conditional
-UPDATE (the database serialises the claims, so all replicas together never get more than
-the window's allowance) and spends the chunk locally: a database round trip per chunk,
-not per delivery. Requests left in a chunk when its window ends are dropped, so the limit
-errs on the slow side, by at most one chunk per replica and window.
-
-The windows use each host's clock; hosts are assumed to be NTP-synchronised. A host whose
-clock is behind the row's window simply gets nothing until it catches up.
+The `rate_windows` row of a subscription is a fixed-window counter of
+`common.db.ratewindow` (the API's per-tenant limits use the same claim): a dispatcher claims
+a small chunk of a window's requests with one conditional UPDATE and spends the chunk
+locally, a database round trip per chunk, not per delivery. All replicas together never get
+more than the window's allowance; requests left in a chunk when its window ends are dropped,
+so the limit errs on the slow side, by at most one chunk per replica and window.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from sqlalchemy import Table, and_, case, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db import ratewindow
 from common.db.models import RateWindow
+from common.db.ratewindow import Window
 
 log = logging.getLogger(__name__)
 
-WINDOW_MS = 1000
-CHUNK_FRACTION = 0.05  # of a window's allowance, claimed at a time
 OUTAGE_WAIT_S = 1.0
 
 _windows = cast(Table, RateWindow.__table__)
@@ -47,47 +41,20 @@ class _Bucket:
 
 def plan(per_s: float) -> tuple[int, int, int]:
     """(window length in ms, requests per window, chunk) for a rate of `per_s`."""
-    window_ms = max(WINDOW_MS, math.ceil(1000 / per_s))
-    allowance = max(1, round(per_s * window_ms / 1000))
-    return window_ms, allowance, max(1, math.ceil(allowance * CHUNK_FRACTION))
+    window = Window.per_second(per_s)
+    return window.length_ms, window.allowance, window.chunk
 
 
 def claim(
     session: Session, subscription_id: str, window_ms: int, allowance: int, chunk: int
 ) -> int:
     """Claim up to `chunk` requests of the window starting at `window_ms`: how many were given."""
-    c = _windows.c
-    fresh = c.window_ms < window_ms
-    first = min(chunk, allowance)
-    statement = (
-        update(_windows)
-        .where(c.subscription_id == subscription_id)
-        .where(or_(fresh, and_(c.window_ms == window_ms, c.granted < allowance)))
-        .values(
-            window_ms=window_ms,
-            # Each expression sees the row as it was before this UPDATE, on both databases.
-            last_grant=case(
-                (fresh, first),
-                (c.granted + chunk > allowance, allowance - c.granted),
-                else_=chunk,
-            ),
-            granted=case(
-                (fresh, first),
-                (c.granted + chunk > allowance, allowance),
-                else_=c.granted + chunk,
-            ),
-        )
-        .returning(c.last_grant)
-    )
-    granted = session.execute(statement).scalar_one_or_none()
-    return int(granted or 0)
+    key = {"subscription_id": subscription_id}
+    return ratewindow.claim(session, _windows, key, window_ms, allowance, chunk)
 
 
 def _insert_row(session: Session, subscription_id: str) -> None:
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    row = {"subscription_id": subscription_id, "window_ms": 0, "granted": 0, "last_grant": 0}
-    session.execute(module.insert(_windows).values(row).on_conflict_do_nothing())
+    ratewindow.ensure_row(session, _windows, {"subscription_id": subscription_id})
 
 
 class RateLimiter:

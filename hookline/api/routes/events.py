@@ -26,6 +26,7 @@ from hookline.api.schemas import (
     EventId,
     EventIn,
 )
+from hookline.api.tenant_limits import admit_events
 from producer import InvalidEvent
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ _EVENTS = TypeAdapter(list[EventIn])
     "",
     status_code=202,
     response_model=EventAccepted,
-    responses=documented(401, 403, 413, 422, 503),
+    responses=documented(401, 403, 413, 422, 429, 503),
 )
 async def publish_event(
     body: EventIn,
@@ -59,6 +60,7 @@ async def publish_event(
     """
     # Most requests are answered by `FastIngest` before they get here, in the same way:
     # `EventIn` checked every field, so the event is published without a second check.
+    await admit_events(services, principal.tenant_id, 1)
     fields = wire_fields(body, principal.tenant_id)
     if body.id is None and idempotency_key is not None:
         fields["id"] = idempotency_key
@@ -139,7 +141,7 @@ def accepted_batch(ids: list[str]) -> bytes:
     "/batch",
     status_code=202,
     response_model=BatchResult,
-    responses=documented(401, 403, 413, 422, 503),
+    responses=documented(401, 403, 413, 422, 429, 503),
 )
 async def publish_events(
     body: EventBatch,
@@ -151,6 +153,8 @@ async def publish_events(
     Events that do not fit the schema are rejected one by one (the others still go); the
     valid ones are accepted together once the broker confirmed them all. On a 503 none
     was accepted: retry the batch, and events with ids are delivered once all the same.
+    The valid events count against the tenant's events per second (429 over it: none
+    accepted); a batch over the tenant's batch size is refused whole (422).
     """
     results: list[dict[str, Any]] = []
     valid: list[WireEvent] = []
@@ -160,6 +164,7 @@ async def publish_events(
             continue
         valid.append(wire_fields(item, principal.tenant_id))
         results.append(accepted(index, None))
+    await admit_events(services, principal.tenant_id, len(valid), batch=len(results))
     if len(valid) < len(results):  # the producer counts what it accepts; these it never saw
         services.metrics.events_ingested.labels(result="rejected").inc(len(results) - len(valid))
     if valid:

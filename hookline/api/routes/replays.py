@@ -41,10 +41,11 @@ from hookline.api.ops_schemas import (
 )
 from hookline.api.opsauth import Caller, caller
 from hookline.api.routes.deadletters import dead_filter
+from hookline.api.tenant_limits import admit_replay_start, replay_rate_cap
 
 router = APIRouter(tags=["replays"])
 log = logging.getLogger(__name__)
-ERRORS = documented(401, 403, 404, 409, 422, 503)
+ERRORS = documented(401, 403, 404, 409, 422, 429, 503)
 
 
 def job_out(job: ReplayJob, note: str | None = None) -> ReplayJobOut:
@@ -109,19 +110,20 @@ def run_in_background(request: Request, services: Services, job_id: str) -> None
 
 
 def capped_rate(who: Caller, rate_per_s: float | None, services: Services) -> float | None:
-    """A tenant's pace, at most `HOOKLINE_REPLAY_MAX_RATE_PER_S`: one tenant's replay must
-    not flood the delivery queue all tenants share. Unlimited (null) from an API key is
-    that cap; a faster number is refused. The admin token is not capped."""
-    cap = services.settings.replay_max_rate_per_s
+    """A tenant's pace, at most its `replay_rate_per_s` (`HOOKLINE_REPLAY_MAX_RATE_PER_S`
+    unless the operator set the tenant's own): one tenant's replay must not flood the
+    delivery queue all tenants share. Unlimited (null) from an API key is that cap; a
+    faster number is refused. The admin token is not capped."""
     if who.tenant_id is None:
         return rate_per_s
+    cap = replay_rate_cap(services, who.tenant_id)
     if rate_per_s is None:
         return cap
     if rate_per_s > cap:
         raise ApiError(
             422,
             "validation_error",
-            f"rate_per_s: at most {cap:g} per second with an API key "
+            f"rate_per_s: at most {cap:g} per second with this tenant's API key "
             "(faster needs the admin token)",
         )
     return rate_per_s
@@ -138,6 +140,8 @@ def _start(
     force: bool,
     rate_per_s: float | None,
 ) -> ReplayPlanOut | JSONResponse:
+    if not dry_run and who.tenant_id is not None:
+        admit_replay_start(services, who.tenant_id)  # 429 over its starts per minute
     with services.sessionmaker() as session, session.begin():
         if dry_run:
             planned = _plan_out(plan_replay(session, dead))

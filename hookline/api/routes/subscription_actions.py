@@ -3,6 +3,7 @@ rotate and reveal its secret, and read the public key of its ed25519 signatures.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -13,7 +14,7 @@ from hookline.api.deps import Services, get_services
 from hookline.api.errors import documented
 from hookline.api.routes.subscriptions import to_out
 from hookline.api.schemas import SubscriptionStatus
-from hookline.api.service_calls import ServiceRoute, acting, outbound
+from hookline.api.service_calls import ServiceRoute, acting, outbound, reaching_endpoint
 from hookline.api.subscription_schemas import (
     PublicKeyOut,
     RotateSecret,
@@ -62,18 +63,22 @@ def resume_subscription(
     return to_out(row, services)
 
 
-@router.post("/verify", response_model=VerificationOut, responses=ERRORS)
-def verify_subscription(
+@router.post(
+    "/verify", response_model=VerificationOut, responses=documented(401, 403, 404, 422, 429, 503)
+)
+async def verify_subscription(
     subscription_id: str,
     request: Request,
     principal: Principal = WRITE,
     services: Services = Depends(get_services),
 ) -> VerificationOut:
-    """Run the verification handshake again; a pending subscription becomes active on success."""
-    outcome, after = subscriptions.verify_again(
-        services.sessionmaker, principal.tenant_id, subscription_id,
-        actor=acting(request, principal), outbound=outbound(services),
+    """Run the verification handshake again; a pending subscription becomes active on success.
+    A tenant with as many handshakes in progress as its limit gets 429."""
+    call = partial(
+        subscriptions.verify_again, services.sessionmaker, principal.tenant_id,
+        subscription_id, actor=acting(request, principal), outbound=outbound(services),
     )  # fmt: skip
+    outcome, after = await reaching_endpoint(services, principal.tenant_id, call)
     return VerificationOut(
         verified=outcome.verified, status=_status(after.status), detail=outcome.detail
     )

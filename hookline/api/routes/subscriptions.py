@@ -6,9 +6,11 @@ the verification handshake at once; the answer shows the status it reached.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from common import signing
@@ -18,7 +20,7 @@ from hookline.api.cursor import oldest_first
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import documented
 from hookline.api.schemas import SubscriptionStatus
-from hookline.api.service_calls import ServiceRoute, acting, outbound
+from hookline.api.service_calls import ServiceRoute, acting, outbound, reaching_endpoint
 from hookline.api.subscription_schemas import (
     SubscriptionCreate,
     SubscriptionCreated,
@@ -34,7 +36,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     201: {"model": SubscriptionCreated, "description": "Created; the secret is shown once"},
     200: {"model": SubscriptionOut, "description": "Already subscribed: the existing one"},
-    **documented(401, 403, 409, 413, 422, 503),
+    **documented(401, 403, 409, 413, 422, 429, 503),
 }
 
 
@@ -80,7 +82,7 @@ def created_or_existing(
 
 
 @router.post("", status_code=201, response_model=None, responses=CREATE_RESPONSES)
-def create_subscription(
+async def create_subscription(
     body: SubscriptionCreate,
     request: Request,
     principal: Principal = Depends(require(SUBSCRIPTIONS_WRITE)),
@@ -94,10 +96,12 @@ def create_subscription(
 
     The same URL, event types and operations again answer 200 with the existing
     subscription, unchanged and without its secret (a pending one is verified again).
+    A tenant with as many handshakes in progress as its limit gets 429.
     """
-    return created_or_existing(
-        services, principal.tenant_id, body, actor=acting(request, principal), verified=False
-    )
+    actor = acting(request, principal)
+    call = partial(created_or_existing, services, principal.tenant_id, body, actor=actor,
+                   verified=False)  # fmt: skip
+    return await reaching_endpoint(services, principal.tenant_id, call)
 
 
 @router.get("", response_model=SubscriptionList, responses=documented(401, 403, 422, 503))
@@ -134,9 +138,9 @@ def get_subscription(
 @router.patch(
     "/{subscription_id}",
     response_model=SubscriptionOut,
-    responses=documented(401, 403, 404, 409, 413, 422, 503),
+    responses=documented(401, 403, 404, 409, 413, 422, 429, 503),
 )
-def update_subscription(
+async def update_subscription(
     subscription_id: str,
     body: SubscriptionUpdate,
     request: Request,
@@ -144,12 +148,17 @@ def update_subscription(
     services: Services = Depends(get_services),
 ) -> SubscriptionOut:
     """Change the fields present in the body. A new URL is checked, and the subscription
-    goes back to `pending_verification` until the new endpoint passes the handshake."""
-    row = subscriptions.change(
-        services.sessionmaker, principal.tenant_id, subscription_id,
-        body.model_dump(exclude_unset=True),
-        actor=acting(request, principal), outbound=outbound(services),
+    goes back to `pending_verification` until the new endpoint passes the handshake
+    (which counts against the tenant's handshake limit: 429 at the limit)."""
+    changes = body.model_dump(exclude_unset=True)
+    call = partial(
+        subscriptions.change, services.sessionmaker, principal.tenant_id, subscription_id,
+        changes, actor=acting(request, principal), outbound=outbound(services),
     )  # fmt: skip
+    if changes.get("url") is None:
+        row = await run_in_threadpool(call)  # nothing to reach: a plain change
+    else:
+        row = await reaching_endpoint(services, principal.tenant_id, call)
     return to_out(row, services)
 
 

@@ -3,9 +3,11 @@ subscriptions registered on a receiver's behalf (pre-verified: the seed's "clien
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, cast
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
@@ -26,7 +28,7 @@ from hookline.api.schemas import (
     TenantList,
     TenantOut,
 )
-from hookline.api.service_calls import ServiceRoute, admin
+from hookline.api.service_calls import ServiceRoute, admin, reaching_endpoint
 from hookline.api.subscription_schemas import AdminSubscriptionCreate, SubscriptionCreate
 from hookline.services import tenants
 
@@ -151,18 +153,24 @@ def revoke_api_key(
     response_model=None,
     responses={**CREATE_RESPONSES, **documented(404)},
 )
-def create_tenant_subscription(
+async def create_tenant_subscription(
     tenant_id: str,
     body: AdminSubscriptionCreate,
     request: Request,
     services: Services = Depends(get_services),
 ) -> JSONResponse:
     """Register a subscription on a tenant's behalf. It starts active (the operator vouches
-    for the endpoint) unless `verify` asks for the handshake first."""
-    with services.sessionmaker() as session:
-        tenants.get(session, tenant_id)
+    for the endpoint) unless `verify` asks for the handshake first. Either way the URL is
+    checked (its name looked up) on the handshake gate, under the tenant's limit."""
+    await run_in_threadpool(_exists, services, tenant_id)
     fields = body.model_dump(exclude={"verify"})
-    return created_or_existing(
-        services, tenant_id, SubscriptionCreate(**fields),
+    call = partial(
+        created_or_existing, services, tenant_id, SubscriptionCreate(**fields),
         actor=admin(request), verified=not body.verify,
     )  # fmt: skip
+    return await reaching_endpoint(services, tenant_id, call)
+
+
+def _exists(services: Services, tenant_id: str) -> None:
+    with services.sessionmaker() as session:
+        tenants.get(session, tenant_id)

@@ -1,0 +1,91 @@
+"""A tenant's API limits: what it may ask of the API, the operator's overrides over the
+`HOOKLINE_TENANT_*` defaults, read and changed with the same rules by the admin routes.
+
+Each function takes the caller's session; the caller commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from common.db.models import Tenant, TenantApiLimits
+from common.db.ratewindow import Window
+from common.settings import Settings
+from common.wire import utcnow
+from hookline.services import audit
+from hookline.services.audit import Actor
+from hookline.services.errors import NotFound
+
+# Override name -> the Settings field that is its default.
+DEFAULTS = {
+    "ingest_rate_per_s": "tenant_ingest_rate_per_s",
+    "max_batch_events": "tenant_max_batch_events",
+    "max_handshakes": "tenant_max_handshakes",
+    "replay_rate_per_s": "replay_max_rate_per_s",
+    "replay_starts_per_min": "tenant_replay_starts_per_min",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits in force for one tenant."""
+
+    ingest_rate_per_s: float
+    max_batch_events: int
+    max_handshakes: int
+    replay_rate_per_s: float
+    replay_starts_per_min: int
+
+    @cached_property
+    def ingest_window(self) -> Window:
+        """`ingest_rate_per_s` as shared windows (worked out once: ingest asks every time)."""
+        return Window.per_second(self.ingest_rate_per_s)
+
+
+def defaults(settings: Settings) -> Limits:
+    return Limits(**{name: getattr(settings, field) for name, field in DEFAULTS.items()})
+
+
+def overrides(row: TenantApiLimits | None) -> dict[str, Any]:
+    """The tenant's own values (None: the default)."""
+    return {name: getattr(row, name) if row else None for name in DEFAULTS}
+
+
+def effective(row: TenantApiLimits | None, settings: Settings) -> Limits:
+    base = defaults(settings)
+    own = overrides(row)
+    values = {f.name: getattr(base, f.name) if own[f.name] is None else own[f.name]
+              for f in fields(Limits)}  # fmt: skip
+    return Limits(**values)
+
+
+def read(session: Session, tenant_id: str) -> TenantApiLimits | None:
+    """The tenant's overrides row (None: every limit is the default); NotFound without the
+    tenant."""
+    if session.get(Tenant, tenant_id) is None:
+        raise NotFound("tenant")
+    return session.get(TenantApiLimits, tenant_id)
+
+
+def change(
+    session: Session, tenant_id: str, changes: dict[str, Any], *, actor: Actor
+) -> TenantApiLimits:
+    """Set the limits named in `changes` (a null value: back to the default); audited."""
+    row = read(session, tenant_id)
+    if row is None:
+        row = TenantApiLimits(tenant_id=tenant_id)
+        session.add(row)
+    before = overrides(row)
+    for name, value in changes.items():
+        setattr(row, name, value)
+    row.updated_at = utcnow()
+    audit.record(
+        session, actor, action="tenant.limits_changed",
+        resource_type="tenant", resource_id=tenant_id, tenant_id=tenant_id,
+        details={"before": {k: before[k] for k in changes}, "after": changes},
+    )  # fmt: skip
+    return row

@@ -1,0 +1,162 @@
+"""Issue 15.3: per-tenant API limits, held across API replicas (two apps on one database),
+set per tenant through the admin API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.api.support import ADMIN_TOKEN, Api, assert_error
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def event(n: int = 0) -> dict[str, Any]:
+    return {"type": "order.paid", "data": {"n": n}}
+
+
+def batch(size: int) -> dict[str, Any]:
+    return {"events": [event(n) for n in range(size)]}
+
+
+def at_window_start() -> None:
+    """Wait for the start of the next one-second window, so a test's requests share one."""
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+
+def set_limits(api: Api, tenant_id: str, **limits: Any) -> dict[str, Any]:
+    response = api.client.patch(f"/v1/tenants/{tenant_id}/limits", json=limits, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_the_ingest_rate_is_counted_in_events_and_shared_by_two_api_replicas(
+    make_api: Callable[..., Api],
+) -> None:
+    first = make_api(tenant_ingest_rate_per_s=100)
+    second = make_api(tenant_ingest_rate_per_s=100)
+    _, auth = first.tenant("a")
+    for _ in range(3):  # a window can end between the two requests on a slow machine
+        at_window_start()
+        window = int(time.time())
+        accepted = first.client.post("/v1/events/batch", json=batch(60), headers=auth)
+        refused = second.client.post("/v1/events/batch", json=batch(60), headers=auth)
+        single = second.client.post("/v1/events", json=event(), headers=auth)
+        if int(time.time()) == window:
+            break
+        first.published(), second.published()
+    assert accepted.status_code == 202, accepted.text
+    message = assert_error(refused, 429, "rate_limited")
+    assert "100 events/s" in message
+    assert refused.headers["Retry-After"] == "1"
+    # A single event still fits in what is left of this second (40 of 100).
+    assert single.status_code == 202, single.text
+    assert len(first.published()) + len(second.published()) == 61
+
+
+def test_the_full_ingest_route_applies_the_same_limit(make_api: Callable[..., Api]) -> None:
+    api = make_api(tenant_ingest_rate_per_s=1)  # one event a second
+    _, auth = api.tenant("a")
+    keyed = {**auth, "Idempotency-Key": "evt_full_route_1"}  # past the fast path
+    at_window_start()
+
+    assert api.client.post("/v1/events", json=event(), headers=auth).status_code == 202
+    refused = api.client.post("/v1/events", json=event(), headers=keyed)
+
+    assert_error(refused, 429, "rate_limited")
+    assert refused.headers["Retry-After"] == "1"
+    later = api.client.post("/v1/events", json=event(), headers=keyed)
+    assert later.status_code == 429  # a 429 is not remembered for the key
+    time.sleep(1.0)
+    assert api.client.post("/v1/events", json=event(), headers=keyed).status_code == 202
+
+
+def test_an_override_through_the_admin_route_changes_the_tenants_limits(
+    make_api: Callable[..., Api],
+) -> None:
+    api = make_api(tenant_ingest_rate_per_s=50, tenant_max_batch_events=100)
+    a_id, a_auth = api.tenant("a")
+    _, b_auth = api.tenant("b")
+
+    body = set_limits(api, a_id, ingest_rate_per_s=500, max_batch_events=20)
+
+    assert body["effective"]["ingest_rate_per_s"] == 500
+    assert body["overrides"]["max_handshakes"] is None
+    assert body["defaults"]["ingest_rate_per_s"] == 50
+    too_big = api.client.post("/v1/events/batch", json=batch(21), headers=a_auth)
+    assert "at most 20" in assert_error(too_big, 422, "batch_too_large")
+    set_limits(api, a_id, max_batch_events=None)  # back to the default, 100
+    at_window_start()
+    assert api.client.post("/v1/events/batch", json=batch(100), headers=a_auth).status_code == 202
+    # Tenant B keeps the defaults: 50 a second, so 100 at once can never pass.
+    refused = api.client.post("/v1/events/batch", json=batch(100), headers=b_auth)
+    assert "at most 50" in assert_error(refused, 422, "batch_too_large")
+    shown = api.client.get(f"/v1/tenants/{a_id}/limits", headers=ADMIN).json()
+    assert shown["effective"] == {
+        "ingest_rate_per_s": 500, "max_batch_events": 100, "max_handshakes": 4,
+        "replay_rate_per_s": 500, "replay_starts_per_min": 10,
+    }  # fmt: skip
+
+
+def test_limits_are_the_admins_alone_and_bounded(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    a_id, a_auth = api.tenant("a")
+    url = f"/v1/tenants/{a_id}/limits"
+
+    assert api.client.get(url, headers=a_auth).status_code == 401
+    assert api.client.patch(url, json={"max_handshakes": 100}, headers=a_auth).status_code == 401
+    assert_error(api.client.patch(url, json={"max_batch_events": 1001}, headers=ADMIN), 422)
+    assert_error(api.client.patch(url, json={"ingest_rate_per_s": 0}, headers=ADMIN), 422)
+    # Found by the fuzzer: a rate so slow its window overflows, and `true` taken for 1.
+    assert_error(api.client.patch(url, json={"ingest_rate_per_s": 5e-324}, headers=ADMIN), 422)
+    assert_error(api.client.patch(url, json={"max_handshakes": True}, headers=ADMIN), 422)
+    assert_error(api.client.patch(url, json={"burst": 5}, headers=ADMIN), 422)
+    assert_error(api.client.get("/v1/tenants/ten_nobody/limits", headers=ADMIN), 404)
+    audit = api.client.get("/v1/audit-log", params={"action": "tenant.limits_changed"},
+                           headers=ADMIN).json()  # fmt: skip
+    assert audit["data"] == []
+
+
+def test_replay_starts_per_minute_and_pace_are_the_tenants_limits(
+    make_api: Callable[..., Api],
+) -> None:
+    first = make_api()
+    second = make_api()
+    a_id, a_auth = first.tenant("a")
+    set_limits(first, a_id, replay_starts_per_min=1, replay_rate_per_s=20)
+    replay = {"all": True, "rate_per_s": 20}
+
+    started = first.client.post("/v1/replays", json=replay, headers=a_auth)
+    again = second.client.post("/v1/replays", json=replay, headers=a_auth)
+    dry = second.client.post("/v1/replays", json={**replay, "dry_run": True}, headers=a_auth)
+    too_fast = first.client.post("/v1/replays", json={**replay, "rate_per_s": 21}, headers=a_auth)
+
+    assert started.status_code == 202, started.text
+    assert "1 replays a minute" in assert_error(again, 429, "rate_limited")
+    assert 1 <= int(again.headers["Retry-After"]) <= 60
+    assert dry.status_code == 200  # a dry run starts nothing
+    assert "at most 20" in assert_error(too_fast, 422, "validation_error")
+    admin = first.client.post("/v1/replays", json={"all": True, "rate_per_s": None},
+                              headers=ADMIN)  # fmt: skip
+    assert admin.status_code == 202, admin.text  # the operator is not limited
+    for app in (first, second):
+        for thread in getattr(app.app.state, "replay_threads", {}).values():
+            thread.join(10)
+
+
+def test_an_api_key_asking_for_an_unlimited_replay_gets_its_tenants_pace(
+    make_api: Callable[..., Api],
+) -> None:
+    api = make_api()
+    a_id, a_auth = api.tenant("a")
+    set_limits(api, a_id, replay_rate_per_s=7)
+
+    started = api.client.post("/v1/replays", json={"all": True, "rate_per_s": None},
+                              headers=a_auth)  # fmt: skip
+
+    assert started.status_code == 202, started.text
+    assert started.json()["rate_per_s"] == 7
+    for thread in getattr(api.app.state, "replay_threads", {}).values():
+        thread.join(10)
