@@ -63,7 +63,9 @@ class PortalSession:
         return hmac.new(self.session_token.encode(), b"portal-csrf", hashlib.sha256).hexdigest()
 
     def csrf_ok(self, given: str | None) -> bool:
-        return bool(given) and hmac.compare_digest(self.csrf_token(), given or "")
+        # As bytes: compare_digest refuses str holding non-ASCII (a forged form may).
+        expected = self.csrf_token().encode()
+        return bool(given) and hmac.compare_digest(expected, (given or "").encode())
 
 
 def _hash(token: str) -> str:

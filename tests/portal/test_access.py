@@ -184,7 +184,7 @@ def test_a_read_only_session_cannot_change_anything(portal: Portal) -> None:
     assert done == ["portal_session.opened"]
 
 
-@pytest.mark.parametrize("token", [None, "", "0" * 64])
+@pytest.mark.parametrize("token", [None, "", "0" * 64, "é" * 64])
 def test_a_post_without_the_right_csrf_token_is_refused(portal: Portal, token: str | None) -> None:
     tenant, _ = portal.tenant()
     sub = portal.subscribe(tenant)
