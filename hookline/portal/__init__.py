@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from hookline.api.deps import Services
@@ -44,12 +45,10 @@ def create_portal(services: Services) -> FastAPI:
         fields = sorted({str(error["loc"][-1]) for error in exc.errors() if error.get("loc")})
         return refusal(request, 422, f"not a valid value: {', '.join(fields) or 'the request'}")
 
-    @portal.exception_handler(404)
-    async def missing(request: Request, exc: Exception) -> Response:
-        return refusal(request, 404, "there is no such page")
-
-    @portal.exception_handler(405)
-    async def wrong_method(request: Request, exc: Exception) -> Response:
-        return refusal(request, 405, "this page does not take that request")
+    @portal.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # 404, 405, and 400 for a body Starlette cannot parse (a multipart form with a file).
+        messages = {404: "there is no such page", 405: "this page does not take that request"}
+        return refusal(request, exc.status_code, messages.get(exc.status_code, "bad request"))
 
     return portal

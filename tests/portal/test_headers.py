@@ -138,3 +138,11 @@ def test_a_bad_query_is_a_422_page_with_the_portals_headers(portal: Portal) -> N
     assert "<script>" not in answer.text
     assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
     assert browser.get("/portal/deliveries?status=nope").status_code == 422
+
+
+def test_a_form_with_a_file_is_a_page_not_a_json_error(portal: Portal) -> None:
+    tenant, _ = portal.tenant()
+    browser = portal.open(tenant, scope="manage")
+    answer = browser.post("/portal/endpoints", files={"csrf": ("x.txt", b"x")})
+    assert answer.status_code == 400 and "text/html" in answer.headers["content-type"]
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]

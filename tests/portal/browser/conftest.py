@@ -158,8 +158,14 @@ def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
     opened.on("dialog", lambda dialog: dialog.accept())  # the confirm() of delete and rotate
+    errors: list[str] = []
+    opened.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
     yield opened
     context.close()
+    # A CSP violation (an inline script or style slipped in) or a script error shows here;
+    # the 401 of a used link is the one error a test asks for.
+    assert [e for e in errors if "401" not in e] == []
 
 
 def shoot(page: Any, name: str) -> None:
