@@ -2,6 +2,7 @@
 confirm, on a fresh RabbitMQ vhost and PostgreSQL database.
 
     .venv/bin/python -m bench.ingest --runs 3
+    .venv/bin/python -m bench.ingest --catalogue --runs 5   # with and without schema checks
 
 Per run, against the same API process:
 - baseline: `GET /healthz` requests/s (FastAPI without broker or database; a coroutine
@@ -230,8 +231,19 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--batch-events", type=int, default=100_000)
     parser.add_argument("--batch-connections", type=int, default=4)
+    parser.add_argument(
+        "--catalogue", action="store_true",
+        help="measure ingest with and without the event-type catalogue's schema check "
+        "(`bench/ingest_catalogue.py`)",
+    )  # fmt: skip
+    parser.add_argument("--slices", type=int, default=8, help="--catalogue: interleaved slices")
     parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.catalogue:
+        from bench import ingest_catalogue  # it builds on this module's client
+
+        runs.repeat(ingest_catalogue.one_run, args, lambda first: list(first))
+        return 0
     if args.serve_floor:
         import uvicorn
 

@@ -30,6 +30,7 @@ FINISH_RESULTS = ("succeeded", "dead")
 DEAD_REASONS = ("max_attempts", "endpoint_disabled", "subscription_disabled", "poison",
                 "unsafe_target", "subscription_missing")  # fmt: skip
 REPLAY_RESULTS = ("published", "skipped", "failed")
+SCHEMA_VALIDATION_MODES = ("warn", "reject")  # `off` checks nothing, so counts nothing
 SUBSCRIPTION_STATUSES = ("pending_verification", "active", "paused", "disabled")
 
 
@@ -120,6 +121,12 @@ class Metrics:
             "hookline_replay_remaining_messages",
             "Messages the running replay jobs still have to re-publish", registry=r,
         )  # fmt: skip
+        self.schema_violations = Counter(
+            "hookline_schema_violations_total",
+            "Ingested events whose data broke their catalogued type's schema, by the "
+            "tenant's mode (warn: accepted; reject: refused)",
+            ["mode"], registry=r,
+        )  # fmt: skip
         self.build_info = Gauge("hookline_build_info", "Hookline version", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
         self._precreate()
@@ -140,3 +147,5 @@ class Metrics:
             self.dead_letters.labels(reason=reason)
         for result in REPLAY_RESULTS:
             self.replay_messages.labels(result=result)
+        for mode in SCHEMA_VALIDATION_MODES:
+            self.schema_violations.labels(mode=mode)

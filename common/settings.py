@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # How long an API process trusts a key it looked up; revoking through the API is
     # immediate in that process, other API processes notice within this time.
     api_key_cache_s: float = Field(default=1.0, ge=0)
+    # How long an API process trusts its copy of a tenant's schema-validation setting and
+    # catalogue versions (issue 16); a change through this process applies at once.
+    catalogue_refresh_s: float = Field(default=1.0, gt=0)
     # How long a POST's answer is kept for a repeat with the same `Idempotency-Key`; older
     # answers are deleted by the API as it stores new ones, and by `hookline gc`.
     idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)

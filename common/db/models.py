@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -27,6 +28,7 @@ from common.db.statuses import (
     DeliveryStatus,
     ReplayItemStatus,
     ReplayJobStatus,
+    SchemaValidation,
     SubscriptionStatus,
 )
 from common.db.types import UtcDateTime
@@ -122,6 +124,44 @@ class Subscription(Base):
     )
 
 
+class TenantSettings(Base):
+    """A tenant's catalogue settings (issue 16); a tenant without a row has the defaults.
+    A table of its own, so the settings' readers (every API process's schema cache) and
+    the tenant row's other columns never get in each other's way."""
+
+    __tablename__ = "tenant_settings"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    schema_validation: Mapped[str] = mapped_column(
+        String(8), nullable=False, default=SchemaValidation.OFF
+    )
+    require_catalogued_types: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    updated_at: Mapped[datetime] = _when()
+
+
+class EventTypeEntry(Base):
+    """One event type of a tenant's catalogue: what it means, and the JSON Schema of its
+    `data`. `version` grows with every change, so a compiled validator is known stale."""
+
+    __tablename__ = "event_types"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        Index("ix_event_types_tenant_created_id", "tenant_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    group: Mapped[str | None] = mapped_column("group_name", String(100))
+    data_schema: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    examples: Mapped[list[dict[str, Any]]] = mapped_column(Json, nullable=False, default=list)
+    deprecated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_at: Mapped[datetime] = _when()
+    updated_at: Mapped[datetime] = _when()
+
+
 class RateWindow(Base):
     """A subscription's rate-limit window, shared by every dispatcher (migration 0002):
     `granted` requests of the window starting at `window_ms` are handed out already."""
@@ -176,6 +216,19 @@ class HandshakeLease(Base):
 
 class EventRow(Base):
     __tablename__ = "events"
+    __table_args__ = (
+        # `GET /v1/events` pages newest first by (received_at, id) within one tenant, and
+        # within one type; the id-prefix filter reads the primary key's range on SQLite and
+        # this pattern index on PostgreSQL (its text collation cannot serve LIKE 'x%').
+        Index("ix_events_tenant_received_id", "tenant_id", "received_at", "id"),
+        Index("ix_events_tenant_type_received_id", "tenant_id", "type", "received_at", "id"),
+        Index(
+            "ix_events_tenant_id_pattern",
+            "tenant_id",
+            "id",
+            postgresql_ops={"id": "varchar_pattern_ops"},
+        ),
+    )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -309,7 +362,11 @@ class ReplayJob(Base):
     """One replay request: its filters, its progress, and which runner holds it."""
 
     __tablename__ = "replay_jobs"
-    __table_args__ = (Index("ix_replay_jobs_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_replay_jobs_tenant_created", "tenant_id", "created_at"),
+        # `GET /v1/replays` for the admin: every tenant's jobs, newest first.
+        Index("ix_replay_jobs_created_id", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str | None] = mapped_column(String(64))  # None: across tenants (admin)
@@ -376,7 +433,7 @@ class SecretCanary(Base):
 
 
 class PortalLink(Base):
-    """A signed-in link to the receivers' portal for one tenant's customer (migration 0010):
+    """A signed-in link to the receivers' portal for one tenant's customer (migration 0011):
     only the token's SHA-256 is kept. A link is exchanged once for a session; revoking the
     link ends its session too."""
 
@@ -398,7 +455,7 @@ class PortalLink(Base):
 
 
 class PortalTheme(Base):
-    """A tenant's portal look and embedding rule (migration 0010)."""
+    """A tenant's portal look and embedding rule (migration 0011)."""
 
     __tablename__ = "portal_themes"
 

@@ -40,3 +40,11 @@ class ReplayItemStatus(StrEnum):
     SENT = "sent"
     SKIPPED = "skipped"
     FAILED = "failed"
+
+
+class SchemaValidation(StrEnum):
+    """What ingest does with an event whose `data` breaks its catalogued type's schema."""
+
+    OFF = "off"  # not checked
+    WARN = "warn"  # accepted, counted in `hookline_schema_violations_total{mode="warn"}`
+    REJECT = "reject"  # refused: 422 (a batch item: rejected)

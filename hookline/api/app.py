@@ -31,6 +31,8 @@ from hookline.api.routes import (
     audit,
     deadletters,
     deliveries,
+    event_lists,
+    event_types,
     events,
     health,
     portal,
@@ -38,9 +40,11 @@ from hookline.api.routes import (
     subscription_actions,
     subscriptions,
     tenant_limits,
+    tenant_settings,
     tenants,
 )
 from hookline.api.routes.health import readiness_checks
+from hookline.api.schema_check import SchemaCheck
 from hookline.portal import create_portal
 from producer import Producer
 
@@ -118,6 +122,7 @@ def create_app(
         producer=producer,
         secret_box=SecretBox(settings.secret_key or DEV_SECRET_KEY),
         key_cache=KeyCache(settings.api_key_cache_s),
+        schema_check=SchemaCheck(sessionmaker, metrics, settings.catalogue_refresh_s),
         limits=LimitBook(sessionmaker, settings),
         quota=Quota(sessionmaker),
         handshakes=HandshakeGate(sessionmaker, settings.api_max_handshakes),
@@ -127,11 +132,13 @@ def create_app(
     errors.install(app)
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
-        events, health, tenants, subscriptions, subscription_actions, deliveries, audit,
-        deadletters, replays, tenant_limits, portal,
+        events, event_lists, health, tenants, tenant_settings, subscriptions,
+        subscription_actions, deliveries, audit, deadletters, replays, tenant_limits,
+        event_types, portal,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
+    app.include_router(event_types.admin_router)
     # The receivers' portal: HTML pages with their own session, CSRF and CSP (docs/portal.md).
     app.mount("/portal", create_portal(app.state.services))
     # Added last, so outermost: the size limit holds before a body is stored for replay.

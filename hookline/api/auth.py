@@ -26,6 +26,8 @@ SUBSCRIPTIONS_READ = "subscriptions:read"
 SUBSCRIPTIONS_WRITE = "subscriptions:write"
 DELIVERIES_READ = "deliveries:read"
 DELIVERIES_REPLAY = "deliveries:replay"
+EVENT_TYPES_READ = "event_types:read"
+EVENT_TYPES_WRITE = "event_types:write"
 
 _api_key = HTTPBearer(
     scheme_name="ApiKey",

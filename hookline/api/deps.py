@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +19,9 @@ from hookline.api.limitbook import LimitBook
 from hookline.api.quota import Quota
 from hookline.api.readiness import ReadyProbe
 from producer import Producer
+
+if TYPE_CHECKING:  # it reads the catalogue through the services, which need this module
+    from hookline.api.schema_check import SchemaCheck
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Services:
     quota: Quota
     handshakes: HandshakeGate
     ready: ReadyProbe
+    schema_check: SchemaCheck
     # Tests inject one to point names at chosen addresses; production asks the system.
     resolver: Resolver = system_resolver
 

@@ -5,9 +5,10 @@ an event does. Most requests need none of it: a cached key with the scope, a JSO
 fits the schema, no `Idempotency-Key`. Those are validated against the routes' own models
 (a batch in one pass over the raw body, every item valid) and published here; every other
 request (unknown key, restricted networks, a schema error anywhere, a key to remember, a
-body without a length or over its limit) goes on to the full route untouched, so its
-answers cannot differ. Same events, same checks (the tenant's limits too, with the same
-`admit_events`), same producer: only the way is shorter.
+body without a length or over its limit, data that a tenant in `reject` mode must be
+refused for) goes on to the full route untouched, so its answers cannot differ. Same
+events, same checks (the tenant's limits too, with the same `admit_events`; the
+catalogue's `SchemaCheck.screen`), same producer: only the way is shorter.
 """
 
 from __future__ import annotations
@@ -68,12 +69,21 @@ class FastIngest:
         except ValidationError:
             await self.app(scope, _replaying(body, receive), send)  # the route words the 422
             return
+        events = [parsed] if isinstance(parsed, EventIn) else parsed.events
+        try:
+            screen = await services.schema_check.screen(tenant, events)
+        except Exception:  # the database is down: the route gives that answer
+            screen = None
+        if screen is None or screen.refused:  # the route words (and counts) the 422
+            await self.app(scope, _replaying(body, receive), send)
+            return
         try:
             if isinstance(parsed, EventIn):
                 await admit_events(services, tenant, 1)
             else:
                 size = len(parsed.events)
                 await admit_events(services, tenant, size, batch=size)
+            services.schema_check.report(tenant, screen, events)  # `warn`: accepted
             answer = await _accept(parsed, tenant, services)
         except ApiError as exc:  # over one of the tenant's limits
             await _error(exc, scope, receive, send)

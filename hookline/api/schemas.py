@@ -34,6 +34,8 @@ ScopeName = Literal[
     "subscriptions:write",
     "deliveries:read",
     "deliveries:replay",
+    "event_types:read",
+    "event_types:write",
     "portal:mint",
 ]
 ALL_SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)

@@ -31,6 +31,7 @@ from common.ssrf import Resolver
 from common.wire import new_id, utcnow
 from hookline.api.subscription_schemas import SubscriptionCreate
 from hookline.services import audit
+from hookline.services import event_types as catalogue
 from hookline.services.audit import Actor
 from hookline.services.errors import Conflict, Invalid, NotFound, UnsafeTarget
 from hookline.services.verification import Outcome, handshake
@@ -138,6 +139,7 @@ def subscribe(
         with sessions() as session, session.begin():
             row = _find(session, tenant_id, key)
             if row is None:
+                catalogue.require_catalogued(session, tenant_id, event_types)
                 row = Subscription(
                     id=new_id("sub"),
                     tenant_id=tenant_id,
@@ -255,6 +257,8 @@ def change(
     try:
         with sessions() as session, session.begin():
             row = owned(session, tenant_id, subscription_id)
+            if "event_types" in changes:
+                catalogue.require_catalogued(session, tenant_id, changes["event_types"])
             moved = changes.get("url") is not None and changes["url"] != row.url
             _apply(row, changes)
             if moved:

@@ -20,7 +20,7 @@ def test_a_wrong_method_is_a_json_405_that_says_what_is_allowed(api):
     response = api.client.put("/v1/events", json={})
 
     assert_error(response, 405, "method_not_allowed")
-    assert response.headers["allow"] == "POST"
+    assert response.headers["allow"] == "GET, POST"  # the list, and ingest
 
 
 def test_an_unexpected_failure_is_a_json_500_without_details(make_api):

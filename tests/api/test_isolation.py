@@ -28,6 +28,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/subscriptions/{subscription_id}"): {"description": "mine now"},
     ("POST", "/v1/events"): {"type": "b.x", "data": {}},
     ("POST", "/v1/events/batch"): {"events": [{"type": "b.x", "data": {}}]},
+    ("POST", "/v1/event-types"): {"name": "b.x"},
+    ("PATCH", "/v1/event-types/{event_type_name}"): {"description": "mine now"},
+    ("POST", "/v1/tenants/{tenant_id}/event-types"): {"name": "b.x"},
+    ("PATCH", "/v1/tenants/{tenant_id}/event-types/{event_type_name}"): {"description": "x"},
+    ("PATCH", "/v1/tenants/{tenant_id}/settings"): {"schema_validation": "warn"},
     ("POST", "/v1/replays"): {"all": True, "dry_run": True},
     ("POST", "/v1/subscriptions/{subscription_id}/recover"): {
         "since": "2020-01-01T00:00:00Z",
@@ -72,6 +77,10 @@ def owned(api: Api) -> Owned:
             .where(Delivery.id == message.delivery_id)
             .values(status=DEAD, dead_reason="attempts_exhausted", attempts=1, finished_at=utcnow())
         )
+    catalogued = api.client.post(
+        "/v1/event-types", json={"name": "a.created", "description": MARKER}, headers=auth
+    )
+    assert catalogued.status_code == 201, catalogued.text
     job = api.client.post("/v1/replays", json={"all": True}, headers=auth)
     ids = {
         "tenant_id": tenant_id,
@@ -79,6 +88,7 @@ def owned(api: Api) -> Owned:
         "subscription_id": sub["id"],
         "event_id": event.id,
         "delivery_id": message.delivery_id,
+        "event_type_name": "a.created",
     }
     assert job.status_code == 202, job.text
     ids["job_id"] = job.json()["id"]
@@ -144,7 +154,8 @@ def test_the_same_reads_succeed_for_the_owner_so_the_ids_are_real(api, owned):
 def test_lists_show_a_tenant_only_its_own_resources(api, owned):
     _, mallory = api.tenant("tenant-b")
 
-    for path in ["/v1/subscriptions", "/v1/deliveries"]:
+    for path in ["/v1/subscriptions", "/v1/deliveries", "/v1/events", "/v1/event-types",
+                 "/v1/replays"]:  # fmt: skip
         theirs = api.client.get(path, headers=mallory)
         mine = api.client.get(path, headers=owned.auth)
         assert theirs.status_code == mine.status_code == 200, path

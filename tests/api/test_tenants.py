@@ -16,6 +16,8 @@ ALL_SCOPES = {
     "subscriptions:write",
     "deliveries:read",
     "deliveries:replay",
+    "event_types:read",
+    "event_types:write",
     "portal:mint",
 }
 KEY_FORMAT = re.compile(r"^hl_[A-Za-z0-9_-]{32}$")

@@ -15,7 +15,7 @@ from common.settings import DEFAULT_RETRY_SCHEDULE, parse_schedule
 ROOT = Path(__file__).resolve().parents[2]
 # Labels that stay bounded whatever the traffic; never tenant, endpoint, URL or an id.
 ALLOWED_LABELS = {"result", "origin", "outcome", "status_class", "reason", "version", "le",
-                  "queue", "status", "source"}  # fmt: skip
+                  "queue", "status", "source", "mode"}  # fmt: skip
 # Exported by the backlog collector (common/backlog.py), not by every process.
 BACKLOG_METRICS = {"hookline_queue_messages", "hookline_oldest_due_delivery_age_seconds",
                    "hookline_subscriptions", "hookline_backlog_up"}  # fmt: skip

@@ -34,6 +34,7 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 # Long enough for a client not to hammer a broker that is restarting.
 RETRY_AFTER_S = 1
 _EVENTS = TypeAdapter(list[EventIn])
+SCHEMA_VIOLATION = "schema_violation"  # data that breaks the catalogued schema, mode reject
 
 
 @router.post(
@@ -64,6 +65,11 @@ async def publish_event(
     fields = wire_fields(body, principal.tenant_id)
     if body.id is None and idempotency_key is not None:
         fields["id"] = idempotency_key
+    check = services.schema_check
+    screen = await check.screen(principal.tenant_id, [body])
+    check.report(principal.tenant_id, screen, [body])
+    if screen.refused:
+        raise ApiError(422, SCHEMA_VIOLATION, screen.problems[0])
     try:
         # The confirm is awaited on the event loop, not a thread: while it waits, other
         # requests' events join the same confirm window (acks settle many at once).
@@ -91,8 +97,8 @@ def accepted(index: int, event_id: str | None) -> dict[str, Any]:
     return {"index": index, "status": "accepted", "id": event_id, "error": None}
 
 
-def _rejected(index: int, message: str) -> dict[str, Any]:
-    error = {"code": "invalid_event", "message": message}
+def _rejected(index: int, message: str, code: str = "invalid_event") -> dict[str, Any]:
+    error = {"code": code, "message": message}
     return {"index": index, "status": "rejected", "id": None, "error": error}
 
 
@@ -156,11 +162,21 @@ async def publish_events(
     The valid events count against the tenant's events per second (429 over it: none
     accepted); a batch over the tenant's batch size is refused whole (422).
     """
+    checked = _checked(body.events)
+    events = [item for item in checked if not isinstance(item, str)]
+    screen = await services.schema_check.screen(principal.tenant_id, events)
+    services.schema_check.report(principal.tenant_id, screen, events)
+    refused = screen.problems if screen.refused else {}
     results: list[dict[str, Any]] = []
     valid: list[WireEvent] = []
-    for index, item in enumerate(_checked(body.events)):
+    position = -1  # of the item among `events`
+    for index, item in enumerate(checked):
         if isinstance(item, str):
             results.append(_rejected(index, item))
+            continue
+        position += 1
+        if position in refused:
+            results.append(_rejected(index, refused[position], SCHEMA_VIOLATION))
             continue
         valid.append(wire_fields(item, principal.tenant_id))
         results.append(accepted(index, None))

@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import cast
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from common.db.models import Delivery, ReplayJob, Subscription
@@ -29,6 +29,8 @@ from dispatcher.replay import (
     plan_replay,
 )
 from hookline.api.auth import DELIVERIES_READ, DELIVERIES_REPLAY
+from hookline.api.catalogue_schemas import ReplayJobList
+from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found
 from hookline.api.ops_schemas import (
@@ -42,10 +44,12 @@ from hookline.api.ops_schemas import (
 from hookline.api.opsauth import Caller, caller
 from hookline.api.routes.deadletters import dead_filter
 from hookline.api.tenant_limits import admit_replay_start, replay_rate_cap
+from hookline.services import replay_jobs
 
 router = APIRouter(tags=["replays"])
 log = logging.getLogger(__name__)
 ERRORS = documented(401, 403, 404, 409, 422, 429, 503)
+LIST_ERRORS = documented(400, 401, 403, 422, 429, 503)
 
 
 def job_out(job: ReplayJob, note: str | None = None) -> ReplayJobOut:
@@ -196,6 +200,26 @@ def create_replay(
         force=body.force,
         rate_per_s=capped_rate(who, body.rate_per_s, services),
     )
+
+
+@router.get("/v1/replays", response_model=ReplayJobList, responses=LIST_ERRORS)
+def list_replays(
+    tenant: str | None = Query(default=None, max_length=64, description="Admin token: one tenant."),
+    state: JobState | None = Query(default=None),
+    limit: int = Query(default=100, ge=1, le=500),
+    cursor: str | None = Query(default=None, max_length=1000),
+    who: Caller = Depends(caller(DELIVERIES_READ)),
+    services: Services = Depends(get_services),
+) -> ReplayJobList:
+    """Replay jobs, newest first: a tenant key sees its tenant's, the admin token every
+    tenant's (or the one named by `tenant`)."""
+    after = decode_position(cursor) if cursor else None
+    query = replay_jobs.page_query(who.tenant(tenant), state=state, after=after, limit=limit)
+    with services.sessionmaker() as session:
+        rows = list(session.scalars(query))
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = encode_position(page[-1].created_at, page[-1].id) if more else None
+    return ReplayJobList(data=[job_out(job) for job in page], next_cursor=next_cursor)
 
 
 @router.get("/v1/replays/{job_id}", response_model=ReplayJobOut, responses=ERRORS)

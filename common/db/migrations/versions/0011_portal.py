@@ -1,7 +1,7 @@
 """portal: links (token hashes) and sessions of the receivers' portal, and tenant themes
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-04 19:50:00
 
 The portal (`/portal`) is opened with a short-lived link a tenant or the admin mints
@@ -17,8 +17,8 @@ from alembic import op
 
 import common.db.types
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
