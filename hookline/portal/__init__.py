@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from hookline.api.deps import Services
-from hookline.portal import deliveries, endpoints, entry, manage
+from hookline.portal import catalog, deliveries, endpoints, entry, manage
 from hookline.portal.session import Refused
 from hookline.portal.web import HERE, refusal, secure
 
@@ -31,7 +31,7 @@ class _Assets(StaticFiles):
 def create_portal(services: Services) -> FastAPI:
     portal = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     portal.state.services = services
-    for module in (entry, endpoints, manage, deliveries):
+    for module in (entry, endpoints, manage, deliveries, catalog):
         portal.include_router(module.router)
     portal.mount("/static", _Assets(directory=str(HERE / "static")), name="static")
 

@@ -37,6 +37,37 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[3] / "docs" / "portal"
 
 
+# What the demo tenant's catalogue describes (the portal's "Event types" page).
+CATALOGUE = [
+    {
+        "name": "order.created",
+        "description": "A customer placed an order. Sent once per order, after payment.",
+        "group": "orders",
+        "data_schema": {
+            "type": "object",
+            "required": ["order"],
+            "properties": {
+                "order": {"type": "integer", "description": "the order number"},
+                "total": {"type": "number", "minimum": 0},
+                "currency": {"type": "string", "enum": ["EUR", "USD"]},
+            },
+        },
+        "examples": [{"order": 1042, "total": 99.5, "currency": "EUR"}],
+    },
+    {
+        "name": "order.refunded",
+        "description": "An order was refunded in full or in part.",
+        "group": "orders",
+        "data_schema": {
+            "type": "object",
+            "required": ["order", "amount"],
+            "properties": {"order": {"type": "integer"}, "amount": {"type": "number"}},
+        },
+        "examples": [{"order": 1042, "amount": 20.0}],
+    },
+]
+
+
 @dataclass
 class Site:
     """A receiver whose answers a test switches between healthy and failing."""
@@ -130,6 +161,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     assert themed.status_code == 200, themed.text
     key = {"Authorization": f"Bearer {body['api_key']}"}
+    for entry in CATALOGUE:
+        described = requests.post(
+            f"{url}/v1/tenants/{body['id']}/event-types", json=entry, headers=admin, timeout=10
+        )
+        assert described.status_code == 201, described.text
     try:
         yield Stack(url, receiver, site, body["id"], key)
     finally:

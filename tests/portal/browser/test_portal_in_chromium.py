@@ -143,6 +143,10 @@ def test_a_read_only_link_shows_no_actions_and_a_used_link_is_refused(
     assert page.get_by_role("button", name="Rotate secret").count() == 0
     page.keyboard.press("Tab")  # the skip link comes first in the focus order
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.get_by_role("link", name="Event types").click()
+    assert page.locator("h1").inner_text() == "Event types"
+    assert "A customer placed an order" in page.content() and "1042" in page.content()
+    shoot(page, "13-event-types")
     page.goto(link)
     assert "has been used already" in page.content()
     shoot(page, "12-link-used")
