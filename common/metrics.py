@@ -32,6 +32,8 @@ DEAD_REASONS = ("max_attempts", "endpoint_disabled", "subscription_disabled", "p
 REPLAY_RESULTS = ("published", "skipped", "failed")
 SCHEMA_VALIDATION_MODES = ("warn", "reject")  # `off` checks nothing, so counts nothing
 SUBSCRIPTION_STATUSES = ("pending_verification", "active", "paused", "disabled")
+DISABLE_REASONS = ("endpoint_gone", "failing")  # dispatcher/policy/autodisable.py
+API_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 def attempt_buckets(request_timeout_s: float) -> tuple[float, ...]:
@@ -101,6 +103,22 @@ class Metrics:
         self.circuit_open = Gauge(
             "hookline_circuit_open_endpoints", "Endpoints whose circuit is open", registry=r
         )
+        # Set from the breaker at scrape time (dispatcher/policy/admission/gate.py).
+        self.circuit_open_longest = Gauge(
+            "hookline_circuit_open_longest_seconds",
+            "How long the longest-open endpoint circuit has stayed open (re-opens included)",
+            registry=r,
+        )
+        self.subscriptions_disabled = Counter(
+            "hookline_subscriptions_disabled_total",
+            "Subscriptions Hookline disabled itself (hookline.subscription.disabled), by reason",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        # Labels: the route's template (never the path), the method, the status class.
+        self.api_request_duration = Histogram(
+            "hookline_api_request_duration_seconds", "API requests, answered, by route",
+            ["route", "method", "status_class"], buckets=API_BUCKETS_S, registry=r,
+        )  # fmt: skip
         self.inflight = Gauge(
             "hookline_inflight_deliveries", "HTTP deliveries in progress", registry=r
         )
@@ -149,3 +167,8 @@ class Metrics:
             self.replay_messages.labels(result=result)
         for mode in SCHEMA_VALIDATION_MODES:
             self.schema_violations.labels(mode=mode)
+        for reason in DISABLE_REASONS:
+            self.subscriptions_disabled.labels(reason=reason)
+        # The hot route only: other routes' series appear with their first request.
+        for klass in ("2xx", "4xx", "5xx"):
+            self.api_request_duration.labels(route="/v1/events", method="POST", status_class=klass)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.egress import Proxy, parse_proxy
 from common.errors import ConfigurationError
 from common.tiers import tiers
 
@@ -35,7 +36,10 @@ def parse_schedule(text: str) -> tuple[float, ...]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HOOKLINE_", extra="ignore")
+    # A refused value is never echoed: settings hold passwords (URLs, tokens, the proxy's).
+    model_config = SettingsConfigDict(
+        env_prefix="HOOKLINE_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite:///hookline.db"
     # One amqp:// URL, or the URLs of a cluster's nodes separated by commas (fail-over).
@@ -64,6 +68,9 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     request_timeout_s: float = Field(default=15.0, gt=0)
     max_response_bytes: int = Field(default=64 * 1024, ge=0)
+    # An HTTP CONNECT proxy for every delivery and handshake: `http://[user:pass@]host:port`
+    # (common/egress.py). Secret: it may carry the proxy's password.
+    egress_proxy: SecretStr | None = None
     # How long the router and dispatcher trust their subscription caches.
     subscription_refresh_s: float = Field(default=1.0, gt=0)
     publish_timeout_s: float = Field(default=30.0, gt=0)
@@ -114,6 +121,21 @@ class Settings(BaseSettings):
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("egress_proxy")
+    @classmethod
+    def _proxy_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            parse_proxy(value.get_secret_value())  # its ValueError names no credential
+            return value
+        return None  # set but empty: no proxy
+
+    @property
+    def proxy(self) -> Proxy | None:
+        """The egress proxy, parsed; None to connect to targets directly."""
+        if self.egress_proxy is None:
+            return None
+        return parse_proxy(self.egress_proxy.get_secret_value())
 
     @property
     def auto_disable_after_s(self) -> float:

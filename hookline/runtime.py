@@ -135,7 +135,7 @@ def api_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:
     """
     import uvicorn
 
-    from hookline.api import create_app
+    from hookline.api.app import create_app
     from hookline.api.limits import bounded_http
 
     app = create_app(

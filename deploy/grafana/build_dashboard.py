@@ -72,6 +72,21 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
         ("Subscriptions by status", "short", "Disabled subscriptions failed for too long or "
          "answered 410.",
          [q("max by (status) (hookline_subscriptions)", "{{status}}")]),
+        ("Longest-open circuit", "s", "How long the longest-open circuit has stayed open, "
+         "re-opens included (alert HooklineCircuitOpenTooLong past 30 min).",
+         [q("max(hookline_circuit_open_longest_seconds)", "longest open")]),
+        ("Subscriptions auto-disabled", "short", "Subscriptions Hookline disabled in the last "
+         "hour, by reason (alert HooklineSubscriptionsAutoDisabled).",
+         [q("sum by (reason) (increase(hookline_subscriptions_disabled_total[1h]))",
+            "{{reason}}")]),
+    ]),
+    ("API", [
+        ("API requests by status class", "reqps", "Answers of the API, ingest included.",
+         [q(f"sum by (status_class) (rate(hookline_api_request_duration_seconds_count[{RATE}]))",
+            "{{status_class}}")]),
+        ("API latency by route (p95)", "s", "95th percentile per route template.",
+         [q("histogram_quantile(0.95, sum by (le, route) "
+            f"(rate(hookline_api_request_duration_seconds_bucket[{RATE}])))", "{{route}}")]),
     ]),
     ("Backlog", [
         ("Queue depths", "short", "Ready messages per queue (unacked ones are not counted).",

@@ -3,12 +3,14 @@ deadline, ending in a `SendResult` whatever happens.
 
 `client.py` (the `Sender`: SSRF check, the gate around the POST, one result), `request.py`
 (body, signed headers, the request bytes), `pool.py` (keep-alive connections pinned to
-checked addresses, TLS), `exchange.py` (one request and its answer on one socket).
+checked addresses, TLS), `exchange.py` (one request and its answer on one socket),
+`proxy.py` (the CONNECT tunnel through the egress proxy).
 """
 
 from dispatcher.http.client import Gate, OpenGate, Sender, SendResult
 from dispatcher.http.exchange import DeadlineExceeded, ProtocolError, Response
 from dispatcher.http.pool import Pool, Pools, host_name, tls_context
+from dispatcher.http.proxy import ProxyError
 from dispatcher.http.request import (
     RESERVED_HEADERS,
     USER_AGENT,
@@ -27,6 +29,7 @@ __all__ = [
     "Pool",
     "Pools",
     "ProtocolError",
+    "ProxyError",
     "Response",
     "SendResult",
     "Sender",

@@ -78,7 +78,10 @@ class Sender:
         self._resolver = resolver or CachingResolver(system_resolver)
         self._verify = verify
         # One connection per sending thread and target at most, kept alive between POSTs.
-        self._pools = Pools(verify=verify, maxsize=settings.dispatcher_concurrency)
+        # Through the egress proxy, if one is set: pools still hold one target's tunnels.
+        self._pools = Pools(
+            verify=verify, maxsize=settings.dispatcher_concurrency, proxy=settings.proxy
+        )
 
     def send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
         started = time.monotonic()

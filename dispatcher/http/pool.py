@@ -13,6 +13,9 @@ cannot change between the check and the connect; the name travels in the `Host` 
 For https, the socket sends SNI for that name and the TLS context verifies the certificate
 against it, not against the address.
 
+Egress proxy: with one configured (`proxy.py`), every connection is a CONNECT tunnel to
+the checked address, and TLS runs inside it; a pool still holds one target's connections.
+
 Deadline: connecting and the TLS handshake wait at most until the request's deadline too.
 A connection is reused only when its answer was read to the end, the server did not ask to
 close, and it is still quiet when taken again.
@@ -26,7 +29,9 @@ import threading
 import time
 from collections import OrderedDict
 
+from common.egress import Proxy
 from dispatcher.http.exchange import Conn, DeadlineExceeded, Dropped, Response, exchange
+from dispatcher.http.proxy import open_tunnel
 
 MAX_POOLS = 1024
 
@@ -67,9 +72,11 @@ class Pool:
         *,
         context: ssl.SSLContext | None,
         maxsize: int,
+        proxy: Proxy | None = None,
     ) -> None:
         self.scheme, self.address, self.port, self.name = scheme, address, port, name
         self._context = context
+        self._proxy = proxy
         self._maxsize = maxsize
         self._idle: list[Conn] = []
         self._lock = threading.Lock()
@@ -115,9 +122,18 @@ class Pool:
         remaining = deadline_at - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded
-        sock = socket.create_connection(
-            (self.address, self.port), timeout=min(connect_timeout_s, remaining)
-        )
+        if self._proxy is not None:  # a tunnel to the checked address (proxy.py)
+            sock = open_tunnel(
+                self._proxy,
+                self.address,
+                self.port,
+                connect_timeout_s=connect_timeout_s,
+                deadline_at=deadline_at,
+            )
+        else:
+            sock = socket.create_connection(
+                (self.address, self.port), timeout=min(connect_timeout_s, remaining)
+            )
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._context is not None:
@@ -151,8 +167,16 @@ class Pools:
     """Keep-alive pools, one per checked address and name; the least recently used go
     first once there are `max_pools`. Thread-safe."""
 
-    def __init__(self, *, verify: bool | str, maxsize: int, max_pools: int = MAX_POOLS) -> None:
+    def __init__(
+        self,
+        *,
+        verify: bool | str,
+        maxsize: int,
+        max_pools: int = MAX_POOLS,
+        proxy: Proxy | None = None,
+    ) -> None:
         self._context = tls_context(verify)
+        self._proxy = proxy
         self._maxsize = maxsize
         self._max_pools = max_pools
         self._pools: OrderedDict[PoolKey, Pool] = OrderedDict()
@@ -166,7 +190,10 @@ class Pools:
                 self._pools.move_to_end(key)
                 return pool
             context = self._context if scheme == "https" else None
-            pool = Pool(scheme, address, port, name, context=context, maxsize=self._maxsize)
+            pool = Pool(
+                scheme, address, port, name,
+                context=context, maxsize=self._maxsize, proxy=self._proxy,
+            )  # fmt: skip
             self._pools[key] = pool
             evicted = (
                 self._pools.popitem(last=False)[1] if len(self._pools) > self._max_pools else None

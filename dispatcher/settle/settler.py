@@ -195,6 +195,7 @@ class Settler(BackgroundThread):
             extra = {"subscription_id": d.subscription_id, "reason": d.reason, "ended": d.ended}
             log.warning("subscription disabled", extra=extra)
             self._on_disabled(d.subscription_id, d.reason)
+            self._metrics.subscriptions_disabled.labels(reason=d.reason).inc()
             # Counted now, as they end, not when their queued copies come back (refused).
             self._metrics.finished.labels(result="dead").inc(d.ended)
             self._metrics.dead_letters.labels(reason=DeadReason.ENDPOINT_DISABLED).inc(d.ended)

@@ -1,5 +1,6 @@
-"""The HTTP API: control plane (tenants, keys, subscriptions, deliveries) and event ingest."""
+"""The HTTP API: control plane (tenants, keys, subscriptions, deliveries) and event ingest.
 
-from hookline.api.app import create_app
-
-__all__ = ["create_app"]
+The application is built by `hookline.api.app.create_app`. This package imports nothing
+on its own, so the services may use the API's input models (`schemas.py`) without
+pulling in the routes that call them.
+"""

@@ -45,6 +45,7 @@ from hookline.api.routes import (
 )
 from hookline.api.routes.health import readiness_checks
 from hookline.api.schema_check import SchemaCheck
+from hookline.api.telemetry import RequestMetrics
 from hookline.portal import create_portal
 from producer import Producer
 
@@ -86,10 +87,12 @@ async def _serving(app: FastAPI) -> AsyncIterator[None]:
 
 class _HooklineApp(FastAPI):
     """FastAPI with `FastIngest` in front of all its own layers (the error handler and
-    telemetry middleware too): plain ingest requests are answered before any of them."""
+    telemetry middleware too): plain ingest requests are answered before any of them.
+    Request metrics (`telemetry.py`) go outside it, so that ingest is measured too."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return FastIngest(super().build_middleware_stack(), INGEST_LIMITS)
+        fast = FastIngest(super().build_middleware_stack(), INGEST_LIMITS)
+        return RequestMetrics(fast, self.state.services.metrics, INGEST_LIMITS)
 
 
 def create_app(

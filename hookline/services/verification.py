@@ -6,7 +6,7 @@ with `{"challenge": "<the same>"}`. The request goes through the SSRF guard and 
 address it checked (the name stays in Host, SNI and the certificate check), follows no
 redirect, reads a bounded answer and ends at a deadline for the whole exchange (a server
 that drips its answer cannot hold the API request longer), like every webhook: it is sent
-by the dispatcher's own HTTP client.
+by the dispatcher's own HTTP client, through the egress proxy when one is set.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dispatcher.http import (
     DeadlineExceeded,
     Pool,
     ProtocolError,
+    ProxyError,
     build_headers,
     request_bytes,
     request_target,
@@ -82,7 +83,10 @@ def handshake(
         return Outcome(False, f"the request cannot be sent: {exc}")
     total_s = min(settings.request_timeout_s, MAX_HANDSHAKE_S)
     context = tls_context(verify_tls) if target.scheme == "https" else None
-    pool = Pool(target.scheme, target.address, target.port, target.host, context=context, maxsize=1)
+    pool = Pool(
+        target.scheme, target.address, target.port, target.host,
+        context=context, maxsize=1, proxy=settings.proxy,
+    )  # fmt: skip
     late = f"the endpoint did not answer within {total_s:g} s"
     try:
         response = pool.request(
@@ -93,6 +97,8 @@ def handshake(
         )
     except (DeadlineExceeded, TimeoutError):
         return Outcome(False, late)
+    except ProxyError as exc:  # names the proxy and its status, never its credentials
+        return Outcome(False, str(exc))
     except (ProtocolError, OSError) as exc:
         return Outcome(False, f"the endpoint did not answer: {type(exc).__name__}")
     finally:

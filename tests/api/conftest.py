@@ -16,7 +16,7 @@ from common.metrics import Metrics
 from common.settings import Settings
 from common.ssrf import Resolver, system_resolver
 from common.transport import MemoryTransport, Transport, topology
-from hookline.api import create_app
+from hookline.api.app import create_app
 from tests.api.support import ADMIN_TOKEN, Api, TestClient
 
 

@@ -33,13 +33,14 @@ def resolved() -> dict[str, Any]:
 def with_secrets(**overrides: str) -> dict[str, str]:
     """This environment with the two secrets compose takes from it (none has a default)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
-    env |= {"HOOKLINE_ADMIN_TOKEN": "a" * 64, "HOOKLINE_SECRET_KEY": "b" * 64}
+    env |= {"HOOKLINE_ADMIN_TOKEN": "a" * 64, "HOOKLINE_SECRET_KEY": "b" * 64,
+            "GRAFANA_ADMIN_PASSWORD": "c" * 32}  # fmt: skip
     return {k: v for k, v in (env | overrides).items() if v}
 
 
 def test_compose_refuses_to_start_without_the_secrets_and_passes_them_through() -> None:
     compose = require_tool("docker-compose")
-    for missing in ("HOOKLINE_ADMIN_TOKEN", "HOOKLINE_SECRET_KEY"):
+    for missing in ("HOOKLINE_ADMIN_TOKEN", "HOOKLINE_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD"):
         result = subprocess.run(
             [compose, "-f", str(COMPOSE), "config"], cwd=DEPLOY, capture_output=True,
             text=True, timeout=120, env=with_secrets(**{missing: ""}),
@@ -106,6 +107,44 @@ def test_the_plugins_file_is_an_erlang_term_rabbitmq_can_read() -> None:
     script = f'{{ok, [L]}} = file:consult("{path}"), io:format("~w~n", [L]), halt().'
     output = run(erl, "-noshell", "-eval", script)
     assert output.strip() == "[rabbitmq_management,rabbitmq_prometheus]"
+
+
+def test_every_hookline_service_is_healthy_only_when_its_readyz_answers() -> None:
+    services = resolved()["services"]
+    for name in ("api", "router", "dispatcher"):
+        check = services[name]["healthcheck"]
+        assert check["test"][:2] == ["CMD", "python"], name  # the image has no curl
+        assert "/readyz" in check["test"][-1], name
+    assert "127.0.0.1:8000/readyz" in services["api"]["healthcheck"]["test"][-1]
+    assert "127.0.0.1:9100/readyz" in services["router"]["healthcheck"]["test"][-1]
+    # `dispatcher --processes 2`: both processes, on 9100 and 9101, must be ready.
+    assert "(9100, 9101)" in services["dispatcher"]["healthcheck"]["test"][-1]
+    assert services["router"]["environment"]["HOOKLINE_METRICS_PORT"] == "9100"
+
+
+def host_ips(service: dict[str, Any]) -> list[str]:
+    """The host address of each published port ("" for every interface), from either
+    form docker-compose renders (`127.0.0.1:3000:3000/tcp`, or a mapping)."""
+    ips = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ips.append(str(port.get("host_ip", "")))
+        else:
+            parts = str(port).split(":")
+            ips.append(parts[0] if len(parts) == 3 else "")
+    return ips
+
+
+def test_operator_uis_listen_on_localhost_only_and_grafana_needs_a_login() -> None:
+    services = resolved()["services"]
+    for name in ("rabbitmq", "grafana", "prometheus"):
+        ips = host_ips(services[name])
+        assert ips and set(ips) == {"127.0.0.1"}, (name, ips)
+    assert host_ips(services["api"]) == [""]  # the API is the public face
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == "c" * 32  # from the environment
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in grafana
 
 
 def test_grafana_gets_the_provisioned_datasource_and_dashboard() -> None:

@@ -58,7 +58,64 @@ def test_kustomize_renders_every_resource(directory: Path) -> None:
                             "PodDisruptionBudget", "PodDisruptionBudget",
                             "PodDisruptionBudget", "PrometheusRule", "ScaledObject",
                             "Service", "Service", "Service", "ServiceMonitor",
-                            "TriggerAuthentication"])  # fmt: skip
+                            "TriggerAuthentication", "NetworkPolicy", "NetworkPolicy",
+                            "NetworkPolicy", "NetworkPolicy"])  # fmt: skip
+
+
+DEPRECATED_FIELDS = {"bases", "commonLabels", "patchesStrategicMerge", "patchesJson6902",
+                     "vars"}  # fmt: skip
+
+
+@pytest.mark.parametrize("directory", OVERLAYS, ids=lambda p: p.name)
+def test_kustomizations_use_no_deprecated_field(directory: Path) -> None:
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    assert not DEPRECATED_FIELDS & set(kustomization), DEPRECATED_FIELDS & set(kustomization)
+    output = run(require_tool("kubectl"), "kustomize", str(directory))
+    assert "deprecated" not in output.lower()
+
+
+def selected(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    return all(labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []))
+
+
+def policies_for(component: str) -> list[dict[str, Any]]:
+    docs = rendered(OVERLAYS[1])
+    pod = one(docs, "Deployment", f"hookline-{component}")["spec"]["template"]["metadata"]
+    return [d for d in docs if d["kind"] == "NetworkPolicy" and selected(d, pod["labels"])]
+
+
+@pytest.mark.parametrize("component", ["api", "router", "dispatcher"])
+def test_network_policies_open_only_the_served_ports(component: str) -> None:
+    policies = policies_for(component)
+    assert any(p["metadata"]["name"] == "hookline-default-deny" for p in policies)
+    open_ports = {
+        port["port"]
+        for p in policies
+        for rule in p["spec"].get("ingress", [])
+        for port in rule.get("ports", [])
+    }
+    assert open_ports == ({8000} if component == "api" else {9100})
+
+
+@pytest.mark.parametrize("component", ["api", "router", "dispatcher"])
+def test_only_senders_reach_the_internet_and_never_private_or_metadata_ranges(
+    component: str,
+) -> None:
+    blocks = [
+        peer["ipBlock"]
+        for p in policies_for(component)
+        for rule in p["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+    if component == "router":
+        assert blocks == []  # DNS, database and broker only
+        return
+    v4 = next(b for b in blocks if b["cidr"] == "0.0.0.0/0")
+    assert {"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(v4["except"])
 
 
 @pytest.mark.parametrize("directory", OVERLAYS, ids=lambda p: p.name)
@@ -145,7 +202,20 @@ def test_the_prometheus_rule_is_generated_from_the_rules_file() -> None:
     rules_file = yaml.safe_load(
         (DEPLOY / "prometheus" / "rules" / "hookline.rules.yml").read_text()
     )
-    assert rule["spec"]["groups"] == rules_file["groups"]
+    base = script.RUNBOOK_BASE_URL
+    assert rule["spec"]["groups"] == script.with_runbook_base(rules_file["groups"], base)
+
+
+def test_runbook_urls_are_built_from_the_base_url_the_operator_gives() -> None:
+    script = load_script(K8S / "build_prometheusrule.py")
+    groups = script.prometheus_rule("https://git.example.com/ops/hookline/blob/v1/")["spec"]
+    urls = [r["annotations"]["runbook_url"] for g in groups["groups"] for r in g["rules"]]
+    assert urls and all(
+        url.startswith("https://git.example.com/ops/hookline/blob/v1/docs/runbooks/Hookline")
+        for url in urls
+    )
+    default = script.prometheus_rule()["spec"]["groups"][0]["rules"][0]
+    assert default["annotations"]["runbook_url"].startswith(script.RUNBOOK_BASE_URL + "/docs/")
 
 
 def test_the_service_monitor_gives_the_job_names_the_alerts_use() -> None:

@@ -15,7 +15,7 @@ from common.settings import DEFAULT_RETRY_SCHEDULE, parse_schedule
 ROOT = Path(__file__).resolve().parents[2]
 # Labels that stay bounded whatever the traffic; never tenant, endpoint, URL or an id.
 ALLOWED_LABELS = {"result", "origin", "outcome", "status_class", "reason", "version", "le",
-                  "queue", "status", "source", "mode"}  # fmt: skip
+                  "queue", "status", "source", "mode", "route", "method"}  # fmt: skip
 # Exported by the backlog collector (common/backlog.py), not by every process.
 BACKLOG_METRICS = {"hookline_queue_messages", "hookline_oldest_due_delivery_age_seconds",
                    "hookline_subscriptions", "hookline_backlog_up"}  # fmt: skip
@@ -52,6 +52,7 @@ def test_every_label_combination_exists_at_zero_before_any_traffic() -> None:
     assert samples[("hookline_deliveries_finished_total", (("result", "dead"),))] == 0
     assert samples[("hookline_dead_letters_total", (("reason", "max_attempts"),))] == 0
     assert samples[("hookline_replay_messages_total", (("result", "published"),))] == 0
+    assert samples[("hookline_subscriptions_disabled_total", (("reason", "failing"),))] == 0
     assert samples[("hookline_build_info", (("version", __import__("common").__version__),))] == 1
 
 

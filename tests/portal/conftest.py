@@ -14,7 +14,7 @@ from common.db.session import make_engine, make_sessionmaker
 from common.metrics import Metrics
 from common.settings import Settings
 from common.transport import MemoryTransport, topology
-from hookline.api import create_app
+from hookline.api.app import create_app
 from tests.api.support import ADMIN_TOKEN, Api, TestClient
 
 CSRF = re.compile(r'name="csrf-token" content="([0-9a-f]{64})"')

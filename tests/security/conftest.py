@@ -21,7 +21,7 @@ from common.db.session import make_engine, make_sessionmaker
 from common.metrics import Metrics
 from common.settings import Settings
 from common.transport import MemoryTransport, topology
-from hookline.api import create_app
+from hookline.api.app import create_app
 from tests.api.conftest import database_url, make_api, migrated_template
 from tests.api.support import ADMIN_TOKEN, Api, TestClient
 

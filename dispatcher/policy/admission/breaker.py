@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# A circuit re-opened by no probe for this long past its open time has no traffic left.
+STALE_S = 15 * 60.0
+
 
 def healthy(status_code: int | None, error: str | None) -> bool:
     """Whether an attempt's result says the endpoint is up and keeping up."""
@@ -27,7 +30,8 @@ def healthy(status_code: int | None, error: str | None) -> bool:
 @dataclass
 class _Circuit:
     failures: int = 0
-    opened_at: float | None = None
+    opened_at: float | None = None  # last opened, or re-opened by a failed probe
+    first_opened_at: float | None = None  # open since, through its re-opens
     probing: bool = False
 
 
@@ -56,6 +60,21 @@ class Breaker:
 
     def _open_count(self) -> int:
         return sum(1 for c in self._circuits.values() if c.opened_at is not None)
+
+    def longest_open_s(self) -> float:
+        """How long the longest-open circuit has been open, re-opens included (0: none).
+        A circuit nothing has probed for `STALE_S` past its open time is left out: no
+        traffic goes to that endpoint any more, so its circuit is nobody's problem."""
+        now = self._clock()
+        with self._lock:
+            since = [
+                c.first_opened_at
+                for c in self._circuits.values()
+                if c.opened_at is not None
+                and c.first_opened_at is not None
+                and c.opened_at + self._open_s + STALE_S > now
+            ]
+        return now - min(since) if since else 0.0
 
     def admit(self, key: str) -> float | None:
         """None lets a request out; otherwise the seconds until the circuit may be probed."""
@@ -98,6 +117,8 @@ class Breaker:
                 circuit.failures += 1
                 if circuit.opened_at is not None or circuit.failures >= self._threshold:
                     circuit.opened_at = self._clock()  # opened, or re-opened by its probe
+                    if circuit.first_opened_at is None:
+                        circuit.first_opened_at = circuit.opened_at
                     circuit.probing = False
             after = self._open_count()
         if after != before:

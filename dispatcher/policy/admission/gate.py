@@ -39,6 +39,7 @@ class EndpointGate:
             open_s=settings.circuit_open_s,
             on_change=metrics.circuit_open.set,
         )
+        metrics.circuit_open_longest.set_function(self.breaker.longest_open_s)
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._refusal = threading.local()

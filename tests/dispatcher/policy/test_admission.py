@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.db.session import make_engine, make_sessionmaker
 from common.metrics import Metrics
 from dispatcher.http import SendResult
-from dispatcher.policy.admission.breaker import Breaker, healthy
+from dispatcher.policy.admission.breaker import STALE_S, Breaker, healthy
 from dispatcher.policy.admission.gate import EndpointGate, in_flight_cap
 from dispatcher.policy.admission.lanes import (
     PARK_BUDGET_S,
@@ -75,6 +75,23 @@ def test_closed_for_tells_the_open_time_left_without_claiming_the_probe() -> Non
     assert breaker.closed_for("e") == 0.0
     assert breaker.closed_for("e") == 0.0
     assert breaker.admit("e") is None, "asking took the probe"
+
+
+def test_the_longest_open_circuit_counts_its_reopens_and_forgets_idle_ones() -> None:
+    clock = Clock()
+    breaker = Breaker(threshold=1, open_s=10.0, clock=clock)
+    assert breaker.longest_open_s() == 0.0
+    breaker.record("a", ok=False)
+    clock.now += 10.0
+    assert breaker.admit("a") is None  # the probe
+    breaker.record("a", ok=False)  # fails: re-opened, still the same outage
+    clock.now += 5.0
+    breaker.record("b", ok=False)
+    assert breaker.longest_open_s() == 15.0
+    breaker.record("a", ok=True)
+    assert breaker.longest_open_s() == 0.0  # only b, opened just now
+    clock.now += 10.0 + STALE_S + 1  # nothing probed b since: no traffic goes there
+    assert breaker.longest_open_s() == 0.0
 
 
 def test_a_success_resets_the_count_of_failures() -> None:

@@ -46,7 +46,10 @@ def given(harness: Harness, count: int) -> list[DeliveryMessage]:
 
 
 def consuming(
-    harness: Harness, deliveries: Sequence[DeliveryMessage], policy: health.Policy
+    harness: Harness,
+    deliveries: Sequence[DeliveryMessage],
+    policy: health.Policy,
+    metrics: Metrics | None = None,
 ) -> tuple[Consumer, list[Message], Settler]:
     """Publish the deliveries, take their messages, and a real settler for that consumer."""
     for delivery in deliveries:
@@ -59,16 +62,16 @@ def consuming(
         if len(messages) == len(deliveries):
             break
     settler = Settler(
-        consumer, harness.transport, harness.db, Metrics(CollectorRegistry()),
+        consumer, harness.transport, harness.db, metrics or Metrics(CollectorRegistry()),
         publish_timeout_s=5, policy=policy,
     )  # fmt: skip
     return consumer, messages, settler
 
 
 def settle(harness: Harness, outcomes: list[tuple[DeliveryMessage, Decision, int | None]],
-           policy: health.Policy) -> None:  # fmt: skip
+           policy: health.Policy, metrics: Metrics | None = None) -> None:  # fmt: skip
     """Settle attempts of the given deliveries as one batch, through a real settler."""
-    consumer, messages, settler = consuming(harness, [d for d, _, _ in outcomes], policy)
+    consumer, messages, settler = consuming(harness, [d for d, _, _ in outcomes], policy, metrics)
     settler.settle(
         [
             Attempted(m, d, decision, SendResult(code, 0.1), utcnow())
@@ -113,9 +116,11 @@ def given_more(harness: Harness, like: DeliveryMessage) -> DeliveryMessage:
 def test_n_dead_deliveries_in_a_row_disable_and_emit_the_event(harness: Harness) -> None:
     deliveries = given(harness, 4)
     *exhausted, waiting = deliveries
-    settle(harness, [(d, EXHAUSTED, 500) for d in exhausted], LENIENT)
+    metrics = Metrics(CollectorRegistry())
+    settle(harness, [(d, EXHAUSTED, 500) for d in exhausted], LENIENT, metrics)
     row = subscription(harness, waiting.subscription_id)
     assert (row.status, row.disabled_reason) == (SUB_DISABLED, "failing")
+    assert metrics.subscriptions_disabled.labels(reason="failing")._value.get() == 1
     assert (row.failing_since, row.consecutive_dead) == (None, 0), "re-enabled, it would die"
     with harness.db() as session:
         pending = session.get(Delivery, waiting.delivery_id)
