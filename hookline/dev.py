@@ -9,10 +9,12 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import requests
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
 from common.db import migrate
 from common.service import install_stop_handlers, run_until_stopped
@@ -79,7 +81,16 @@ def run_dev(
     console.print(
         f"[bold green]Hookline dev server[/bold green] API {api_url}  docs {api_url}/docs"
     )
+    console.print(f"database: {_where(settings.database_url)}")
     console.print(f"admin token: [bold]{settings.admin_token}[/bold]  (Ctrl-C to stop)")
+    console.print("for the CLI (`hookline dlq list`, `hookline publish`, ...) in another shell:")
+    # soft_wrap: the line is for copying, so Rich must not break it at the terminal's edge.
+    console.print(
+        f"export HOOKLINE_API_URL={api_url} HOOKLINE_API_TOKEN={settings.admin_token}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
     status = 0
     receiver: Receiver | None = None
     try:
@@ -99,6 +110,18 @@ def run_dev(
             worker.join(timeout=20)
         runtime.close()
     return status
+
+
+def _where(database_url: str) -> str:
+    """Where the data lives, said plainly (a file path for SQLite, the URL without its
+    password otherwise)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        path = url.database or ":memory:"
+        return (
+            "in memory (gone when this stops)" if path == ":memory:" else str(Path(path).resolve())
+        )
+    return url.render_as_string(hide_password=True)
 
 
 def _run_demo(

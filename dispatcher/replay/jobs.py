@@ -8,6 +8,7 @@ running the job (`runner.py`) only ever walks those rows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -38,7 +39,17 @@ DEFAULT_RATE_PER_S = 50.0
 
 
 class ReplayRefused(Exception):
-    """A replay that would do something the operator did not clearly ask for."""
+    """A replay that would do something the operator did not clearly ask for; `option` is
+    what would allow it (`all`, `force`), which each shell words its own way (`--all` on
+    the command line, `all=true` in the API): `worded()`."""
+
+    def __init__(self, template: str, option: str) -> None:
+        super().__init__(template.format(option=option))
+        self.template = template
+        self.option = option
+
+    def worded(self, spelling: Mapping[str, str]) -> str:
+        return self.template.format(option=spelling.get(self.option, self.option))
 
 
 @dataclass(frozen=True)
@@ -127,12 +138,13 @@ def create(
 ) -> tuple[ReplayJob, Plan]:
     """A running job holding every matching dead delivery (flushed; the caller commits)."""
     if not dead.narrows and not everything:
-        raise ReplayRefused("no filter given: name what to replay, or pass --all (all=true)")
+        raise ReplayRefused("no filter given: name what to replay, or set {option}", "all")
     checked = plan(session, dead)
     if (checked.paused or checked.disabled) and not force:
         raise ReplayRefused(
             f"refused: {checked.force_note}. Resume or re-enable those subscriptions, narrow "
-            "the filter, or pass --force (force=true) to replay anyway"
+            "the filter, or set {option} to replay anyway",
+            "force",
         )
     now = utcnow()
     job = ReplayJob(

@@ -36,6 +36,7 @@ from hookline.api.routes import (
     events,
     health,
     portal,
+    purge,
     replays,
     subscription_actions,
     subscriptions,
@@ -136,7 +137,7 @@ def create_app(
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
         events, event_lists, health, tenants, tenant_settings, subscriptions,
-        subscription_actions, deliveries, audit, deadletters, replays, tenant_limits,
+        subscription_actions, deliveries, audit, purge, deadletters, replays, tenant_limits,
         event_types, portal,
     )  # fmt: skip
     for module in routers:

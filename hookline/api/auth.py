@@ -28,6 +28,7 @@ DELIVERIES_READ = "deliveries:read"
 DELIVERIES_REPLAY = "deliveries:replay"
 EVENT_TYPES_READ = "event_types:read"
 EVENT_TYPES_WRITE = "event_types:write"
+AUDIT_READ = "audit:read"
 
 _api_key = HTTPBearer(
     scheme_name="ApiKey",

@@ -15,7 +15,8 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import BrokerUnavailableError, TransportError
-from hookline.api.schemas import ErrorResponse
+from common.wire import EVENT_ID_PATTERN, EVENT_TYPE_PATTERN, OPERATION_PATTERN
+from hookline.api.schemas import EVENT_PATTERN_PATTERN, ErrorResponse
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,31 @@ def documented(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+# What each pattern in the schemas allows, in words: a message never shows a regex.
+_FORMS = {
+    EVENT_TYPE_PATTERN: "dotted words of letters, digits, '_' and '-' (e.g. order.created)",
+    OPERATION_PATTERN: "letters, digits, '_', '-' and '.' (e.g. sync)",
+    EVENT_ID_PATTERN: "letters, digits, '_', '-', '.' and ':' (e.g. evt_42)",
+    EVENT_PATTERN_PATTERN: "an event type, a prefix ending in .* (e.g. order.*), or *",
+}
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    if error.get("type") == "string_pattern_mismatch":
+        pattern = str((error.get("ctx") or {}).get("pattern"))
+        return "must be " + _FORMS.get(pattern, "in the documented form (see /docs)")
+    if error.get("type") == "timezone_aware":
+        return "a date-time needs its offset (Z, or e.g. +02:00)"
+    return str(error.get("msg", "invalid"))
+
+
 def problems(errors: Sequence[Any]) -> str:
-    """Pydantic's errors as one readable line: `where: what; where: what`."""
+    """Pydantic's errors as one readable line: `where: what; where: what`, with every
+    pattern put in words."""
     lines = []
     for error in errors[:MAX_REPORTED_PROBLEMS]:
         where = ".".join(str(part) for part in error.get("loc", ())) or "request"
-        lines.append(f"{where}: {error.get('msg', 'invalid')}")
+        lines.append(f"{where}: {_message(error)}")
     hidden = len(errors) - MAX_REPORTED_PROBLEMS
     if hidden > 0:
         lines.append(f"and {hidden} more")

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from hookline.api.schemas import AttemptOut, Instant, Strict
+from hookline.api.schemas import AttemptOut, Strict, TimeBound
 
 StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
 JobState = Literal["running", "completed", "cancelling", "cancelled", "failed"]
@@ -86,8 +86,8 @@ class ReplayCreate(_Strict):
     event_type: str | None = None
     reason: str | None = None
     status_class: StatusClass | None = None
-    since: Instant | None = None
-    until: Instant | None = None
+    since: TimeBound | None = None
+    until: TimeBound | None = None
     ids: list[DeliveryId] = Field(default_factory=list, max_length=MAX_IDS)
     tenant: str | None = Field(default=None, description="Admin token only: one tenant.")
     dry_run: bool = False
@@ -103,9 +103,29 @@ class ReplayCreate(_Strict):
     )
 
 
+class PurgeRequest(_Strict):
+    """Dead letters to drop (they become `cancelled`), by the filters of the listing."""
+
+    subscription_id: str | None = Field(default=None, max_length=64)
+    event_type: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, max_length=64)
+    status_class: StatusClass | None = None
+    since: TimeBound | None = None
+    until: TimeBound | None = None
+    tenant: str | None = Field(default=None, max_length=64, description="Admin token only.")
+    dry_run: bool = False
+    all: bool = Field(default=False, description="Required to purge without any filter.")
+
+
+class PurgeOut(BaseModel):
+    matched: int
+    purged: int
+    dry_run: bool
+
+
 class RecoverRequest(_Strict):
-    since: Instant
-    until: Instant | None = None
+    since: TimeBound
+    until: TimeBound | None = None
     dry_run: bool = False
     force: bool = False
     rate_per_s: float | None = Field(default=50.0, gt=0)

@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from common import payload
+from common.instants import InstantError, parse_instant
 from common.wire import (
     EVENT_ID_PATTERN,
     EVENT_TYPE_PATTERN,
@@ -36,6 +37,7 @@ ScopeName = Literal[
     "deliveries:replay",
     "event_types:read",
     "event_types:write",
+    "audit:read",
     "portal:mint",
 ]
 ALL_SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
@@ -85,6 +87,21 @@ def _recent(value: datetime) -> datetime:
     if problem is not None:
         raise PydanticCustomError("timestamp_skew", "{problem}", {"problem": problem})
     return value
+
+
+def _instant_or_age(value: Any) -> Any:
+    # One parser, and so one set of words, for the API's bounds and the CLI's options.
+    if isinstance(value, datetime):
+        return value
+    try:
+        return parse_instant(value if isinstance(value, str) else "")
+    except InstantError as exc:
+        raise PydanticCustomError("datetime_format", str(exc)) from None
+
+
+# A query filter's bound (`since`, `until`): an `Instant`, or an age before now (`1h`,
+# `30m`, `7d`), the same words the CLI takes (`common.instants`).
+TimeBound = Annotated[AwareDatetime, BeforeValidator(_instant_or_age), AfterValidator(_in_utc)]
 
 
 # An event's own time, within a day of the clock (see `common.wire.MAX_EVENT_AGE`).

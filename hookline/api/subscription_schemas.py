@@ -137,9 +137,23 @@ class SubscriptionOut(BaseModel):
     updated_at: datetime
 
 
+class HandshakeOut(BaseModel):
+    status: Literal["passed", "failed", "not_run"] = Field(
+        description="`not_run` when the operator registered it pre-verified."
+    )
+    reason: str | None = Field(
+        description="Why it failed (e.g. the endpoint answered HTTP 404, not 2xx), or what "
+        "the endpoint answered when it passed."
+    )
+
+
 class SubscriptionCreated(SubscriptionOut):
     secret: str = Field(
         description="The signing secret (`whsec_...`), shown only in this response."
+    )
+    verification: HandshakeOut = Field(
+        description="The verification handshake run on creation; on `failed`, fix the "
+        "endpoint and call `POST /v1/subscriptions/{id}/verify`."
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,16 +18,17 @@ from common.secretbox import check_admin_token
 from common.service import install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
+from hookline.cli import backend
 from hookline.cli.dlq import dlq_app
 from hookline.cli.gc import gc
 from hookline.cli.replay import replay_app, replay_resumer
 from hookline.cli.secrets import require_usable_key, secrets_app
+from hookline.cli.subscriptions import subscription_app
 from hookline.cli.tenants import tenant_app
 from hookline.failures import OneLineErrors
 from hookline.runtime import (
     api_server,
     build_runtime,
-    command_transport,
     require_real_broker,
     serve_probes,
 )
@@ -36,12 +38,39 @@ app = OneLineErrors(help="Hookline: webhook delivery you can trust.", no_args_is
 broker_app = typer.Typer(help="Manage the RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(subscription_app, name="subscription")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(replay_app, name="replay")
 app.command("gc")(gc)
 app.add_typer(secrets_app, name="secrets")
 console = Console()
 log = logging.getLogger("hookline")
+
+
+@app.callback()
+def remote_target(
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            envvar="HOOKLINE_API_URL",
+            help="Run the operator commands through this deployment's HTTP API; unset: "
+            "against the database and broker directly (in-cluster jobs).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="HOOKLINE_API_TOKEN",
+            show_default=False,
+            help="With --api-url: the admin token or a tenant's API key.",
+        ),
+    ] = None,
+) -> None:
+    """Hookline: webhook delivery you can trust."""
+    backend.aim(api_url, token)
+
 
 MetricsPort = Annotated[
     int | None,
@@ -95,11 +124,22 @@ def dev(
     exit_after_demo: Annotated[
         bool, typer.Option(help="Stop once every demo event was delivered (for scripts).")
     ] = False,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="The SQLite file to keep its data in (default: HOOKLINE_DATABASE_URL).",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Everything in one process on SQLite and the in-memory broker."""
     from hookline.dev import run_dev
 
-    settings = _settings(broker_url="memory://", allow_private_targets=True)
+    database_url = f"sqlite:///{db.resolve()}" if db is not None else None
+    settings = _settings(
+        broker_url="memory://", allow_private_targets=True, database_url=database_url
+    )
     raise typer.Exit(
         run_dev(
             settings,
@@ -245,30 +285,23 @@ def broker_setup() -> None:
 @app.command()
 def publish(
     event_type: Annotated[str, typer.Argument(help="Dotted event type, e.g. order.created.")],
-    tenant: Annotated[str, typer.Option(help="Tenant id.")],
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant id (direct mode; an API key names its own).")
+    ] = None,
     data: Annotated[str, typer.Option(help="JSON object.")] = "{}",
     event_id: Annotated[str | None, typer.Option("--id", help="Event id (idempotency).")] = None,
     operation: Annotated[str | None, typer.Option(help="Operation name, e.g. sync.")] = None,
 ) -> None:
-    """Publish one event; returns once the broker confirmed it."""
-    from producer import InvalidEvent, Producer
-
-    settings = _settings()
+    """Publish one event; returns once the broker confirmed it. With HOOKLINE_API_URL it
+    goes through `POST /v1/events` (the deployment's own broker; a tenant's key); without,
+    straight to HOOKLINE_BROKER_URL, which must be a real RabbitMQ."""
     try:
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--data is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise typer.BadParameter("--data must be a JSON object")
-    with (
-        command_transport(settings) as transport,
-        Producer(settings, transport=transport) as producer,
-    ):
-        try:
-            published = producer.publish(
-                event_type, payload, tenant=tenant, id=event_id, operation=operation
-            )
-        except InvalidEvent as exc:
-            console.print(f"[red]invalid event:[/red] {exc}")
-            raise typer.Exit(2) from None
-    console.print(published)
+    event = {"type": event_type, "data": payload, "id": event_id, "operation": operation}
+    with backend.session() as ops:
+        published = ops.publish({k: v for k, v in event.items() if v is not None}, tenant)
+    console.print(published["id"])

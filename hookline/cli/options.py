@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
-from common.errors import ConfigurationError
-from common.settings import parse_duration
-from common.wire import utcnow
+from common.instants import InstantError, format_instant, parse_instant
 from dispatcher.deadletters import DeadFilter, FilterError
 
 Output = Literal["table", "json"]
@@ -29,9 +27,14 @@ StatusClassOpt = Annotated[
     str | None, typer.Option("--status-class", help="Last HTTP status: 4xx, 5xx, none, ...")
 ]
 Since = Annotated[
-    str | None, typer.Option("--since", help="Died at or after: ISO 8601, or an age like 6h.")
+    str | None,
+    typer.Option(
+        "--since", help="Died at or after: an age (30m, 6h, 7d) or a date-time with offset."
+    ),
 ]
-Until = Annotated[str | None, typer.Option("--until", help="Died before: ISO 8601 or an age.")]
+Until = Annotated[
+    str | None, typer.Option("--until", help="Died before: an age or a date-time with offset.")
+]
 OutputOpt = Annotated[
     Output, typer.Option("--output", "-o", help="table (for people) or json (for scripts).")
 ]
@@ -41,18 +44,13 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Count and show; change 
 
 
 def parse_time(text: str | None, option: str) -> datetime | None:
-    """ISO 8601 with a zone (a naive one is taken as UTC), or an age (`6h`) before now."""
+    """An age before now (`6h`) or a date-time with its offset: the API's words too."""
     if text is None:
         return None
     try:
-        return utcnow() - timedelta(seconds=parse_duration(text))
-    except ConfigurationError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(f"{option}: use ISO 8601 or an age like 30m, 6h, 2d") from None
-    return when if when.tzinfo else when.replace(tzinfo=utcnow().tzinfo)
+        return parse_instant(text)
+    except InstantError as exc:
+        raise typer.BadParameter(f"{option}: {exc}") from None
 
 
 def read_ids(path: Path | None) -> tuple[str, ...]:
@@ -108,5 +106,10 @@ def parse_rate(text: str) -> float | None:
     return rate
 
 
+def shown(value: Any) -> Any:
+    """A value as the API's JSON has it: date-times in UTC with `Z`."""
+    return format_instant(value) if isinstance(value, datetime) else str(value)
+
+
 def dump(value: Any) -> str:
-    return json.dumps(value, default=str, indent=2)
+    return json.dumps(value, default=shown, indent=2)

@@ -49,7 +49,7 @@ def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if row[c] is None else str(row[c])[:80] for c in columns))
+        table.add_row(*("" if row[c] is None else o.shown(row[c])[:80] for c in columns))
     return table
 
 

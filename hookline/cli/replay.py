@@ -1,44 +1,36 @@
 """`hookline replay start|status|cancel`: wiring only; jobs live in and run from
-`dispatcher.replay`. The CLI runs a job in its own process, with a progress bar;
-`hookline dispatcher` runs `replay_resumer`, which resumes jobs whose runner died.
+`dispatcher.replay`. In the direct mode the CLI runs a job in its own process; through the
+API (`HOOKLINE_API_URL`) the API process runs it and the CLI follows it: a progress bar
+either way. `hookline dispatcher` runs `replay_resumer`, which resumes jobs whose runner
+died.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common.db.models import JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED, ReplayJob
-from common.service import install_stop_handlers
 from common.settings import Settings
-from common.transport import open_transport, topology
-from dispatcher.replay import (
-    DEFAULT_RATE_PER_S,
-    JobBusy,
-    Plan,
-    ReplayRefused,
-    Resumer,
-    Runner,
-    cancel_job,
-    create_job,
-    get_job,
-    plan_replay,
-)
+from common.transport import open_transport
+from dispatcher.replay import DEFAULT_RATE_PER_S, Resumer
+from hookline.cli import backend
 from hookline.cli import options as o
-from hookline.cli.dlq import actor, runtime
+from hookline.cli.dlq import query
 from hookline.runtime import Runtime
 
 replay_app = typer.Typer(
     help="Replay dead letters, watch and cancel replay jobs.", no_args_is_help=True
 )
 console = Console()
-FINISHED = (JOB_COMPLETED, JOB_CANCELLED, JOB_FAILED)
+Json = dict[str, Any]
+# What a job's JSON shows, in this order, in both modes (the API's `ReplayJobOut`, trimmed).
+JOB_FIELDS = ("id", "state", "total", "todo", "done", "failed", "skipped", "error",
+              "filters", "rate_per_s", "actor")  # fmt: skip
 
 
 def replay_resumer(settings: Settings, rt: Runtime) -> Resumer:
@@ -52,21 +44,8 @@ def replay_resumer(settings: Settings, rt: Runtime) -> Resumer:
     )
 
 
-def _job_json(job: ReplayJob) -> dict[str, object]:
-    todo = max(0, job.total - job.done - job.failed - job.skipped)
-    return {
-        "id": job.id,
-        "state": job.state,
-        "total": job.total,
-        "todo": todo,
-        "done": job.done,
-        "failed": job.failed,
-        "skipped": job.skipped,
-        "error": job.error,
-        "filters": job.filters,
-        "rate_per_s": job.rate_per_s,
-        "actor": job.actor,
-    }
+def _job_json(job: Json) -> Json:
+    return {name: job.get(name) for name in JOB_FIELDS}
 
 
 def _progress() -> Progress:
@@ -83,45 +62,35 @@ def _progress() -> Progress:
     )
 
 
-def _run(rt: Runtime, job_id: str, output: str) -> ReplayJob:
-    rt.transport.declare(topology.build(rt.settings.retry_tiers_s))
-    stop = threading.Event()
-    install_stop_handlers(stop)  # SIGTERM: finish the batch, leave the job resumable
+def _watch(job_id: str, follow: Callable[[str, Callable[[Json], None]], Json]) -> Json:
+    """`follow` the job with a progress bar; its last state."""
     with _progress() as bar:
         task = bar.add_task(job_id, total=None, state="running", failed=0, skipped=0)
 
-        def show(job: ReplayJob) -> None:
+        def show(job: Json) -> None:
             bar.update(
                 task,
-                total=job.total,
-                completed=job.done + job.failed + job.skipped,
-                state=job.state,
-                failed=job.failed,
-                skipped=job.skipped,
+                total=job["total"],
+                completed=job["done"] + job["failed"] + job["skipped"],
+                state=job["state"],
+                failed=job["failed"],
+                skipped=job["skipped"],
             )
 
-        runner = Runner(
-            rt.transport,
-            rt.sessionmaker,
-            job_id,
-            metrics=rt.metrics,
-            on_progress=show,
-            publish_timeout_s=rt.settings.publish_timeout_s,
-        )
-        try:
-            job = runner.run(stop)
-        except JobBusy as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(3) from None
+        job = follow(job_id, show)
         show(job)
+    return job
+
+
+def _ended(job: Json, output: str) -> None:
     if output == "json":
         typer.echo(o.dump(_job_json(job)))
     else:
         console.print(
-            f"job {job.id}: [bold]{job.state}[/bold] — {job.done} sent, "
-            f"{job.failed} failed, {job.skipped} skipped of {job.total}"
+            f"job {job['id']}: [bold]{job['state']}[/bold] — {job['done']} sent, "
+            f"{job['failed']} failed, {job['skipped']} skipped of {job['total']}"
         )
-    return job
+    raise typer.Exit(0 if job["state"] == "completed" else 1)
 
 
 @replay_app.command("start")
@@ -147,79 +116,60 @@ def replay_start(
         str, typer.Option("--rate", help="Copies per second (N or N/s), or unlimited.")
     ] = f"{DEFAULT_RATE_PER_S:g}/s",
     resume: Annotated[
-        str | None, typer.Option("--resume", help="Resume this job (killed or failed).")
+        str | None,
+        typer.Option("--resume", help="Resume this job (killed or failed; direct mode)."),
     ] = None,
     output: o.OutputOpt = "table",
 ) -> None:
     """Re-send dead letters with their original webhook-id; the set is fixed at the start."""
-    rt = runtime()
-    try:
+    filters = query(
+        tenant=tenant, subscription_id=subscription, event_type=event_type, reason=reason,
+        status_class=status_class, since=since, until=until,
+    )  # fmt: skip
+    ids = list(o.read_ids(ids_from))
+    body = {**filters, "ids": ids, "all": everything, "force": force}
+    body["rate_per_s"] = o.parse_rate(rate)
+    with backend.session() as ops:
         if resume is not None:
-            job = _run(rt, resume, output)
-            raise typer.Exit(0 if job.state == JOB_COMPLETED else 1)
-        dead = o.dead_filter(
-            tenant=tenant,
-            subscription=subscription,
-            event_type=event_type,
-            reason=reason,
-            status_class=status_class,
-            since=since,
-            until=until,
-            ids=o.read_ids(ids_from),
-        )
-        rate_per_s = o.parse_rate(rate)
-        with rt.sessionmaker() as session:
-            plan = plan_replay(session, dead)
+            if backend.remote_mode():
+                console.print("[red]--resume runs in the direct mode (unset HOOKLINE_API_URL)")
+                raise typer.Exit(2)
+            _ended(_watch(resume, ops.follow), output)
+        plan = ops.replay({**body, "dry_run": True})
         _show_plan(plan, output, dry_run)
         if dry_run:
             return
-        if not dead.narrows and not everything:
+        narrowed = ids or any(v for k, v in filters.items() if k != "tenant")
+        if not narrowed and not everything:
             console.print("[red]refused:[/red] no filter given; name what to replay, or --all")
             raise typer.Exit(2)
-        if plan.summary.total == 0:
+        if plan["total"] == 0:
             console.print("nothing to replay")
             return
-        if (plan.paused or plan.disabled) and force:
-            console.print(f"[yellow]--force:[/yellow] {plan.force_note}")
-        if not yes and not typer.confirm(f"Replay {plan.summary.total} dead deliveries at {rate}?"):
+        if (plan["paused"] or plan["disabled"]) and force:
+            console.print(f"[yellow]--force:[/yellow] {plan['note']}")
+        if not yes and not typer.confirm(f"Replay {plan['total']} dead deliveries at {rate}?"):
             raise typer.Exit(1)
-        with rt.sessionmaker() as session, session.begin():
-            try:
-                job, _ = create_job(
-                    session,
-                    dead,
-                    actor=actor(),
-                    rate_per_s=rate_per_s,
-                    everything=everything,
-                    force=force,
-                )
-            except ReplayRefused as exc:
-                console.print(f"[red]{exc}[/red]")
-                raise typer.Exit(2) from None
-            job_id = job.id
-        console.print(f"replay job [bold]{job_id}[/bold] ({job.total} deliveries)")
-        job = _run(rt, job_id, output)
-        raise typer.Exit(0 if job.state == JOB_COMPLETED else 1)
-    finally:
-        rt.close()
+        job = ops.replay(body)
+        console.print(f"replay job [bold]{job['id']}[/bold] ({job['total']} deliveries)")
+        _ended(_watch(job["id"], ops.follow), output)
 
 
-def _show_plan(plan: Plan, output: str, dry_run: bool) -> None:
+def _show_plan(plan: Json, output: str, dry_run: bool) -> None:
     if output == "json" and dry_run:
-        typer.echo(o.dump({"dry_run": True, **plan.to_json(), "note": plan.force_note}))
+        typer.echo(o.dump(plan))
         return
     if output == "json":
         return
-    s = plan.summary
-    console.print(f"[bold]{s.total}[/bold] dead deliveries match")
-    for reason, count in s.by_reason.items():
+    console.print(f"[bold]{plan['total']}[/bold] dead deliveries match")
+    for reason, count in plan["by_reason"].items():
         console.print(f"  reason {reason}: {count}")
-    for subscription_id, count in list(s.by_subscription.items())[:10]:
+    for subscription_id, count in list(plan["by_subscription"].items())[:10]:
         console.print(f"  subscription {subscription_id}: {count}")
-    if s.sample_ids:
-        console.print("  sample ids: " + " ".join(s.sample_ids))
-    if plan.force_note:
-        console.print(f"[yellow]paused/disabled:[/yellow] {plan.force_note}")
+    if plan["sample_ids"]:
+        console.print("  sample ids: " + " ".join(plan["sample_ids"]))
+    if plan["paused"] or plan["disabled"]:
+        console.print(f"[yellow]paused/disabled:[/yellow] {plan['note']}")
     if dry_run:
         console.print("dry run: nothing was changed")
 
@@ -231,54 +181,18 @@ def replay_status(
     output: o.OutputOpt = "table",
 ) -> None:
     """A job's state and counts; follows it with a progress bar until it finishes."""
-    rt = runtime()
-    try:
-        job = _load(rt, job_id)
-        if output == "json" or not watch or job.state in FINISHED:
-            if output == "json":
-                typer.echo(o.dump(_job_json(job)))
-            else:
-                console.print(o.dump(_job_json(job)))
+    with backend.session() as ops:
+        job = ops.replay_job(job_id)
+        if output == "json" or not watch or job["state"] in backend.FINISHED:
+            shown = o.dump(_job_json(job))
+            typer.echo(shown) if output == "json" else console.print(shown)
             return
-        with _progress() as bar:
-            task = bar.add_task(job_id, total=job.total, state=job.state, failed=0, skipped=0)
-            while True:
-                job = _load(rt, job_id)
-                bar.update(
-                    task,
-                    completed=job.done + job.failed + job.skipped,
-                    total=job.total,
-                    state=job.state,
-                    failed=job.failed,
-                    skipped=job.skipped,
-                )
-                if job.state in FINISHED:
-                    break
-                time.sleep(0.5)
-    finally:
-        rt.close()
-
-
-def _load(rt: Runtime, job_id: str) -> ReplayJob:
-    with rt.sessionmaker() as session:
-        job = get_job(session, job_id)
-    if job is None:
-        console.print(f"[red]no replay job {job_id}[/red]")
-        raise typer.Exit(1)
-    return job
+        _watch(job_id, lambda job, show: backend.poll(ops, job, show))
 
 
 @replay_app.command("cancel")
 def replay_cancel(job_id: Annotated[str, typer.Argument(help="Replay job id.")]) -> None:
     """Stop a job after its current batch (what was sent stays sent)."""
-    rt = runtime()
-    try:
-        with rt.sessionmaker() as session, session.begin():
-            job = get_job(session, job_id)
-            if job is None:
-                console.print(f"[red]no replay job {job_id}[/red]")
-                raise typer.Exit(1)
-            job = cancel_job(session, job, actor=actor())
-    finally:
-        rt.close()
-    console.print(f"job {job.id}: {job.state}")
+    with backend.session() as ops:
+        job = ops.cancel_replay(job_id)
+    console.print(f"job {job['id']}: {job['state']}")

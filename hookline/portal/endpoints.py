@@ -87,7 +87,7 @@ async def create_endpoint(
             request, "endpoint_new.html", problem,
             who=seen.session, theme=seen.theme, status_code=422,
         )  # fmt: skip
-    row, secret = await reaching(
+    row, secret, outcome = await reaching(
         seen,
         services,
         lambda: subscriptions.subscribe(
@@ -103,6 +103,7 @@ async def create_endpoint(
         "title": "Endpoint added",
         "row": row,
         "secret": secret,
+        "outcome": outcome,
         "nav": "endpoints",
     }
     return page(request, "endpoint_created.html", context, who=seen.session, theme=seen.theme)

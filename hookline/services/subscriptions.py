@@ -120,8 +120,9 @@ def subscribe(
     actor: Actor,
     verified: bool,
     outbound: Outbound,
-) -> tuple[Subscription, str | None]:
-    """The new subscription and its secret, or the existing identical one and None.
+) -> tuple[Subscription, str | None, Outcome | None]:
+    """The new subscription and its secret, or the existing identical one and None; with
+    the handshake's outcome when one ran (a pending subscription), else None.
 
     A subscription left `pending_verification` (new, or an earlier identical one) goes
     through the handshake at once; the row returned shows the status it reached.
@@ -175,10 +176,11 @@ def subscribe(
         if row is None:
             raise
         created = False
+    outcome = None
     if row.status == SUB_PENDING:
-        verify(sessions, row, actor=actor, outbound=outbound)
+        outcome = verify(sessions, row, actor=actor, outbound=outbound)
         row = reload(sessions, row.id)
-    return row, secret if created else None
+    return row, secret if created else None, outcome
 
 
 def verify(

@@ -252,7 +252,7 @@ def test_a_batch_item_is_read_as_the_body_of_a_single_event(api):
     body = batch(api, auth, events).json()
 
     assert [r["status"] for r in body["results"]] == ["accepted", "accepted", "rejected"]
-    assert "timezone" in body["results"][2]["error"]["message"]
+    assert "needs its offset" in body["results"][2]["error"]["message"]
     first, second = (event for _, event in api.published())
     assert first.id == body["results"][0]["id"] and first.id.startswith("evt_")
     assert second.operation == "sync"

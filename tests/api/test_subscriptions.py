@@ -67,7 +67,11 @@ def test_a_new_subscription_awaits_verification_with_a_secret_shown_once(api):
     shown = api.client.get(f"/v1/subscriptions/{body['id']}", headers=headers)
     assert shown.status_code == 200
     assert "secret" not in shown.json()
-    assert shown.json() == {key: value for key, value in body.items() if key != "secret"}
+    # The creation answer adds the secret and the handshake's outcome to the subscription.
+    assert body["verification"]["status"] == "failed"
+    assert shown.json() == {
+        key: value for key, value in body.items() if key not in ("secret", "verification")
+    }
 
 
 def test_the_secret_is_stored_sealed_and_the_row_is_ready_for_dispatch(api):

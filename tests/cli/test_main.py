@@ -128,7 +128,7 @@ def test_dev_demo_delivers_signed_webhooks_and_exits(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
     done = subprocess.run(
         [sys.executable, "-m", "hookline", "dev", "--demo", "--exit-after-demo",
-         "--port", str(port), "--demo-events", "3"],
+         "--port", str(port), "--demo-events", "3", "--db", "chosen.db"],
         cwd=tmp_path, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     output = done.stdout + done.stderr
@@ -136,6 +136,10 @@ def test_dev_demo_delivers_signed_webhooks_and_exits(tmp_path: Path) -> None:
     assert output.count("signature valid") == 3
     assert "INVALID" not in output
     assert "all 3 demo webhooks delivered and verified" in output
+    # It says where its data lives (the file `--db` chose) and how the CLI reaches it.
+    assert f"database: {tmp_path.resolve() / 'chosen.db'}" in output
+    assert (tmp_path / "chosen.db").exists()
+    assert f"export HOOKLINE_API_URL=http://127.0.0.1:{port} HOOKLINE_API_TOKEN=hl_admin_" in output
     portal = rf"portal for site B .*: http://127\.0\.0\.1:{port}/portal/open\?token=hlp_\S{{43}}\n"
     assert re.search(portal, output), output
 

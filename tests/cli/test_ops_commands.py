@@ -29,7 +29,7 @@ from common.wire import encode, utcnow
 from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import Runner
 from dispatcher.replay import jobs as replayjobs
-from hookline.cli import app, dlq
+from hookline.cli import app, direct, dlq
 from hookline.runtime import build_runtime
 from tests import builders
 from tests.dead_letters import dead_letter, published_copies
@@ -55,6 +55,7 @@ def ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ops]:
     migrate.upgrade(url)
     broker = MemoryBroker()
     # Every dlq/replay/gc command builds its runtime here; only the broker is shared.
+    monkeypatch.setattr(direct, "build_runtime", functools.partial(build_runtime, memory=broker))
     monkeypatch.setattr(dlq, "build_runtime", functools.partial(build_runtime, memory=broker))
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
@@ -153,7 +154,7 @@ def test_replay_cancel_of_a_job_nobody_runs_cancels_it_at_once(ops: Ops) -> None
 
 def test_replay_cancel_of_an_unknown_job_fails_and_names_it(ops: Ops) -> None:
     result = invoke("replay", "cancel", "rpl_nope")
-    assert result.exit_code == 1 and "no replay job rpl_nope" in result.output
+    assert result.exit_code == 1 and "hookline: not_found: replay job not found" in result.output
     assert audits(ops, "replay.cancel") == []
 
 
@@ -193,7 +194,8 @@ def test_dlq_resubmit_refuses_an_unknown_id_and_a_message_from_an_unknown_queue(
     missing = invoke("dlq", "resubmit", "psn_nope")
     lost = invoke("dlq", "resubmit", "psn_lost")
     no_file = invoke("dlq", "resubmit", "psn_lost", "--body-file", "/nonexistent/fixed.json")
-    assert missing.exit_code == 1 and "no poison message psn_nope" in missing.output
+    assert missing.exit_code == 1
+    assert "hookline: not_found: poison message not found" in missing.output
     assert lost.exit_code == 2 and "cannot re-submit" in lost.output
     assert no_file.exit_code == 2 and "Invalid value for '--body-file'" in no_file.output
     with ops.sessions() as session:

@@ -26,7 +26,7 @@ def test_a_subscribe_that_loses_the_insert_race_answers_with_the_winner_and_no_s
     outbound = Outbound(settings, system_resolver, builders.DEV_BOX)
     body = SubscriptionCreate(url="http://127.0.0.1:9/hook", event_types=["order.created"])
     actor = Actor(ADMIN)
-    won, secret = subscriptions.subscribe(
+    won, secret, _ = subscriptions.subscribe(
         sessions, tenant_id, body, actor=actor, verified=True, outbound=outbound
     )
     # The loser looked before the winner committed: its own look finds nothing.
@@ -39,7 +39,7 @@ def test_a_subscribe_that_loses_the_insert_race_answers_with_the_winner_and_no_s
 
     monkeypatch.setattr(subscriptions, "_find", too_early)
 
-    lost, no_secret = subscriptions.subscribe(
+    lost, no_secret, _ = subscriptions.subscribe(
         sessions, tenant_id, body, actor=actor, verified=True, outbound=outbound
     )
 

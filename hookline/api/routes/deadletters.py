@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
@@ -35,7 +36,7 @@ from hookline.api.ops_schemas import (
 )
 from hookline.api.opsauth import Caller, caller
 from hookline.api.routes.deliveries import attempt_out
-from hookline.api.schemas import Instant
+from hookline.api.schemas import TimeBound
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
 ERRORS = documented(401, 403, 404, 422, 503)
@@ -94,8 +95,8 @@ class _Filters:
         event_type: str | None = None,
         reason: str | None = Query(None, examples=["max_attempts"]),
         status_class: StatusClass | None = None,
-        since: Instant | None = None,
-        until: Instant | None = None,
+        since: TimeBound | None = None,
+        until: TimeBound | None = None,
         tenant: str | None = Query(None, description="Admin token only: one tenant."),
     ) -> None:
         self.values = dict(
@@ -142,7 +143,7 @@ def summarize_dead_letters(
     return DeadLetterSummary(**summary.to_json())
 
 
-def _poison_out(row: PoisonMessage) -> PoisonOut:
+def poison_out(row: PoisonMessage) -> PoisonOut:
     return PoisonOut(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -159,8 +160,8 @@ def _poison_out(row: PoisonMessage) -> PoisonOut:
 @router.get("/poison", response_model=PoisonPage, responses=ERRORS)
 def list_poison_messages(
     source_queue: str | None = None,
-    since: Instant | None = None,
-    until: Instant | None = None,
+    since: TimeBound | None = None,
+    until: TimeBound | None = None,
     tenant: str | None = Query(None, description="Admin token only: one tenant."),
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = None,
@@ -178,7 +179,7 @@ def list_poison_messages(
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_position(rows[-1].received_at, rows[-1].id) if more else None
-    return PoisonPage(data=[_poison_out(r) for r in rows], next_cursor=next_cursor)
+    return PoisonPage(data=[poison_out(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("/poison/{poison_id}/resubmit", response_model=PoisonOut, responses=ERRORS)
@@ -202,7 +203,7 @@ def resubmit_poison_message(
         except ResubmitError as exc:
             raise ApiError(422, "not_resubmittable", str(exc)) from None
         session.refresh(row)
-        return _poison_out(row)
+        return poison_out(row)
 
 
 def _event_out(row: EventRow | None) -> EventOut | None:
@@ -222,8 +223,13 @@ def get_dead_letter(
     """One dead letter: the event, every attempt, and the headers it was sent with."""
     with services.sessionmaker() as session:
         found = show_dead(session, delivery_id, tenant=who.tenant_id)
-    if found is None:
-        raise not_found("dead letter")
+        if found is None:
+            raise not_found("dead letter")
+        return dead_letter_detail(found)
+
+
+def dead_letter_detail(found: Any) -> DeadLetterDetail:
+    """`show_dead`'s answer as the API shows it (`hookline dlq show` too)."""
     return DeadLetterDetail(
         **dead_letter_out(found.delivery).model_dump(),
         event=_event_out(found.event),

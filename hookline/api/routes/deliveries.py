@@ -8,6 +8,7 @@ costs the same on a table of millions as on an empty one (EXPLAIN in docs/archit
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import cast
 
 from fastapi import APIRouter, Depends, Query
@@ -25,7 +26,7 @@ from hookline.api.schemas import (
     DeliveryStatus,
     DeliverySummary,
     EventType,
-    Instant,
+    TimeBound,
 )
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
@@ -69,8 +70,8 @@ def delivery_page(
     status: str | None = None,
     subscription_id: str | None = None,
     event_type: str | None = None,
-    since: Instant | None = None,
-    until: Instant | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     cursor: str | None = None,
     limit: int = 100,
 ) -> Select[tuple[Delivery]]:
@@ -97,8 +98,8 @@ def list_deliveries(
     status: DeliveryStatus | None = Query(default=None),
     subscription_id: str | None = Query(default=None, max_length=64),
     event_type: EventType | None = Query(default=None),
-    since: Instant | None = Query(default=None, description="created at or after"),
-    until: Instant | None = Query(default=None, description="created before"),
+    since: TimeBound | None = Query(default=None, description="created at or after"),
+    until: TimeBound | None = Query(default=None, description="created before"),
     limit: int = Query(default=100, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=1000),
     principal: Principal = READ,

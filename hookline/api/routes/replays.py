@@ -50,6 +50,8 @@ router = APIRouter(tags=["replays"])
 log = logging.getLogger(__name__)
 ERRORS = documented(401, 403, 404, 409, 422, 429, 503)
 LIST_ERRORS = documented(400, 401, 403, 422, 429, 503)
+# How a refusal names the body field that allows the replay (the CLI names its flags).
+SPELLING = {"all": '"all": true', "force": '"force": true'}
 
 
 def job_out(job: ReplayJob, note: str | None = None) -> ReplayJobOut:
@@ -73,7 +75,7 @@ def job_out(job: ReplayJob, note: str | None = None) -> ReplayJobOut:
     )
 
 
-def _plan_out(plan: Plan) -> ReplayPlanOut:
+def plan_out(plan: Plan) -> ReplayPlanOut:
     s = plan.summary
     note = plan.force_note or "nothing was changed (dry run)"
     return ReplayPlanOut(
@@ -148,7 +150,7 @@ def _start(
         admit_replay_start(services, who.tenant_id)  # 429 over its starts per minute
     with services.sessionmaker() as session, session.begin():
         if dry_run:
-            planned = _plan_out(plan_replay(session, dead))
+            planned = plan_out(plan_replay(session, dead))
             return JSONResponse(planned.model_dump(mode="json"), status_code=200)
         try:
             job, plan = create_job(
@@ -160,7 +162,7 @@ def _start(
                 force=force,
             )
         except ReplayRefused as exc:
-            raise ApiError(409, "replay_refused", str(exc)) from None
+            raise ApiError(409, "replay_refused", exc.worded(SPELLING)) from None
         body = job_out(job, plan.force_note or None)
     run_in_background(request, services, body.id)
     return JSONResponse(body.model_dump(mode="json"), status_code=202)

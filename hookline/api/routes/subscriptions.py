@@ -22,6 +22,7 @@ from hookline.api.errors import documented
 from hookline.api.schemas import SubscriptionStatus
 from hookline.api.service_calls import ServiceRoute, acting, outbound, reaching_endpoint
 from hookline.api.subscription_schemas import (
+    HandshakeOut,
     SubscriptionCreate,
     SubscriptionCreated,
     SubscriptionList,
@@ -70,14 +71,20 @@ def created_or_existing(
     services: Services, tenant_id: str, body: SubscriptionCreate, *, actor: Actor, verified: bool
 ) -> JSONResponse:
     """201 with the secret for a new subscription, 200 without it for an existing one."""
-    row, secret = subscriptions.subscribe(
+    row, secret, outcome = subscriptions.subscribe(
         services.sessionmaker, tenant_id, body,
         actor=actor, verified=verified, outbound=outbound(services),
     )  # fmt: skip
     out = to_out(row, services)
     if secret is None:
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
-    created = SubscriptionCreated(**out.model_dump(), secret=secret)
+    if outcome is None:
+        handshake = HandshakeOut(status="not_run", reason=None)
+    else:
+        handshake = HandshakeOut(
+            status="passed" if outcome.verified else "failed", reason=outcome.detail
+        )
+    created = SubscriptionCreated(**out.model_dump(), secret=secret, verification=handshake)
     return JSONResponse(created.model_dump(mode="json"), status_code=201, headers=NO_STORE)
 
 

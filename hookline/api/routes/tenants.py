@@ -43,7 +43,7 @@ router = APIRouter(
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _key_out(row: ApiKey) -> ApiKeyOut:
+def key_out(row: ApiKey) -> ApiKeyOut:
     return ApiKeyOut(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -113,7 +113,7 @@ def create_api_key(
         row, key = tenants.issue_key(
             session, tenant_id, body or ApiKeyCreate(), actor=admin(request)
         )
-        out = ApiKeyCreated(**_key_out(row).model_dump(), api_key=key)
+        out = ApiKeyCreated(**key_out(row).model_dump(), api_key=key)
     response.headers.update(NO_STORE)
     return out
 
@@ -130,7 +130,7 @@ def list_api_keys(
     with services.sessionmaker() as session:
         tenants.get(session, tenant_id)
         page, next_cursor = oldest_first(session, tenants.keys_of(tenant_id), ApiKey, limit, cursor)
-    return ApiKeyList(data=[_key_out(row) for row in page], next_cursor=next_cursor)
+    return ApiKeyList(data=[key_out(row) for row in page], next_cursor=next_cursor)
 
 
 @router.delete(
@@ -141,7 +141,7 @@ def revoke_api_key(
 ) -> ApiKeyOut:
     """Revoke a key: every request with it is refused from now on (revoking twice is fine)."""
     with services.sessionmaker() as session, session.begin():
-        out = _key_out(tenants.revoke_key(session, tenant_id, key_id, actor=admin(request)))
+        out = key_out(tenants.revoke_key(session, tenant_id, key_id, actor=admin(request)))
     # After the commit, so a concurrent lookup cannot cache the key as it was.
     services.key_cache.forget(key_id)
     return out

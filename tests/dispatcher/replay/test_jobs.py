@@ -175,8 +175,9 @@ def test_dry_run_plan_counts_and_changes_nothing(
 def test_no_filter_is_refused_unless_all_is_given(
     sessions: sessionmaker[Session], world: dict[str, Any]
 ) -> None:
-    with pytest.raises(ReplayRefused, match="--all"):
+    with pytest.raises(ReplayRefused, match="set all") as refused:
         start(sessions, DeadFilter(tenant=world["tenant"]))
+    assert refused.value.worded({"all": "--all"}).endswith("or set --all")
     assert start(sessions, DeadFilter(tenant=world["tenant"]), everything=True)
 
 

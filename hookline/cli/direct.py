@@ -1,0 +1,258 @@
+"""The operator commands' direct mode (no `HOOKLINE_API_URL`: an in-cluster job with the
+database and broker at hand). It calls what the API's routes call and shapes each answer
+with the routes' own models, so `-o json` and the tables are the same in both modes."""
+
+from __future__ import annotations
+
+import getpass
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from common.db.models import PoisonMessage, ReplayJob
+from common.instants import InstantError, parse_instant
+from common.service import install_stop_handlers
+from common.settings import Settings
+from common.transport import topology
+from dispatcher.deadletters import (
+    DeadFilter,
+    FilterError,
+    PoisonFilter,
+    ResubmitError,
+    drain_poison,
+    list_dead,
+    list_poison,
+    purge_poison,
+    resubmit_poison,
+    show_dead,
+    summarize_dead,
+)
+from dispatcher.replay import (
+    JobBusy,
+    ReplayRefused,
+    Runner,
+    audit,
+    cancel_job,
+    create_job,
+    get_job,
+    plan_replay,
+)
+from hookline.api.cursor import decode_position, encode_position
+from hookline.api.errors import ApiError
+from hookline.api.ops_schemas import DeadLetterSummary, PurgeRequest, ReplayCreate
+from hookline.api.routes.deadletters import dead_letter_detail, dead_letter_out, poison_out
+from hookline.api.routes.replays import job_out, plan_out
+from hookline.cli.direct_admin import DirectAdmin, as_json, refused, valid
+from hookline.runtime import Runtime, build_runtime
+from hookline.services.audit import CLI, Actor
+from hookline.services.deadletters import PurgeRefused, purge
+
+Json = dict[str, Any]
+FLAGS = {"all": "--all", "force": "--force"}
+SHELL = Actor(CLI)
+
+
+_refused = refused
+
+
+def _when(text: str | None, name: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except InstantError as exc:
+        raise _refused("validation_error", f"{name}: {exc}") from None
+
+
+def dead_filter(query: Json, ids: tuple[str, ...] = ()) -> DeadFilter:
+    try:
+        return DeadFilter(
+            tenant=query.get("tenant"),
+            subscription=query.get("subscription_id"),
+            event_type=query.get("event_type"),
+            reason=query.get("reason"),
+            status_class=query.get("status_class"),
+            since=_when(query.get("since"), "query.since"),
+            until=_when(query.get("until"), "query.until"),
+            ids=ids,
+        )
+    except FilterError as exc:
+        raise _refused("validation_error", str(exc)) from None
+
+
+def _body_filter(body: PurgeRequest | ReplayCreate, ids: tuple[str, ...] = ()) -> DeadFilter:
+    """A request body's filters (its times already read by the API's own types)."""
+    try:
+        return DeadFilter(
+            tenant=body.tenant, subscription=body.subscription_id, event_type=body.event_type,
+            reason=body.reason, status_class=body.status_class, since=body.since,
+            until=body.until, ids=ids,
+        )  # fmt: skip
+    except FilterError as exc:
+        raise _refused("validation_error", str(exc)) from None
+
+
+def actor() -> str:
+    """Who acts, for the audit log: the shell and the operator's login name."""
+    return f"cli:{getpass.getuser()}"[:64]
+
+
+def _position(cursor: str | None) -> Any:
+    try:
+        return decode_position(cursor) if cursor else None
+    except ApiError as exc:
+        raise _refused(exc.code, exc.message) from None
+
+
+class DirectOps(DirectAdmin):
+    """The database and the broker of this deployment, as the API's routes use them."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    @classmethod
+    def open(cls) -> DirectOps:
+        return cls(build_runtime(Settings()))
+
+    def close(self) -> None:
+        self.rt.close()
+
+    def dead_letters(self, query: Json, limit: int, cursor: str | None) -> Json:
+        dead, after = dead_filter(query), _position(cursor)
+        with self.rt.sessionmaker() as session:
+            rows = list_dead(session, dead, limit=limit + 1, after=after)
+        more, rows = len(rows) > limit, rows[:limit]
+        last = rows[-1] if more else None
+        next_cursor = (
+            encode_position(last.finished_at, last.id) if last and last.finished_at else None
+        )
+        return {"data": [as_json(dead_letter_out(r)) for r in rows], "next_cursor": next_cursor}
+
+    def dead_summary(self, query: Json) -> Json:
+        with self.rt.sessionmaker() as session:
+            summary = summarize_dead(session, dead_filter(query))
+        return as_json(DeadLetterSummary(**summary.to_json()))
+
+    def poison(self, query: Json, limit: int, cursor: str | None) -> Json:
+        wanted = PoisonFilter(
+            query.get("tenant"), None, _when(query.get("since"), "query.since"),
+            _when(query.get("until"), "query.until"),
+        )  # fmt: skip
+        after = _position(cursor)
+        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        drain_poison(self.rt.transport, self.rt.sessionmaker)
+        with self.rt.sessionmaker() as session:
+            rows = list_poison(session, wanted, limit=limit + 1, after=after)
+        more, rows = len(rows) > limit, rows[:limit]
+        next_cursor = encode_position(rows[-1].received_at, rows[-1].id) if more else None
+        return {"data": [as_json(poison_out(r)) for r in rows], "next_cursor": next_cursor}
+
+    def dead_letter(self, delivery_id: str) -> Json:
+        with self.rt.sessionmaker() as session:
+            found = show_dead(session, delivery_id, tenant=None)
+            if found is None:
+                raise _refused("not_found", "dead letter not found", 404)
+            return as_json(dead_letter_detail(found))
+
+    def purge(self, body: Json) -> Json:
+        wanted: PurgeRequest = valid(PurgeRequest, body)
+        dead = _body_filter(wanted)
+        with self.rt.sessionmaker() as session, session.begin():
+            try:
+                done = purge(
+                    session, dead, actor=actor(), everything=wanted.all, dry_run=wanted.dry_run
+                )
+            except PurgeRefused as exc:
+                raise _refused(exc.code, exc.worded(FLAGS), 409) from None
+        return done.to_json()
+
+    def purge_poison(self, body: Json) -> Json:
+        wanted = PoisonFilter(
+            body.get("tenant"), None, _when(body.get("since"), "since"),
+            _when(body.get("until"), "until"),
+        )  # fmt: skip
+        if not any((body.get("tenant"), body.get("since"), body.get("until"))) and not body["all"]:
+            refused = PurgeRefused()
+            raise _refused(refused.code, refused.worded(FLAGS), 409)
+        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        drain_poison(self.rt.transport, self.rt.sessionmaker)
+        with self.rt.sessionmaker() as session, session.begin():
+            matched = session.query(PoisonMessage).filter(*wanted.conditions()).count()
+            if body.get("dry_run") or matched == 0:
+                return {"matched": matched, "purged": 0, "dry_run": bool(body.get("dry_run"))}
+            purged = purge_poison(session, wanted)
+            audit(
+                session, actor=actor(), tenant_id=body.get("tenant"), action="dlq.purge",
+                resource_type="poison_messages", resource_id=None,
+                details={"purged": purged, "tenant": body.get("tenant"), "reason": "poison"},
+            )  # fmt: skip
+        return {"matched": matched, "purged": purged, "dry_run": False}
+
+    def resubmit_poison(self, poison_id: str, body: bytes | None) -> Json:
+        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        with self.rt.sessionmaker() as session, session.begin():
+            row = session.get(PoisonMessage, poison_id)
+            if row is None:
+                raise _refused("not_found", "poison message not found", 404)
+            try:
+                resubmit_poison(
+                    session, self.rt.transport, row, body=body,
+                    publish_timeout_s=self.rt.settings.publish_timeout_s,
+                )  # fmt: skip
+            except ResubmitError as exc:
+                raise _refused("not_resubmittable", str(exc)) from None
+            audit(
+                session, actor=actor(), tenant_id=row.tenant_id, action="poison.resubmit",
+                resource_type="poison_message", resource_id=row.id,
+                details={"source_queue": row.source_queue, "corrected": body is not None},
+            )  # fmt: skip
+            session.flush()
+            return as_json(poison_out(row))
+
+    def replay(self, body: Json) -> Json:
+        wanted: ReplayCreate = valid(ReplayCreate, body)
+        dead = _body_filter(wanted, ids=tuple(wanted.ids))
+        with self.rt.sessionmaker() as session, session.begin():
+            if wanted.dry_run:
+                return as_json(plan_out(plan_replay(session, dead)))
+            try:
+                job, plan = create_job(
+                    session, dead, actor=actor(), rate_per_s=wanted.rate_per_s,
+                    everything=wanted.all, force=wanted.force,
+                )  # fmt: skip
+            except ReplayRefused as exc:
+                raise _refused("replay_refused", exc.worded(FLAGS), 409) from None
+            return as_json(job_out(job, plan.force_note or None))
+
+    def _job(self, job_id: str) -> ReplayJob:
+        with self.rt.sessionmaker() as session:
+            job = get_job(session, job_id)
+        if job is None:
+            raise _refused("not_found", "replay job not found", 404)
+        return job
+
+    def replay_job(self, job_id: str) -> Json:
+        return as_json(job_out(self._job(job_id)))
+
+    def cancel_replay(self, job_id: str) -> Json:
+        with self.rt.sessionmaker() as session, session.begin():
+            job = get_job(session, job_id)
+            if job is None:
+                raise _refused("not_found", "replay job not found", 404)
+            return as_json(job_out(cancel_job(session, job, actor=actor())))
+
+    def follow(self, job_id: str, show: Callable[[Json], None]) -> Json:
+        """Run the job in this process (SIGTERM: finish the batch, leave it resumable)."""
+        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        stop = threading.Event()
+        install_stop_handlers(stop)
+        runner = Runner(
+            self.rt.transport, self.rt.sessionmaker, job_id, metrics=self.rt.metrics,
+            on_progress=lambda job: show(as_json(job_out(job))),
+            publish_timeout_s=self.rt.settings.publish_timeout_s,
+        )  # fmt: skip
+        try:
+            job = runner.run(stop)
+        except JobBusy as exc:
+            raise _refused("job_busy", str(exc), 409) from None
+        return as_json(job_out(job))

@@ -1,0 +1,149 @@
+"""The direct mode's publish and tenant commands (see `direct.py`): the services the
+admin routes and `POST /v1/events` call, answered in the routes' shapes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, cast
+
+from pydantic import BaseModel, ValidationError
+
+from common.ssrf import system_resolver
+from hookline.api.deps import Services
+from hookline.api.errors import problems
+from hookline.api.routes.subscriptions import created_or_existing, to_out
+from hookline.api.routes.tenants import key_out
+from hookline.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, TenantCreated
+from hookline.api.subscription_schemas import AdminSubscriptionCreate, SubscriptionCreate
+from hookline.cli.remote import RemoteError
+from hookline.runtime import Runtime, command_transport
+from hookline.services import subscription_actions as actions
+from hookline.services import subscriptions, tenants
+from hookline.services.audit import CLI, Actor
+from hookline.services.errors import ServiceError
+
+Json = dict[str, Any]
+SHELL = Actor(CLI)
+
+
+def refused(code: str, message: str, status: int = 422) -> RemoteError:
+    """A direct-mode refusal, worded and printed as the API's would be."""
+    return RemoteError(status, code, message)
+
+
+def as_json(model: BaseModel) -> Json:
+    return model.model_dump(mode="json")
+
+
+def valid(model: type[BaseModel], body: Json) -> Any:
+    """`body` read by the route's own schema, refused as the route would refuse it."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise refused("validation_error", problems(exc.errors())) from None
+
+
+def _owner(tenant_id: str | None) -> str:
+    if tenant_id is None:
+        raise refused("validation_error", "--tenant is required without HOOKLINE_API_URL")
+    return tenant_id
+
+
+class DirectAdmin:
+    """Publishing and tenant management on this deployment's broker and database."""
+
+    rt: Runtime
+
+    def publish(self, event: Json, tenant: str | None) -> Json:
+        from producer import InvalidEvent, Producer
+
+        if tenant is None:
+            raise refused("validation_error", "--tenant is required without HOOKLINE_API_URL")
+        settings = self.rt.settings
+        with (
+            command_transport(settings) as transport,
+            Producer(settings, transport=transport) as producer,
+        ):
+            try:
+                published = producer.publish(
+                    event["type"], event["data"], tenant=tenant,
+                    id=event.get("id"), operation=event.get("operation"),
+                )  # fmt: skip
+                return {"id": published}
+            except InvalidEvent as exc:
+                raise refused("invalid_event", str(exc)) from None
+
+    def create_tenant(self, name: str) -> Json:
+        with self.rt.sessionmaker() as session, session.begin():
+            tenant, key = tenants.create_tenant(session, name, actor=SHELL)
+            return as_json(TenantCreated(id=tenant.id, name=tenant.name, api_key=key))
+
+    def issue_key(self, tenant_id: str, body: Json) -> Json:
+        spec: ApiKeyCreate = valid(ApiKeyCreate, body)
+        with self.rt.sessionmaker() as session, session.begin():
+            row, key = self._service(
+                lambda: tenants.issue_key(session, tenant_id, spec, actor=SHELL)
+            )
+            return as_json(ApiKeyCreated(**key_out(row).model_dump(), api_key=key))
+
+    def keys(self, tenant_id: str) -> Json:
+        with self.rt.sessionmaker() as session:
+            self._service(lambda: tenants.get(session, tenant_id))
+            rows = tenants.list_keys(session, tenant_id)
+            return as_json(ApiKeyList(data=[key_out(r) for r in rows], next_cursor=None))
+
+    def revoke_key(self, tenant_id: str, key_id: str) -> Json:
+        with self.rt.sessionmaker() as session, session.begin():
+            row = self._service(lambda: tenants.revoke_key(session, tenant_id, key_id, actor=SHELL))
+            return as_json(key_out(row))
+
+    def subscriptions(self, tenant_id: str | None) -> Json:
+        owner = _owner(tenant_id)
+        with self.rt.sessionmaker() as session:
+            rows = session.scalars(subscriptions.of_tenant(owner, None)).all()
+            shown = [as_json(to_out(row, self._services())) for row in rows]
+        return {"data": shown, "next_cursor": None}
+
+    def subscribe(self, tenant_id: str | None, body: Json) -> Json:
+        """Registered by the operator, as `POST /v1/tenants/{id}/subscriptions` does:
+        active without a handshake unless `verify`."""
+        spec: AdminSubscriptionCreate = valid(AdminSubscriptionCreate, body)
+        fields = spec.model_dump(exclude={"verify"})
+        owner = _owner(tenant_id)
+        services = self._services()
+        with self.rt.sessionmaker() as session:
+            self._service(lambda: tenants.get(session, owner))
+        answer = self._service(
+            lambda: created_or_existing(
+                services, owner, SubscriptionCreate(**fields), actor=SHELL,
+                verified=not spec.verify,
+            )
+        )  # fmt: skip
+        return dict(json.loads(answer.body))
+
+    def subscription_action(self, tenant_id: str | None, sub_id: str, action: str) -> Json:
+        move = {"pause": actions.pause, "resume": actions.resume}[action]
+        with self.rt.sessionmaker() as session, session.begin():
+            row = self._service(lambda: move(session, _owner(tenant_id), sub_id, actor=SHELL))
+            return as_json(to_out(row, self._services()))
+
+    def unsubscribe(self, tenant_id: str | None, sub_id: str) -> None:
+        with self.rt.sessionmaker() as session, session.begin():
+            owner = _owner(tenant_id)
+            self._service(lambda: subscriptions.delete(session, owner, sub_id, actor=SHELL))
+
+    def _services(self) -> Services:
+        """What the routes' helpers read (the secret box, the outbound settings)."""
+        return cast(Services, SimpleNamespace(
+            settings=self.rt.settings, secret_box=self.rt.secret_box, resolver=system_resolver,
+            sessionmaker=self.rt.sessionmaker,
+        ))  # fmt: skip
+
+    @staticmethod
+    def _service(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except ServiceError as exc:
+            raise refused(exc.code, exc.message, 404 if exc.code == "not_found" else 422) from None

@@ -1,0 +1,62 @@
+"""Purging dead letters: one rule and one audit row for `POST /v1/dead-letters/purge` and
+`hookline dlq purge` in its direct mode. Listing and showing are the dispatcher's
+(`dispatcher.deadletters`); a purge is the operator's decision, so it lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from common.db.models import CANCELLED
+from dispatcher.deadletters import DeadFilter, purge_dead, summarize_dead
+from dispatcher.replay import audit
+from hookline.services.errors import Conflict
+
+
+class PurgeRefused(Conflict):
+    """A purge without any filter and without `all`: each shell names that option its own
+    way (`--all`, `"all": true`), through `worded()`."""
+
+    code = "purge_refused"
+    template = "no filter given: name what to purge, or set {option}"
+
+    def __init__(self) -> None:
+        super().__init__(self.template.format(option="all"))
+
+    def worded(self, spelling: Mapping[str, str]) -> str:
+        return self.template.format(option=spelling.get("all", "all"))
+
+
+@dataclass(frozen=True)
+class Purged:
+    matched: int
+    purged: int
+    dry_run: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {"matched": self.matched, "purged": self.purged, "dry_run": self.dry_run}
+
+
+def purge(
+    session: Session, dead: DeadFilter, *, actor: str, everything: bool, dry_run: bool
+) -> Purged:
+    """Count, and unless `dry_run` cancel, the dead letters `dead` selects (`hookline gc`
+    removes cancelled rows later); the caller commits."""
+    if not dead.narrows and dead.tenant is None and not everything:
+        raise PurgeRefused()
+    matched = summarize_dead(session, dead).total
+    if dry_run or matched == 0:
+        return Purged(matched, 0, dry_run)
+    purged = purge_dead(session, dead, status=CANCELLED)
+    audit(
+        session,
+        actor=actor,
+        tenant_id=dead.tenant,
+        action="dlq.purge",
+        resource_type="dead_letters",
+        resource_id=None,
+        details={"purged": purged, "tenant": dead.tenant, "reason": dead.reason},
+    )
+    return Purged(matched, purged, dry_run)
