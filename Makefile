@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 LOCK := requirements/dev.lock
 UV_VERSION := 0.13.9
 LOCK_FLAGS := --quiet --universal --python-version 3.11 --generate-hashes --index-url https://pypi.org/simple
+# The portal's browser tests use the system chromium; Playwright never downloads one.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 $(BIN)/hookline: pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)

@@ -28,6 +28,7 @@ from router import Router
 
 STARTUP_TIMEOUT_S = 15.0
 DEMO_TIMEOUT_S = 60.0
+PORTAL_LINK_S = 24 * 3600
 DEMO_PAGES = ("home", "pricing", "docs/getting-started", "blog/launch", "careers")
 
 
@@ -195,6 +196,17 @@ def _run_demo(
         console.print(f"[red]only {len(seen)} of {count} demo events arrived[/red]")
         return 1
     console.print(f"[bold green]all {count} demo webhooks delivered and verified[/bold green]")
+    # The receivers' portal, where site B's people see these deliveries (docs/portal.md).
+    link = _post(
+        http,
+        f"{api_url}/v1/portal/links",
+        {"tenant_id": tenant["id"], "scope": "manage", "expires_in_s": PORTAL_LINK_S},
+        admin,
+    )
+    # Not wrapped at the terminal's width, so the link can be copied whole.
+    console.print(
+        f"portal for site B (opens once, for 24 h): [bold]{link['url']}[/bold]", soft_wrap=True
+    )
     return 0
 
 

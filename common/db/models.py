@@ -165,7 +165,7 @@ class RateWindow(Base):
 
 
 class TenantApiLimits(Base):
-    """A tenant's own API limits, set by the operator (migration 0009); a null column
+    """A tenant's own API limits, set by the operator (migration 0010); a null column
     takes the `HOOKLINE_TENANT_*` default. API limits only: delivery pacing lives elsewhere."""
 
     __tablename__ = "tenant_api_limits"
@@ -180,7 +180,7 @@ class TenantApiLimits(Base):
 
 
 class ApiRateWindow(Base):
-    """A tenant's API rate window (migration 0009), shared by every API replica: `granted`
+    """A tenant's API rate window (migration 0010), shared by every API replica: `granted`
     units of `name` (`ingest`, `replay_starts`) in the window starting at `window_ms`."""
 
     __tablename__ = "api_rate_windows"
@@ -414,3 +414,39 @@ class SecretCanary(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     token: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _when()
+
+
+class PortalLink(Base):
+    """A signed-in link to the receivers' portal for one tenant's customer (migration 0011):
+    only the token's SHA-256 is kept. A link is exchanged once for a session; revoking the
+    link ends its session too."""
+
+    __tablename__ = "portal_links"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True, nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)  # read | manage
+    # Empty: every subscription of the tenant; else only these (a "customer").
+    subscription_ids: Mapped[list[str]] = mapped_column(Json, nullable=False, default=list)
+    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = _when()
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The session's cookie value, hashed; set when the link is exchanged.
+    session_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class PortalTheme(Base):
+    """A tenant's portal look and embedding rule (migration 0011)."""
+
+    __tablename__ = "portal_themes"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(80))
+    logo_url: Mapped[str | None] = mapped_column(String(500))
+    primary_color: Mapped[str | None] = mapped_column(String(7))
+    # CSP `frame-ancestors` origins; empty: 'none' (the portal may not be framed).
+    frame_ancestors: Mapped[list[str]] = mapped_column(Json, nullable=False, default=list)
+    updated_at: Mapped[datetime] = _when()

@@ -35,6 +35,7 @@ from hookline.api.routes import (
     event_types,
     events,
     health,
+    portal,
     purge,
     replays,
     subscription_actions,
@@ -47,6 +48,7 @@ from hookline.api.routes import (
 from hookline.api.routes.health import readiness_checks
 from hookline.api.schema_check import SchemaCheck
 from hookline.api.telemetry import RequestMetrics
+from hookline.portal import create_portal
 from producer import Producer
 
 # Events are notifications, not file transfers; bigger bodies belong in the receiver's API.
@@ -137,11 +139,13 @@ def create_app(
     routers = (
         events, event_lists, health, tenants, tenant_settings, tenant_delivery, subscriptions,
         subscription_actions, deliveries, audit, purge, deadletters, replays, tenant_limits,
-        event_types,
+        event_types, portal,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     app.include_router(event_types.admin_router)
+    # The receivers' portal: HTML pages with their own session, CSRF and CSP (docs/portal.md).
+    app.mount("/portal", create_portal(app.state.services))
     # Added last, so outermost: the size limit holds before a body is stored for replay.
     app.add_middleware(Idempotency)
     document(app)

@@ -38,6 +38,7 @@ ScopeName = Literal[
     "event_types:read",
     "event_types:write",
     "audit:read",
+    "portal:mint",
 ]
 ALL_SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
 # A key created without `scopes` may only send events (docs/security.md).

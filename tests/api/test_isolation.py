@@ -98,6 +98,9 @@ def owned(api: Api) -> Owned:
     }
     assert job.status_code == 202, job.text
     ids["job_id"] = job.json()["id"]
+    link = api.client.post("/v1/portal/links", json={}, headers=auth)
+    assert link.status_code == 201, link.text
+    ids["link_id"] = link.json()["id"]
     return Owned(ids=ids, auth=auth)
 
 

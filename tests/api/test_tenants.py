@@ -19,6 +19,7 @@ ALL_SCOPES = {
     "event_types:read",
     "event_types:write",
     "audit:read",
+    "portal:mint",
 }
 KEY_FORMAT = re.compile(r"^hl_[A-Za-z0-9_-]{32}$")
 

@@ -140,6 +140,8 @@ def test_dev_demo_delivers_signed_webhooks_and_exits(tmp_path: Path) -> None:
     assert f"database: {tmp_path.resolve() / 'chosen.db'}" in output
     assert (tmp_path / "chosen.db").exists()
     assert f"export HOOKLINE_API_URL=http://127.0.0.1:{port} HOOKLINE_API_TOKEN=hl_admin_" in output
+    portal = rf"portal for site B .*: http://127\.0\.0\.1:{port}/portal/open\?token=hlp_\S{{43}}\n"
+    assert re.search(portal, output), output
 
 
 def _ipv6_loopback() -> bool:

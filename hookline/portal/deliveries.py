@@ -1,0 +1,159 @@
+"""The delivery log: filters, one delivery with its attempts, retrying one that failed,
+and the progress of a replay job this session started."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.responses import RedirectResponse, Response
+
+from common.db.models import Delivery, Subscription
+from common.db.statuses import DeliveryStatus
+from hookline.api.deps import Services, get_services
+from hookline.api.routes.replays import run_in_background
+from hookline.api.tenant_limits import admit_replay_start, replay_rate_cap
+from hookline.portal.calls import call
+from hookline.portal.session import Posted, Refused, Viewer, posted, viewer
+from hookline.portal.web import PREFIX, page, secure
+from hookline.services import deliveries
+from hookline.services.deliveries import LogFilter
+
+router = APIRouter()
+
+
+def _when(text: str, seen: Viewer) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise Refused(422, "a time filter is not a date and time", seen.theme) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@router.get("/deliveries")
+async def delivery_log(
+    request: Request,
+    status: str = Query(default="", max_length=16),
+    event_type: str = Query(default="", max_length=200),
+    endpoint: str = Query(default="", max_length=64),
+    since: str = Query(default="", max_length=40),
+    until: str = Query(default="", max_length=40),
+    seen: Viewer = Depends(viewer),
+    services: Services = Depends(get_services),
+) -> Response:
+    who = seen.session
+    if status and status not in tuple(DeliveryStatus):
+        raise Refused(422, "status: not a delivery status", seen.theme)
+    filters = LogFilter(
+        status=status or None,
+        event_type=event_type or None,
+        subscription_id=endpoint or None,
+        since=_when(since, seen),
+        until=_when(until, seen),
+    )
+
+    def load() -> tuple[list[Delivery], list[Subscription]]:
+        with services.sessionmaker() as session:
+            rows = deliveries.log_page(session, who.tenant_id, who.subscription_ids, filters)
+            endpoints = deliveries.endpoints_of(session, who.tenant_id, who.subscription_ids)
+            return rows, endpoints
+
+    rows, endpoints = await call(seen, load)
+    context: dict[str, Any] = {
+        "title": "Delivery log",
+        "rows": rows,
+        "endpoints": endpoints,
+        "statuses": tuple(DeliveryStatus),
+        "filters": {"status": status, "event_type": event_type, "endpoint": endpoint,
+                    "since": since, "until": until},
+        "nav": "deliveries",
+    }  # fmt: skip
+    return page(request, "deliveries.html", context, who=who, theme=seen.theme)
+
+
+@router.get("/deliveries/{delivery_id}")
+async def show_delivery(
+    delivery_id: str,
+    request: Request,
+    seen: Viewer = Depends(viewer),
+    services: Services = Depends(get_services),
+) -> Response:
+    who = seen.session
+
+    def load() -> tuple[Delivery, list[Any], list[tuple[str, str]]]:
+        with services.sessionmaker() as session:
+            row, attempts = deliveries.detail(
+                session, who.tenant_id, who.subscription_ids, delivery_id
+            )
+            sub = session.get(Subscription, row.subscription_id)
+            return row, attempts, deliveries.request_headers(sub)
+
+    row, attempts, headers = await call(seen, load)
+    context = {
+        "title": f"Delivery {row.id}",
+        "row": row,
+        "attempts": attempts,
+        "headers": headers,
+        "nav": "deliveries",
+    }
+    return page(request, "delivery.html", context, who=who, theme=seen.theme)
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+async def retry_delivery(
+    delivery_id: str,
+    request: Request,
+    form: Posted = Depends(posted),
+    services: Services = Depends(get_services),
+) -> Response:
+    seen = form.viewer
+
+    def run() -> str:
+        tenant = seen.session.tenant_id
+        admit_replay_start(services, tenant)  # 429 over the tenant's starts per minute
+        with services.sessionmaker() as session, session.begin():
+            job = deliveries.retry_one(
+                session, tenant, seen.session.subscription_ids, delivery_id,
+                actor=seen.actor, rate_per_s=replay_rate_cap(services, tenant),
+            )  # fmt: skip
+            return job.id
+
+    job_id = await call(seen, run)
+    run_in_background(request, services, job_id)
+    return secure(RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303))
+
+
+def _progress(services: Services, seen: Viewer, job_id: str) -> dict[str, Any]:
+    with services.sessionmaker() as session:
+        job = deliveries.replay_job(session, seen.session.tenant_id, job_id, seen.actor)
+        todo = max(0, job.total - job.done - job.failed - job.skipped)
+        return {
+            "id": job.id, "state": job.state, "total": job.total, "done": job.done,
+            "failed": job.failed, "skipped": job.skipped, "todo": todo,
+            "subscription_id": job.filters.get("subscription"),
+        }  # fmt: skip
+
+
+@router.get("/jobs/{job_id}")
+async def show_job(
+    job_id: str,
+    request: Request,
+    seen: Viewer = Depends(viewer),
+    services: Services = Depends(get_services),
+) -> Response:
+    job = await call(seen, lambda: _progress(services, seen, job_id))
+    context = {"title": "Re-sending failed deliveries", "job": job, "nav": "deliveries"}
+    return page(request, "job.html", context, who=seen.session, theme=seen.theme)
+
+
+@router.get("/jobs/{job_id}/progress")
+async def job_progress(
+    job_id: str, seen: Viewer = Depends(viewer), services: Services = Depends(get_services)
+) -> Response:
+    """The job's counts as JSON, for the page's script to update its progress bar."""
+    job = await call(seen, lambda: _progress(services, seen, job_id))
+    return secure(JSONResponse(job), seen.theme)

@@ -1,0 +1,185 @@
+"""Portal links and the sessions they open: mint, exchange, look up, revoke.
+
+A link carries a random token (`hlp_` + 43 URL-safe characters); only its SHA-256 is
+stored. Opening the link exchanges the token, once, for a session token that lives in an
+HttpOnly cookie (also stored as SHA-256 only); the session ends when the link expires or is
+revoked. A session acts in the audit log as `portal:<link id>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.db.models import PortalLink, Subscription
+from common.wire import new_id, utcnow
+from hookline.services import audit, tenants
+from hookline.services.audit import Actor
+from hookline.services.errors import Invalid, NotFound
+
+TOKEN_PREFIX = "hlp_"
+SESSION_PREFIX = "hls_"
+READ, MANAGE = "read", "manage"
+SCOPES = (READ, MANAGE)
+MAX_TTL_S = 24 * 3600
+DEFAULT_TTL_S = 3600
+MAX_SUBSCRIPTIONS = 100
+
+
+class LinkRefused(Exception):
+    """A link or session that does not open the portal (unknown, used, expired, revoked)."""
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    """Who is looking: one tenant's customer, through one link, with its scope."""
+
+    link_id: str
+    tenant_id: str
+    scope: str
+    subscription_ids: frozenset[str] | None  # None: every subscription of the tenant
+    session_token: str
+
+    @property
+    def can_manage(self) -> bool:
+        return self.scope == MANAGE
+
+    @property
+    def actor_id(self) -> str:
+        return f"portal:{self.link_id}"
+
+    def allows(self, subscription_id: str) -> bool:
+        return self.subscription_ids is None or subscription_id in self.subscription_ids
+
+    def csrf_token(self) -> str:
+        """The per-session CSRF token: derived from the session token, so it needs no row."""
+        return hmac.new(self.session_token.encode(), b"portal-csrf", hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, given: str | None) -> bool:
+        # As bytes: compare_digest refuses str holding non-ASCII (a forged form may).
+        expected = self.csrf_token().encode()
+        return bool(given) and hmac.compare_digest(expected, (given or "").encode())
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def mint(
+    session: Session,
+    tenant_id: str,
+    *,
+    scope: str,
+    ttl_s: int = DEFAULT_TTL_S,
+    subscription_ids: Iterable[str] = (),
+    actor: Actor,
+) -> tuple[PortalLink, str]:
+    """A new link for the tenant (flushed, not committed) and its token in clear."""
+    tenants.get(session, tenant_id)
+    if scope not in SCOPES:
+        raise Invalid(f"scope must be one of {', '.join(SCOPES)}")
+    if not 60 <= ttl_s <= MAX_TTL_S:
+        raise Invalid(f"expires_in_s must be between 60 and {MAX_TTL_S}")
+    ids = sorted(set(subscription_ids))
+    if len(ids) > MAX_SUBSCRIPTIONS:
+        raise Invalid(f"at most {MAX_SUBSCRIPTIONS} subscription ids")
+    if ids:
+        found = set(
+            session.scalars(
+                select(Subscription.id).where(
+                    Subscription.tenant_id == tenant_id, Subscription.id.in_(ids)
+                )
+            )
+        )
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise Invalid(f"subscription_ids: {len(missing)} are not this tenant's")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    row = PortalLink(
+        id=new_id("pl"),
+        tenant_id=tenant_id,
+        token_hash=_hash(token),
+        scope=scope,
+        subscription_ids=ids,
+        created_by=actor.id,
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_s),
+    )
+    session.add(row)
+    session.flush()
+    audit.record(
+        session, actor, action="portal_link.created",
+        resource_type="portal_link", resource_id=row.id, tenant_id=tenant_id,
+        details={"scope": scope, "ttl_s": ttl_s, "subscriptions": len(ids)},
+    )  # fmt: skip
+    return row, token
+
+
+def revoke(session: Session, tenant_id: str, link_id: str, *, actor: Actor) -> PortalLink:
+    """Revoke a link and its session (twice is fine, audited once)."""
+    row = session.scalars(
+        select(PortalLink).where(PortalLink.id == link_id, PortalLink.tenant_id == tenant_id)
+    ).first()
+    if row is None:
+        raise NotFound("portal link")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        audit.record(
+            session, actor, action="portal_link.revoked",
+            resource_type="portal_link", resource_id=row.id, tenant_id=tenant_id,
+        )  # fmt: skip
+    return row
+
+
+def _usable(row: PortalLink | None) -> PortalLink:
+    if row is None:
+        raise LinkRefused("unknown link")
+    if row.revoked_at is not None:
+        raise LinkRefused("this link has been revoked")
+    if row.expires_at <= utcnow():
+        raise LinkRefused("this link has expired")
+    return row
+
+
+def exchange(session: Session, token: str, *, source_ip: str | None) -> tuple[PortalLink, str]:
+    """Trade a link's token for a session token (once); the caller commits."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
+        raise LinkRefused("unknown link")
+    row = _usable(
+        session.scalars(
+            select(PortalLink).where(PortalLink.token_hash == _hash(token)).with_for_update()
+        ).first()
+    )
+    if row.used_at is not None:
+        raise LinkRefused("this link has been used already")
+    session_token = SESSION_PREFIX + secrets.token_urlsafe(32)
+    row.used_at = utcnow()
+    row.session_hash = _hash(session_token)
+    audit.record(
+        session, Actor(f"portal:{row.id}", source_ip), action="portal_session.opened",
+        resource_type="portal_link", resource_id=row.id, tenant_id=row.tenant_id,
+    )  # fmt: skip
+    return row, session_token
+
+
+def session_of(session: Session, session_token: str | None) -> PortalSession:
+    """The live session a cookie names; refused when unknown, expired or revoked."""
+    if not session_token or not session_token.startswith(SESSION_PREFIX):
+        raise LinkRefused("no portal session: open the link you were given")
+    if len(session_token) > 100:
+        raise LinkRefused("unknown session")
+    row = _usable(
+        session.scalars(
+            select(PortalLink).where(PortalLink.session_hash == _hash(session_token))
+        ).first()
+    )
+    ids = frozenset(row.subscription_ids) if row.subscription_ids else None
+    return PortalSession(row.id, row.tenant_id, row.scope, ids, session_token)

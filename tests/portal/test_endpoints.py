@@ -1,0 +1,101 @@
+"""Endpoint pages through the portal's routes: adding one runs the handshake and shows its
+result, editing goes through the API's rules, a test event reaches the one endpoint only."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from common.db.models import Delivery, ReplayJob, Subscription
+from common.db.statuses import DeliveryStatus
+from common.wire import utcnow
+from tests import builders
+from tests.portal.conftest import Portal
+
+
+def test_an_endpoint_that_does_not_answer_the_handshake_stays_pending(portal: Portal) -> None:
+    tenant, _ = portal.tenant()
+    browser = portal.open(tenant, scope="manage")
+    csrf = portal.csrf(browser)
+    form = {"csrf": csrf, "url": "http://127.0.0.1:9/nobody", "event_types": "order.*, a.b"}
+    answer = browser.post("/portal/endpoints", data=form)
+    assert answer.status_code == 200
+    assert "Not verified." in answer.text and "whsec_" in answer.text
+    with portal.api.sessionmaker() as session:
+        row = session.scalars(select(Subscription)).one()
+    assert row.status == "pending_verification" and row.event_types == ["a.b", "order.*"]
+
+
+def test_a_bad_endpoint_form_is_shown_again_with_the_problems(portal: Portal) -> None:
+    tenant, _ = portal.tenant()
+    browser = portal.open(tenant, scope="manage")
+    form = {"csrf": portal.csrf(browser), "url": "http://127.0.0.1:9/x", "event_types": "no way!"}
+    answer = browser.post("/portal/endpoints", data=form)
+    assert answer.status_code == 422 and "Please fix" in answer.text
+    assert 'value="no way!"' in answer.text
+    unsafe = browser.post("/portal/endpoints", data={**form, "url": "ftp://x", "event_types": "a"})
+    assert unsafe.status_code == 422 and "url refused" in unsafe.text.lower()
+
+
+def test_editing_an_endpoint_follows_the_apis_rules(portal: Portal) -> None:
+    tenant, _ = portal.tenant()
+    sub = portal.subscribe(tenant)
+    browser = portal.open(tenant, scope="manage")
+    csrf = portal.csrf(browser)
+    form = {"csrf": csrf, "url": "http://127.0.0.1:9/hook", "event_types": "order.*",
+            "description": "Orders"}  # fmt: skip
+    saved = browser.post(f"/portal/endpoints/{sub}/edit", data=form)
+    assert saved.status_code == 200 and "Saved." in saved.text
+    bad = browser.post(f"/portal/endpoints/{sub}/edit", data={**form, "event_types": "no way!"})
+    assert bad.status_code == 422
+    with portal.api.sessionmaker() as session:
+        row = session.get(Subscription, sub)
+    assert row is not None and row.description == "Orders" and row.event_types == ["order.*"]
+
+
+def test_a_test_event_goes_to_one_endpoint_only(portal: Portal) -> None:
+    tenant, _ = portal.tenant()
+    mine = portal.subscribe(tenant, "http://127.0.0.1:9/mine")
+    everything = portal.api.client.post(
+        f"/v1/tenants/{tenant}/subscriptions",
+        json={"url": "http://127.0.0.1:9/all", "event_types": ["*"]},
+        headers=portal.api.admin,
+    ).json()["id"]
+    browser = portal.open(tenant, scope="manage")
+    sent = browser.post(f"/portal/endpoints/{mine}/test", data={"csrf": portal.csrf(browser)})
+    assert sent.status_code == 200 and "Test event sent" in sent.text
+    with portal.api.sessionmaker() as session:
+        rows = session.scalars(select(Delivery)).all()
+    assert [(r.subscription_id, r.event_type) for r in rows] == [(mine, "hookline.test")]
+    assert everything not in {r.subscription_id for r in rows}
+
+
+def test_retrying_a_failed_delivery_starts_a_replay_job_of_one(portal: Portal) -> None:
+    tenant, _ = portal.tenant()
+    sub = portal.subscribe(tenant)
+    with portal.api.sessionmaker() as session, session.begin():
+        message = builders.delivery(session, builders.event(tenant), sub)
+        session.execute(
+            update(Delivery).where(Delivery.id == message.delivery_id)
+            .values(status=DeliveryStatus.DEAD, dead_reason="max_attempts", finished_at=utcnow())
+        )  # fmt: skip
+    link = portal.mint(tenant, scope="manage")
+    browser = portal.browser()
+    browser.get(link["url"])
+    page = browser.get(f"/portal/deliveries/{message.delivery_id}")
+    assert "Retry delivery" in page.text
+    answer = browser.post(
+        f"/portal/deliveries/{message.delivery_id}/retry", data={"csrf": portal.csrf(browser)}
+    )
+    assert answer.status_code == 200 and "Re-sending failed deliveries" in answer.text
+    job_id = str(answer.url).rsplit("/", 1)[1]
+    progress = browser.get(f"/portal/jobs/{job_id}/progress").json()
+    assert progress["total"] == 1
+    with portal.api.sessionmaker() as session:
+        job = session.get(ReplayJob, job_id)
+    assert job is not None and job.actor == f"portal:{link['id']}" and job.tenant_id == tenant
+    # Another session of the same tenant does not see this session's job.
+    other = portal.open(tenant, scope="manage")
+    assert other.get(f"/portal/jobs/{job_id}").status_code == 404
+    mounted = next(r for r in portal.api.app.routes if getattr(r, "path", "") == "/portal")
+    for thread in getattr(mounted.app.state, "replay_threads", {}).values():  # type: ignore[attr-defined]
+        thread.join(10)
