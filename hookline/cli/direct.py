@@ -248,7 +248,9 @@ class DirectOps(DirectAdmin):
         install_stop_handlers(stop)
         runner = Runner(
             self.rt.transport, self.rt.sessionmaker, job_id, metrics=self.rt.metrics,
-            on_progress=lambda job: show(as_json(job_out(job))),
+            # The runner reports progress with a partial row (its counters): show the job as
+            # stored, one read a batch.
+            on_progress=lambda _partial: show(as_json(job_out(self._job(job_id)))),
             publish_timeout_s=self.rt.settings.publish_timeout_s,
         )  # fmt: skip
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from common.db.models import Tenant
 from hookline.api.auth import require_admin
@@ -25,7 +25,7 @@ router = APIRouter(
 )
 
 Share = Annotated[
-    int | None,
+    StrictInt | None,  # `false` is not 0
     Field(
         ge=0,
         le=1_000_000,
