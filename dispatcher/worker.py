@@ -17,6 +17,7 @@ import contextlib
 import logging
 import threading
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,6 +41,9 @@ from dispatcher.settle import Settler
 from dispatcher.subscriptions import SubscriptionCache
 from dispatcher.threads import SendingThreads
 
+if TYPE_CHECKING:
+    from common.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 MAX_PREFETCH = 1000
@@ -58,8 +62,10 @@ class Dispatcher:
         *,
         secret_box: SecretBox,
         sender: Sender | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
+        self._tracing = tracing
         self._transport = transport
         self._sessionmaker = sessionmaker
         self._metrics = metrics
@@ -74,6 +80,7 @@ class Dispatcher:
             schedule=retry.Schedule(settings),
             sessionmaker=sessionmaker,
             metrics=metrics,
+            tracing=tracing,
         )
         self._stop = threading.Event()  # the running session's stop flag, once `run` starts
 
@@ -103,6 +110,7 @@ class Dispatcher:
             publish_timeout_s=settings.publish_timeout_s, on_disabled=self._cache.mark_disabled,
             policy=autodisable.Policy(timedelta(seconds=settings.auto_disable_after_s),
                                       settings.auto_disable_dead_deliveries),
+            tracing=self._tracing,
         )  # fmt: skip
         drain = DeadLetterDrain(
             self._transport, self._sessionmaker, publish_timeout_s=settings.publish_timeout_s
@@ -168,10 +176,13 @@ def serve(
     stop: threading.Event,
     *,
     secret_box: SecretBox | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
     """Run a dispatcher until `stop`, reconnecting when the broker or database drops."""
     box = secret_box or SecretBox(settings.secret_key or DEV_SECRET_KEY)
-    dispatcher = Dispatcher(settings, transport, sessionmaker, metrics, secret_box=box)
+    dispatcher = Dispatcher(
+        settings, transport, sessionmaker, metrics, secret_box=box, tracing=tracing
+    )
     try:
         run_until_stopped(dispatcher.run, stop)
     finally:

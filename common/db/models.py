@@ -107,6 +107,8 @@ class Subscription(Base):
     disabled_reason: Mapped[str | None] = mapped_column(String(32))
     failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
     consecutive_dead: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Migration 0014: its webhooks carry the attempt's W3C `traceparent` (when traced).
+    propagate_trace: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     dedupe_key: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = _when()
     updated_at: Mapped[datetime] = mapped_column(
@@ -228,6 +230,9 @@ class EventRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False)
     received_at: Mapped[datetime] = _when()
     day: Mapped[date] = _partition_day("id", event=True)
+    # Migration 0014: the W3C context the router routed it in, when it traced; replays of
+    # its deliveries carry it, so they join the event's trace.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
 
 def dead_letter_indexes() -> tuple[Index, ...]:

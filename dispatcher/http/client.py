@@ -14,6 +14,7 @@ from typing import Protocol
 from common.errors import UnsafeTargetError
 from common.settings import Settings
 from common.ssrf import CachingResolver, Resolver, Target, check_url, system_resolver
+from common.tracing import TraceContext
 from common.wire import DeliveryMessage, utcnow
 from dispatcher.http.exchange import DeadlineExceeded, ProtocolError
 from dispatcher.http.pool import Pools
@@ -83,7 +84,10 @@ class Sender:
             verify=verify, maxsize=settings.dispatcher_concurrency, proxy=settings.proxy
         )
 
-    def send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
+    def send(
+        self, endpoint: Endpoint, delivery: DeliveryMessage, trace: TraceContext | None = None
+    ) -> SendResult:
+        """One POST; `trace`, when given, goes out as the request's `traceparent`."""
         started = time.monotonic()
         settings = self._settings
         try:
@@ -101,7 +105,7 @@ class Sender:
             return SendResult(None, 0.0, deferred=True)
         result = SendResult(None, 0.0, "not sent")
         try:
-            result = self._post(target, endpoint, delivery, started)
+            result = self._post(target, endpoint, delivery, started, trace)
         except Exception as exc:
             # A bug here must still end as a recorded, retried attempt, never a lost message.
             log.exception("sender failed", extra={"delivery_id": delivery.delivery_id})
@@ -111,13 +115,20 @@ class Sender:
         return result
 
     def _post(
-        self, target: Target, endpoint: Endpoint, delivery: DeliveryMessage, started: float
+        self,
+        target: Target,
+        endpoint: Endpoint,
+        delivery: DeliveryMessage,
+        started: float,
+        trace: TraceContext | None,
     ) -> SendResult:
         settings = self._settings
         body = webhook_body(delivery.event)
         timestamp = int(time.time())
         secrets = endpoint.secrets_at(utcnow())
-        headers = build_headers(endpoint.headers, delivery.event_id, timestamp, body, secrets)
+        headers = build_headers(
+            endpoint.headers, delivery.event_id, timestamp, body, secrets, trace
+        )
         path, host = request_target(target)
         try:
             request = request_bytes(path, host, headers, body)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from common.tracing import TRACEPARENT
 from common.transport import Outgoing
 from common.transport import topology as tp
 
@@ -75,11 +76,14 @@ def copy(
     operation: str | None,
     timestamp: datetime,
     data_json: str,
+    traceparent: str | None = None,
 ) -> Outgoing:
-    """The message a replay publishes for one delivery, tagged with its job."""
+    """The message a replay publishes for one delivery, tagged with its job; in the trace
+    its event was routed in, when the router traced it (its row keeps the context)."""
     encoded = body(
         delivery_id, subscription_id, tenant, event_id, type_, operation, timestamp, data_json
     )
-    return Outgoing(
-        tp.DELIVERIES, tp.DELIVERY_ROUTING_KEY, encoded, {H_REPLAY_JOB: job_id}, delivery_id
-    )
+    headers: dict[str, object] = {H_REPLAY_JOB: job_id}
+    if traceparent is not None:
+        headers[TRACEPARENT] = traceparent
+    return Outgoing(tp.DELIVERIES, tp.DELIVERY_ROUTING_KEY, encoded, headers, delivery_id)

@@ -70,6 +70,7 @@ class Batches:
                         r.operation,
                         r.timestamp,
                         r.data,
+                        r.traceparent,
                     )
                 )
         return batch
@@ -189,6 +190,7 @@ class Batches:
                 EventRow.operation,
                 EventRow.timestamp,
                 cast(EventRow.data, Text),
+                EventRow.traceparent,
             )
             .join(
                 EventRow,

@@ -51,11 +51,12 @@ WITH picked AS (
     WHERE i.job_id = :job AND i.delivery_id = p.delivery_id
 )
 SELECT false AS won, p.seq, p.delivery_id, NULL AS subscription_id, NULL AS tenant_id,
-    NULL AS event_id, NULL AS type, NULL AS operation, NULL AS timestamp, NULL AS data
+    NULL AS event_id, NULL AS type, NULL AS operation, NULL AS timestamp, NULL AS data,
+    NULL AS traceparent
 FROM picked AS p
 UNION ALL
 SELECT true, NULL, w.id, w.subscription_id, e.tenant_id, e.id, e.type, e.operation,
-    e.timestamp, CAST(e.data AS text)
+    e.timestamp, CAST(e.data AS text), e.traceparent
 FROM won AS w
 LEFT JOIN events AS e ON e.tenant_id = w.tenant_id AND e.id = w.event_id
 """

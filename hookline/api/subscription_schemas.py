@@ -15,10 +15,12 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # RFC 9110 field values: visible characters, space and tab, and obs-text (latin-1 above
 # 0x7f), which is what the HTTP client can encode; anything else fails every delivery.
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
-# Headers Hookline sets itself: a subscription may not override the signature or framing.
+# Headers Hookline sets itself: a subscription may not override the signature, framing
+# or trace context (`propagate_trace` sends the attempt's own).
 RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "connection", "transfer-encoding",
-     "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"}
+     "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature",
+     "traceparent", "tracestate"}
 )  # fmt: skip
 MAX_OVERLAP_S = 7 * 86400
 DEFAULT_OVERLAP_S = 86400
