@@ -1,14 +1,15 @@
 """Tracing: W3C trace context through Hookline, and OpenTelemetry spans when it is on.
 
 The only package that imports OpenTelemetry (an import contract). `context` checks and
-carries W3C headers without it; `setup` (`configure`) reads the `OTEL_*` variables and,
-only when they turn tracing on, loads the SDK and returns a `Tracing`; `spans` wraps the
-tracer; `pipeline` starts the spans the services need (ingest, publish, route, attempt,
-settle). See docs/operations.md, "Tracing".
+carries W3C headers, and `environment` decides from the `OTEL_*` variables whether tracing
+is on, both without it; only then does `setup` load the SDK (sampler, exporters, resource)
+and return a `Tracing` (`spans`), which starts the spans the services need: ingest,
+publish, route, attempt, settle (`names`). See docs/operations.md, "Tracing".
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from common.tracing.context import (
@@ -18,6 +19,7 @@ from common.tracing.context import (
     from_headers,
     parse,
 )
+from common.tracing.environment import exporters
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
@@ -39,7 +41,10 @@ __all__ = [
 
 def configure(role: str, *, processor: SpanProcessor | None = None) -> Tracing | None:
     """This process's `Tracing` from the `OTEL_*` variables, or None (off: the default).
+    `processor` (the tests' in-memory exporter) stands in for the exporters they name.
     The SDK is imported only when tracing is on."""
+    if processor is None and not exporters(os.environ):
+        return None
     from common.tracing import setup
 
     return setup.configure(role, processor=processor)

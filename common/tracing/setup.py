@@ -31,9 +31,9 @@ from opentelemetry.sdk.trace.sampling import (
 
 from common import __version__
 from common.errors import ConfigurationError
+from common.tracing.environment import exporters
 from common.tracing.spans import Tracing
 
-EXPORTERS = ("otlp", "console")
 SAMPLERS = (
     "always_on",
     "always_off",
@@ -42,27 +42,7 @@ SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
-_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-
-
-def exporters(environ: Mapping[str, str]) -> list[str]:
-    """The exporters the variables ask for; empty: tracing is off."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return []
-    named = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if not named:
-        return ["otlp"] if any(environ.get(name, "").strip() for name in _ENDPOINTS) else []
-    chosen = [name.strip() for name in named.split(",") if name.strip()]
-    if chosen == ["none"]:
-        return []
-    for name in chosen:
-        if name not in EXPORTERS:
-            raise ConfigurationError(
-                "OTEL_TRACES_EXPORTER names an exporter Hookline does not have; "
-                "use otlp, console, none, or a comma-separated list of them"
-            )
-    return list(dict.fromkeys(chosen))
 
 
 def sampler(environ: Mapping[str, str]) -> Sampler:

@@ -34,6 +34,12 @@ FILTER_DESCRIPTION = (
     "docs/architecture.md section 7."
 )
 
+PROPAGATE_TRACE_DESCRIPTION = (
+    "Send the W3C `traceparent` (and `tracestate`) of each attempt with its webhooks, when "
+    "Hookline traces (docs/operations.md, Tracing), so the receiver's spans join the "
+    "event's trace. Not signed: the signature covers the id, timestamp and body only."
+)
+
 
 def check_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     for name, value in (headers or {}).items():
@@ -71,6 +77,7 @@ class SubscriptionFields(Strict):
     metadata: dict[str, Any] = Field(default_factory=dict)
     rate_limit_per_s: float | None = Field(default=None, gt=0, le=100_000)
     max_in_flight: int | None = Field(default=None, ge=1, le=10_000)
+    propagate_trace: bool = Field(default=False, description=PROPAGATE_TRACE_DESCRIPTION)
 
     _headers = field_validator("headers")(check_headers)
     _filter = field_validator("filter")(check_filter)
@@ -107,6 +114,7 @@ class SubscriptionUpdate(Strict):
     metadata: dict[str, Any] | None = None
     rate_limit_per_s: float | None = Field(default=None, gt=0, le=100_000)
     max_in_flight: int | None = Field(default=None, ge=1, le=10_000)
+    propagate_trace: bool | None = Field(default=None, description=PROPAGATE_TRACE_DESCRIPTION)
 
     _headers = field_validator("headers")(check_headers)
     _filter = field_validator("filter")(check_filter)
@@ -126,6 +134,7 @@ class SubscriptionOut(BaseModel):
     metadata: dict[str, Any]
     rate_limit_per_s: float | None
     max_in_flight: int | None
+    propagate_trace: bool = Field(description=PROPAGATE_TRACE_DESCRIPTION)
     status: SubscriptionStatus
     disabled_reason: str | None = Field(
         description="Why Hookline disabled it (e.g. the endpoint answered 410); cleared on resume."

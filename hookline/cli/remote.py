@@ -53,6 +53,9 @@ class Remote:
     def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return _object(self.call("POST", path, body=body))
 
+    def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return _object(self.call("PATCH", path, body=body))
+
     def delete(self, path: str) -> dict[str, Any]:
         return _object(self.call("DELETE", path))
 
