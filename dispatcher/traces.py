@@ -44,6 +44,8 @@ def traced(
         span.fail(type(exc).__name__)
         span.end()
         raise
+    if not span.sampled:  # sampled out: nothing to describe, and no settle span to parent
+        return outcome
     _describe(span, outcome)
     span.end()
     if isinstance(outcome, Attempted | Deferred):
@@ -54,7 +56,8 @@ def traced(
 def sending(span: Span, endpoint: Endpoint) -> None:
     """What the span may say of the endpoint: its host, never the URL (whose path, query or
     user info may hold a credential)."""
-    span.set({trace.SERVER_ADDRESS: host(endpoint.url), trace.SUBSCRIPTION_ID: endpoint.id})
+    if span.sampled:
+        span.set({trace.SERVER_ADDRESS: host(endpoint.url), trace.SUBSCRIPTION_ID: endpoint.id})
 
 
 @lru_cache(maxsize=4096)
@@ -87,13 +90,14 @@ def _describe(span: Span, outcome: Outcome) -> None:
 
 
 class SettleSpans:
-    """The settle spans of one batch: one per outcome whose attempt was traced."""
+    """The settle spans of one batch: one per outcome whose attempt span was recorded (one
+    that sampling left out has no settle span: nothing would show it)."""
 
     def __init__(self, tracing: Tracing, batch: Sequence[Outcome]) -> None:
         start_ns = time.time_ns()
         self._spans = []
         for o in batch:
-            if isinstance(o, Attempted | Deferred) and o.span is not None:
+            if isinstance(o, Attempted | Deferred) and o.span is not None and o.span.sampled:
                 span = tracing.settle(o.span, o.delivery, batch=len(batch), start_ns=start_ns)
                 outcome = o.decision.outcome if isinstance(o, Attempted) else DEFERRED
                 span.set({trace.OUTCOME: str(outcome)})

@@ -68,7 +68,7 @@ class RouteSpans:
         return carried
 
     def end(self, error: BaseException | None = None) -> None:
-        """End every span: the batch's deliveries are handed to the broker, or it failed."""
+        """End every span: the batch's deliveries are confirmed, or it failed."""
         for span in self._spans.values():
             if error is not None:
                 span.fail(type(error).__name__)

@@ -303,15 +303,20 @@ class Router:
             self._unpublished.update(unclear)  # committed, never handed to the broker
             raise
         carried = {(r.event.tenant, r.event.id) for r in out}
-        if spans is not None:
-            spans.end()
-        return _Sending(batch, confirmed, keys, carried, count, len(outgoing), len(poisoned))
+        return _Sending(batch, confirmed, keys, carried, count, len(outgoing), len(poisoned), spans)
 
     def _confirmed(self, sending: _Sending) -> None:
+        """Wait for the batch's confirm; its route spans end here, failed or not."""
         try:
             sending.confirmed.result(timeout=self._settings.publish_timeout_s)
         except concurrent.futures.TimeoutError:
-            raise PublishError(f"no confirm for a batch of {len(sending.batch)} in time") from None
+            late = PublishError(f"no confirm for a batch of {len(sending.batch)} in time")
+            sending.end_spans(late)
+            raise late from None
+        except BaseException as exc:
+            sending.end_spans(exc)
+            raise
+        sending.end_spans()
 
     def _done(self, sending: _Sending, consumer: Consumer) -> None:
         self._unpublished.difference_update(sending.keys)
@@ -333,6 +338,11 @@ class _Sending:
     events: int
     deliveries: int
     poisoned: int
+    spans: RouteSpans | None  # when the router traces: from the batch's start to its confirm
+
+    def end_spans(self, error: BaseException | None = None) -> None:
+        if self.spans is not None:
+            self.spans.end(error)
 
 
 def _is_data_error(exc: BaseException) -> bool:

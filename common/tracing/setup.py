@@ -107,9 +107,10 @@ def configure(role: str, *, processor: SpanProcessor | None = None) -> Tracing |
     names = exporters(environ)
     if processor is None and not names:
         return None
-    provider = TracerProvider(sampler=sampler(environ), resource=resource(role))
+    chosen = sampler(environ)
+    provider = TracerProvider(sampler=chosen, resource=resource(role))
     if processor is not None:
         provider.add_span_processor(processor)
     for name in [] if processor is not None else names:
         provider.add_span_processor(BatchSpanProcessor(_exporter(name, environ)))
-    return Tracing(provider)
+    return Tracing(provider, parent_based=isinstance(chosen, ParentBased))

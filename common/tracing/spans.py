@@ -13,6 +13,7 @@ query or user info may hold a credential), a header value or event data.
 from __future__ import annotations
 
 import enum
+import random
 from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
@@ -38,21 +39,54 @@ class Kind(enum.Enum):
 
 
 class Span:
-    """One span, started by `Tracing.start`; end it exactly once."""
+    """One span, started by `Tracing.start`; end it exactly once.
 
+    This class itself is a span that sampling left out, made without the SDK: it records
+    nothing and only carries a context onward (a new span id in its parent's trace, not
+    sampled). With a parent-based sampler, that is all a child of an unsampled parent
+    becomes, and most spans are such children (at 1 % sampling, 99 in 100): the SDK's own
+    path for them costs several times as much. `_Recorded` is a span of the SDK.
+    """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: TraceContext) -> None:
+        self._context = context
+
+    @property
+    def sampled(self) -> bool:
+        """False for a span the sampler left out: setting attributes on it is wasted work,
+        and so is a child span (a parent-based sampler leaves that out too)."""
+        return False
+
+    @property
+    def context(self) -> TraceContext:
+        """This span as the parent of what it causes: for message and webhook headers."""
+        return self._context
+
+    def set(self, attributes: Attributes) -> None:
+        return None
+
+    def fail(self, error_type: str, description: str | None = None) -> None:
+        """Mark the span failed; `error_type` is a low-cardinality name (a class, a reason)."""
+        return None
+
+    def end(self, end_ns: int | None = None) -> None:
+        return None
+
+
+class _Recorded(Span):
     __slots__ = ("_span",)
 
     def __init__(self, span: trace.Span) -> None:
         self._span = span
 
     @property
-    def recording(self) -> bool:
-        """False for a span the sampler left out: setting attributes on it is wasted work."""
-        return self._span.is_recording()
+    def sampled(self) -> bool:  # still true once ended, unlike the SDK's `is_recording`
+        return self._span.get_span_context().trace_flags.sampled
 
     @property
     def context(self) -> TraceContext:
-        """This span as the parent of what it causes: for message and webhook headers."""
         ctx = self._span.get_span_context()
         parent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
         state = ctx.trace_state.to_header() if ctx.trace_state else ""
@@ -63,7 +97,6 @@ class Span:
             self._span.set_attributes(attributes)
 
     def fail(self, error_type: str, description: str | None = None) -> None:
-        """Mark the span failed; `error_type` is a low-cardinality name (a class, a reason)."""
         if self._span.is_recording():
             self._span.set_attribute(names.ERROR_TYPE, error_type)
             self._span.set_status(Status(StatusCode.ERROR, description))
@@ -75,9 +108,12 @@ class Span:
 class Tracing:
     """Starts Hookline's spans on one provider; `shutdown` exports what is still queued."""
 
-    def __init__(self, provider: TracerProvider) -> None:
+    def __init__(self, provider: TracerProvider, *, parent_based: bool) -> None:
         self._provider = provider
         self._tracer = provider.get_tracer("hookline", __version__)
+        # The sampler keeps a child exactly when its parent was kept (`ParentBased` with
+        # its default delegates, all `setup` builds): an unsampled parent needs no SDK.
+        self._parent_based = parent_based
 
     def start(
         self,
@@ -93,8 +129,13 @@ class Tracing:
         """A span, child of `parent`; without one a new trace starts, unless `inherit`
         (the SDK's publish, inside its caller's own trace) makes the caller's current span
         the parent."""
+        if isinstance(parent, Span) and not isinstance(parent, _Recorded):
+            parent = parent.context  # a span made here without the SDK: only a context
+        unsampled = self._unsampled(parent)
+        if unsampled is not None:
+            return unsampled
         context: Context | None
-        if isinstance(parent, Span):
+        if isinstance(parent, _Recorded):
             context = trace.set_span_in_context(parent._span, Context())
         elif parent is not None:
             context = trace.set_span_in_context(trace.NonRecordingSpan(remote(parent)), Context())
@@ -110,9 +151,17 @@ class Tracing:
             record_exception=False,  # an exception's message may quote a tenant's data
             set_status_on_exception=False,
         )
-        return Span(span)
+        return _Recorded(span)
+
+    def _unsampled(self, parent: TraceContext | Span | None) -> Span | None:
+        """The span that sampling leaves out, made without the SDK, if this one is such."""
+        if not self._parent_based or parent is None or parent.sampled:
+            return None
+        return Span(_unsampled_child(parent.context if isinstance(parent, Span) else parent))
 
     # The spans of the pipeline (names.py); what is known only at the end, the caller sets.
+    # Those on a hot path (one per event, one per attempt) skip building their attributes
+    # when sampling leaves them out.
 
     def ingest(
         self,
@@ -155,6 +204,9 @@ class Tracing:
         start_ns: int,
     ) -> Span:
         """One event of a router batch (a trace of its own when it came without one)."""
+        unsampled = self._unsampled(parent)
+        if unsampled is not None:
+            return unsampled
         return self.start(
             names.ROUTE,
             Kind.CONSUMER,
@@ -170,6 +222,9 @@ class Tracing:
 
     def attempt(self, parent: TraceContext | None, delivery: DeliveryMessage) -> Span:
         """One attempt of a delivery, child of the span that routed (or replayed) it."""
+        unsampled = self._unsampled(parent)
+        if unsampled is not None:
+            return unsampled
         return self.start(
             names.ATTEMPT,
             Kind.CLIENT,
@@ -212,3 +267,10 @@ def remote(context: TraceContext) -> SpanContext:
         trace_flags=TraceFlags(int(context.traceparent[53:55], 16)),
         trace_state=state,
     )
+
+
+def _unsampled_child(parent: TraceContext) -> TraceContext:
+    """A context of a new span in `parent`'s trace, with its flags (not sampled)."""
+    span_id = random.getrandbits(64) or 1
+    flags = parent.traceparent[53:55]
+    return TraceContext(f"00-{parent.trace_id}-{span_id:016x}-{flags}", parent.tracestate)
