@@ -41,8 +41,7 @@ PUBLISHERS = 16
 
 def queued(running: Stack) -> int:
     """Messages ready in every delivery queue (shards, overflow, unsharded)."""
-    names = running.queue_names()
-    return sum(n for q, n in names.items() if q == tp.DELIVERIES or q.startswith(tp.DELIVERIES))
+    return running.deliveries_queued()
 
 
 def light_tenants(running: Stack, url: str, count: int, same_shard: bool) -> list[str]:
