@@ -1,11 +1,9 @@
-"""The whole pipeline in one process, traced into the SDK's in-memory exporter: the API on
-uvicorn (127.0.0.1), a router and a dispatcher on threads, SQLite and the in-memory broker
-(what `hookline dev` runs), and a real receiver on 127.0.0.1."""
+"""The whole pipeline in one process (tests/dev_stack.py: what `hookline dev` runs), traced
+into the SDK's in-memory exporter, with a real receiver on 127.0.0.1."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,17 +15,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from common.db import migrate
-from common.service import run_until_stopped
 from common.settings import Settings
 from common.tracing import configure
-from common.transport import MemoryBroker
-from dispatcher import Dispatcher
 from hookline.receiver import Received, Receiver, Reply
-from hookline.runtime import api_server, build_runtime
-from router import Router
 from tests.api.support import ADMIN_TOKEN
-from tests.processes import free_port
+from tests.dev_stack import dev_stack
 
 WAIT_S = 20.0
 
@@ -95,45 +87,14 @@ def pipeline(
         subscription_refresh_s=0.1,
         dispatcher_concurrency=4,
     )
-    migrate.upgrade(settings.database_url)
     exported = InMemorySpanExporter() if traced else None
-    runtime = build_runtime(settings, memory=MemoryBroker(), dev=True)
-    if exported is not None:
-        runtime.tracing = configure("dev", processor=SimpleSpanProcessor(exported))
-    stop = threading.Event()
-    router = Router(
-        settings, runtime.transport, runtime.sessionmaker, runtime.metrics,
-        tracing=runtime.tracing,
-    )  # fmt: skip
-    dispatcher = Dispatcher(
-        settings, runtime.transport, runtime.sessionmaker, runtime.metrics,
-        secret_box=runtime.secret_box, tracing=runtime.tracing,
-    )  # fmt: skip
-    threads = [
-        threading.Thread(target=run_until_stopped, args=(router.run, stop), daemon=True),
-        threading.Thread(target=run_until_stopped, args=(dispatcher.run, stop), daemon=True),
-    ]
-    port = free_port()
-    server = api_server(runtime, "127.0.0.1", port)
-    threads.append(threading.Thread(target=server.run, daemon=True))
-    for thread in threads:
-        thread.start()
-    wait_until(lambda: server.started)
-    receiver = Receiver(respond=respond).start()
-    url = f"http://127.0.0.1:{port}"
-    tenant = requests.post(
-        f"{url}/v1/tenants",
-        json={"name": "acme"},
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        timeout=10,
-    ).json()
-    key = {"Authorization": f"Bearer {tenant['api_key']}"}
-    try:
+    tracing = configure("dev", processor=SimpleSpanProcessor(exported)) if exported else None
+    with dev_stack(settings, tracing=tracing) as (url, _), Receiver(respond=respond) as receiver:
+        tenant = requests.post(
+            f"{url}/v1/tenants",
+            json={"name": "acme"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        ).json()
+        key = {"Authorization": f"Bearer {tenant['api_key']}"}
         yield Pipeline(url, receiver, exported, tenant["id"], key)
-    finally:
-        receiver.stop()
-        server.should_exit = True
-        stop.set()
-        for thread in threads:
-            thread.join(20)
-        runtime.close()
