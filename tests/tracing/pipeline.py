@@ -4,11 +4,9 @@ into the SDK's in-memory exporter, with a real receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import requests
 from opentelemetry.sdk.trace import ReadableSpan
@@ -20,8 +18,7 @@ from common.tracing import configure
 from hookline.receiver import Received, Receiver, Reply
 from tests.api.support import ADMIN_TOKEN
 from tests.dev_stack import dev_stack
-
-WAIT_S = 20.0
+from tests.dispatcher.conftest import wait_until
 
 
 @dataclass
@@ -60,16 +57,6 @@ class Pipeline:
     def wait_for_spans(self, name: str, count: int) -> list[ReadableSpan]:
         wait_until(lambda: len(self.spans(name)) >= count)
         return self.spans(name)
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 @contextlib.contextmanager
