@@ -24,12 +24,11 @@ from common.tracing.environment import exporters
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
 
-    from common.tracing.spans import Kind, Span, Tracing
+    from common.tracing.spans import Span, Tracing
 
 __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
-    "Kind",
     "Span",
     "TraceContext",
     "Tracing",
@@ -51,8 +50,8 @@ def configure(role: str, *, processor: SpanProcessor | None = None) -> Tracing |
 
 
 def __getattr__(name: str) -> object:
-    # `Tracing`, `Span` and `Kind` load the OpenTelemetry API: only once asked for.
-    if name in ("Kind", "Span", "Tracing"):
+    # `Tracing` and `Span` load the OpenTelemetry API: only once asked for.
+    if name in ("Span", "Tracing"):
         from common.tracing import spans
 
         return getattr(spans, name)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
 from common import __version__
@@ -122,7 +122,6 @@ class Tracing:
         *,
         parent: TraceContext | Span | None,
         attributes: Attributes | None = None,
-        links: Sequence[TraceContext] = (),
         start_ns: int | None = None,
         inherit: bool = False,
     ) -> Span:
@@ -146,7 +145,6 @@ class Tracing:
             context=context,
             kind=kind.value,
             attributes=attributes,
-            links=[Link(remote(link)) for link in links] or None,
             start_time=start_ns,
             record_exception=False,  # an exception's message may quote a tenant's data
             set_status_on_exception=False,
@@ -249,9 +247,6 @@ class Tracing:
             attributes={names.DELIVERY_ID: delivery.delivery_id, names.BATCH_SIZE: batch},
             start_ns=start_ns,
         )
-
-    def force_flush(self, timeout_ms: int = 30_000) -> bool:
-        return self._provider.force_flush(timeout_ms)
 
     def shutdown(self) -> None:
         self._provider.shutdown()
