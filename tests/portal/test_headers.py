@@ -78,7 +78,7 @@ def test_a_tenants_theme_sets_frame_ancestors_logo_and_colour(portal: Portal) ->
     }
     answer = portal.api.client.put("/v1/portal/theme", json=theme, headers=key)
     assert answer.status_code == 200, answer.text
-    browser = portal.open(tenant)
+    browser = portal.open(tenant, https=True)  # an embeddable portal's cookie is Secure
     page = browser.get("/portal/endpoints")
     csp = page.headers["content-security-policy"]
     assert "frame-ancestors https://app.acme.test" in csp
