@@ -27,7 +27,7 @@ from hookline.portal.session import (
     set_cookie,
     viewer,
 )
-from hookline.portal.web import PREFIX, page, secure
+from hookline.portal.web import NO_REFERRER, PREFIX, page, secure
 from hookline.services import portal_links, portal_themes
 from hookline.services.portal_links import LinkRefused, exchange
 from hookline.services.portal_themes import Theme
@@ -56,7 +56,9 @@ async def open_link(
     host = request.client.host if request.client else None
     session_token, expires_at, theme = await run_in_threadpool(_exchange, services, token, host)
     # The tenant's frame rule from the start: this page may itself be inside its iframe.
-    response = page(request, "opening.html", {"title": "Opening the portal"}, theme=theme)
+    response = page(
+        request, "opening.html", {"title": "Opening the portal"}, theme=theme, referrer=NO_REFERRER
+    )
     embedded = bool(theme.frame_ancestors)
     set_cookie(response, request, session_token, expires_at, embedded=embedded)
     return response

@@ -64,7 +64,10 @@ def test_every_portal_answer_has_a_strict_csp(portal: Portal) -> None:
         assert "frame-ancestors 'none'" in csp
         assert answer.headers["x-frame-options"] == "DENY"
         assert answer.headers["x-content-type-options"] == "nosniff"
+        # Not no-referrer past the opening page: under it a browser posts `Origin: null`.
+        assert answer.headers["referrer-policy"] == "same-origin"
     page = browser.get("/portal/endpoints").text
+    assert '<meta name="referrer" content="same-origin">' in page
     assert "<script>" not in page and "style=" not in page and "<style" not in page
 
 
