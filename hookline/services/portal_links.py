@@ -134,29 +134,29 @@ def revoke(session: Session, tenant_id: str, link_id: str, *, actor: Actor) -> P
     row = session.scalars(
         select(PortalLink).where(PortalLink.id == link_id, PortalLink.tenant_id == tenant_id)
     ).first()
-    if row is None:
-        raise NotFound("portal link")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        audit.record(
-            session, actor, action="portal_link.revoked",
-            resource_type="portal_link", resource_id=row.id, tenant_id=tenant_id,
-        )  # fmt: skip
-    return row
+    return _end(session, row, "revoked_at", "portal_link.revoked", actor)
 
 
 def sign_out(session: Session, link_id: str, *, actor: Actor) -> None:
     """End the link's session because its customer signed out (twice is fine, audited
     once); the caller commits. The cookie then opens nothing, as after a revocation."""
     row = session.get(PortalLink, link_id, with_for_update=True)
+    _end(session, row, "signed_out_at", "portal_session.signed_out", actor)
+
+
+def _end(
+    session: Session, row: PortalLink | None, stamp: str, action: str, actor: Actor
+) -> PortalLink:
+    """Set the link's `stamp` (`revoked_at` or `signed_out_at`) once, and audit it once."""
     if row is None:
         raise NotFound("portal link")
-    if row.signed_out_at is None:
-        row.signed_out_at = utcnow()
+    if getattr(row, stamp) is None:
+        setattr(row, stamp, utcnow())
         audit.record(
-            session, actor, action="portal_session.signed_out",
+            session, actor, action=action,
             resource_type="portal_link", resource_id=row.id, tenant_id=row.tenant_id,
         )  # fmt: skip
+    return row
 
 
 def _usable(row: PortalLink | None) -> PortalLink:
