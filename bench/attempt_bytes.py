@@ -9,8 +9,9 @@ writes them), with the values of a successful delivery: at revision 0013 (before
 0014 with `header_set_id` null (nothing sent), and at 0014 with it set (the usual case).
 Reported per attempt: the growth of the attempts partitions with their indexes
 (`pg_total_relation_size` of each partition: the partitioned parent has no storage), the
-mean row as stored (`pg_column_size`, tuple header included), and the growth of the WAL (`pg_current_wal_lsn`, cluster-wide, so an upper bound on a shared server);
-and the median time of `header_shape` for a request with two static headers.
+mean row as stored (`pg_column_size`, tuple header included), and the growth of the WAL
+(`pg_current_wal_lsn`, cluster-wide, so an upper bound on a shared server); and the
+median time of `header_shape` for a request with two static headers.
 """
 
 from __future__ import annotations
