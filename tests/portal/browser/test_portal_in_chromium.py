@@ -67,6 +67,7 @@ def test_a_test_event_shows_up_in_the_delivery_log(page: Any, stack: Stack) -> N
     _until(page, f"{stack.url}/portal/deliveries?event_type=hookline.test", "succeeded")
     shoot(page, "04-delivery-log")
     page.get_by_role("link", name=re.compile("View")).first.click()
+    page.locator("li.attempt").first.wait_for()  # the delivery's page has loaded
     assert "Attempt 1" in page.content() and "HTTP 200" in page.content()
     page.get_by_text("Request headers sent").click()
     shoot(page, "05-delivery-attempts")
@@ -101,6 +102,7 @@ def test_a_failing_endpoint_is_recovered_from_the_portal(page: Any, stack: Stack
         page.reload()
     shoot(page, "06-failed-deliveries")
     page.locator("tbody tr").first.get_by_role("link").click()
+    page.locator("li.attempt").first.wait_for()
     assert "HTTP 503" in page.content() and "down for maintenance" in page.content()
     shoot(page, "07-failed-attempts")
     page.goto(STATE["endpoint"])
@@ -134,7 +136,7 @@ def test_rotating_the_secret_signs_with_both_during_the_overlap(page: Any, stack
     page.goto(STATE["endpoint"])
     page.get_by_label("Keep the old secret signing too for (hours)").fill("2")
     page.get_by_role("button", name="Rotate secret").click()
-    assert page.locator("h1").inner_text() == "New signing secret"
+    page.locator("h1", has_text="New signing secret").wait_for()
     new_secret = page.locator("#secret-value").inner_text().strip()
     assert new_secret.startswith("whsec_") and new_secret != STATE["secret"]
     shoot(page, "10-rotated-secret")
@@ -164,7 +166,7 @@ def test_a_read_only_link_shows_no_actions_and_a_used_link_is_refused(
     page.keyboard.press("Tab")  # the skip link comes first in the focus order
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     page.get_by_role("link", name="Event types").click()
-    assert page.locator("h1").inner_text() == "Event types"
+    page.locator("h1", has_text="Event types").wait_for()
     assert "A customer placed an order" in page.content() and "1042" in page.content()
     shoot(page, "13-event-types")
     page.goto(link)
@@ -190,11 +192,13 @@ def test_the_log_pages_through_older_and_newer_with_its_filters(page: Any, stack
     first = _rows(page)
     shoot(page, "14-delivery-log-pages")
     page.get_by_role("link", name="Older →").click()
+    page.wait_for_url(re.compile(r"older="))
     assert page.locator("tbody tr").count() == 5
     assert page.get_by_label("Event type").input_value() == "order.paged"  # the filter stays
     assert page.get_by_label("Status").input_value() == "succeeded"
     assert page.get_by_role("link", name="Older →").count() == 0
     page.get_by_role("link", name="← Newer").click()
+    page.wait_for_url(re.compile(r"newer="))
     assert page.locator("tbody tr").count() == 50
     assert _rows(page) == first
 
@@ -211,7 +215,7 @@ def test_signing_out_ends_the_session(page: Any, stack: Stack) -> None:
     page.goto(STATE["endpoint"])
     [cookie] = [c for c in page.context.cookies() if c["name"] == "hookline_portal"]
     page.get_by_role("button", name="Sign out").click()
-    assert page.locator("h1").inner_text() == "Signed out"
+    page.locator("h1", has_text="Signed out").wait_for()
     shoot(page, "15-signed-out")
     assert [c for c in page.context.cookies() if c["name"] == "hookline_portal"] == []
     # A copy of the cookie kept from before (another tab, a stolen copy) opens nothing:
