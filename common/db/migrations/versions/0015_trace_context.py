@@ -1,8 +1,8 @@
 """trace context: a subscription's opt-in to `traceparent`, and the context an event was
 routed in
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-05 09:00:00
 
 `subscriptions.propagate_trace` (false for every existing subscription): its webhooks
@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
