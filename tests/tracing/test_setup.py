@@ -139,3 +139,20 @@ def test_with_tracing_off_a_service_never_loads_the_sdk() -> None:
         timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_service_with_a_variable_that_cannot_work_stops_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "HOOKLINE_"))}
+    env.update({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_TRACES_SAMPLER": "sometimes",
+        "HOOKLINE_PROCESSES": "1", "HOOKLINE_DATABASE_URL": f"sqlite:///{tmp_path}/h.db",
+    })  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "hookline", "router"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "hookline: OTEL_TRACES_SAMPLER must be one of always_on, always_off, traceidratio, "
+        "parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+    ]
