@@ -4,7 +4,8 @@ deadline, ending in a `SendResult` whatever happens.
 `client.py` (the `Sender`: SSRF check, the gate around the POST, one result), `request.py`
 (body, signed headers, the request bytes), `pool.py` (keep-alive connections pinned to
 checked addresses, TLS), `exchange.py` (one request and its answer on one socket),
-`proxy.py` (the CONNECT tunnel through the egress proxy).
+`proxy.py` (the CONNECT tunnel through the egress proxy, over TLS to an https:// one),
+`tls_in_tls.py` (an https target's TLS inside an https:// proxy's).
 """
 
 from dispatcher.http.client import Gate, OpenGate, Sender, SendResult

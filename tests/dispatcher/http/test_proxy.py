@@ -194,7 +194,7 @@ def test_the_proxy_setting_parses_and_never_shows_its_password() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        f"https://u:{PASSWORD}@proxy.internal:3128",
+        f"ftp://u:{PASSWORD}@proxy.internal:3128",
         f"http://u:{PASSWORD}@proxy.internal",
         f"http://u:{PASSWORD}@proxy.internal:3128/path",
         f"socks5://u:{PASSWORD}@proxy.internal:1080",
