@@ -3,7 +3,8 @@
 A real replay answers 202 with the job and runs it on a background thread of this API
 process (see docs/architecture.md section 7: who runs a replay job). A job whose process
 died is resumed by a dispatcher (`dispatcher.replay.Resumer`) once its lease expired, or at
-once with `hookline replay start --resume ID`.
+once with `hookline replay start --resume ID` (`POST /v1/replays/{id}/resume`,
+`replay_resume.py`).
 """
 
 from __future__ import annotations
@@ -89,15 +90,23 @@ def plan_out(plan: Plan) -> ReplayPlanOut:
     )
 
 
-def run_in_background(request: Request, services: Services, job_id: str) -> None:
-    """Run the job on a daemon thread of this process; its state lives in the database."""
-    runner = Runner(
+def replay_runner(services: Services, job_id: str) -> Runner:
+    """A runner of the job in this process, on its broker connection."""
+    return Runner(
         services.transport,
         services.sessionmaker,
         job_id,
         metrics=services.metrics,
         publish_timeout_s=services.settings.publish_timeout_s,
     )
+
+
+def run_in_background(
+    request: Request, services: Services, job_id: str, *, runner: Runner | None = None
+) -> None:
+    """Run the job on a daemon thread of this process; its state lives in the database.
+    `runner`: one that already took the job's lease (a resume)."""
+    runner = runner or replay_runner(services, job_id)
 
     def run() -> None:
         try:
