@@ -112,6 +112,8 @@ class DirectOps(DirectAdmin):
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self._taken: dict[str, Runner] = {}  # jobs `resume` took over, for `follow` to run
+        self._show: Callable[[Json], None] = lambda _job: None
 
     @classmethod
     def open(cls) -> DirectOps:
@@ -231,28 +233,37 @@ class DirectOps(DirectAdmin):
                 raise _refused("not_found", "replay job not found", 404)
             return as_json(job_out(cancel_job(session, job, actor=actor())))
 
+    def resume(self, job_id: str) -> Json:
+        """Take a stopped, failed or orphaned job over (its lease, now: a refusal comes
+        before any progress is shown); `follow` then runs it here."""
+        self._job(job_id)  # an unknown job is not found, as through the API
+        runner = self._runner(job_id)
+        job = self._take(runner, resumed_by=actor())
+        self._taken[job_id] = runner
+        return as_json(job_out(job))
+
     def follow(self, job_id: str, show: Callable[[Json], None]) -> Json:
         """Run the job in this process (SIGTERM: finish the batch, leave it resumable)."""
-        return self._run(job_id, show, resumed_by=None)
-
-    def resume(self, job_id: str, show: Callable[[Json], None]) -> Json:
-        """Take a stopped, failed or orphaned job over and run it here, as `follow` does."""
-        self._job(job_id)  # an unknown job is not found, as through the API
-        return self._run(job_id, show, resumed_by=actor())
-
-    def _run(self, job_id: str, show: Callable[[Json], None], resumed_by: str | None) -> Json:
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        runner = self._taken.pop(job_id, None) or self._runner(job_id)
+        self._show = show
         stop = threading.Event()
         install_stop_handlers(stop)
-        runner = Runner(
+        show(as_json(job_out(self._take(runner, resumed_by=None))))
+        return as_json(job_out(runner.run(stop)))
+
+    def _runner(self, job_id: str) -> Runner:
+        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        return Runner(
             self.rt.transport, self.rt.sessionmaker, job_id, metrics=self.rt.metrics,
             # The runner reports progress with a partial row (its counters): show the job as
             # stored, one read a batch.
-            on_progress=lambda _partial: show(as_json(job_out(self._job(job_id)))),
+            on_progress=lambda _partial: self._show(as_json(job_out(self._job(job_id)))),
             publish_timeout_s=self.rt.settings.publish_timeout_s,
         )  # fmt: skip
+
+    @staticmethod
+    def _take(runner: Runner, resumed_by: str | None) -> ReplayJob:
         try:
-            show(as_json(job_out(runner.take(resumed_by=resumed_by))))
+            return runner.take(resumed_by=resumed_by)
         except JobBusy as exc:
             raise _refused("job_busy", str(exc), 409) from None
-        return as_json(job_out(runner.run(stop)))

@@ -131,7 +131,8 @@ def replay_start(
     body["rate_per_s"] = o.parse_rate(rate)
     with backend.session() as ops:
         if resume is not None:
-            _ended(_watch(resume, ops.resume), output)
+            ops.resume(resume)  # taken over (or refused) before any progress is shown
+            _ended(_watch(resume, ops.follow), output)
         plan = ops.replay({**body, "dry_run": True})
         _show_plan(plan, output, dry_run)
         if dry_run:
