@@ -48,7 +48,7 @@ from hookline.cli.direct_admin import DirectAdmin, as_json, refused, valid
 from hookline.runtime import Runtime, build_runtime
 from hookline.services import poison
 from hookline.services.audit import CLI, Actor
-from hookline.services.deadletters import PurgeRefused, purge
+from hookline.services.deadletters import PurgeRefused, purge, refuse_unnamed
 
 Json = dict[str, Any]
 FLAGS = {"all": "--all", "force": "--force"}
@@ -174,15 +174,17 @@ class DirectOps(DirectAdmin):
     def purge_poison(self, body: Json) -> Json:
         wanted: PoisonPurgeRequest = valid(PoisonPurgeRequest, body)
         selected = PoisonFilter(wanted.tenant, wanted.source_queue, wanted.since, wanted.until)
-        if not selected.narrows and selected.tenant is None and not wanted.all:
-            refused = PurgeRefused()  # before the drain, as the API refuses before it
-            raise _refused(refused.code, refused.worded(FLAGS), 409)
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
-        drain_poison(self.rt.transport, self.rt.sessionmaker)
-        with self.rt.sessionmaker() as session, session.begin():
-            done = poison.purge(
-                session, selected, actor=actor(), everything=wanted.all, dry_run=wanted.dry_run
-            )
+        try:
+            refuse_unnamed(selected, everything=wanted.all)  # before the drain, as the API
+            self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+            drain_poison(self.rt.transport, self.rt.sessionmaker)
+            with self.rt.sessionmaker() as session, session.begin():
+                done = poison.purge(
+                    session, selected, actor=actor(), everything=wanted.all,
+                    dry_run=wanted.dry_run,
+                )  # fmt: skip
+        except PurgeRefused as exc:
+            raise _refused(exc.code, exc.worded(FLAGS), 409) from None
         return done.to_json()
 
     def resubmit_poison(self, poison_id: str, body: bytes | None) -> Json:

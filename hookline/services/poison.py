@@ -12,7 +12,7 @@ from common.db.models import PoisonMessage
 from common.transport import Transport
 from dispatcher.deadletters import PoisonFilter, purge_poison, resubmit_poison
 from dispatcher.replay import audit
-from hookline.services.deadletters import Purged, PurgeRefused
+from hookline.services.deadletters import Purged, refuse_unnamed
 
 
 def purge(
@@ -20,8 +20,7 @@ def purge(
 ) -> Purged:
     """Count, and unless `dry_run` delete, the poison messages `poison` selects; the caller
     drained `hookline.poison` first, and commits."""
-    if not poison.narrows and poison.tenant is None and not everything:
-        raise PurgeRefused()
+    refuse_unnamed(poison, everything=everything)
     matched = session.scalar(
         select(func.count()).select_from(PoisonMessage).where(*poison.conditions())
     )

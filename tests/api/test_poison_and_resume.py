@@ -21,6 +21,7 @@ from hookline.api.limits import MAX_BODY_BYTES
 from tests import builders
 from tests.api.support import Api, assert_error
 from tests.dead_letters import dead_letter, published_copies
+from tests.queues import messages_waiting
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 
@@ -60,16 +61,7 @@ def audits(api: Api, action: str) -> list[AuditEntry]:
 
 
 def waiting(api: Api, queue: str) -> list[Message]:
-    """Consume (and ack) every message waiting in `queue`, raw."""
-    consumer = api.transport.consume(queue, prefetch=100)
-    found = []
-    for message in consumer:
-        if message is None:
-            break
-        found.append(message)
-    consumer.ack_many(found)
-    consumer.close()
-    return found
+    return messages_waiting(api.transport, queue)
 
 
 def finish_runs(api: Api) -> None:

@@ -93,8 +93,8 @@ def test_replay_resume_through_the_api_and_directly_answers_the_same(
         "completed", 1, "operator"
     )  # fmt: skip
     # Each arrived once more (a replay keeps the webhook-id: the event id).
-    for event_id in ("resume-1", "resume-2"):
-        wait_until(lambda e=event_id: len(deliveries_of(stack, e)) == 4, f"{event_id} replayed")
+    wait_until(lambda: len(deliveries_of(stack, "resume-1")) == 4, "resume-1 replayed")
+    wait_until(lambda: len(deliveries_of(stack, "resume-2")) == 4, "resume-2 replayed")
     # Who resumed it, in the audit log: the admin token remotely, the login name directly.
     (by_api,) = audits(sessions, "replay.resume", through_api)
     (by_cli,) = audits(sessions, "replay.resume", directly)
@@ -215,8 +215,11 @@ def test_dlq_resubmit_with_a_body_file_through_the_api_and_directly_answers_the_
     assert remote.stdout.replace(through_api, "ID") == direct.stdout.replace(directly, "ID")
     assert remote.stdout == f"re-submitted {through_api} to {tp.EVENTS}\n"
     # The corrected events are routed and delivered, signed.
-    for mode in ("remote", "direct"):
-        (got,) = wait_until(lambda m=mode: deliveries_of(stack, f"fix-{m}"), f"fix-{mode}")
+    arrived = [
+        wait_until(lambda: deliveries_of(stack, "fix-remote"), "fix-remote"),
+        wait_until(lambda: deliveries_of(stack, "fix-direct"), "fix-direct"),
+    ]
+    for (got,) in arrived:
         assert Webhook(tenant["secret"]).verify(got.body, got.headers)["type"] == "order.fixed"
     (by_api,) = audits(sessions, "poison.resubmit", through_api)
     (by_cli,) = audits(sessions, "poison.resubmit", directly)

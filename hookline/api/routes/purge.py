@@ -15,7 +15,7 @@ from hookline.api.ops_schemas import PoisonPurgeRequest, PurgeOut, PurgeRequest
 from hookline.api.opsauth import Caller, caller
 from hookline.api.routes.deadletters import dead_filter
 from hookline.services import poison
-from hookline.services.deadletters import Purged, PurgeRefused, purge
+from hookline.services.deadletters import Purged, PurgeRefused, purge, refuse_unnamed
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
 SPELLING = {"all": '"all": true'}
@@ -63,12 +63,13 @@ def purge_poison_messages(
     tenant's key purges its own tenant's only, and a message no tenant can be read from
     only the admin token."""
     wanted = PoisonFilter(who.tenant(body.tenant), body.source_queue, body.since, body.until)
-    drain_poison(services.transport, services.sessionmaker)
-    with services.sessionmaker() as session, session.begin():
-        try:
+    try:
+        refuse_unnamed(wanted, everything=body.all)  # before any work
+        drain_poison(services.transport, services.sessionmaker)
+        with services.sessionmaker() as session, session.begin():
             done = poison.purge(
                 session, wanted, actor=who.actor, everything=body.all, dry_run=body.dry_run
             )
-        except PurgeRefused as exc:
-            raise ApiError(409, exc.code, exc.worded(SPELLING)) from None
+    except PurgeRefused as exc:
+        raise ApiError(409, exc.code, exc.worded(SPELLING)) from None
     return _out(done)

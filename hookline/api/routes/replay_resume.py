@@ -19,7 +19,8 @@ from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found
 from hookline.api.ops_schemas import ReplayJobOut
 from hookline.api.opsauth import Caller, caller
-from hookline.api.routes.replays import job_out, replay_runner, run_in_background
+from hookline.api.replay_threads import replay_runner, run_in_background
+from hookline.api.routes.replays import job_out
 from hookline.api.tenant_limits import admit_replay_start
 
 router = APIRouter(tags=["replays"])

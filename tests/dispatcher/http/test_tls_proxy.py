@@ -31,14 +31,10 @@ from tests.certs import Authority, server_context
 from tests.connectproxy import ConnectProxy
 from tests.dispatcher.conftest import Harness, make_settings, wait_until
 from tests.dispatcher.http.test_client import endpoint, message
+from tests.dispatcher.http.test_proxy import NAME, send_three, to_localhost
 from tests.dispatcher.test_delivery import attempts, delivery_row, given_delivery
 
-NAME = "hooks.example.test"
 PASSWORD = "tl5-pr0xy-pa55word"
-
-
-def to_localhost(host: str, port: int) -> list[str]:
-    return ["127.0.0.1"]
 
 
 @dataclass
@@ -97,11 +93,7 @@ def test_an_http_delivery_goes_through_tls_to_the_proxy_and_verifies(
     secret = new_secret()
     with Receiver() as receiver:
         sender = Sender(through(proxy, pki), resolver=to_localhost)
-        results = [
-            sender.send(endpoint(f"http://{NAME}:{receiver.port}/in", secret=secret), message())
-            for _ in range(3)
-        ]
-        sender.close()
+        results = send_three(sender, f"http://{NAME}:{receiver.port}/in", secret)
     assert [r.status_code for r in results] == [200, 200, 200], results[0].error
     # One tunnel, kept alive, to the address the guard checked; no TLS refused.
     assert proxy.requests == [("CONNECT", f"127.0.0.1:{receiver.port}")]
@@ -117,11 +109,7 @@ def test_an_https_delivery_runs_tls_to_the_target_inside_tls_to_the_proxy(
     receiver, names = tls_receiver
     secret = new_secret()
     sender = Sender(through(proxy, pki), resolver=to_localhost, verify=str(pki.receiver_ca.path))
-    results = [
-        sender.send(endpoint(f"https://{NAME}:{receiver.port}/hooks", secret=secret), message())
-        for _ in range(3)
-    ]
-    sender.close()
+    results = send_three(sender, f"https://{NAME}:{receiver.port}/hooks", secret)
     assert [r.status_code for r in results] == [200, 200, 200], results[0].error
     assert proxy.tunnels == [("127.0.0.1", receiver.port)]
     assert names == [NAME]  # SNI for the target's name: one inner handshake for three POSTs
