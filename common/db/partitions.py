@@ -37,6 +37,15 @@ def name(table: str, day: date, *, kept: bool = False) -> str:
     return f"{table}_{'k' if kept else 'p'}{day:%Y%m%d}"
 
 
+def day_of(relname: str) -> date:
+    """The day of a partition, from its name."""
+    match = _NAME.match(relname)
+    if match is None:
+        raise ValueError(f"{relname!r} is not a partition")
+    digits = match[3]
+    return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+
+
 def _bounds(day: date) -> str:
     return f"FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
 
@@ -62,12 +71,7 @@ def existing(connection: Connection, table: str) -> dict[date, str]:
         ),
         {"table": table},
     ).scalars()
-    out: dict[date, str] = {}
-    for relname in rows:
-        match = _NAME.match(relname)
-        if match:
-            out[date(*(int(p) for p in (match[3][:4], match[3][4:6], match[3][6:])))] = relname
-    return out
+    return {day_of(relname): relname for relname in rows if is_partition(relname)}
 
 
 def ensure(connection: Connection, days: Iterable[date]) -> None:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
+from common.db import lookup
 from common.db.models import Attempt, Delivery, ReplayJob, Subscription
 from common.db.statuses import DeliveryStatus
 from common.transport import Outgoing, Transport, topology
@@ -54,11 +55,15 @@ class Health:
     dead_day: int
 
 
-def _scoped(query: Select[Any], tenant_id: str, allowed: Collection[str] | None) -> Select[Any]:
-    query = query.where(Delivery.tenant_id == tenant_id)
+def _scope(tenant_id: str, allowed: Collection[str] | None) -> list[ColumnElement[bool]]:
+    scope = [Delivery.tenant_id == tenant_id]
     if allowed is not None:
-        query = query.where(Delivery.subscription_id.in_(sorted(allowed)))
-    return query
+        scope.append(Delivery.subscription_id.in_(sorted(allowed)))
+    return scope
+
+
+def _scoped(query: Select[Any], tenant_id: str, allowed: Collection[str] | None) -> Select[Any]:
+    return query.where(*_scope(tenant_id, allowed))
 
 
 def log_page(
@@ -89,14 +94,10 @@ def detail(
     session: Session, tenant_id: str, allowed: Collection[str] | None, delivery_id: str
 ) -> tuple[Delivery, list[Attempt]]:
     """One delivery the caller may see, and its attempts oldest first."""
-    query = _scoped(select(Delivery), tenant_id, allowed).where(Delivery.id == delivery_id)
-    row = session.scalars(query).first()
+    row = lookup.delivery(session, delivery_id, *_scope(tenant_id, allowed))
     if row is None:
         raise NotFound("delivery")
-    attempts = session.scalars(
-        select(Attempt).where(Attempt.delivery_id == row.id).order_by(Attempt.id)
-    ).all()
-    return row, list(attempts)
+    return row, lookup.attempts(session, row.id)
 
 
 def request_headers(subscription: Subscription | None) -> list[tuple[str, str]]:
