@@ -13,7 +13,6 @@ from common.db.models import PoisonMessage, ReplayJob
 from common.instants import InstantError, parse_instant
 from common.service import install_stop_handlers
 from common.settings import Settings
-from common.transport import topology
 from dispatcher.deadletters import (
     DeadFilter,
     FilterError,
@@ -139,7 +138,7 @@ class DirectOps(DirectAdmin):
             _when(query.get("until"), "query.until"),
         )  # fmt: skip
         after = _position(cursor)
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        self.rt.transport.declare(self.rt.topology())
         drain_poison(self.rt.transport, self.rt.sessionmaker)
         with self.rt.sessionmaker() as session:
             rows = list_poison(session, wanted, limit=limit + 1, after=after)
@@ -174,7 +173,7 @@ class DirectOps(DirectAdmin):
         if not any((body.get("tenant"), body.get("since"), body.get("until"))) and not body["all"]:
             refused = PurgeRefused()
             raise _refused(refused.code, refused.worded(FLAGS), 409)
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        self.rt.transport.declare(self.rt.topology())
         drain_poison(self.rt.transport, self.rt.sessionmaker)
         with self.rt.sessionmaker() as session, session.begin():
             matched = session.query(PoisonMessage).filter(*wanted.conditions()).count()
@@ -189,7 +188,7 @@ class DirectOps(DirectAdmin):
         return {"matched": matched, "purged": purged, "dry_run": False}
 
     def resubmit_poison(self, poison_id: str, body: bytes | None) -> Json:
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        self.rt.transport.declare(self.rt.topology())
         with self.rt.sessionmaker() as session, session.begin():
             row = session.get(PoisonMessage, poison_id)
             if row is None:
@@ -198,6 +197,7 @@ class DirectOps(DirectAdmin):
                 resubmit_poison(
                     session, self.rt.transport, row, body=body,
                     publish_timeout_s=self.rt.settings.publish_timeout_s,
+                    shards=self.rt.settings.delivery_shards,
                 )  # fmt: skip
             except ResubmitError as exc:
                 raise _refused("not_resubmittable", str(exc)) from None
@@ -243,7 +243,8 @@ class DirectOps(DirectAdmin):
 
     def follow(self, job_id: str, show: Callable[[Json], None]) -> Json:
         """Run the job in this process (SIGTERM: finish the batch, leave it resumable)."""
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        settings = self.rt.settings
+        self.rt.transport.declare(self.rt.topology())
         stop = threading.Event()
         install_stop_handlers(stop)
         runner = Runner(
@@ -251,7 +252,8 @@ class DirectOps(DirectAdmin):
             # The runner reports progress with a partial row (its counters): show the job as
             # stored, one read a batch.
             on_progress=lambda _partial: show(as_json(job_out(self._job(job_id)))),
-            publish_timeout_s=self.rt.settings.publish_timeout_s,
+            publish_timeout_s=settings.publish_timeout_s, shards=settings.delivery_shards,
+            share_per_s=settings.delivery_share_per_s,
         )  # fmt: skip
         try:
             job = runner.run(stop)

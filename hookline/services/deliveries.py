@@ -147,6 +147,7 @@ def send_test_event(
     *,
     actor: Actor,
     publish_timeout_s: float,
+    shards: int,
 ) -> str:
     """Store a `hookline.test` event with one delivery, to this subscription only, and
     publish it; returns the delivery id. Commits: the delivery must exist before it is
@@ -169,7 +170,13 @@ def send_test_event(
     session.commit()
     transport.publish(
         [
-            Outgoing(topology.DELIVERIES, topology.DELIVERY_ROUTING_KEY, r.body, {}, r.delivery_id)
+            Outgoing(
+                topology.DELIVERIES,
+                topology.DELIVERY_ROUTING_KEY,
+                r.body,
+                topology.shard_headers(tenant_id, shards),  # one message: never over a share
+                r.delivery_id,
+            )
             for r in routed
         ],
         timeout_s=publish_timeout_s,

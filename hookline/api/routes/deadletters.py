@@ -199,6 +199,7 @@ def resubmit_poison_message(
                 services.transport,
                 row,
                 publish_timeout_s=services.settings.publish_timeout_s,
+                shards=services.settings.delivery_shards,
             )
         except ResubmitError as exc:
             raise ApiError(422, "not_resubmittable", str(exc)) from None
