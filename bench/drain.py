@@ -37,7 +37,6 @@ from bench.stack import (
     tree_rss_mib,
 )
 from common.settings import Settings
-from common.transport import topology as tp
 from producer import Producer
 
 
@@ -53,10 +52,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         with Producer(Settings(database_url=running.database_url,
                                broker_url=running.broker_url)) as producer:  # fmt: skip
             publish_backlog(producer, running.tenant_id, [f"d-{n}" for n in range(count)])
-        queued = running.wait_for(
-            lambda: sum(n for q, n in running.queue_names().items() if q.startswith(tp.DELIVERIES)),
-            count, count / 50 + 60, tick_s=1.0,
-        )  # fmt: skip
+        queued = running.wait_for(running.deliveries_queued, count, count / 50 + 60, tick_s=1.0)
         running.stop("router")
         assert queued == count, f"only {queued} of {count} deliveries queued"
         cpu_before = running.cpu()

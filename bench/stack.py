@@ -35,6 +35,7 @@ from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
 from common.secretbox import SecretBox
 from common.settings import Settings
+from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event
 from dispatcher.http import Sender
 from dispatcher.subscriptions import Endpoint
@@ -236,6 +237,10 @@ class Stack:
 
     def queue_depth(self, queue: str) -> int:
         return self.queue_names().get(queue, 0)
+
+    def deliveries_queued(self) -> int:
+        """Messages ready in every delivery queue: the tenant shards and the overflow lane."""
+        return sum(n for q, n in self.queue_names().items() if q.startswith(tp.DELIVERIES))
 
     # -- CPU ------------------------------------------------------------------------------
 

@@ -52,7 +52,6 @@ from bench.stack import (
     wait_http,
 )
 from common.settings import Settings
-from common.transport import topology as tp
 from producer import Producer
 from tests.processes import free_port
 from tests.services import temporary_vhost
@@ -121,9 +120,7 @@ def hookline(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         settings = Settings(database_url=running.database_url, broker_url=running.broker_url)
         with Producer(settings) as producer:
             publish_backlog(producer, running.tenant_id, [f"d-{n}" for n in range(count)])
-        queued = running.wait_for(
-            lambda: running.queue_depth(tp.DELIVERIES), count, count / 50 + 60, tick_s=1.0
-        )
+        queued = running.wait_for(running.deliveries_queued, count, count / 50 + 60, tick_s=1.0)
         running.stop("router")
         assert queued == count, f"only {queued} of {count} deliveries queued"
         wal_routed = _wal_lsn(running)

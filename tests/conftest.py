@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.services import temporary_database
+from tests.services import migrated_database, temporary_database
 
 
 @pytest.fixture(scope="session")
@@ -31,26 +32,9 @@ def migrated_postgres(postgres_url: str) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated, empty database: SQLite in tmp_path, or the session's PostgreSQL emptied."""
-    from sqlalchemy import text
-
-    from common.db import migrate
-    from common.db.models import Base
-    from common.db.session import make_engine
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/hookline.db"
-        migrate.upgrade(url)
-        yield url
-        return
-    url = request.getfixturevalue("migrated_postgres")
-    yield url
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
-    engine.dispose()
+    yield from migrated_database(request, tmp_path)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,26 @@ def temporary_vhost(prefix: str = "hookline_test") -> Iterator[str]:
         yield f"{url}/{vhost}"
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+def migrated_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The body of a fixture parametrized "sqlite"/"postgres": a migrated database's URL,
+    the PostgreSQL one (the session's `migrated_postgres`) emptied after the test."""
+    from sqlalchemy import text
+
+    from common.db import migrate
+    from common.db.models import Base
+    from common.db.session import make_engine
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/hookline.db"
+        migrate.upgrade(url)
+        yield url
+        return
+    url = request.getfixturevalue("migrated_postgres")
+    yield url
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+    engine.dispose()

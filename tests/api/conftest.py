@@ -8,16 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.migrate import upgrade
-from common.db.session import make_engine, make_sessionmaker
-from common.metrics import Metrics
-from common.settings import Settings
-from common.ssrf import Resolver, system_resolver
-from common.transport import MemoryTransport, Transport, topology
-from hookline.api.app import create_app
-from tests.api.support import ADMIN_TOKEN, Api, TestClient
+from tests.api.support import Api, build_api
 
 
 @pytest.fixture(scope="session")
@@ -40,53 +33,14 @@ def make_api(database_url: str) -> Iterator[Callable[..., Api]]:
     """`make_api(transport=..., sessionmaker=..., **settings)`: an app; closed after the test."""
     made: list[Api] = []
 
-    def create(
-        *,
-        transport: Transport | None = None,
-        sessionmaker: sessionmaker[Session] | None = None,
-        raise_server_exceptions: bool = True,
-        client_address: tuple[str, int] = ("testclient", 50000),
-        declare: bool = True,
-        resolver: Resolver = system_resolver,
-        **overrides: Any,
-    ) -> Api:
-        values: dict[str, Any] = {
-            "database_url": database_url,
-            "broker_url": "memory://",
-            "admin_token": ADMIN_TOKEN,
-            "allow_private_targets": True,
-            "retry_schedule": "1s,2s",
-        }
-        values.update(overrides)
-        settings = Settings(**values)
-        engine = make_engine(database_url)
-        transport = transport or MemoryTransport()
-        if declare:
-            # Declared up front, so a test can look into queues before anything is published.
-            transport.declare(topology.build(settings.retry_delays_s))
-        metrics = Metrics()
-        # The test looks at the database through its own sessions, even when the app is
-        # handed a broken sessionmaker.
-        sessions = make_sessionmaker(engine)
-        app = create_app(
-            settings,
-            transport=transport,
-            sessionmaker=sessionmaker or sessions,
-            metrics=metrics,
-            resolver=resolver,
-        )
-        client = TestClient(
-            app, raise_server_exceptions=raise_server_exceptions, client=client_address
-        )
-        api = Api(client, app, settings, transport, sessions, metrics, engine)
+    def create(**options: Any) -> Api:
+        api = build_api(database_url, **options)
         made.append(api)
         return api
 
     yield create
     for api in made:
-        api.client.close()
-        api.transport.close()
-        api.engine.dispose()
+        api.close()
 
 
 @pytest.fixture
@@ -100,25 +54,9 @@ def ops_api(sqlite_url: str) -> Iterator[Api]:
     the memory broker. The routes' queries are the dispatcher packages', which
     `tests/dispatcher/deadletters` and `tests/dispatcher/replay` run on PostgreSQL too; the
     routes themselves run once."""
-    database_url = sqlite_url
-    upgrade(database_url)
-    settings = Settings(
-        database_url=database_url,
-        broker_url="memory://",
-        admin_token=ADMIN_TOKEN,
-        allow_private_targets=True,
-        retry_schedule="1s,2s",
-    )
-    engine = make_engine(database_url)
-    transport = MemoryTransport()
-    transport.declare(topology.build(settings.retry_delays_s))
-    metrics = Metrics()
-    sessions = make_sessionmaker(engine)
-    app = create_app(settings, transport=transport, sessionmaker=sessions, metrics=metrics)
-    client = TestClient(app, client=("testclient", 50000))
-    yield Api(client, app, settings, transport, sessions, metrics, engine)
-    for thread in getattr(app.state, "replay_threads", {}).values():
+    upgrade(sqlite_url)
+    api = build_api(sqlite_url)
+    yield api
+    for thread in getattr(api.app.state, "replay_threads", {}).values():
         thread.join(10)
-    client.close()
-    transport.close()
-    engine.dispose()
+    api.close()

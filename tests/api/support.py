@@ -12,10 +12,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import StarletteDeprecationWarning
 
+from common.db.session import make_engine, make_sessionmaker
 from common.metrics import Metrics
 from common.settings import Settings
-from common.transport import Message, Transport
+from common.ssrf import Resolver, system_resolver
+from common.transport import MemoryTransport, Message, Transport, topology
 from common.wire import Event
+from hookline.api.app import create_app
 from tests.queues import events_waiting
 
 with warnings.catch_warnings():
@@ -23,7 +26,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
 
-__all__ = ["ADMIN_TOKEN", "Api", "TestClient", "assert_error", "served_routes"]
+__all__ = ["ADMIN_TOKEN", "Api", "TestClient", "assert_error", "build_api", "served_routes"]
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -37,6 +40,11 @@ class Api:
     sessionmaker: sessionmaker[Session]
     metrics: Metrics
     engine: Engine
+
+    def close(self) -> None:
+        self.client.close()
+        self.transport.close()
+        self.engine.dispose()
 
     @property
     def admin(self) -> dict[str, str]:
@@ -91,3 +99,42 @@ def served_routes(app: FastAPI) -> list[APIRoute]:
         elif getattr(route, "original_router", None) is not None:
             pending.extend(route.original_router.routes)
     return found
+
+
+def build_api(
+    database_url: str,
+    *,
+    transport: Transport | None = None,
+    sessionmaker: sessionmaker[Session] | None = None,
+    raise_server_exceptions: bool = True,
+    client_address: tuple[str, int] = ("testclient", 50000),
+    declare: bool = True,
+    resolver: Resolver = system_resolver,
+    **overrides: Any,
+) -> Api:
+    """An app on the migrated `database_url` and (by default) the in-memory broker, with
+    the test settings; `overrides` are more settings. The caller closes it."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "broker_url": "memory://",
+        "admin_token": ADMIN_TOKEN,
+        "allow_private_targets": True,
+        "retry_schedule": "1s,2s",
+    }
+    values.update(overrides)
+    settings = Settings(**values)
+    engine = make_engine(database_url)
+    transport = transport or MemoryTransport()
+    if declare:
+        # Declared up front, so a test can look into queues before anything is published.
+        transport.declare(topology.build(settings.retry_delays_s))
+    metrics = Metrics()
+    # The test looks at the database through its own sessions, even when the app is handed
+    # a broken sessionmaker.
+    sessions = make_sessionmaker(engine)
+    app = create_app(
+        settings, transport=transport, sessionmaker=sessionmaker or sessions, metrics=metrics,
+        resolver=resolver,
+    )  # fmt: skip
+    client = TestClient(app, raise_server_exceptions=raise_server_exceptions, client=client_address)
+    return Api(client, app, settings, transport, sessions, metrics, engine)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +12,7 @@ from common.transport import topology
 from hookline.runtime import api_server, build_runtime
 from tests.api.support import ADMIN_TOKEN
 from tests.processes import free_port
+from tests.served import running
 
 
 @pytest.fixture
@@ -23,18 +22,10 @@ def served(database_url: str) -> Iterator[str]:
     runtime = build_runtime(settings, dev=True)
     runtime.transport.declare(topology.build(settings.retry_tiers_s))
     port = free_port()
-    server = api_server(runtime, "127.0.0.1", port)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the API did not start"
     try:
-        yield f"http://127.0.0.1:{port}"
+        with running(api_server(runtime, "127.0.0.1", port)):
+            yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
         runtime.close()
 
 

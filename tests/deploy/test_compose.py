@@ -4,6 +4,7 @@ own parser and builds one non-root image whose PID 1 is `hookline` itself."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -205,3 +206,13 @@ def test_every_dispatcher_process_in_compose_is_scraped() -> None:
     [job] = [j for j in config["scrape_configs"] if j["job_name"] == "hookline-dispatcher"]
     ports = sorted(sd["port"] for sd in job["dns_sd_configs"])
     assert ports == list(range(9100, 9100 + processes))
+
+
+def test_the_base_image_is_pinned_by_tag_and_digest() -> None:
+    """A moved tag must not change what a rebuild gets: every stage starts from the one
+    `PYTHON_IMAGE`, a patch-level tag with the sha256 digest of its image index."""
+    commands = instructions()
+    args = [c.value[0] for c in commands if c.cmd == "ARG"]
+    [image] = [arg.removeprefix("PYTHON_IMAGE=") for arg in args if arg.startswith("PYTHON_IMAGE=")]
+    assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64}", image), image
+    assert {c.value[0] for c in commands if c.cmd == "FROM"} == {"${PYTHON_IMAGE}"}

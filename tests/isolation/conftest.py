@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,6 +14,7 @@ from fastapi import FastAPI
 
 from tests.api.conftest import make_api
 from tests.processes import free_port
+from tests.served import running
 
 __all__ = ["black_hole", "make_api", "serve"]
 
@@ -24,18 +24,8 @@ def serve(app: FastAPI) -> Iterator[str]:
     """`app` served by uvicorn on 127.0.0.1 (as `hookline api` serves it): its base URL."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the API did not start"
-    try:
+    with running(uvicorn.Server(config), stop_s=15):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 @pytest.fixture

@@ -9,41 +9,24 @@ SQLite and PostgreSQL alike: `db_url` (a migrated, empty database of either kind
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db import migrate
-from common.db.models import Base
 from common.db.session import make_engine, make_sessionmaker
-from common.metrics import Metrics
-from common.settings import Settings
-from common.transport import MemoryTransport, topology
-from hookline.api.app import create_app
 from tests.api.conftest import database_url, make_api, migrated_template
-from tests.api.support import ADMIN_TOKEN, Api, TestClient
+from tests.api.support import Api, build_api
+from tests.services import migrated_database
 
 __all__ = ["database_url", "make_api", "migrated_template"]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated, empty database: SQLite in tmp_path, or the session's PostgreSQL emptied
-    afterwards (the root conftest's `database_url`, which this directory's shadows)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/hookline.db"
-        migrate.upgrade(url)
-        yield url
-        return
-    url = request.getfixturevalue("migrated_postgres")
-    yield url
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
-    engine.dispose()
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The root conftest's `database_url` (which this directory's shadows)."""
+    yield from migrated_database(request, tmp_path)
 
 
 @pytest.fixture
@@ -59,31 +42,13 @@ def make_db_api(db_url: str) -> Iterator[Callable[..., Api]]:
     made: list[Api] = []
 
     def create(**overrides: Any) -> Api:
-        values: dict[str, Any] = {
-            "database_url": db_url,
-            "broker_url": "memory://",
-            "admin_token": ADMIN_TOKEN,
-            "allow_private_targets": True,
-            "retry_schedule": "1s,2s",
-        }
-        values.update(overrides)
-        settings = Settings(**values)
-        engine = make_engine(db_url)
-        transport = MemoryTransport()
-        transport.declare(topology.build(settings.retry_delays_s))
-        sessions = make_sessionmaker(engine)
-        metrics = Metrics()
-        app = create_app(settings, transport=transport, sessionmaker=sessions, metrics=metrics)
-        client = TestClient(app, client=("testclient", 50000))
-        api = Api(client, app, settings, transport, sessions, metrics, engine)
+        api = build_api(db_url, **overrides)
         made.append(api)
         return api
 
     yield create
     for api in made:
-        api.client.close()
-        api.transport.close()
-        api.engine.dispose()
+        api.close()
 
 
 @pytest.fixture

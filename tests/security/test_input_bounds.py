@@ -5,7 +5,6 @@ tenant's replay pace, and how far an event's timestamp may be from the clock."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from producer import InvalidEvent, Producer
 from tests.api.support import ADMIN_TOKEN, Api, assert_error
 from tests.processes import free_port
 from tests.security.postgres import database_url  # noqa: F401  (PostgreSQL, not SQLite)
+from tests.served import running
 
 pytestmark = pytest.mark.postgres
 
@@ -59,18 +59,10 @@ def served(database_url: str) -> Iterator[tuple[str, int]]:  # noqa: F811
     runtime = build_runtime(settings, dev=True)
     runtime.transport.declare(topology.build(settings.retry_tiers_s))
     port = free_port()
-    server = api_server(runtime, "127.0.0.1", port)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the API did not start"
     try:
-        yield "127.0.0.1", port
+        with running(api_server(runtime, "127.0.0.1", port)):
+            yield "127.0.0.1", port
     finally:
-        server.should_exit = True
-        thread.join(10)
         runtime.close()
 
 
