@@ -27,12 +27,9 @@ from common.db import lookup, migrate, partitions
 from common.db.bulk import insert_rows
 from common.db.days import on_their_days
 from common.db.models import Attempt, Delivery, EventRow, ReplayJob
-from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus, ReplayJobStatus
 from common.ids import delivery_id_for, new_id
-from common.metrics import Metrics
-from common.settings import Settings
-from common.transport import MemoryTransport, Outgoing, topology
+from common.transport import MemoryTransport, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event, encode, utcnow
 from dispatcher.attempt import statuses
@@ -40,14 +37,13 @@ from dispatcher.deadletters import DeadFilter, DeadLetterDrain
 from dispatcher.replay import create_job
 from dispatcher.replay.rows import Batches
 from dispatcher.settle.rows import update_deliveries
-from hookline.api.app import create_app
 from hookline.cli import app as cli
 from hookline.services import deliveries as portal_deliveries
 from hookline.services.audit import Actor
 from router.index import Target
 from router.persist import persist_batch
 from tests import builders
-from tests.api.support import ADMIN_TOKEN, Api, TestClient
+from tests.api.support import Api, build_api
 from tests.plans import assert_one_day, partitions_read
 from tests.services import temporary_database
 
@@ -124,14 +120,8 @@ def _day_rows(tenant: str, subscription: str, day: date) -> tuple[list[dict[str,
 def world() -> Iterator[World]:
     with temporary_database() as url:
         migrate.upgrade(url)
-        engine = make_engine(url)
-        sessions = make_sessionmaker(engine)
-        settings = Settings(database_url=url, broker_url="memory://", admin_token=ADMIN_TOKEN,
-                            allow_private_targets=True, retry_schedule="1s,2s")  # fmt: skip
-        transport = MemoryTransport()
-        transport.declare(topology.build(settings.retry_delays_s))
-        app = create_app(settings, transport=transport, sessionmaker=sessions, metrics=Metrics())
-        api = Api(TestClient(app), app, settings, transport, sessions, Metrics(), engine)
+        api = build_api(url)
+        engine, sessions = api.engine, api.sessionmaker
         tenant, auth = api.tenant("plans")
         with sessions.begin() as session:
             subscription, _ = builders.subscription(session, tenant, "http://127.0.0.1:9/h")
@@ -152,6 +142,7 @@ def world() -> Iterator[World]:
             yield World(engine, sessions, api, url, tenant, subscription.id, auth, dead)
         finally:
             api.client.close()
+            api.transport.close()
             engine.dispose()
 
 
