@@ -1,12 +1,14 @@
-"""Retention by partition: drop a full day while the hot path runs beside it (issue 17).
+"""Retention by partition: drop (or trim) a full day while the hot path runs beside it
+(issue 17).
 
     .venv/bin/python -m bench.retention [--rows 1000000] [--phase-s 20] [--batch 100]
-        [--probe-rate 20]
+        [--probe-rate 20] [--trim [--dead-every 1000]]
 
 A fresh PostgreSQL database (migrated) gets `--rows` finished deliveries, their attempts
 and events in the partitions of a day 40 days back (each loaded as a plain table, then
-attached, so that its indexes are built once). Then two kinds of traffic run together,
-in three phases of `--phase-s`:
+attached, so that its indexes are built once; then a CHECKPOINT, so that the load's
+write-back does not fall into the phases). Then two kinds of traffic run together, in
+three phases of `--phase-s`:
 - the drain: what the router and the settler do for each delivery (insert the event and
   delivery, `persist_batch`; settle: update the delivery and insert its attempt, the
   settler's statements), `--batch` deliveries a transaction, as fast as it goes;
@@ -14,13 +16,17 @@ in three phases of `--phase-s`:
   `--probe-rate` times a second on a fixed schedule (open model: a stall delays every
   probe due during it, and its latency counts from when it was due), so its latency is
   what one delivery's writes wait.
-Phase B runs partition maintenance (retention 30 days, so the old day is trimmed of
-nothing and dropped) in its middle; phases A1 and A2 around it have no drop. Reported per
-phase: the drain's deliveries/s and batch latency (p50, p99, max), the probe's latency
-(p50, p99, max); the same over the *drop window* (maintenance's own span, at least 2 s;
-for A1 and A2 a window as long in their middle); and how long maintenance took. The
-drain is the database half of `bench.drain` (no broker, no HTTP): what the drop could
-slow down.
+Phase B runs partition maintenance (`keeper.maintain`) in its middle; phases A1 and A2
+around it have none. By default the retention and the dead retention are both 30 days,
+so the old day is past both and dropped whole (DETACH CONCURRENTLY, DROP TABLE). With
+`--trim` the policy is the default one (dead letters kept 90 days) and every
+`--dead-every`th delivery of the old day is dead: the day is *trimmed* — its dead
+deliveries, their events and attempts copied into kept partitions that replace it — what
+a production installation does every day. Reported per phase: the drain's deliveries/s
+and batch latency (p50, p99, max), the probe's latency (p50, p99, max); the same over the
+*maintenance window* (maintenance's own span, at least 2 s; for A1 and A2 a window as
+long in their middle); and how long maintenance took. The drain is the database half of
+`bench.drain` (no broker, no HTTP): what the drop could slow down.
 """
 
 from __future__ import annotations
@@ -60,16 +66,17 @@ _COLUMNS = {
                "'t', 'old_' || n, 'x', :at, '{}', :at, :day"),
     "deliveries": ("id, tenant_id, event_id, subscription_id, event_type, status, attempts, "
                    "replay_count, created_at, updated_at, finished_at, day",
-                   "'dlv_old_' || n, 't', 'old_' || n, 's', 'x', 'succeeded', 1, 0, :at, :at, "
-                   ":at, :day"),
+                   "'dlv_old_' || n, 't', 'old_' || n, 's', 'x', CASE WHEN :dead > 0 AND "
+                   "n % :dead = 0 THEN 'dead' ELSE 'succeeded' END, 1, 0, :at, :at, :at, :day"),
     "attempts": ("delivery_id, attempt, outcome, duration_s, created_at, day",
                  "'dlv_old_' || n, 1, 'success', 0.01, :at, :day"),
 }  # fmt: skip
 MIN_WINDOW_S = 2.0
 
 
-def fill(engine: Engine, rows: int) -> tuple[str, float, int]:
-    """The old day's partitions, `rows` each; returns the day, seconds taken, bytes."""
+def fill(engine: Engine, rows: int, dead_every: int = 0) -> tuple[str, float, int]:
+    """The old day's partitions, `rows` each (every `dead_every`th delivery dead, 0: none);
+    returns the day, seconds taken, bytes."""
     day = utcnow().date() - timedelta(days=40)
     at = utcnow() - timedelta(days=40)
     began = time.monotonic()
@@ -78,7 +85,7 @@ def fill(engine: Engine, rows: int) -> tuple[str, float, int]:
             part = partitions.name(table, day)
             connection.execute(text(f"CREATE TABLE {part} (LIKE {table} INCLUDING DEFAULTS)"))
             statement = text(FILL.format(table=part, columns=columns, values=values))
-            connection.execute(statement, {"rows": rows, "at": at, "day": day})
+            connection.execute(statement, {"rows": rows, "at": at, "day": day, "dead": dead_every})
             after = day + timedelta(days=1)
             connection.execute(
                 text(f"ALTER TABLE {table} ATTACH PARTITION {part} FOR VALUES FROM "
@@ -91,6 +98,7 @@ def fill(engine: Engine, rows: int) -> tuple[str, float, int]:
             part = partitions.name(table, day)
             bytes_of = text("SELECT pg_total_relation_size(CAST(:part AS regclass))")
             size += int(connection.execute(bytes_of, {"part": part}).scalar_one())
+        connection.execute(text("CHECKPOINT"))
     return day.isoformat(), round(time.monotonic() - began, 1), size
 
 
@@ -193,11 +201,15 @@ def main() -> int:
     parser.add_argument("--phase-s", type=float, default=20.0)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--probe-rate", type=float, default=20.0)
+    parser.add_argument("--trim", action="store_true", help="keep dead letters 90 days")
+    parser.add_argument("--dead-every", type=int, default=1000, help="with --trim")
     args = parser.parse_args()
+    dead_retention = timedelta(days=90 if args.trim else 30)
+    policy = keeper.Policy(timedelta(days=30), dead_retention)
     with temporary_database() as url:
         migrate.upgrade(url)
         engine = make_engine(url, pool_size=10)
-        day, fill_s, size = fill(engine, args.rows)
+        day, fill_s, size = fill(engine, args.rows, args.dead_every if args.trim else 0)
         result: dict[str, Any] = {
             "rows": args.rows, "day": day, "fill_s": fill_s,
             "old_day_gib": round(size / 2**30, 2), "load": [load_average()],
@@ -215,9 +227,10 @@ def main() -> int:
         def maintain() -> None:
             time.sleep(args.phase_s / 2)
             span["began"] = time.monotonic()
-            outcome = keeper.maintain(engine, keeper.Policy(timedelta(days=30), timedelta(days=30)))
+            outcome = keeper.maintain(engine, policy)
             span["ended"] = time.monotonic()
             span["dropped"] = [d.isoformat() for d in outcome.dropped]
+            span["trimmed"] = {d.isoformat(): kept for d, kept in outcome.trimmed.items()}
 
         worker = threading.Thread(target=maintain)
         worker.start()
@@ -232,14 +245,18 @@ def main() -> int:
         maintain_s = span["ended"] - span["began"]
         window_s = max(maintain_s, MIN_WINDOW_S)
         drop_window = (span["began"], span["began"] + window_s)
-        for name, phase in (("A1", a1), ("B (drop)", b), ("A2", a2)):
+        for name, phase in (("A1", a1), ("B (maintenance)", b), ("A2", a2)):
             window = drop_window if phase is b else _middle(phase, window_s)
             result[name] = {**stats(phase, args.batch), "window": stats(phase, args.batch, window)}
-        result.update(maintain_s=round(maintain_s, 3), dropped=span["dropped"])
+        result.update(
+            maintain_s=round(maintain_s, 3), dropped=span["dropped"], trimmed=span["trimmed"]
+        )
         with engine.connect() as connection:
-            result["old day left"] = day in {
-                d.isoformat() for d in partitions.existing(connection, "deliveries")
+            days = {
+                d.isoformat(): name
+                for d, name in partitions.existing(connection, "deliveries").items()
             }
+            result["old day now"] = days.get(day)  # None: gone; deliveries_k...: trimmed
         print(json.dumps(result, indent=1))
         engine.dispose()
     return 0
