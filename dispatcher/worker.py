@@ -8,7 +8,9 @@ Threads of one connection session:
 - `concurrency` sending threads (`threads.py`) each run one attempt (`attempt.py`):
   resolve the subscription, admit and POST, decide;
 - one settler thread records, publishes onward and acks in batches (`settle/`);
-- one dead-letter drain thread with its own consumer (`deadletters`).
+- one dead-letter drain thread with its own consumer (`deadletters`);
+- one thread that writes the breaker's open circuits and the heartbeat for the portal
+  (`policy/admission/circuits.py`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ from dispatcher.http import Sender
 from dispatcher.intake import Intake
 from dispatcher.outcome import Deferred, Outcome
 from dispatcher.policy import autodisable, retry
-from dispatcher.policy.admission import EndpointGate, RateLimiter, in_flight_cap
+from dispatcher.policy.admission import (
+    CircuitLog,
+    CircuitWriter,
+    EndpointGate,
+    RateLimiter,
+    in_flight_cap,
+)
 from dispatcher.settle import Settler
 from dispatcher.subscriptions import SubscriptionCache
 from dispatcher.threads import SendingThreads
@@ -63,7 +71,10 @@ class Dispatcher:
         self._transport = transport
         self._sessionmaker = sessionmaker
         self._metrics = metrics
-        self.gate = EndpointGate(settings, metrics, RateLimiter(sessionmaker))
+        self.circuits = CircuitLog()
+        self.gate = EndpointGate(
+            settings, metrics, RateLimiter(sessionmaker), on_transition=self.circuits.note
+        )
         self._cache = SubscriptionCache(
             sessionmaker, secret_box, refresh_s=settings.subscription_refresh_s
         )
@@ -111,9 +122,12 @@ class Dispatcher:
         pool = SendingThreads(settings.dispatcher_concurrency, "hookline-send")
         intake = Intake(self, consumer, settler, drain, pool, prefetch)
         keeper = PartitionKeeper(self._sessionmaker.kw["bind"], settings.partition_policy)
+        # Its failure is not raised below: the portal's view of circuits stops, not delivery.
+        circuits = CircuitWriter(self.circuits, self.gate.breaker, self._sessionmaker)
         settler.start()
         drain.start()
         keeper.start()
+        circuits.start()
         try:
             intake.consume(stop)
         finally:
@@ -123,6 +137,7 @@ class Dispatcher:
             settler.stop()
             drain.stop()
             keeper.stop()
+            circuits.stop()
             with contextlib.suppress(TransportError):
                 consumer.close()
             self._parts.sender.close()

@@ -294,8 +294,32 @@ class Attempt(Base):
     duration_s: Mapped[float] = mapped_column(Float, nullable=False)
     error: Mapped[str | None] = mapped_column(Text)
     response_body: Mapped[str | None] = mapped_column(Text)
+    # When the request was signed: its `webhook-timestamp` is this in whole seconds (when
+    # nothing was sent, when the attempt began).
     created_at: Mapped[datetime] = _when()
     day: Mapped[date] = _partition_day("delivery_id")
+    # The headers the request went out with (a `HeaderSet`, migration 0014); None when
+    # nothing was sent, or for an attempt recorded before 0014.
+    header_set_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class HeaderSet(Base):
+    """One shape of request headers, shared by every attempt sent with it (migration 0014):
+    the header names in the order sent, with the values that are the same on every request
+    of that shape (content-type, user-agent, the signature's schemes) and null for the ones
+    that are not kept (a subscription's own header values: they may be credentials) or are
+    the attempt's own (webhook-id: the event id; webhook-timestamp: the attempt's time).
+
+    An attempt stores the set's id, not the headers: a few bytes per attempt, and the few
+    shapes a deployment sends are written once (`dispatcher/settle/header_sets.py`)."""
+
+    __tablename__ = "header_sets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # SHA-256 of `headers` as canonical JSON: the same shape is one row, whoever writes it.
+    digest: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    headers: Mapped[list[list[str | None]]] = mapped_column(Json, nullable=False)
+    created_at: Mapped[datetime] = _when()
 
 
 class AuditEntry(Base):
@@ -417,7 +441,7 @@ class SecretCanary(Base):
 
 
 class PortalLink(Base):
-    """A signed-in link to the receivers' portal for one tenant's customer (migration 0011):
+    """A signed-in link to the receivers' portal for one tenant's customer (migration 0013):
     only the token's SHA-256 is kept. A link is exchanged once for a session; revoking the
     link ends its session too."""
 
@@ -436,10 +460,12 @@ class PortalLink(Base):
     # The session's cookie value, hashed; set when the link is exchanged.
     session_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The customer signed out (migration 0014): the session ends as if revoked.
+    signed_out_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class PortalTheme(Base):
-    """A tenant's portal look and embedding rule (migration 0011)."""
+    """A tenant's portal look and embedding rule (migration 0013)."""
 
     __tablename__ = "portal_themes"
 
@@ -450,3 +476,35 @@ class PortalTheme(Base):
     # CSP `frame-ancestors` origins; empty: 'none' (the portal may not be framed).
     frame_ancestors: Mapped[list[str]] = mapped_column(Json, nullable=False, default=list)
     updated_at: Mapped[datetime] = _when()
+
+
+# A dispatcher writes its `dispatchers` row this often while it delivers; the portal counts
+# a dispatcher whose row is older than `DISPATCHER_LIVE_S` as gone, and its circuits with it.
+DISPATCHER_HEARTBEAT_S = 10.0
+DISPATCHER_LIVE_S = 45.0
+
+
+class DispatcherRow(Base):
+    """A dispatcher that is delivering (migration 0014), by its heartbeat."""
+
+    __tablename__ = "dispatchers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # host:pid:random
+    started_at: Mapped[datetime] = _when()
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, index=True)
+
+
+class CircuitState(Base):
+    """An endpoint circuit that is open in one dispatcher's breaker (migration 0014); a
+    closed circuit has no row. Written by the dispatcher off the delivery path
+    (`dispatcher/policy/admission/circuits.py`), read by the portal with the heartbeats."""
+
+    __tablename__ = "circuit_states"
+
+    # The portal reads one subscription's rows: the key leads with it.
+    subscription_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dispatcher_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # Open since (through its re-opens), and when it lets a probe out: past that the
+    # circuit is half-open, and the endpoint's next delivery is the probe.
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    probe_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)

@@ -32,6 +32,7 @@ from common.wire import utcnow
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
 from dispatcher.policy import autodisable
 from dispatcher.policy.retry import DeadReason, Verdict
+from dispatcher.settle.header_sets import HeaderSets
 from dispatcher.settle.onward import onward_message
 from dispatcher.settle.rows import update_deliveries
 
@@ -82,6 +83,7 @@ class Settler(BackgroundThread):
         self._shards = shards
         self._queue: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._clean_at: dict[str, float] = {}  # subscription id -> when known streak-free
+        self._header_sets = HeaderSets()
         self._children: dict[tuple[Any, ...], Any] = {}
         self._held = 0
         self._lock = threading.Lock()
@@ -141,6 +143,7 @@ class Settler(BackgroundThread):
     def _record(self, attempted: Sequence[Attempted]) -> None:
         now = utcnow()
         attempts, updates, disabled = [], [], set()
+        shapes = {o.result.shape.digest: o.result.shape for o in attempted if o.result.shape}
         for o in attempted:
             delivery, decision, result = o.delivery, o.decision, o.result
             final = decision.outcome != Verdict.RETRY
@@ -154,7 +157,8 @@ class Settler(BackgroundThread):
                     "duration_s": result.duration_s,
                     "error": result.error,
                     "response_body": body,
-                    "created_at": o.started_at,
+                    # When it was signed (`webhook-timestamp`), or began if nothing was sent.
+                    "created_at": result.signed_at or o.started_at,
                     # The delivery's partition day (migration 0011); today for old ids.
                     "day": day_of(delivery.delivery_id) or now.date(),
                 }
@@ -185,8 +189,12 @@ class Settler(BackgroundThread):
             if streak.failed or self._clean_at.get(sid, -KNOWN_CLEAN_S) < known_clean
         }
 
-        def write() -> list[autodisable.Disabled]:
+        def write() -> tuple[list[autodisable.Disabled], dict[str, int]]:
             with self._sessionmaker() as session, session.begin():
+                ids = self._header_sets.ids(session, shapes.values()) if shapes else {}
+                for row, o in zip(attempts, attempted, strict=True):
+                    shape = o.result.shape
+                    row["header_set_id"] = ids[shape.digest] if shape is not None else None
                 insert_rows(session, _attempts, attempts)
                 update_deliveries(session, updates)
                 newly = autodisable.apply(session, to_write, disabled, self._policy, now)
@@ -196,11 +204,12 @@ class Settler(BackgroundThread):
                     # A commit that fails after the publish can announce it twice.
                     events = autodisable.events(newly, now)
                     self._transport.publish(events, timeout_s=self._publish_timeout_s)
-                return newly
+                return newly, ids
 
         # The batch's messages stay unacked meanwhile; the consumer keeps them, see
         # `retry_database` for why the session is not given up at the first error.
-        newly_disabled = retry_database(write, abandon=self.stopping)
+        newly_disabled, header_set_ids = retry_database(write, abandon=self.stopping)
+        self._header_sets.remember(header_set_ids)
         self._remember_clean(to_write)
         for d in newly_disabled:
             extra = {"subscription_id": d.subscription_id, "reason": d.reason, "ended": d.ended}
