@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import cast
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, tuple_
 
 from common.db import lookup
 from common.db.models import Attempt, Delivery
