@@ -142,6 +142,11 @@ class PoisonFilter:
     until: datetime | None = None
     ids: tuple[str, ...] = ()
 
+    @property
+    def narrows(self) -> bool:
+        """Whether anything but the tenant narrows the selection."""
+        return any((self.source_queue, self.since, self.until, self.ids))
+
     def conditions(self) -> list[Any]:
         c: list[Any] = []
         if self.tenant is not None:

@@ -4,8 +4,9 @@ deadline, ending in a `SendResult` whatever happens.
 `client.py` (the `Sender`: SSRF check, the gate around the POST, one result), `request.py`
 (body, signed headers, the request bytes), `pool.py` (keep-alive connections pinned to
 checked addresses, TLS), `exchange.py` (one request and its answer on one socket),
-`proxy.py` (the CONNECT tunnel through the egress proxy), `shape.py` (what an attempt's
-headers looked like, without secrets, for the attempt's row).
+`proxy.py` (the CONNECT tunnel through the egress proxy, over TLS to an https:// one),
+`tls_in_tls.py` (an https target's TLS inside an https:// proxy's), `shape.py` (what an
+attempt's headers looked like, without secrets, for the attempt's row).
 """
 
 from dispatcher.http.client import Gate, OpenGate, Sender, SendResult

@@ -24,7 +24,7 @@ from hookline.api.handshakes import HandshakeGate
 from hookline.api.idempotency import Idempotency, document
 from hookline.api.keycache import KeyCache
 from hookline.api.limitbook import LimitBook
-from hookline.api.limits import BodyLimit, RefuseNul
+from hookline.api.limits import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, BodyLimit, RefuseNul
 from hookline.api.quota import Quota
 from hookline.api.readiness import ReadyProbe
 from hookline.api.routes import (
@@ -37,6 +37,7 @@ from hookline.api.routes import (
     health,
     portal,
     purge,
+    replay_resume,
     replays,
     subscription_actions,
     subscriptions,
@@ -51,10 +52,6 @@ from hookline.api.telemetry import RequestMetrics
 from hookline.portal import create_portal
 from producer import Producer
 
-# Events are notifications, not file transfers; bigger bodies belong in the receiver's API.
-MAX_BODY_BYTES = 256 * 1024
-# A batch holds up to 1,000 events; it may be as large as a few hundred single ones.
-MAX_BATCH_BODY_BYTES = 5 * 1024 * 1024
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections while serving
 INGEST_LIMITS = {SINGLE: MAX_BODY_BYTES, BATCH: MAX_BATCH_BODY_BYTES}
 DESCRIPTION = (
@@ -138,7 +135,8 @@ def create_app(
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
         events, event_lists, health, tenants, tenant_settings, tenant_delivery, subscriptions,
-        subscription_actions, deliveries, audit, purge, deadletters, replays, tenant_limits,
+        subscription_actions, deliveries, audit, purge, deadletters, replays, replay_resume,
+        tenant_limits,
         event_types, portal,
     )  # fmt: skip
     for module in routers:

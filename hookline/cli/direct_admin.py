@@ -38,11 +38,13 @@ def as_json(model: BaseModel) -> Json:
 
 
 def valid(model: type[BaseModel], body: Json) -> Any:
-    """`body` read by the route's own schema, refused as the route would refuse it."""
+    """`body` read by the route's own schema, refused in the route's words (which name a
+    bad field `body.<field>`)."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise refused("validation_error", problems(exc.errors())) from None
+        where = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise refused("validation_error", problems(where)) from None
 
 
 def _owner(tenant_id: str | None) -> str:

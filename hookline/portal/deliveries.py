@@ -17,7 +17,7 @@ from common.db.statuses import DeliveryStatus
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError
-from hookline.api.routes.replays import run_in_background
+from hookline.api.replay_threads import run_in_background
 from hookline.api.tenant_limits import admit_replay_start, replay_rate_cap
 from hookline.portal.calls import call
 from hookline.portal.session import Posted, Refused, Viewer, posted, viewer
