@@ -39,6 +39,10 @@ class Runtime:
     secret_box: SecretBox
     _closed: bool = field(default=False, repr=False)
 
+    def topology(self) -> topology.Topology:
+        """The exchanges and queues these settings name (shards included)."""
+        return topology.build(self.settings.retry_tiers_s, self.settings.delivery_shards)
+
     def close(self) -> None:
         if self._closed:
             return
