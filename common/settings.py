@@ -13,6 +13,7 @@ from common.db.keeper import Policy
 from common.egress import Proxy, check_ca_file, parse_proxy
 from common.errors import ConfigurationError
 from common.tiers import tiers
+from common.transport.topology import DEFAULT_SHARDS, DEFAULT_SHARE_PER_S
 
 DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -61,10 +62,10 @@ class Settings(BaseSettings):
     dispatcher_prefetch: int = Field(default=0, ge=0, le=10_000)
     # Delivery queues tenants are hashed over (architecture §3); every process must agree.
     # Raise it freely; lowering strands the messages of the shards dropped (operations.md).
-    delivery_shards: int = Field(default=8, ge=1, le=256)
+    delivery_shards: int = Field(default=DEFAULT_SHARDS, ge=1, le=256)
     # Deliveries per second a tenant routes to its own shard (per router process) before
     # the rest spill to the overflow shard; 0: never. A tenant row may override it.
-    delivery_share_per_s: int = Field(default=100, ge=0)
+    delivery_share_per_s: int = Field(default=DEFAULT_SHARE_PER_S, ge=0)
     # Worker processes of `hookline router` and `hookline dispatcher` (0: one per core).
     processes: int = Field(default=0, ge=0, le=256)
     allow_private_targets: bool = False

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db.days import on_their_days
 from common.db.models import Delivery
 from common.db.statuses import FINAL_STATUSES, SubscriptionStatus
 from common.metrics import Metrics
@@ -137,7 +138,9 @@ def statuses(
     def query() -> dict[str, str]:
         with sessionmaker() as session:
             rows = session.execute(
-                select(Delivery.id, Delivery.status).where(Delivery.id.in_(delivery_ids))
+                select(Delivery.id, Delivery.status).where(
+                    Delivery.id.in_(delivery_ids), *on_their_days(Delivery.day, delivery_ids)
+                )
             )
             return dict(rows.tuples().all())
 

@@ -121,6 +121,7 @@ class Dispatcher:
             publish_timeout_s=settings.publish_timeout_s, on_disabled=self._cache.mark_disabled,
             policy=autodisable.Policy(timedelta(seconds=settings.auto_disable_after_s),
                                       settings.auto_disable_dead_deliveries),
+            shards=settings.delivery_shards,
             tracing=self._tracing,
         )  # fmt: skip
         drain = DeadLetterDrain(

@@ -43,6 +43,10 @@ class Runtime:
     tracing: Tracing | None = None  # a service's, when the OTEL_* variables turn it on
     _closed: bool = field(default=False, repr=False)
 
+    def topology(self) -> topology.Topology:
+        """The exchanges and queues these settings name (shards included)."""
+        return topology.build(self.settings.retry_tiers_s, self.settings.delivery_shards)
+
     def close(self) -> None:
         if self._closed:
             return

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, text, tuple_
+from sqlalchemy import Select, Table, bindparam, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from common.db.bulk import recordset
@@ -127,7 +127,7 @@ def persist_batch(
         if key in created:
             message = _Messages(event)
             out.extend(message.to(d, subscription, recheck=False) for d, subscription in ids[key])
-    out.extend(_republish_unfinished(session, routed, set(recover) - created))
+    out.extend(_republish_unfinished(session, routed, set(recover) - created, now.date()))
     return out
 
 
@@ -165,11 +165,10 @@ def _insert(
             "operation": e.operation,
             "timestamp": _STAMP.process_bind_param(e.timestamp, bind.dialect),
             "data": e.data,
-            "day": day,
-            "carried": day_of(e.id) == day,
+            "day": event_day(e.id, now.date()),
+            "carried": _carried_day(e.id, now.date()) is not None,
         }
         for e in events
-        for day in (event_day(e.id, now.date()),)
     ]
     if traceparents:
         for event, row in zip(events, rows, strict=True):
@@ -191,20 +190,48 @@ def _iso(value: datetime | date) -> str:
     return value.isoformat()
 
 
+def _carried_day(event_id: str, today: date) -> date | None:
+    """The day an event id carries, when it is also the event's partition day."""
+    day = day_of(event_id)
+    return day if day is not None and event_day(event_id, today) == day else None
+
+
 def _republish_unfinished(
-    session: Session, routed: Sequence[tuple[Event, list[Target]]], recover: set[Key]
+    session: Session,
+    routed: Sequence[tuple[Event, list[Target]]],
+    recover: set[Key],
+    today: date,
 ) -> list[Routed]:
     events = {(e.tenant, e.id): e for e, _ in routed if (e.tenant, e.id) in recover}
     if not events:
         return []
-    rows = session.execute(
-        select(Delivery.id, Delivery.tenant_id, Delivery.event_id, Delivery.subscription_id)
-        .where(tuple_(Delivery.tenant_id, Delivery.event_id).in_(list(events)))
-        .where(Delivery.status.not_in(FINAL_STATUSES))
-    )
+    # On PostgreSQL an event whose id carries its day was just refused by the unique key
+    # of that day's partition: it lives there, and its deliveries with it. Any other
+    # event may live on any day (every partition is read for those).
+    carried: dict[Key, date] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        for key, event in events.items():
+            day = _carried_day(event.id, today)
+            if day is not None:
+                carried[key] = day
+    rest = [key for key in events if key not in carried]
+
+    def unfinished(keys: list[Key]) -> Select[Any]:
+        return (
+            select(Delivery.id, Delivery.tenant_id, Delivery.event_id, Delivery.subscription_id)
+            .where(tuple_(Delivery.tenant_id, Delivery.event_id).in_(keys))
+            .where(Delivery.status.not_in(FINAL_STATUSES))
+        )
+
+    queries = [unfinished(rest)] if rest else []
+    if carried:
+        days = sorted(set(carried.values()))
+        queries.append(unfinished(list(carried)).where(Delivery.day.in_(days)))
     messages = {key: _Messages(event) for key, event in events.items()}
     return [
-        messages[(r.tenant_id, r.event_id)].to(r.id, r.subscription_id, recheck=True) for r in rows
+        messages[(r.tenant_id, r.event_id)].to(r.id, r.subscription_id, recheck=True)
+        for query in queries
+        for r in session.execute(query)
     ]
 
 

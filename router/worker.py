@@ -29,11 +29,11 @@ from common.service import retry_database
 from common.settings import Settings
 from common.transport import Consumer, Message, Outgoing, Transport, poison_copy
 from common.transport import topology as tp
+from common.transport.spill import Spill
 from common.wire import Event, decode
 from router.index import Target
 from router.loader import IndexLoader
 from router.persist import Key, Routed, persist_batch
-from router.spill import Spill
 from router.traces import RouteSpans
 
 if TYPE_CHECKING:

@@ -26,9 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import ReplayItem, ReplayJob
 from common.db.session import rowcount
+from common.db.shares import Shares
 from common.db.statuses import ReplayItemStatus, ReplayJobStatus
 from common.metrics import Metrics
 from common.transport import Transport
+from common.transport import topology as tp
+from common.transport.spill import Spill
 from common.wire import utcnow
 from dispatcher.replay import copies, jobs
 from dispatcher.replay.batch import Batch
@@ -61,8 +64,12 @@ class Runner:
         on_progress: Callable[[ReplayJob], None] = lambda _job: None,
         metrics: Metrics | None = None,
         keep_claim_on_stop: bool = False,
+        shards: int = tp.DEFAULT_SHARDS,
+        share_per_s: int = tp.DEFAULT_SHARE_PER_S,
     ) -> None:
         self._transport = transport
+        # Copies go to their tenants' shards, by the router's rule (architecture §3).
+        self._spill = Spill(shards, share_per_s, Shares(sessionmaker))
         self._keep_claim_on_stop = keep_claim_on_stop
         self._metrics = metrics
         self._sessionmaker = sessionmaker
@@ -230,7 +237,7 @@ class Runner:
     def _publish(self, batch: Batch) -> None:
         if batch.rows:
             self._state()  # still this runner's job: its successor would send these too
-            copies = batch.copies(self.job_id)
+            copies = batch.copies(self.job_id, self._spill)
             self._transport.publish(copies, timeout_s=self._publish_timeout_s)
 
     def _mark(self, published: Future[None], batch: Batch) -> None:

@@ -19,8 +19,9 @@ from dispatcher.policy.retry import Verdict
 H_STATUS_CODE = "x-hookline-status-code"
 
 
-def onward_message(outcome: Outcome) -> Outgoing | None:
-    """The message an outcome publishes before its original is acked, if any."""
+def onward_message(outcome: Outcome, shards: int) -> Outgoing | None:
+    """The message an outcome publishes before its original is acked, if any (`shards`:
+    `HOOKLINE_DELIVERY_SHARDS`, for a retry that came without a shard)."""
     if isinstance(outcome, Poisoned):
         return poison_copy(outcome.message, "undecodable", outcome.error)
     if isinstance(outcome, Deferred):
@@ -47,7 +48,9 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
             }
         )
         routing_key = tp.tier_name(decision.delay_s)
-        shard = _traced(_same_shard(outcome.message.headers), outcome.message.headers)
+        shard = _traced(
+            _same_shard(outcome.message.headers, delivery.tenant, shards), outcome.message.headers
+        )
         return Outgoing(tp.RETRY, routing_key, encode(retry), shard, delivery.delivery_id)
     if decision.outcome == Verdict.DEAD:
         headers: dict[str, Any] = {tp.H_REASON: decision.reason or "unknown"}
@@ -66,11 +69,12 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
 _OVERFLOW = {tp.H_SHARD: tp.OVERFLOW_SHARD}
 
 
-def _same_shard(headers: dict[str, Any]) -> dict[str, Any]:
+def _same_shard(headers: dict[str, Any], tenant: str, shards: int) -> dict[str, Any]:
     """The header that brings a retry back to the shard it came from, once its tier
-    dead-letters it (none for one from the unsharded queue: it goes back there)."""
+    dead-letters it; one from the unsharded queue (published before sharding) goes to
+    its tenant's shard instead, so that no retry waits in the one queue all tenants share."""
     shard = headers.get(tp.H_SHARD)
-    return {} if shard is None else {tp.H_SHARD: shard}
+    return tp.shard_headers(tenant, shards) if shard is None else {tp.H_SHARD: shard}
 
 
 def _traced(headers: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:

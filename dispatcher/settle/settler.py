@@ -27,6 +27,7 @@ from common.ids import day_of
 from common.metrics import Metrics, status_class
 from common.service import retry_database
 from common.transport import Consumer, Transport
+from common.transport import topology as tp
 from common.wire import utcnow
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
 from dispatcher.policy import autodisable
@@ -72,6 +73,7 @@ class Settler(BackgroundThread):
         on_disabled: Callable[[str, str], None] = lambda _id, _reason: None,
         policy: autodisable.Policy = DEFAULT_POLICY,
         batch_size: int = BATCH_SIZE,
+        shards: int = tp.DEFAULT_SHARDS,
         tracing: Tracing | None = None,
     ) -> None:
         super().__init__("hookline-settler")
@@ -84,6 +86,7 @@ class Settler(BackgroundThread):
         self._on_disabled = on_disabled
         self._policy = policy
         self._batch_size = batch_size
+        self._shards = shards
         self._queue: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._clean_at: dict[str, float] = {}  # subscription id -> when known streak-free
         self._header_sets = HeaderSets()
@@ -146,7 +149,7 @@ class Settler(BackgroundThread):
         attempted = [o for o in batch if isinstance(o, Attempted)]
         if attempted:
             self._record(attempted)
-        onward = [m for m in map(onward_message, batch) if m is not None]
+        onward = [m for o in batch if (m := onward_message(o, self._shards)) is not None]
         if onward:
             self._transport.publish(onward, timeout_s=self._publish_timeout_s)
         self._consumer.ack_many([outcome.message for outcome in batch])

@@ -26,6 +26,8 @@ def replay_runner(services: Services, job_id: str) -> Runner:
         job_id,
         metrics=services.metrics,
         publish_timeout_s=services.settings.publish_timeout_s,
+        shards=services.settings.delivery_shards,
+        share_per_s=services.settings.delivery_share_per_s,
     )
 
 
@@ -38,7 +40,10 @@ def run_in_background(
 
     def run() -> None:
         try:
-            services.transport.declare(topology.build(services.settings.retry_tiers_s))
+            settings = services.settings
+            services.transport.declare(
+                topology.build(settings.retry_tiers_s, settings.delivery_shards)
+            )
             runner.run()
         except JobBusy as exc:
             log.info("replay job not started here", extra={"job_id": job_id, "why": str(exc)})

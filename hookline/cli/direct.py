@@ -13,7 +13,6 @@ from common.db.models import PoisonMessage, ReplayJob
 from common.instants import InstantError, parse_instant
 from common.service import install_stop_handlers
 from common.settings import Settings
-from common.transport import topology
 from dispatcher.deadletters import (
     DeadFilter,
     FilterError,
@@ -144,7 +143,7 @@ class DirectOps(DirectAdmin):
             _when(query.get("until"), "query.until"),
         )  # fmt: skip
         after = _position(cursor)
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        self.rt.transport.declare(self.rt.topology())
         drain_poison(self.rt.transport, self.rt.sessionmaker)
         with self.rt.sessionmaker() as session:
             rows = list_poison(session, wanted, limit=limit + 1, after=after)
@@ -176,7 +175,7 @@ class DirectOps(DirectAdmin):
         selected = PoisonFilter(wanted.tenant, wanted.source_queue, wanted.since, wanted.until)
         try:
             refuse_unnamed(selected, everything=wanted.all)  # before the drain, as the API
-            self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+            self.rt.transport.declare(self.rt.topology())
             drain_poison(self.rt.transport, self.rt.sessionmaker)
             with self.rt.sessionmaker() as session, session.begin():
                 done = poison.purge(
@@ -188,7 +187,7 @@ class DirectOps(DirectAdmin):
         return done.to_json()
 
     def resubmit_poison(self, poison_id: str, body: bytes | None) -> Json:
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        self.rt.transport.declare(self.rt.topology())
         with self.rt.sessionmaker() as session, session.begin():
             row = session.get(PoisonMessage, poison_id)
             if row is None:
@@ -197,6 +196,7 @@ class DirectOps(DirectAdmin):
                 poison.resubmit(
                     session, self.rt.transport, row, body=body, actor=actor(),
                     publish_timeout_s=self.rt.settings.publish_timeout_s,
+                    shards=self.rt.settings.delivery_shards,
                 )  # fmt: skip
             except ResubmitError as exc:
                 raise _refused("not_resubmittable", str(exc)) from None
@@ -254,13 +254,15 @@ class DirectOps(DirectAdmin):
         return as_json(job_out(runner.run(stop)))
 
     def _runner(self, job_id: str) -> Runner:
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        self.rt.transport.declare(self.rt.topology())
         return Runner(
             self.rt.transport, self.rt.sessionmaker, job_id, metrics=self.rt.metrics,
             # The runner reports progress with a partial row (its counters): show the job as
             # stored, one read a batch.
             on_progress=lambda _partial: self._show(as_json(job_out(self._job(job_id)))),
             publish_timeout_s=self.rt.settings.publish_timeout_s,
+            shards=self.rt.settings.delivery_shards,
+            share_per_s=self.rt.settings.delivery_share_per_s,
         )  # fmt: skip
 
     @staticmethod

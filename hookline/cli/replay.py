@@ -41,6 +41,8 @@ def replay_resumer(settings: Settings, rt: Runtime) -> Resumer:
         retry_tiers_s=settings.retry_tiers_s,
         publish_timeout_s=settings.publish_timeout_s,
         metrics=rt.metrics,
+        shards=settings.delivery_shards,
+        share_per_s=settings.delivery_share_per_s,
     )
 
 

@@ -152,6 +152,7 @@ async def send_test(
             return deliveries.send_test_event(
                 session, seen.session.tenant_id, subscription_id, services.transport,
                 actor=seen.actor, publish_timeout_s=services.settings.publish_timeout_s,
+                shards=services.settings.delivery_shards,
             )  # fmt: skip
 
     await call(seen, run)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from common.db import lookup
 from common.db.models import Attempt, Delivery, HeaderSet, ReplayJob, Subscription, on_its_day
 from common.db.statuses import DeliveryStatus
 from common.transport import Outgoing, Transport, topology
@@ -54,12 +55,7 @@ def detail(
     row = session.scalars(query).first()
     if row is None:
         raise NotFound("delivery")
-    attempts = session.scalars(
-        select(Attempt)
-        .where(Attempt.delivery_id == row.id, *on_its_day(Attempt.day, row.id))
-        .order_by(Attempt.id)
-    ).all()
-    return row, list(attempts)
+    return row, lookup.attempts(session, row.id)
 
 
 def attempt_headers(
@@ -123,6 +119,7 @@ def send_test_event(
     *,
     actor: Actor,
     publish_timeout_s: float,
+    shards: int,
 ) -> str:
     """Store a `hookline.test` event with one delivery, to this subscription only, and
     publish it; returns the delivery id. Commits: the delivery must exist before it is
@@ -145,7 +142,13 @@ def send_test_event(
     session.commit()
     transport.publish(
         [
-            Outgoing(topology.DELIVERIES, topology.DELIVERY_ROUTING_KEY, r.body, {}, r.delivery_id)
+            Outgoing(
+                topology.DELIVERIES,
+                topology.DELIVERY_ROUTING_KEY,
+                r.body,
+                topology.shard_headers(tenant_id, shards),  # one message: never over a share
+                r.delivery_id,
+            )
             for r in routed
         ],
         timeout_s=publish_timeout_s,

@@ -47,11 +47,15 @@ def resubmit(
     body: bytes | None,
     actor: str,
     publish_timeout_s: float,
+    shards: int,
 ) -> None:
-    """Publish the message, or the corrected `body`, back to the queue it came from
-    (confirmed; `ResubmitError` for a queue it cannot go back to), then mark and audit it.
-    Who may send which body is the caller's check; the caller commits."""
-    resubmit_poison(session, transport, row, body=body, publish_timeout_s=publish_timeout_s)
+    """Publish the message, or the corrected `body`, back to the queue it came from (a
+    delivery: to its tenant's shard, of `shards`) (confirmed; `ResubmitError` for a queue
+    it cannot go back to), then mark and audit it. Who may send which body is the
+    caller's check; the caller commits."""
+    resubmit_poison(
+        session, transport, row, body=body, publish_timeout_s=publish_timeout_s, shards=shards
+    )
     audit(
         session,
         actor=actor,

@@ -239,6 +239,7 @@ def resubmit_poison_message(
             poison.resubmit(
                 session, services.transport, row, body=body, actor=who.actor,
                 publish_timeout_s=services.settings.publish_timeout_s,
+                shards=services.settings.delivery_shards,
             )  # fmt: skip
         except ResubmitError as exc:
             raise ApiError(422, "not_resubmittable", str(exc)) from None

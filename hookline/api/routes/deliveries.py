@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import cast
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, tuple_
 
-from common.db.models import Attempt, Delivery, on_its_day
+from common.db import lookup
+from common.db.models import Attempt, Delivery
 from hookline.api.auth import DELIVERIES_READ, Principal, require
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
@@ -119,20 +120,10 @@ def get_delivery(
 ) -> DeliveryOut:
     """One delivery of the tenant and its attempts, oldest first."""
     with services.sessionmaker() as session:
-        row = session.scalars(
-            select(Delivery).where(
-                Delivery.id == delivery_id,
-                Delivery.tenant_id == principal.tenant_id,
-                *on_its_day(Delivery.day, delivery_id),
-            )
-        ).first()
+        row = lookup.delivery(session, delivery_id, Delivery.tenant_id == principal.tenant_id)
         if row is None:
             raise not_found("delivery")
-        attempts = session.scalars(
-            select(Attempt)
-            .where(Attempt.delivery_id == row.id, *on_its_day(Attempt.day, row.id))
-            .order_by(Attempt.id)
-        ).all()
+        attempts = lookup.attempts(session, row.id)
     return DeliveryOut(
         **summary(row).model_dump(), attempts=[attempt_out(attempt) for attempt in attempts]
     )

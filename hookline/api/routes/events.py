@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
-from common.db.models import Delivery, EventRow
+from common.db import lookup
+from common.db.models import Delivery
 from common.errors import TransportError
 from common.tracing import TraceContext
 from common.wire import WireEvent, new_id, utcnow
@@ -257,12 +258,16 @@ def get_event(
     An accepted event is stored once the router has taken it from the broker, so a 404
     right after `POST /v1/events` can turn into the event a moment later."""
     with services.sessionmaker() as session:
-        row = session.get(EventRow, (principal.tenant_id, event_id))
+        row = lookup.event(session, principal.tenant_id, event_id)
         if row is None:
             raise not_found("event")
         deliveries = session.scalars(
             select(Delivery)
-            .where(Delivery.tenant_id == principal.tenant_id, Delivery.event_id == event_id)
+            .where(
+                Delivery.tenant_id == principal.tenant_id,
+                Delivery.event_id == event_id,
+                Delivery.day == row.day,  # an event's deliveries live on its day
+            )
             .order_by(Delivery.created_at, Delivery.id)
         ).all()
     return EventDetail(

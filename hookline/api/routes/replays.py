@@ -15,7 +15,8 @@ from typing import cast
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from common.db.models import Delivery, ReplayJob, Subscription
+from common.db import lookup
+from common.db.models import ReplayJob, Subscription
 from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import (
     Plan,
@@ -238,7 +239,7 @@ def replay_delivery(
 ) -> ReplayPlanOut | JSONResponse:
     """Re-send one dead delivery with its original `webhook-id` (a job of one)."""
     with services.sessionmaker() as session:
-        row = session.get(Delivery, delivery_id)
+        row = lookup.delivery(session, delivery_id)
     if row is None or (who.tenant_id is not None and row.tenant_id != who.tenant_id):
         raise not_found("delivery")
     if row.status != "dead":
