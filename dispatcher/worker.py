@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,6 +49,9 @@ from dispatcher.settle import Settler
 from dispatcher.subscriptions import SubscriptionCache
 from dispatcher.threads import SendingThreads
 
+if TYPE_CHECKING:
+    from common.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 MAX_PREFETCH = 1000
@@ -66,8 +70,10 @@ class Dispatcher:
         *,
         secret_box: SecretBox,
         sender: Sender | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
+        self._tracing = tracing
         self._transport = transport
         self._sessionmaker = sessionmaker
         self._metrics = metrics
@@ -85,6 +91,7 @@ class Dispatcher:
             schedule=retry.Schedule(settings),
             sessionmaker=sessionmaker,
             metrics=metrics,
+            tracing=tracing,
         )
         self._stop = threading.Event()  # the running session's stop flag, once `run` starts
 
@@ -115,6 +122,7 @@ class Dispatcher:
             policy=autodisable.Policy(timedelta(seconds=settings.auto_disable_after_s),
                                       settings.auto_disable_dead_deliveries),
             shards=settings.delivery_shards,
+            tracing=self._tracing,
         )  # fmt: skip
         drain = DeadLetterDrain(
             self._transport, self._sessionmaker, publish_timeout_s=settings.publish_timeout_s
@@ -184,10 +192,13 @@ def serve(
     stop: threading.Event,
     *,
     secret_box: SecretBox | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
     """Run a dispatcher until `stop`, reconnecting when the broker or database drops."""
     box = secret_box or SecretBox(settings.secret_key or DEV_SECRET_KEY)
-    dispatcher = Dispatcher(settings, transport, sessionmaker, metrics, secret_box=box)
+    dispatcher = Dispatcher(
+        settings, transport, sessionmaker, metrics, secret_box=box, tracing=tracing
+    )
     try:
         run_until_stopped(dispatcher.run, stop)
     finally:

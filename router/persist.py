@@ -48,7 +48,9 @@ _STAMP = UtcDateTime()  # refuses naive timestamps, as an ORM insert of the colu
 # only. An event whose id carries its day (`common.ids.event_day`) always lands in that one
 # partition, so ON CONFLICT alone sees a repeat; any other id is first looked for in every
 # partition (`carried` false: the NOT EXISTS), and ON CONFLICT covers two copies at once.
-_EVENT_FIELDS = ("tenant_id", "id", "type", "operation", "timestamp", "data", "day")
+# `traceparent` is in a row only when the router traces: a field the JSON leaves out reads
+# as NULL, so an untraced batch carries nothing more than before.
+_EVENT_FIELDS = ("tenant_id", "id", "type", "operation", "timestamp", "data", "day", "traceparent")
 _DELIVERY_FIELDS = ("id", "tenant_id", "event_id", "subscription_id", "event_type", "day")
 
 
@@ -87,12 +89,14 @@ def persist_batch(
     session: Session,
     routed: Sequence[tuple[Event, list[Target]]],
     recover: Collection[Key] = (),
+    traceparents: Mapping[Key, str] | None = None,
 ) -> list[Routed]:
     """Insert new events and deliveries; return the delivery messages to publish.
 
     The caller commits, then publishes, then acks: a crash anywhere before the ack is
     repaired by the redelivery, whose key the caller passes in `recover`. On PostgreSQL
-    the writes are one statement, so the session may run in autocommit.
+    the writes are one statement, so the session may run in autocommit. `traceparents`
+    (when the router traces) is stored with each new event, for its replays.
     """
     if not routed:
         return []
@@ -116,7 +120,8 @@ def persist_batch(
                 "event_type": event.type,
                 "day": day,
             }
-    created = _insert(session, [e for e, _ in first.values()], list(delivery_rows.values()), now)
+    events = [e for e, _ in first.values()]
+    created = _insert(session, events, list(delivery_rows.values()), now, traceparents or {})
     out: list[Routed] = []
     for key, (event, _) in first.items():
         if key in created:
@@ -127,7 +132,11 @@ def persist_batch(
 
 
 def _insert(
-    session: Session, events: list[Event], deliveries: list[dict[str, object]], now: datetime
+    session: Session,
+    events: list[Event],
+    deliveries: list[dict[str, object]],
+    now: datetime,
+    traceparents: Mapping[Key, str],
 ) -> set[Key]:
     """Insert `events`, skipping ids that exist, and the `deliveries` of those it created;
     returns the keys of the events created."""
@@ -136,7 +145,8 @@ def _insert(
         statement = insert_ignoring_conflicts(bind, _events).returning(
             _events.c.tenant_id, _events.c.id
         )
-        result = session.execute(statement, [_event_row(e, now) for e in events])
+        rows = [_event_row(e, now, traceparents.get((e.tenant, e.id))) for e in events]
+        result = session.execute(statement, rows)
         created = {(tenant, event_id) for tenant, event_id in result.tuples()}
         constant = {"status": DeliveryStatus.PENDING, "attempts": 0, "replay_count": 0}
         full = [
@@ -160,6 +170,11 @@ def _insert(
         }
         for e in events
     ]
+    if traceparents:
+        for event, row in zip(events, rows, strict=True):
+            traceparent = traceparents.get((event.tenant, event.id))
+            if traceparent is not None:
+                row["traceparent"] = traceparent
     parameters = {"rows": _document(rows), "deliveries": _document(deliveries), "now": now}
     result = session.execute(_PG_INSERT_BATCH, parameters)
     return {(tenant, event_id) for tenant, event_id in result.tuples()}
@@ -220,8 +235,9 @@ def _republish_unfinished(
     ]
 
 
-def _event_row(event: Event, now: datetime) -> dict[str, object]:
+def _event_row(event: Event, now: datetime, traceparent: str | None) -> dict[str, object]:
     return {
+        "traceparent": traceparent,
         "tenant_id": event.tenant,
         "id": event.id,
         "type": event.type,

@@ -15,6 +15,7 @@ from typing import Protocol
 from common.errors import UnsafeTargetError
 from common.settings import Settings
 from common.ssrf import CachingResolver, Resolver, Target, check_url, system_resolver
+from common.tracing import TraceContext
 from common.wire import DeliveryMessage, utcnow
 from dispatcher.http.exchange import DeadlineExceeded, ProtocolError
 from dispatcher.http.pool import Pools
@@ -89,7 +90,10 @@ class Sender:
             verify=verify, maxsize=settings.dispatcher_concurrency, proxy=settings.proxy
         )
 
-    def send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
+    def send(
+        self, endpoint: Endpoint, delivery: DeliveryMessage, trace: TraceContext | None = None
+    ) -> SendResult:
+        """One POST; `trace`, when given, goes out as the request's `traceparent`."""
         started = time.monotonic()
         settings = self._settings
         try:
@@ -107,7 +111,7 @@ class Sender:
             return SendResult(None, 0.0, deferred=True)
         result = SendResult(None, 0.0, "not sent")
         try:
-            result = self._post(target, endpoint, delivery, started)
+            result = self._post(target, endpoint, delivery, started, trace)
         except Exception as exc:
             # A bug here must still end as a recorded, retried attempt, never a lost message.
             log.exception("sender failed", extra={"delivery_id": delivery.delivery_id})
@@ -117,7 +121,12 @@ class Sender:
         return result
 
     def _post(
-        self, target: Target, endpoint: Endpoint, delivery: DeliveryMessage, started: float
+        self,
+        target: Target,
+        endpoint: Endpoint,
+        delivery: DeliveryMessage,
+        started: float,
+        trace: TraceContext | None,
     ) -> SendResult:
         settings = self._settings
         body = webhook_body(delivery.event)
@@ -126,7 +135,7 @@ class Sender:
         signed_at = utcnow()
         secrets = endpoint.secrets_at(signed_at)
         headers = build_headers(
-            endpoint.headers, delivery.event_id, int(signed_at.timestamp()), body, secrets
+            endpoint.headers, delivery.event_id, int(signed_at.timestamp()), body, secrets, trace
         )
         path, host = request_target(target)
         try:

@@ -31,8 +31,8 @@ from common.transport.spill import Spill
 from dispatcher.replay.copies import copy
 
 # What a copy is built from: delivery id, subscription, tenant, event id, type, operation,
-# timestamp, and the event's data as JSON text (`copies.copy`).
-CopyRow = tuple[str, str, str, str, str, str | None, datetime, str]
+# timestamp, the event's data as JSON text, and the context it was routed in (`copies.copy`).
+CopyRow = tuple[str, str, str, str, str, str | None, datetime, str, str | None]
 
 
 @dataclass

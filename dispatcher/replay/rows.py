@@ -71,6 +71,7 @@ class Batches:
                         r.operation,
                         r.timestamp,
                         r.data,
+                        r.traceparent,
                     )
                 )
         return batch
@@ -200,6 +201,7 @@ class Batches:
                 EventRow.operation,
                 EventRow.timestamp,
                 cast(EventRow.data, Text),
+                EventRow.traceparent,
             )
             .join(
                 EventRow,

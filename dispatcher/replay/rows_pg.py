@@ -68,7 +68,7 @@ WITH won AS (
     WHERE job_id = :job AND delivery_id = ANY(CAST(:ids AS text[]))
 )
 SELECT w.id AS delivery_id, w.subscription_id, e.tenant_id, e.id AS event_id, e.type,
-    e.operation, e.timestamp, CAST(e.data AS text) AS data
+    e.operation, e.timestamp, CAST(e.data AS text) AS data, e.traceparent
 FROM won AS w
 LEFT JOIN events AS e ON e.tenant_id = w.tenant_id AND e.id = w.event_id
     {" AND e.day = w.day" if on_days else ""}{_on_days("e", on_days)}

@@ -1,11 +1,15 @@
 """The message each outcome publishes before its original is acked: the retry copy, the
 dead letter, the poison copy, the deferral.
+
+Each keeps the original's trace context (`traceparent`, `tracestate`) as it came, like its
+body: every attempt of a delivery stays a child of the span that routed it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from common.tracing import TRACEPARENT, TRACESTATE
 from common.transport import Outgoing, poison_copy
 from common.transport import topology as tp
 from common.wire import encode
@@ -26,7 +30,7 @@ def onward_message(outcome: Outcome, shards: int) -> Outgoing | None:
             tp.RETRY,
             tp.tier_name(outcome.delay_s),
             body,
-            _OVERFLOW,
+            _traced(_OVERFLOW, outcome.message.headers),
             outcome.delivery.delivery_id,
         )
     if not isinstance(outcome, Attempted):
@@ -44,7 +48,9 @@ def onward_message(outcome: Outcome, shards: int) -> Outgoing | None:
             }
         )
         routing_key = tp.tier_name(decision.delay_s)
-        shard = _same_shard(outcome.message.headers, delivery.tenant, shards)
+        shard = _traced(
+            _same_shard(outcome.message.headers, delivery.tenant, shards), outcome.message.headers
+        )
         return Outgoing(tp.RETRY, routing_key, encode(retry), shard, delivery.delivery_id)
     if decision.outcome == Verdict.DEAD:
         headers: dict[str, Any] = {tp.H_REASON: decision.reason or "unknown"}
@@ -52,7 +58,8 @@ def onward_message(outcome: Outcome, shards: int) -> Outgoing | None:
             headers[H_STATUS_CODE] = result.status_code
         if result.error:
             headers[tp.H_ERROR] = result.error[:500]
-        return Outgoing(tp.DEAD, "", encode(delivery), headers, delivery.delivery_id)
+        dead = _traced(headers, outcome.message.headers)
+        return Outgoing(tp.DEAD, "", encode(delivery), dead, delivery.delivery_id)
     return None
 
 
@@ -68,3 +75,15 @@ def _same_shard(headers: dict[str, Any], tenant: str, shards: int) -> dict[str, 
     its tenant's shard instead, so that no retry waits in the one queue all tenants share."""
     shard = headers.get(tp.H_SHARD)
     return tp.shard_headers(tenant, shards) if shard is None else {tp.H_SHARD: shard}
+
+
+def _traced(headers: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
+    """`headers` and the original's trace context, if it carried one (a new dict then)."""
+    parent = original.get(TRACEPARENT)
+    if parent is None:
+        return headers
+    traced = {**headers, TRACEPARENT: parent}
+    state = original.get(TRACESTATE)
+    if state is not None:
+        traced[TRACESTATE] = state
+    return traced

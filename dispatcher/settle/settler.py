@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,6 +35,10 @@ from dispatcher.policy.retry import DeadReason, Verdict
 from dispatcher.settle.header_sets import HeaderSets
 from dispatcher.settle.onward import onward_message
 from dispatcher.settle.rows import update_deliveries
+from dispatcher.traces import SettleSpans
+
+if TYPE_CHECKING:
+    from common.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +74,10 @@ class Settler(BackgroundThread):
         policy: autodisable.Policy = DEFAULT_POLICY,
         batch_size: int = BATCH_SIZE,
         shards: int = tp.DEFAULT_SHARDS,
+        tracing: Tracing | None = None,
     ) -> None:
         super().__init__("hookline-settler")
+        self._tracing = tracing  # None: off; otherwise a settle span per traced outcome
         self._consumer = consumer
         self._transport = transport
         self._sessionmaker = sessionmaker
@@ -128,6 +134,18 @@ class Settler(BackgroundThread):
 
     def settle(self, batch: Sequence[Outcome]) -> None:
         """Record, publish onward, ack, count: for every outcome of the batch, in that order."""
+        if self._tracing is None:
+            self._settle(batch)
+            return
+        spans = SettleSpans(self._tracing, batch)
+        try:
+            self._settle(batch)
+        except BaseException as exc:
+            spans.end(exc)
+            raise
+        spans.end()
+
+    def _settle(self, batch: Sequence[Outcome]) -> None:
         attempted = [o for o in batch if isinstance(o, Attempted)]
         if attempted:
             self._record(attempted)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -19,7 +20,7 @@ from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
 from hookline.api import errors
 from hookline.api.deps import Services
-from hookline.api.fast_ingest import BATCH, SINGLE, FastIngest
+from hookline.api.fast_ingest import FastIngest
 from hookline.api.handshakes import HandshakeGate
 from hookline.api.idempotency import Idempotency, document
 from hookline.api.keycache import KeyCache
@@ -46,11 +47,15 @@ from hookline.api.routes import (
     tenant_settings,
     tenants,
 )
+from hookline.api.routes.events import BATCH, SINGLE
 from hookline.api.routes.health import readiness_checks
 from hookline.api.schema_check import SchemaCheck
 from hookline.api.telemetry import RequestMetrics
 from hookline.portal import create_portal
 from producer import Producer
+
+if TYPE_CHECKING:
+    from common.tracing import Tracing
 
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections while serving
 INGEST_LIMITS = {SINGLE: MAX_BODY_BYTES, BATCH: MAX_BATCH_BODY_BYTES}
@@ -102,6 +107,7 @@ def create_app(
     metrics: Metrics,
     producer: Producer | None = None,
     resolver: Resolver = system_resolver,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """The FastAPI application. Its caller owns (and closes) the transport and the database.
 
@@ -130,6 +136,7 @@ def create_app(
         handshakes=HandshakeGate(sessionmaker, settings.api_max_handshakes),
         ready=ReadyProbe(readiness_checks(sessionmaker, transport, producer)),
         resolver=resolver,
+        tracing=tracing,
     )
     errors.install(app)
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.

@@ -53,6 +53,9 @@ class Remote:
     def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return _object(self.call("POST", path, body=body))
 
+    def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return _object(self.call("PATCH", path, body=body))
+
     def post_bytes(self, path: str, data: bytes) -> dict[str, Any]:
         """POST `data` as it is (`application/octet-stream`), not as JSON."""
         return _object(self.call("POST", path, data=data))

@@ -147,6 +147,8 @@ def test_subscriptions_through_the_api(stack: Stack, tenant: dict[str, str]) -> 
     assert sub in {row["id"] for row in listed["data"]}
     assert f"{sub}: paused" in stack.cli("subscription", "pause", sub, token=key).stdout
     assert f"{sub}: active" in stack.cli("subscription", "resume", sub, token=key).stdout
+    traced = stack.cli("subscription", "update", sub, "--propagate-trace", token=key)
+    assert traced.stdout.strip() == f"{sub}: active, trace propagation on"
     assert stack.cli("subscription", "delete", sub, token=key).exit_code == 0
     gone = stack.cli("subscription", "pause", sub, token=key)
     assert gone.exit_code == 1

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -82,6 +83,10 @@ class Subscription(Base):
     disabled_reason: Mapped[str | None] = mapped_column(String(32))
     failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
     consecutive_dead: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Migration 0015: its webhooks carry the attempt's W3C `traceparent` (when traced). The
+    # database's default, not the ORM's: a row written without it (code from before 0015,
+    # migrations' own tests at older revisions) leaves the column out of the INSERT.
+    propagate_trace: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
     dedupe_key: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = when_now()
     updated_at: Mapped[datetime] = mapped_column(

@@ -51,6 +51,9 @@ class EventRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False)
     received_at: Mapped[datetime] = when_now()
     day: Mapped[date] = _partition_day("id", event=True)
+    # Migration 0015: the W3C context the router routed it in, when it traced; replays of
+    # its deliveries carry it, so they join the event's trace.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
 
 def dead_letter_indexes() -> tuple[Index, ...]:

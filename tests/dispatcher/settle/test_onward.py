@@ -56,3 +56,37 @@ def test_a_deferral_comes_back_in_the_overflow_shard() -> None:
     assert (onward.exchange, onward.routing_key) == (tp.RETRY, "4s")
     assert onward.headers == {tp.H_SHARD: tp.OVERFLOW_SHARD}
     assert onward.body == message.body
+
+
+TRACE = {
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "tracestate": "vendor=1",
+}
+
+
+def test_every_onward_copy_keeps_the_trace_context_the_original_carried() -> None:
+    message, delivery = _message({tp.H_SHARD: "3", **TRACE})
+    retry = Attempted(
+        message, delivery, Decision(Verdict.RETRY, 5.0), SendResult(500, 0.1), utcnow()
+    )
+    dead = Attempted(
+        message, delivery, Decision(Verdict.DEAD, reason=None), SendResult(410, 0.1), utcnow()
+    )
+    copies = [
+        onward_message(retry, SHARDS),
+        onward_message(dead, SHARDS),
+        onward_message(Deferred(message, delivery, 4.0), SHARDS),
+    ]
+
+    for copy in copies:
+        assert copy is not None
+        assert {k: copy.headers[k] for k in TRACE} == TRACE
+    assert copies[0] is not None and copies[0].headers[tp.H_SHARD] == "3"
+    assert copies[2] is not None and copies[2].headers[tp.H_SHARD] == tp.OVERFLOW_SHARD
+
+
+def test_a_copy_of_an_untraced_message_gets_no_trace_header() -> None:
+    message, delivery = _message({tp.H_SHARD: "3"})
+    deferred = onward_message(Deferred(message, delivery, 4.0), SHARDS)
+
+    assert deferred is not None and deferred.headers == {tp.H_SHARD: tp.OVERFLOW_SHARD}
