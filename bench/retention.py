@@ -1,30 +1,50 @@
-"""Retention by partition: drop a full day while the hot path runs beside it (issue 17).
+"""Retention by partition: drop (or trim) a full day while the hot path runs beside it
+(issue 17).
 
     .venv/bin/python -m bench.retention [--rows 1000000] [--phase-s 20] [--batch 100]
+        [--probe-rate 20] [--trim [--dead-every 1000]]
 
 A fresh PostgreSQL database (migrated) gets `--rows` finished deliveries, their attempts
-and events in the partition of a day 40 days back. Then a database drain runs, in three
-phases of `--phase-s`: what the router and the settler do for each delivery (insert the
-event and delivery, `persist_batch`; settle: update the delivery and insert its attempt,
-the settler's statements), `--batch` deliveries a transaction. Phase B runs partition
-maintenance (retention 30 days, so the old day is trimmed of nothing and dropped) in its
-middle; phases A1 and A2 around it have no drop. Reported: deliveries/s and the batch
-latency (p50, p99, max) of each phase, and how long maintenance took. The drain is the
-database half of `bench.drain` (no broker, no HTTP): what the drop could slow down.
+and events in the partitions of a day 40 days back (each loaded as a plain table, then
+attached, so that its indexes are built once; then a CHECKPOINT, so that the load's
+write-back does not fall into the phases). Then two kinds of traffic run together, in
+three phases of `--phase-s`:
+- the drain: what the router and the settler do for each delivery (insert the event and
+  delivery, `persist_batch`; settle: update the delivery and insert its attempt, the
+  settler's statements), `--batch` deliveries a transaction, as fast as it goes;
+- the probe, in a process of its own: one delivery at a time the same way, started
+  `--probe-rate` times a second on a fixed schedule (open model: a stall delays every
+  probe due during it, and its latency counts from when it was due), so its latency is
+  what one delivery's writes wait.
+Phase B runs partition maintenance (`keeper.maintain`) in its middle; phases A1 and A2
+around it have none. By default the retention and the dead retention are both 30 days,
+so the old day is past both and dropped whole (DETACH CONCURRENTLY, DROP TABLE). With
+`--trim` the policy is the default one (dead letters kept 90 days) and every
+`--dead-every`th delivery of the old day is dead: the day is *trimmed* — its dead
+deliveries, their events and attempts copied into kept partitions that replace it — what
+a production installation does every day. Reported per phase: the drain's deliveries/s
+and batch latency (p50, p99, max), the probe's latency (p50, p99, max); the same over the
+*maintenance window* (maintenance's own span, at least 2 s; for A1 and A2 a window as
+long in their middle); and how long maintenance took. The drain is the database half of
+`bench.drain` (no broker, no HTTP): what the drop could slow down.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
+from multiprocessing.connection import Connection
 from typing import Any
 
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from bench.stack import load_average
 from common.db import keeper, migrate, partitions
@@ -46,68 +66,133 @@ _COLUMNS = {
                "'t', 'old_' || n, 'x', :at, '{}', :at, :day"),
     "deliveries": ("id, tenant_id, event_id, subscription_id, event_type, status, attempts, "
                    "replay_count, created_at, updated_at, finished_at, day",
-                   "'dlv_old_' || n, 't', 'old_' || n, 's', 'x', 'succeeded', 1, 0, :at, :at, "
-                   ":at, :day"),
+                   "'dlv_old_' || n, 't', 'old_' || n, 's', 'x', CASE WHEN :dead > 0 AND "
+                   "n % :dead = 0 THEN 'dead' ELSE 'succeeded' END, 1, 0, :at, :at, :at, :day"),
     "attempts": ("delivery_id, attempt, outcome, duration_s, created_at, day",
                  "'dlv_old_' || n, 1, 'success', 0.01, :at, :day"),
 }  # fmt: skip
+MIN_WINDOW_S = 2.0
 
 
-def fill(engine: Engine, rows: int) -> tuple[str, float]:
+def fill(engine: Engine, rows: int, dead_every: int = 0) -> tuple[str, float, int]:
+    """The old day's partitions, `rows` each (every `dead_every`th delivery dead, 0: none);
+    returns the day, seconds taken, bytes."""
     day = utcnow().date() - timedelta(days=40)
     at = utcnow() - timedelta(days=40)
     began = time.monotonic()
     with engine.begin() as connection:
-        partitions.ensure(connection, [day])
         for table, (columns, values) in _COLUMNS.items():
-            statement = text(FILL.format(table=table, columns=columns, values=values))
-            connection.execute(statement, {"rows": rows, "at": at, "day": day})
+            part = partitions.name(table, day)
+            connection.execute(text(f"CREATE TABLE {part} (LIKE {table} INCLUDING DEFAULTS)"))
+            statement = text(FILL.format(table=part, columns=columns, values=values))
+            connection.execute(statement, {"rows": rows, "at": at, "day": day, "dead": dead_every})
+            after = day + timedelta(days=1)
+            connection.execute(
+                text(f"ALTER TABLE {table} ATTACH PARTITION {part} FOR VALUES FROM "
+                     f"('{day.isoformat()}') TO ('{after.isoformat()}')")
+            )  # fmt: skip  # builds the parent's indexes on it
+    size = 0
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         for table in partitions.TABLES:
             connection.execute(text(f"VACUUM ANALYZE {table}"))
-    return day.isoformat(), round(time.monotonic() - began, 1)
+            part = partitions.name(table, day)
+            bytes_of = text("SELECT pg_total_relation_size(CAST(:part AS regclass))")
+            size += int(connection.execute(bytes_of, {"part": part}).scalar_one())
+        connection.execute(text("CHECKPOINT"))
+    return day.isoformat(), round(time.monotonic() - began, 1), size
 
 
-def drain(
-    engine: Engine, seconds: float, batch: int, during: threading.Event | None
-) -> dict[str, Any]:
-    """Route and settle `batch` deliveries a transaction for `seconds`."""
-    sessions = make_sessionmaker(engine)
+def deliver(sessions: sessionmaker[Session], count: int) -> None:
+    """Route and settle `count` deliveries: two transactions, as the router and settler."""
     target = [Target("sub_1", "t", ("x",))]
-    latencies: list[float] = []
-    began = time.monotonic()
-    while time.monotonic() - began < seconds:
-        if during is not None and not during.is_set() and time.monotonic() - began > seconds / 2:
-            during.set()
+    events = [Event(tenant="t", type="x") for _ in range(count)]
+    with sessions.begin() as session:
+        routed = persist_batch(session, [(e, target) for e in events])
+    now = utcnow()
+    updates = [
+        {"id": r.delivery_id, "status": "succeeded", "attempts": 1, "last_status_code": 200,
+         "last_error": None, "dead_reason": None, "next_attempt_at": None, "updated_at": now,
+         "finished_at": now, "replay": False}
+        for r in routed
+    ]  # fmt: skip
+    attempts = [
+        {"delivery_id": r.delivery_id, "attempt": 1, "outcome": "success", "status_code": 200,
+         "duration_s": 0.01, "error": None, "response_body": None, "created_at": now,
+         "day": now.date()}
+        for r in routed
+    ]  # fmt: skip
+    with sessions.begin() as session:
+        insert_rows(session, Attempt.__table__, attempts)  # type: ignore[arg-type]
+        update_deliveries(session, updates)
+
+
+@dataclass
+class Phase:
+    """One phase: (finished at, latency ms) of each drain batch and each probe in it."""
+
+    began: float
+    ended: float = 0.0
+    batches: list[tuple[float, float]] = field(default_factory=list)
+    probes: list[tuple[float, float]] = field(default_factory=list)
+
+
+def run_phase(engine: Engine, seconds: float, batch: int) -> Phase:
+    """The drain, on this thread, for `seconds`."""
+    sessions = make_sessionmaker(engine)
+    phase = Phase(time.monotonic())
+    phase.ended = phase.began + seconds
+    while time.monotonic() < phase.ended:
         start = time.perf_counter()
-        events = [Event(tenant="t", type="x") for _ in range(batch)]
-        with sessions.begin() as session:
-            routed = persist_batch(session, [(e, target) for e in events])
-        now = utcnow()
-        updates = [
-            {"id": r.delivery_id, "status": "succeeded", "attempts": 1, "last_status_code": 200,
-             "last_error": None, "dead_reason": None, "next_attempt_at": None, "updated_at": now,
-             "finished_at": now, "replay": False}
-            for r in routed
-        ]  # fmt: skip
-        attempts = [
-            {"delivery_id": r.delivery_id, "attempt": 1, "outcome": "success",
-             "status_code": 200, "duration_s": 0.01, "error": None, "response_body": None,
-             "created_at": now, "day": now.date()}
-            for r in routed
-        ]  # fmt: skip
-        with sessions.begin() as session:
-            insert_rows(session, Attempt.__table__, attempts)  # type: ignore[arg-type]
-            update_deliveries(session, updates)
-        latencies.append((time.perf_counter() - start) * 1000)
-    elapsed = time.monotonic() - began
-    ordered = sorted(latencies)
+        deliver(sessions, batch)
+        phase.batches.append((time.monotonic(), (time.perf_counter() - start) * 1000))
+    return phase
+
+
+def probe(url: str, rate: float, seconds: float, results: Connection) -> None:
+    """The probe, in a process of its own (the drain's thread would hold the GIL it waits
+    for): one delivery every `1 / rate` s on a fixed schedule, each latency counted from
+    when it was due; sends "ready", then its (finished at, latency ms) samples. The
+    monotonic clock is the machine's, so the samples line up with the phases."""
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    deliver(sessions, 1)  # connected and warm before the schedule starts
+    results.send("ready")
+    samples = []
+    due = time.monotonic()
+    ends = due + seconds
+    while due < ends:
+        time.sleep(max(0.0, due - time.monotonic()))
+        deliver(sessions, 1)
+        samples.append((time.monotonic(), (time.monotonic() - due) * 1000))
+        due += 1 / rate
+    results.send(samples)
+    engine.dispose()
+
+
+def _latency(samples: list[float], name: str) -> dict[str, float]:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)]
+    return {f"{name}_p50_ms": round(statistics.median(ordered), 1),
+            f"{name}_p99_ms": round(p99, 1), f"{name}_max_ms": round(ordered[-1], 1)}  # fmt: skip
+
+
+def stats(phase: Phase, batch: int, window: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The drain's rate and latencies, and the probe's, over the phase or a window of it."""
+    start, end = window or (phase.began, phase.ended)
+    batches = [ms for at, ms in phase.batches if start <= at <= end]
+    probes = [ms for at, ms in phase.probes if start <= at <= end]
     return {
-        "deliveries_per_s": round(len(latencies) * batch / elapsed),
-        "batch_ms_p50": round(statistics.median(ordered), 1),
-        "batch_ms_p99": round(ordered[int(len(ordered) * 0.99) - 1], 1),
-        "batch_ms_max": round(ordered[-1], 1),
+        "deliveries_per_s": round(len(batches) * batch / (end - start)),
+        **_latency(batches, "batch"),
+        **_latency(probes, "probe"),
     }
+
+
+def _middle(phase: Phase, length_s: float) -> tuple[float, float]:
+    centre = (phase.began + phase.ended) / 2
+    return centre - length_s / 2, centre + length_s / 2
 
 
 def main() -> int:
@@ -115,32 +200,63 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--phase-s", type=float, default=20.0)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--probe-rate", type=float, default=20.0)
+    parser.add_argument("--trim", action="store_true", help="keep dead letters 90 days")
+    parser.add_argument("--dead-every", type=int, default=1000, help="with --trim")
     args = parser.parse_args()
+    dead_retention = timedelta(days=90 if args.trim else 30)
+    policy = keeper.Policy(timedelta(days=30), dead_retention)
     with temporary_database() as url:
         migrate.upgrade(url)
-        engine = make_engine(url)
-        day, fill_s = fill(engine, args.rows)
-        result: dict[str, Any] = {"rows": args.rows, "day": day, "fill_s": fill_s}
-        result["A1"] = drain(engine, args.phase_s, args.batch, None)
-        go, timing = threading.Event(), dict[str, Any]()
+        engine = make_engine(url, pool_size=10)
+        day, fill_s, size = fill(engine, args.rows, args.dead_every if args.trim else 0)
+        result: dict[str, Any] = {
+            "rows": args.rows, "day": day, "fill_s": fill_s,
+            "old_day_gib": round(size / 2**30, 2), "load": [load_average()],
+        }  # fmt: skip
+        receiving, sending = multiprocessing.Pipe(duplex=False)
+        span_s = 3 * args.phase_s + 5
+        prober = multiprocessing.get_context("spawn").Process(
+            target=probe, args=(url, args.probe_rate, span_s, sending)
+        )
+        prober.start()
+        assert receiving.recv() == "ready"
+        a1 = run_phase(engine, args.phase_s, args.batch)
+        span: dict[str, Any] = {}
 
         def maintain() -> None:
-            go.wait()
-            began = time.perf_counter()
-            outcome = keeper.maintain(engine, keeper.Policy(timedelta(days=30), timedelta(days=30)))
-            timing["maintain_s"] = round(time.perf_counter() - began, 3)
-            timing["dropped"] = [d.isoformat() for d in outcome.dropped]
+            time.sleep(args.phase_s / 2)
+            span["began"] = time.monotonic()
+            outcome = keeper.maintain(engine, policy)
+            span["ended"] = time.monotonic()
+            span["dropped"] = [d.isoformat() for d in outcome.dropped]
+            span["trimmed"] = {d.isoformat(): kept for d, kept in outcome.trimmed.items()}
 
         worker = threading.Thread(target=maintain)
         worker.start()
-        result["B (drop)"] = drain(engine, args.phase_s, args.batch, go)
+        b = run_phase(engine, args.phase_s, args.batch)
         worker.join()
-        result["A2"] = drain(engine, args.phase_s, args.batch, None)
-        result.update(timing, load=load_average())
+        a2 = run_phase(engine, args.phase_s, args.batch)
+        samples = receiving.recv()
+        prober.join()
+        for phase in (a1, b, a2):
+            phase.probes = [(at, ms) for at, ms in samples if phase.began <= at <= phase.ended]
+        result["load"].append(load_average())
+        maintain_s = span["ended"] - span["began"]
+        window_s = max(maintain_s, MIN_WINDOW_S)
+        drop_window = (span["began"], span["began"] + window_s)
+        for name, phase in (("A1", a1), ("B (maintenance)", b), ("A2", a2)):
+            window = drop_window if phase is b else _middle(phase, window_s)
+            result[name] = {**stats(phase, args.batch), "window": stats(phase, args.batch, window)}
+        result.update(
+            maintain_s=round(maintain_s, 3), dropped=span["dropped"], trimmed=span["trimmed"]
+        )
         with engine.connect() as connection:
-            result["old day left"] = day in {
-                d.isoformat() for d in partitions.existing(connection, "deliveries")
+            days = {
+                d.isoformat(): name
+                for d, name in partitions.existing(connection, "deliveries").items()
             }
+            result["old day now"] = days.get(day)  # None: gone; deliveries_k...: trimmed
         print(json.dumps(result, indent=1))
         engine.dispose()
     return 0

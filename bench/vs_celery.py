@@ -102,10 +102,14 @@ def _wal_lsn(running: Any) -> int:
 
 
 def _table_bytes(running: Any) -> dict[str, int]:
+    """Each table's size with its indexes, summed over its partitions (a partitioned
+    table's parent holds nothing itself; a plain table has no partition tree)."""
+    query = (
+        "SELECT coalesce((SELECT sum(pg_total_relation_size(relid))"
+        " FROM pg_partition_tree('{0}')), 0) + pg_total_relation_size('{0}')"
+    )
     with running.sessions() as session:
-        return {
-            t: int(session.scalar(text(f"SELECT pg_total_relation_size('{t}')"))) for t in TABLES
-        }
+        return {t: int(session.scalar(text(query.format(t)))) for t in TABLES}
 
 
 def hookline(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

@@ -28,9 +28,10 @@ def _v7(ms: int, rest: bytes) -> str:
     return raw.hex()
 
 
-def new_id(prefix: str) -> str:
-    """A random, URL-safe identifier such as `evt_0193...`, sortable by creation time."""
-    ms = int(datetime.now(UTC).timestamp() * 1000)
+def new_id(prefix: str, at: datetime | None = None) -> str:
+    """A random, URL-safe identifier such as `evt_0193...`, sortable by creation time (now,
+    or `at`: rows of another day, as tests and imports write them)."""
+    ms = int((at or datetime.now(UTC)).timestamp() * 1000)
     return f"{prefix}_{_v7(ms, secrets.token_bytes(10))}"
 
 

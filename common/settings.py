@@ -6,13 +6,14 @@ import re
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.db.keeper import Policy
-from common.egress import Proxy, parse_proxy
+from common.egress import Proxy, check_ca_file, parse_proxy
 from common.errors import ConfigurationError
 from common.tiers import tiers
+from common.transport.topology import DEFAULT_SHARDS, DEFAULT_SHARE_PER_S
 
 DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -61,10 +62,10 @@ class Settings(BaseSettings):
     dispatcher_prefetch: int = Field(default=0, ge=0, le=10_000)
     # Delivery queues tenants are hashed over (architecture §3); every process must agree.
     # Raise it freely; lowering strands the messages of the shards dropped (operations.md).
-    delivery_shards: int = Field(default=8, ge=1, le=256)
+    delivery_shards: int = Field(default=DEFAULT_SHARDS, ge=1, le=256)
     # Deliveries per second a tenant routes to its own shard (per router process) before
     # the rest spill to the overflow shard; 0: never. A tenant row may override it.
-    delivery_share_per_s: int = Field(default=100, ge=0)
+    delivery_share_per_s: int = Field(default=DEFAULT_SHARE_PER_S, ge=0)
     # Worker processes of `hookline router` and `hookline dispatcher` (0: one per core).
     processes: int = Field(default=0, ge=0, le=256)
     allow_private_targets: bool = False
@@ -76,9 +77,12 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     request_timeout_s: float = Field(default=15.0, gt=0)
     max_response_bytes: int = Field(default=64 * 1024, ge=0)
-    # An HTTP CONNECT proxy for every delivery and handshake: `http://[user:pass@]host:port`
-    # (common/egress.py). Secret: it may carry the proxy's password.
+    # An HTTP CONNECT proxy for every delivery and handshake:
+    # `http(s)://[user:pass@]host:port` (common/egress.py). Secret: it may carry the proxy's
+    # password. An https:// proxy's certificate is checked against the system's CAs, or
+    # against the PEM bundle `egress_proxy_ca` names.
     egress_proxy: SecretStr | None = None
+    egress_proxy_ca: str | None = None
     # How long the router and dispatcher trust their subscription caches.
     subscription_refresh_s: float = Field(default=1.0, gt=0)
     publish_timeout_s: float = Field(default=30.0, gt=0)
@@ -142,12 +146,27 @@ class Settings(BaseSettings):
             return value
         return None  # set but empty: no proxy
 
+    @field_validator("egress_proxy_ca")
+    @classmethod
+    def _proxy_ca_reads(cls, value: str | None) -> str | None:
+        return check_ca_file(value) if value is not None and value.strip() else None
+
+    @model_validator(mode="after")
+    def _proxy_ca_has_an_https_proxy(self) -> Settings:
+        if self.egress_proxy_ca is None:
+            return self
+        if self.egress_proxy is None:
+            raise ValueError("HOOKLINE_EGRESS_PROXY_CA is set but HOOKLINE_EGRESS_PROXY is not")
+        # Refuses a CA for an http:// proxy, in words that name no credential.
+        parse_proxy(self.egress_proxy.get_secret_value(), self.egress_proxy_ca)
+        return self
+
     @property
     def proxy(self) -> Proxy | None:
         """The egress proxy, parsed; None to connect to targets directly."""
         if self.egress_proxy is None:
             return None
-        return parse_proxy(self.egress_proxy.get_secret_value())
+        return parse_proxy(self.egress_proxy.get_secret_value(), self.egress_proxy_ca)
 
     @property
     def partition_policy(self) -> Policy:

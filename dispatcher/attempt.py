@@ -14,11 +14,13 @@ import dataclasses
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db.days import on_their_days
 from common.db.models import Delivery
 from common.db.statuses import FINAL_STATUSES, SubscriptionStatus
 from common.metrics import Metrics
@@ -30,6 +32,10 @@ from dispatcher.outcome import Attempted, Deferred, Outcome
 from dispatcher.policy import retry
 from dispatcher.policy.admission import EndpointGate
 from dispatcher.subscriptions import Endpoint, SubscriptionCache
+from dispatcher.traces import sending, traced
+
+if TYPE_CHECKING:
+    from common.tracing import Span, Tracing
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class Parts:
     schedule: retry.Schedule
     sessionmaker: sessionmaker[Session]
     metrics: Metrics
+    tracing: Tracing | None = None  # None: tracing is off, and costs one test per attempt
 
 
 def attempt(
@@ -52,6 +59,22 @@ def attempt(
     Raises `SQLAlchemyError` when the subscription cannot be read even after waiting out
     an outage (until `stop`): that is not an attempt.
     """
+    if parts.tracing is None:
+        return _attempt(message, delivery, parts, stop, None)
+
+    def run(span: Span) -> Outcome:
+        return _attempt(message, delivery, parts, stop, span)
+
+    return traced(parts.tracing, message, delivery, run)
+
+
+def _attempt(
+    message: Message,
+    delivery: DeliveryMessage,
+    parts: Parts,
+    stop: threading.Event,
+    span: Span | None,
+) -> Outcome:
     started_at = utcnow()
     # Resolve: the subscription as this dispatcher holds it (loaded once, kept fresh).
     try:
@@ -72,7 +95,7 @@ def attempt(
     ):  # paused, or not verified yet: hold, do not count
         return Deferred(message, delivery, parts.schedule.paused())
     # Admit and POST: the gate may hold it back (no attempt, a tier past the wait it asks).
-    result = _post(endpoint, delivery, parts)
+    result = _post(endpoint, delivery, parts, span)
     if result.deferred:
         return Deferred(message, delivery, parts.schedule.held_back(parts.gate.deferral_s()))
     # Decide: success, a retry on some tier, or dead.
@@ -115,17 +138,26 @@ def statuses(
     def query() -> dict[str, str]:
         with sessionmaker() as session:
             rows = session.execute(
-                select(Delivery.id, Delivery.status).where(Delivery.id.in_(delivery_ids))
+                select(Delivery.id, Delivery.status).where(
+                    Delivery.id.in_(delivery_ids), *on_their_days(Delivery.day, delivery_ids)
+                )
             )
             return dict(rows.tuples().all())
 
     return retry_database(query, abandon=stop)
 
 
-def _post(endpoint: Endpoint, delivery: DeliveryMessage, parts: Parts) -> SendResult:
+def _post(
+    endpoint: Endpoint, delivery: DeliveryMessage, parts: Parts, span: Span | None
+) -> SendResult:
+    trace = None
+    if span is not None:
+        sending(span, endpoint)
+        # The attempt's own context, to the receivers that asked for it (not signed).
+        trace = span.context if endpoint.propagate_trace else None
     parts.metrics.inflight.inc()
     try:
-        return parts.sender.send(endpoint, delivery)
+        return parts.sender.send(endpoint, delivery, trace)
     finally:
         parts.metrics.inflight.dec()
 

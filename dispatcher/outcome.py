@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from common.transport import Message
 from common.wire import DeliveryMessage
 from dispatcher.http import SendResult
 from dispatcher.policy.retry import Decision
+
+if TYPE_CHECKING:
+    from common.tracing import Span
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Attempted:
     started_at: datetime
     # False for the refusal of a delivery a disable already ended (and counted as dead).
     counted: bool = True
+    span: Span | None = None  # the attempt's, when the dispatcher traces: settling's parent
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Deferred:
     message: Message
     delivery: DeliveryMessage
     delay_s: float
+    span: Span | None = None  # set when an attempt (traced) deferred it: a paused endpoint
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db.days import on_their_days
 from common.db.models import Attempt, Delivery, EventRow, ReplayItem, ReplayJob
 from common.db.session import rowcount
 from common.db.statuses import DeliveryStatus
@@ -56,21 +57,26 @@ def collect(
     removed = Removed()
     while stop is None or not stop.is_set():
         with sessionmaker() as session, session.begin():
-            ids = list(
-                session.scalars(
-                    select(Delivery.id)
-                    .where(Delivery.status.in_(statuses), Delivery.finished_at < cutoff)
-                    .limit(batch_size)
-                )
-            )
-            if not ids:
+            found = session.execute(
+                select(Delivery.id, Delivery.day)
+                .where(Delivery.status.in_(statuses), Delivery.finished_at < cutoff)
+                .limit(batch_size)
+            ).all()
+            if not found:
                 break
+            ids, days = [row.id for row in found], sorted({row.day for row in found})
             removed.attempts += rowcount(
-                session.execute(delete(Attempt).where(Attempt.delivery_id.in_(ids)))
+                session.execute(
+                    delete(Attempt).where(
+                        Attempt.delivery_id.in_(ids), *on_their_days(Attempt.day, ids)
+                    )
+                )
             )
             removed.deliveries += rowcount(
                 session.execute(
-                    delete(Delivery).where(Delivery.id.in_(ids), Delivery.status.in_(statuses))
+                    delete(Delivery).where(
+                        Delivery.id.in_(ids), Delivery.day.in_(days), Delivery.status.in_(statuses)
+                    )
                 )
             )
         on_batch(removed)
@@ -94,17 +100,20 @@ def _events(
     while stop is None or not stop.is_set():
         with sessionmaker() as session, session.begin():
             keys = session.execute(
-                select(EventRow.tenant_id, EventRow.id)
+                select(EventRow.tenant_id, EventRow.id, EventRow.day)
                 .where(EventRow.received_at < cutoff, orphan)
                 .limit(batch_size)
             ).all()
             if not keys:
                 break
-            for tenant_id, event_id in keys:
+            for tenant_id, event_id, day in keys:
                 count += rowcount(
                     session.execute(
                         delete(EventRow).where(
-                            EventRow.tenant_id == tenant_id, EventRow.id == event_id, orphan
+                            EventRow.tenant_id == tenant_id,
+                            EventRow.id == event_id,
+                            EventRow.day == day,
+                            orphan,
                         )
                     )
                 )

@@ -52,6 +52,7 @@ class Endpoint:
     disabled_reason: str | None = None  # set when Hookline disabled it (410, auto-disable)
 
     signing_key: str | None = None  # `whsk_...`: adds an ed25519 (`v1a`) signature
+    propagate_trace: bool = False  # its webhooks carry the attempt's `traceparent`
 
     def secrets_at(self, now: datetime) -> tuple[str, ...]:
         """The keys that sign now: the current secret, the previous one during rotation,
@@ -78,6 +79,7 @@ def _endpoint(row: Subscription, box: SecretBox) -> Endpoint:
         rate_limit_per_s=row.rate_limit_per_s,
         signing_key=box.open(row.signing_key_enc) if row.signing_key_enc else None,
         disabled_reason=row.disabled_reason,
+        propagate_trace=row.propagate_trace,
     )
 
 

@@ -8,7 +8,9 @@ Threads of one connection session:
 - `concurrency` sending threads (`threads.py`) each run one attempt (`attempt.py`):
   resolve the subscription, admit and POST, decide;
 - one settler thread records, publishes onward and acks in batches (`settle/`);
-- one dead-letter drain thread with its own consumer (`deadletters`).
+- one dead-letter drain thread with its own consumer (`deadletters`);
+- one thread that writes the breaker's open circuits and the heartbeat for the portal
+  (`policy/admission/circuits.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import logging
 import threading
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,10 +38,19 @@ from dispatcher.http import Sender
 from dispatcher.intake import Intake
 from dispatcher.outcome import Deferred, Outcome
 from dispatcher.policy import autodisable, retry
-from dispatcher.policy.admission import EndpointGate, RateLimiter, in_flight_cap
+from dispatcher.policy.admission import (
+    CircuitLog,
+    CircuitWriter,
+    EndpointGate,
+    RateLimiter,
+    in_flight_cap,
+)
 from dispatcher.settle import Settler
 from dispatcher.subscriptions import SubscriptionCache
 from dispatcher.threads import SendingThreads
+
+if TYPE_CHECKING:
+    from common.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +70,17 @@ class Dispatcher:
         *,
         secret_box: SecretBox,
         sender: Sender | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
+        self._tracing = tracing
         self._transport = transport
         self._sessionmaker = sessionmaker
         self._metrics = metrics
-        self.gate = EndpointGate(settings, metrics, RateLimiter(sessionmaker))
+        self.circuits = CircuitLog()
+        self.gate = EndpointGate(
+            settings, metrics, RateLimiter(sessionmaker), on_transition=self.circuits.note
+        )
         self._cache = SubscriptionCache(
             sessionmaker, secret_box, refresh_s=settings.subscription_refresh_s
         )
@@ -74,6 +91,7 @@ class Dispatcher:
             schedule=retry.Schedule(settings),
             sessionmaker=sessionmaker,
             metrics=metrics,
+            tracing=tracing,
         )
         self._stop = threading.Event()  # the running session's stop flag, once `run` starts
 
@@ -103,6 +121,8 @@ class Dispatcher:
             publish_timeout_s=settings.publish_timeout_s, on_disabled=self._cache.mark_disabled,
             policy=autodisable.Policy(timedelta(seconds=settings.auto_disable_after_s),
                                       settings.auto_disable_dead_deliveries),
+            shards=settings.delivery_shards,
+            tracing=self._tracing,
         )  # fmt: skip
         drain = DeadLetterDrain(
             self._transport, self._sessionmaker, publish_timeout_s=settings.publish_timeout_s
@@ -110,9 +130,12 @@ class Dispatcher:
         pool = SendingThreads(settings.dispatcher_concurrency, "hookline-send")
         intake = Intake(self, consumer, settler, drain, pool, prefetch)
         keeper = PartitionKeeper(self._sessionmaker.kw["bind"], settings.partition_policy)
+        # Its failure is not raised below: the portal's view of circuits stops, not delivery.
+        circuits = CircuitWriter(self.circuits, self.gate.breaker, self._sessionmaker)
         settler.start()
         drain.start()
         keeper.start()
+        circuits.start()
         try:
             intake.consume(stop)
         finally:
@@ -122,6 +145,7 @@ class Dispatcher:
             settler.stop()
             drain.stop()
             keeper.stop()
+            circuits.stop()
             with contextlib.suppress(TransportError):
                 consumer.close()
             self._parts.sender.close()
@@ -168,10 +192,13 @@ def serve(
     stop: threading.Event,
     *,
     secret_box: SecretBox | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
     """Run a dispatcher until `stop`, reconnecting when the broker or database drops."""
     box = secret_box or SecretBox(settings.secret_key or DEV_SECRET_KEY)
-    dispatcher = Dispatcher(settings, transport, sessionmaker, metrics, secret_box=box)
+    dispatcher = Dispatcher(
+        settings, transport, sessionmaker, metrics, secret_box=box, tracing=tracing
+    )
     try:
         run_until_stopped(dispatcher.run, stop)
     finally:

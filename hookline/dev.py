@@ -52,16 +52,20 @@ def run_dev(
     if settings.admin_token is None:
         settings = settings.model_copy(update={"admin_token": "hl_admin_" + secrets.token_hex(8)})
     migrate.upgrade(settings.database_url)
-    runtime = build_runtime(settings, memory=MemoryBroker(), dev=True)
+    runtime = build_runtime(settings, memory=MemoryBroker(), dev=True, role="dev")
     stop = threading.Event()
     install_stop_handlers(stop)
-    router = Router(settings, runtime.transport, runtime.sessionmaker, runtime.metrics)
+    router = Router(
+        settings, runtime.transport, runtime.sessionmaker, runtime.metrics,
+        tracing=runtime.tracing,
+    )  # fmt: skip
     dispatcher = Dispatcher(
         settings,
         runtime.transport,
         runtime.sessionmaker,
         runtime.metrics,
         secret_box=runtime.secret_box,
+        tracing=runtime.tracing,
     )
     workers = [
         _thread("router", lambda: run_until_stopped(router.run, stop)),

@@ -16,6 +16,7 @@ import asyncio
 import http
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -208,9 +209,11 @@ class Receiver:
         port: int = 0,
         respond: Callable[[Received], Reply] | None = None,
         keep: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls  # a server context: an https receiver (tests of TLS to the target)
         self.respond = respond
         self.keep = keep
         self.on_receive: Callable[[Received], None] | None = None
@@ -225,7 +228,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def received(self) -> list[Received]:
@@ -281,7 +284,7 @@ class Receiver:
             server = loop.run_until_complete(
                 loop.create_server(
                     lambda: _Connection(self), self.host, self.port, backlog=4096,
-                    reuse_address=True,
+                    reuse_address=True, ssl=self.tls,
                 )
             )  # fmt: skip
             self.port = int(server.sockets[0].getsockname()[1])

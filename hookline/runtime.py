@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from common import tracing as tracing_setup
 from common.backlog import BacklogCollector
 from common.db.session import make_engine, make_sessionmaker
 from common.errors import ConfigurationError
@@ -20,6 +21,8 @@ from common.transport import MemoryBroker, Transport, open_transport, topology
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from common.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,12 @@ class Runtime:
     sessionmaker: sessionmaker[Session]
     metrics: Metrics
     secret_box: SecretBox
+    tracing: Tracing | None = None  # a service's, when the OTEL_* variables turn it on
     _closed: bool = field(default=False, repr=False)
+
+    def topology(self) -> topology.Topology:
+        """The exchanges and queues these settings name (shards included)."""
+        return topology.build(self.settings.retry_tiers_s, self.settings.delivery_shards)
 
     def close(self) -> None:
         if self._closed:
@@ -45,6 +53,8 @@ class Runtime:
         self._closed = True
         self.transport.close()
         self.engine.dispose()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports the spans still queued
 
 
 def secret_box_for(settings: Settings, *, dev: bool = False) -> SecretBox:
@@ -86,11 +96,15 @@ def build_runtime(
     pool_size: int = 5,
     dev: bool = False,
     caller_waits: bool = False,
+    role: str | None = None,
 ) -> Runtime:
     """What a process needs. `memory` (a broker shared in-process) and `dev` allow
-    `memory://`; `caller_waits` (the API) bounds a wait for RabbitMQ by seconds."""
+    `memory://`; `caller_waits` (the API) bounds a wait for RabbitMQ by seconds. A service
+    names its `role` (api, router, dispatcher, dev): its tracing is set up from the
+    `OTEL_*` variables, and is None when they leave it off."""
     if memory is None and not dev:
         require_real_broker(settings)
+    tracing = tracing_setup.configure(role) if role is not None else None
     engine = make_engine(settings.database_url, pool_size=pool_size)
     budget_s = WAITING_CALLER_CONNECT_S if caller_waits else None
     return Runtime(
@@ -107,6 +121,7 @@ def build_runtime(
             request_timeout_s=settings.request_timeout_s, retry_delays_s=settings.retry_delays_s
         ),
         secret_box=secret_box_for(settings, dev=dev),
+        tracing=tracing,
     )
 
 
@@ -149,6 +164,7 @@ def api_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:
         transport=runtime.transport,
         sessionmaker=runtime.sessionmaker,
         metrics=runtime.metrics,
+        tracing=runtime.tracing,
     )
     # No proxy headers: a key's `allowed_cidrs` and the audit log judge the connecting
     # address, which a client on a trusted host could otherwise rewrite with X-Forwarded-For.

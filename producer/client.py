@@ -7,75 +7,25 @@ can rely on the event being delivered (at least once) or dead-lettered, never lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError
-
-from common import payload
 from common.errors import PublishError, TransportError
 from common.metrics import Metrics
 from common.settings import Settings
+from common.tracing import TraceContext
 from common.transport import Outgoing, Transport, open_transport, topology
-from common.wire import Event, WireEvent, encode, encode_fields, timestamp_problem
+from common.wire import Event, WireEvent, encode_fields
 from producer.errors import InvalidEvent
+from producer.messages import EventLike, build_event, carrying, in_utc, outgoing, trace_context
 from producer.window import LoopWindow
 
-EventLike = Event | Mapping[str, Any]
-
-
-def _aware_utc(timestamp: datetime) -> datetime:
-    # The database stores UTC-aware datetimes only; guessing a naive value's zone would
-    # silently shift it, so the caller has to say.
-    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
-        raise InvalidEvent("invalid event: timestamp: must carry a timezone (e.g. UTC)")
-    try:
-        in_utc = timestamp.astimezone(UTC)
-    except OverflowError:
-        raise InvalidEvent("invalid event: timestamp: out of range once in UTC") from None
-    problem = timestamp_problem(in_utc)
-    if problem is not None:
-        raise InvalidEvent(f"invalid event: timestamp: {problem}")
-    return in_utc
-
-
-def build_event(fields: Mapping[str, Any], *, where: str = "") -> Event:
-    """A validated `Event` from its fields; omitted `id` and `timestamp` are generated."""
-    present = {key: value for key, value in fields.items() if value is not None}
-    try:
-        event = Event.model_validate(present)
-    except ValidationError as exc:
-        raise InvalidEvent.from_validation(exc, where=where) from None
-    return in_utc(event, where=where)
-
-
-def in_utc(event: Event, *, where: str = "") -> Event:
-    """The event with its timestamp in UTC (a copy only when it is not already), once its
-    data is known to be what the router can store (the API's check, `common.payload`)."""
-    try:
-        payload.check(event.data, "data")
-    except payload.UnstorableValue as exc:
-        raise InvalidEvent(f"invalid event{where}: {exc}") from None
-    aware = _aware_utc(event.timestamp)
-    return (
-        event
-        if aware.utcoffset() == event.timestamp.utcoffset()
-        else event.model_copy(update={"timestamp": aware})
-    )
-
-
-def _outgoing(event: Event) -> Outgoing:
-    try:
-        body = encode(event)
-    except PydanticSerializationError as exc:
-        raise InvalidEvent(f"invalid event: data is not JSON-serialisable: {exc}") from None
-    return Outgoing(
-        exchange=topology.EVENTS, routing_key=event.type, body=body, message_id=event.id
-    )
+if TYPE_CHECKING:
+    from common.tracing import Tracing
 
 
 class Producer:
@@ -83,6 +33,11 @@ class Producer:
 
     The topology is declared on first use rather than in the constructor, so a process can
     start while the broker is still coming up and report that through its readiness check.
+
+    Tracing: a `traceparent` (and `tracestate`) given to a publish makes the events its
+    children; with `tracing` (`common.tracing.configure`), each publish is a span of its
+    own, a child of that context or else of the caller's current span, and the events
+    carry it. Without either, nothing is added to the messages.
     """
 
     def __init__(
@@ -90,6 +45,7 @@ class Producer:
         settings: Settings,
         transport: Transport | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._owns_transport = transport is None
         if transport is None:
@@ -99,6 +55,7 @@ class Producer:
         self._transport = transport
         self._topology = topology.build(settings.retry_tiers_s)
         self._metrics = metrics
+        self._tracing = tracing
         self._timeout_s = settings.publish_timeout_s
         self._declared = False
         self._declare_lock = threading.Lock()
@@ -126,6 +83,8 @@ class Producer:
         id: str | None = None,
         operation: str | None = None,
         timestamp: datetime | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> str:
         """Publish one event and return its id once the broker confirmed it.
 
@@ -140,7 +99,8 @@ class Producer:
             "operation": operation,
             "timestamp": timestamp,
         }
-        return self._send([self._prepare(fields)])[0]
+        context = trace_context(traceparent, tracestate)
+        return self._send([self._prepare(fields)], context)[0]
 
     async def publish_async(
         self,
@@ -151,6 +111,8 @@ class Producer:
         id: str | None = None,
         operation: str | None = None,
         timestamp: datetime | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> str:
         """`publish` for an event loop: it waits for the confirm without holding a thread,
         so concurrent requests' events ride in the same confirm window."""
@@ -162,32 +124,51 @@ class Producer:
             "operation": operation,
             "timestamp": timestamp,
         }
-        return (await self._send_async([self._prepare(fields)]))[0]
+        context = trace_context(traceparent, tracestate)
+        return (await self._send_async([self._prepare(fields)], context))[0]
 
-    async def publish_batch_async(self, events: Sequence[EventLike]) -> list[str]:
+    async def publish_batch_async(
+        self,
+        events: Sequence[EventLike],
+        *,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> list[str]:
         """`publish_batch` for an event loop."""
+        context = trace_context(traceparent, tracestate)
         prepared = [self._prepare(item, where=f" #{n}") for n, item in enumerate(events)]
-        return await self._send_async(prepared)
+        return await self._send_async(prepared, context)
 
-    async def publish_fields_async(self, events: Sequence[WireEvent]) -> list[str]:
+    async def publish_fields_async(
+        self, events: Sequence[WireEvent], trace: TraceContext | None = None
+    ) -> list[str]:
         """`publish_batch_async` for events whose fields the caller has validated as an
-        `Event`'s, timestamps in UTC (the API, against its schema): no model is built."""
+        `Event`'s, timestamps in UTC (the API, against its schema): no model is built.
+        `trace` is a context the caller checked (the API's ingest span)."""
         messages = [
             Outgoing(
                 topology.EVENTS, fields["type"], encode_fields(fields), message_id=fields["id"]
             )
             for fields in events
         ]
-        return await self._send_async(messages)
+        return await self._send_async(messages, trace)
 
-    def publish_batch(self, events: Sequence[EventLike]) -> list[str]:
+    def publish_batch(
+        self,
+        events: Sequence[EventLike],
+        *,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> list[str]:
         """Publish several events in one confirmed window; all are validated first.
 
         Items are `Event`s (already validated: used as they are) or mappings of their
         fields (including `tenant`). When any is invalid, `InvalidEvent` names it and
         nothing is published.
         """
-        return self._send([self._prepare(item, where=f" #{n}") for n, item in enumerate(events)])
+        context = trace_context(traceparent, tracestate)
+        prepared = [self._prepare(item, where=f" #{n}") for n, item in enumerate(events)]
+        return self._send(prepared, context)
 
     def _prepare(self, item: EventLike, *, where: str = "") -> Outgoing:
         try:
@@ -195,12 +176,39 @@ class Producer:
                 event = in_utc(item, where=where)
             else:
                 event = build_event(item, where=where)
-            return _outgoing(event)
+            return outgoing(event)
         except InvalidEvent:
             self._count("rejected")
             raise
 
-    def _send(self, messages: list[Outgoing]) -> list[str]:
+    def _send(self, messages: list[Outgoing], context: TraceContext | None) -> list[str]:
+        if self._tracing is None:
+            return self._confirm(carrying(messages, context))
+        with self._span(context, len(messages)) as carried:
+            return self._confirm(carrying(messages, carried))
+
+    async def _send_async(
+        self, messages: list[Outgoing], context: TraceContext | None
+    ) -> list[str]:
+        if self._tracing is None:
+            return await self._confirm_async(carrying(messages, context))
+        with self._span(context, len(messages)) as carried:
+            return await self._confirm_async(carrying(messages, carried))
+
+    @contextlib.contextmanager
+    def _span(self, context: TraceContext | None, events: int) -> Iterator[TraceContext]:
+        """The publish span (tracing on), whose context the events carry."""
+        assert self._tracing is not None
+        span = self._tracing.publish(context, events=events)
+        try:
+            yield span.context
+        except BaseException as exc:
+            span.fail(type(exc).__name__)
+            raise
+        finally:
+            span.end()
+
+    def _confirm(self, messages: list[Outgoing]) -> list[str]:
         if not messages:
             return []
         try:
@@ -212,7 +220,7 @@ class Producer:
         self._count("accepted", len(messages))
         return [str(message.message_id) for message in messages]
 
-    async def _send_async(self, messages: list[Outgoing]) -> list[str]:
+    async def _confirm_async(self, messages: list[Outgoing]) -> list[str]:
         if not messages:
             return []
         try:

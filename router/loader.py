@@ -11,7 +11,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import Subscription, Tenant
+from common.db.models import Subscription
+from common.db.shares import delivery_shares
 from common.db.statuses import SubscriptionStatus
 from router.index import SubscriptionIndex, Target
 
@@ -42,15 +43,12 @@ class IndexLoader:
                 self._index = self._build(session)
                 self._version = version
                 log.info("subscription index rebuilt", extra={"active": self._index.size})
-            # Few tenants have their own delivery share: read them all, each refresh.
-            overridden = Tenant.delivery_share_per_s.is_not(None)
-            rows = session.execute(select(Tenant.id, Tenant.delivery_share_per_s).where(overridden))
-            self._shares = {tenant: int(share) for tenant, share in rows}
+            self._shares = delivery_shares(session)
         self._checked_at = now
         return self._index
 
     def shares(self) -> dict[str, int]:
-        """Tenants' own delivery shares (router/spill.py), as of the last refresh."""
+        """Tenants' own delivery shares (common/transport/spill.py), as of the last refresh."""
         return self._shares
 
     @staticmethod

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, text, tuple_
+from sqlalchemy import Select, Table, bindparam, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from common.db.bulk import recordset
@@ -48,7 +48,9 @@ _STAMP = UtcDateTime()  # refuses naive timestamps, as an ORM insert of the colu
 # only. An event whose id carries its day (`common.ids.event_day`) always lands in that one
 # partition, so ON CONFLICT alone sees a repeat; any other id is first looked for in every
 # partition (`carried` false: the NOT EXISTS), and ON CONFLICT covers two copies at once.
-_EVENT_FIELDS = ("tenant_id", "id", "type", "operation", "timestamp", "data", "day")
+# `traceparent` is in a row only when the router traces: a field the JSON leaves out reads
+# as NULL, so an untraced batch carries nothing more than before.
+_EVENT_FIELDS = ("tenant_id", "id", "type", "operation", "timestamp", "data", "day", "traceparent")
 _DELIVERY_FIELDS = ("id", "tenant_id", "event_id", "subscription_id", "event_type", "day")
 
 
@@ -87,12 +89,14 @@ def persist_batch(
     session: Session,
     routed: Sequence[tuple[Event, list[Target]]],
     recover: Collection[Key] = (),
+    traceparents: Mapping[Key, str] | None = None,
 ) -> list[Routed]:
     """Insert new events and deliveries; return the delivery messages to publish.
 
     The caller commits, then publishes, then acks: a crash anywhere before the ack is
     repaired by the redelivery, whose key the caller passes in `recover`. On PostgreSQL
-    the writes are one statement, so the session may run in autocommit.
+    the writes are one statement, so the session may run in autocommit. `traceparents`
+    (when the router traces) is stored with each new event, for its replays.
     """
     if not routed:
         return []
@@ -116,18 +120,23 @@ def persist_batch(
                 "event_type": event.type,
                 "day": day,
             }
-    created = _insert(session, [e for e, _ in first.values()], list(delivery_rows.values()), now)
+    events = [e for e, _ in first.values()]
+    created = _insert(session, events, list(delivery_rows.values()), now, traceparents or {})
     out: list[Routed] = []
     for key, (event, _) in first.items():
         if key in created:
             message = _Messages(event)
             out.extend(message.to(d, subscription, recheck=False) for d, subscription in ids[key])
-    out.extend(_republish_unfinished(session, routed, set(recover) - created))
+    out.extend(_republish_unfinished(session, routed, set(recover) - created, now.date()))
     return out
 
 
 def _insert(
-    session: Session, events: list[Event], deliveries: list[dict[str, object]], now: datetime
+    session: Session,
+    events: list[Event],
+    deliveries: list[dict[str, object]],
+    now: datetime,
+    traceparents: Mapping[Key, str],
 ) -> set[Key]:
     """Insert `events`, skipping ids that exist, and the `deliveries` of those it created;
     returns the keys of the events created."""
@@ -136,7 +145,8 @@ def _insert(
         statement = insert_ignoring_conflicts(bind, _events).returning(
             _events.c.tenant_id, _events.c.id
         )
-        result = session.execute(statement, [_event_row(e, now) for e in events])
+        rows = [_event_row(e, now, traceparents.get((e.tenant, e.id))) for e in events]
+        result = session.execute(statement, rows)
         created = {(tenant, event_id) for tenant, event_id in result.tuples()}
         constant = {"status": DeliveryStatus.PENDING, "attempts": 0, "replay_count": 0}
         full = [
@@ -155,12 +165,16 @@ def _insert(
             "operation": e.operation,
             "timestamp": _STAMP.process_bind_param(e.timestamp, bind.dialect),
             "data": e.data,
-            "day": day,
-            "carried": day_of(e.id) == day,
+            "day": event_day(e.id, now.date()),
+            "carried": _carried_day(e.id, now.date()) is not None,
         }
         for e in events
-        for day in (event_day(e.id, now.date()),)
     ]
+    if traceparents:
+        for event, row in zip(events, rows, strict=True):
+            traceparent = traceparents.get((event.tenant, event.id))
+            if traceparent is not None:
+                row["traceparent"] = traceparent
     parameters = {"rows": _document(rows), "deliveries": _document(deliveries), "now": now}
     result = session.execute(_PG_INSERT_BATCH, parameters)
     return {(tenant, event_id) for tenant, event_id in result.tuples()}
@@ -176,25 +190,54 @@ def _iso(value: datetime | date) -> str:
     return value.isoformat()
 
 
+def _carried_day(event_id: str, today: date) -> date | None:
+    """The day an event id carries, when it is also the event's partition day."""
+    day = day_of(event_id)
+    return day if day is not None and event_day(event_id, today) == day else None
+
+
 def _republish_unfinished(
-    session: Session, routed: Sequence[tuple[Event, list[Target]]], recover: set[Key]
+    session: Session,
+    routed: Sequence[tuple[Event, list[Target]]],
+    recover: set[Key],
+    today: date,
 ) -> list[Routed]:
     events = {(e.tenant, e.id): e for e, _ in routed if (e.tenant, e.id) in recover}
     if not events:
         return []
-    rows = session.execute(
-        select(Delivery.id, Delivery.tenant_id, Delivery.event_id, Delivery.subscription_id)
-        .where(tuple_(Delivery.tenant_id, Delivery.event_id).in_(list(events)))
-        .where(Delivery.status.not_in(FINAL_STATUSES))
-    )
+    # On PostgreSQL an event whose id carries its day was just refused by the unique key
+    # of that day's partition: it lives there, and its deliveries with it. Any other
+    # event may live on any day (every partition is read for those).
+    carried: dict[Key, date] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        for key, event in events.items():
+            day = _carried_day(event.id, today)
+            if day is not None:
+                carried[key] = day
+    rest = [key for key in events if key not in carried]
+
+    def unfinished(keys: list[Key]) -> Select[Any]:
+        return (
+            select(Delivery.id, Delivery.tenant_id, Delivery.event_id, Delivery.subscription_id)
+            .where(tuple_(Delivery.tenant_id, Delivery.event_id).in_(keys))
+            .where(Delivery.status.not_in(FINAL_STATUSES))
+        )
+
+    queries = [unfinished(rest)] if rest else []
+    if carried:
+        days = sorted(set(carried.values()))
+        queries.append(unfinished(list(carried)).where(Delivery.day.in_(days)))
     messages = {key: _Messages(event) for key, event in events.items()}
     return [
-        messages[(r.tenant_id, r.event_id)].to(r.id, r.subscription_id, recheck=True) for r in rows
+        messages[(r.tenant_id, r.event_id)].to(r.id, r.subscription_id, recheck=True)
+        for query in queries
+        for r in session.execute(query)
     ]
 
 
-def _event_row(event: Event, now: datetime) -> dict[str, object]:
+def _event_row(event: Event, now: datetime, traceparent: str | None) -> dict[str, object]:
     return {
+        "traceparent": traceparent,
         "tenant_id": event.tenant,
         "id": event.id,
         "type": event.type,

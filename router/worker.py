@@ -16,6 +16,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,11 +29,15 @@ from common.service import retry_database
 from common.settings import Settings
 from common.transport import Consumer, Message, Outgoing, Transport, poison_copy
 from common.transport import topology as tp
+from common.transport.spill import Spill
 from common.wire import Event, decode
 from router.index import Target
 from router.loader import IndexLoader
 from router.persist import Key, Routed, persist_batch
-from router.spill import Spill
+from router.traces import RouteSpans
+
+if TYPE_CHECKING:
+    from common.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +55,10 @@ class Router:
         metrics: Metrics,
         *,
         batch_size: int = BATCH_SIZE,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
+        self._tracing = tracing  # None: tracing is off, and costs nothing
         self._transport = transport
         self._sessionmaker = sessionmaker
         self._metrics = metrics
@@ -224,6 +231,7 @@ class Router:
         events: list[Event] = []
         redelivered: set[Key] = set()
         poisoned: list[Outgoing] = []
+        decoded: list[tuple[Message, Event]] = []
         for message in batch:
             try:
                 event = decode(Event, message.body)
@@ -231,8 +239,25 @@ class Router:
                 poisoned.append(poison_copy(message, "undecodable", str(exc)))
                 continue
             events.append(event)
+            decoded.append((message, event))
             if message.redelivered or message.delivery_count:
                 redelivered.add((event.tenant, event.id))
+        spans = RouteSpans(self._tracing, decoded) if self._tracing is not None else None
+        try:
+            return self._persist_and_publish(batch, events, redelivered, poisoned, spans)
+        except BaseException as exc:
+            if spans is not None:
+                spans.end(exc)
+            raise
+
+    def _persist_and_publish(
+        self,
+        batch: Sequence[Message],
+        events: list[Event],
+        redelivered: set[Key],
+        poisoned: list[Outgoing],
+        spans: RouteSpans | None,
+    ) -> _Sending:
         keys = {(e.tenant, e.id) for e in events}
         # Written by a try whose statement failed (it may have landed), or by the last try.
         unclear: set[Key] = set()
@@ -247,7 +272,8 @@ class Router:
             try:
                 with self._sessionmaker() as session, session.begin():
                     single_statement(session)  # the batch's writes are one statement
-                    out = persist_batch(session, routed, recover)
+                    traced = spans.traceparents() if spans is not None else None
+                    out = persist_batch(session, routed, recover, traced)
                     unclear.update((r.event.tenant, r.event.id) for r in out)
             except DBAPIError as exc:
                 if not _is_data_error(exc):  # e.g. the connection lost: it may have landed
@@ -269,19 +295,28 @@ class Router:
                 )
                 for r in out
             ]
+            if spans is not None:
+                outgoing = spans.carried(outgoing, [r.event for r in out])
             timeout_s = self._settings.publish_timeout_s
             confirmed = self._transport.submit(outgoing + poisoned, timeout_s=timeout_s)
         except BaseException:
             self._unpublished.update(unclear)  # committed, never handed to the broker
             raise
         carried = {(r.event.tenant, r.event.id) for r in out}
-        return _Sending(batch, confirmed, keys, carried, count, len(outgoing), len(poisoned))
+        return _Sending(batch, confirmed, keys, carried, count, len(outgoing), len(poisoned), spans)
 
     def _confirmed(self, sending: _Sending) -> None:
+        """Wait for the batch's confirm; its route spans end here, failed or not."""
         try:
             sending.confirmed.result(timeout=self._settings.publish_timeout_s)
         except concurrent.futures.TimeoutError:
-            raise PublishError(f"no confirm for a batch of {len(sending.batch)} in time") from None
+            late = PublishError(f"no confirm for a batch of {len(sending.batch)} in time")
+            sending.end_spans(late)
+            raise late from None
+        except BaseException as exc:
+            sending.end_spans(exc)
+            raise
+        sending.end_spans()
 
     def _done(self, sending: _Sending, consumer: Consumer) -> None:
         self._unpublished.difference_update(sending.keys)
@@ -303,6 +338,11 @@ class _Sending:
     events: int
     deliveries: int
     poisoned: int
+    spans: RouteSpans | None  # when the router traces: from the batch's start to its confirm
+
+    def end_spans(self, error: BaseException | None = None) -> None:
+        if self.spans is not None:
+            self.spans.end(error)
 
 
 def _is_data_error(exc: BaseException) -> bool:

@@ -1,5 +1,6 @@
 """A small HTTP CONNECT proxy for tests: a real threaded TCP server on 127.0.0.1 that
-opens tunnels, counts them, and optionally demands `Proxy-Authorization: Basic`.
+opens tunnels, counts them, and optionally demands `Proxy-Authorization: Basic`; given a
+server TLS context it is an https:// proxy (TLS first, then CONNECT inside it).
 
     with ConnectProxy(auth=("hook", "s3cret")) as proxy:
         ... HOOKLINE_EGRESS_PROXY=proxy.url_with("hook", "s3cret") ...
@@ -15,6 +16,7 @@ import base64
 import contextlib
 import socket
 import socketserver
+import ssl
 import threading
 from types import TracebackType
 
@@ -28,6 +30,13 @@ class _Handler(socketserver.BaseRequestHandler):
         client.settimeout(10)
         with proxy.lock:
             proxy.connections += 1
+        if proxy.tls is not None:
+            try:
+                client = proxy.tls.wrap_socket(client, server_side=True)
+            except (ssl.SSLError, OSError):
+                with proxy.lock:
+                    proxy.refused_tls += 1  # the client did not trust this proxy's certificate
+                return
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = client.recv(1)
@@ -78,7 +87,8 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         while data := source.recv(65536):
             sink.sendall(data)
     with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
+        # A TLS connection has no half-close: end it whole (its reader sees the end too).
+        sink.shutdown(socket.SHUT_RDWR if isinstance(sink, ssl.SSLSocket) else socket.SHUT_WR)
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -88,12 +98,16 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class ConnectProxy:
-    def __init__(self, *, auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, *, auth: tuple[str, str] | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.expected = (
             None if auth is None else "Basic " + base64.b64encode(":".join(auth).encode()).decode()
         )
+        self.tls = tls
         self.lock = threading.Lock()
         self.connections = 0  # TCP connections accepted
+        self.refused_tls = 0  # TLS handshakes the client broke off (it refused the certificate)
         self.requests: list[tuple[str, str]] = []  # (method, authority) as asked
         self.tunnels: list[tuple[str, int]] = []  # tunnels opened
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -102,11 +116,15 @@ class ConnectProxy:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def url_with(self, user: str, password: str) -> str:
-        return f"http://{user}:{password}@127.0.0.1:{self.port}"
+        return f"{self.scheme}://{user}:{password}@127.0.0.1:{self.port}"
 
     def __enter__(self) -> ConnectProxy:
         self._thread.start()

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from common.db.models import Delivery
 from common.db.statuses import DeliveryStatus
-from common.transport import Transport
+from common.transport import Message, Transport
 from common.wire import DeliveryMessage, decode, utcnow
 from tests import builders
 from tests.queues import DELIVERY_QUEUES
@@ -48,13 +48,18 @@ def dead_letter(
 
 def published_copies(transport: Transport) -> list[DeliveryMessage]:
     """Consume (and ack) every delivery message waiting in the delivery queues."""
+    return [decode(DeliveryMessage, message.body) for message in published(transport)]
+
+
+def published(transport: Transport) -> list[Message]:
+    """`published_copies` as the messages themselves, headers and all."""
     consumer = transport.consume_many(DELIVERY_QUEUES, prefetch=10_000)
     found = []
     try:
         for message in consumer:
             if message is None:
                 break
-            found.append(decode(DeliveryMessage, message.body))
+            found.append(message)
             consumer.ack(message)
     finally:
         consumer.close()

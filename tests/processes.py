@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -15,6 +16,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def service_env(database_url: str, broker_url: str, **settings: str) -> dict[str, str]:
+    """The environment of services on these stores, for tests on 127.0.0.1: private and
+    plain-http receivers allowed, subscriptions seen within 0.2 s, JSON logs; `settings`
+    as `HOOKLINE_<NAME>` (upper-cased) on top."""
+    env = {
+        **os.environ,
+        "HOOKLINE_DATABASE_URL": database_url,
+        "HOOKLINE_BROKER_URL": broker_url,
+        "HOOKLINE_ALLOW_PRIVATE_TARGETS": "true",
+        "HOOKLINE_ALLOW_HTTP": "true",
+        "HOOKLINE_SUBSCRIPTION_REFRESH_S": "0.2",
+        "HOOKLINE_LOG_FORMAT": "json",
+    }
+    env.update({f"HOOKLINE_{name.upper()}": value for name, value in settings.items()})
+    return env
 
 
 class Services:

@@ -10,6 +10,21 @@ from common.wire import Event, decode
 DRAIN_TIMEOUT_S = 5.0
 
 
+def messages_waiting(transport: Transport, queue: str) -> list[Message]:
+    """Consume (and ack) every message waiting in `queue`, raw."""
+    consumer = transport.consume(queue, prefetch=1000)
+    found: list[Message] = []
+    try:
+        for message in consumer:
+            if message is None:
+                break
+            found.append(message)
+        consumer.ack_many(found)
+    finally:
+        consumer.close()
+    return found
+
+
 def events_waiting(transport: Transport) -> list[tuple[Message, Event]]:
     """Consume (and ack) every event waiting in `hookline.events`, decoded."""
     consumer = transport.consume(topology.EVENTS, prefetch=1000)

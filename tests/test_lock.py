@@ -14,9 +14,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("common", "producer", "router", "dispatcher", "hookline")
 # Import name -> distribution name, where they differ.
+# `opentelemetry` is a namespace the API, the SDK and the exporter (all three declared)
+# share; the API holds what the others build on.
 DISTRIBUTIONS = {"prometheus_client": "prometheus-client", "pydantic_core": "pydantic-core",
                  "pydantic_settings": "pydantic-settings", "typing_extensions":
-                 "typing-extensions", "yaml": "pyyaml"}  # fmt: skip
+                 "typing-extensions", "yaml": "pyyaml",
+                 "opentelemetry": "opentelemetry-api"}  # fmt: skip
 
 
 def normal(name: str) -> str:

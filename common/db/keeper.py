@@ -59,6 +59,7 @@ def maintain(engine: Engine, policy: Policy, today: date | None = None) -> Outco
 
 
 def _run(engine: Engine, autocommit: Connection, policy: Policy, today: date, out: Outcome) -> None:
+    partitions.drop_detached(autocommit)  # what a run that died after its trim left
     ahead = [today + timedelta(days=n) for n in range(policy.ahead_days + 1)]
     known = set(partitions.existing(autocommit, "deliveries"))
     partitions.ensure(autocommit, ahead)
@@ -73,6 +74,7 @@ def _run(engine: Engine, autocommit: Connection, policy: Policy, today: date, ou
         elif day < keep_until and relname.startswith("deliveries_p"):
             with engine.begin() as connection:
                 out.trimmed[day] = partitions.trim(connection, day)
+            partitions.drop_detached(autocommit)
             log.info("kept %d dead deliveries of %s", out.trimmed[day], day)
             if out.trimmed[day] == 0:  # nothing to keep: the day goes at once
                 partitions.drop(autocommit, day)

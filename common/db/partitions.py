@@ -37,6 +37,15 @@ def name(table: str, day: date, *, kept: bool = False) -> str:
     return f"{table}_{'k' if kept else 'p'}{day:%Y%m%d}"
 
 
+def day_of(relname: str) -> date:
+    """The day of a partition, from its name."""
+    match = _NAME.match(relname)
+    if match is None:
+        raise ValueError(f"{relname!r} is not a partition")
+    digits = match[3]
+    return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+
+
 def _bounds(day: date) -> str:
     return f"FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
 
@@ -62,12 +71,7 @@ def existing(connection: Connection, table: str) -> dict[date, str]:
         ),
         {"table": table},
     ).scalars()
-    out: dict[date, str] = {}
-    for relname in rows:
-        match = _NAME.match(relname)
-        if match:
-            out[date(*(int(p) for p in (match[3][:4], match[3][4:6], match[3][6:])))] = relname
-    return out
+    return {day_of(relname): relname for relname in rows if is_partition(relname)}
 
 
 def ensure(connection: Connection, days: Iterable[date]) -> None:
@@ -92,10 +96,35 @@ def drop(connection: Connection, day: date) -> None:
         connection.execute(text(f"DROP TABLE {relname}"))
 
 
+def detached(connection: Connection) -> list[str]:
+    """Tables named as a day's partition that no table holds: what a trim swapped out and
+    `drop_detached` has not removed yet (a process may have died in between)."""
+    rows = connection.execute(
+        text(
+            "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' "
+            "AND c.relnamespace = CAST(current_schema() AS regnamespace) "
+            "AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)"
+        )
+    ).scalars()
+    return sorted(name for name in rows if (m := _NAME.match(name)) and m[2] == "p")
+
+
+def drop_detached(connection: Connection) -> list[str]:
+    """Drop what `detached` lists, one table a transaction (in autocommit): none is part of
+    a table any more, so no query waits for it, however long freeing its files takes."""
+    names = detached(connection)
+    for relname in names:
+        connection.execute(text(f"DROP TABLE IF EXISTS {relname}"))
+    return names
+
+
 def trim(connection: Connection, day: date) -> int:
     """Swap the day's partitions for copies of their unfinished and dead deliveries (and
     the events and attempts of those); returns the deliveries kept. `connection` must be
-    in a transaction, which the caller commits: the swap is all or nothing."""
+    in a transaction, which the caller commits: the swap is all or nothing. The partitions
+    swapped out stay as detached tables for `drop_detached`: dropped inside the swap, they
+    would free their files (seconds for a large day) while the swap's exclusive locks on
+    the partitioned tables still stop every writer."""
     parts = {table: existing(connection, table).get(day) for table in TABLES}
     if parts["deliveries"] is None or parts["deliveries"].startswith("deliveries_k"):
         return 0
@@ -110,7 +139,6 @@ def trim(connection: Connection, day: date) -> int:
         if relname is None:
             continue
         connection.execute(text(f"ALTER TABLE {table} DETACH PARTITION {relname}"))
-        connection.execute(text(f"DROP TABLE {relname}"))
         connection.execute(
             text(f"ALTER TABLE {table} ATTACH PARTITION {name(table, day, kept=True)} "
                  f"FOR VALUES {_bounds(day)}")
@@ -132,9 +160,12 @@ def _copy(connection: Connection, parts: dict[str, str | None], day: date) -> in
         if relname is None:
             continue
         target = name(table, day, kept=True)
+        # With the table's indexes built now, small, so that ATTACH finds them and builds
+        # none while it holds the exclusive lock that stops every writer.
         connection.execute(
             text(
-                f"CREATE TABLE {target} (LIKE {table} INCLUDING DEFAULTS){_STORAGE.get(table, '')}"
+                f"CREATE TABLE {target} (LIKE {table} INCLUDING DEFAULTS INCLUDING INDEXES)"
+                f"{_STORAGE.get(table, '')}"
             )
         )
         # The range as a constraint, so ATTACH need not scan the table to prove it.
@@ -148,4 +179,7 @@ def _copy(connection: Connection, parts: dict[str, str | None], day: date) -> in
         ).rowcount
         if table == "deliveries":
             kept = copied
+            # Its size known, the copies of events and attempts look up the few kept
+            # deliveries' rows by index instead of scanning the day's millions.
+            connection.execute(text(f"ANALYZE {target}"))
     return kept

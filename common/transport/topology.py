@@ -20,7 +20,10 @@ DELIVERIES = "hookline.deliveries"
 SHARDS = "hookline.shards"
 UNSHARDED = "hookline.unsharded"
 DEFAULT_SHARDS = 8
-# The shard a tenant over its fair share spills into (router/spill.py): served as one more
+# Deliveries per second a tenant puts in its own shard, per publishing process, before the
+# rest spill to the overflow shard (`spill.py`; `HOOKLINE_DELIVERY_SHARE_PER_S`).
+DEFAULT_SHARE_PER_S = 100
+# The shard a tenant over its fair share spills into (spill.py): served as one more
 # shard, so a burst there takes one turn, and the tenants hashed beside it keep theirs.
 OVERFLOW_SHARD = "overflow"
 RETRY = "hookline.retry"
@@ -106,6 +109,12 @@ def retry_queue(delay_s: float) -> str:
 
 def shard_queue(shard: int | str) -> str:
     return f"{DELIVERIES}.{shard}"
+
+
+def is_delivery_queue(name: str) -> bool:
+    """A queue dispatchers take deliveries from: a shard, the overflow shard, or the
+    unsharded queue (`Topology.delivery_queues` for one shard count)."""
+    return name == DELIVERIES or name.startswith(f"{DELIVERIES}.")
 
 
 def shard_of(tenant: str, shards: int) -> int:

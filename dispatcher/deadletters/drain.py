@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
-from sqlalchemy import Boolean, Table, and_, bindparam, func, or_, update
+from sqlalchemy import Boolean, Date, Table, and_, bindparam, func, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +24,7 @@ from common.db.models import Delivery
 from common.db.statuses import DeliveryStatus
 from common.db.types import UtcDateTime
 from common.errors import DecodeError, TransportError
+from common.ids import day_of
 from common.service import (
     DATABASE_OUTAGE_BOUND_S,
     DATABASE_RETRY_MAX_WAIT_S,
@@ -40,7 +41,7 @@ BATCH_SIZE = 100
 
 _deliveries = cast(Table, Delivery.__table__)
 # Idempotent: a row already dead with a reason, or finished otherwise, is left alone.
-_MARK_DEAD = (
+_MARK_ANY_DAY = (
     update(_deliveries)
     .where(_deliveries.c.id == bindparam("b_id"))
     .where(_deliveries.c.attempts <= bindparam("b_attempt"))
@@ -63,6 +64,8 @@ _MARK_DEAD = (
         ),
     )
 )
+# The same on the day the delivery id carries (`common.db.days`): one partition.
+_MARK_ON_ITS_DAY = _MARK_ANY_DAY.where(_deliveries.c.day == bindparam("b_day", type_=Date))
 
 
 class _Outage:
@@ -159,10 +162,15 @@ class DeadLetterDrain(BackgroundThread):
             reason = str(message.headers.get(tp.H_REASON) or "unknown")
             rows.append(
                 {"b_id": delivery.delivery_id, "b_attempt": delivery.attempt,
-                 "b_replay": delivery.replay, "b_reason": reason, "b_now": now}
+                 "b_replay": delivery.replay, "b_reason": reason, "b_now": now,
+                 "b_day": day_of(delivery.delivery_id)}
             )  # fmt: skip
+        dated = [row for row in rows if row["b_day"] is not None]
+        undated = [row for row in rows if row["b_day"] is None]  # ids from before 0011
         if rows:
             with self._sessionmaker() as session, session.begin():
-                session.execute(_MARK_DEAD, rows)
+                for statement, some in ((_MARK_ON_ITS_DAY, dated), (_MARK_ANY_DAY, undated)):
+                    if some:
+                        session.execute(statement, some)
         if poisoned:
             self._transport.publish(poisoned, timeout_s=self._publish_timeout_s)

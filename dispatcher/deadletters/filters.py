@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from common.db.days import on_their_days
 from common.db.models import Delivery
 from common.db.session import rowcount
 from common.db.statuses import DeliveryStatus
@@ -90,7 +91,7 @@ class DeadFilter:
         if self.until is not None:
             c.append(Delivery.finished_at < self.until)
         if self.ids:
-            c.append(Delivery.id.in_(self.ids))
+            c.extend((Delivery.id.in_(self.ids), *on_their_days(Delivery.day, self.ids)))
         return c
 
 

@@ -32,12 +32,6 @@ from common.wire import utcnow
 MAX_HEADER_TEXT = 500
 DRAIN_LIMIT = 10_000
 DRAIN_BATCH = 200
-# Where a re-submitted message goes, by the queue it was poisoned from.
-_TARGETS = {
-    tp.EVENTS: tp.EVENTS,
-    tp.DELIVERIES: tp.DELIVERIES,
-    tp.DEAD: tp.DEAD,
-}
 
 
 def _text(value: Any) -> Any:
@@ -148,6 +142,11 @@ class PoisonFilter:
     until: datetime | None = None
     ids: tuple[str, ...] = ()
 
+    @property
+    def narrows(self) -> bool:
+        """Whether anything but the tenant narrows the selection."""
+        return any((self.source_queue, self.since, self.until, self.ids))
+
     def conditions(self) -> list[Any]:
         c: list[Any] = []
         if self.tenant is not None:
@@ -194,21 +193,27 @@ def resubmit(
     *,
     body: bytes | None = None,
     publish_timeout_s: float = 30.0,
+    shards: int = tp.DEFAULT_SHARDS,
 ) -> None:
     """Publish the message (or a corrected `body`) back to where it came from, confirmed,
-    then mark the row re-submitted. The caller commits."""
-    exchange = _TARGETS.get(row.source_queue)
-    if exchange is None:
-        raise ResubmitError(f"cannot re-submit a message from {row.source_queue!r}")
+    then mark the row re-submitted. The caller commits. `shards`: the deployment's
+    `HOOKLINE_DELIVERY_SHARDS`, for a delivery message."""
     payload = body if body is not None else raw_body(row)
-    if exchange == tp.EVENTS:  # the topic queue is bound to `#`; the type reads well in logs
+    headers: dict[str, Any] = {"x-hookline-resubmitted": row.id}
+    # Back where it was going, by the queue it was poisoned from: a delivery from any
+    # delivery queue (a shard, overflow, unsharded) to its tenant's shard.
+    if tp.is_delivery_queue(row.source_queue):
+        exchange, routing_key = tp.DELIVERIES, tp.DELIVERY_ROUTING_KEY
+        tenant = _field(payload, "tenant")
+        if tenant:  # without one it finds no shard and waits in the unsharded queue
+            headers.update(tp.shard_headers(tenant, shards))
+    elif row.source_queue == tp.EVENTS:  # bound to `#`; the type reads well in logs
         event_type = _field(payload, "type")
-        routing_key = event_type[:255] if event_type else "resubmitted"
-    elif exchange == tp.DELIVERIES:
-        routing_key = tp.DELIVERY_ROUTING_KEY
+        exchange, routing_key = tp.EVENTS, event_type[:255] if event_type else "resubmitted"
+    elif row.source_queue == tp.DEAD:
+        exchange, routing_key = tp.DEAD, ""
     else:
-        routing_key = ""
-    headers = {"x-hookline-resubmitted": row.id}
+        raise ResubmitError(f"cannot re-submit a message from {row.source_queue!r}")
     transport.publish(
         [Outgoing(exchange, routing_key, payload, headers, None)], timeout_s=publish_timeout_s
     )

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.db.models import Attempt, Delivery, EventRow, Subscription, on_its_day
+from common.db import lookup
+from common.db.models import Attempt, Delivery, EventRow, Subscription
 from dispatcher.http import RESERVED_HEADERS, USER_AGENT
 
 MASK = "***"
@@ -45,22 +45,12 @@ class DeadDetail:
 
 def detail(session: Session, delivery_id: str, *, tenant: str | None) -> DeadDetail | None:
     """The delivery (dead or not: a replayed one is still worth looking at), or None."""
-    query = select(Delivery).where(
-        Delivery.id == delivery_id, *on_its_day(Delivery.day, delivery_id)
-    )
-    if tenant is not None:
-        query = query.where(Delivery.tenant_id == tenant)
-    delivery = session.scalars(query).first()
+    scope = () if tenant is None else (Delivery.tenant_id == tenant,)
+    delivery = lookup.delivery(session, delivery_id, *scope)
     if delivery is None:
         return None
-    event = session.get(EventRow, (delivery.tenant_id, delivery.event_id))
-    attempts = list(
-        session.scalars(
-            select(Attempt)
-            .where(Attempt.delivery_id == delivery.id, *on_its_day(Attempt.day, delivery.id))
-            .order_by(Attempt.id)
-        )
-    )
+    event = lookup.event(session, delivery.tenant_id, delivery.event_id, delivery.day)
+    attempts = lookup.attempts(session, delivery.id)
     subscription = session.get(Subscription, delivery.subscription_id)
     static = cast(dict[str, str], subscription.headers if subscription else {}) or {}
     return DeadDetail(delivery, event, attempts, headers_sent(static, delivery.event_id))

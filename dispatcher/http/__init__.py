@@ -4,7 +4,9 @@ deadline, ending in a `SendResult` whatever happens.
 `client.py` (the `Sender`: SSRF check, the gate around the POST, one result), `request.py`
 (body, signed headers, the request bytes), `pool.py` (keep-alive connections pinned to
 checked addresses, TLS), `exchange.py` (one request and its answer on one socket),
-`proxy.py` (the CONNECT tunnel through the egress proxy).
+`proxy.py` (the CONNECT tunnel through the egress proxy, over TLS to an https:// one),
+`tls_in_tls.py` (an https target's TLS inside an https:// proxy's), `shape.py` (what an
+attempt's headers looked like, without secrets, for the attempt's row).
 """
 
 from dispatcher.http.client import Gate, OpenGate, Sender, SendResult
@@ -19,12 +21,15 @@ from dispatcher.http.request import (
     request_target,
     webhook_body,
 )
+from dispatcher.http.shape import MASK, HeaderShape, header_shape, headers_shown
 
 __all__ = [
+    "MASK",
     "RESERVED_HEADERS",
     "USER_AGENT",
     "DeadlineExceeded",
     "Gate",
+    "HeaderShape",
     "OpenGate",
     "Pool",
     "Pools",
@@ -34,6 +39,8 @@ __all__ = [
     "SendResult",
     "Sender",
     "build_headers",
+    "header_shape",
+    "headers_shown",
     "host_name",
     "request_bytes",
     "request_target",

@@ -9,15 +9,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from common.errors import UnsafeTargetError
 from common.settings import Settings
 from common.ssrf import CachingResolver, Resolver, Target, check_url, system_resolver
+from common.tracing import TraceContext
 from common.wire import DeliveryMessage, utcnow
 from dispatcher.http.exchange import DeadlineExceeded, ProtocolError
 from dispatcher.http.pool import Pools
 from dispatcher.http.request import build_headers, request_bytes, request_target, webhook_body
+from dispatcher.http.shape import HeaderShape, header_shape
 from dispatcher.subscriptions import Endpoint
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,10 @@ class SendResult:
     retry_after: str | None = None
     unsafe: bool = False  # the SSRF guard refused the URL
     deferred: bool = False  # the gate held the attempt back; nothing was sent
+    # Set once the request was signed (sent, or tried): when (its `webhook-timestamp` in
+    # whole seconds), and the shape of its headers.
+    signed_at: datetime | None = None
+    shape: HeaderShape | None = None
 
     @property
     def complete(self) -> bool:
@@ -83,7 +90,10 @@ class Sender:
             verify=verify, maxsize=settings.dispatcher_concurrency, proxy=settings.proxy
         )
 
-    def send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
+    def send(
+        self, endpoint: Endpoint, delivery: DeliveryMessage, trace: TraceContext | None = None
+    ) -> SendResult:
+        """One POST; `trace`, when given, goes out as the request's `traceparent`."""
         started = time.monotonic()
         settings = self._settings
         try:
@@ -101,7 +111,7 @@ class Sender:
             return SendResult(None, 0.0, deferred=True)
         result = SendResult(None, 0.0, "not sent")
         try:
-            result = self._post(target, endpoint, delivery, started)
+            result = self._post(target, endpoint, delivery, started, trace)
         except Exception as exc:
             # A bug here must still end as a recorded, retried attempt, never a lost message.
             log.exception("sender failed", extra={"delivery_id": delivery.delivery_id})
@@ -111,18 +121,28 @@ class Sender:
         return result
 
     def _post(
-        self, target: Target, endpoint: Endpoint, delivery: DeliveryMessage, started: float
+        self,
+        target: Target,
+        endpoint: Endpoint,
+        delivery: DeliveryMessage,
+        started: float,
+        trace: TraceContext | None,
     ) -> SendResult:
         settings = self._settings
         body = webhook_body(delivery.event)
-        timestamp = int(time.time())
-        secrets = endpoint.secrets_at(utcnow())
-        headers = build_headers(endpoint.headers, delivery.event_id, timestamp, body, secrets)
+        # One clock reading for the signature's timestamp and the attempt's recorded time,
+        # so the portal shows the `webhook-timestamp` that was sent without storing it.
+        signed_at = utcnow()
+        secrets = endpoint.secrets_at(signed_at)
+        headers = build_headers(
+            endpoint.headers, delivery.event_id, int(signed_at.timestamp()), body, secrets, trace
+        )
         path, host = request_target(target)
         try:
             request = request_bytes(path, host, headers, body)
         except ValueError as exc:
             return SendResult(None, time.monotonic() - started, f"invalid request: {exc}"[:500])
+        shape = header_shape(headers)
         pool = self._pools.get(target.scheme, target.address, target.port, target.host)
         try:
             response = pool.request(
@@ -132,10 +152,15 @@ class Sender:
                 limit=settings.max_response_bytes,
             )
         except (DeadlineExceeded, TimeoutError):
-            return SendResult(None, time.monotonic() - started, self._timeout_message())
+            timeout = self._timeout_message()
+            return SendResult(
+                None, time.monotonic() - started, timeout, signed_at=signed_at, shape=shape
+            )
         except (ProtocolError, OSError) as exc:
             failure = f"connection failed: {type(exc).__name__}: {exc}"[:500]
-            return SendResult(None, time.monotonic() - started, failure)
+            return SendResult(
+                None, time.monotonic() - started, failure, signed_at=signed_at, shape=shape
+            )
         return SendResult(
             response.status,
             time.monotonic() - started,
@@ -143,6 +168,8 @@ class Sender:
             response.body,
             response.truncated,
             response.headers.get("retry-after"),
+            signed_at=signed_at,
+            shape=shape,
         )
 
     def _timeout_message(self) -> str:

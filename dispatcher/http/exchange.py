@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import select
 import selectors
-import socket
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 MAX_HEAD_BYTES = 64 * 1024
 RECV_BYTES = 64 * 1024
@@ -50,7 +50,18 @@ class Response:
     reusable: bool = field(default=False, repr=False)
 
 
-def _readable_now(sock: socket.socket) -> bool:
+class Stream(Protocol):
+    """What an exchange uses of its connection: a socket, a TLS socket, or TLS inside the
+    TLS connection to an https:// egress proxy (`tls_in_tls.py`)."""
+
+    def send(self, data: bytes | memoryview, /) -> int: ...
+    def recv(self, size: int, /) -> bytes: ...
+    def settimeout(self, timeout_s: float | None, /) -> None: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def _readable_now(sock: Stream) -> bool:
     """Whether `sock` has bytes, an EOF or an error waiting. Not with `select.select`: it
     refuses descriptors of 1024 and above, which a busy dispatcher's sockets reach, and then
     every idle connection was dropped and each POST opened a new one (issue 14.12)."""
@@ -66,7 +77,7 @@ def _readable_now(sock: socket.socket) -> bool:
 class Conn:
     """One socket with the bytes received past the last answer."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Stream) -> None:
         self.sock = sock
         self.buffer = bytearray()
         self.reused = False

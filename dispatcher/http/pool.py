@@ -14,7 +14,8 @@ For https, the socket sends SNI for that name and the TLS context verifies the c
 against it, not against the address.
 
 Egress proxy: with one configured (`proxy.py`), every connection is a CONNECT tunnel to
-the checked address, and TLS runs inside it; a pool still holds one target's connections.
+the checked address, and TLS runs inside it (inside the proxy's own TLS for an https://
+proxy: `tls_in_tls.py`); a pool still holds one target's connections.
 
 Deadline: connecting and the TLS handshake wait at most until the request's deadline too.
 A connection is reused only when its answer was read to the end, the server did not ask to
@@ -32,6 +33,7 @@ from collections import OrderedDict
 from common.egress import Proxy
 from dispatcher.http.exchange import Conn, DeadlineExceeded, Dropped, Response, exchange
 from dispatcher.http.proxy import open_tunnel
+from dispatcher.http.tls_in_tls import wrap_tls
 
 MAX_POOLS = 1024
 
@@ -136,13 +138,13 @@ class Pool:
             )
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._context is not None:
-                sock.settimeout(max(deadline_at - time.monotonic(), 0.001))
-                sock = self._context.wrap_socket(sock, server_hostname=self.name)
+            if self._context is None:
+                return Conn(sock)
+            remaining = max(deadline_at - time.monotonic(), 0.001)
+            return Conn(wrap_tls(self._context, sock, self.name, remaining))
         except BaseException:
             sock.close()
             raise
-        return Conn(sock)
 
     def _give_back(self, conn: Conn) -> None:
         with self._lock:

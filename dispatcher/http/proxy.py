@@ -1,9 +1,12 @@
 """The egress proxy: deliveries and handshakes leave through an HTTP CONNECT proxy when
-`HOOKLINE_EGRESS_PROXY` is set (`http://[user:pass@]host:port`).
+`HOOKLINE_EGRESS_PROXY` is set (`http(s)://[user:pass@]host:port`).
 
 Every target, http or https, is reached through a tunnel: a TCP connection to the proxy,
-`CONNECT <checked address>:<port>`, then (for https) TLS to the target over it, with SNI
-and the certificate check for the target's name. The tunnel names the address the SSRF
+for an `https://` proxy TLS to it (its certificate checked against its name, with the
+system's CAs or `HOOKLINE_EGRESS_PROXY_CA`: a proxy nothing vouches for is refused before
+anything is sent to it), `CONNECT <checked address>:<port>`, then (for https targets) TLS
+to the target over it, with SNI and the certificate check for the target's name; through
+an https proxy that is TLS inside TLS (`tls_in_tls.py`). The tunnel names the address the SSRF
 guard checked, not the host name, so the proxy cannot resolve the name to somewhere else:
 pinning holds through the proxy. The proxy itself is exempt from the guard because the
 operator configured it; it is never a target.
@@ -15,8 +18,10 @@ proxy's HTTP status, never what was sent).
 
 from __future__ import annotations
 
+import functools
 import http
 import socket
+import ssl
 import time
 
 from common.egress import Proxy
@@ -29,6 +34,14 @@ _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 class ProxyError(OSError):
     """The egress proxy could not be reached or would not open the tunnel; an `OSError`,
     so an attempt that meets it fails as a connection failure does, and is retried."""
+
+
+@functools.cache
+def proxy_tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """How an https:// proxy is checked: its name and chain, against `ca_file` or the
+    system's CAs (not certifi's, as targets are: a proxy is the operator's own, often
+    under a company CA that the system store holds). One per CA file: loading it is slow."""
+    return ssl.create_default_context(cafile=ca_file)
 
 
 def connect_request(proxy: Proxy, address: str, port: int) -> bytes:
@@ -79,6 +92,8 @@ def open_tunnel(
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(max(deadline_at - time.monotonic(), 0.001))
+        if proxy.tls:
+            sock = _tls_to(proxy, sock)
         sock.sendall(connect_request(proxy, address, port))
         status = _read_answer(sock, deadline_at)
         if not 200 <= status < 300:
@@ -88,3 +103,21 @@ def open_tunnel(
         sock.close()
         raise
     return sock
+
+
+def _tls_to(proxy: Proxy, sock: socket.socket) -> ssl.SSLSocket:
+    """TLS to the proxy itself, within the socket's timeout; a certificate that does not
+    check out is a `ProxyError` naming the proxy and the reason, never its credentials."""
+    context = proxy_tls_context(proxy.ca_file)
+    try:
+        return context.wrap_socket(sock, server_hostname=proxy.host)
+    except ssl.SSLCertVerificationError as exc:
+        raise ProxyError(
+            f"the egress proxy {proxy} failed the certificate check: {exc.verify_message}"
+            " (the proxy's CA: HOOKLINE_EGRESS_PROXY_CA, else the system's)"
+        ) from None
+    except ssl.SSLError as exc:
+        reason = (exc.reason or type(exc).__name__).lower().replace("_", " ")
+        raise ProxyError(f"TLS to the egress proxy {proxy} failed: {reason}") from None
+    except TimeoutError:
+        raise DeadlineExceeded from None

@@ -14,14 +14,17 @@ from urllib.parse import quote, urlsplit
 from common import __version__
 from common.signing import signature_header
 from common.ssrf import Target
+from common.tracing import TraceContext
 from common.wire import Event
 
 USER_AGENT = f"Hookline/{__version__}"
-# Headers Hookline owns; a subscription's static headers cannot replace them.
+# Headers Hookline owns; a subscription's static headers cannot replace them. The trace
+# context is Hookline's too: it is the attempt's, sent to subscriptions that opted in.
 RESERVED_HEADERS = frozenset(
     {
         "webhook-id", "webhook-timestamp", "webhook-signature", "content-type",
         "content-length", "transfer-encoding", "user-agent", "host", "connection",
+        "traceparent", "tracestate",
     }
 )  # fmt: skip
 
@@ -36,8 +39,11 @@ def build_headers(
     timestamp: int,
     body: bytes,
     secrets: Sequence[str],
+    trace: TraceContext | None = None,
 ) -> dict[str, str]:
-    """The request headers: the subscription's own first, then the ones Hookline owns."""
+    """The request headers: the subscription's own first, then the ones Hookline owns,
+    then the attempt's trace context when the subscription opted in (not signed: the
+    signature covers the id, the timestamp and the body only)."""
     headers = {k: v for k, v in static.items() if k.lower() not in RESERVED_HEADERS}
     headers.update(
         {
@@ -48,6 +54,8 @@ def build_headers(
             "user-agent": USER_AGENT,
         }
     )
+    if trace is not None:
+        headers.update(trace.headers())
     return headers
 
 

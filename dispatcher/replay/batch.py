@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from common.transport import Outgoing
+from common.transport.spill import Spill
 from dispatcher.replay.copies import copy
 
 # What a copy is built from: delivery id, subscription, tenant, event id, type, operation,
-# timestamp, and the event's data as JSON text (`copies.copy`).
-CopyRow = tuple[str, str, str, str, str, str | None, datetime, str]
+# timestamp, the event's data as JSON text, and the context it was routed in (`copies.copy`).
+CopyRow = tuple[str, str, str, str, str, str | None, datetime, str, str | None]
 
 
 @dataclass
@@ -46,9 +47,9 @@ class Batch:
     skipped: int = 0  # counted on the job by the claim
     done: int = 0  # reclaimed items already published before the kill; counted too
 
-    def copies(self, job_id: str) -> list[Outgoing]:
+    def copies(self, job_id: str, spill: Spill) -> list[Outgoing]:
         """The messages, built where they are published (off the claiming thread)."""
-        return [copy(job_id, *row) for row in self.rows]
+        return [copy(job_id, spill, *row) for row in self.rows]
 
     def sent(self) -> list[str]:
         return [row[0] for row in self.rows]

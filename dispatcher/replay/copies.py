@@ -10,8 +10,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from common.tracing import TRACEPARENT
 from common.transport import Outgoing
 from common.transport import topology as tp
+from common.transport.spill import Spill
 
 H_REPLAY_JOB = "x-hookline-replay-job"
 _COMPACT = (",", ":")
@@ -67,6 +69,7 @@ def body(
 
 def copy(
     job_id: str,
+    spill: Spill,
     delivery_id: str,
     subscription_id: str,
     tenant: str,
@@ -75,11 +78,16 @@ def copy(
     operation: str | None,
     timestamp: datetime,
     data_json: str,
+    traceparent: str | None = None,
 ) -> Outgoing:
-    """The message a replay publishes for one delivery, tagged with its job."""
+    """The message a replay publishes for one delivery, tagged with its job, to its tenant's
+    shard — or the overflow shard past the tenant's share of this second, so that a large
+    replay waits behind the tenants hashed beside it, not they behind it — and in the trace
+    its event was routed in, when the router traced it (its row keeps the context)."""
     encoded = body(
         delivery_id, subscription_id, tenant, event_id, type_, operation, timestamp, data_json
     )
-    return Outgoing(
-        tp.DELIVERIES, tp.DELIVERY_ROUTING_KEY, encoded, {H_REPLAY_JOB: job_id}, delivery_id
-    )
+    headers: dict[str, object] = {H_REPLAY_JOB: job_id, **spill.headers(tenant)}
+    if traceparent is not None:
+        headers[TRACEPARENT] = traceparent
+    return Outgoing(tp.DELIVERIES, tp.DELIVERY_ROUTING_KEY, encoded, headers, delivery_id)

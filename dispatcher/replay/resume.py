@@ -67,6 +67,8 @@ class Resumer(BackgroundThread):
         publish_timeout_s: float = 30.0,
         metrics: Metrics | None = None,
         every_s: float = RESUME_EVERY_S,
+        shards: int = topology.DEFAULT_SHARDS,
+        share_per_s: int = topology.DEFAULT_SHARE_PER_S,
     ) -> None:
         super().__init__("replay-resume")
         self._open_transport = open_transport  # a connection of its own, opened when needed
@@ -75,6 +77,8 @@ class Resumer(BackgroundThread):
         self._publish_timeout_s = publish_timeout_s
         self._metrics = metrics
         self._every_s = every_s
+        self._shards = shards
+        self._share_per_s = share_per_s
 
     def run(self) -> None:
         while not self.stopping.wait(self._every_s):
@@ -93,7 +97,7 @@ class Resumer(BackgroundThread):
                 break
             transport = self._open_transport()
             try:
-                transport.declare(topology.build(self._retry_tiers_s))
+                transport.declare(topology.build(self._retry_tiers_s, self._shards))
                 runner = Runner(
                     transport,
                     self._sessionmaker,
@@ -101,6 +105,8 @@ class Resumer(BackgroundThread):
                     publish_timeout_s=self._publish_timeout_s,
                     metrics=self._metrics,
                     keep_claim_on_stop=True,
+                    shards=self._shards,
+                    share_per_s=self._share_per_s,
                 )
                 log.info("resuming replay job", extra={"job_id": job_id})
                 job = runner.run(stop)

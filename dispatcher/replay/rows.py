@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Text, cast, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db.days import on_their_days
 from common.db.models import Delivery, EventRow, ReplayItem, ReplayJob
 from common.db.statuses import DeliveryStatus, ReplayItemStatus
 from common.wire import utcnow
@@ -46,16 +47,16 @@ class Batches:
     def _claim_pg(self, size: int) -> Batch:
         now = utcnow()
         with self._sessionmaker() as session, session.begin():
-            rows = rows_pg.claim(session, self.job_id, size, now)
-            won = {r.delivery_id for r in rows if r.won}
-            lost = [r.delivery_id for r in rows if not r.won and r.delivery_id not in won]
+            picked = rows_pg.pick(session, self.job_id, size)
+            if not picked:
+                return Batch(picked=0)
+            rows = rows_pg.claim(session, self.job_id, picked, now)
+            won = {r.delivery_id for r in rows}
+            lost = [p.delivery_id for p in picked if p.delivery_id not in won]
             if lost:  # no longer dead, or another job claimed it first
                 rows_pg.skip(session, self.job_id, lost, SKIPPED_ERROR)
-        picked = [r.seq for r in rows if not r.won]
-        batch = Batch(picked=len(picked), last_seq=max(picked, default=0), skipped=len(lost))
+        batch = Batch(picked=len(picked), last_seq=max(p.seq for p in picked), skipped=len(lost))
         for r in rows:
-            if not r.won:
-                continue
             batch.stamps[r.delivery_id] = now
             if r.event_id is None:
                 batch.missing.append(r.delivery_id)
@@ -70,6 +71,7 @@ class Batches:
                         r.operation,
                         r.timestamp,
                         r.data,
+                        r.traceparent,
                     )
                 )
         return batch
@@ -106,6 +108,7 @@ class Batches:
                 update(Delivery)
                 .where(
                     self._among(Delivery.id, ids),
+                    *on_their_days(Delivery.day, ids),
                     Delivery.status == DeliveryStatus.DEAD,
                     Delivery.replay_count == base,
                 )
@@ -115,7 +118,9 @@ class Batches:
             won = set(
                 session.scalars(
                     select(Delivery.id).where(
-                        self._among(Delivery.id, ids), Delivery.updated_at == now
+                        self._among(Delivery.id, ids),
+                        *on_their_days(Delivery.day, ids),
+                        Delivery.updated_at == now,
                     )
                 )
             )
@@ -138,15 +143,8 @@ class Batches:
         """The next claimed items (past `after_seq`) of a runner that died: copies of those
         still untouched since their claim; the ones that moved on are `sent` already."""
         with self._sessionmaker() as session, session.begin():
-            rows = session.execute(
-                select(
-                    ReplayItem.delivery_id,
-                    ReplayItem.seq,
-                    ReplayItem.claimed_at,
-                    Delivery.status,
-                    Delivery.updated_at,
-                )
-                .join(Delivery, Delivery.id == ReplayItem.delivery_id, isouter=True)
+            items = session.execute(
+                select(ReplayItem.delivery_id, ReplayItem.seq, ReplayItem.claimed_at)
                 .where(
                     ReplayItem.job_id == self.job_id,
                     ReplayItem.state == ReplayItemStatus.CLAIMED,
@@ -155,21 +153,35 @@ class Batches:
                 .order_by(ReplayItem.seq)
                 .limit(size)
             ).all()
-            if not rows:
+            if not items:
                 return Batch(picked=0)
+            ids = [item.delivery_id for item in items]
+            # Read apart from the items, so that the ids' days reach the query (one partition).
+            still_dead = dict(
+                session.execute(
+                    select(Delivery.id, Delivery.updated_at).where(
+                        self._among(Delivery.id, ids),
+                        *on_their_days(Delivery.day, ids),
+                        Delivery.status == DeliveryStatus.DEAD,
+                    )
+                )
+                .tuples()
+                .all()
+            )
             untouched = {
-                r.delivery_id: r.claimed_at
-                for r in rows
-                if r.status == DeliveryStatus.DEAD and r.updated_at == r.claimed_at
+                item.delivery_id: item.claimed_at
+                for item in items
+                if item.delivery_id in still_dead
+                and still_dead[item.delivery_id] == item.claimed_at
             }
-            moved = [r.delivery_id for r in rows if r.delivery_id not in untouched]
+            moved = [i for i in ids if i not in untouched]
             if moved:  # its copy was published, and a dispatcher (or the mark) took it
                 self._set_items(session, moved, ReplayItemStatus.SENT)
                 self._count(session, done=len(moved))
             copy_rows, missing = self._copy_rows(session, list(untouched))
         return Batch(
-            picked=len(rows),
-            last_seq=max(r.seq for r in rows),
+            picked=len(items),
+            last_seq=max(item.seq for item in items),
             stamps=untouched,
             rows=copy_rows,
             missing=missing,
@@ -189,12 +201,13 @@ class Batches:
                 EventRow.operation,
                 EventRow.timestamp,
                 cast(EventRow.data, Text),
+                EventRow.traceparent,
             )
             .join(
                 EventRow,
                 (EventRow.tenant_id == Delivery.tenant_id) & (EventRow.id == Delivery.event_id),
             )
-            .where(self._among(Delivery.id, ids))
+            .where(self._among(Delivery.id, ids), *_on_their_days_with_events(ids))
         ).tuples()
         found: list[CopyRow] = list(rows)
         have = {row[0] for row in found}
@@ -236,6 +249,7 @@ class Batches:
                     update(Delivery)
                     .where(
                         self._among(Delivery.id, ids),
+                        *on_their_days(Delivery.day, ids),
                         Delivery.status == DeliveryStatus.DEAD,
                         Delivery.updated_at == stamp,
                     )
@@ -280,3 +294,12 @@ class Batches:
             )
             .execution_options(synchronize_session=False)
         )
+
+
+def _on_their_days_with_events(ids: Sequence[str]) -> list[ColumnElement[bool]]:
+    """The deliveries' and their events' days, as the PostgreSQL claim reads them: an event
+    lives on its deliveries' day (`common.db.days`). Nothing for ids without time."""
+    on_days = on_their_days(Delivery.day, ids)
+    if not on_days:
+        return []
+    return [*on_days, EventRow.day == Delivery.day, *on_their_days(EventRow.day, ids)]

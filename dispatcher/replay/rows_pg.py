@@ -1,12 +1,13 @@
-"""The PostgreSQL statements of a replay batch: the claim and the mark, one each.
+"""The PostgreSQL statements of a replay batch: the pick and the claim, then the mark.
 
-Data-modifying CTEs run in one statement and one snapshot: the claim picks the job's next
-todo items (locked, skipping any a second runner holds), wins the deliveries still dead
-with the count the job saw, sets every picked item claimed or skipped, counts the skips on
-the job and returns the columns of the copies; the mark reopens the deliveries that still
-carry their claim stamp, settles the items and counts and heartbeats the job. Ids and
-stamps go as array parameters, so each statement is planned once whatever the batch size.
-The steps and why they are safe are in `batch.py`.
+The pick takes the job's next todo items (locked, skipping any a second runner holds);
+data-modifying CTEs then run in one statement and one snapshot each: the claim wins the
+picked deliveries still dead with the count the job saw, sets every picked item claimed
+and returns the columns of the copies (the few not won are skipped and counted on the job
+by `skip`); the mark reopens the deliveries that still carry their claim stamp, settles
+the items and counts and heartbeats the job. Ids, stamps and the days the ids carry go as
+array parameters, so each statement is planned once whatever the batch size, and reads
+the partitions of the batch's days only. The steps and why they are safe are in `batch.py`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from common.db.days import days_of
 from common.db.types import UtcDateTime
 
 # Two jobs on overlapping sets, or a mark beside a dispatcher's settle, may lock the same
@@ -29,37 +31,51 @@ _RETRYABLE_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization fa
 _TRIES = 5
 T = TypeVar("T")
 
+# The pick comes first, on its own: the ids it picked name the days their deliveries (and
+# events) live on (`common.db.days`), and the claim passes those days as a parameter, so
+# PostgreSQL reads only their partitions, usually one, instead of probing every day's.
+_PG_PICK = text(
+    """
+SELECT delivery_id, seq, base_replay_count FROM replay_items
+WHERE job_id = :job AND state = 'todo'
+ORDER BY seq LIMIT :size
+FOR UPDATE SKIP LOCKED
+"""
+)
+
+
+def _on_days(alias: str, on_days: bool) -> str:
+    return f" AND {alias}.day = ANY(CAST(:days AS date[]))" if on_days else ""
+
+
 # No CTE is joined to another CTE here: a CTE has no index, and a nested loop over two of
 # them (which a stale row estimate of a job's fresh items invites) is quadratic in the batch.
 # So every picked item is set `claimed`, the won deliveries come back as rows of their own,
-# and the few that were not won are set `skipped` by a second statement (`skip`).
-_PG_CLAIM = text(
-    """
-WITH picked AS (
-    SELECT delivery_id, seq, base_replay_count FROM replay_items
-    WHERE job_id = :job AND state = 'todo'
-    ORDER BY seq LIMIT :size
-    FOR UPDATE SKIP LOCKED
-), won AS (
+# and the few that were not won are set `skipped` by a second statement (`skip`). An event
+# lives on its deliveries' day; without days (ids from before 0011) it is looked for in
+# every partition.
+_PG_CLAIM = {
+    on_days: text(
+        f"""
+WITH won AS (
     UPDATE deliveries AS d SET replay_count = d.replay_count + 1, updated_at = :now
-    FROM picked AS p
-    WHERE d.id = p.delivery_id AND d.status = 'dead' AND d.replay_count = p.base_replay_count
-    RETURNING d.id, d.tenant_id, d.event_id, d.subscription_id
+    FROM unnest(CAST(:ids AS text[]), CAST(:bases AS integer[])) AS p(delivery_id, base)
+    WHERE d.id = p.delivery_id AND d.status = 'dead' AND d.replay_count = p.base
+        {_on_days("d", on_days)}
+    RETURNING d.id, d.tenant_id, d.event_id, d.subscription_id, d.day
 ), items AS (
-    UPDATE replay_items AS i SET state = 'claimed', claimed_at = :now
-    FROM picked AS p
-    WHERE i.job_id = :job AND i.delivery_id = p.delivery_id
+    UPDATE replay_items SET state = 'claimed', claimed_at = :now
+    WHERE job_id = :job AND delivery_id = ANY(CAST(:ids AS text[]))
 )
-SELECT false AS won, p.seq, p.delivery_id, NULL AS subscription_id, NULL AS tenant_id,
-    NULL AS event_id, NULL AS type, NULL AS operation, NULL AS timestamp, NULL AS data
-FROM picked AS p
-UNION ALL
-SELECT true, NULL, w.id, w.subscription_id, e.tenant_id, e.id, e.type, e.operation,
-    e.timestamp, CAST(e.data AS text)
+SELECT w.id AS delivery_id, w.subscription_id, e.tenant_id, e.id AS event_id, e.type,
+    e.operation, e.timestamp, CAST(e.data AS text) AS data, e.traceparent
 FROM won AS w
 LEFT JOIN events AS e ON e.tenant_id = w.tenant_id AND e.id = w.event_id
+    {" AND e.day = w.day" if on_days else ""}{_on_days("e", on_days)}
 """
-).columns(timestamp=UtcDateTime())
+    ).columns(timestamp=UtcDateTime())
+    for on_days in (True, False)
+}
 
 _PG_SKIP = text(
     """
@@ -71,14 +87,15 @@ UPDATE replay_jobs SET skipped = skipped + :n WHERE id = :job
 """
 )
 
-_PG_MARK = text(
-    """
+_PG_MARK = {
+    on_days: text(
+        f"""
 WITH reopened AS (
     UPDATE deliveries AS d
     SET status = 'pending', attempts = 0, dead_reason = NULL, finished_at = NULL,
         next_attempt_at = :now, updated_at = :now
     FROM unnest(CAST(:sent AS text[]), CAST(:stamps AS timestamptz[])) AS s(id, stamp)
-    WHERE d.id = s.id AND d.status = 'dead' AND d.updated_at = s.stamp
+    WHERE d.id = s.id AND d.status = 'dead' AND d.updated_at = s.stamp{_on_days("d", on_days)}
     RETURNING d.id
 ), items AS (
     UPDATE replay_items
@@ -94,7 +111,9 @@ SET done = done + :done, failed = failed + :failed, heartbeat_at = :now, updated
 WHERE id = :job
 RETURNING id, state, total, done, failed, skipped
 """
-)
+    )
+    for on_days in (True, False)
+}
 
 
 def retrying(call: Callable[[], T]) -> T:
@@ -110,11 +129,26 @@ def retrying(call: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def claim(session: Session, job_id: str, size: int, now: datetime) -> Sequence[Row[Any]]:
-    """Rows with `won` false: every picked item (`seq`, `delivery_id`), now `claimed`; rows
-    with `won` true: each delivery won, with its copy's columns (`event_id` None when the
-    event is gone). A picked item without a won row must be `skip`ped in this transaction."""
-    return session.execute(_PG_CLAIM, {"job": job_id, "size": size, "now": now}).all()
+def pick(session: Session, job_id: str, size: int) -> Sequence[Row[Any]]:
+    """The job's next `size` todo items (`delivery_id, seq, base_replay_count`), locked
+    until the transaction ends, skipping any a second runner holds."""
+    return session.execute(_PG_PICK, {"job": job_id, "size": size}).all()
+
+
+def claim(
+    session: Session, job_id: str, picked: Sequence[Row[Any]], now: datetime
+) -> Sequence[Row[Any]]:
+    """Set every picked item `claimed`; returns each delivery won, with its copy's columns
+    (`event_id` None when the event is gone). A picked item without a won row must be
+    `skip`ped in this transaction."""
+    ids = [p.delivery_id for p in picked]
+    params: dict[str, Any] = {
+        "job": job_id, "now": now, "ids": ids, "bases": [p.base_replay_count for p in picked],
+    }  # fmt: skip
+    days = days_of(ids)
+    if days is not None:
+        params["days"] = days
+    return session.execute(_PG_CLAIM[days is not None], params).all()
 
 
 def skip(session: Session, job_id: str, ids: list[str], error: str) -> None:
@@ -143,4 +177,7 @@ def mark(
         "done": len(sent),
         "failed": len(missing),
     }
-    return session.execute(_PG_MARK, params).one()
+    days = days_of(sent)
+    if days is not None:
+        params["days"] = days
+    return session.execute(_PG_MARK[days is not None], params).one()

@@ -26,9 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import ReplayItem, ReplayJob
 from common.db.session import rowcount
+from common.db.shares import Shares
 from common.db.statuses import ReplayItemStatus, ReplayJobStatus
 from common.metrics import Metrics
 from common.transport import Transport
+from common.transport import topology as tp
+from common.transport.spill import Spill
 from common.wire import utcnow
 from dispatcher.replay import copies, jobs
 from dispatcher.replay.batch import Batch
@@ -61,8 +64,12 @@ class Runner:
         on_progress: Callable[[ReplayJob], None] = lambda _job: None,
         metrics: Metrics | None = None,
         keep_claim_on_stop: bool = False,
+        shards: int = tp.DEFAULT_SHARDS,
+        share_per_s: int = tp.DEFAULT_SHARE_PER_S,
     ) -> None:
         self._transport = transport
+        # Copies go to their tenants' shards, by the router's rule (architecture §3).
+        self._spill = Spill(shards, share_per_s, Shares(sessionmaker))
         self._keep_claim_on_stop = keep_claim_on_stop
         self._metrics = metrics
         self._sessionmaker = sessionmaker
@@ -75,14 +82,25 @@ class Runner:
         self._started = time.monotonic()
         self._left = 0  # items not gone through yet, for the remaining-messages gauge
         self._counting = threading.Lock()  # counts come from the claiming and marking threads
+        self._held: ReplayJob | None = None  # the job as this runner took its lease
+
+    def take(self, *, resumed_by: str | None = None) -> ReplayJob:
+        """Take the job's lease now, `JobBusy` if another runner holds it or the job is
+        over; `run` then carries on under it. So a caller can answer at once whether a
+        resume starts, and run it elsewhere (the API: on a thread of its own). `resumed_by`
+        is who resumed it: audited with the lease, so only a resume that took it counts."""
+        if self._held is None:
+            self._held = self._acquire(resumed_by)
+        return self._held
 
     def run(self, stop: threading.Event | None = None) -> ReplayJob:
-        """Take the lease, walk the items, settle the job's state; returns the final row."""
+        """Take the lease (unless `take` did), walk the items, settle the job's state;
+        returns the final row."""
         stop = stop or threading.Event()
-        rate, left = self._acquire()
+        rate = self.take().rate_per_s
         if self._metrics is not None:
             self._metrics.replay_jobs_running.inc()
-            self._metrics.replay_remaining.inc(left)
+            self._metrics.replay_remaining.inc(self._left)
         try:
             self._walk(ReplayItemStatus.TODO, rate, stop)
             if not stop.is_set() and not self._cancelling():
@@ -105,8 +123,9 @@ class Runner:
             return self._release()
         return self._finish(ReplayJobStatus.COMPLETED)
 
-    def _acquire(self) -> tuple[float | None, int]:
-        """Take the job's lease: its rate, and how many items it still has to go through."""
+    def _acquire(self, resumed_by: str | None) -> ReplayJob:
+        """Take the job's lease: the job as taken; `_left` is what it still has to go
+        through."""
         now = utcnow()
         stale = datetime.fromtimestamp(now.timestamp() - LEASE_S, now.tzinfo)
         with self._sessionmaker() as session, session.begin():
@@ -139,13 +158,20 @@ class Runner:
                     .execution_options(synchronize_session=False)
                 )
             )
+            was = job.state
             session.refresh(job)
+            if taken and resumed_by is not None:
+                jobs.audit(
+                    session, actor=resumed_by, tenant_id=job.tenant_id, action="replay.resume",
+                    resource_type="replay_job", resource_id=job.id,
+                    details={"was": was, "done": job.done, "total": job.total},
+                )  # fmt: skip
         if not taken:
             if job.state != ReplayJobStatus.RUNNING:
                 raise JobBusy(f"replay job {self.job_id} is {job.state}")
             raise JobBusy(f"replay job {self.job_id} is being run by another process")
         self._left = max(0, job.total - job.done - job.failed - job.skipped)
-        return job.rate_per_s, self._left
+        return job
 
     def _cancelling(self) -> bool:
         return self._state() in (ReplayJobStatus.CANCELLING, ReplayJobStatus.CANCELLED)
@@ -211,7 +237,7 @@ class Runner:
     def _publish(self, batch: Batch) -> None:
         if batch.rows:
             self._state()  # still this runner's job: its successor would send these too
-            copies = batch.copies(self.job_id)
+            copies = batch.copies(self.job_id, self._spill)
             self._transport.publish(copies, timeout_s=self._publish_timeout_s)
 
     def _mark(self, published: Future[None], batch: Batch) -> None:

@@ -1,11 +1,15 @@
 """The message each outcome publishes before its original is acked: the retry copy, the
 dead letter, the poison copy, the deferral.
+
+Each keeps the original's trace context (`traceparent`, `tracestate`) as it came, like its
+body: every attempt of a delivery stays a child of the span that routed it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from common.tracing import TRACEPARENT, TRACESTATE
 from common.transport import Outgoing, poison_copy
 from common.transport import topology as tp
 from common.wire import encode
@@ -15,8 +19,9 @@ from dispatcher.policy.retry import Verdict
 H_STATUS_CODE = "x-hookline-status-code"
 
 
-def onward_message(outcome: Outcome) -> Outgoing | None:
-    """The message an outcome publishes before its original is acked, if any."""
+def onward_message(outcome: Outcome, shards: int) -> Outgoing | None:
+    """The message an outcome publishes before its original is acked, if any (`shards`:
+    `HOOKLINE_DELIVERY_SHARDS`, for a retry that came without a shard)."""
     if isinstance(outcome, Poisoned):
         return poison_copy(outcome.message, "undecodable", outcome.error)
     if isinstance(outcome, Deferred):
@@ -25,7 +30,7 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
             tp.RETRY,
             tp.tier_name(outcome.delay_s),
             body,
-            _OVERFLOW,
+            _traced(_OVERFLOW, outcome.message.headers),
             outcome.delivery.delivery_id,
         )
     if not isinstance(outcome, Attempted):
@@ -43,7 +48,9 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
             }
         )
         routing_key = tp.tier_name(decision.delay_s)
-        shard = _same_shard(outcome.message.headers)
+        shard = _traced(
+            _same_shard(outcome.message.headers, delivery.tenant, shards), outcome.message.headers
+        )
         return Outgoing(tp.RETRY, routing_key, encode(retry), shard, delivery.delivery_id)
     if decision.outcome == Verdict.DEAD:
         headers: dict[str, Any] = {tp.H_REASON: decision.reason or "unknown"}
@@ -51,7 +58,8 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
             headers[H_STATUS_CODE] = result.status_code
         if result.error:
             headers[tp.H_ERROR] = result.error[:500]
-        return Outgoing(tp.DEAD, "", encode(delivery), headers, delivery.delivery_id)
+        dead = _traced(headers, outcome.message.headers)
+        return Outgoing(tp.DEAD, "", encode(delivery), dead, delivery.delivery_id)
     return None
 
 
@@ -61,8 +69,21 @@ def onward_message(outcome: Outcome) -> Outgoing | None:
 _OVERFLOW = {tp.H_SHARD: tp.OVERFLOW_SHARD}
 
 
-def _same_shard(headers: dict[str, Any]) -> dict[str, Any]:
+def _same_shard(headers: dict[str, Any], tenant: str, shards: int) -> dict[str, Any]:
     """The header that brings a retry back to the shard it came from, once its tier
-    dead-letters it (none for one from the unsharded queue: it goes back there)."""
+    dead-letters it; one from the unsharded queue (published before sharding) goes to
+    its tenant's shard instead, so that no retry waits in the one queue all tenants share."""
     shard = headers.get(tp.H_SHARD)
-    return {} if shard is None else {tp.H_SHARD: shard}
+    return tp.shard_headers(tenant, shards) if shard is None else {tp.H_SHARD: shard}
+
+
+def _traced(headers: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
+    """`headers` and the original's trace context, if it carried one (a new dict then)."""
+    parent = original.get(TRACEPARENT)
+    if parent is None:
+        return headers
+    traced = {**headers, TRACEPARENT: parent}
+    state = original.get(TRACESTATE)
+    if state is not None:
+        traced[TRACESTATE] = state
+    return traced

@@ -10,6 +10,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.orm import Session
 
 from common.db.bulk import recordset, rows_document
+from common.db.days import days_of
 from common.db.models import Delivery
 from common.db.statuses import FINAL_STATUSES
 
@@ -19,13 +20,19 @@ _SET_COLUMNS = (
     "updated_at", "finished_at",
 )  # fmt: skip
 _FINAL_SQL = ", ".join(f"'{status}'" for status in sorted(FINAL_STATUSES))
-_UPDATE_DELIVERIES_PG = text(
-    "UPDATE deliveries AS d SET "
-    + ", ".join(f"{column} = r.{column}" for column in _SET_COLUMNS)
-    + f" FROM {recordset(_deliveries, ('id', *_SET_COLUMNS), {'replay': 'boolean'})}"
-    + f" WHERE d.id = r.id AND (r.replay OR (d.status NOT IN ({_FINAL_SQL})"
-    " AND d.attempts <= r.attempts))"
-)
+# With the batch's days (every id carries one, `common.db.days`) the update reads those
+# days' partitions only, usually one; without, every partition's primary key.
+_ON_THEIR_DAYS = " AND d.day = ANY(CAST(:days AS date[]))"
+_UPDATE_DELIVERIES_PG = {
+    on_days: text(
+        "UPDATE deliveries AS d SET "
+        + ", ".join(f"{column} = r.{column}" for column in _SET_COLUMNS)
+        + f" FROM {recordset(_deliveries, ('id', *_SET_COLUMNS), {'replay': 'boolean'})}"
+        + f" WHERE d.id = r.id AND (r.replay OR (d.status NOT IN ({_FINAL_SQL})"
+        " AND d.attempts <= r.attempts))" + (_ON_THEIR_DAYS if on_days else "")
+    )
+    for on_days in (True, False)
+}
 
 
 def update_deliveries(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -38,4 +45,8 @@ def update_deliveries(session: Session, rows: list[dict[str, Any]]) -> None:
         if seen is None or row["attempts"] >= seen["attempts"]:
             latest[row["id"]] = row
     document = rows_document(session, _deliveries, list(latest.values()))
-    session.execute(_UPDATE_DELIVERIES_PG, {"rows": document})
+    days = days_of(latest)
+    if days is None:
+        session.execute(_UPDATE_DELIVERIES_PG[False], {"rows": document})
+    else:
+        session.execute(_UPDATE_DELIVERIES_PG[True], {"rows": document, "days": days})

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,12 +27,18 @@ from common.ids import day_of
 from common.metrics import Metrics, status_class
 from common.service import retry_database
 from common.transport import Consumer, Transport
+from common.transport import topology as tp
 from common.wire import utcnow
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
 from dispatcher.policy import autodisable
 from dispatcher.policy.retry import DeadReason, Verdict
+from dispatcher.settle.header_sets import HeaderSets
 from dispatcher.settle.onward import onward_message
 from dispatcher.settle.rows import update_deliveries
+from dispatcher.traces import SettleSpans
+
+if TYPE_CHECKING:
+    from common.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +73,11 @@ class Settler(BackgroundThread):
         on_disabled: Callable[[str, str], None] = lambda _id, _reason: None,
         policy: autodisable.Policy = DEFAULT_POLICY,
         batch_size: int = BATCH_SIZE,
+        shards: int = tp.DEFAULT_SHARDS,
+        tracing: Tracing | None = None,
     ) -> None:
         super().__init__("hookline-settler")
+        self._tracing = tracing  # None: off; otherwise a settle span per traced outcome
         self._consumer = consumer
         self._transport = transport
         self._sessionmaker = sessionmaker
@@ -77,8 +86,10 @@ class Settler(BackgroundThread):
         self._on_disabled = on_disabled
         self._policy = policy
         self._batch_size = batch_size
+        self._shards = shards
         self._queue: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._clean_at: dict[str, float] = {}  # subscription id -> when known streak-free
+        self._header_sets = HeaderSets()
         self._children: dict[tuple[Any, ...], Any] = {}
         self._held = 0
         self._lock = threading.Lock()
@@ -123,10 +134,22 @@ class Settler(BackgroundThread):
 
     def settle(self, batch: Sequence[Outcome]) -> None:
         """Record, publish onward, ack, count: for every outcome of the batch, in that order."""
+        if self._tracing is None:
+            self._settle(batch)
+            return
+        spans = SettleSpans(self._tracing, batch)
+        try:
+            self._settle(batch)
+        except BaseException as exc:
+            spans.end(exc)
+            raise
+        spans.end()
+
+    def _settle(self, batch: Sequence[Outcome]) -> None:
         attempted = [o for o in batch if isinstance(o, Attempted)]
         if attempted:
             self._record(attempted)
-        onward = [m for m in map(onward_message, batch) if m is not None]
+        onward = [m for o in batch if (m := onward_message(o, self._shards)) is not None]
         if onward:
             self._transport.publish(onward, timeout_s=self._publish_timeout_s)
         self._consumer.ack_many([outcome.message for outcome in batch])
@@ -138,6 +161,7 @@ class Settler(BackgroundThread):
     def _record(self, attempted: Sequence[Attempted]) -> None:
         now = utcnow()
         attempts, updates, disabled = [], [], set()
+        shapes = {o.result.shape.digest: o.result.shape for o in attempted if o.result.shape}
         for o in attempted:
             delivery, decision, result = o.delivery, o.decision, o.result
             final = decision.outcome != Verdict.RETRY
@@ -151,7 +175,8 @@ class Settler(BackgroundThread):
                     "duration_s": result.duration_s,
                     "error": result.error,
                     "response_body": body,
-                    "created_at": o.started_at,
+                    # When it was signed (`webhook-timestamp`), or began if nothing was sent.
+                    "created_at": result.signed_at or o.started_at,
                     # The delivery's partition day (migration 0011); today for old ids.
                     "day": day_of(delivery.delivery_id) or now.date(),
                 }
@@ -182,8 +207,12 @@ class Settler(BackgroundThread):
             if streak.failed or self._clean_at.get(sid, -KNOWN_CLEAN_S) < known_clean
         }
 
-        def write() -> list[autodisable.Disabled]:
+        def write() -> tuple[list[autodisable.Disabled], dict[str, int]]:
             with self._sessionmaker() as session, session.begin():
+                ids = self._header_sets.ids(session, shapes.values()) if shapes else {}
+                for row, o in zip(attempts, attempted, strict=True):
+                    shape = o.result.shape
+                    row["header_set_id"] = ids[shape.digest] if shape is not None else None
                 insert_rows(session, _attempts, attempts)
                 update_deliveries(session, updates)
                 newly = autodisable.apply(session, to_write, disabled, self._policy, now)
@@ -193,11 +222,12 @@ class Settler(BackgroundThread):
                     # A commit that fails after the publish can announce it twice.
                     events = autodisable.events(newly, now)
                     self._transport.publish(events, timeout_s=self._publish_timeout_s)
-                return newly
+                return newly, ids
 
         # The batch's messages stay unacked meanwhile; the consumer keeps them, see
         # `retry_database` for why the session is not given up at the first error.
-        newly_disabled = retry_database(write, abandon=self.stopping)
+        newly_disabled, header_set_ids = retry_database(write, abandon=self.stopping)
+        self._header_sets.remember(header_set_ids)
         self._remember_clean(to_write)
         for d in newly_disabled:
             extra = {"subscription_id": d.subscription_id, "reason": d.reason, "ended": d.ended}

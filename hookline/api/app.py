@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -19,12 +20,12 @@ from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
 from hookline.api import errors
 from hookline.api.deps import Services
-from hookline.api.fast_ingest import BATCH, SINGLE, FastIngest
+from hookline.api.fast_ingest import FastIngest
 from hookline.api.handshakes import HandshakeGate
 from hookline.api.idempotency import Idempotency, document
 from hookline.api.keycache import KeyCache
 from hookline.api.limitbook import LimitBook
-from hookline.api.limits import BodyLimit, RefuseNul
+from hookline.api.limits import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, BodyLimit, RefuseNul
 from hookline.api.quota import Quota
 from hookline.api.readiness import ReadyProbe
 from hookline.api.routes import (
@@ -37,6 +38,7 @@ from hookline.api.routes import (
     health,
     portal,
     purge,
+    replay_resume,
     replays,
     subscription_actions,
     subscriptions,
@@ -45,16 +47,16 @@ from hookline.api.routes import (
     tenant_settings,
     tenants,
 )
+from hookline.api.routes.events import BATCH, SINGLE
 from hookline.api.routes.health import readiness_checks
 from hookline.api.schema_check import SchemaCheck
 from hookline.api.telemetry import RequestMetrics
 from hookline.portal import create_portal
 from producer import Producer
 
-# Events are notifications, not file transfers; bigger bodies belong in the receiver's API.
-MAX_BODY_BYTES = 256 * 1024
-# A batch holds up to 1,000 events; it may be as large as a few hundred single ones.
-MAX_BATCH_BODY_BYTES = 5 * 1024 * 1024
+if TYPE_CHECKING:
+    from common.tracing import Tracing
+
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections while serving
 INGEST_LIMITS = {SINGLE: MAX_BODY_BYTES, BATCH: MAX_BATCH_BODY_BYTES}
 DESCRIPTION = (
@@ -105,6 +107,7 @@ def create_app(
     metrics: Metrics,
     producer: Producer | None = None,
     resolver: Resolver = system_resolver,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """The FastAPI application. Its caller owns (and closes) the transport and the database.
 
@@ -133,12 +136,14 @@ def create_app(
         handshakes=HandshakeGate(sessionmaker, settings.api_max_handshakes),
         ready=ReadyProbe(readiness_checks(sessionmaker, transport, producer)),
         resolver=resolver,
+        tracing=tracing,
     )
     errors.install(app)
     # Ingest first: FastAPI tries routes in order, and `POST /v1/events` is the hot path.
     routers = (
         events, event_lists, health, tenants, tenant_settings, tenant_delivery, subscriptions,
-        subscription_actions, deliveries, audit, purge, deadletters, replays, tenant_limits,
+        subscription_actions, deliveries, audit, purge, deadletters, replays, replay_resume,
+        tenant_limits,
         event_types, portal,
     )  # fmt: skip
     for module in routers:

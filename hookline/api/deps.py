@@ -21,6 +21,7 @@ from hookline.api.readiness import ReadyProbe
 from producer import Producer
 
 if TYPE_CHECKING:  # it reads the catalogue through the services, which need this module
+    from common.tracing import Tracing
     from hookline.api.schema_check import SchemaCheck
 
 
@@ -42,6 +43,7 @@ class Services:
     schema_check: SchemaCheck
     # Tests inject one to point names at chosen addresses; production asks the system.
     resolver: Resolver = system_resolver
+    tracing: Tracing | None = None  # None: the API does not trace (the default)
 
 
 async def get_services(request: Request) -> Services:

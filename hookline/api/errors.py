@@ -42,6 +42,7 @@ _DESCRIPTIONS = {
     404: "Not found (resources of other tenants are not found either)",
     409: "Conflicts with the resource's state or with another resource",
     413: "The request body is too large",
+    415: "The request body is not of the media type the operation takes",
     422: "The request does not fit the schema",
     429: "Over one of the tenant's API limits; retry after `Retry-After` seconds",
     503: "A dependency (broker or database) is unavailable; retrying may succeed",

@@ -14,23 +14,31 @@ catalogue's `SchemaCheck.screen`), same producer: only the way is shorter.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 from pydantic import Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import TransportError
+from common.tracing import TraceContext
+from hookline.api import traces
 from hookline.api.auth import EVENTS_WRITE, cached_key
 from hookline.api.deps import Services
 from hookline.api.errors import ApiError, error_response
-from hookline.api.routes.events import accepted_batch, broker_unavailable, wire_fields
+from hookline.api.routes.events import (
+    SINGLE,
+    accepted_batch,
+    broker_unavailable,
+    wire_fields,
+)
+from hookline.api.schema_check import Screen
 from hookline.api.schemas import MAX_BATCH_EVENTS, EventAccepted, EventIn, Strict
 from hookline.api.tenant_limits import admit_events
 from hookline.services.keys import KEY_PREFIX
 from producer import InvalidEvent
 
 log = logging.getLogger(__name__)
-SINGLE, BATCH = "/v1/events", "/v1/events/batch"
 _BEARER = b"bearer "
 _JSON = b"application/json"
 
@@ -57,6 +65,7 @@ class FastIngest:
             await self.app(scope, receive, send)
             return
         services: Services = scope["app"].state.services
+        started_ns = time.time_ns() if services.tracing is not None else None
         tenant = await self._plain(scope, services, self.limits[path])
         if tenant is None:
             await self.app(scope, receive, send)
@@ -77,14 +86,14 @@ class FastIngest:
         if screen is None or screen.refused:  # the route words (and counts) the 422
             await self.app(scope, _replaying(body, receive), send)
             return
+        traceparent, tracestate = _trace_headers(scope) if started_ns else (None, None)
+        span = traces.ingest(
+            services.tracing, traceparent, tracestate,
+            route=path, tenant=tenant, events=len(events), start_ns=started_ns,
+        )  # fmt: skip
         try:
-            if isinstance(parsed, EventIn):
-                await admit_events(services, tenant, 1)
-            else:
-                size = len(parsed.events)
-                await admit_events(services, tenant, size, batch=size)
-            services.schema_check.report(tenant, screen, events)  # `warn`: accepted
-            answer = await _accept(parsed, tenant, services)
+            with span as trace:
+                answer = await _admit_and_accept(parsed, events, tenant, services, screen, trace)
         except ApiError as exc:  # over one of the tenant's limits
             await _error(exc, scope, receive, send)
             return
@@ -135,13 +144,45 @@ class FastIngest:
         return key.tenant_id if EVENTS_WRITE in key.scopes else None
 
 
-async def _accept(parsed: EventIn | _ValidBatch, tenant: str, services: Services) -> bytes:
-    """Publish the event(s), confirmed, and return the 202's body."""
+async def _admit_and_accept(
+    parsed: EventIn | _ValidBatch,
+    events: list[EventIn],
+    tenant: str,
+    services: Services,
+    screen: Screen,
+    trace: TraceContext | None,
+) -> bytes:
+    """Within the tenant's limits, publish the event(s), confirmed; the 202's body."""
     if isinstance(parsed, EventIn):
-        (event_id,) = await services.producer.publish_fields_async([wire_fields(parsed, tenant)])
+        await admit_events(services, tenant, 1)
+    else:
+        size = len(parsed.events)
+        await admit_events(services, tenant, size, batch=size)
+    services.schema_check.report(tenant, screen, events)  # `warn`: accepted
+    return await _accept(parsed, tenant, services, trace)
+
+
+async def _accept(
+    parsed: EventIn | _ValidBatch, tenant: str, services: Services, trace: TraceContext | None
+) -> bytes:
+    """Publish the event(s), confirmed, and return the 202's body."""
+    producer = services.producer
+    if isinstance(parsed, EventIn):
+        (event_id,) = await producer.publish_fields_async([wire_fields(parsed, tenant)], trace)
         return EventAccepted(id=event_id).model_dump_json().encode()
     events = [wire_fields(event, tenant) for event in parsed.events]
-    return accepted_batch(await services.producer.publish_fields_async(events))
+    return accepted_batch(await producer.publish_fields_async(events, trace))
+
+
+def _trace_headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
+    """The request's `traceparent` and `tracestate` as sent (checked by `traces.ingest`)."""
+    traceparent = tracestate = None
+    for name, value in scope["headers"]:
+        if name == b"traceparent":
+            traceparent = value
+        elif name == b"tracestate":
+            tracestate = value
+    return traceparent, tracestate
 
 
 async def _read(receive: Receive) -> bytes | None:

@@ -11,6 +11,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hookline.api.errors import error_response
 
+# Events are notifications, not file transfers; bigger bodies belong in the receiver's API.
+# A request body's limit, an event's with it (and a poison message's corrected body's).
+MAX_BODY_BYTES = 256 * 1024
+# A batch holds up to 1,000 events; it may be as large as a few hundred single ones.
+MAX_BATCH_BODY_BYTES = 5 * 1024 * 1024
+
 
 class BodyLimit:
     """Answer 413 to any request whose body exceeds `max_bytes`.

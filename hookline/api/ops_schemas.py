@@ -117,6 +117,22 @@ class PurgeRequest(_Strict):
     all: bool = Field(default=False, description="Required to purge without any filter.")
 
 
+class PoisonPurgeRequest(_Strict):
+    """Poison messages to delete, by the filters of their listing."""
+
+    source_queue: str | None = Field(default=None, max_length=200)
+    since: TimeBound | None = None
+    until: TimeBound | None = None
+    tenant: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Admin token only: one tenant's (a message no tenant can be read from "
+        "is the admin token's alone).",
+    )
+    dry_run: bool = False
+    all: bool = Field(default=False, description="Required to purge without any filter.")
+
+
 class PurgeOut(BaseModel):
     matched: int
     purged: int

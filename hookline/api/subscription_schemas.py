@@ -15,10 +15,12 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # RFC 9110 field values: visible characters, space and tab, and obs-text (latin-1 above
 # 0x7f), which is what the HTTP client can encode; anything else fails every delivery.
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
-# Headers Hookline sets itself: a subscription may not override the signature or framing.
+# Headers Hookline sets itself: a subscription may not override the signature, framing
+# or trace context (`propagate_trace` sends the attempt's own).
 RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "connection", "transfer-encoding",
-     "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"}
+     "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature",
+     "traceparent", "tracestate"}
 )  # fmt: skip
 MAX_OVERLAP_S = 7 * 86400
 DEFAULT_OVERLAP_S = 86400
@@ -30,6 +32,12 @@ FILTER_DESCRIPTION = (
     "with `eq`, `ne`, `in`, `not_in`, `exists`, `gt`, `gte`, `lt`, `lte`; `any`/`all`/`not` "
     "combine filters. Paths are dotted (`customer.tier`, `items.0.sku`). See "
     "docs/architecture.md section 7."
+)
+
+PROPAGATE_TRACE_DESCRIPTION = (
+    "Send the W3C `traceparent` (and `tracestate`) of each attempt with its webhooks, when "
+    "Hookline traces (docs/operations.md, Tracing), so the receiver's spans join the "
+    "event's trace. Not signed: the signature covers the id, timestamp and body only."
 )
 
 
@@ -69,6 +77,7 @@ class SubscriptionFields(Strict):
     metadata: dict[str, Any] = Field(default_factory=dict)
     rate_limit_per_s: float | None = Field(default=None, gt=0, le=100_000)
     max_in_flight: int | None = Field(default=None, ge=1, le=10_000)
+    propagate_trace: bool = Field(default=False, description=PROPAGATE_TRACE_DESCRIPTION)
 
     _headers = field_validator("headers")(check_headers)
     _filter = field_validator("filter")(check_filter)
@@ -105,6 +114,7 @@ class SubscriptionUpdate(Strict):
     metadata: dict[str, Any] | None = None
     rate_limit_per_s: float | None = Field(default=None, gt=0, le=100_000)
     max_in_flight: int | None = Field(default=None, ge=1, le=10_000)
+    propagate_trace: bool | None = Field(default=None, description=PROPAGATE_TRACE_DESCRIPTION)
 
     _headers = field_validator("headers")(check_headers)
     _filter = field_validator("filter")(check_filter)
@@ -124,6 +134,7 @@ class SubscriptionOut(BaseModel):
     metadata: dict[str, Any]
     rate_limit_per_s: float | None
     max_in_flight: int | None
+    propagate_trace: bool = Field(description=PROPAGATE_TRACE_DESCRIPTION)
     status: SubscriptionStatus
     disabled_reason: str | None = Field(
         description="Why Hookline disabled it (e.g. the endpoint answered 410); cleared on resume."

@@ -35,6 +35,7 @@ class Ops(Protocol):
     def replay_job(self, job_id: str) -> Json: ...
     def cancel_replay(self, job_id: str) -> Json: ...
     def follow(self, job_id: str, show: Callable[[Json], None]) -> Json: ...
+    def resume(self, job_id: str) -> Json: ...
     def publish(self, event: Json, tenant: str | None) -> Json: ...
     def create_tenant(self, name: str) -> Json: ...
     def issue_key(self, tenant_id: str, body: Json) -> Json: ...
@@ -43,6 +44,7 @@ class Ops(Protocol):
     def subscriptions(self, tenant_id: str | None) -> Json: ...
     def subscribe(self, tenant_id: str | None, body: Json) -> Json: ...
     def subscription_action(self, tenant_id: str | None, sub_id: str, action: str) -> Json: ...
+    def change_subscription(self, tenant_id: str | None, sub_id: str, body: Json) -> Json: ...
     def unsubscribe(self, tenant_id: str | None, sub_id: str) -> None: ...
     def close(self) -> None: ...
 
@@ -70,18 +72,11 @@ class RemoteOps:
         return self.remote.post("/v1/dead-letters/purge", body)
 
     def purge_poison(self, body: Json) -> Json:
-        raise RemoteError(
-            400, "direct_mode_only",
-            "poison messages are purged in the direct mode only (unset HOOKLINE_API_URL)",
-        )  # fmt: skip
+        return self.remote.post("/v1/dead-letters/poison/purge", body)
 
     def resubmit_poison(self, poison_id: str, body: bytes | None) -> Json:
-        if body is not None:
-            raise RemoteError(
-                400, "direct_mode_only",
-                "--body-file works in the direct mode only (unset HOOKLINE_API_URL)",
-            )  # fmt: skip
-        return self.remote.post(f"/v1/dead-letters/poison/{segment(poison_id)}/resubmit")
+        path = f"/v1/dead-letters/poison/{segment(poison_id)}/resubmit"
+        return self.remote.post(path) if body is None else self.remote.post_bytes(path, body)
 
     def replay(self, body: Json) -> Json:
         return self.remote.post("/v1/replays", body)
@@ -95,6 +90,10 @@ class RemoteOps:
     def follow(self, job_id: str, show: Callable[[Json], None]) -> Json:
         """The API process runs the job; this watches it until it ends."""
         return poll(self, job_id, show)
+
+    def resume(self, job_id: str) -> Json:
+        """The API process takes the job over and runs it (`follow` watches it)."""
+        return self.remote.post(f"/v1/replays/{segment(job_id)}/resume")
 
     def publish(self, event: Json, tenant: str | None) -> Json:
         # The key names the tenant: events belong to a tenant's key, so the admin token
@@ -125,6 +124,9 @@ class RemoteOps:
 
     def subscription_action(self, tenant_id: str | None, sub_id: str, action: str) -> Json:
         return self.remote.post(f"/v1/subscriptions/{segment(sub_id)}/{segment(action)}")
+
+    def change_subscription(self, tenant_id: str | None, sub_id: str, body: Json) -> Json:
+        return self.remote.patch(f"/v1/subscriptions/{segment(sub_id)}", body)
 
     def unsubscribe(self, tenant_id: str | None, sub_id: str) -> None:
         self.remote.delete(f"/v1/subscriptions/{segment(sub_id)}")
@@ -157,10 +159,6 @@ TARGET = Target()
 
 def aim(api_url: str | None, token: str | None) -> None:
     TARGET.api_url, TARGET.token = api_url or None, token or None
-
-
-def remote_mode() -> bool:
-    return TARGET.api_url is not None
 
 
 @contextmanager

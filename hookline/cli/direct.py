@@ -13,7 +13,6 @@ from common.db.models import PoisonMessage, ReplayJob
 from common.instants import InstantError, parse_instant
 from common.service import install_stop_handlers
 from common.settings import Settings
-from common.transport import topology
 from dispatcher.deadletters import (
     DeadFilter,
     FilterError,
@@ -22,8 +21,6 @@ from dispatcher.deadletters import (
     drain_poison,
     list_dead,
     list_poison,
-    purge_poison,
-    resubmit_poison,
     show_dead,
     summarize_dead,
 )
@@ -31,7 +28,6 @@ from dispatcher.replay import (
     JobBusy,
     ReplayRefused,
     Runner,
-    audit,
     cancel_job,
     create_job,
     get_job,
@@ -39,13 +35,19 @@ from dispatcher.replay import (
 )
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.errors import ApiError
-from hookline.api.ops_schemas import DeadLetterSummary, PurgeRequest, ReplayCreate
+from hookline.api.ops_schemas import (
+    DeadLetterSummary,
+    PoisonPurgeRequest,
+    PurgeRequest,
+    ReplayCreate,
+)
 from hookline.api.routes.deadletters import dead_letter_detail, dead_letter_out, poison_out
 from hookline.api.routes.replays import job_out, plan_out
 from hookline.cli.direct_admin import DirectAdmin, as_json, refused, valid
 from hookline.runtime import Runtime, build_runtime
+from hookline.services import poison
 from hookline.services.audit import CLI, Actor
-from hookline.services.deadletters import PurgeRefused, purge
+from hookline.services.deadletters import PurgeRefused, purge, refuse_unnamed
 
 Json = dict[str, Any]
 FLAGS = {"all": "--all", "force": "--force"}
@@ -109,6 +111,8 @@ class DirectOps(DirectAdmin):
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self._taken: dict[str, Runner] = {}  # jobs `resume` took over, for `follow` to run
+        self._show: Callable[[Json], None] = lambda _job: None
 
     @classmethod
     def open(cls) -> DirectOps:
@@ -139,7 +143,7 @@ class DirectOps(DirectAdmin):
             _when(query.get("until"), "query.until"),
         )  # fmt: skip
         after = _position(cursor)
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        self.rt.transport.declare(self.rt.topology())
         drain_poison(self.rt.transport, self.rt.sessionmaker)
         with self.rt.sessionmaker() as session:
             rows = list_poison(session, wanted, limit=limit + 1, after=after)
@@ -167,45 +171,35 @@ class DirectOps(DirectAdmin):
         return done.to_json()
 
     def purge_poison(self, body: Json) -> Json:
-        wanted = PoisonFilter(
-            body.get("tenant"), None, _when(body.get("since"), "since"),
-            _when(body.get("until"), "until"),
-        )  # fmt: skip
-        if not any((body.get("tenant"), body.get("since"), body.get("until"))) and not body["all"]:
-            refused = PurgeRefused()
-            raise _refused(refused.code, refused.worded(FLAGS), 409)
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
-        drain_poison(self.rt.transport, self.rt.sessionmaker)
-        with self.rt.sessionmaker() as session, session.begin():
-            matched = session.query(PoisonMessage).filter(*wanted.conditions()).count()
-            if body.get("dry_run") or matched == 0:
-                return {"matched": matched, "purged": 0, "dry_run": bool(body.get("dry_run"))}
-            purged = purge_poison(session, wanted)
-            audit(
-                session, actor=actor(), tenant_id=body.get("tenant"), action="dlq.purge",
-                resource_type="poison_messages", resource_id=None,
-                details={"purged": purged, "tenant": body.get("tenant"), "reason": "poison"},
-            )  # fmt: skip
-        return {"matched": matched, "purged": purged, "dry_run": False}
+        wanted: PoisonPurgeRequest = valid(PoisonPurgeRequest, body)
+        selected = PoisonFilter(wanted.tenant, wanted.source_queue, wanted.since, wanted.until)
+        try:
+            refuse_unnamed(selected, everything=wanted.all)  # before the drain, as the API
+            self.rt.transport.declare(self.rt.topology())
+            drain_poison(self.rt.transport, self.rt.sessionmaker)
+            with self.rt.sessionmaker() as session, session.begin():
+                done = poison.purge(
+                    session, selected, actor=actor(), everything=wanted.all,
+                    dry_run=wanted.dry_run,
+                )  # fmt: skip
+        except PurgeRefused as exc:
+            raise _refused(exc.code, exc.worded(FLAGS), 409) from None
+        return done.to_json()
 
     def resubmit_poison(self, poison_id: str, body: bytes | None) -> Json:
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        self.rt.transport.declare(self.rt.topology())
         with self.rt.sessionmaker() as session, session.begin():
             row = session.get(PoisonMessage, poison_id)
             if row is None:
                 raise _refused("not_found", "poison message not found", 404)
             try:
-                resubmit_poison(
-                    session, self.rt.transport, row, body=body,
+                poison.resubmit(
+                    session, self.rt.transport, row, body=body, actor=actor(),
                     publish_timeout_s=self.rt.settings.publish_timeout_s,
+                    shards=self.rt.settings.delivery_shards,
                 )  # fmt: skip
             except ResubmitError as exc:
                 raise _refused("not_resubmittable", str(exc)) from None
-            audit(
-                session, actor=actor(), tenant_id=row.tenant_id, action="poison.resubmit",
-                resource_type="poison_message", resource_id=row.id,
-                details={"source_queue": row.source_queue, "corrected": body is not None},
-            )  # fmt: skip
             session.flush()
             return as_json(poison_out(row))
 
@@ -241,20 +235,39 @@ class DirectOps(DirectAdmin):
                 raise _refused("not_found", "replay job not found", 404)
             return as_json(job_out(cancel_job(session, job, actor=actor())))
 
+    def resume(self, job_id: str) -> Json:
+        """Take a stopped, failed or orphaned job over (its lease, now: a refusal comes
+        before any progress is shown); `follow` then runs it here."""
+        self._job(job_id)  # an unknown job is not found, as through the API
+        runner = self._runner(job_id)
+        job = self._take(runner, resumed_by=actor())
+        self._taken[job_id] = runner
+        return as_json(job_out(job))
+
     def follow(self, job_id: str, show: Callable[[Json], None]) -> Json:
         """Run the job in this process (SIGTERM: finish the batch, leave it resumable)."""
-        self.rt.transport.declare(topology.build(self.rt.settings.retry_tiers_s))
+        runner = self._taken.pop(job_id, None) or self._runner(job_id)
+        self._show = show
         stop = threading.Event()
         install_stop_handlers(stop)
-        runner = Runner(
+        show(as_json(job_out(self._take(runner, resumed_by=None))))
+        return as_json(job_out(runner.run(stop)))
+
+    def _runner(self, job_id: str) -> Runner:
+        self.rt.transport.declare(self.rt.topology())
+        return Runner(
             self.rt.transport, self.rt.sessionmaker, job_id, metrics=self.rt.metrics,
             # The runner reports progress with a partial row (its counters): show the job as
             # stored, one read a batch.
-            on_progress=lambda _partial: show(as_json(job_out(self._job(job_id)))),
+            on_progress=lambda _partial: self._show(as_json(job_out(self._job(job_id)))),
             publish_timeout_s=self.rt.settings.publish_timeout_s,
+            shards=self.rt.settings.delivery_shards,
+            share_per_s=self.rt.settings.delivery_share_per_s,
         )  # fmt: skip
+
+    @staticmethod
+    def _take(runner: Runner, resumed_by: str | None) -> ReplayJob:
         try:
-            job = runner.run(stop)
+            return runner.take(resumed_by=resumed_by)
         except JobBusy as exc:
             raise _refused("job_busy", str(exc), 409) from None
-        return as_json(job_out(job))

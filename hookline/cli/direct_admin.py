@@ -16,7 +16,11 @@ from hookline.api.errors import problems
 from hookline.api.routes.subscriptions import created_or_existing, to_out
 from hookline.api.routes.tenants import key_out
 from hookline.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, TenantCreated
-from hookline.api.subscription_schemas import AdminSubscriptionCreate, SubscriptionCreate
+from hookline.api.subscription_schemas import (
+    AdminSubscriptionCreate,
+    SubscriptionCreate,
+    SubscriptionUpdate,
+)
 from hookline.cli.remote import RemoteError
 from hookline.runtime import Runtime, command_transport
 from hookline.services import subscription_actions as actions
@@ -38,11 +42,13 @@ def as_json(model: BaseModel) -> Json:
 
 
 def valid(model: type[BaseModel], body: Json) -> Any:
-    """`body` read by the route's own schema, refused as the route would refuse it."""
+    """`body` read by the route's own schema, refused in the route's words (which name a
+    bad field `body.<field>`)."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise refused("validation_error", problems(exc.errors())) from None
+        where = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise refused("validation_error", problems(where)) from None
 
 
 def _owner(tenant_id: str | None) -> str:
@@ -128,6 +134,19 @@ class DirectAdmin:
         with self.rt.sessionmaker() as session, session.begin():
             row = self._service(lambda: move(session, _owner(tenant_id), sub_id, actor=SHELL))
             return as_json(to_out(row, self._services()))
+
+    def change_subscription(self, tenant_id: str | None, sub_id: str, body: Json) -> Json:
+        """As `PATCH /v1/subscriptions/{id}`: the fields present change."""
+        changes = valid(SubscriptionUpdate, body).model_dump(exclude_unset=True)
+        rt = self.rt
+        outbound = subscriptions.Outbound(rt.settings, system_resolver, rt.secret_box)
+        row = self._service(
+            lambda: subscriptions.change(
+                rt.sessionmaker, _owner(tenant_id), sub_id, changes,
+                actor=SHELL, outbound=outbound,
+            )
+        )  # fmt: skip
+        return as_json(to_out(row, self._services()))
 
     def unsubscribe(self, tenant_id: str | None, sub_id: str) -> None:
         with self.rt.sessionmaker() as session, session.begin():

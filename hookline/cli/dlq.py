@@ -152,7 +152,7 @@ def dlq_resubmit(
         Path | None,
         typer.Option(
             "--body-file",
-            help="A corrected body to send instead (direct mode only).",
+            help="A corrected body to send instead, as it is (at most an event's size).",
             exists=True,
             dir_okay=False,
             readable=True,
@@ -161,6 +161,16 @@ def dlq_resubmit(
 ) -> None:
     """Send a poison message back to the queue it came from, after the cause is fixed."""
     body = body_file.read_bytes() if body_file else None
+    if body is not None:
+        from hookline.api.limits import MAX_BODY_BYTES  # the API's limit, checked here too
+
+        if len(body) > MAX_BODY_BYTES:
+            typer.echo(
+                f"hookline: payload_too_large: --body-file holds {len(body)} bytes; a message "
+                f"is at most {MAX_BODY_BYTES} bytes, an event's size",
+                err=True,
+            )
+            raise typer.Exit(2)
     with backend.session() as ops:
         row = ops.resubmit_poison(poison_id, body)
     console.print(f"re-submitted {poison_id} to {row['source_queue']}")

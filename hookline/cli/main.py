@@ -158,7 +158,7 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the HTTP API (control plane and event ingest)."""
     settings = _settings()
     _require_real_secrets(settings, admin=True)
-    runtime = build_runtime(settings, pool_size=20, caller_waits=True)
+    runtime = build_runtime(settings, pool_size=20, caller_waits=True, role="api")
     server = api_server(runtime, host, port)
     stop = threading.Event()
     install_stop_handlers(stop)
@@ -197,7 +197,7 @@ def router(
     _supervise("router", settings, child)
     from router import Router  # not in a supervisor, which only starts processes
 
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, role="router")
     if settings.metrics_port:
         # The backlog gauges describe shared state: one process of a supervisor exports them.
         serve_probes(runtime, settings.metrics_port, backlog=not child)
@@ -205,7 +205,10 @@ def router(
     install_stop_handlers(stop)
     if child is not None:
         watch_parent(stop)
-    worker = Router(settings, runtime.transport, runtime.sessionmaker, runtime.metrics)
+    worker = Router(
+        settings, runtime.transport, runtime.sessionmaker, runtime.metrics,
+        tracing=runtime.tracing,
+    )  # fmt: skip
     log.info("router started")
     try:
         run_until_stopped(worker.run, stop)
@@ -231,7 +234,7 @@ def dispatcher(
     _supervise("dispatcher", settings, child, "--concurrency", str(settings.dispatcher_concurrency))
     from dispatcher import Dispatcher  # not in a supervisor, which only starts processes
 
-    runtime = build_runtime(settings, pool_size=4)
+    runtime = build_runtime(settings, pool_size=4, role="dispatcher")
     runtime.metrics.concurrency.set(settings.dispatcher_concurrency)
     if settings.metrics_port:
         serve_probes(runtime, settings.metrics_port)
@@ -248,6 +251,7 @@ def dispatcher(
         runtime.sessionmaker,
         runtime.metrics,
         secret_box=runtime.secret_box,
+        tracing=runtime.tracing,
     )
     log.info("dispatcher started", extra={"concurrency": settings.dispatcher_concurrency})
     resumer.start()

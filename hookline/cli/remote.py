@@ -53,6 +53,13 @@ class Remote:
     def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return _object(self.call("POST", path, body=body))
 
+    def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return _object(self.call("PATCH", path, body=body))
+
+    def post_bytes(self, path: str, data: bytes) -> dict[str, Any]:
+        """POST `data` as it is (`application/octet-stream`), not as JSON."""
+        return _object(self.call("POST", path, data=data))
+
     def delete(self, path: str) -> dict[str, Any]:
         return _object(self.call("DELETE", path))
 
@@ -66,12 +73,15 @@ class Remote:
         *,
         params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
+        data: bytes | None = None,
     ) -> Any:
         wanted = {k: v for k, v in (params or {}).items() if v is not None}
+        raw = {"Content-Type": "application/octet-stream"} if data is not None else None
         try:
             response = self._http.request(
-                method, self.url + path, params=wanted, json=body, timeout=self.timeout_s
-            )
+                method, self.url + path, params=wanted, json=body, data=data, headers=raw,
+                timeout=self.timeout_s,
+            )  # fmt: skip
         except requests.RequestException as exc:
             raise RemoteError(0, "unreachable", f"{self.url}: {type(exc).__name__}") from None
         if response.status_code >= 400:

@@ -1,8 +1,8 @@
 """`hookline replay start|status|cancel`: wiring only; jobs live in and run from
-`dispatcher.replay`. In the direct mode the CLI runs a job in its own process; through the
-API (`HOOKLINE_API_URL`) the API process runs it and the CLI follows it: a progress bar
-either way. `hookline dispatcher` runs `replay_resumer`, which resumes jobs whose runner
-died.
+`dispatcher.replay`. In the direct mode the CLI runs a job (a new one, or one it resumes) in
+its own process; through the API (`HOOKLINE_API_URL`) the API process runs it and the CLI
+follows it: a progress bar either way. `hookline dispatcher` runs `replay_resumer`, which
+resumes jobs whose runner died.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def replay_resumer(settings: Settings, rt: Runtime) -> Resumer:
         retry_tiers_s=settings.retry_tiers_s,
         publish_timeout_s=settings.publish_timeout_s,
         metrics=rt.metrics,
+        shards=settings.delivery_shards,
+        share_per_s=settings.delivery_share_per_s,
     )
 
 
@@ -117,7 +119,7 @@ def replay_start(
     ] = f"{DEFAULT_RATE_PER_S:g}/s",
     resume: Annotated[
         str | None,
-        typer.Option("--resume", help="Resume this job (killed or failed; direct mode)."),
+        typer.Option("--resume", help="Resume this job (stopped, killed or failed)."),
     ] = None,
     output: o.OutputOpt = "table",
 ) -> None:
@@ -131,9 +133,7 @@ def replay_start(
     body["rate_per_s"] = o.parse_rate(rate)
     with backend.session() as ops:
         if resume is not None:
-            if backend.remote_mode():
-                console.print("[red]--resume runs in the direct mode (unset HOOKLINE_API_URL)")
-                raise typer.Exit(2)
+            ops.resume(resume)  # taken over (or refused) before any progress is shown
             _ended(_watch(resume, ops.follow), output)
         plan = ops.replay({**body, "dry_run": True})
         _show_plan(plan, output, dry_run)

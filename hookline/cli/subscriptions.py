@@ -1,5 +1,5 @@
-"""`hookline subscription list|create|pause|resume|delete`: a tenant's subscriptions, through
-the API (a tenant's key; or the admin token with `--tenant` to register one on the
+"""`hookline subscription list|create|update|pause|resume|delete`: a tenant's subscriptions,
+through the API (a tenant's key; or the admin token with `--tenant` to register one on the
 tenant's behalf) or directly (`--tenant` always)."""
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ TenantOpt = Annotated[
     typer.Option("--tenant", help="Tenant id (direct mode; or the admin token registering one)."),
 ]
 SubscriptionId = Annotated[str, typer.Argument(help="Subscription id (sub_...).")]
+PropagateTrace = Annotated[
+    bool | None,
+    typer.Option(
+        "--propagate-trace/--no-propagate-trace",
+        help="Send each attempt's W3C traceparent with its webhooks (when Hookline traces).",
+    ),
+]
 
 
 @subscription_app.command("list")
@@ -45,6 +52,7 @@ def subscription_create(
         list[str] | None, typer.Option("--operation", help="Only these operations (repeat).")
     ] = None,
     description: Annotated[str | None, typer.Option(help="What it is for.")] = None,
+    propagate_trace: PropagateTrace = None,
     output: o.OutputOpt = "table",
 ) -> None:
     """Subscribe a URL; the signing secret is shown once. With a tenant's key the endpoint
@@ -54,6 +62,8 @@ def subscription_create(
         body["operations"] = operation
     if description is not None:
         body["description"] = description
+    if propagate_trace is not None:
+        body["propagate_trace"] = propagate_trace
     with backend.session() as ops:
         made = ops.subscribe(tenant, body)
     if output == "json":
@@ -65,6 +75,31 @@ def subscription_create(
         console.print(f"[yellow]verification failed:[/yellow] {check.get('reason')}")
     if made.get("secret"):
         console.print(f"secret: [bold]{made['secret']}[/bold]  (shown once; store it now)")
+
+
+@subscription_app.command("update")
+def subscription_update(
+    subscription_id: SubscriptionId,
+    tenant: TenantOpt = None,
+    description: Annotated[str | None, typer.Option(help="What it is for.")] = None,
+    propagate_trace: PropagateTrace = None,
+    output: o.OutputOpt = "table",
+) -> None:
+    """Change what the options name; the rest stays as it is."""
+    body: dict[str, object] = {}
+    if description is not None:
+        body["description"] = description
+    if propagate_trace is not None:
+        body["propagate_trace"] = propagate_trace
+    if not body:
+        raise typer.BadParameter("name something to change: --description, --propagate-trace")
+    with backend.session() as ops:
+        row = ops.change_subscription(tenant, subscription_id, body)
+    if output == "json":
+        typer.echo(o.dump(row))
+        return
+    trace = "on" if row.get("propagate_trace") else "off"
+    console.print(f"{row['id']}: {row['status']}, trace propagation {trace}")
 
 
 def _act(action: str, tenant: str | None, subscription_id: str) -> None:

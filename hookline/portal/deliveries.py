@@ -1,25 +1,29 @@
-"""The delivery log: filters, one delivery with its attempts, retrying one that failed,
-and the progress of a replay job this session started."""
+"""The delivery log: filters, pages (keyset: `older`/`newer` name a row's position, the
+filters stay in the address), one delivery with each attempt's headers, retrying one
+that failed, and the progress of a replay job this session started."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import RedirectResponse, Response
 
-from common.db.models import Delivery, Subscription
+from common.db.models import Attempt, Delivery, Subscription
 from common.db.statuses import DeliveryStatus
+from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
-from hookline.api.routes.replays import run_in_background
+from hookline.api.errors import ApiError
+from hookline.api.replay_threads import run_in_background
 from hookline.api.tenant_limits import admit_replay_start, replay_rate_cap
 from hookline.portal.calls import call
 from hookline.portal.session import Posted, Refused, Viewer, posted, viewer
 from hookline.portal.web import PREFIX, page, secure
-from hookline.services import deliveries
-from hookline.services.deliveries import LogFilter
+from hookline.services import deliveries, delivery_log
+from hookline.services.delivery_log import LogFilter, LogPage, Position
 
 router = APIRouter()
 
@@ -34,14 +38,35 @@ def _when(text: str, seen: Viewer) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _position(text: str, seen: Viewer) -> Position | None:
+    if not text:
+        return None
+    try:
+        return decode_position(text)
+    except ApiError:
+        raise Refused(
+            422, "not a page of this log: start again from the newest", seen.theme
+        ) from None
+
+
+def _page_link(filters: dict[str, str], side: str, position: Position | None) -> str | None:
+    """The address of the page next to this one, with the same filters."""
+    if position is None:
+        return None
+    kept = {name: value for name, value in filters.items() if value}
+    return f"{PREFIX}/deliveries?{urlencode({**kept, side: encode_position(*position)})}"
+
+
 @router.get("/deliveries")
-async def delivery_log(
+async def delivery_log_page(
     request: Request,
     status: str = Query(default="", max_length=16),
     event_type: str = Query(default="", max_length=200),
     endpoint: str = Query(default="", max_length=64),
     since: str = Query(default="", max_length=40),
     until: str = Query(default="", max_length=40),
+    older: str = Query(default="", max_length=300),
+    newer: str = Query(default="", max_length=300),
     seen: Viewer = Depends(viewer),
     services: Services = Depends(get_services),
 ) -> Response:
@@ -55,23 +80,31 @@ async def delivery_log(
         since=_when(since, seen),
         until=_when(until, seen),
     )
+    after, before = _position(older, seen), _position(newer, seen)
 
-    def load() -> tuple[list[Delivery], list[Subscription]]:
+    def load() -> tuple[LogPage, list[Subscription]]:
         with services.sessionmaker() as session:
-            rows = deliveries.log_page(session, who.tenant_id, who.subscription_ids, filters)
+            found = delivery_log.log_page(
+                session, who.tenant_id, who.subscription_ids, filters, after=after, before=before
+            )
             endpoints = deliveries.endpoints_of(session, who.tenant_id, who.subscription_ids)
-            return rows, endpoints
+            return found, endpoints
 
-    rows, endpoints = await call(seen, load)
+    found, endpoints = await call(seen, load)
+    kept = {"status": status, "event_type": event_type, "endpoint": endpoint,
+            "since": since, "until": until}  # fmt: skip
     context: dict[str, Any] = {
         "title": "Delivery log",
-        "rows": rows,
+        "rows": found.rows,
         "endpoints": endpoints,
         "statuses": tuple(DeliveryStatus),
-        "filters": {"status": status, "event_type": event_type, "endpoint": endpoint,
-                    "since": since, "until": until},
+        "filters": kept,
+        "older_url": _page_link(kept, "older", found.older),
+        "newer_url": _page_link(kept, "newer", found.newer),
+        "paged": bool(older or newer),
+        "page_size": delivery_log.PAGE_SIZE,
         "nav": "deliveries",
-    }  # fmt: skip
+    }
     return page(request, "deliveries.html", context, who=who, theme=seen.theme)
 
 
@@ -84,13 +117,12 @@ async def show_delivery(
 ) -> Response:
     who = seen.session
 
-    def load() -> tuple[Delivery, list[Any], list[tuple[str, str]]]:
+    def load() -> tuple[Delivery, list[Attempt], dict[int, list[tuple[str, str]]]]:
         with services.sessionmaker() as session:
             row, attempts = deliveries.detail(
                 session, who.tenant_id, who.subscription_ids, delivery_id
             )
-            sub = session.get(Subscription, row.subscription_id)
-            return row, attempts, deliveries.request_headers(sub)
+            return row, attempts, deliveries.attempt_headers(session, row, attempts)
 
     row, attempts, headers = await call(seen, load)
     context = {

@@ -16,8 +16,8 @@ from hookline.api.subscription_schemas import SubscriptionCreate, SubscriptionUp
 from hookline.portal.calls import NOTICES, allowed_or_404, back_to, call, outbound, reaching
 from hookline.portal.session import Posted, Refused, Viewer, posted, viewer
 from hookline.portal.web import page
-from hookline.services import deliveries, subscriptions
-from hookline.services.deliveries import LogFilter
+from hookline.services import circuits, deliveries, delivery_log, subscriptions
+from hookline.services.delivery_log import LogFilter
 
 router = APIRouter()
 MAX_LISTED = 200
@@ -120,20 +120,22 @@ async def show_endpoint(
     allowed_or_404(seen, subscription_id)
     tenant = seen.session.tenant_id
 
-    def load() -> tuple[Subscription, deliveries.Health, list[Any]]:
+    def load() -> tuple[Subscription, deliveries.Health, circuits.Circuit, list[Any]]:
         with services.sessionmaker() as session:
             row = subscriptions.get(session, tenant, subscription_id)
-            recent = deliveries.log_page(
+            recent = delivery_log.log_page(
                 session, tenant, seen.session.subscription_ids,
                 LogFilter(subscription_id=row.id), limit=10,
             )  # fmt: skip
-            return row, deliveries.health(session, tenant, row.id), recent
+            health = deliveries.health(session, tenant, row.id)
+            return row, health, circuits.circuit(session, row.id), recent.rows
 
-    row, health, recent = await call(seen, load)
+    row, health, circuit, recent = await call(seen, load)
     context = {
         "title": row.description or row.url,
         "row": row,
         "health": health,
+        "circuit": circuit,
         "recent": recent,
         "notice": NOTICES.get(notice),
         "nav": "endpoints",

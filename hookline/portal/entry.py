@@ -1,29 +1,50 @@
-"""Entering the portal: a link's token is exchanged for the session cookie, and the page
-that answers moves the browser on to the portal, so the token leaves the address bar.
+"""Entering and leaving the portal: a link's token is exchanged for the session cookie, and
+the page that answers moves the browser on to the portal, so the token leaves the address
+bar; signing out ends the session for good.
 
-The cookie is SameSite=Strict: a browser does not send it on a navigation that began on
-another site (a link in an e-mail), not even after a redirect. The answer is therefore a
-small page whose meta refresh (a same-site navigation) opens the portal.
+The cookie is SameSite=Strict (unless the tenant's portal is embeddable, see `session.py`):
+a browser does not send it on a navigation that began on another site (a link in an
+e-mail), not even after a redirect. The answer is therefore a small page whose meta
+refresh (a same-site navigation) opens the portal.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from hookline.api.deps import Services, get_services
-from hookline.portal.session import Refused, Viewer, set_cookie, viewer
-from hookline.portal.web import PREFIX, page, secure
+from hookline.portal.calls import call
+from hookline.portal.session import (
+    Posted,
+    Refused,
+    Viewer,
+    checked,
+    clear_cookie,
+    set_cookie,
+    viewer,
+)
+from hookline.portal.web import NO_REFERRER, PREFIX, page, secure
+from hookline.services import portal_links, portal_themes
 from hookline.services.portal_links import LinkRefused, exchange
+from hookline.services.portal_themes import Theme
 
 router = APIRouter()
 
 
-def _exchange(services: Services, token: str, source_ip: str | None) -> tuple[str, object]:
+def _exchange(services: Services, token: str, source_ip: str | None) -> tuple[str, datetime, Theme]:
     with services.sessionmaker() as session, session.begin():
-        link, session_token = exchange(session, token, source_ip=source_ip)
-        return session_token, link.expires_at
+        try:
+            link, session_token = exchange(session, token, source_ip=source_ip)
+        except LinkRefused as exc:
+            message = f"{exc}. Ask the service that sent you the link for a new one."
+            # The tenant's theme, when the link is known: it may be inside the tenant's iframe.
+            theme = portal_themes.get(session, exc.tenant_id) if exc.tenant_id else None
+            raise Refused(401, message, theme) from None
+        return session_token, link.expires_at, portal_themes.get(session, link.tenant_id)
 
 
 @router.get("/open")
@@ -33,13 +54,31 @@ async def open_link(
     services: Services = Depends(get_services),
 ) -> Response:
     host = request.client.host if request.client else None
-    try:
-        session_token, expires_at = await run_in_threadpool(_exchange, services, token, host)
-    except LinkRefused as exc:
-        message = f"{exc}. Ask the service that sent you the link for a new one."
-        raise Refused(401, message) from None
-    response = page(request, "opening.html", {"title": "Opening the portal"})
-    set_cookie(response, request, session_token, expires_at)  # type: ignore[arg-type]
+    session_token, expires_at, theme = await run_in_threadpool(_exchange, services, token, host)
+    # The tenant's frame rule from the start: this page may itself be inside its iframe.
+    response = page(
+        request, "opening.html", {"title": "Opening the portal"}, theme=theme, referrer=NO_REFERRER
+    )
+    embedded = bool(theme.frame_ancestors)
+    set_cookie(response, request, session_token, expires_at, embedded=embedded)
+    return response
+
+
+@router.post("/signout")
+async def sign_out(
+    request: Request, form: Posted = Depends(checked), services: Services = Depends(get_services)
+) -> Response:
+    """End the session (a read-only one too): its cookie opens nothing from now on."""
+    seen = form.viewer
+
+    def run() -> None:
+        with services.sessionmaker() as session, session.begin():
+            portal_links.sign_out(session, seen.session.link_id, actor=seen.actor)
+
+    await call(seen, run)
+    # A page, not a redirect to one: with the tenant's theme, it may show in its iframe.
+    response = page(request, "signed_out.html", {"title": "Signed out"}, theme=seen.theme)
+    clear_cookie(response, request)
     return response
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
 from hookline.api.deps import Services, get_services
-from hookline.api.routes.replays import run_in_background
+from hookline.api.replay_threads import run_in_background
 from hookline.api.tenant_limits import admit_replay_start, replay_rate_cap
 from hookline.portal.calls import allowed_or_404, back_to, call, outbound, reaching
 from hookline.portal.session import Posted, Refused, posted
@@ -152,6 +152,7 @@ async def send_test(
             return deliveries.send_test_event(
                 session, seen.session.tenant_id, subscription_id, services.transport,
                 actor=seen.actor, publish_timeout_s=services.settings.publish_timeout_s,
+                shards=services.settings.delivery_shards,
             )  # fmt: skip
 
     await call(seen, run)

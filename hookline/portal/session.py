@@ -1,14 +1,24 @@
 """The portal session: the cookie a link is exchanged for, and the checks of every request.
 
-`viewer` admits a request with a live session (else 401); `posted` also checks the form's
-CSRF token (else 403) and, for a read-only session, refuses every change (403). Both give
-the route the tenant's theme, so its pages and refusals carry the tenant's CSP.
+`viewer` admits a request with a live session (else 401); `checked` also checks that a
+POST comes from the portal's own pages (its Origin and Sec-Fetch-Site, when the browser
+sends them) and carries the session's CSRF token (else 403); `posted` then refuses every
+change of a read-only session (403). All give the route the tenant's theme, so its pages
+and refusals carry the tenant's CSP.
+
+The cookie is `SameSite=Strict`, except for a tenant whose theme lets other sites frame
+the portal (`frame_ancestors`): a Strict or Lax cookie is never sent inside a frame of
+another site, so there it is `SameSite=None; Secure; Partitioned` (CHIPS: the browser
+keeps it for that one embedding site only). CSRF protection never relies on SameSite:
+the token and the origin checks above apply to every POST in both modes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -57,41 +67,83 @@ class Posted:
         return value.strip() if isinstance(value, str) else ""
 
 
-def set_cookie(response: Response, request: Request, token: str, expires_at: datetime) -> None:
-    response.set_cookie(
-        COOKIE,
-        token,
-        expires=expires_at,
-        path="/portal",
-        httponly=True,
-        secure=request.url.scheme == "https",
-        samesite="strict",
+def _cookie(value: str, expires_at: datetime, *, embedded: bool, secure: bool) -> str:
+    # Written out: Python's cookie module knows no `Partitioned` before 3.14. The session
+    # token holds URL-safe characters only, nothing a cookie value must quote.
+    parts = [f"{COOKIE}={value}", "Path=/portal", "HttpOnly"]
+    parts.append(f"Expires={format_datetime(expires_at.astimezone(UTC), usegmt=True)}")
+    if embedded:
+        parts += ["Secure", "SameSite=None", "Partitioned"]
+    else:
+        parts += [*(["Secure"] if secure else []), "SameSite=Strict"]
+    return "; ".join(parts)
+
+
+def set_cookie(
+    response: Response, request: Request, token: str, expires_at: datetime, *, embedded: bool
+) -> None:
+    """The session cookie: Strict, or for an embeddable portal None + Partitioned."""
+    secure = request.url.scheme == "https"
+    response.headers.append(
+        "set-cookie", _cookie(token, expires_at, embedded=embedded, secure=secure)
     )
+
+
+def clear_cookie(response: Response, request: Request) -> None:
+    """Remove the session cookie, in both modes: the theme may have changed since it was set,
+    and a partitioned cookie is removed only by a partitioned Set-Cookie."""
+    gone = datetime(1970, 1, 1, tzinfo=UTC)
+    secure = request.url.scheme == "https"
+    for embedded in (False, True):
+        response.headers.append("set-cookie", _cookie("", gone, embedded=embedded, secure=secure))
 
 
 def _load(services: Services, token: str | None) -> tuple[PortalSession, Theme]:
     with services.sessionmaker() as session:
-        who = session_of(session, token)
+        try:
+            who = session_of(session, token)
+        except LinkRefused as exc:
+            # The tenant's theme on the refusal too: inside the tenant's iframe, a page
+            # that forbids framing would show nothing at all.
+            theme = portal_themes.get(session, exc.tenant_id) if exc.tenant_id else None
+            raise Refused(401, str(exc), theme) from None
         return who, portal_themes.get(session, who.tenant_id)
 
 
 async def viewer(request: Request, services: Services = Depends(get_services)) -> Viewer:
-    try:
-        who, theme = await run_in_threadpool(_load, services, request.cookies.get(COOKIE))
-    except LinkRefused as exc:
-        raise Refused(401, str(exc)) from None
+    who, theme = await run_in_threadpool(_load, services, request.cookies.get(COOKIE))
     host = request.client.host if request.client else None
     return Viewer(who, theme, host)
 
 
-async def posted(request: Request, seen: Viewer = Depends(viewer)) -> Posted:
-    """A change: a valid CSRF token first, then the manage scope."""
+def from_this_site(request: Request) -> bool:
+    """Whether a POST comes from the portal's own pages, as far as the browser says: its
+    `Origin` names this host, and its `Sec-Fetch-Site` is same-origin. A header the client
+    did not send proves nothing either way (the CSRF token still has to match)."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or parts.netloc != request.headers.get("host"):
+            return False  # another site, or "null" (a sandboxed frame, a data: URL)
+    fetch_site = request.headers.get("sec-fetch-site")
+    return fetch_site is None or fetch_site in ("same-origin", "none")
+
+
+async def checked(request: Request, seen: Viewer = Depends(viewer)) -> Posted:
+    """A form the session sent: from this site, with the session's CSRF token."""
+    if not from_this_site(request):
+        raise Refused(403, "the form was sent from another site", seen.theme)
     form = await request.form(max_fields=MAX_FORM_FIELDS, max_files=0)
     token = form.get("csrf")
     if not seen.session.csrf_ok(token if isinstance(token, str) else None):
         raise Refused(403, "the form's CSRF token is missing or wrong: reload the page", seen.theme)
-    if not seen.session.can_manage:
-        raise Refused(403, "this portal link may only look, not change anything", seen.theme)
     if any(isinstance(v, str) and len(v) > MAX_FIELD_CHARS for v in form.values()):
         raise Refused(422, f"a field is longer than {MAX_FIELD_CHARS} characters", seen.theme)
     return Posted(seen, form)
+
+
+async def posted(form: Posted = Depends(checked)) -> Posted:
+    """A change: a checked form (`checked`), and the manage scope."""
+    if not form.viewer.session.can_manage:
+        raise Refused(403, "this portal link may only look, not change anything", form.viewer.theme)
+    return form

@@ -34,11 +34,21 @@ def csp(theme: Theme | None = None) -> str:
     )
 
 
-def secure(response: Response, theme: Theme | None = None) -> Response:
+# `same-origin`: nothing of a portal address goes to another site, and the portal's own POSTs
+# carry their real `Origin` (under `no-referrer` a browser sends `Origin: null` with every
+# POST, which the origin check in `session.py` must refuse). The page that opens a link
+# sends no referrer at all: its address holds the token.
+REFERRER_POLICY = "same-origin"
+NO_REFERRER = "no-referrer"
+
+
+def secure(
+    response: Response, theme: Theme | None = None, *, referrer: str = REFERRER_POLICY
+) -> Response:
     """The headers of every portal answer (pages, errors, redirects, assets)."""
     response.headers["Content-Security-Policy"] = csp(theme)
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = referrer
     if not (theme and theme.frame_ancestors):
         response.headers["X-Frame-Options"] = "DENY"
     if "cache-control" not in response.headers:
@@ -54,16 +64,18 @@ def page(
     who: PortalSession | None = None,
     theme: Theme | None = None,
     status_code: int = 200,
+    referrer: str = REFERRER_POLICY,
 ) -> Response:
     """A rendered page; with a session, its CSRF token and scope are in the context."""
     values = {
         "who": who,
         "theme": theme or Theme(),
         "csrf": who.csrf_token() if who else "",
+        "referrer": referrer,
         **context,
     }
     response = templates.TemplateResponse(request, name, values, status_code=status_code)
-    return secure(response, theme)
+    return secure(response, theme, referrer=referrer)
 
 
 def refusal(

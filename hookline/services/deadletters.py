@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -29,6 +30,22 @@ class PurgeRefused(Conflict):
         return self.template.format(option=spelling.get("all", "all"))
 
 
+class Selection(Protocol):
+    """What a purge selects by: dead letters' or poison messages' filters."""
+
+    @property
+    def narrows(self) -> bool: ...
+    @property
+    def tenant(self) -> str | None: ...
+
+
+def refuse_unnamed(selection: Selection, *, everything: bool) -> None:
+    """`PurgeRefused` for a purge that names nothing (no filter, no tenant) and does not
+    say `everything`."""
+    if not selection.narrows and selection.tenant is None and not everything:
+        raise PurgeRefused()
+
+
 @dataclass(frozen=True)
 class Purged:
     matched: int
@@ -44,8 +61,7 @@ def purge(
 ) -> Purged:
     """Count, and unless `dry_run` cancel, the dead letters `dead` selects (`hookline gc`
     removes cancelled rows later); the caller commits."""
-    if not dead.narrows and dead.tenant is None and not everything:
-        raise PurgeRefused()
+    refuse_unnamed(dead, everything=everything)
     matched = summarize_dead(session, dead).total
     if dry_run or matched == 0:
         return Purged(matched, 0, dry_run)

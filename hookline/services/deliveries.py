@@ -1,6 +1,6 @@
-"""What a receiver reads about its deliveries, and what it may do with them: the delivery
-log, one delivery with its attempts, an endpoint's health, a test event, and re-sending
-what failed (a replay job through `dispatcher.replay`).
+"""What a receiver reads about its deliveries, and what it may do with them: one delivery
+with its attempts, an endpoint's health, a test event, and re-sending what failed (a replay
+job through `dispatcher.replay`). The log itself is `delivery_log.py`.
 
 Every function takes the tenant and, where a caller may see only some subscriptions (a
 portal session of one customer), the ids it may see: nothing outside them is read.
@@ -11,36 +11,27 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from common.db.models import Attempt, Delivery, ReplayJob, Subscription
+from common.db import lookup
+from common.db.models import Attempt, Delivery, HeaderSet, ReplayJob, Subscription, on_its_day
 from common.db.statuses import DeliveryStatus
 from common.transport import Outgoing, Transport, topology
 from common.wire import Event, utcnow
 from dispatcher.deadletters import DeadFilter
+from dispatcher.http import headers_shown
 from dispatcher.replay import ReplayRefused, create_job, get_job
 from hookline.services import audit
 from hookline.services.audit import Actor
+from hookline.services.delivery_log import scoped
 from hookline.services.errors import Conflict, NotFound
 from hookline.services.subscriptions import get as get_subscription
 from router import Target
 from router.persist import persist_batch
 
 TEST_EVENT_TYPE = "hookline.test"
-PAGE_SIZE = 50
-SIGNING_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type")
-
-
-@dataclass(frozen=True)
-class LogFilter:
-    status: str | None = None
-    event_type: str | None = None
-    subscription_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -54,56 +45,38 @@ class Health:
     dead_day: int
 
 
-def _scoped(query: Select[Any], tenant_id: str, allowed: Collection[str] | None) -> Select[Any]:
-    query = query.where(Delivery.tenant_id == tenant_id)
-    if allowed is not None:
-        query = query.where(Delivery.subscription_id.in_(sorted(allowed)))
-    return query
-
-
-def log_page(
-    session: Session,
-    tenant_id: str,
-    allowed: Collection[str] | None,
-    filters: LogFilter,
-    *,
-    limit: int = PAGE_SIZE,
-) -> list[Delivery]:
-    """The newest deliveries matching `filters`, at most `limit`."""
-    query = _scoped(select(Delivery), tenant_id, allowed)
-    if filters.status:
-        query = query.where(Delivery.status == filters.status)
-    if filters.event_type:
-        query = query.where(Delivery.event_type == filters.event_type)
-    if filters.subscription_id:
-        query = query.where(Delivery.subscription_id == filters.subscription_id)
-    if filters.since:
-        query = query.where(Delivery.created_at >= filters.since)
-    if filters.until:
-        query = query.where(Delivery.created_at < filters.until)
-    query = query.order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit)
-    return list(session.scalars(query))
-
-
 def detail(
     session: Session, tenant_id: str, allowed: Collection[str] | None, delivery_id: str
 ) -> tuple[Delivery, list[Attempt]]:
     """One delivery the caller may see, and its attempts oldest first."""
-    query = _scoped(select(Delivery), tenant_id, allowed).where(Delivery.id == delivery_id)
+    query = scoped(select(Delivery), tenant_id, allowed).where(
+        Delivery.id == delivery_id, *on_its_day(Delivery.day, delivery_id)
+    )
     row = session.scalars(query).first()
     if row is None:
         raise NotFound("delivery")
-    attempts = session.scalars(
-        select(Attempt).where(Attempt.delivery_id == row.id).order_by(Attempt.id)
-    ).all()
-    return row, list(attempts)
+    return row, lookup.attempts(session, row.id)
 
 
-def request_headers(subscription: Subscription | None) -> list[tuple[str, str]]:
-    """The headers every attempt sends, values masked: the subscription's static ones by
-    name, then Hookline's own (attempts do not store the request, only what it got)."""
-    static = sorted(subscription.headers) if subscription is not None else []
-    return [(name, "••••••") for name in (*static, *SIGNING_HEADERS)]
+def attempt_headers(
+    session: Session, delivery: Delivery, attempts: list[Attempt]
+) -> dict[int, list[tuple[str, str]]]:
+    """attempt id -> the headers its request went out with, secrets masked (from its
+    `header_sets` row). An attempt that sent nothing, or one recorded before migration
+    0014, has no entry."""
+    ids = {a.header_set_id for a in attempts if a.header_set_id is not None}
+    if not ids:
+        return {}
+    stored = dict(
+        session.execute(select(HeaderSet.id, HeaderSet.headers).where(HeaderSet.id.in_(ids)))
+        .tuples()
+        .all()
+    )
+    return {
+        a.id: headers_shown(stored[a.header_set_id], delivery.event_id, a.created_at)
+        for a in attempts
+        if a.header_set_id in stored
+    }
 
 
 def health(session: Session, tenant_id: str, subscription_id: str) -> Health:
@@ -146,6 +119,7 @@ def send_test_event(
     *,
     actor: Actor,
     publish_timeout_s: float,
+    shards: int,
 ) -> str:
     """Store a `hookline.test` event with one delivery, to this subscription only, and
     publish it; returns the delivery id. Commits: the delivery must exist before it is
@@ -168,7 +142,13 @@ def send_test_event(
     session.commit()
     transport.publish(
         [
-            Outgoing(topology.DELIVERIES, topology.DELIVERY_ROUTING_KEY, r.body, {}, r.delivery_id)
+            Outgoing(
+                topology.DELIVERIES,
+                topology.DELIVERY_ROUTING_KEY,
+                r.body,
+                topology.shard_headers(tenant_id, shards),  # one message: never over a share
+                r.delivery_id,
+            )
             for r in routed
         ],
         timeout_s=publish_timeout_s,

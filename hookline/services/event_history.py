@@ -5,7 +5,8 @@ Pages go by (received_at, id), newest first: `ix_events_tenant_received_id` serv
 plain list and the time range, `ix_events_tenant_type_received_id` the type filter, and the
 id prefix reads `ix_events_tenant_id_pattern` (a `varchar_pattern_ops` index on
 PostgreSQL, whose default collation cannot serve `LIKE 'x%'`). The counts are one grouped
-query over the page's ids on the deliveries' (tenant_id, event_id, subscription_id) key.
+query over the page's ids on the deliveries' (tenant_id, event_id, subscription_id, day)
+key, on the page's days only.
 """
 
 from __future__ import annotations
@@ -54,16 +55,21 @@ def page_query(
 
 
 def delivery_counts(
-    session: Session, tenant_id: str, event_ids: Iterable[str]
+    session: Session, tenant_id: str, events: Iterable[EventRow]
 ) -> dict[str, dict[str, int]]:
-    """event id -> {status: deliveries of the event in that status} (no entry: none yet)."""
-    ids = list(event_ids)
+    """event id -> {status: deliveries of the event in that status} (no entry: none yet).
+    Read on the page's days only: an event's deliveries live on its day."""
+    page = list(events)
     counts: dict[str, dict[str, int]] = defaultdict(dict)
-    if not ids:
+    if not page:
         return counts
     rows = session.execute(
         select(Delivery.event_id, Delivery.status, func.count())
-        .where(Delivery.tenant_id == tenant_id, Delivery.event_id.in_(ids))
+        .where(
+            Delivery.tenant_id == tenant_id,
+            Delivery.event_id.in_([row.id for row in page]),
+            Delivery.day.in_(sorted({row.day for row in page})),
+        )
         .group_by(Delivery.event_id, Delivery.status)
     )
     for event_id, status, count in rows:

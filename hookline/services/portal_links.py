@@ -2,8 +2,8 @@
 
 A link carries a random token (`hlp_` + 43 URL-safe characters); only its SHA-256 is
 stored. Opening the link exchanges the token, once, for a session token that lives in an
-HttpOnly cookie (also stored as SHA-256 only); the session ends when the link expires or is
-revoked. A session acts in the audit log as `portal:<link id>`.
+HttpOnly cookie (also stored as SHA-256 only); the session ends when the link expires, is
+revoked, or its customer signs out. A session acts in the audit log as `portal:<link id>`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,13 @@ MAX_SUBSCRIPTIONS = 100
 
 
 class LinkRefused(Exception):
-    """A link or session that does not open the portal (unknown, used, expired, revoked)."""
+    """A link or session that does not open the portal (unknown, used, expired, revoked,
+    signed out); `tenant_id` when the link is known, so that the refusal can carry the
+    tenant's theme (and be shown inside the frame that embeds its portal)."""
+
+    def __init__(self, message: str, tenant_id: str | None = None) -> None:
+        super().__init__(message)
+        self.tenant_id = tenant_id
 
 
 @dataclass(frozen=True)
@@ -128,13 +134,27 @@ def revoke(session: Session, tenant_id: str, link_id: str, *, actor: Actor) -> P
     row = session.scalars(
         select(PortalLink).where(PortalLink.id == link_id, PortalLink.tenant_id == tenant_id)
     ).first()
+    return _end(session, row, "revoked_at", "portal_link.revoked", actor)
+
+
+def sign_out(session: Session, link_id: str, *, actor: Actor) -> None:
+    """End the link's session because its customer signed out (twice is fine, audited
+    once); the caller commits. The cookie then opens nothing, as after a revocation."""
+    row = session.get(PortalLink, link_id, with_for_update=True)
+    _end(session, row, "signed_out_at", "portal_session.signed_out", actor)
+
+
+def _end(
+    session: Session, row: PortalLink | None, stamp: str, action: str, actor: Actor
+) -> PortalLink:
+    """Set the link's `stamp` (`revoked_at` or `signed_out_at`) once, and audit it once."""
     if row is None:
         raise NotFound("portal link")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
+    if getattr(row, stamp) is None:
+        setattr(row, stamp, utcnow())
         audit.record(
-            session, actor, action="portal_link.revoked",
-            resource_type="portal_link", resource_id=row.id, tenant_id=tenant_id,
+            session, actor, action=action,
+            resource_type="portal_link", resource_id=row.id, tenant_id=row.tenant_id,
         )  # fmt: skip
     return row
 
@@ -143,9 +163,11 @@ def _usable(row: PortalLink | None) -> PortalLink:
     if row is None:
         raise LinkRefused("unknown link")
     if row.revoked_at is not None:
-        raise LinkRefused("this link has been revoked")
+        raise LinkRefused("this link has been revoked", row.tenant_id)
+    if row.signed_out_at is not None:
+        raise LinkRefused("you signed out of this portal session", row.tenant_id)
     if row.expires_at <= utcnow():
-        raise LinkRefused("this link has expired")
+        raise LinkRefused("this link has expired", row.tenant_id)
     return row
 
 
@@ -159,7 +181,7 @@ def exchange(session: Session, token: str, *, source_ip: str | None) -> tuple[Po
         ).first()
     )
     if row.used_at is not None:
-        raise LinkRefused("this link has been used already")
+        raise LinkRefused("this link has been used already", row.tenant_id)
     session_token = SESSION_PREFIX + secrets.token_urlsafe(32)
     row.used_at = utcnow()
     row.session_hash = _hash(session_token)

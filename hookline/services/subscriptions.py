@@ -154,6 +154,7 @@ def subscribe(
                     headers=box.seal_values(body.headers),
                     rate_limit_per_s=body.rate_limit_per_s,
                     max_in_flight=body.max_in_flight,
+                    propagate_trace=body.propagate_trace,
                     description=body.description,
                     meta=body.metadata,
                     status=SubscriptionStatus.ACTIVE
@@ -254,7 +255,7 @@ def change(
     to `pending_verification` and through the handshake for the new endpoint."""
     if changes.get("url") is not None:
         check_target(outbound, changes["url"])
-    for name in ("event_types", "url"):
+    for name in ("event_types", "url", "propagate_trace"):
         if name in changes and changes[name] is None:
             raise Invalid(f"{name} cannot be null")
     if changes.get("headers"):  # values are sealed at rest, like secrets
@@ -286,7 +287,7 @@ def _apply(row: Subscription, changes: dict[str, Any]) -> None:
     simple = {
         "headers": "headers", "filter": "payload_filter", "description": "description",
         "metadata": "meta", "rate_limit_per_s": "rate_limit_per_s",
-        "max_in_flight": "max_in_flight", "url": "url",
+        "max_in_flight": "max_in_flight", "url": "url", "propagate_trace": "propagate_trace",
     }  # fmt: skip
     for field, column in simple.items():
         if field in changes:

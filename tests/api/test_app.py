@@ -126,7 +126,7 @@ def test_openapi_names_the_success_bodies_and_the_credentials(api):
     assert paths["/v1/tenants"]["post"]["security"] == [{"AdminToken": []}]
     assert "security" not in paths["/healthz"]["get"]
     headers = [p["name"] for p in paths["/v1/events"]["post"]["parameters"]]
-    assert headers == ["Idempotency-Key"]
+    assert headers == ["Idempotency-Key", "traceparent", "tracestate"]  # W3C trace context
     assert body_ref("/v1/events/batch", "post", "202") == "BatchResult"
     assert body_ref("/v1/deliveries", "get", "200") == "DeliveryList"
     assert body_ref("/v1/events/{event_id}", "get", "200") == "EventDetail"

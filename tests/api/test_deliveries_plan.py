@@ -22,6 +22,7 @@ from common.db.session import make_engine
 from common.wire import utcnow
 from hookline.api.cursor import encode_position
 from hookline.api.routes.deliveries import delivery_page
+from tests.plans import explain, nodes
 from tests.services import temporary_database
 
 pytestmark = pytest.mark.postgres
@@ -74,18 +75,7 @@ def many_deliveries() -> Iterator[Engine]:
 
 
 def plan(engine: Engine, **filters: Any) -> dict[str, Any]:
-    query = delivery_page(TENANT, limit=100, **filters)
-    compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
-    with engine.connect() as connection:
-        raw = connection.execute(text(f"EXPLAIN (FORMAT JSON, ANALYZE, BUFFERS) {compiled}"))
-        result: dict[str, Any] = raw.scalar_one()[0]
-    return result
-
-
-def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from nodes(child)
+    return explain(engine, delivery_page(TENANT, limit=100, **filters))
 
 
 CASES = {

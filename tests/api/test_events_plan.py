@@ -13,13 +13,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Select, func, select, text
+from sqlalchemy import Engine, func, select, text
 
 from common.db import migrate, partitions
 from common.db.models import Delivery, EventRow, ReplayJob
 from common.db.session import make_engine
 from common.wire import utcnow
 from hookline.services import event_history, replay_jobs
+from tests.plans import explain, nodes
 from tests.services import temporary_database
 
 pytestmark = pytest.mark.postgres
@@ -60,20 +61,6 @@ def engine() -> Iterator[Engine]:
             connection.execute(text("ANALYZE events; ANALYZE deliveries; ANALYZE replay_jobs"))
         yield engine
         engine.dispose()
-
-
-def explain(engine: Engine, query: Select[Any]) -> dict[str, Any]:
-    compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
-    with engine.connect() as connection:
-        raw = connection.execute(text(f"EXPLAIN (FORMAT JSON, ANALYZE, BUFFERS) {compiled}"))
-        result: dict[str, Any] = raw.scalar_one()[0]
-    return result
-
-
-def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from nodes(child)
 
 
 def assert_one_page_through(

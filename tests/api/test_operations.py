@@ -290,4 +290,6 @@ def test_poison_messages_are_listed_with_their_raw_body_and_resubmitted(ops_api:
         f"/v1/dead-letters/poison/{row['id']}/resubmit", headers=ops_api.admin
     )
     assert sent.status_code == 200 and sent.json()["resubmitted_at"] is not None
-    assert ops_api.transport.queue_depth(tp.DELIVERIES) == 1
+    # To its tenant's shard, as every delivery (architecture §3).
+    shard = tp.shard_queue(tp.shard_of("ten_x", ops_api.settings.delivery_shards))
+    assert ops_api.transport.queue_depth(shard) == 1

@@ -68,6 +68,9 @@ def test_patch_changes_only_the_fields_sent(api):
         {"filter": {"total": {"gte": "a lot"}}},
         {"filter": {"total": {"between": [1, 2]}}},
         {"headers": {"webhook-signature": "forged"}},
+        {"headers": {"Traceparent": "00-forged"}},  # Hookline's own, with propagate_trace
+        {"propagate_trace": None},
+        {"propagate_trace": "sometimes"},
         {"event_types": []},
         {"event_types": None},
         {"url": None},
@@ -89,6 +92,30 @@ def test_a_bad_change_is_refused_and_nothing_changes(api, change):
         before.url, before.event_types, before.headers, before.payload_filter,
     )  # fmt: skip
     assert after.updated_at == before.updated_at
+
+
+def test_trace_propagation_is_off_until_a_subscription_opts_in_and_can_be_turned_off(api):
+    sub, auth, _ = active(api)
+    assert sub["propagate_trace"] is False
+    opted, _, _ = active(api, propagate_trace=True)
+    assert opted["propagate_trace"] is True
+
+    on = api.client.patch(f"/v1/subscriptions/{sub['id']}", json={"propagate_trace": True},
+                          headers=auth)  # fmt: skip
+    assert on.status_code == 200, on.text
+    assert on.json()["propagate_trace"] is True
+    assert api.client.get(f"/v1/subscriptions/{sub['id']}", headers=auth).json()["propagate_trace"]
+    row = stored(api, sub["id"])
+    assert row is not None and row.propagate_trace is True
+    off = api.client.patch(f"/v1/subscriptions/{sub['id']}", json={"propagate_trace": False},
+                           headers=auth)  # fmt: skip
+    assert off.json()["propagate_trace"] is False
+    with api.sessionmaker() as session:
+        (entry,) = session.scalars(
+            select(AuditEntry).where(AuditEntry.resource_id == sub["id"],
+                                     AuditEntry.action == "subscription.updated")
+        ).all()[-1:]  # fmt: skip
+    assert entry.details == {"fields": ["propagate_trace"]}
 
 
 def test_a_change_that_makes_it_identical_to_another_subscription_is_a_conflict(api):

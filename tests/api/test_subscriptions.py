@@ -170,6 +170,8 @@ def test_the_same_subscription_in_two_tenants_is_two_subscriptions(api):
         {"operations": ["has space"]},
         {"headers": {"Webhook-Signature": "v1,forged"}},
         {"headers": {"Content-Type": "text/plain"}},
+        {"headers": {"tracestate": "vendor=1"}},
+        {"propagate_trace": "yes please"},
         {"headers": {"Bad Name": "x"}},
         {"headers": {"X-Split": "a\r\nInjected: yes"}},
         {"rate_limit_per_s": 0},

@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from common.db.models import AuditEntry
 from common.transport import topology as tp
+from common.transport.spill import Spill
 from router.loader import IndexLoader
-from router.spill import Spill
 from tests.api.support import Api, assert_error
 
 

@@ -57,6 +57,16 @@ def test_the_tree_keeps_every_import_contract(tmp_path: Path) -> None:
         ("dispatcher.sneaky", "import hookline", "Services never import the shell"),
         ("router.sneaky", "import pika", "Only the RabbitMQ transport imports pika"),
         (
+            "dispatcher.sneaky",
+            "from opentelemetry import trace",
+            "Only the tracing package imports OpenTelemetry",
+        ),
+        (
+            "common.sneaky",
+            "import opentelemetry.sdk.trace",
+            "Only the tracing package imports OpenTelemetry",
+        ),
+        (
             "hookline.sneaky",
             "from dispatcher.deadletters.view import show",
             "Dead letters are reached through their facade",

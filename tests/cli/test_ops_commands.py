@@ -33,6 +33,7 @@ from hookline.cli import app, direct, dlq
 from hookline.runtime import build_runtime
 from tests import builders
 from tests.dead_letters import dead_letter, published_copies
+from tests.queues import messages_waiting
 
 runner = CliRunner()
 WAIT_S = 10.0
@@ -106,15 +107,7 @@ def new_job(ops: Ops, rate_per_s: float | None = None) -> str:
 
 def queued(broker: MemoryBroker, queue: str) -> list[Message]:
     """Consume (and ack) every message waiting in `queue`."""
-    consumer = MemoryTransport(broker).consume(queue, prefetch=100)
-    found = []
-    for message in consumer:
-        if message is None:
-            break
-        found.append(message)
-    consumer.ack_many(found)
-    consumer.close()
-    return found
+    return messages_waiting(MemoryTransport(broker), queue)
 
 
 def test_replay_cancel_stops_a_running_job_after_its_batch_and_what_was_sent_stays_sent(

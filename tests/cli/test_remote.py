@@ -6,118 +6,23 @@ CLI reaching them only through `HOOKLINE_API_URL` with the admin token or a tena
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
-from typer.testing import CliRunner, Result
 
 from hookline.cli import app
-from hookline.receiver import Received, Receiver, Reply
-from tests.integration.faultrig import engine_env
-from tests.processes import Services, free_port
-from tests.services import temporary_database, temporary_vhost
+from tests.cli.remote import (
+    ADMIN_TOKEN,
+    Stack,
+    created,
+    dead_ids,
+    deliveries_of,
+    last_json,
+    runner,
+    wait_until,
+)
+from tests.processes import free_port
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
-ADMIN_TOKEN = "remote-cli-admin-token-7f3a9c2e"
-WAIT_S = 60.0
-runner = CliRunner()
-
-
-@dataclass
-class Stack:
-    api_url: str
-    direct_env: dict[str, str]
-    receiver: Receiver
-    failing: set[str]  # receiver paths answered 500
-
-    def cli(self, *args: str, token: str = ADMIN_TOKEN) -> Result:
-        env = {"HOOKLINE_API_URL": self.api_url, "HOOKLINE_API_TOKEN": token}
-        return runner.invoke(app, list(args), env=env)
-
-    def direct(self, *args: str) -> Result:
-        return runner.invoke(app, list(args), env={**self.direct_env, "HOOKLINE_API_URL": ""})
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    logs = tmp_path_factory.mktemp("remote-logs")
-    with temporary_vhost() as broker_url, temporary_database() as database_url, Receiver() as rx:
-        env = engine_env(
-            broker_url, database_url,
-            HOOKLINE_ADMIN_TOKEN=ADMIN_TOKEN, HOOKLINE_RETRY_SCHEDULE="200ms,200ms",
-            HOOKLINE_LOG_FORMAT="console",
-        )  # fmt: skip
-        env.pop("HOOKLINE_API_URL", None)
-        failing: set[str] = set()
-        rx.respond = lambda got: Reply(500) if got.path in failing else Reply(200)
-        services = Services(env, Path(logs))
-        port = free_port()
-        assert runner.invoke(app, ["migrate"], env=env).exit_code == 0
-        services.start("api", "api", "--host", "127.0.0.1", "--port", str(port))
-        services.start("router", "router")
-        services.start("dispatcher", "dispatcher")
-        api_url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                return requests.get(f"{api_url}/readyz", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        try:
-            wait_until(ready, "the API")
-            yield Stack(api_url, env, rx, failing)
-        finally:
-            services.stop()
-
-
-def created(result: Result, label: str) -> str:
-    assert result.exit_code == 0, result.output
-    return next(
-        line.split(": ")[1].split()[0] for line in result.stdout.splitlines()
-        if line.startswith(label)
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tenant(stack: Stack) -> dict[str, str]:
-    """A tenant made through the CLI, its all-scopes key, and a subscription to the receiver."""
-    made = stack.cli("tenant", "create", "site-a")
-    tenant_id = made.stdout.split()[1]
-    key = created(made, "api key")
-    subscription = requests.post(
-        f"{stack.api_url}/v1/tenants/{tenant_id}/subscriptions",
-        json={"url": f"{stack.receiver.url}/hooks", "event_types": ["order.*"]},
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        timeout=10,
-    ).json()
-    time.sleep(1.0)  # the router's subscription index refreshes every 0.5 s
-    return {"id": tenant_id, "key": key, "subscription": subscription["id"]}
-
-
-def deliveries_of(stack: Stack, webhook_id: str) -> list[Received]:
-    return [r for r in stack.receiver.received if r.headers.get("webhook-id") == webhook_id]
-
-
-def dead_ids(stack: Stack, *filters: str) -> list[str]:
-    listed = stack.cli("dlq", "list", *filters, "-o", "json")
-    assert listed.exit_code == 0, listed.output
-    return [row["id"] for row in json.loads(listed.stdout)["data"]]
 
 
 def test_publish_through_the_api_is_delivered(stack: Stack, tenant: dict[str, str]) -> None:
@@ -157,17 +62,12 @@ def test_dlq_list_show_and_replay_through_the_api(stack: Stack, tenant: dict[str
     stack.failing.discard("/hooks")
     replayed = stack.cli("replay", "start", "--event-type", "order.failed", "--yes", "-o", "json")
     assert replayed.exit_code == 0, replayed.output
-    job = json.loads(_last_json(replayed.stdout))
+    job = json.loads(last_json(replayed.stdout))
     assert (job["state"], job["done"]) == ("completed", 1)
     # Received again, with the webhook-id it was first sent with.
     wait_until(lambda: len(deliveries_of(stack, webhook_id)) == 4, "the replayed delivery")
     status = stack.cli("replay", "status", job["id"], "-o", "json")
     assert json.loads(status.stdout)["state"] == "completed"
-
-
-def _last_json(text: str) -> str:
-    """The JSON object a command printed last (a progress bar may precede it)."""
-    return text[text.rindex("\n{") + 1 :] if "\n{" in text else text[text.index("{") :]
 
 
 def test_dlq_purge_through_the_api(stack: Stack, tenant: dict[str, str]) -> None:
@@ -247,6 +147,8 @@ def test_subscriptions_through_the_api(stack: Stack, tenant: dict[str, str]) -> 
     assert sub in {row["id"] for row in listed["data"]}
     assert f"{sub}: paused" in stack.cli("subscription", "pause", sub, token=key).stdout
     assert f"{sub}: active" in stack.cli("subscription", "resume", sub, token=key).stdout
+    traced = stack.cli("subscription", "update", sub, "--propagate-trace", token=key)
+    assert traced.stdout.strip() == f"{sub}: active, trace propagation on"
     assert stack.cli("subscription", "delete", sub, token=key).exit_code == 0
     gone = stack.cli("subscription", "pause", sub, token=key)
     assert gone.exit_code == 1

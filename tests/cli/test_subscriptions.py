@@ -58,3 +58,26 @@ def test_without_a_tenant_the_direct_mode_says_what_is_missing(direct: str) -> N
     assert refused.output.strip() == (
         "hookline: validation_error: --tenant is required without HOOKLINE_API_URL"
     )
+
+
+def test_an_operator_turns_trace_propagation_on_and_off(direct: str) -> None:
+    args = ["http://127.0.0.1:9/hooks", "--event-type", "order.*", "--tenant", direct]
+    made = runner.invoke(app, ["subscription", "create", *args, "--propagate-trace", "-o", "json"])
+    assert made.exit_code == 0, made.output
+    created = json.loads(made.stdout)
+    assert created["propagate_trace"] is True
+    sub = created["id"]
+
+    off = runner.invoke(app, ["subscription", "update", sub, "--tenant", direct,
+                              "--no-propagate-trace"])  # fmt: skip
+    assert off.exit_code == 0, off.output
+    assert off.stdout.strip() == f"{sub}: active, trace propagation off"
+    listed = runner.invoke(app, ["subscription", "list", "--tenant", direct, "-o", "json"])
+    assert [row["propagate_trace"] for row in json.loads(listed.stdout)["data"]] == [False]
+
+    nothing = runner.invoke(app, ["subscription", "update", sub, "--tenant", direct])
+    assert nothing.exit_code == 2
+    assert "name something to change" in nothing.output
+    missing = runner.invoke(app, ["subscription", "update", "sub_nope", "--tenant", direct,
+                                  "--propagate-trace"])  # fmt: skip
+    assert missing.output.strip() == "hookline: not_found: subscription not found"

@@ -31,6 +31,7 @@ def rows(n: int, *, start: int = 0) -> list[dict[str, object]]:
             "data": {"n": i, "nested": {"list": [1, "two", None]}, "text": "é\"'\\"},
             "received_at": at,
             "day": TODAY,  # the partition day (migration 0011): one that exists
+            "traceparent": f"00-{i:032x}-{i + 1:016x}-01" if i % 3 else None,  # 0015
         }
         for i in range(start, start + n)
     ]

@@ -190,3 +190,34 @@ def test_the_keeper_leaves_sqlite_to_hookline_gc(sqlite_url: str) -> None:
     thread.stop()
     assert not thread.is_alive() and thread.runs == 0 and thread.failure is None
     engine.dispose()
+
+
+def test_a_trimmed_day_keeps_its_indexes_and_leaves_no_detached_table(engine: Engine) -> None:
+    old = TODAY - timedelta(days=40)
+    with engine.begin() as connection:
+        partitions.ensure(connection, [old])
+    with make_sessionmaker(engine).begin() as session:
+        session.add_all([
+            EventRow(tenant_id="t", id="e1", type="x", timestamp=datetime.now(UTC), data={},
+                     day=old),
+            Delivery(id="d1", tenant_id="t", event_id="e1", subscription_id="s", event_type="x",
+                     status=DeliveryStatus.DEAD, day=old),
+        ])  # fmt: skip
+    # A run that died after its swap, before it dropped what it swapped out.
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE attempts_p20000101 (LIKE attempts)"))
+
+    outcome = keeper.maintain(engine, keeper.Policy(), TODAY)
+
+    assert outcome.trimmed == {old: 1}
+    with engine.connect() as connection:
+        assert partitions.detached(connection) == []  # the leftover and the swapped-out day
+
+        def indexes(relname: str) -> list[str]:
+            query = text("SELECT indexdef FROM pg_indexes WHERE tablename = :t")
+            found = connection.execute(query, {"t": relname}).scalars()
+            return sorted(d.replace(relname, "<part>") for d in found)
+
+        for table in partitions.TABLES:  # built before the swap, attached, not rebuilt
+            kept, plain = partitions.name(table, old, kept=True), partitions.name(table, TODAY)
+            assert indexes(kept) == indexes(plain) != []

@@ -231,7 +231,7 @@ def test_a_huge_response_body_is_truncated(db: Any) -> None:
 
 
 class _CrashingSender(Sender):
-    def send(self, endpoint: Endpoint, delivery: DeliveryMessage) -> SendResult:
+    def send(self, endpoint: Endpoint, delivery: DeliveryMessage, trace: Any = None) -> SendResult:
         raise RuntimeError("a bug in the sender")
 
 

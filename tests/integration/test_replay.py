@@ -7,7 +7,6 @@ delivery must arrive exactly once more, with its original `webhook-id` and a val
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -30,7 +29,7 @@ from common.wire import utcnow
 from hookline.receiver import Received, Receiver, Reply
 from producer import Producer
 from tests import builders
-from tests.processes import HOOKLINE, Services
+from tests.processes import HOOKLINE, Services, service_env
 from tests.services import temporary_database, temporary_vhost
 
 SECRET_KEY = "d0wHSpY9TSNxuhRorT006YfcPvyuZd3i6JMVmTL_hgs"
@@ -67,20 +66,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with temporary_vhost() as broker_url, temporary_database() as database_url:
         migrate.upgrade(database_url)
         engine = make_engine(database_url)
-        env = {
-            **os.environ,
-            "HOOKLINE_DATABASE_URL": database_url,
-            "HOOKLINE_BROKER_URL": broker_url,
-            "HOOKLINE_SECRET_KEY": SECRET_KEY,
-            "HOOKLINE_ALLOW_PRIVATE_TARGETS": "true",
-            "HOOKLINE_ALLOW_HTTP": "true",
-            "HOOKLINE_RETRY_SCHEDULE": "200ms",
-            "HOOKLINE_SUBSCRIPTION_REFRESH_S": "0.2",
-            "HOOKLINE_LOG_FORMAT": "json",
+        env = service_env(
+            database_url, broker_url, secret_key=SECRET_KEY, retry_schedule="200ms",
             # The endpoint fails on purpose: neither the breaker nor auto-disable may step in.
-            "HOOKLINE_CIRCUIT_FAILURE_THRESHOLD": "1000000",
-            "HOOKLINE_AUTO_DISABLE_DEAD_DELIVERIES": "0",
-        }
+            circuit_failure_threshold="1000000", auto_disable_dead_deliveries="0",
+        )  # fmt: skip
         services = Services(env, logs)
         services.start("router", "router")
         services.start("dispatcher", "dispatcher", "--concurrency", "16")

@@ -45,16 +45,18 @@ class Portal:
         link: dict[str, Any] = response.json()
         return link
 
-    def browser(self) -> TestClient:
-        """A client of its own (its own cookie jar), as a second browser would be."""
-        client = TestClient(self.api.app, base_url="http://testserver", client=("testclient", 1))
+    def browser(self, *, https: bool = False) -> TestClient:
+        """A client of its own (its own cookie jar), as a second browser would be; over
+        https, it sends Secure cookies (an embeddable portal's are)."""
+        base = "https://testserver" if https else "http://testserver"
+        client = TestClient(self.api.app, base_url=base, client=("testclient", 1))
         self._clients.append(client)
         return client
 
-    def open(self, tenant_id: str, **body: Any) -> TestClient:
+    def open(self, tenant_id: str, *, https: bool = False, **body: Any) -> TestClient:
         """A browser signed in through a fresh link."""
         link = self.mint(tenant_id, **body)
-        client = self.browser()
+        client = self.browser(https=https)
         response = client.get(link["url"].replace("http://testserver", ""))
         assert response.status_code == 200, response.text
         return client

@@ -16,7 +16,7 @@ from tests import builders
 from tests.api.support import served_routes
 from tests.portal.conftest import Portal
 
-# Every POST the portal serves, with the path to try it on (`{sub}`, `{delivery}`).
+# Every POST that changes something, with the path to try it on (`{sub}`, `{delivery}`).
 POSTS = [
     "/portal/endpoints",
     "/portal/endpoints/{sub}/edit",
@@ -30,6 +30,8 @@ POSTS = [
     "/portal/endpoints/{sub}/recover",
     "/portal/deliveries/{delivery}/retry",
 ]
+# Every session may end itself, a read-only one too (tests/portal/test_signout.py).
+SIGN_OUT = "/portal/signout"
 
 
 def _dead_delivery(portal: Portal, tenant_id: str, sub_id: str) -> str:
@@ -53,7 +55,7 @@ def test_the_portal_posts_listed_here_are_all_it_serves(portal: Portal) -> None:
         for route in served_routes(mounted.app)  # type: ignore[attr-defined]
         if "POST" in (route.methods or set())
     }
-    assert served == set(POSTS)
+    assert served == {*POSTS, SIGN_OUT}
 
 
 def test_a_portal_session_never_sees_another_tenant(portal: Portal) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy import select, update
 
 from common.db.models import Delivery, ReplayJob, Subscription
 from common.db.statuses import DeliveryStatus
+from common.transport import topology
 from common.wire import utcnow
 from tests import builders
 from tests.portal.conftest import Portal
@@ -67,6 +68,8 @@ def test_a_test_event_goes_to_one_endpoint_only(portal: Portal) -> None:
         rows = session.scalars(select(Delivery)).all()
     assert [(r.subscription_id, r.event_type) for r in rows] == [(mine, "hookline.test")]
     assert everything not in {r.subscription_id for r in rows}
+    own = topology.shard_queue(topology.shard_of(tenant, portal.api.settings.delivery_shards))
+    assert portal.api.transport.queue_depth(own) == 1  # its tenant's shard, as any delivery
 
 
 def test_retrying_a_failed_delivery_starts_a_replay_job_of_one(portal: Portal) -> None:

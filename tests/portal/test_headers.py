@@ -64,7 +64,10 @@ def test_every_portal_answer_has_a_strict_csp(portal: Portal) -> None:
         assert "frame-ancestors 'none'" in csp
         assert answer.headers["x-frame-options"] == "DENY"
         assert answer.headers["x-content-type-options"] == "nosniff"
+        # Not no-referrer past the opening page: under it a browser posts `Origin: null`.
+        assert answer.headers["referrer-policy"] == "same-origin"
     page = browser.get("/portal/endpoints").text
+    assert '<meta name="referrer" content="same-origin">' in page
     assert "<script>" not in page and "style=" not in page and "<style" not in page
 
 
@@ -78,7 +81,7 @@ def test_a_tenants_theme_sets_frame_ancestors_logo_and_colour(portal: Portal) ->
     }
     answer = portal.api.client.put("/v1/portal/theme", json=theme, headers=key)
     assert answer.status_code == 200, answer.text
-    browser = portal.open(tenant)
+    browser = portal.open(tenant, https=True)  # an embeddable portal's cookie is Secure
     page = browser.get("/portal/endpoints")
     csp = page.headers["content-security-policy"]
     assert "frame-ancestors https://app.acme.test" in csp

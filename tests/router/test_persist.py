@@ -1,14 +1,18 @@
-"""The router's hand-built encodings against the models they stand in for."""
+"""The router's hand-built encodings against the models they stand in for, and what its
+writes keep of an event."""
 
 from __future__ import annotations
 
 from datetime import date
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from common.db.models import EventRow
 from common.ids import day_of
 from common.wire import DeliveryMessage, Event, decode, delivery_id_for, encode
-from router.persist import _Messages
+from router.persist import _Messages, persist_batch
 
 EVENTS = [
     Event(tenant="ten_a", type="order.created", data={"total": 12.5}),
@@ -42,3 +46,20 @@ def test_delivery_id_is_deterministic_and_carries_the_event_day() -> None:
         assert day_of(made) == day
         assert made != delivery_id_for(tenant, event_id, sub + "x", day)
         assert made != delivery_id_for(tenant, event_id, sub, date(2026, 12, 5))
+
+
+def test_an_event_keeps_the_context_it_was_first_routed_in(sessions: sessionmaker[Session]) -> None:
+    # On both databases: PostgreSQL writes the batch as one JSON recordset, in which an
+    # untraced event leaves the field out (read as NULL); SQLite inserts the rows.
+    first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    traced, untraced = Event(tenant="ten_a", type="a.b"), Event(tenant="ten_a", type="a.c")
+    with sessions() as session, session.begin():
+        persist_batch(
+            session, [(traced, []), (untraced, [])], traceparents={("ten_a", traced.id): first}
+        )
+    with sessions() as session, session.begin():  # routed again: the row is kept as it was
+        again = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01"
+        persist_batch(session, [(traced, [])], traceparents={("ten_a", traced.id): again})
+    with sessions() as session:
+        stored = dict(session.execute(select(EventRow.id, EventRow.traceparent)).tuples().all())
+    assert stored == {traced.id: first, untraced.id: None}

@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from sqlalchemy import event as sqla_event
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
@@ -17,6 +20,7 @@ from common.db.statuses import DeliveryStatus
 from common.errors import ConnectionLostError
 from common.metrics import Metrics
 from common.settings import Settings
+from common.tracing import configure
 from common.transport import MemoryTransport, Message, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event, decode, encode
@@ -361,3 +365,57 @@ def test_event_for_a_subscription_of_another_operation_creates_no_delivery(
     assert decode(DeliveryMessage, message.body).event.operation == "sync"
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(EventRow)) == 2
+
+
+def test_traced_routing_gives_each_event_a_span_its_deliveries_carry_until_confirmed(
+    sessions: sessionmaker[Session],
+) -> None:
+    exported = InMemorySpanExporter()
+    tracing = configure("router", processor=SimpleSpanProcessor(exported))
+    transport = BrokenPublish(error=RuntimeError("marshalling failed"))
+    transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
+        tenant_id = tenant.id
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    traced, untraced = builders.event(tenant_id), builders.event(tenant_id)
+    transport.publish([
+        Outgoing(tp.EVENTS, traced.type, encode(traced), {"traceparent": caller}, traced.id),
+        Outgoing(tp.EVENTS, untraced.type, encode(untraced), {}, untraced.id),
+    ])  # fmt: skip
+    transport.failures = 1  # the first confirm fails: the batch is routed again in halves
+    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, Metrics(),
+                    tracing=tracing)  # fmt: skip
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        messages = drain(transport, tp.DELIVERIES, 2)
+        assert wait_for(lambda: len(exported.get_finished_spans()) == 4)
+    finally:
+        stop.set()
+        thread.join(10)
+
+    assert transport.failures == 0, "the publish never failed: nothing was tested"
+    failed = [s for s in exported.get_finished_spans() if s.status.status_code == StatusCode.ERROR]
+    kept = [s for s in exported.get_finished_spans() if s not in failed]
+    # The try whose confirm failed ends its spans as errors; the spans of the try that went
+    # out are the ones the delivery messages carry.
+    assert {dict(s.attributes or {})["error.type"] for s in failed} == {"RuntimeError"}
+    assert len(failed) == len(kept) == 2
+    carried = {decode(DeliveryMessage, m.body).event_id: m.headers["traceparent"] for m in messages}
+    by_event = {dict(s.attributes or {})["hookline.event.id"]: s for s in kept}
+    for event_id, traceparent in carried.items():
+        span = by_event[event_id].context
+        assert traceparent == f"00-{span.trace_id:032x}-{span.span_id:016x}-{span.trace_flags:02x}"
+    parent = by_event[traced.id].parent
+    assert parent is not None and parent.span_id == int(caller[36:52], 16)
+    assert by_event[untraced.id].parent is None  # it came without a context: a new trace
+    assert dict(by_event[traced.id].attributes or {})["hookline.deliveries"] == 1
+    # The row was written by the first try (then kept): replays join the trace through it.
+    with sessions() as session:
+        stored = session.scalar(select(EventRow.traceparent).where(EventRow.id == traced.id))
+    (first,) = [s for s in failed if dict(s.attributes or {})["hookline.event.id"] == traced.id]
+    assert stored == f"00-{caller[3:35]}-{first.context.span_id:016x}-01"
+    tracing.shutdown()  # type: ignore[union-attr]

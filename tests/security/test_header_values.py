@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import MetaData, Table, insert, select, text, update
 from typer.testing import CliRunner
 
 from common.db import migrate
@@ -130,8 +130,16 @@ def test_the_migration_seals_stored_values_and_its_downgrade_opens_them(empty_ur
                 text("INSERT INTO tenants (id, name, created_at) VALUES ('ten_a', 'a', :now)"),
                 {"now": utcnow()},
             )
-            row, _ = builders.subscription(session, "ten_a", "http://x.test/", box=box)
-            row.headers = dict(HEADERS)
+            # The table as revision 0007 has it (today's model has columns added since).
+            at_0007 = Table("subscriptions", MetaData(), autoload_with=session.connection())
+            session.execute(
+                insert(at_0007).values(
+                    id="sub_1", tenant_id="ten_a", url="http://x.test/", event_types=["*"],
+                    operations=[], secret_enc=box.seal("whsec_x"), headers=dict(HEADERS),
+                    metadata={}, status="active", dedupe_key="d", created_at=utcnow(),
+                    updated_at=utcnow(), consecutive_dead=0,
+                )
+            )  # fmt: skip
 
         migrate.upgrade(empty_url, secret_key=key)
         with sessions() as session:

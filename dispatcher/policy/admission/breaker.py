@@ -7,6 +7,10 @@ circuit, an unhealthy one opens it again for another `open_s`.
 
 Only the endpoint's health counts here (no answer, 5xx, 429); a 4xx is an answer from an
 endpoint that is up, so it closes the circuit even though the delivery retries.
+
+Every opening, re-opening and closing is told to `on_transition` (after the lock is
+released; it must not block: `circuits.py` only notes it for its writer thread). Half-open
+is no transition of its own: a circuit is half-open once its `probe_in_s` has run out.
 """
 
 from __future__ import annotations
@@ -27,6 +31,16 @@ def healthy(status_code: int | None, error: str | None) -> bool:
     return status_code < 500 and status_code != 429
 
 
+@dataclass(frozen=True)
+class Transition:
+    """A circuit opened or re-opened (`open`), or closed; durations from the moment told."""
+
+    key: str
+    open: bool
+    open_for_s: float = 0.0  # open this long already, through its re-opens
+    probe_in_s: float = 0.0  # until it lets a probe out (half-open)
+
+
 @dataclass
 class _Circuit:
     failures: int = 0
@@ -44,11 +58,13 @@ class Breaker:
         threshold: int,
         open_s: float,
         on_change: Callable[[int], None] = lambda _n: None,
+        on_transition: Callable[[Transition], None] = lambda _t: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._threshold = threshold
         self._open_s = open_s
         self._on_change = on_change
+        self._on_transition = on_transition
         self._clock = clock
         self._circuits: dict[str, _Circuit] = {}
         self._lock = threading.Lock()
@@ -60,6 +76,21 @@ class Breaker:
 
     def _open_count(self) -> int:
         return sum(1 for c in self._circuits.values() if c.opened_at is not None)
+
+    def open_circuits(self) -> list[Transition]:
+        """Every open circuit, as the transition that would open it now."""
+        now = self._clock()
+        with self._lock:
+            return [
+                self._opened(key, circuit, now)
+                for key, circuit in self._circuits.items()
+                if circuit.opened_at is not None
+            ]
+
+    def _opened(self, key: str, circuit: _Circuit, now: float) -> Transition:
+        opened_at = now if circuit.opened_at is None else circuit.opened_at
+        first = opened_at if circuit.first_opened_at is None else circuit.first_opened_at
+        return Transition(key, True, now - first, max(opened_at + self._open_s - now, 0.0))
 
     def longest_open_s(self) -> float:
         """How long the longest-open circuit has been open, re-opens included (0: none).
@@ -106,20 +137,27 @@ class Breaker:
                 circuit.probing = False
 
     def record(self, key: str, ok: bool) -> None:
+        transition: Transition | None = None
         with self._lock:
             before = self._open_count()
             circuit = self._circuits.get(key)
             if ok:
                 self._circuits.pop(key, None)
+                if circuit is not None and circuit.opened_at is not None:
+                    transition = Transition(key, False)
             else:
                 if circuit is None:
                     circuit = self._circuits[key] = _Circuit()
                 circuit.failures += 1
                 if circuit.opened_at is not None or circuit.failures >= self._threshold:
-                    circuit.opened_at = self._clock()  # opened, or re-opened by its probe
+                    now = self._clock()
+                    circuit.opened_at = now  # opened, or re-opened by its probe
                     if circuit.first_opened_at is None:
-                        circuit.first_opened_at = circuit.opened_at
+                        circuit.first_opened_at = now
                     circuit.probing = False
+                    transition = self._opened(key, circuit, now)
             after = self._open_count()
         if after != before:
             self._on_change(after)
+        if transition is not None:
+            self._on_transition(transition)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 from common.metrics import Metrics
 from common.settings import Settings
 from dispatcher.http import SendResult
-from dispatcher.policy.admission.breaker import Breaker, healthy
+from dispatcher.policy.admission.breaker import Breaker, Transition, healthy
 from dispatcher.policy.admission.ratelimit import RateLimiter
 from dispatcher.subscriptions import Endpoint
 
@@ -30,7 +31,12 @@ def in_flight_cap(endpoint: Endpoint | None, settings: Settings) -> int:
 
 class EndpointGate:
     def __init__(
-        self, settings: Settings, metrics: Metrics, limiter: RateLimiter | None = None
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        limiter: RateLimiter | None = None,
+        *,
+        on_transition: Callable[[Transition], None] = lambda _t: None,
     ) -> None:
         self._settings = settings
         self._limiter = limiter
@@ -38,6 +44,7 @@ class EndpointGate:
             threshold=settings.circuit_failure_threshold,
             open_s=settings.circuit_open_s,
             on_change=metrics.circuit_open.set,
+            on_transition=on_transition,
         )
         metrics.circuit_open_longest.set_function(self.breaker.longest_open_s)
         self._in_flight: Counter[str] = Counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from common.db.models import Delivery, EventRow, PoisonMessage
 from dispatcher.deadletters import (
@@ -16,7 +16,6 @@ from dispatcher.deadletters import (
     drain_poison,
     list_dead,
     list_poison,
-    resubmit_poison,
     show_dead,
     summarize_dead,
 )
@@ -37,9 +36,21 @@ from hookline.api.ops_schemas import (
 from hookline.api.opsauth import Caller, caller
 from hookline.api.routes.deliveries import attempt_out
 from hookline.api.schemas import TimeBound
+from hookline.services import poison
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
 ERRORS = documented(401, 403, 404, 422, 503)
+CORRECTED_TYPE = "application/octet-stream"
+# The body of a re-submit, for the OpenAPI document: none, or the corrected message.
+CORRECTED_BODY = {
+    "requestBody": {
+        "required": False,
+        "description": "Empty: send the message as it arrived. Otherwise the corrected "
+        f"message, as `{CORRECTED_TYPE}`, at most an event's size (256 KiB); admin token "
+        "only.",
+        "content": {CORRECTED_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 def dead_filter(
@@ -182,24 +193,54 @@ def list_poison_messages(
     return PoisonPage(data=[poison_out(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.post("/poison/{poison_id}/resubmit", response_model=PoisonOut, responses=ERRORS)
+async def corrected_body(request: Request) -> bytes | None:
+    """A re-submit's corrected message: the request body, raw (`BodyLimit` kept it within
+    an event's size); None when there is none."""
+    raw = await request.body()
+    if not raw:
+        return None
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != CORRECTED_TYPE:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"a corrected message is sent as {CORRECTED_TYPE}, its bytes as they are",
+        )
+    return raw
+
+
+@router.post(
+    "/poison/{poison_id}/resubmit",
+    response_model=PoisonOut,
+    responses=documented(401, 403, 404, 409, 413, 415, 422, 503),
+    openapi_extra=CORRECTED_BODY,
+)
 def resubmit_poison_message(
     poison_id: str,
     who: Caller = Depends(caller(DELIVERIES_REPLAY)),
+    body: bytes | None = Depends(corrected_body),
     services: Services = Depends(get_services),
 ) -> PoisonOut:
-    """Publish the raw message back to the queue it came from (after the cause is fixed)."""
+    """Publish the message back to the queue it came from, after the cause is fixed: as it
+    arrived, or (admin token) a corrected body given as the request's."""
+    if body is not None and who.tenant_id is not None:
+        # Bytes put straight onto Hookline's queues, past every check ingest makes (the
+        # tenant, the schema, the limits): the operator's alone. A tenant publishes a
+        # fixed event through POST /v1/events.
+        raise ApiError(
+            403, "forbidden", "a corrected message needs the admin token; an API key "
+            "re-submits the message as it arrived, or publishes a fixed event instead",
+        )  # fmt: skip
     with services.sessionmaker() as session, session.begin():
         row = session.get(PoisonMessage, poison_id)
         if row is None or (who.tenant_id is not None and row.tenant_id != who.tenant_id):
             raise not_found("poison message")
         try:
-            resubmit_poison(
-                session,
-                services.transport,
-                row,
+            poison.resubmit(
+                session, services.transport, row, body=body, actor=who.actor,
                 publish_timeout_s=services.settings.publish_timeout_s,
-            )
+                shards=services.settings.delivery_shards,
+            )  # fmt: skip
         except ResubmitError as exc:
             raise ApiError(422, "not_resubmittable", str(exc)) from None
         session.refresh(row)

@@ -1,9 +1,8 @@
 """Deliveries: one event to one subscription, with every HTTP attempt made for it.
 
-The list is newest first and pages by (created_at, id), which the indexes
-`ix_deliveries_tenant_created_id`, `..._tenant_type_created_id`,
-`..._tenant_status_created` and `..._subscription_created` serve for each filter, so a page
-costs the same on a table of millions as on an empty one (EXPLAIN in docs/architecture.md).
+The list is newest first and pages by (created_at, id), with the portal's delivery log's
+filters (`hookline/services/delivery_log.py`, where the indexes that serve them are named),
+so a page costs the same on a table of millions as on an empty one.
 """
 
 from __future__ import annotations
@@ -12,9 +11,10 @@ from datetime import datetime
 from typing import cast
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, tuple_
 
-from common.db.models import Attempt, Delivery, on_its_day
+from common.db import lookup
+from common.db.models import Attempt, Delivery
 from hookline.api.auth import DELIVERIES_READ, Principal, require
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
@@ -28,6 +28,8 @@ from hookline.api.schemas import (
     EventType,
     TimeBound,
 )
+from hookline.services import delivery_log
+from hookline.services.delivery_log import LogFilter
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
 READ = Depends(require(DELIVERIES_READ))
@@ -76,21 +78,12 @@ def delivery_page(
     limit: int = 100,
 ) -> Select[tuple[Delivery]]:
     """The query for one page (plus one row, to tell whether another page follows)."""
-    query = select(Delivery).where(Delivery.tenant_id == tenant_id)
-    if status is not None:
-        query = query.where(Delivery.status == status)
-    if subscription_id is not None:
-        query = query.where(Delivery.subscription_id == subscription_id)
-    if event_type is not None:
-        query = query.where(Delivery.event_type == event_type)
-    if since is not None:
-        query = query.where(Delivery.created_at >= since)
-    if until is not None:
-        query = query.where(Delivery.created_at < until)
+    filters = LogFilter(status, event_type, subscription_id, since, until)
+    query = delivery_log.filtered(tenant_id, None, filters)
     if cursor is not None:
         created_at, last_id = decode_position(cursor)
         query = query.where(tuple_(Delivery.created_at, Delivery.id) < (created_at, last_id))
-    return query.order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit + 1)
+    return delivery_log.newest_first(query, limit)
 
 
 @router.get("", response_model=DeliveryList, responses=documented(401, 403, 422, 503))
@@ -127,20 +120,10 @@ def get_delivery(
 ) -> DeliveryOut:
     """One delivery of the tenant and its attempts, oldest first."""
     with services.sessionmaker() as session:
-        row = session.scalars(
-            select(Delivery).where(
-                Delivery.id == delivery_id,
-                Delivery.tenant_id == principal.tenant_id,
-                *on_its_day(Delivery.day, delivery_id),
-            )
-        ).first()
+        row = lookup.delivery(session, delivery_id, Delivery.tenant_id == principal.tenant_id)
         if row is None:
             raise not_found("delivery")
-        attempts = session.scalars(
-            select(Attempt)
-            .where(Attempt.delivery_id == row.id, *on_its_day(Attempt.day, row.id))
-            .order_by(Attempt.id)
-        ).all()
+        attempts = lookup.attempts(session, row.id)
     return DeliveryOut(
         **summary(row).model_dump(), attempts=[attempt_out(attempt) for attempt in attempts]
     )

@@ -42,7 +42,7 @@ def list_events(
     with services.sessionmaker() as session:
         rows = list(session.scalars(query))
         page, more = rows[:limit], len(rows) > limit
-        counts = event_history.delivery_counts(session, tenant_id, [row.id for row in page])
+        counts = event_history.delivery_counts(session, tenant_id, page)
     data = [
         EventListItem(
             id=row.id,

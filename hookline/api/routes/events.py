@@ -11,9 +11,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
-from common.db.models import Delivery, EventRow
+from common.db import lookup
+from common.db.models import Delivery
 from common.errors import TransportError
+from common.tracing import TraceContext
 from common.wire import WireEvent, new_id, utcnow
+from hookline.api import traces
 from hookline.api.auth import DELIVERIES_READ, EVENTS_WRITE, Principal, require, require_on_loop
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found, problems
@@ -30,11 +33,26 @@ from hookline.api.tenant_limits import admit_events
 from producer import InvalidEvent
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/events", tags=["events"])
+SINGLE, BATCH = "/v1/events", "/v1/events/batch"
+router = APIRouter(prefix=SINGLE, tags=["events"])
 # Long enough for a client not to hammer a broker that is restarting.
 RETRY_AFTER_S = 1
 _EVENTS = TypeAdapter(list[EventIn])
 SCHEMA_VIOLATION = "schema_violation"  # data that breaks the catalogued schema, mode reject
+# W3C trace context: any text is taken, and only a well-formed one is used (hookline.api
+# .traces); a malformed one is ignored, never refused.
+TRACEPARENT_HEADER = Header(
+    default=None,
+    alias="traceparent",
+    description="W3C trace context (`00-<trace id>-<parent id>-<flags>`): when the API "
+    "traces, the accepted events join this trace. Ignored when it is not W3C.",
+)
+TRACESTATE_HEADER = Header(
+    default=None,
+    alias="tracestate",
+    description="W3C vendor trace state, carried with a valid `traceparent` (at most 512 "
+    "characters, 32 entries; otherwise left out).",
+)
 
 
 @router.post(
@@ -51,6 +69,8 @@ async def publish_event(
         description="Becomes the event id when the body has none, so a retried request "
         "is recognised as the same event.",
     ),
+    traceparent: str | None = TRACEPARENT_HEADER,
+    tracestate: str | None = TRACESTATE_HEADER,
     principal: Principal = Depends(require_on_loop(EVENTS_WRITE)),
     services: Services = Depends(get_services),
 ) -> EventAccepted:
@@ -61,6 +81,20 @@ async def publish_event(
     """
     # Most requests are answered by `FastIngest` before they get here, in the same way:
     # `EventIn` checked every field, so the event is published without a second check.
+    with traces.ingest(
+        services.tracing, traceparent, tracestate,
+        route=SINGLE, tenant=principal.tenant_id, events=1,
+    ) as trace:  # fmt: skip
+        return await _accept_one(body, idempotency_key, principal, services, trace)
+
+
+async def _accept_one(
+    body: EventIn,
+    idempotency_key: str | None,
+    principal: Principal,
+    services: Services,
+    trace: TraceContext | None,
+) -> EventAccepted:
     await admit_events(services, principal.tenant_id, 1)
     fields = wire_fields(body, principal.tenant_id)
     if body.id is None and idempotency_key is not None:
@@ -73,7 +107,7 @@ async def publish_event(
     try:
         # The confirm is awaited on the event loop, not a thread: while it waits, other
         # requests' events join the same confirm window (acks settle many at once).
-        (event_id,) = await services.producer.publish_fields_async([fields])
+        (event_id,) = await services.producer.publish_fields_async([fields], trace)
     except InvalidEvent as exc:
         raise ApiError(422, "invalid_event", str(exc)) from None
     except TransportError as exc:
@@ -151,6 +185,8 @@ def accepted_batch(ids: list[str]) -> bytes:
 )
 async def publish_events(
     body: EventBatch,
+    traceparent: str | None = TRACEPARENT_HEADER,
+    tracestate: str | None = TRACESTATE_HEADER,
     principal: Principal = Depends(require_on_loop(EVENTS_WRITE)),
     services: Services = Depends(get_services),
 ) -> Response:
@@ -162,6 +198,16 @@ async def publish_events(
     The valid events count against the tenant's events per second (429 over it: none
     accepted); a batch over the tenant's batch size is refused whole (422).
     """
+    with traces.ingest(
+        services.tracing, traceparent, tracestate,
+        route=BATCH, tenant=principal.tenant_id, events=len(body.events),
+    ) as trace:  # fmt: skip
+        return await _accept_batch(body, principal, services, trace)
+
+
+async def _accept_batch(
+    body: EventBatch, principal: Principal, services: Services, trace: TraceContext | None
+) -> Response:
     checked = _checked(body.events)
     events = [item for item in checked if not isinstance(item, str)]
     screen = await services.schema_check.screen(principal.tenant_id, events)
@@ -185,7 +231,7 @@ async def publish_events(
         services.metrics.events_ingested.labels(result="rejected").inc(len(results) - len(valid))
     if valid:
         try:
-            ids = iter(await services.producer.publish_fields_async(valid))
+            ids = iter(await services.producer.publish_fields_async(valid, trace))
         except InvalidEvent as exc:
             raise ApiError(422, "invalid_event", str(exc)) from None
         except TransportError as exc:
@@ -212,12 +258,16 @@ def get_event(
     An accepted event is stored once the router has taken it from the broker, so a 404
     right after `POST /v1/events` can turn into the event a moment later."""
     with services.sessionmaker() as session:
-        row = session.get(EventRow, (principal.tenant_id, event_id))
+        row = lookup.event(session, principal.tenant_id, event_id)
         if row is None:
             raise not_found("event")
         deliveries = session.scalars(
             select(Delivery)
-            .where(Delivery.tenant_id == principal.tenant_id, Delivery.event_id == event_id)
+            .where(
+                Delivery.tenant_id == principal.tenant_id,
+                Delivery.event_id == event_id,
+                Delivery.day == row.day,  # an event's deliveries live on its day
+            )
             .order_by(Delivery.created_at, Delivery.id)
         ).all()
     return EventDetail(

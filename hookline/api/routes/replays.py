@@ -1,28 +1,26 @@
 """Replays: re-send dead deliveries — from filters, one by one, or a subscription's recovery.
 
 A real replay answers 202 with the job and runs it on a background thread of this API
-process (see docs/architecture.md section 7: who runs a replay job). A job whose process
+process (`hookline/api/replay_threads.py`; docs/architecture.md section 7: who runs a
+replay job). A job whose process
 died is resumed by a dispatcher (`dispatcher.replay.Resumer`) once its lease expired, or at
-once with `hookline replay start --resume ID`.
+once with `hookline replay start --resume ID` (`POST /v1/replays/{id}/resume`,
+`replay_resume.py`).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from typing import cast
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from common.db.models import Delivery, ReplayJob, Subscription
-from common.transport import topology
+from common.db import lookup
+from common.db.models import ReplayJob, Subscription
 from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import (
-    JobBusy,
     Plan,
     ReplayRefused,
-    Runner,
     cancel_job,
     create_job,
     get_job,
@@ -42,12 +40,12 @@ from hookline.api.ops_schemas import (
     ReplayPlanOut,
 )
 from hookline.api.opsauth import Caller, caller
+from hookline.api.replay_threads import run_in_background
 from hookline.api.routes.deadletters import dead_filter
 from hookline.api.tenant_limits import admit_replay_start, replay_rate_cap
 from hookline.services import replay_jobs
 
 router = APIRouter(tags=["replays"])
-log = logging.getLogger(__name__)
 ERRORS = documented(401, 403, 404, 409, 422, 429, 503)
 LIST_ERRORS = documented(400, 401, 403, 422, 429, 503)
 # How a refusal names the body field that allows the replay (the CLI names its flags).
@@ -87,32 +85,6 @@ def plan_out(plan: Plan) -> ReplayPlanOut:
         disabled=plan.disabled,
         note=note,
     )
-
-
-def run_in_background(request: Request, services: Services, job_id: str) -> None:
-    """Run the job on a daemon thread of this process; its state lives in the database."""
-    runner = Runner(
-        services.transport,
-        services.sessionmaker,
-        job_id,
-        metrics=services.metrics,
-        publish_timeout_s=services.settings.publish_timeout_s,
-    )
-
-    def run() -> None:
-        try:
-            services.transport.declare(topology.build(services.settings.retry_tiers_s))
-            runner.run()
-        except JobBusy as exc:
-            log.info("replay job not started here", extra={"job_id": job_id, "why": str(exc)})
-        except Exception:
-            log.exception("replay job crashed", extra={"job_id": job_id})
-
-    thread = threading.Thread(target=run, name=f"replay-{job_id}", daemon=True)
-    threads: dict[str, threading.Thread] = getattr(request.app.state, "replay_threads", {})
-    request.app.state.replay_threads = threads
-    threads[job_id] = thread
-    thread.start()
 
 
 def capped_rate(who: Caller, rate_per_s: float | None, services: Services) -> float | None:
@@ -267,7 +239,7 @@ def replay_delivery(
 ) -> ReplayPlanOut | JSONResponse:
     """Re-send one dead delivery with its original `webhook-id` (a job of one)."""
     with services.sessionmaker() as session:
-        row = session.get(Delivery, delivery_id)
+        row = lookup.delivery(session, delivery_id)
     if row is None or (who.tenant_id is not None and row.tenant_id != who.tenant_id):
         raise not_found("delivery")
     if row.status != "dead":

@@ -57,6 +57,7 @@ def to_out(row: Subscription, services: Services) -> SubscriptionOut:
         metadata=row.meta,
         rate_limit_per_s=row.rate_limit_per_s,
         max_in_flight=row.max_in_flight,
+        propagate_trace=row.propagate_trace,
         status=cast(SubscriptionStatus, row.status),
         disabled_reason=row.disabled_reason,
         public_key=public,

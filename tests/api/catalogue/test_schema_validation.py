@@ -31,9 +31,9 @@ def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     accept = fast_ingest._accept
 
-    async def counted(parsed: Any, tenant: str, services: Any) -> bytes:
+    async def counted(parsed: Any, tenant: str, services: Any, trace: Any) -> bytes:
         calls.append(1 if isinstance(parsed, EventIn) else len(parsed.events))
-        return await accept(parsed, tenant, services)
+        return await accept(parsed, tenant, services, trace)
 
     monkeypatch.setattr(fast_ingest, "_accept", counted)
     return calls

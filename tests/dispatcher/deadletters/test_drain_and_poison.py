@@ -13,7 +13,7 @@ from common.db.models import Delivery, PoisonMessage
 from common.db.statuses import DeliveryStatus
 from common.transport import MemoryTransport, Message, Outgoing, poison_copy
 from common.transport import topology as tp
-from common.wire import encode
+from common.wire import DeliveryMessage, encode
 from dispatcher.deadletters import DeadLetterDrain, poison
 from tests import builders
 
@@ -102,3 +102,22 @@ def test_a_late_first_cycle_dead_letter_does_not_kill_a_replayed_delivery(
             session.scalar(select(Delivery.status).where(Delivery.id == stale.delivery_id))
             == DeliveryStatus.PENDING
         )
+
+
+def test_a_poisoned_delivery_goes_back_to_its_tenants_shard(
+    sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    event = builders.event("ten_1")
+    delivery = DeliveryMessage(delivery_id="dlv_1", event_id=event.id, tenant="ten_1",
+                               subscription_id="sub_1", attempt=1, event=event)  # fmt: skip
+    # Crashed its consumer until the shard queue's delivery limit moved it (x-death).
+    transport.publish([undecodable(encode(delivery), queue=tp.shard_queue(5))])
+    assert poison.drain(transport, sessions) == 1
+    with sessions() as session, session.begin():
+        row = session.scalars(select(PoisonMessage)).one()
+        assert row.source_queue == tp.shard_queue(5)
+        poison.resubmit(session, transport, row, shards=8)
+
+    own = tp.shard_queue(tp.shard_of("ten_1", 8))
+    assert transport.queue_depth(own) == 1
+    assert sum(transport.queue_depth(q) for q in tp.build((1.0,)).delivery_queues) == 1

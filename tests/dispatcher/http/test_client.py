@@ -22,6 +22,7 @@ from standardwebhooks import Webhook
 
 from common.signing import new_secret
 from common.ssrf import Target
+from common.tracing import TraceContext
 from common.wire import DeliveryMessage, Event
 from dispatcher.http import (
     USER_AGENT,
@@ -77,6 +78,22 @@ def test_headers_are_signed_and_static_headers_cannot_replace_hookline_ones() ->
     assert headers["content-type"] == "application/json"
     assert headers["user-agent"] == USER_AGENT
     assert Webhook(secret).verify(body, headers) == {"type": "order.created"}
+
+
+def test_the_trace_context_is_hookline_s_own_and_outside_the_signature() -> None:
+    secret, body = new_secret(), b'{"type":"order.created"}'
+    static = {"Traceparent": "00-forged", "TRACESTATE": "forged=1", "X-Token": "t"}
+    context = TraceContext("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "v=1")
+
+    now = int(time.time())
+    traced = build_headers(static, "evt_1", now, body, [secret], context)
+    untraced = build_headers(static, "evt_1", now, body, [secret])
+
+    assert traced["traceparent"] == context.traceparent and traced["tracestate"] == "v=1"
+    assert "Traceparent" not in traced and "TRACESTATE" not in traced
+    assert {k.lower() for k in untraced} & {"traceparent", "tracestate"} == set()
+    assert traced["webhook-signature"] == untraced["webhook-signature"]
+    Webhook(secret).verify(body, traced)
 
 
 def test_during_rotation_both_secrets_sign() -> None:

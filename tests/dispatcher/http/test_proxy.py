@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 from common.egress import parse_proxy
 from common.settings import Settings
 from common.signing import new_secret
-from dispatcher.http import Sender
+from dispatcher.http import Sender, SendResult
 from dispatcher.policy.retry import Verdict, decide
 from hookline.receiver import Received, Receiver, Reply
 from hookline.services.verification import handshake
@@ -33,6 +33,13 @@ PASSWORD = "pr0xy-pa55word"
 
 def to_localhost(host: str, port: int) -> list[str]:
     return ["127.0.0.1"]
+
+
+def send_three(sender: Sender, url: str, secret: str) -> list[SendResult]:
+    """Three deliveries to `url` from one sender (a kept-alive connection), then closed."""
+    results = [sender.send(endpoint(url, secret=secret), message()) for _ in range(3)]
+    sender.close()
+    return results
 
 
 @pytest.fixture
@@ -74,11 +81,7 @@ def test_a_plain_http_delivery_goes_through_a_tunnel_and_verifies() -> None:
     secret = new_secret()
     with ConnectProxy() as proxy, Receiver() as receiver:
         sender = Sender(make_settings(egress_proxy=proxy.url), resolver=to_localhost)
-        results = [
-            sender.send(endpoint(f"http://{NAME}:{receiver.port}/in", secret=secret), message())
-            for _ in range(3)
-        ]
-        sender.close()
+        results = send_three(sender, f"http://{NAME}:{receiver.port}/in", secret)
     assert [r.status_code for r in results] == [200, 200, 200], results[0].error
     # The tunnel names the checked address, not the name: the proxy cannot re-resolve it.
     assert proxy.requests == [("CONNECT", f"127.0.0.1:{receiver.port}")]
@@ -94,11 +97,7 @@ def test_an_https_delivery_runs_tls_to_the_target_inside_the_tunnel(tls_receiver
     with ConnectProxy(auth=("hook", PASSWORD)) as proxy:
         settings = make_settings(egress_proxy=proxy.url_with("hook", PASSWORD))
         sender = Sender(settings, resolver=to_localhost, verify=str(ca))
-        results = [
-            sender.send(endpoint(f"https://{NAME}:{port}/hooks", secret=secret), message())
-            for _ in range(3)
-        ]
-        sender.close()
+        results = send_three(sender, f"https://{NAME}:{port}/hooks", secret)
     assert [r.status_code for r in results] == [200, 200, 200], results[0].error
     assert proxy.tunnels == [("127.0.0.1", port)]
     assert names == [NAME]  # SNI for the name, one TLS handshake for three POSTs
@@ -194,7 +193,7 @@ def test_the_proxy_setting_parses_and_never_shows_its_password() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        f"https://u:{PASSWORD}@proxy.internal:3128",
+        f"ftp://u:{PASSWORD}@proxy.internal:3128",
         f"http://u:{PASSWORD}@proxy.internal",
         f"http://u:{PASSWORD}@proxy.internal:3128/path",
         f"socks5://u:{PASSWORD}@proxy.internal:1080",

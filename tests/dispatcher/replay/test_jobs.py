@@ -11,19 +11,19 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import AuditEntry, Delivery, ReplayItem, ReplayJob
+from common.db.models import AuditEntry, Delivery, EventRow, ReplayItem, ReplayJob
 from common.db.statuses import DeliveryStatus, ReplayItemStatus, ReplayJobStatus, SubscriptionStatus
 from common.errors import PublishError
 from common.metrics import Metrics
 from common.transport import MemoryTransport, Transport
 from common.transport import topology as tp
-from common.wire import DeliveryMessage, utcnow
+from common.wire import DeliveryMessage, decode, utcnow
 from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import JobBusy, ReplayRefused, Runner
 from dispatcher.replay import jobs as replayjobs
 from dispatcher.replay import runner as replay
 from tests import builders
-from tests.dead_letters import Dead, dead_letter, published_copies
+from tests.dead_letters import Dead, dead_letter, published, published_copies
 
 
 @pytest.fixture
@@ -379,3 +379,20 @@ def test_every_replay_writes_audit_rows_with_who_filters_and_counts(
     assert {e.actor for e in entries} == {"test"}
     assert entries[0].details["filters"] == {"subscription": world["a"], "reason": "max_attempts"}
     assert entries[1].details["done"] == 5
+
+
+def test_a_replay_copy_carries_the_context_its_event_was_routed_in(
+    sessions: sessionmaker[Session], transport: MemoryTransport, world: dict[str, Any]
+) -> None:
+    # So the replayed attempts join the event's trace (the router stored the context).
+    traced, untraced = world["dead"][world["a"]][:2]
+    routed_in = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with sessions() as session, session.begin():
+        stored = update(EventRow).where(EventRow.id == traced.event_id)
+        session.execute(stored.values(traceparent=routed_in))
+
+    Runner(transport, sessions, start(sessions, DeadFilter(ids=(traced.id, untraced.id)))).run()
+
+    headers = {decode(DeliveryMessage, m.body).delivery_id: m.headers for m in published(transport)}
+    assert headers[traced.id]["traceparent"] == routed_in
+    assert "traceparent" not in headers[untraced.id]

@@ -95,9 +95,9 @@ def test_a_resumer_finishes_a_killed_job_and_publishes_each_delivery_once(
     # A runner that got through one batch of three and was killed with the next claimed.
     stop = threading.Event()
     first = Runner(broker, sessions, job_id, batch_size=3, keep_claim_on_stop=True)
-    first._acquire()
+    first.take()
     batch = first._batches.claim(3)
-    broker.publish(batch.copies(job_id))
+    broker.publish(batch.copies(job_id, first._spill))
     first._batches.mark(batch)
     first._batches.claim(3)  # claimed, never published
     hold(sessions, job_id, runner=f"{socket.gethostname()[:30]}:{dead_pid()}:run9")

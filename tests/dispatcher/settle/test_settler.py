@@ -3,7 +3,6 @@ acks, and guarded rows; on SQLite and PostgreSQL, whose SQL for these differs.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +11,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import Attempt, Delivery
-from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
 from common.errors import PublishError
 from common.metrics import Metrics
@@ -28,13 +26,6 @@ from tests import builders
 from tests.dispatcher.conftest import Harness, make_settings, wait_until
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def taken(harness: Harness, count: int) -> tuple[Consumer, list[Message]]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +18,10 @@ from typing import Any
 import pytest
 import requests
 
-from common.db import migrate
-from common.service import run_until_stopped
 from common.settings import Settings
-from common.transport import MemoryBroker
-from dispatcher import Dispatcher
 from hookline.receiver import Received, Receiver, Reply
-from hookline.runtime import api_server, build_runtime
-from router import Router
 from tests.api.support import ADMIN_TOKEN
-from tests.processes import free_port
+from tests.dev_stack import dev_stack
 from tests.services import require
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
@@ -128,30 +120,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         retry_schedule="1s,1s",
         circuit_open_s=1.0,
     )
-    migrate.upgrade(settings.database_url)
-    runtime = build_runtime(settings, memory=MemoryBroker(), dev=True)
-    stop = threading.Event()
-    router = Router(settings, runtime.transport, runtime.sessionmaker, runtime.metrics)
-    dispatcher = Dispatcher(
-        settings, runtime.transport, runtime.sessionmaker, runtime.metrics,
-        secret_box=runtime.secret_box,
-    )  # fmt: skip
-    threads = [
-        threading.Thread(target=run_until_stopped, args=(router.run, stop), daemon=True),
-        threading.Thread(target=run_until_stopped, args=(dispatcher.run, stop), daemon=True),
-    ]
-    port = free_port()
-    server = api_server(runtime, "127.0.0.1", port)
-    threads.append(threading.Thread(target=server.run, daemon=True))
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the API did not start"
-    site = Site()
-    receiver = Receiver(respond=site.respond).start()
-    url = f"http://127.0.0.1:{port}"
+    with dev_stack(settings) as (url, _):
+        site = Site()
+        receiver = Receiver(respond=site.respond).start()
+        try:
+            yield _prepared(url, receiver, site)
+        finally:
+            receiver.stop()
+
+
+def _prepared(url: str, receiver: Receiver, site: Site) -> Stack:
+    """A tenant with a portal theme and a catalogue, on the running stack."""
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     tenant = requests.post(f"{url}/v1/tenants", json={"name": "Acme"}, headers=admin, timeout=10)
     body = tenant.json()
@@ -166,15 +145,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             f"{url}/v1/tenants/{body['id']}/event-types", json=entry, headers=admin, timeout=10
         )
         assert described.status_code == 201, described.text
-    try:
-        yield Stack(url, receiver, site, body["id"], key)
-    finally:
-        receiver.stop()
-        server.should_exit = True
-        stop.set()
-        for thread in threads:
-            thread.join(20)
-        runtime.close()
+    return Stack(url, receiver, site, body["id"], key)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,15 @@
-"""Which delivery shard a routed delivery goes to: its tenant's, or the overflow shard once
-the tenant routed more than its fair share in the current second (architecture §3).
+"""Which delivery shard a delivery message goes to: its tenant's, or the overflow shard once
+the tenant put more than its fair share on the broker in the current second
+(architecture §3).
 
 Hashing tenants over shards keeps a burst in its own shard, but the tenants hashed beside
-it would still wait behind it. So a router counts each tenant's deliveries per one-second
-window, and past `HOOKLINE_DELIVERY_SHARE_PER_S` (or the tenant's own
-`delivery_share_per_s`) the rest of that second's go to the overflow shard, which the
-dispatchers serve as one more shard. The count is per router process: with N routers a
-tenant routes up to N times the share to its own shard. Memory: one counter per tenant
-seen in the current second.
+it would still wait behind it. So whatever publishes deliveries in bulk — the router, a
+replay runner — counts each tenant's per one-second window, and past
+`HOOKLINE_DELIVERY_SHARE_PER_S` (or the tenant's own `delivery_share_per_s`) the rest of
+that second's go to the overflow shard, which the dispatchers serve as one more shard. The
+count is per process: with N routers a tenant routes up to N times the share to its own
+shard, and a replay's copies count apart from its fresh deliveries. Memory: one counter
+per tenant seen in the current second.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Spill:
     ) -> None:
         self._shards = shards
         self._share_per_s = share_per_s  # 0: never spill
-        self._overrides = overrides  # per-tenant shares, as the router's index last loaded
+        self._overrides = overrides  # per-tenant shares (common/db/shares.py)
         self._clock = clock
         self._window_at = clock()
         self._counts: dict[str, int] = {}

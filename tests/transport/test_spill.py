@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from common.transport import topology as tp
-from router.spill import Spill
+from common.transport.spill import Spill
 
 
 class Clock:
