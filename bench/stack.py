@@ -129,6 +129,7 @@ class Stack:
     tenant_id: str
     env: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def receiver(self, name: str, *args: str, port: int | None = None) -> str:
         """A receiver process logging each arrival; returns its base URL."""
@@ -157,20 +158,37 @@ class Stack:
                 )
 
     def start(self, name: str, command: str, *args: str, metrics: bool = True) -> None:
-        extra = []
-        if metrics:
-            metrics_port = free_port()
-            extra = ["--metrics-port", str(metrics_port)]
-        with open(self.workdir / f"{name}.log", "wb") as output:
-            self.procs[name] = subprocess.Popen(
-                [*HOOKLINE, command, *args, *extra], env=self.env, stdout=output,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        if metrics:
+        self.start_together({name: (command, *args)}, metrics=metrics)
+
+    def start_together(self, commands: dict[str, tuple[str, ...]], metrics: bool = True) -> None:
+        """Launch every `name: (command, *args)` at once, then wait until each serves its
+        metrics: replicas started one after the other would each begin their work seconds
+        apart on a loaded machine (start-up is mostly imports), and that stagger would
+        fall into whatever the benchmark times."""
+        ports: dict[str, int] = {}
+        for name, (command, *args) in commands.items():
+            extra = []
+            if metrics:
+                ports[name] = free_port()
+                extra = ["--metrics-port", str(ports[name])]
+            with open(self.workdir / f"{name}.log", "wb") as output:
+                self.procs[name] = subprocess.Popen(
+                    [*HOOKLINE, command, *args, *extra], env=self.env, stdout=output,
+                    stderr=subprocess.STDOUT,
+                )  # fmt: skip
+        self.metrics_ports.update(ports)
+        for name, port in ports.items():
             try:
-                wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
+                wait_http(f"http://127.0.0.1:{port}/metrics")
             except RuntimeError:
                 raise RuntimeError(f"{name} did not start:\n{self.log(name)}") from None
+
+    def metric(self, name: str, sample: str) -> float:
+        """The sum of the samples of the process `name` whose line starts with `sample`
+        (a metric's name and, if wanted, the start of its labels)."""
+        text = requests.get(f"http://127.0.0.1:{self.metrics_ports[name]}/metrics", timeout=5).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(sample))  # fmt: skip
 
     def stop(self, name: str, timeout_s: float = 60) -> None:
         proc = self.procs[name]
