@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -80,17 +79,6 @@ def _already_handled(message: Message, delivery: DeliveryMessage, status: str | 
     return status in FINAL_STATUSES
 
 
-@dataclass(frozen=True)
-class _ShardJob:
-    """A sending job that remembers the queue (shard) its message came from."""
-
-    shard: str
-    run: Callable[[], None]
-
-    def __call__(self) -> None:
-        self.run()
-
-
 class Intake:
     """The consuming side of one `run`: owns the consumer's iteration, hands work out."""
 
@@ -112,7 +100,7 @@ class Intake:
         self._recheck_since = 0.0
         # A slow endpoint may park up to half the prefetch window, the rest stays for
         # others; a fast one what it clears in `lanes.PARK_BUDGET_S`.
-        self._lanes = Lanes(self._run_on_pool, deliverer.in_flight_cap, park_floor=prefetch // 2)
+        self._lanes = Lanes(pool.submit, deliverer.in_flight_cap, park_floor=prefetch // 2)
         self._expired_at = time.monotonic()
 
     def consume(self, stop: threading.Event) -> None:
@@ -179,13 +167,10 @@ class Intake:
             return
         self._lanes.submit(
             delivery.subscription_id,
-            _ShardJob(message.queue, lambda: self._work(message, delivery)),
+            lambda: self._work(message, delivery),
             lambda: self._settler.put(self._deliverer.held_back(message, delivery)),
+            message.queue,  # the pool serves it in its shard's turn: fair delivery
         )
-
-    def _run_on_pool(self, job: Callable[[], None]) -> None:
-        # In the turn of the shard the message came from (threads.py): fair delivery.
-        self._pool.submit(job, job.shard if isinstance(job, _ShardJob) else "")
 
     def _flush_rechecks(self) -> None:
         if not self._rechecks:

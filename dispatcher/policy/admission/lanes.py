@@ -33,18 +33,21 @@ Job = Callable[[], None]
 @dataclass
 class _Lane:
     running: dict[int, float] = field(default_factory=dict)  # ticket -> started (monotonic)
-    parked: deque[tuple[Job, Job]] = field(default_factory=deque)  # (run, defer)
+    parked: deque[tuple[Job, Job, str]] = field(default_factory=deque)  # (run, defer, shard)
 
     def slow(self, now: float) -> bool:
         return bool(self.running) and min(self.running.values()) <= now - SLOW_AFTER_S
 
 
 class Lanes:
-    """Thread-safe: `submit` from the consuming thread, completions from sending threads."""
+    """Thread-safe: `submit` from the consuming thread, completions from sending threads.
+
+    Each job goes to the pool with the shard its message came from, parked or not, so the
+    pool serves it in that shard's turn (`dispatcher/threads.py`)."""
 
     def __init__(
         self,
-        run_on_pool: Callable[[Job], None],
+        run_on_pool: Callable[[Job, str], None],
         cap_of: Callable[[str], int],
         *,
         park_floor: int = 0,
@@ -59,7 +62,7 @@ class Lanes:
         self._lock = threading.Lock()
         self._tickets = 0
 
-    def submit(self, key: str, run: Job, defer: Job) -> None:
+    def submit(self, key: str, run: Job, defer: Job, shard: str = "") -> None:
         """Run `run` on the pool in this lane, park it, or call `defer` (on this thread)."""
         cap = self._cap_of(key)
         now = self._clock()
@@ -70,12 +73,12 @@ class Lanes:
             elif lane.slow(now) or len(lane.parked) >= self._park_limit(key, cap):
                 ticket = None
             else:
-                lane.parked.append((run, defer))
+                lane.parked.append((run, defer, shard))
                 return
         if ticket is None:
             defer()
         else:
-            self._run_on_pool(self._wrapped(key, ticket, run))
+            self._run_on_pool(self._wrapped(key, ticket, run), shard)
 
     def expire(self) -> None:
         """Defer what waits behind a slow endpoint. Called now and then by the consumer."""
@@ -84,7 +87,7 @@ class Lanes:
         with self._lock:
             for lane in self._lanes.values():
                 if lane.parked and lane.slow(now):
-                    deferred.extend(defer for _run, defer in lane.parked)
+                    deferred.extend(defer for _run, defer, _shard in lane.parked)
                     lane.parked.clear()
         for defer in deferred:
             defer()
@@ -116,15 +119,15 @@ class Lanes:
             lane = self._lanes[key]
             started = lane.running.pop(ticket, now)
             self._remember(key, now - started)
-            follow: tuple[Job, int] | None = None
+            follow: tuple[Job, str, int] | None = None
             if lane.parked:
-                run, _defer = lane.parked.popleft()
-                follow = (run, self._start(lane, now))
+                run, _defer, shard = lane.parked.popleft()
+                follow = (run, shard, self._start(lane, now))
             elif not lane.running:
                 del self._lanes[key]
         if follow is not None:
-            run, next_ticket = follow
-            self._run_on_pool(self._wrapped(key, next_ticket, run))
+            run, shard, next_ticket = follow
+            self._run_on_pool(self._wrapped(key, next_ticket, run), shard)
 
     def _remember(self, key: str, seconds: float) -> None:
         """Fold one request's time into its endpoint's average (under the lock)."""

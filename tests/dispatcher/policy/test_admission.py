@@ -108,9 +108,11 @@ class Pool:
 
     def __init__(self) -> None:
         self.jobs: list[Callable[[], None]] = []
+        self.shards: list[str] = []  # the shard each job was handed over in
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[], None], shard: str) -> None:
         self.jobs.append(job)
+        self.shards.append(shard)
 
     def run_one(self) -> None:
         self.jobs.pop(0)()
@@ -129,6 +131,17 @@ def test_lanes_run_up_to_the_cap_park_the_next_and_run_them_as_slots_free() -> N
     for _ in range(6):
         pool.run_one()
     assert sorted(ran) == [0, 1, 2, 3, 4, 99] and deferred == []
+
+
+def test_a_job_reaches_the_pool_in_the_shard_it_came_from_also_after_waiting_parked() -> None:
+    pool, clock = Pool(), Clock()
+    lanes = Lanes(pool.submit, lambda _key: 1, clock=clock)
+    lanes.submit("e", lambda: None, lambda: None, "hookline.deliveries.3")
+    lanes.submit("e", lambda: None, lambda: None, "hookline.deliveries.overflow")  # parked
+    lanes.submit("f", lambda: None, lambda: None, "hookline.deliveries.5")
+    assert pool.shards == ["hookline.deliveries.3", "hookline.deliveries.5"]
+    pool.run_one()  # "e" frees its slot: the parked job follows, in its own shard
+    assert pool.shards[-1] == "hookline.deliveries.overflow" and len(pool.jobs) == 2
 
 
 def test_a_lane_parks_up_to_four_times_its_cap_or_the_floor_then_defers() -> None:
