@@ -73,7 +73,7 @@ class BacklogCollector(BackgroundThread, Collector):
         """Read every number once (the thread calls this; tests may call it directly)."""
         depths: dict[str, int] | None
         try:
-            depths = {queue: self._transport.queue_depth(queue) for queue in self._queues}
+            depths = self._transport.queue_depths(self._queues)
         except Exception as exc:  # any failure: report the source down, never crash
             log.warning("backlog: broker read failed", extra={"error": type(exc).__name__})
             depths = None

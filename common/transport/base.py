@@ -129,6 +129,10 @@ class Transport(abc.ABC):
     def queue_depth(self, queue: str) -> int:
         """Messages ready in `queue` (not counting those handed out and unsettled)."""
 
+    def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
+        """`queue_depth` of each of `queues`; implementations may read them all at once."""
+        return {queue: self.queue_depth(queue) for queue in queues}
+
     @abc.abstractmethod
     def purge(self, queue: str) -> int:
         """Remove every ready message from `queue`; returns how many."""

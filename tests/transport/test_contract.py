@@ -43,6 +43,17 @@ def test_declare_is_idempotent_and_keeps_messages(transport: Transport) -> None:
     assert transport.queue_depth(DELIVERIES) == 1
 
 
+def test_queue_depths_reads_each_queue_and_a_missing_one_fails_the_read(
+    transport: Transport,
+) -> None:
+    transport.publish([delivery(0), delivery(1), event("order.created")])
+
+    assert transport.queue_depths([DELIVERIES, EVENTS, DEAD]) == {DELIVERIES: 2, EVENTS: 1, DEAD: 0}
+    with pytest.raises(TopologyError):
+        transport.queue_depths([DELIVERIES, "hookline.no-such-queue"])
+    assert transport.queue_depths([DELIVERIES]) == {DELIVERIES: 2}  # still usable
+
+
 def test_redeclaring_a_queue_with_other_arguments_raises_topology_error(
     transport: Transport,
 ) -> None:
