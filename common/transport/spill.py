@@ -58,7 +58,7 @@ class Spill:
             self._roll(now)
         count = self._counts[tenant] = self._counts.get(tenant, 0) + 1
         share = self._share_of(tenant)
-        spill = 0 < share and (count > share or tenant in self._bursts)
+        spill = share > 0 and (count > share or tenant in self._bursts)
         headers: dict[str, object] = dict(tp.shard_headers(tenant, self._shards, spill=spill))
         if recheck:
             headers[tp.H_RECHECK] = 1
@@ -74,6 +74,6 @@ class Spill:
         self._bursts = frozenset(
             tenant
             for tenant, count in self._counts.items()
-            if recent and 0 < (share := self._share_of(tenant)) and count > BURST_FACTOR * share
+            if recent and (share := self._share_of(tenant)) > 0 and count > BURST_FACTOR * share
         )
         self._window_at, self._counts = now, {}
