@@ -18,12 +18,13 @@ import pytest
 
 from common.db import migrate
 from common.db.session import make_engine, make_sessionmaker
+from common.secretbox import SecretBox
 from common.settings import Settings
 from common.transport import open_transport
 from common.transport import topology as tp
 from producer import Producer
 from tests import builders
-from tests.integration.faultrig import engine_env, logs_dir
+from tests.integration.faultrig import SECRET_KEY, engine_env, logs_dir
 from tests.processes import Services
 from tests.services import temporary_database, temporary_vhost
 
@@ -53,8 +54,9 @@ def routed(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
                 for tenant in (heavy, light):
                     builders.tenant(session, name=tenant, id=tenant)
                     builders.subscription(
-                        session, tenant, "http://127.0.0.1:9/hooks", event_types=["content.*"]
-                    )
+                        session, tenant, "http://127.0.0.1:9/hooks",
+                        event_types=["content.*"], box=SecretBox(SECRET_KEY),
+                    )  # fmt: skip
         finally:
             engine.dispose()
         env = engine_env(broker_url, database_url, HOOKLINE_DELIVERY_SHARE_PER_S=str(SHARE))
@@ -62,6 +64,7 @@ def routed(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
         services.start("router", "router")
         try:
             yield broker_url, heavy, light
+            assert services.alive() == {"router": None}, services.logs_of_all()
             codes = services.stop()
             assert set(codes.values()) == {0}, (codes, services.logs_of_all())
         finally:
