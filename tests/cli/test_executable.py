@@ -63,7 +63,9 @@ def test_the_executable_shows_a_dead_letter_through_the_api(
 ) -> None:
     api_url, settings = served
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    tenant = requests.post(f"{api_url}/v1/tenants", json={"name": "acme"}, headers=admin, timeout=10)
+    tenant = requests.post(
+        f"{api_url}/v1/tenants", json={"name": "acme"}, headers=admin, timeout=10
+    )
     assert tenant.status_code == 201, tenant.text
     tenant_id, key = tenant.json()["id"], tenant.json()["api_key"]
     engine = make_engine(settings.database_url)  # rows as a dispatcher left them
@@ -86,7 +88,9 @@ def test_the_executable_shows_a_dead_letter_through_the_api(
     assert as_json.returncode == 0, as_json.stderr
     shown = json.loads(as_json.stdout)
     from_api = requests.get(
-        f"{api_url}/v1/dead-letters/{dead.id}", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        f"{api_url}/v1/dead-letters/{dead.id}",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
     )
     assert shown == from_api.json()  # the API's body, as the executable printed it
     first, second = shown["attempts"]

@@ -164,7 +164,9 @@ def test_only_a_manage_session_of_the_endpoint_changes_its_trace_context(portal:
     other = portal.subscribe(tenant, "http://127.0.0.1:9/other")
     form = {"url": "http://127.0.0.1:9/hook", "event_types": "order.*", "propagate_trace": "on"}
     reader = portal.open(tenant, scope="read")
-    refused = reader.post(f"/portal/endpoints/{sub}/edit", data={**form, "csrf": portal.csrf(reader)})
+    refused = reader.post(
+        f"/portal/endpoints/{sub}/edit", data={**form, "csrf": portal.csrf(reader)}
+    )
     assert refused.status_code == 403
     elsewhere = portal.open(tenant, scope="manage", subscription_ids=[other])
     hidden = elsewhere.post(

@@ -172,7 +172,7 @@ def test_a_resume_retried_after_its_take_failed_is_audited_once(
     sessions: sessionmaker[Session], broker: MemoryTransport, no_grace: None
 ) -> None:
     job_id, ids, holder = killed(sessions, 2)
-    failures = []
+    failures: list[Session] = []
 
     def database_goes_away(session: Session) -> None:
         # Once, at the commit of the transaction that takes the lease (and adds the entry).
