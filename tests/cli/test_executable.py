@@ -20,14 +20,11 @@ import requests
 
 from common.db.session import make_engine, make_sessionmaker
 from common.settings import Settings
-from common.transport import topology
 from dispatcher.http import MASK
-from hookline.runtime import api_server, build_runtime
 from tests import builders
 from tests.api.support import ADMIN_TOKEN
 from tests.dead_letters import dead_letter
-from tests.processes import free_port
-from tests.served import running
+from tests.served import served_api
 
 pytestmark = pytest.mark.postgres
 HOOKLINE = Path(sys.executable).with_name("hookline")  # the console script pip installed
@@ -37,14 +34,8 @@ RECEIVER_KEY = "receiver-issued-key-5d1e"
 @pytest.fixture
 def served(database_url: str) -> Iterator[tuple[str, Settings]]:
     settings = Settings(database_url=database_url, broker_url="memory://", admin_token=ADMIN_TOKEN)
-    runtime = build_runtime(settings, dev=True)
-    runtime.transport.declare(topology.build(settings.retry_tiers_s))
-    port = free_port()
-    try:
-        with running(api_server(runtime, "127.0.0.1", port)):
-            yield f"http://127.0.0.1:{port}", settings
-    finally:
-        runtime.close()
+    with served_api(settings) as (host, port):
+        yield f"http://{host}:{port}", settings
 
 
 def hookline(api_url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
