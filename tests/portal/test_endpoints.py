@@ -116,14 +116,14 @@ def test_an_endpoints_page_shows_whether_it_gets_the_trace_context(portal: Porta
     sub = portal.subscribe(tenant)
     reader = portal.open(tenant, scope="read")
     shown = reader.get(f"/portal/endpoints/{sub}").text
-    assert '<dd id="trace-context">not sent</dd>' in shown
+    assert '<dd id="trace-context">off</dd>' in shown
     assert 'name="propagate_trace"' not in shown  # a read-only session sees no form
     patched = portal.api.client.patch(
         f"/v1/subscriptions/{sub}", json={"propagate_trace": True}, headers=auth
     )
     assert patched.status_code == 200, patched.text
     shown = reader.get(f"/portal/endpoints/{sub}").text
-    assert '<dd id="trace-context">sent: each webhook carries' in shown
+    assert '<dd id="trace-context">on: each webhook carries' in shown
 
 
 def test_a_manage_session_turns_the_trace_context_on_and_off(portal: Portal) -> None:

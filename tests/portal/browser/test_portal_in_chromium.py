@@ -157,17 +157,17 @@ def test_rotating_the_secret_signs_with_both_during_the_overlap(page: Any, stack
 def test_the_trace_context_choice_is_saved_from_the_keyboard(page: Any, stack: Stack) -> None:
     _open(page, stack)
     page.goto(STATE["endpoint"])
-    assert page.locator("#trace-context").inner_text() == "not sent"
+    assert page.locator("#trace-context").inner_text() == "off"
     assert page.get_by_label("Do not send it").is_checked()
     page.get_by_label("Send it with each webhook").focus()
     page.keyboard.press("Space")  # a radio button, reachable and chosen by keyboard
     assert page.get_by_label("Send it with each webhook").is_checked()
     page.get_by_role("button", name="Save changes").click()
     assert "Saved." in page.locator("#notice").inner_text()
-    assert page.locator("#trace-context").inner_text().startswith("sent: each webhook carries")
+    assert page.locator("#trace-context").inner_text().startswith("on: each webhook carries")
     page.get_by_label("Do not send it").check()
     page.get_by_role("button", name="Save changes").click()
-    assert page.locator("#trace-context").inner_text() == "not sent"
+    assert page.locator("#trace-context").inner_text() == "off"
 
 
 def test_a_read_only_link_shows_no_actions_and_a_used_link_is_refused(
