@@ -57,23 +57,23 @@ class Spill:
         if now - self._window_at >= WINDOW_S:
             self._roll(now)
         count = self._counts[tenant] = self._counts.get(tenant, 0) + 1
-        share = self._share_of(tenant)
+        share = self._overrides().get(tenant, self._share_per_s)
         spill = share > 0 and (count > share or tenant in self._bursts)
         headers: dict[str, object] = dict(tp.shard_headers(tenant, self._shards, spill=spill))
         if recheck:
             headers[tp.H_RECHECK] = 1
         return headers
 
-    def _share_of(self, tenant: str) -> int:
-        return self._overrides().get(tenant, self._share_per_s)
-
     def _roll(self, now: float) -> None:
         """Start a new window; the bursts of the one that ends count only if it ended just
         now (a tenant silent for a whole window is not a burst any more)."""
         recent = now - self._window_at < 2 * WINDOW_S
+        overrides = self._overrides()
         self._bursts = frozenset(
             tenant
             for tenant, count in self._counts.items()
-            if recent and (share := self._share_of(tenant)) > 0 and count > BURST_FACTOR * share
+            if recent
+            and (share := overrides.get(tenant, self._share_per_s)) > 0
+            and count > BURST_FACTOR * share
         )
         self._window_at, self._counts = now, {}
