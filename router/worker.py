@@ -2,9 +2,10 @@
 
 The consuming thread only pumps the connection and hands messages to one routing thread,
 which takes whatever is ready (up to a batch) so that a burst shares one transaction and one
-confirm window while a lone event is routed at once. A batch's confirm is awaited while the
-next batch is written to the database (each batch still commits, then publishes, then acks
-once its confirm is in); with nothing more to route it is acked at once.
+confirm window while a lone event is routed at once. Each batch commits, then publishes, then
+is acked once its confirm is in; the routing thread never sits waiting for a confirm while
+events wait: the confirm arrives in its inbox, beside the events, and up to `IN_FLIGHT`
+batches may be awaiting theirs (the next one waits for the oldest).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -42,7 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
-PREFETCH_BATCHES = 3  # one in flight, one being written, one waiting
+IN_FLIGHT = 2  # batches committed and handed to the broker, awaiting their confirm
+PREFETCH_BATCHES = IN_FLIGHT + 2  # and one being written, one waiting
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -72,7 +76,9 @@ class Router:
         # out: routed again one by one, they are published although their id is known.
         # (Not those merely in flight: a repeat arriving meanwhile must publish nothing.)
         self._unpublished: set[Key] = set()
-        self._sending: _Sending | None = None  # routing thread only, as `_unpublished`
+        # Routing thread only, as `_unpublished`: oldest first.
+        self._in_flight: deque[_Sending] = deque()
+        self._inbox: queue.Queue[Message | _Sending | None] = queue.Queue()
 
     def run(self, stop: threading.Event) -> None:
         """Route until `stop` is set; raises when the broker goes away, or the database
@@ -80,13 +86,15 @@ class Router:
         self._stop = stop
         # A new session: the last one's unacked messages all come back marked redelivered.
         self._unpublished.clear()
-        self._sending = None
+        self._in_flight.clear()
         self._transport.declare(
             tp.build(self._settings.retry_tiers_s, self._settings.delivery_shards)
         )
         self._loader.current(force=True)
         consumer = self._transport.consume(tp.EVENTS, prefetch=self._batch_size * PREFETCH_BATCHES)
-        inbox: queue.Queue[Message | None] = queue.Queue()
+        # Events from the consuming thread, confirmed batches from the publisher's thread.
+        inbox: queue.Queue[Message | _Sending | None] = queue.Queue()
+        self._inbox = inbox
         failure: list[BaseException] = []
         worker = threading.Thread(
             target=self._route_loop, args=(consumer, inbox, failure), name="router", daemon=True
@@ -117,35 +125,54 @@ class Router:
             consumer.close()
 
     def _route_loop(
-        self, consumer: Consumer, inbox: queue.Queue[Message | None], failure: list[BaseException]
+        self,
+        consumer: Consumer,
+        inbox: queue.Queue[Message | _Sending | None],
+        failure: list[BaseException],
     ) -> None:
         try:
             stopping = False
             while not stopping:
-                if self._sending is not None and inbox.empty():
-                    self._settle(consumer)  # nothing to overlap its confirm with: ack it now
-                first = inbox.get()
+                try:
+                    first = inbox.get(timeout=self._confirm_wait_s())
+                except queue.Empty:  # the oldest batch's confirm is overdue: fail it
+                    self._settle(self._in_flight[0], consumer)
+                    continue
                 if first is None:
                     break
+                if isinstance(first, _Sending):
+                    self._settle(first, consumer)
+                    continue
                 batch = [first]
                 while len(batch) < self._batch_size:
                     try:
-                        message = inbox.get_nowait()
+                        item = inbox.get_nowait()
                     except queue.Empty:
                         break
-                    if message is None:
+                    if item is None:
                         stopping = True
                         break
-                    batch.append(message)
+                    if isinstance(item, _Sending):
+                        self._settle(item, consumer)
+                    else:
+                        batch.append(item)
                 self.route(batch, consumer)
-            self._settle(consumer)
+            self._settle_all(consumer)
         except BaseException as exc:  # handed to the consuming thread, which reconnects
             failure.append(exc)
 
+    def _confirm_wait_s(self) -> float | None:
+        """How long the routing thread may wait for work: until the oldest batch's confirm
+        is due, or for ever with none in flight."""
+        if not self._in_flight:
+            return None
+        return max(0.0, self._in_flight[0].due - time.monotonic())
+
     def route(self, batch: Sequence[Message], consumer: Consumer) -> None:
-        """Write a batch and send its delivery messages, then ack the batch sent before it
-        once that one is confirmed. A batch the database refuses (or that fails otherwise)
-        is split until the culprits stand alone: those go to poison, the rest is routed."""
+        """Write a batch and send its delivery messages; it is acked once confirmed (its
+        confirm comes to the routing thread's inbox). A batch the database refuses (or that
+        fails otherwise) is split until the culprits stand alone: those go to poison, the
+        rest is routed."""
         try:
             sending = self._send(batch)
         except (OperationalError, DBAPIError, TransportError) as exc:
@@ -156,14 +183,22 @@ class Router:
         except Exception:
             self._isolate(batch, consumer)
             return
-        self._settle(consumer)
-        self._sending = sending
+        self._in_flight.append(sending)
+        inbox = self._inbox
+        sending.confirmed.add_done_callback(lambda _: inbox.put(sending))
+        while len(self._in_flight) > IN_FLIGHT:
+            self._settle(self._in_flight[0], consumer)
 
-    def _settle(self, consumer: Consumer) -> None:
-        """Wait for the batch in flight to be confirmed, then ack it."""
-        sending, self._sending = self._sending, None
-        if sending is None:
+    def _settle_all(self, consumer: Consumer) -> None:
+        while self._in_flight:
+            self._settle(self._in_flight[0], consumer)
+
+    def _settle(self, sending: _Sending, consumer: Consumer) -> None:
+        """Wait for a batch in flight to be confirmed, then ack it (once: a batch already
+        settled, whose confirm reaches the inbox later, is passed over)."""
+        if sending not in self._in_flight:
             return
+        self._in_flight.remove(sending)
         try:
             self._confirmed(sending)
         except TransportError:
@@ -179,7 +214,7 @@ class Router:
         self._done(sending, consumer)
 
     def _isolate(self, batch: Sequence[Message], consumer: Consumer) -> None:
-        self._settle(consumer)
+        self._settle_all(consumer)
         self._bisect(batch, consumer)
 
     def _bisect(self, batch: Sequence[Message], consumer: Consumer) -> None:
@@ -303,12 +338,15 @@ class Router:
             self._unpublished.update(unclear)  # committed, never handed to the broker
             raise
         carried = {(r.event.tenant, r.event.id) for r in out}
-        return _Sending(batch, confirmed, keys, carried, count, len(outgoing), len(poisoned), spans)
+        due = time.monotonic() + timeout_s
+        return _Sending(
+            batch, confirmed, due, keys, carried, count, len(outgoing), len(poisoned), spans
+        )
 
     def _confirmed(self, sending: _Sending) -> None:
         """Wait for the batch's confirm; its route spans end here, failed or not."""
         try:
-            sending.confirmed.result(timeout=self._settings.publish_timeout_s)
+            sending.confirmed.result(timeout=max(0.0, sending.due - time.monotonic()))
         except concurrent.futures.TimeoutError:
             late = PublishError(f"no confirm for a batch of {len(sending.batch)} in time")
             sending.end_spans(late)
@@ -327,12 +365,13 @@ class Router:
             self._metrics.dead_letters.labels(reason="poison").inc(sending.poisoned)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Sending:
     """A batch whose rows are committed and whose messages are on their way to the broker."""
 
     batch: Sequence[Message]
     confirmed: Future[None]
+    due: float  # monotonic time by which the confirm must be in
     keys: set[Key]  # every event of the batch
     carried: set[Key]  # the events whose delivery messages it carries
     events: int
