@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -290,29 +291,40 @@ def test_batch_whose_publish_failed_is_published_once_by_the_one_by_one_fallback
     assert transport.queue_depth(tp.POISON) == 0
 
 
-def test_lone_event_is_acked_once_confirmed_without_waiting_for_the_next_batch(
-    sessions: sessionmaker[Session], transport: MemoryTransport
-) -> None:
+@contextmanager
+def routing(
+    sessions: sessionmaker[Session], transport: MemoryTransport, settings: Settings | None = None
+) -> Iterator[tuple[str, Callable[[], float]]]:
+    """A router running on its own thread (reconnecting as `hookline router` does) for a
+    tenant with one subscription; yields the tenant and a reading of events routed."""
     with sessions.begin() as session:
         tenant = builders.tenant(session)
         builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
         tenant_id = tenant.id
     metrics = Metrics()
-    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, metrics)
+    router = Router(settings or Settings(retry_schedule=SCHEDULE), transport, sessions, metrics)
     stop = threading.Event()
-    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=run_until_stopped, args=(router.run, stop), daemon=True)
     thread.start()
 
     def routed() -> float:
         return metrics.registry.get_sample_value("hookline_events_routed_total") or 0.0
 
     try:
-        publish(transport, builders.event(tenant_id))
-        drain(transport, tp.DELIVERIES, 1)
-        assert wait_for(lambda: routed() == 1.0, 5), "the lone event was not settled"
+        yield tenant_id, routed
     finally:
         stop.set()
         thread.join(10)
+        assert not thread.is_alive(), "router did not stop"
+
+
+def test_lone_event_is_acked_once_confirmed_without_waiting_for_the_next_batch(
+    sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    with routing(sessions, transport) as (tenant_id, routed):
+        publish(transport, builders.event(tenant_id))
+        drain(transport, tp.DELIVERIES, 1)
+        assert wait_for(lambda: routed() == 1.0, 5), "the lone event was not settled"
 
 
 class HeldConfirms(MemoryTransport):
@@ -346,20 +358,7 @@ def test_the_next_event_is_routed_while_the_last_batch_waits_for_its_confirm(
 ) -> None:
     transport = HeldConfirms()
     transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
-    with sessions.begin() as session:
-        tenant = builders.tenant(session)
-        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
-        tenant_id = tenant.id
-    metrics = Metrics()
-    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, metrics)
-    stop = threading.Event()
-    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
-    thread.start()
-
-    def routed() -> float:
-        return metrics.registry.get_sample_value("hookline_events_routed_total") or 0.0
-
-    try:
+    with routing(sessions, transport) as (tenant_id, routed):
         publish(transport, builders.event(tenant_id))
         assert wait_for(lambda: len(transport.held) == 1), "the first batch was not sent"
         publish(transport, builders.event(tenant_id))
@@ -370,10 +369,6 @@ def test_the_next_event_is_routed_while_the_last_batch_waits_for_its_confirm(
         transport.confirm_all()
         assert wait_for(lambda: routed() == 2.0), "confirmed batches were not acked"
         assert delivery_depth(transport) == 2
-    finally:
-        stop.set()
-        thread.join(10)
-        assert not thread.is_alive(), "router did not stop"
 
 
 def test_a_batch_whose_confirm_never_comes_ends_the_session_and_is_routed_again(
@@ -381,17 +376,8 @@ def test_a_batch_whose_confirm_never_comes_ends_the_session_and_is_routed_again(
 ) -> None:
     transport = HeldConfirms()
     transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
-    with sessions.begin() as session:
-        tenant = builders.tenant(session)
-        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
-        tenant_id = tenant.id
-    metrics = Metrics()
     settings = Settings(retry_schedule=SCHEDULE, publish_timeout_s=0.5)
-    router = Router(settings, transport, sessions, metrics)
-    stop = threading.Event()
-    thread = threading.Thread(target=run_until_stopped, args=(router.run, stop), daemon=True)
-    thread.start()
-    try:
+    with routing(sessions, transport, settings) as (tenant_id, routed):
         transport.lose = True
         sent = builders.event(tenant_id)
         publish(transport, sent)
@@ -400,16 +386,10 @@ def test_a_batch_whose_confirm_never_comes_ends_the_session_and_is_routed_again(
         # published once more, and the event is acked once that copy is confirmed.
         assert wait_for(lambda: len(transport.held) == 1, 15), "the lost batch was not resent"
         transport.confirm_all()
-        assert wait_for(
-            lambda: (metrics.registry.get_sample_value("hookline_events_routed_total") or 0) == 1
-        )
+        assert wait_for(lambda: routed() == 1.0)
         copies = drain(transport, tp.DELIVERIES, 2)  # the unconfirmed copy and its resend
         assert {decode(DeliveryMessage, m.body).event_id for m in copies} == {sent.id}
         assert transport.queue_depth(tp.EVENTS) == 0
-    finally:
-        stop.set()
-        thread.join(10)
-        assert not thread.is_alive(), "router did not stop"
 
 
 def test_undecodable_event_goes_to_poison_with_raw_body_and_the_queue_keeps_flowing(
