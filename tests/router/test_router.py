@@ -27,7 +27,8 @@ from common.tracing import configure
 from common.transport import MemoryTransport, Message, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event, decode, encode
-from router import Router
+from router import Router, Target
+from router.persist import persist_batch
 from tests import builders
 from tests.queues import DELIVERY_QUEUES, delivery_depth
 
@@ -390,6 +391,29 @@ def test_a_batch_whose_confirm_never_comes_ends_the_session_and_is_routed_again(
         copies = drain(transport, tp.DELIVERIES, 2)  # the unconfirmed copy and its resend
         assert {decode(DeliveryMessage, m.body).event_id for m in copies} == {sent.id}
         assert transport.queue_depth(tp.EVENTS) == 0
+
+
+def test_an_event_is_routed_while_another_batch_waits_on_the_database(
+    sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("SQLite routes with one writer: a waiting write holds the next")
+    with routing(sessions, transport) as (tenant_id, routed):
+        target = Target(subscription_id="", tenant_id=tenant_id, event_types=("order.*",))
+        blocked, free = builders.event(tenant_id), builders.event(tenant_id)
+        # Another transaction holds `blocked`'s unique key: the router's write of it waits.
+        with sessions() as holder, holder.begin():
+            persist_batch(holder, [(blocked, [target])])
+            publish(transport, blocked)
+            time.sleep(0.3)  # its writer is waiting on the key now
+            publish(transport, free)
+            first = drain(transport, tp.DELIVERIES, 1)
+            assert decode(DeliveryMessage, first[0].body).event_id == free.id
+            assert routed() == 1.0
+            holder.rollback()  # the key is free: the waiting write goes through
+        second = drain(transport, tp.DELIVERIES, 1)
+        assert decode(DeliveryMessage, second[0].body).event_id == blocked.id
+        assert wait_for(lambda: routed() == 2.0)
 
 
 def test_undecodable_event_goes_to_poison_with_raw_body_and_the_queue_keeps_flowing(
