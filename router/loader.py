@@ -31,18 +31,16 @@ class IndexLoader:
         self._refreshing = threading.Lock()  # the router's writer threads share the index
 
     def current(self, *, force: bool = False) -> SubscriptionIndex:
-        """The index, rebuilt first if the table changed since the last look (while another
-        thread looks, the others go on with the index as it is)."""
-        now = time.monotonic()
-        if not force and now - self._checked_at < self._refresh_s:
+        """The index, rebuilt first if the table changed since the last look. The router's
+        writer threads share it: one looks, the others wait for its answer (an index older
+        than `refresh_s` would route a new subscription's first events to nobody)."""
+        if not force and time.monotonic() - self._checked_at < self._refresh_s:
             return self._index
-        if not self._refreshing.acquire(blocking=force):
+        with self._refreshing:
+            now = time.monotonic()
+            if force or now - self._checked_at >= self._refresh_s:
+                self._refresh(now)
             return self._index
-        try:
-            self._refresh(now)
-        finally:
-            self._refreshing.release()
-        return self._index
 
     def _refresh(self, now: float) -> None:
         with self._sessionmaker() as session:
