@@ -43,8 +43,12 @@ class Outcome:
     dropped: list[date] = field(default_factory=list)
 
 
-def maintain(engine: Engine, policy: Policy, today: date | None = None) -> Outcome:
-    """One maintenance run, if no other process is running one. PostgreSQL only."""
+def maintain(
+    engine: Engine, policy: Policy, today: date | None = None, *, parallel_drops: bool = True
+) -> Outcome:
+    """One maintenance run, if no other process is running one. PostgreSQL only.
+    `parallel_drops` false drops a day's tables one after another (`bench.retention`
+    compares the two)."""
     today = today or utcnow().date()
     outcome = Outcome()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
@@ -52,14 +56,21 @@ def maintain(engine: Engine, policy: Policy, today: date | None = None) -> Outco
             return outcome
         try:
             outcome.ran = True
-            _run(engine, lock, policy, today, outcome)
+            _run(engine, lock, policy, today, outcome, parallel_drops)
         finally:
             lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
     return outcome
 
 
-def _run(engine: Engine, autocommit: Connection, policy: Policy, today: date, out: Outcome) -> None:
-    partitions.drop_detached(autocommit)  # what a run that died after its trim left
+def _run(
+    engine: Engine,
+    autocommit: Connection,
+    policy: Policy,
+    today: date,
+    out: Outcome,
+    parallel: bool,
+) -> None:
+    partitions.drop_detached(engine, parallel=parallel)  # what a run that died after its trim left
     ahead = [today + timedelta(days=n) for n in range(policy.ahead_days + 1)]
     known = set(partitions.existing(autocommit, "deliveries"))
     partitions.ensure(autocommit, ahead)
@@ -69,15 +80,15 @@ def _run(engine: Engine, autocommit: Connection, policy: Policy, today: date, ou
     days = sorted(partitions.existing(autocommit, "deliveries").items())
     for day, relname in days:
         if day < dead_until:
-            partitions.drop(autocommit, day)
+            partitions.drop(engine, day, parallel=parallel)
             out.dropped.append(day)
         elif day < keep_until and relname.startswith("deliveries_p"):
             with engine.begin() as connection:
                 out.trimmed[day] = partitions.trim(connection, day)
-            partitions.drop_detached(autocommit)
+            partitions.drop_detached(engine, parallel=parallel)
             log.info("kept %d dead deliveries of %s", out.trimmed[day], day)
             if out.trimmed[day] == 0:  # nothing to keep: the day goes at once
-                partitions.drop(autocommit, day)
+                partitions.drop(engine, day, parallel=parallel)
                 out.dropped.append(day)
 
 
