@@ -28,6 +28,9 @@ _NAME = re.compile(r"^(events|deliveries|attempts)_([pk])(\d{8})$")
 # The parent's ACCESS EXCLUSIVE lock a swap takes is short, but a queue behind a long
 # reader waiting for it would stall traffic: give up and try again at the next run.
 LOCK_TIMEOUT = "1s"
+# When a day's partition is worth analysing again (`stale`).
+STALE_MIN_ROWS = 1000
+STALE_FRACTION = 0.2
 T = TypeVar("T")
 _GONE = f"('{DeliveryStatus.SUCCEEDED}', '{DeliveryStatus.CANCELLED}')"
 
@@ -123,6 +126,26 @@ def _each_on_own_connection(
     with ThreadPoolExecutor(len(jobs), thread_name_prefix="partition-drop") as pool:
         for future in [pool.submit(one, job) for job in jobs]:
             future.result()
+
+
+def stale(connection: Connection, days: Iterable[date]) -> list[str]:
+    """The partitions of `days` whose statistics are missing or stale: ANALYZE has never
+    seen them since they got rows, or the rows changed since (inserted, updated, deleted)
+    number more than `STALE_FRACTION` of what it counted; and at least `STALE_MIN_ROWS`
+    changed (an empty or near-empty day is not worth it). Autovacuum's rule, for servers
+    that run without it."""
+    names = [name(table, day) for day in days for table in TABLES]
+    rows = connection.execute(
+        text(
+            "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
+            "WHERE s.relname = ANY(:names) AND s.schemaname = current_schema() "
+            "AND s.n_mod_since_analyze >= :least AND (c.reltuples < 0 "
+            "OR COALESCE(s.last_analyze, s.last_autoanalyze) IS NULL "
+            "OR s.n_mod_since_analyze > :fraction * c.reltuples) ORDER BY s.relname"
+        ),
+        {"names": names, "least": STALE_MIN_ROWS, "fraction": STALE_FRACTION},
+    ).scalars()
+    return list(rows)
 
 
 def detached(connection: Connection) -> list[str]:
