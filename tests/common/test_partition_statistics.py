@@ -6,34 +6,22 @@ keeper did)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, event, text
 
-from common.db import keeper, migrate, partitions
+from common.db import keeper, partitions
 from common.db.bulk import insert_rows
 from common.db.models import Delivery
-from common.db.session import make_engine, make_sessionmaker
+from common.db.session import make_sessionmaker
 from common.ids import new_id
 from dispatcher.settle.rows import update_deliveries
 from tests.plans import generic_plan, nodes
-from tests.services import temporary_database
 
 TOMORROW = datetime.now(UTC).date() + timedelta(days=1)
 ROWS = 20_000
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    with temporary_database() as url:
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
 
 
 def _fresh_day_with_rows(engine: Engine) -> list[str]:

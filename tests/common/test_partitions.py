@@ -4,10 +4,8 @@ the router's idempotency under partitioning, on a PostgreSQL database of their o
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,15 +21,6 @@ from router.persist import persist_batch
 from tests.services import temporary_database
 
 TODAY = datetime.now(UTC).date()
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    with temporary_database() as url:
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
 
 
 def _days(engine: Engine, table: str = "deliveries") -> dict[date, str]:
