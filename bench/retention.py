@@ -3,7 +3,7 @@
 
     .venv/bin/python -m bench.retention [--rows 1000000] [--phase-s 20] [--batch 100]
         [--probe-rate 20] [--trim [--dead-every 1000]] [--sequential-drops]
-        [--baseline-dir /tmp]
+        [--drop-pause-s 0] [--baseline-dir /tmp]
 
 A fresh PostgreSQL database (migrated) gets `--rows` finished deliveries, their attempts
 and events in the partitions of a day 40 days back (each loaded as a plain table, then
@@ -22,7 +22,8 @@ around it have none; phase U, last, removes the *unlink baseline* in its middle:
 of files mirroring the old day's files (`bench.unlink_baseline`; written and synced on
 the data directory's filesystem before the phases), one removed file after file, then
 the other with a thread per table, as the keeper drops the three tables at once
-(`--sequential-drops`: one after another, as before). `maintain_over_unlink` divides
+(`--sequential-drops`: one after another, as before; `--drop-pause-s`: each table's
+indexes dropped first, one at a time, that far apart). `maintain_over_unlink` divides
 maintenance by the baseline of the same kind: what PostgreSQL adds to the filesystem.
 By default the retention and the dead retention are both 30 days, so the old day is past
 both and dropped whole (DETACH CONCURRENTLY, DROP TABLE). With
@@ -237,6 +238,8 @@ def main() -> int:
     parser.add_argument("--dead-every", type=int, default=1000, help="with --trim")
     parser.add_argument("--sequential-drops", action="store_true",
                         help="drop the day's tables one after another, as before")  # fmt: skip
+    parser.add_argument("--drop-pause-s", type=float, default=0.0,
+                        help="drop each table's indexes first, this far apart")  # fmt: skip
     parser.add_argument("--baseline-dir", default=tempfile.gettempdir(),
                         help="where the unlink baseline's files go (the data directory's "
                         "filesystem)")  # fmt: skip
@@ -258,7 +261,7 @@ def main() -> int:
         result: dict[str, Any] = {
             "rows": args.rows, "day": day, "fill_s": fill_s,
             "old_day_gib": round(size / 2**30, 2), "drops": "parallel" if parallel else
-            "sequential", "load": [load_average()],
+            "sequential", "drop_pause_s": args.drop_pause_s, "load": [load_average()],
             "baseline": {"files": sum(len(sizes) for sizes in files.values()),
                          "gib": round(baselines["sequential"].bytes / 2**30, 2),
                          "same_filesystem": unlink_baseline.same_filesystem(
@@ -275,7 +278,9 @@ def main() -> int:
         a1 = run_phase(engine, args.phase_s, args.batch)
 
         def maintain() -> dict[str, Any]:
-            outcome = keeper.maintain(engine, policy, parallel_drops=parallel)
+            outcome = keeper.maintain(
+                engine, policy, parallel_drops=parallel, drop_pause_s=args.drop_pause_s
+            )
             trimmed = {d.isoformat(): kept for d, kept in outcome.trimmed.items()}
             return {"dropped": [d.isoformat() for d in outcome.dropped], "trimmed": trimmed}
 

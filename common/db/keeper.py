@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
@@ -78,11 +79,16 @@ def analyse(engine: Engine, today: date | None = None) -> list[str] | None:
 
 
 def maintain(
-    engine: Engine, policy: Policy, today: date | None = None, *, parallel_drops: bool = True
+    engine: Engine,
+    policy: Policy,
+    today: date | None = None,
+    *,
+    parallel_drops: bool = True,
+    drop_pause_s: float = 0.0,
 ) -> Outcome:
     """One maintenance run, if no other process is running one. PostgreSQL only.
-    `parallel_drops` false drops a day's tables one after another (`bench.retention`
-    compares the two)."""
+    `parallel_drops` false drops a day's tables one after another; `drop_pause_s` drops
+    their indexes first, that far apart (`partitions.drop`; `bench.retention` compares)."""
     today = today or utcnow().date()
     outcome = Outcome()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
@@ -90,7 +96,8 @@ def maintain(
             return outcome
         try:
             outcome.ran = True
-            _run(engine, lock, policy, today, outcome, parallel_drops)
+            drops = {"parallel": parallel_drops, "pause_s": drop_pause_s}
+            _run(engine, lock, policy, today, outcome, drops)
         finally:
             lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
     return outcome
@@ -102,9 +109,9 @@ def _run(
     policy: Policy,
     today: date,
     out: Outcome,
-    parallel: bool,
+    drops: dict[str, Any],
 ) -> None:
-    partitions.drop_detached(engine, parallel=parallel)  # what a run that died after its trim left
+    partitions.drop_detached(engine, **drops)  # what a run that died after its trim left
     ahead = [today + timedelta(days=n) for n in range(policy.ahead_days + 1)]
     known = set(partitions.existing(autocommit, "deliveries"))
     partitions.ensure(autocommit, ahead)
@@ -114,15 +121,15 @@ def _run(
     days = sorted(partitions.existing(autocommit, "deliveries").items())
     for day, relname in days:
         if day < dead_until:
-            partitions.drop(engine, day, parallel=parallel)
+            partitions.drop(engine, day, **drops)
             out.dropped.append(day)
         elif day < keep_until and relname.startswith("deliveries_p"):
             with engine.begin() as connection:
                 out.trimmed[day] = partitions.trim(connection, day)
-            partitions.drop_detached(engine, parallel=parallel)
+            partitions.drop_detached(engine, **drops)
             log.info("kept %d dead deliveries of %s", out.trimmed[day], day)
             if out.trimmed[day] == 0:  # nothing to keep: the day goes at once
-                partitions.drop(engine, day, parallel=parallel)
+                partitions.drop(engine, day, **drops)
                 out.dropped.append(day)
 
 
