@@ -2,16 +2,17 @@
 the statement of before (joined on the id, the days a parameter) against today's
 (joined on the whole key, the days written in) (issue 17).
 
-    .venv/bin/python -m bench.settle_stats [--rows 300000] [--batches 30] [--batch 100]
+    .venv/bin/python -m bench.settle_stats [--rows 20000,60000,300000] [--batches 30]
+        [--batch 100]
 
-A fresh database gets today's partitions made anew (as the keeper makes a day ahead:
-never analysed) and `--rows` deliveries in them. On one connection, each statement
-settles `--batch` deliveries a transaction, first 12 times unmeasured (psycopg prepares
-a statement at its fifth run, and PostgreSQL may then switch to the generic plan after
-five more), then `--batches` times measured: median and p90 ms of the UPDATE (its
-commit is not counted). Then `keeper.analyse` analyses the day and the same is measured again.
-`plan_cache_mode` is the server's own (`auto`) and then `force_generic_plan`, the plan a
-long-lived settler connection can end up with.
+For each of `--rows`, a fresh database gets today's partitions made anew (as the keeper
+makes a day ahead: never analysed) and that many deliveries in them. On one connection,
+each statement settles `--batch` deliveries a transaction, first 12 times unmeasured
+(psycopg prepares a statement at its fifth run, and PostgreSQL may then switch to the
+generic plan after five more), then `--batches` times measured: median and p90 ms of
+the UPDATE (its commit is not counted). Then `keeper.analyse` analyses the day and the
+same is measured again. `plan_cache_mode` is the server's own (`auto`) and then
+`force_generic_plan`, the plan a long-lived settler connection can end up with.
 """
 
 from __future__ import annotations
@@ -105,26 +106,27 @@ def measure(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--rows", default="20000,60000,300000")
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
-    with temporary_database() as url:
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        ids = fill(engine, args.rows)
-        result: dict[str, Any] = {"rows": args.rows, "batch": args.batch, "load": [load_average()]}
-        statements = {"before": _before, "now": rows_pg.update_deliveries}
-        for stage in ("no statistics", "analysed"):
-            if stage == "analysed":
-                result["analysed"] = keeper.analyse(engine)
-            for mode in ("auto", "force_generic_plan"):
-                for name, settle in statements.items():
-                    figures = measure(engine, ids, settle, mode, args.batches, args.batch)
-                    result[f"{stage} / {mode} / {name}"] = figures
-        result["load"].append(load_average())
-        print(json.dumps(result, indent=1))
-        engine.dispose()
+    for rows in [int(n) for n in args.rows.split(",")]:
+        with temporary_database() as url:
+            migrate.upgrade(url)
+            engine = make_engine(url)
+            ids = fill(engine, rows)
+            result: dict[str, Any] = {"rows": rows, "batch": args.batch, "load": [load_average()]}
+            statements = {"before": _before, "now": rows_pg.update_deliveries}
+            for stage in ("no statistics", "analysed"):
+                if stage == "analysed":
+                    result["analysed"] = keeper.analyse(engine)
+                for mode in ("auto", "force_generic_plan"):
+                    for name, settle in statements.items():
+                        figures = measure(engine, ids, settle, mode, args.batches, args.batch)
+                        result[f"{stage} / {mode} / {name}"] = figures
+            result["load"].append(load_average())
+            print(json.dumps(result))
+            engine.dispose()
     return 0
 
 
