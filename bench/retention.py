@@ -2,7 +2,7 @@
 (issue 17).
 
     .venv/bin/python -m bench.retention [--rows 1000000] [--phase-s 20] [--batch 100]
-        [--probe-rate 20] [--trim [--dead-every 1000]] [--sequential-drops]
+        [--probe-rate 20] [--trim [--dead-every 1000]] [--parallel-drops]
         [--drop-pause-s 0] [--baseline-dir /tmp]
 
 A fresh PostgreSQL database (migrated) gets `--rows` finished deliveries, their attempts
@@ -20,9 +20,9 @@ four phases of `--phase-s`:
 Phase B runs partition maintenance (`keeper.maintain`) in its middle; phases A1 and A2
 around it have none; phase U, last, removes the *unlink baseline* in its middle: two sets
 of files mirroring the old day's files (`bench.unlink_baseline`; written and synced on
-the data directory's filesystem before the phases), one removed file after file, then
-the other with a thread per table, as the keeper drops the three tables at once
-(`--sequential-drops`: one after another, as before; `--drop-pause-s`: each table's
+the data directory's filesystem before the phases), one removed file after file, as the
+keeper drops the three tables one after another, then the other with a thread per table
+(`--parallel-drops`: the keeper drops the tables at once; `--drop-pause-s`: each table's
 indexes dropped first, one at a time, that far apart). `maintain_over_unlink` divides
 maintenance by the baseline of the same kind: what PostgreSQL adds to the filesystem.
 By default the retention and the dead retention are both 30 days, so the old day is past
@@ -236,8 +236,8 @@ def main() -> int:
     parser.add_argument("--probe-rate", type=float, default=20.0)
     parser.add_argument("--trim", action="store_true", help="keep dead letters 90 days")
     parser.add_argument("--dead-every", type=int, default=1000, help="with --trim")
-    parser.add_argument("--sequential-drops", action="store_true",
-                        help="drop the day's tables one after another, as before")  # fmt: skip
+    parser.add_argument("--parallel-drops", action="store_true",
+                        help="drop the day's tables at once, on a connection each")  # fmt: skip
     parser.add_argument("--drop-pause-s", type=float, default=0.0,
                         help="drop each table's indexes first, this far apart")  # fmt: skip
     parser.add_argument("--baseline-dir", default=tempfile.gettempdir(),
@@ -246,7 +246,7 @@ def main() -> int:
     args = parser.parse_args()
     dead_retention = timedelta(days=90 if args.trim else 30)
     policy = keeper.Policy(timedelta(days=30), dead_retention)
-    parallel = not args.sequential_drops
+    parallel = args.parallel_drops
     with temporary_database() as url:
         migrate.upgrade(url)
         engine = make_engine(url, pool_size=10)

@@ -83,12 +83,12 @@ def maintain(
     policy: Policy,
     today: date | None = None,
     *,
-    parallel_drops: bool = True,
+    parallel_drops: bool = False,
     drop_pause_s: float = 0.0,
 ) -> Outcome:
     """One maintenance run, if no other process is running one. PostgreSQL only.
-    `parallel_drops` false drops a day's tables one after another; `drop_pause_s` drops
-    their indexes first, that far apart (`partitions.drop`; `bench.retention` compares)."""
+    `parallel_drops` drops a day's tables at once; `drop_pause_s` drops their indexes
+    first, that far apart (`partitions.drop`; `bench.retention` compares)."""
     today = today or utcnow().date()
     outcome = Outcome()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
