@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.db.models import Delivery, EventRow, Subscription, Tenant
+from common.db.models import Attempt, Delivery, EventRow, HeaderSet, Subscription, Tenant
 from common.db.statuses import DeliveryStatus, SubscriptionStatus
 from common.ids import event_day
 from common.secretbox import DEV_SECRET_KEY, SecretBox
 from common.signing import new_secret
 from common.wire import DeliveryMessage, Event, delivery_id_for, new_id, utcnow
+from dispatcher.http import build_headers, header_shape
 
 DEV_BOX = SecretBox(DEV_SECRET_KEY)
 
@@ -108,3 +111,36 @@ def delivery(session: Session, ev: Event, subscription_id: str) -> DeliveryMessa
         attempt=1,
         event=ev,
     )
+
+
+def attempt(
+    session: Session,
+    delivery_id: str,
+    number: int,
+    *,
+    static: dict[str, str] | None = None,
+    sent: bool = True,
+    status_code: int | None = 503,
+    at: datetime | None = None,
+) -> Attempt:
+    """An attempt row as the settler writes it: with the `header_sets` row of the request
+    that `build_headers` makes for the subscription's `static` headers (looked up by its
+    digest, added when new); `sent=False`: nothing went out (no header set)."""
+    at = at or utcnow().replace(microsecond=0) + timedelta(seconds=number)
+    header_set_id = None
+    if sent:
+        shape = header_shape(build_headers(static or {}, "x", 0, b"{}", [new_secret()]))
+        header_set_id = session.scalar(select(HeaderSet.id).where(HeaderSet.digest == shape.digest))
+        if header_set_id is None:
+            row = HeaderSet(digest=shape.digest, headers=[list(h) for h in shape.headers])
+            session.add(row)
+            session.flush()
+            header_set_id = row.id
+    made = Attempt(
+        delivery_id=delivery_id, attempt=number, outcome="retry", status_code=status_code,
+        duration_s=0.1, error=None if sent else "connection refused", created_at=at,
+        header_set_id=header_set_id,
+    )  # fmt: skip
+    session.add(made)
+    session.flush()
+    return made

@@ -1,38 +1,18 @@
-"""One dead letter in full: the delivery, its event, every attempt, the headers it was sent with.
+"""One dead letter in full: the delivery, its event, every attempt.
 
-The headers are rebuilt the way the sender builds them. Nothing secret is shown: the
-signature is a placeholder (it is derived from the secret and changes every attempt), and
-every static header's value is masked: any of them may carry a credential the receiver
-issued, whatever its name (`X-Shared-Pass`), and none is shown again once saved.
+The request headers each attempt sent are not rebuilt here from the subscription as it is
+now: each attempt names its `header_sets` row (migration 0014), which the shell shows
+through one function (`hookline.services.deliveries.attempt_headers`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
 from sqlalchemy.orm import Session
 
 from common.db import lookup
-from common.db.models import Attempt, Delivery, EventRow, Subscription
-from dispatcher.http import RESERVED_HEADERS, USER_AGENT
-
-MASK = "***"
-
-
-def headers_sent(static: dict[str, str], event_id: str) -> dict[str, str]:
-    """The headers of an attempt, with the signature and every static value replaced."""
-    headers = {k: MASK for k in static if k.lower() not in RESERVED_HEADERS}
-    headers.update(
-        {
-            "webhook-id": event_id,
-            "webhook-timestamp": "<unix seconds of the attempt>",
-            "webhook-signature": "<omitted: v1,HMAC-SHA256 of id.timestamp.body>",
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-        }
-    )
-    return headers
+from common.db.models import Attempt, Delivery, EventRow
 
 
 @dataclass(frozen=True)
@@ -40,7 +20,6 @@ class DeadDetail:
     delivery: Delivery
     event: EventRow | None
     attempts: list[Attempt]
-    headers: dict[str, str]
 
 
 def detail(session: Session, delivery_id: str, *, tenant: str | None) -> DeadDetail | None:
@@ -50,7 +29,4 @@ def detail(session: Session, delivery_id: str, *, tenant: str | None) -> DeadDet
     if delivery is None:
         return None
     event = lookup.event(session, delivery.tenant_id, delivery.event_id, delivery.day)
-    attempts = lookup.attempts(session, delivery.id)
-    subscription = session.get(Subscription, delivery.subscription_id)
-    static = cast(dict[str, str], subscription.headers if subscription else {}) or {}
-    return DeadDetail(delivery, event, attempts, headers_sent(static, delivery.event_id))
+    return DeadDetail(delivery, event, lookup.attempts(session, delivery.id))

@@ -11,6 +11,11 @@ whose lease makes this safe: every dispatcher runs the loop, the lease's conditi
 lets exactly one of them take a job, and the others see `JobBusy`. A job whose runner was
 stopped on purpose (SIGTERM or Ctrl-C to `hookline replay start`, which clears the
 runner) is not an orphan: it waits for `--resume` or a cancel.
+
+Each takeover is audited (`replay.resume`, actor `dispatcher`) in the transaction that takes
+the lease, as a resume through the API or the CLI is: a round that does not take the job
+(another dispatcher did, or its take was rolled back and is retried next round) writes
+nothing, so a retried resume leaves one entry.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from dispatcher.replay.runner import Runner
 log = logging.getLogger(__name__)
 
 RESUME_EVERY_S = 5.0
+ACTOR = "dispatcher"  # the audit log's actor of a resume no operator asked for
 
 
 def orphans(session: Session) -> list[str]:
@@ -108,6 +114,7 @@ class Resumer(BackgroundThread):
                     shards=self._shards,
                     share_per_s=self._share_per_s,
                 )
+                runner.take(resumed_by=ACTOR)  # the lease and its audit entry, together
                 log.info("resuming replay job", extra={"job_id": job_id})
                 job = runner.run(stop)
             except JobBusy:

@@ -161,10 +161,13 @@ class Runner:
             was = job.state
             session.refresh(job)
             if taken and resumed_by is not None:
+                # In the lease's transaction: one entry per takeover, none for a take that
+                # failed or rolled back. The runner ids say which process took it from which.
                 jobs.audit(
                     session, actor=resumed_by, tenant_id=job.tenant_id, action="replay.resume",
                     resource_type="replay_job", resource_id=job.id,
-                    details={"was": was, "done": job.done, "total": job.total},
+                    details={"was": was, "done": job.done, "total": job.total,
+                             "runner": self._runner_id, "previous_runner": holder},
                 )  # fmt: skip
         if not taken:
             if job.state != ReplayJobStatus.RUNNING:

@@ -57,8 +57,8 @@ class DeadLetterDetail(DeadLetterOut):
     event: EventOut | None
     attempts: list[AttemptOut]
     headers: dict[str, str] = Field(
-        description="The request headers as sent; the signature and header credentials "
-        "are shown as placeholders, never in clear."
+        description="The newest attempt's `request_headers` as an object (kept for older "
+        "clients; each attempt has its own). Empty when no attempt recorded any."
     )
 
 

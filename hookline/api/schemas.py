@@ -255,6 +255,11 @@ class BatchResult(BaseModel):
     results: list[BatchItemResult]
 
 
+class SentHeader(BaseModel):
+    name: str
+    value: str
+
+
 class AttemptOut(BaseModel):
     attempt: int
     outcome: str
@@ -263,6 +268,13 @@ class AttemptOut(BaseModel):
     error: str | None
     response_body: str | None
     created_at: datetime
+    request_headers: list[SentHeader] | None = Field(
+        default=None,
+        description="The request headers this attempt sent, in the order sent (its "
+        "`header_sets` row, as the portal shows them): each signature and every value of "
+        "the subscription's own headers masked. Null when nothing was sent, or for an "
+        "attempt made before migration 0014.",
+    )
 
 
 class DeliverySummary(BaseModel):

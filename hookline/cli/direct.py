@@ -156,7 +156,7 @@ class DirectOps(DirectAdmin):
             found = show_dead(session, delivery_id, tenant=None)
             if found is None:
                 raise _refused("not_found", "dead letter not found", 404)
-            return as_json(dead_letter_detail(found))
+            return as_json(dead_letter_detail(session, found))
 
     def purge(self, body: Json) -> Json:
         wanted: PurgeRequest = valid(PurgeRequest, body)

@@ -88,7 +88,8 @@ def dlq_show(
     delivery_id: Annotated[str, typer.Argument(help="Delivery id.")],
     output: o.OutputOpt = "table",
 ) -> None:
-    """One dead letter: its event, every attempt, and the headers it was sent with."""
+    """One dead letter: its event, and every attempt with the request headers it sent
+    (signatures and the subscription's own header values masked)."""
     with backend.session() as ops:
         shown = ops.dead_letter(delivery_id)
     if output == "json":
@@ -102,11 +103,15 @@ def dlq_show(
     attempts = [
         {**a, "response_body": (a.get("response_body") or "")[:200]} for a in shown["attempts"]
     ]
-    console.print(
-        render.table("attempts", attempts, list(attempts[0]) if attempts else ["attempt"])
-    )
-    headers = [{"name": k, "value": v} for k, v in shown["headers"].items()]
-    console.print(render.table("headers sent", headers, ["name", "value"]))
+    columns = [c for c in attempts[0] if c != "request_headers"] if attempts else ["attempt"]
+    console.print(render.table("attempts", attempts, columns))
+    for attempt in attempts:
+        headers = attempt.get("request_headers")
+        title = f"headers sent by attempt {attempt['attempt']}"
+        if headers:
+            console.print(render.table(title, headers, ["name", "value"]))
+        else:
+            console.print(f"{title}: none recorded (nothing was sent, or before 0014)")
 
 
 @dlq_app.command("purge")

@@ -117,7 +117,7 @@ async def show_delivery(
 ) -> Response:
     who = seen.session
 
-    def load() -> tuple[Delivery, list[Attempt], dict[int, list[tuple[str, str]]]]:
+    def load() -> tuple[Delivery, list[Attempt], dict[int, deliveries.Sent]]:
         with services.sessionmaker() as session:
             row, attempts = deliveries.detail(
                 session, who.tenant_id, who.subscription_ids, delivery_id

@@ -21,6 +21,7 @@ from hookline.services.delivery_log import LogFilter
 
 router = APIRouter()
 MAX_LISTED = 200
+TRACE_CHOICES = {"on": True, "off": False}  # the edit form's `propagate_trace` radios
 
 
 def _problems(exc: ValidationError) -> list[str]:
@@ -152,13 +153,19 @@ async def edit_endpoint(
 ) -> Response:
     seen = form.viewer
     allowed_or_404(seen, subscription_id)
+    fields: dict[str, Any] = {
+        "url": form.field("url"),
+        "event_types": _types(form.field("event_types")),
+        "description": form.field("description") or None,
+    }
+    trace = form.field("propagate_trace")
+    if trace:  # a form without the choice (an older page) leaves it as it is
+        if trace not in TRACE_CHOICES:
+            raise Refused(422, "trace context: on or off", seen.theme)
+        fields["propagate_trace"] = TRACE_CHOICES[trace]
     try:
         # The API's own rules for each field (PATCH /v1/subscriptions/{id}).
-        update = SubscriptionUpdate(
-            url=form.field("url"),
-            event_types=_types(form.field("event_types")),
-            description=form.field("description") or None,
-        )
+        update = SubscriptionUpdate(**fields)
     except ValidationError as exc:
         raise Refused(422, "; ".join(_problems(exc)), seen.theme) from None
     changes = update.model_dump(exclude_unset=True)

@@ -58,12 +58,16 @@ def detail(
     return row, lookup.attempts(session, row.id)
 
 
+Sent = list[tuple[str, str]]  # (name, value) in the order sent, secrets masked
+
+
 def attempt_headers(
     session: Session, delivery: Delivery, attempts: list[Attempt]
-) -> dict[int, list[tuple[str, str]]]:
+) -> dict[int, Sent]:
     """attempt id -> the headers its request went out with, secrets masked (from its
     `header_sets` row). An attempt that sent nothing, or one recorded before migration
-    0014, has no entry."""
+    0014, has no entry. Every view of attempts shows them through this function: the
+    portal, `GET /v1/deliveries/{id}`, `GET /v1/dead-letters/{id}` and `hookline dlq show`."""
     ids = {a.header_set_id for a in attempts if a.header_set_id is not None}
     if not ids:
         return {}

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from common.db.models import Delivery, Subscription
 from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
+from dispatcher.http import MASK, USER_AGENT
 from tests import builders
 from tests.api.support import Api, assert_error
 from tests.dead_letters import Dead, dead_letter, published_copies
@@ -121,37 +122,35 @@ def test_a_dead_letter_shows_event_attempts_and_headers_without_secrets(
     ops_api: Api, world: dict[str, Any]
 ) -> None:
     target = world["a_500"][0]
+    static = {"Authorization": "Bearer receiver-token", "X-Site": "b"}
     with ops_api.sessionmaker() as session, session.begin():
-        from common.db.models import Attempt
-
-        session.add(
-            Attempt(
-                delivery_id=target.id,
-                attempt=1,
-                outcome="retry",
-                status_code=500,
-                duration_s=0.12,
-                error=None,
-                response_body="oops",
-                created_at=utcnow(),
-            )
-        )
+        made = builders.attempt(session, target.id, 1, static=static, status_code=500)
+        stamp = str(int(made.created_at.timestamp()))
+        builders.attempt(session, target.id, 2, sent=False, status_code=None)
     body = ops_api.client.get(f"/v1/dead-letters/{target.id}", headers=world["auth"]).json()
     assert body["event"]["id"] == target.event_id
-    assert body["attempts"] == [
-        {
-            "attempt": 1,
-            "outcome": "retry",
-            "status_code": 500,
-            "duration_s": 0.12,
-            "error": None,
-            "response_body": "oops",
-            "created_at": body["attempts"][0]["created_at"],
-        }
+    first, second = body["attempts"]
+    assert {k: v for k, v in first.items() if k != "request_headers"} == {
+        "attempt": 1,
+        "outcome": "retry",
+        "status_code": 500,
+        "duration_s": 0.1,
+        "error": None,
+        "response_body": None,
+        "created_at": first["created_at"],
+    }
+    sent = [(h["name"], h["value"]) for h in first["request_headers"]]
+    assert sent == [
+        ("Authorization", MASK),  # every value of the subscription's own headers
+        ("X-Site", MASK),
+        ("webhook-id", target.event_id),
+        ("webhook-timestamp", stamp),
+        ("webhook-signature", f"v1,{MASK}"),
+        ("content-type", "application/json"),
+        ("user-agent", USER_AGENT),
     ]
-    headers = body["headers"]
-    assert headers["webhook-id"] == target.event_id
-    assert headers["X-Site"] == headers["Authorization"] == "***"  # every static value
+    assert second["request_headers"] is None  # nothing was sent
+    assert body["headers"] == dict(sent)  # the newest attempt that sent something
     assert "receiver-token" not in str(body) and "whsec_" not in str(body)
 
 

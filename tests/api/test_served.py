@@ -8,25 +8,16 @@ import pytest
 import requests
 
 from common.settings import Settings
-from common.transport import topology
-from hookline.runtime import api_server, build_runtime
 from tests.api.support import ADMIN_TOKEN
-from tests.processes import free_port
-from tests.served import running
+from tests.served import served_api
 
 
 @pytest.fixture
 def served(database_url: str) -> Iterator[str]:
     """The base URL of a served API on SQLite and the in-memory broker."""
     settings = Settings(database_url=database_url, broker_url="memory://", admin_token=ADMIN_TOKEN)
-    runtime = build_runtime(settings, dev=True)
-    runtime.transport.declare(topology.build(settings.retry_tiers_s))
-    port = free_port()
-    try:
-        with running(api_server(runtime, "127.0.0.1", port)):
-            yield f"http://127.0.0.1:{port}"
-    finally:
-        runtime.close()
+    with served_api(settings) as (host, port):
+        yield f"http://{host}:{port}"
 
 
 def test_a_forwarded_for_header_does_not_change_the_address_a_key_is_checked_against(

@@ -17,6 +17,7 @@ from common.db.models import AuditEntry, Delivery, PoisonMessage, ReplayJob
 from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
+from dispatcher.http import MASK
 from hookline.cli import app
 from tests import builders
 from tests.dead_letters import dead_letter
@@ -103,12 +104,25 @@ def test_dlq_list_reason_poison_shows_raw_bodies(world: dict[str, Any]) -> None:
 
 
 def test_dlq_show_prints_the_attempts_and_headers(world: dict[str, Any]) -> None:
-    result = invoke("dlq", "show", world["dead_a"][0], "-o", "json")
+    dead = world["dead_a"][0]
+    with world["sessions"]() as session, session.begin():
+        builders.attempt(session, dead, 1, static={"X-Receiver-Key": "rk-secret-1"})
+        builders.attempt(session, dead, 2, sent=False)
+    result = invoke("dlq", "show", dead, "-o", "json")
     shown = json.loads(result.stdout)
     # The API's shape (`DeadLetterDetail`), whichever backend answered.
     assert shown["reason"] and shown["headers"]["webhook-id"] == shown["event_id"]
     assert shown["died_at"].endswith("Z")
     assert all(a["created_at"].endswith("Z") for a in shown["attempts"])
+    first, second = shown["attempts"]
+    sent = {h["name"]: h["value"] for h in first["request_headers"]}
+    assert (sent["X-Receiver-Key"], sent["webhook-signature"]) == (MASK, f"v1,{MASK}")
+    assert second["request_headers"] is None
+    table = invoke("dlq", "show", dead)
+    assert table.exit_code == 0, table.output
+    assert "headers sent by attempt 1" in table.output and "X-Receiver-Key" in table.output
+    assert "headers sent by attempt 2: none recorded" in table.output
+    assert "rk-secret-1" not in table.output + result.output
     missing = invoke("dlq", "show", "dlv_nope")
     assert missing.exit_code == 1
     assert "hookline: not_found: dead letter not found" in missing.output

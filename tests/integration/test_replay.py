@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
 from common.db import migrate
-from common.db.models import Delivery, ReplayJob
+from common.db.models import AuditEntry, Delivery, ReplayJob
 from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
 from common.secretbox import SecretBox
@@ -269,3 +269,10 @@ def test_a_killed_replay_is_resumed_by_a_dispatcher_without_manual_action(
     assert_each_arrived_once_more(stack, endpoint)
     assert job_state(stack, job_id) == ("completed", EVENTS)
     assert "resumed replay job" in stack.services.log("dispatcher", tail=10**8)
+    with stack.sessions() as session:  # who resumed it: the dispatcher, once
+        resumed = session.scalars(
+            select(AuditEntry).where(
+                AuditEntry.action == "replay.resume", AuditEntry.resource_id == job_id
+            )
+        ).all()
+    assert [(e.actor, e.details["was"]) for e in resumed] == [("dispatcher", "running")]

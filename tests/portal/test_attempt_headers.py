@@ -4,36 +4,23 @@ and PostgreSQL)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
 
 from sqlalchemy import update
 
-from common.db.models import Attempt, HeaderSet, Subscription
-from common.signing import new_secret
-from common.wire import utcnow
-from dispatcher.http import MASK, USER_AGENT, build_headers, header_shape
+from common.db.models import Subscription
+from dispatcher.http import MASK, USER_AGENT
 from tests import builders
 from tests.portal.conftest import Portal
 
 
 def _attempt(portal: Portal, delivery_id: str, number: int, static: dict[str, str] | None) -> int:
     """An attempt row as the settler writes it; `static=None`: nothing was sent."""
-    at = utcnow().replace(microsecond=0) + timedelta(seconds=number)
     with portal.api.sessionmaker() as session, session.begin():
-        header_set = None
-        if static is not None:
-            shape = header_shape(build_headers(static, "x", 0, b"{}", [new_secret()]))
-            row = HeaderSet(digest=shape.digest, headers=[list(h) for h in shape.headers])
-            session.add(row)
-            session.flush()
-            header_set = row.id
-        attempt = Attempt(
-            delivery_id=delivery_id, attempt=number, outcome="retry", status_code=503,
-            duration_s=0.1, created_at=at, header_set_id=header_set,
-        )  # fmt: skip
-        session.add(attempt)
-        session.flush()
-        return int(at.timestamp())
+        made = builders.attempt(
+            session, delivery_id, number, static=static or {}, sent=static is not None
+        )
+        return int(made.created_at.timestamp())
 
 
 def test_each_attempt_shows_the_headers_it_was_sent_with(portal: Portal) -> None:
@@ -61,3 +48,31 @@ def test_each_attempt_shows_the_headers_it_was_sent_with(portal: Portal) -> None
         assert f'<th scope="row" class="mono">{name}</th><td class="mono">{value}</td>' in first
     assert "key-of-then" not in page and "X-Today" not in page
     assert "No request headers recorded" in second and "webhook-id" not in second
+
+
+def test_the_operators_views_show_the_same_headers_as_the_portal(portal: Portal) -> None:
+    """`GET /v1/deliveries/{id}` and `GET /v1/dead-letters/{id}` list each attempt's
+    headers exactly as the portal's page does (one function behind all three)."""
+    tenant, auth = portal.tenant()
+    sub = portal.subscribe(tenant)
+    with portal.api.sessionmaker() as session, session.begin():
+        message = builders.delivery(session, builders.event(tenant), sub)
+    _attempt(portal, message.delivery_id, 1, {"X-Api-Key": "key-of-then", "X-Other": "o"})
+    _attempt(portal, message.delivery_id, 2, None)
+    _attempt(portal, message.delivery_id, 3, {})
+    page = portal.open(tenant).get(f"/portal/deliveries/{message.delivery_id}").text
+    in_portal = [
+        re.findall(r'<th scope="row" class="mono">([^<]*)</th><td class="mono">([^<]*)</td>', li)
+        for li in page.split('<li class="attempt">')[1:]
+    ]
+
+    for path in ("deliveries", "dead-letters"):
+        response = portal.api.client.get(f"/v1/{path}/{message.delivery_id}", headers=auth)
+        assert response.status_code == 200, response.text
+        in_api = [
+            [(h["name"], h["value"]) for h in a["request_headers"] or []]
+            for a in response.json()["attempts"]
+        ]
+        assert in_api == in_portal, path
+    assert [len(headers) for headers in in_portal] == [7, 0, 5]
+    assert in_portal[0][:2] == [("X-Api-Key", MASK), ("X-Other", MASK)]

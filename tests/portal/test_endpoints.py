@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from common.db.models import Delivery, ReplayJob, Subscription
+from common.db.models import AuditEntry, Delivery, ReplayJob, Subscription
 from common.db.statuses import DeliveryStatus
 from common.transport import topology
 from common.wire import utcnow
@@ -102,3 +102,75 @@ def test_retrying_a_failed_delivery_starts_a_replay_job_of_one(portal: Portal) -
     mounted = next(r for r in portal.api.app.routes if getattr(r, "path", "") == "/portal")
     for thread in getattr(mounted.app.state, "replay_threads", {}).values():  # type: ignore[attr-defined]
         thread.join(10)
+
+
+def _trace_of(portal: Portal, sub: str) -> bool:
+    with portal.api.sessionmaker() as session:
+        row = session.get(Subscription, sub)
+        assert row is not None
+        return row.propagate_trace
+
+
+def test_an_endpoints_page_shows_whether_it_gets_the_trace_context(portal: Portal) -> None:
+    tenant, auth = portal.tenant()
+    sub = portal.subscribe(tenant)
+    reader = portal.open(tenant, scope="read")
+    shown = reader.get(f"/portal/endpoints/{sub}").text
+    assert '<dd id="trace-context">off</dd>' in shown
+    assert 'name="propagate_trace"' not in shown  # a read-only session sees no form
+    patched = portal.api.client.patch(
+        f"/v1/subscriptions/{sub}", json={"propagate_trace": True}, headers=auth
+    )
+    assert patched.status_code == 200, patched.text
+    shown = reader.get(f"/portal/endpoints/{sub}").text
+    assert '<dd id="trace-context">on: each webhook carries' in shown
+
+
+def test_a_manage_session_turns_the_trace_context_on_and_off(portal: Portal) -> None:
+    tenant, _ = portal.tenant()
+    sub = portal.subscribe(tenant)
+    link = portal.mint(tenant, scope="manage")
+    browser = portal.browser()
+    browser.get(link["url"])
+    form = {"csrf": portal.csrf(browser), "url": "http://127.0.0.1:9/hook",
+            "event_types": "order.*"}  # fmt: skip
+    page = browser.get(f"/portal/endpoints/{sub}").text
+    assert 'name="propagate_trace" value="off" checked' in page
+
+    on = browser.post(f"/portal/endpoints/{sub}/edit", data={**form, "propagate_trace": "on"})
+    assert on.status_code == 200 and "Saved." in on.text
+    assert _trace_of(portal, sub) is True
+    assert 'name="propagate_trace" value="on" checked' in on.text
+    unchanged = browser.post(f"/portal/endpoints/{sub}/edit", data=form)  # an older form
+    assert unchanged.status_code == 200 and _trace_of(portal, sub) is True
+    bad = browser.post(f"/portal/endpoints/{sub}/edit", data={**form, "propagate_trace": "yes"})
+    assert bad.status_code == 422 and _trace_of(portal, sub) is True
+    off = browser.post(f"/portal/endpoints/{sub}/edit", data={**form, "propagate_trace": "off"})
+    assert off.status_code == 200 and _trace_of(portal, sub) is False
+
+    with portal.api.sessionmaker() as session:
+        entries = session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.action == "subscription.updated")
+            .order_by(AuditEntry.id)
+        ).all()
+    assert [e.actor for e in entries] == [f"portal:{link['id']}"] * 3
+    assert ["propagate_trace" in e.details["fields"] for e in entries] == [True, False, True]
+
+
+def test_only_a_manage_session_of_the_endpoint_changes_its_trace_context(portal: Portal) -> None:
+    tenant, _ = portal.tenant()
+    sub = portal.subscribe(tenant)
+    other = portal.subscribe(tenant, "http://127.0.0.1:9/other")
+    form = {"url": "http://127.0.0.1:9/hook", "event_types": "order.*", "propagate_trace": "on"}
+    reader = portal.open(tenant, scope="read")
+    refused = reader.post(
+        f"/portal/endpoints/{sub}/edit", data={**form, "csrf": portal.csrf(reader)}
+    )
+    assert refused.status_code == 403
+    elsewhere = portal.open(tenant, scope="manage", subscription_ids=[other])
+    hidden = elsewhere.post(
+        f"/portal/endpoints/{sub}/edit", data={**form, "csrf": portal.csrf(elsewhere)}
+    )
+    assert hidden.status_code == 404
+    assert _trace_of(portal, sub) is False

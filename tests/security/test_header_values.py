@@ -18,6 +18,7 @@ from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
 from common.secretbox import DEV_SECRET_KEY, SecretBox
 from common.wire import utcnow
+from dispatcher.http import MASK
 from dispatcher.subscriptions import SubscriptionCache
 from hookline.cli import app
 from tests import builders
@@ -45,6 +46,7 @@ def _subscribed(api: Api) -> tuple[str, str, dict[str, str]]:
             .where(Delivery.id == message.delivery_id)
             .values(status=DeliveryStatus.DEAD, dead_reason="max_attempts", finished_at=utcnow())
         )
+        builders.attempt(session, message.delivery_id, 1, static=HEADERS)  # as it was sent
     return sub_id, message.delivery_id, api.key(tenant_id, "deliveries:read", "subscriptions:read")
 
 
@@ -66,7 +68,10 @@ def test_no_route_shows_a_header_value_whatever_its_name(api: Api):
         for value in VALUES:
             assert value not in response.text, response.request.url
     headers = shown[0].json()["headers"]
-    assert headers["X-Shared-Pass"] == headers["Authorization"] == "***"
+    assert headers["X-Shared-Pass"] == headers["Authorization"] == MASK
+    for response in (shown[0], shown[3]):  # the dead letter and the delivery
+        (sent,) = [a["request_headers"] for a in response.json()["attempts"]]
+        assert {h["name"]: h["value"] for h in sent}["X-Shared-Pass"] == MASK
 
 
 def test_dlq_show_masks_every_header_value(api: Api, monkeypatch: pytest.MonkeyPatch):

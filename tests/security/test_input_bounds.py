@@ -14,13 +14,10 @@ import pytest
 import requests
 
 from common.settings import Settings
-from common.transport import topology
-from hookline.runtime import api_server, build_runtime
 from producer import InvalidEvent, Producer
 from tests.api.support import ADMIN_TOKEN, Api, assert_error
-from tests.processes import free_port
 from tests.security.postgres import database_url  # noqa: F401  (PostgreSQL, not SQLite)
-from tests.served import running
+from tests.served import served_api
 
 pytestmark = pytest.mark.postgres
 
@@ -56,14 +53,8 @@ def served(database_url: str) -> Iterator[tuple[str, int]]:  # noqa: F811
         database_url=database_url, broker_url="memory://", admin_token=ADMIN_TOKEN,
         max_header_bytes=16 * 1024,
     )  # fmt: skip
-    runtime = build_runtime(settings, dev=True)
-    runtime.transport.declare(topology.build(settings.retry_tiers_s))
-    port = free_port()
-    try:
-        with running(api_server(runtime, "127.0.0.1", port)):
-            yield "127.0.0.1", port
-    finally:
-        runtime.close()
+    with served_api(settings) as address:
+        yield address
 
 
 def raw_request(address: tuple[str, int], head: bytes, timeout_s: float = 10) -> bytes:

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
 
 from common.db.models import Delivery, EventRow, PoisonMessage
 from dispatcher.deadletters import (
@@ -34,7 +35,7 @@ from hookline.api.ops_schemas import (
     StatusClass,
 )
 from hookline.api.opsauth import Caller, caller
-from hookline.api.routes.deliveries import attempt_out
+from hookline.api.routes.deliveries import attempts_out
 from hookline.api.schemas import TimeBound
 from hookline.services import poison
 
@@ -266,14 +267,17 @@ def get_dead_letter(
         found = show_dead(session, delivery_id, tenant=who.tenant_id)
         if found is None:
             raise not_found("dead letter")
-        return dead_letter_detail(found)
+        return dead_letter_detail(session, found)
 
 
-def dead_letter_detail(found: Any) -> DeadLetterDetail:
-    """`show_dead`'s answer as the API shows it (`hookline dlq show` too)."""
+def dead_letter_detail(session: Session, found: Any) -> DeadLetterDetail:
+    """`show_dead`'s answer as the API shows it (`hookline dlq show` too), each attempt
+    with the request headers it sent."""
+    attempts = attempts_out(session, found.delivery, found.attempts)
+    newest = next((a.request_headers for a in reversed(attempts) if a.request_headers), [])
     return DeadLetterDetail(
         **dead_letter_out(found.delivery).model_dump(),
         event=_event_out(found.event),
-        attempts=[attempt_out(a) for a in found.attempts],
-        headers=found.headers,
+        attempts=attempts,
+        headers={h.name: h.value for h in newest},
     )

@@ -12,6 +12,7 @@ from typing import cast
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import Select, tuple_
+from sqlalchemy.orm import Session
 
 from common.db import lookup
 from common.db.models import Attempt, Delivery
@@ -26,16 +27,19 @@ from hookline.api.schemas import (
     DeliveryStatus,
     DeliverySummary,
     EventType,
+    SentHeader,
     TimeBound,
 )
-from hookline.services import delivery_log
+from hookline.services import deliveries, delivery_log
+from hookline.services.deliveries import Sent
 from hookline.services.delivery_log import LogFilter
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
 READ = Depends(require(DELIVERIES_READ))
 
 
-def attempt_out(row: Attempt) -> AttemptOut:
+def attempt_out(row: Attempt, headers: Sent | None = None) -> AttemptOut:
+    """An attempt with the request headers it sent (`deliveries.attempt_headers`), if any."""
     return AttemptOut(
         attempt=row.attempt,
         outcome=row.outcome,
@@ -44,7 +48,16 @@ def attempt_out(row: Attempt) -> AttemptOut:
         error=row.error,
         response_body=row.response_body,
         created_at=row.created_at,
+        request_headers=None
+        if headers is None
+        else [SentHeader(name=name, value=value) for name, value in headers],
     )
+
+
+def attempts_out(session: Session, delivery: Delivery, rows: list[Attempt]) -> list[AttemptOut]:
+    """Each attempt with its request headers, masked as the portal shows them."""
+    sent = deliveries.attempt_headers(session, delivery, rows)
+    return [attempt_out(row, sent.get(row.id)) for row in rows]
 
 
 def summary(row: Delivery) -> DeliverySummary:
@@ -123,7 +136,5 @@ def get_delivery(
         row = lookup.delivery(session, delivery_id, Delivery.tenant_id == principal.tenant_id)
         if row is None:
             raise not_found("delivery")
-        attempts = lookup.attempts(session, row.id)
-    return DeliveryOut(
-        **summary(row).model_dump(), attempts=[attempt_out(attempt) for attempt in attempts]
-    )
+        attempts = attempts_out(session, row, lookup.attempts(session, row.id))
+    return DeliveryOut(**summary(row).model_dump(), attempts=attempts)

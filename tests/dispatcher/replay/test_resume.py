@@ -1,6 +1,6 @@
 """Resuming orphaned replay jobs without an operator (`dispatcher.replay.resume`), on SQLite
-and PostgreSQL with the in-memory broker: which jobs count as orphans, and a resumed job
-publishing each delivery once."""
+and PostgreSQL with the in-memory broker: which jobs count as orphans, a resumed job
+publishing each delivery once, and its one audit entry."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import ReplayJob
+from common.db.models import AuditEntry, ReplayJob
 from common.db.statuses import ReplayJobStatus
 from common.transport import MemoryTransport
 from common.transport import topology as tp
@@ -25,7 +25,7 @@ from dispatcher.replay import Runner
 from dispatcher.replay import jobs as replayjobs
 from dispatcher.replay import runner as replay
 from dispatcher.replay.lease import runner_id
-from dispatcher.replay.resume import Resumer, orphans
+from dispatcher.replay.resume import ACTOR, Resumer, orphans
 from tests import builders
 from tests.dead_letters import dead_letter, published_copies
 
@@ -131,3 +131,96 @@ def test_a_resumer_that_is_stopped_leaves_the_job_to_the_next_one(
     )
     with sessions() as session:
         assert orphans(session) == [job_id]
+
+
+def resumes(sessions: sessionmaker[Session], job_id: str) -> list[AuditEntry]:
+    with sessions() as session:
+        query = select(AuditEntry).where(
+            AuditEntry.action == "replay.resume", AuditEntry.resource_id == job_id
+        )
+        return list(session.scalars(query.order_by(AuditEntry.id)))
+
+
+def killed(sessions: sessionmaker[Session], n: int) -> tuple[str, list[str], str]:
+    """A job of `n` dead deliveries whose runner was killed before it began: the job, the
+    delivery ids and the dead runner's id."""
+    job_id, ids = job_of(sessions, n)
+    holder = f"{socket.gethostname()[:30]}:{dead_pid()}:run7"
+    hold(sessions, job_id, runner=holder, heartbeat_at=utcnow())
+    return job_id, ids, holder
+
+
+def test_a_job_a_dispatcher_resumed_is_in_the_audit_log_as_the_dispatchers(
+    sessions: sessionmaker[Session], broker: MemoryTransport, no_grace: None
+) -> None:
+    job_id, ids, holder = killed(sessions, 3)
+
+    ran = Resumer(lambda: broker, sessions, retry_tiers_s=(1.0,)).resume_once(threading.Event())
+
+    assert ran == [job_id]
+    (entry,) = resumes(sessions, job_id)
+    with sessions() as session:
+        tenant = session.get_one(ReplayJob, job_id).tenant_id
+    assert (entry.actor, entry.tenant_id, entry.resource_type) == (ACTOR, tenant, "replay_job")
+    assert (entry.details["was"], entry.details["previous_runner"]) == ("running", holder)
+    assert entry.details["runner"].startswith(f"{socket.gethostname()[:30]}:")
+    assert entry.details["runner"] != holder
+    assert sorted(c.delivery_id for c in published_copies(broker)) == sorted(ids)
+
+
+def test_a_resume_retried_after_its_take_failed_is_audited_once(
+    sessions: sessionmaker[Session], broker: MemoryTransport, no_grace: None
+) -> None:
+    job_id, ids, holder = killed(sessions, 2)
+    failures: list[Session] = []
+
+    def database_goes_away(session: Session) -> None:
+        # Once, at the commit of the transaction that takes the lease (and adds the entry).
+        taking = any(isinstance(o, AuditEntry) and o.action == "replay.resume" for o in session.new)
+        if taking and not failures:
+            failures.append(session)
+            raise RuntimeError("the connection to the database was lost")
+
+    event.listen(sessions, "before_commit", database_goes_away)
+    try:
+        resumer = Resumer(lambda: broker, sessions, retry_tiers_s=(1.0,))
+        with pytest.raises(RuntimeError, match="connection to the database"):
+            resumer.resume_once(threading.Event())  # the round fails: `run` logs, retries
+        assert resumes(sessions, job_id) == []
+        with sessions() as session:
+            assert session.get_one(ReplayJob, job_id).runner == holder  # still an orphan
+            assert orphans(session) == [job_id]
+
+        assert resumer.resume_once(threading.Event()) == [job_id]  # the next round
+        assert resumer.resume_once(threading.Event()) == []  # nothing left to resume
+    finally:
+        event.remove(sessions, "before_commit", database_goes_away)
+
+    (entry,) = resumes(sessions, job_id)
+    assert (entry.actor, entry.details["previous_runner"]) == (ACTOR, holder)
+    with sessions() as session:
+        assert session.get_one(ReplayJob, job_id).state == ReplayJobStatus.COMPLETED
+    assert sorted(c.delivery_id for c in published_copies(broker)) == sorted(ids)
+
+
+def test_two_dispatchers_resuming_one_job_leave_one_entry(
+    sessions: sessionmaker[Session], broker: MemoryTransport, no_grace: None
+) -> None:
+    job_id, ids, _ = killed(sessions, 40)
+    together = threading.Barrier(2)
+    ran: list[list[str]] = []
+
+    def dispatcher() -> None:
+        resumer = Resumer(lambda: broker, sessions, retry_tiers_s=(1.0,))
+        together.wait()
+        ran.append(resumer.resume_once(threading.Event()))
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(ran) == [[], [job_id]]  # one took it; the other found it busy or done
+    assert [e.actor for e in resumes(sessions, job_id)] == [ACTOR]
+    assert sorted(c.delivery_id for c in published_copies(broker)) == sorted(ids)

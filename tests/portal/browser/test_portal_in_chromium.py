@@ -1,7 +1,8 @@
 """The portal in a real browser, against a real API, router, dispatcher and receiver: open
 a link, add an endpoint that passes the handshake, send a test event and find it in the
 log with the headers it was sent with, let the endpoint fail and recover its deliveries,
-rotate its secret, page through the log, sign out.
+rotate its secret, choose whether it gets the trace context, page through the log, sign
+out.
 
 The tests run in order and share one stack (and one endpoint). With
 HOOKLINE_PORTAL_SCREENSHOTS=1 each page is saved under docs/portal/.
@@ -151,6 +152,22 @@ def test_rotating_the_secret_signs_with_both_during_the_overlap(page: Any, stack
     received = stack.site.received[-1]
     verify(new_secret, received.headers, received.body)
     verify(STATE["secret"], received.headers, received.body)
+
+
+def test_the_trace_context_choice_is_saved_from_the_keyboard(page: Any, stack: Stack) -> None:
+    _open(page, stack)
+    page.goto(STATE["endpoint"])
+    assert page.locator("#trace-context").inner_text() == "off"
+    assert page.get_by_label("Do not send it").is_checked()
+    page.get_by_label("Send it with each webhook").focus()
+    page.keyboard.press("Space")  # a radio button, reachable and chosen by keyboard
+    assert page.get_by_label("Send it with each webhook").is_checked()
+    page.get_by_role("button", name="Save changes").click()
+    assert "Saved." in page.locator("#notice").inner_text()
+    assert page.locator("#trace-context").inner_text().startswith("on: each webhook carries")
+    page.get_by_label("Do not send it").check()
+    page.get_by_role("button", name="Save changes").click()
+    assert page.locator("#trace-context").inner_text() == "off"
 
 
 def test_a_read_only_link_shows_no_actions_and_a_used_link_is_refused(
