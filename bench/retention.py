@@ -2,13 +2,14 @@
 (issue 17).
 
     .venv/bin/python -m bench.retention [--rows 1000000] [--phase-s 20] [--batch 100]
-        [--probe-rate 20] [--trim [--dead-every 1000]]
+        [--probe-rate 20] [--trim [--dead-every 1000]] [--parallel-drops]
+        [--drop-pause-s 0] [--baseline-dir /tmp]
 
 A fresh PostgreSQL database (migrated) gets `--rows` finished deliveries, their attempts
 and events in the partitions of a day 40 days back (each loaded as a plain table, then
 attached, so that its indexes are built once; then a CHECKPOINT, so that the load's
 write-back does not fall into the phases). Then two kinds of traffic run together, in
-three phases of `--phase-s`:
+four phases of `--phase-s`:
 - the drain: what the router and the settler do for each delivery (insert the event and
   delivery, `persist_batch`; settle: update the delivery and insert its attempt, the
   settler's statements), `--batch` deliveries a transaction, as fast as it goes;
@@ -17,16 +18,24 @@ three phases of `--phase-s`:
   probe due during it, and its latency counts from when it was due), so its latency is
   what one delivery's writes wait.
 Phase B runs partition maintenance (`keeper.maintain`) in its middle; phases A1 and A2
-around it have none. By default the retention and the dead retention are both 30 days,
-so the old day is past both and dropped whole (DETACH CONCURRENTLY, DROP TABLE). With
+around it have none; phase U, last, removes the *unlink baseline* in its middle: two sets
+of files mirroring the old day's files (`bench.unlink_baseline`; written and synced on
+the data directory's filesystem before the phases), one removed file after file, as the
+keeper drops the three tables one after another, then the other with a thread per table
+(`--parallel-drops`: the keeper drops the tables at once; `--drop-pause-s`: each table's
+indexes dropped first, one at a time, that far apart). `maintain_over_unlink` divides
+maintenance by the baseline of the same kind: what PostgreSQL adds to the filesystem.
+By default the retention and the dead retention are both 30 days, so the old day is past
+both and dropped whole (DETACH CONCURRENTLY, DROP TABLE). With
 `--trim` the policy is the default one (dead letters kept 90 days) and every
 `--dead-every`th delivery of the old day is dead: the day is *trimmed* — its dead
 deliveries, their events and attempts copied into kept partitions that replace it — what
 a production installation does every day. Reported per phase: the drain's deliveries/s
 and batch latency (p50, p99, max), the probe's latency (p50, p99, max); the same over the
 *maintenance window* (maintenance's own span, at least 2 s; for A1 and A2 a window as
-long in their middle); and how long maintenance took. The drain is the database half of
-`bench.drain` (no broker, no HTTP): what the drop could slow down.
+long in their middle; for U the unlinks' span); how long maintenance and the unlinks
+took. The drain is the database half of `bench.drain` (no broker, no HTTP): what the drop
+could slow down.
 """
 
 from __future__ import annotations
@@ -36,8 +45,10 @@ import json
 import multiprocessing
 import statistics
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing.connection import Connection
@@ -46,6 +57,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench import unlink_baseline
 from bench.stack import load_average
 from common.db import keeper, migrate, partitions
 from common.db.bulk import insert_rows
@@ -74,9 +86,11 @@ _COLUMNS = {
 MIN_WINDOW_S = 2.0
 
 
-def fill(engine: Engine, rows: int, dead_every: int = 0) -> tuple[str, float, int]:
+def fill(
+    engine: Engine, rows: int, dead_every: int = 0
+) -> tuple[str, float, int, dict[str, list[int]]]:
     """The old day's partitions, `rows` each (every `dead_every`th delivery dead, 0: none);
-    returns the day, seconds taken, bytes."""
+    returns the day, seconds taken, bytes, and the sizes of their files by table."""
     day = utcnow().date() - timedelta(days=40)
     at = utcnow() - timedelta(days=40)
     began = time.monotonic()
@@ -92,14 +106,16 @@ def fill(engine: Engine, rows: int, dead_every: int = 0) -> tuple[str, float, in
                      f"('{day.isoformat()}') TO ('{after.isoformat()}')")
             )  # fmt: skip  # builds the parent's indexes on it
     size = 0
+    files = {}
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         for table in partitions.TABLES:
             connection.execute(text(f"VACUUM ANALYZE {table}"))
             part = partitions.name(table, day)
             bytes_of = text("SELECT pg_total_relation_size(CAST(:part AS regclass))")
             size += int(connection.execute(bytes_of, {"part": part}).scalar_one())
+            files[table] = unlink_baseline.file_sizes(connection, part)
         connection.execute(text("CHECKPOINT"))
-    return day.isoformat(), round(time.monotonic() - began, 1), size
+    return day.isoformat(), round(time.monotonic() - began, 1), size, files
 
 
 def deliver(sessions: sessionmaker[Session], count: int) -> None:
@@ -195,6 +211,23 @@ def _middle(phase: Phase, length_s: float) -> tuple[float, float]:
     return centre - length_s / 2, centre + length_s / 2
 
 
+def midway(
+    seconds: float, action: Callable[[], dict[str, Any]]
+) -> tuple[threading.Thread, dict[str, Any]]:
+    """A thread that runs `action` `seconds` from now; the dict gets its span and result."""
+    span: dict[str, Any] = {}
+
+    def run() -> None:
+        time.sleep(seconds)
+        span["began"] = time.monotonic()
+        span.update(action())
+        span["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, span
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -203,54 +236,93 @@ def main() -> int:
     parser.add_argument("--probe-rate", type=float, default=20.0)
     parser.add_argument("--trim", action="store_true", help="keep dead letters 90 days")
     parser.add_argument("--dead-every", type=int, default=1000, help="with --trim")
+    parser.add_argument("--parallel-drops", action="store_true",
+                        help="drop the day's tables at once, on a connection each")  # fmt: skip
+    parser.add_argument("--drop-pause-s", type=float, default=0.0,
+                        help="drop each table's indexes first, this far apart")  # fmt: skip
+    parser.add_argument("--baseline-dir", default=tempfile.gettempdir(),
+                        help="where the unlink baseline's files go (the data directory's "
+                        "filesystem)")  # fmt: skip
     args = parser.parse_args()
     dead_retention = timedelta(days=90 if args.trim else 30)
     policy = keeper.Policy(timedelta(days=30), dead_retention)
+    parallel = args.parallel_drops
     with temporary_database() as url:
         migrate.upgrade(url)
         engine = make_engine(url, pool_size=10)
-        day, fill_s, size = fill(engine, args.rows, args.dead_every if args.trim else 0)
+        day, fill_s, size, files = fill(engine, args.rows, args.dead_every if args.trim else 0)
+        with engine.connect() as connection:
+            data_directory = connection.execute(text("SHOW data_directory")).scalar_one()
+        began = time.monotonic()
+        baselines = {
+            mode: unlink_baseline.FileSet(args.baseline_dir, files)
+            for mode in ("sequential", "parallel")
+        }
         result: dict[str, Any] = {
             "rows": args.rows, "day": day, "fill_s": fill_s,
-            "old_day_gib": round(size / 2**30, 2), "load": [load_average()],
+            "old_day_gib": round(size / 2**30, 2), "drops": "parallel" if parallel else
+            "sequential", "drop_pause_s": args.drop_pause_s, "load": [load_average()],
+            "baseline": {"files": sum(len(sizes) for sizes in files.values()),
+                         "gib": round(baselines["sequential"].bytes / 2**30, 2),
+                         "same_filesystem": unlink_baseline.same_filesystem(
+                             args.baseline_dir, data_directory),
+                         "write_s": round(time.monotonic() - began, 1)},
         }  # fmt: skip
         receiving, sending = multiprocessing.Pipe(duplex=False)
-        span_s = 3 * args.phase_s + 5
+        span_s = 4 * args.phase_s + 5
         prober = multiprocessing.get_context("spawn").Process(
             target=probe, args=(url, args.probe_rate, span_s, sending)
         )
         prober.start()
         assert receiving.recv() == "ready"
         a1 = run_phase(engine, args.phase_s, args.batch)
-        span: dict[str, Any] = {}
 
-        def maintain() -> None:
-            time.sleep(args.phase_s / 2)
-            span["began"] = time.monotonic()
-            outcome = keeper.maintain(engine, policy)
-            span["ended"] = time.monotonic()
-            span["dropped"] = [d.isoformat() for d in outcome.dropped]
-            span["trimmed"] = {d.isoformat(): kept for d, kept in outcome.trimmed.items()}
+        def maintain() -> dict[str, Any]:
+            outcome = keeper.maintain(
+                engine, policy, parallel_drops=parallel, drop_pause_s=args.drop_pause_s
+            )
+            trimmed = {d.isoformat(): kept for d, kept in outcome.trimmed.items()}
+            return {"dropped": [d.isoformat() for d in outcome.dropped], "trimmed": trimmed}
 
-        worker = threading.Thread(target=maintain)
-        worker.start()
+        worker, drop = midway(args.phase_s / 2, maintain)
         b = run_phase(engine, args.phase_s, args.batch)
         worker.join()
         a2 = run_phase(engine, args.phase_s, args.batch)
+
+        def unlink() -> dict[str, Any]:
+            sequential = baselines["sequential"].remove(parallel=False)
+            time.sleep(2)
+            return {
+                "sequential": sequential,
+                "parallel": baselines["parallel"].remove(parallel=True),
+            }
+
+        worker, unlinked = midway(args.phase_s / 2 - 2, unlink)
+        u = run_phase(engine, args.phase_s, args.batch)
+        worker.join()
         samples = receiving.recv()
         prober.join()
-        for phase in (a1, b, a2):
+        for phase in (a1, b, a2, u):
             phase.probes = [(at, ms) for at, ms in samples if phase.began <= at <= phase.ended]
         result["load"].append(load_average())
-        maintain_s = span["ended"] - span["began"]
+        maintain_s = drop["ended"] - drop["began"]
         window_s = max(maintain_s, MIN_WINDOW_S)
-        drop_window = (span["began"], span["began"] + window_s)
-        for name, phase in (("A1", a1), ("B (maintenance)", b), ("A2", a2)):
-            window = drop_window if phase is b else _middle(phase, window_s)
+        windows = {
+            "A1": (a1, _middle(a1, window_s)),
+            "B (maintenance)": (b, (drop["began"], drop["began"] + window_s)),
+            "A2": (a2, _middle(a2, window_s)),
+            "U (unlink baselines)": (u, (unlinked["began"], max(unlinked["ended"],
+                                     unlinked["began"] + MIN_WINDOW_S))),
+        }  # fmt: skip
+        for name, (phase, window) in windows.items():
             result[name] = {**stats(phase, args.batch), "window": stats(phase, args.batch, window)}
+        same_mode = unlinked["parallel" if parallel else "sequential"]
         result.update(
-            maintain_s=round(maintain_s, 3), dropped=span["dropped"], trimmed=span["trimmed"]
-        )
+            maintain_s=round(maintain_s, 3), dropped=drop["dropped"], trimmed=drop["trimmed"],
+            unlink_sequential_s=round(unlinked["sequential"], 3),
+            unlink_parallel_s=round(unlinked["parallel"], 3),
+            maintain_over_unlink=round(maintain_s / same_mode, 2),
+        )  # fmt: skip
         with engine.connect() as connection:
             days = {
                 d.isoformat(): name

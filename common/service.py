@@ -1,7 +1,9 @@
-"""What every long-running Hookline process shares: stop signals and reconnect-with-backoff."""
+"""What every long-running Hookline process shares: stop signals, reconnect-with-backoff, and
+the garbage collector's settings once it serves."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -28,8 +30,27 @@ DATABASE_OUTAGE_BOUND_S = 120.0
 DATABASE_RETRY_MAX_WAIT_S = 5.0
 FIRST_RETRY_WAIT_S = 0.1
 
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections while serving
+
 # Failures a service survives by reconnecting: the broker or the database went away.
 RECOVERABLE = (ConnectionLostError, TransportError, OperationalError, DBAPIError)
+
+
+def freeze_startup_heap() -> None:
+    """Once a process is set up to serve: keep the collector off what it built so far, and
+    collect young objects less often.
+
+    Under load the collector ran a young collection every 700 allocations (for a delivery
+    or an ingest request: a few thousand), each walking what the work in flight holds
+    (messages, futures, frames), and now and then a full one over everything the process
+    imported (~150,000 objects, ~0.1-0.2 s, all threads stopped: a latency spike for every
+    delivery in flight). What exists once a service starts lives as long as the process:
+    frozen, full collections skip it; a larger young threshold walks the in-flight objects
+    a fraction as often (cyclic garbage just waits a little longer). Once per process: an
+    all-in-one process (`hookline dev`) starts more than one service."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def install_stop_handlers(stop: threading.Event) -> None:

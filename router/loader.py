@@ -5,6 +5,7 @@ and a full rebuild only when the subscriptions table changed.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime
 
@@ -27,12 +28,21 @@ class IndexLoader:
         self._version: tuple[int, datetime | None] | None = None
         self._checked_at = float("-inf")
         self._shares: dict[str, int] = {}
+        self._refreshing = threading.Lock()  # the router's writer threads share the index
 
     def current(self, *, force: bool = False) -> SubscriptionIndex:
-        """The index, rebuilt first if the table changed since the last look."""
-        now = time.monotonic()
-        if not force and now - self._checked_at < self._refresh_s:
+        """The index, rebuilt first if the table changed since the last look. The router's
+        writer threads share it: one looks, the others wait for its answer (an index older
+        than `refresh_s` would route a new subscription's first events to nobody)."""
+        if not force and time.monotonic() - self._checked_at < self._refresh_s:
             return self._index
+        with self._refreshing:
+            now = time.monotonic()
+            if force or now - self._checked_at >= self._refresh_s:
+                self._refresh(now)
+            return self._index
+
+    def _refresh(self, now: float) -> None:
         with self._sessionmaker() as session:
             # Count and newest change together notice inserts, updates and deletes.
             count, newest = session.execute(
@@ -45,7 +55,6 @@ class IndexLoader:
                 log.info("subscription index rebuilt", extra={"active": self._index.size})
             self._shares = delivery_shares(session)
         self._checked_at = now
-        return self._index
 
     def shares(self) -> dict[str, int]:
         """Tenants' own delivery shares (common/transport/spill.py), as of the last refresh."""

@@ -1,10 +1,13 @@
 """The router's run loop: consume events, route them in batches, publish, then ack.
 
-The consuming thread only pumps the connection and hands messages to one routing thread,
-which takes whatever is ready (up to a batch) so that a burst shares one transaction and one
-confirm window while a lone event is routed at once. A batch's confirm is awaited while the
-next batch is written to the database (each batch still commits, then publishes, then acks
-once its confirm is in); with nothing more to route it is acked at once.
+The consuming thread only pumps the connection and hands messages to one routing thread.
+That thread owns the session's state; it hands batches to `WRITERS` writer threads
+(`batches.Writer`: decode, match, one statement, commit), publishes each written batch, and
+acks its events once the broker confirmed them. Events that arrive while every writer is
+busy wait together and go as the next batch, so a burst shares transactions and confirm
+windows while a lone event is written at once; the confirm comes back through the routing
+thread's inbox, beside the events, and up to `IN_FLIGHT` batches may await theirs. So an
+event never waits for another batch's commit fsync or confirm while a writer is free.
 """
 
 from __future__ import annotations
@@ -13,28 +16,23 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.session import single_statement
-from common.errors import DecodeError, PublishError, TransportError
-from common.filters import matches
+from common.errors import PublishError
 from common.metrics import Metrics
-from common.service import retry_database
 from common.settings import Settings
 from common.transport import Consumer, Message, Outgoing, Transport, poison_copy
 from common.transport import topology as tp
 from common.transport.spill import Spill
-from common.wire import Event, decode
-from router.index import Target
+from router.batches import Sending, Writer, Writing, Written, describe, refused
 from router.loader import IndexLoader
-from router.persist import Key, Routed, persist_batch
-from router.traces import RouteSpans
+from router.persist import Key
 
 if TYPE_CHECKING:
     from common.tracing import Tracing
@@ -42,8 +40,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
-PREFETCH_BATCHES = 3  # one in flight, one being written, one waiting
+WRITERS = 2  # batches written at once (each its own connection, statement and commit)
+IN_FLIGHT = 2  # batches committed and handed to the broker, awaiting their confirm
+PREFETCH_BATCHES = WRITERS + IN_FLIGHT + 1  # and one gathering
 DRAIN_TIMEOUT_S = 30.0
+
+Inbox = queue.Queue[Message | Writing | Sending | None]
 
 
 class Router:
@@ -58,21 +60,27 @@ class Router:
         tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
-        self._tracing = tracing  # None: tracing is off, and costs nothing
         self._transport = transport
-        self._sessionmaker = sessionmaker
         self._metrics = metrics
         self._batch_size = batch_size
         self._loader = IndexLoader(sessionmaker, settings.subscription_refresh_s)
+        self._writer = Writer(self._loader, sessionmaker, tracing)
+        # SQLite (`hookline dev`) takes one writer at a time: a second would only wait.
+        postgres = sessionmaker.kw["bind"].dialect.name == "postgresql"
+        self._writer_count = WRITERS if postgres else 1
         self._spill = Spill(
             settings.delivery_shards, settings.delivery_share_per_s, self._loader.shares
         )
         self._stop = threading.Event()  # the running session's stop flag, once `run` starts
-        # Events whose rows this process committed but whose delivery messages failed to go
-        # out: routed again one by one, they are published although their id is known.
-        # (Not those merely in flight: a repeat arriving meanwhile must publish nothing.)
+        # Routing thread only, like everything below. Events whose rows this process
+        # committed but whose delivery messages failed to go out: routed again, they are
+        # published although their id is known. (Not those merely in flight: a repeat
+        # arriving meanwhile must publish nothing.)
         self._unpublished: set[Key] = set()
-        self._sending: _Sending | None = None  # routing thread only, as `_unpublished`
+        self._writing: dict[concurrent.futures.Future[Written], Writing] = {}
+        self._in_flight: deque[Sending] = deque()  # oldest first
+        self._inbox: Inbox = queue.Queue()
+        self._writers: ThreadPoolExecutor | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Route until `stop` is set; raises when the broker goes away, or the database
@@ -80,13 +88,18 @@ class Router:
         self._stop = stop
         # A new session: the last one's unacked messages all come back marked redelivered.
         self._unpublished.clear()
-        self._sending = None
+        self._writing.clear()
+        self._in_flight.clear()
         self._transport.declare(
             tp.build(self._settings.retry_tiers_s, self._settings.delivery_shards)
         )
         self._loader.current(force=True)
         consumer = self._transport.consume(tp.EVENTS, prefetch=self._batch_size * PREFETCH_BATCHES)
-        inbox: queue.Queue[Message | None] = queue.Queue()
+        # Events from the consuming thread, written batches from the writers, confirmed
+        # ones from the publisher's thread.
+        inbox: Inbox = queue.Queue()
+        self._inbox = inbox
+        self._writers = ThreadPoolExecutor(self._writer_count, thread_name_prefix="router-write")
         failure: list[BaseException] = []
         worker = threading.Thread(
             target=self._route_loop, args=(consumer, inbox, failure), name="router", daemon=True
@@ -114,96 +127,129 @@ class Router:
         finally:
             inbox.put(None)
             worker.join(DRAIN_TIMEOUT_S)
+            self._writers.shutdown(wait=False)
             consumer.close()
 
-    def _route_loop(
-        self, consumer: Consumer, inbox: queue.Queue[Message | None], failure: list[BaseException]
-    ) -> None:
+    def _route_loop(self, consumer: Consumer, inbox: Inbox, failure: list[BaseException]) -> None:
         try:
+            waiting: list[Message] = []
             stopping = False
-            while not stopping:
-                if self._sending is not None and inbox.empty():
-                    self._settle(consumer)  # nothing to overlap its confirm with: ack it now
-                first = inbox.get()
-                if first is None:
-                    break
-                batch = [first]
-                while len(batch) < self._batch_size:
+            while waiting or self._writing or not stopping:
+                if waiting and len(self._writing) < self._writer_count:
+                    self._write(waiting[: self._batch_size])
+                    del waiting[: self._batch_size]
+                    continue
+                try:
+                    item = inbox.get(timeout=self._confirm_wait_s())
+                except queue.Empty:  # the oldest batch's confirm is overdue: fail it
+                    self._settle(self._in_flight[0], consumer)
+                    continue
+                while True:  # everything ready, in order
+                    if item is None:
+                        stopping = True
+                    elif isinstance(item, Writing):
+                        self._written(item, consumer)
+                    elif isinstance(item, Sending):
+                        self._settle(item, consumer)
+                    else:
+                        waiting.append(item)
                     try:
-                        message = inbox.get_nowait()
+                        item = inbox.get_nowait()
                     except queue.Empty:
                         break
-                    if message is None:
-                        stopping = True
-                        break
-                    batch.append(message)
-                self.route(batch, consumer)
-            self._settle(consumer)
+            self._settle_all(consumer)
         except BaseException as exc:  # handed to the consuming thread, which reconnects
             failure.append(exc)
 
-    def route(self, batch: Sequence[Message], consumer: Consumer) -> None:
-        """Write a batch and send its delivery messages, then ack the batch sent before it
-        once that one is confirmed. A batch the database refuses (or that fails otherwise)
-        is split until the culprits stand alone: those go to poison, the rest is routed."""
-        try:
-            sending = self._send(batch)
-        except (OperationalError, DBAPIError, TransportError) as exc:
-            if not _is_data_error(exc):
-                raise  # the database or the broker is away: the session's concern
-            self._isolate(batch, consumer)
-            return
-        except Exception:
-            self._isolate(batch, consumer)
-            return
-        self._settle(consumer)
-        self._sending = sending
+    def _confirm_wait_s(self) -> float | None:
+        """How long the routing thread may wait for work: until the oldest batch's confirm
+        is due, or for ever with none in flight."""
+        if not self._in_flight:
+            return None
+        return max(0.0, self._in_flight[0].due - time.monotonic())
 
-    def _settle(self, consumer: Consumer) -> None:
-        """Wait for the batch in flight to be confirmed, then ack it."""
-        sending, self._sending = self._sending, None
-        if sending is None:
+    def _write(self, batch: Sequence[Message]) -> None:
+        """Hand `batch` to a free writer thread; it comes back through the inbox."""
+        assert self._writers is not None
+        unpublished = frozenset(self._unpublished)
+        future = self._writers.submit(self._writer.write, batch, unpublished, self._stop)
+        writing = self._writing[future] = Writing(batch, future)
+        inbox = self._inbox
+        future.add_done_callback(lambda _: inbox.put(writing))
+
+    def _written(self, writing: Writing, consumer: Consumer) -> None:
+        """Publish a batch its writer committed; a batch refused for what it holds (or
+        whose publishing failed) is split until the culprits stand alone: those go to
+        poison, the rest is routed."""
+        if self._writing.pop(writing.future, None) is None:
+            return  # taken already, by `_quiesce`
+        try:
+            sending = self._publish(writing.future.result())
+        except BaseException as exc:
+            if not refused(exc):
+                raise  # the database or the broker is away: the session's concern
+            self._quiesce(consumer)
+            self._bisect(writing.batch, consumer)
             return
+        self._in_flight.append(sending)
+        inbox = self._inbox
+        sending.confirmed.add_done_callback(lambda _: inbox.put(sending))
+        while len(self._in_flight) > IN_FLIGHT:
+            self._settle(self._in_flight[0], consumer)
+
+    def _quiesce(self, consumer: Consumer) -> None:
+        """Wait for every write and confirm in flight and settle them (before a batch is
+        split, which runs one part at a time on this thread)."""
+        while self._writing:
+            writing = next(iter(self._writing.values()))
+            concurrent.futures.wait([writing.future])
+            self._written(writing, consumer)
+        self._settle_all(consumer)
+
+    def _settle_all(self, consumer: Consumer) -> None:
+        while self._in_flight:
+            self._settle(self._in_flight[0], consumer)
+
+    def _settle(self, sending: Sending, consumer: Consumer) -> None:
+        """Wait for a batch in flight to be confirmed, then ack it (once: a batch already
+        settled, whose confirm reaches the inbox later, is passed over)."""
+        if sending not in self._in_flight:
+            return
+        self._in_flight.remove(sending)
         try:
             self._confirmed(sending)
-        except TransportError:
-            raise  # the session ends; the unacked batch comes back marked redelivered
-        except Exception as exc:
+        except BaseException as exc:
+            if not refused(exc):
+                raise  # the session ends; the unacked batch comes back marked redelivered
             log.warning(
                 "publishing a routed batch failed; routing it again in parts",
                 extra={"error": describe(exc)},
             )
             self._unpublished.update(sending.carried)
+            self._quiesce(consumer)
             self._bisect(sending.batch, consumer)
             return
         self._done(sending, consumer)
 
-    def _isolate(self, batch: Sequence[Message], consumer: Consumer) -> None:
-        self._settle(consumer)
-        self._bisect(batch, consumer)
-
     def _bisect(self, batch: Sequence[Message], consumer: Consumer) -> None:
-        """Route `batch` in halves, recursively, each confirmed before the next: one bad
-        row among 200 costs about 16 transactions, not 200, and a bad event poisons only
-        its own message, never the session (and so never another tenant's routing)."""
+        """Route `batch` in halves, recursively, each confirmed before the next, on this
+        thread: one bad row among 200 costs about 16 transactions, not 200, and a bad event
+        poisons only its own message, never the session (and so never another tenant's
+        routing)."""
         try:
-            sending = self._send(batch)
-        except (OperationalError, TransportError):
-            raise
-        except DBAPIError as exc:
-            if not _is_data_error(exc):
+            sending = self._publish(self._writer.write(batch, self._unpublished, self._stop))
+        except BaseException as exc:
+            if not refused(exc):
                 raise
-            refused: BaseException = exc
-        except Exception as exc:
-            refused = exc
+            failed = exc
         else:
             try:
                 self._confirmed(sending)
-            except TransportError:
-                raise
-            except Exception as exc:  # committed, not published: published when routed again
-                self._unpublished.update(sending.carried)
-                refused = exc
+            except BaseException as exc:
+                if not refused(exc):
+                    raise
+                self._unpublished.update(sending.carried)  # published when routed again
+                failed = exc
             else:
                 self._done(sending, consumer)
                 return
@@ -212,7 +258,7 @@ class Router:
             self._bisect(batch[:half], consumer)
             self._bisect(batch[half:], consumer)
             return
-        self._poison(batch[0], refused, consumer)
+        self._poison(batch[0], failed, consumer)
 
     def _poison(self, message: Message, exc: BaseException, consumer: Consumer) -> None:
         # Ids and the error's class only: a driver's message quotes the statement's
@@ -226,65 +272,10 @@ class Router:
         self._metrics.dead_letters.labels(reason="poison").inc()
         consumer.ack(message)
 
-    def _send(self, batch: Sequence[Message]) -> _Sending:
-        """Match and persist `batch` (committed), then hand its messages to the broker."""
-        events: list[Event] = []
-        redelivered: set[Key] = set()
-        poisoned: list[Outgoing] = []
-        decoded: list[tuple[Message, Event]] = []
-        for message in batch:
-            try:
-                event = decode(Event, message.body)
-            except DecodeError as exc:
-                poisoned.append(poison_copy(message, "undecodable", str(exc)))
-                continue
-            events.append(event)
-            decoded.append((message, event))
-            if message.redelivered or message.delivery_count:
-                redelivered.add((event.tenant, event.id))
-        spans = RouteSpans(self._tracing, decoded) if self._tracing is not None else None
+    def _publish(self, written: Written) -> Sending:
+        """Hand a committed batch's messages to the broker, each to its tenant's shard."""
         try:
-            return self._persist_and_publish(batch, events, redelivered, poisoned, spans)
-        except BaseException as exc:
-            if spans is not None:
-                spans.end(exc)
-            raise
-
-    def _persist_and_publish(
-        self,
-        batch: Sequence[Message],
-        events: list[Event],
-        redelivered: set[Key],
-        poisoned: list[Outgoing],
-        spans: RouteSpans | None,
-    ) -> _Sending:
-        keys = {(e.tenant, e.id) for e in events}
-        # Written by a try whose statement failed (it may have landed), or by the last try.
-        unclear: set[Key] = set()
-
-        def match_and_persist() -> tuple[int, list[Routed]]:
-            index = self._loader.current()
-            routed = [
-                (e, [t for t in index.match(e.tenant, e.type, e.operation) if wants(t, e)])
-                for e in events
-            ]
-            recover = redelivered | unclear | (keys & self._unpublished)
-            try:
-                with self._sessionmaker() as session, session.begin():
-                    single_statement(session)  # the batch's writes are one statement
-                    traced = spans.traceparents() if spans is not None else None
-                    out = persist_batch(session, routed, recover, traced)
-                    unclear.update((r.event.tenant, r.event.id) for r in out)
-            except DBAPIError as exc:
-                if not _is_data_error(exc):  # e.g. the connection lost: it may have landed
-                    unclear.update(keys)
-                raise
-            return len(routed), out
-
-        # In place, on this thread: the consuming thread keeps the batch unacked and the
-        # connection pumped, so a database outage costs no redelivery (see retry_database).
-        count, out = retry_database(match_and_persist, abandon=self._stop)
-        try:
+            out = written.out
             outgoing = [
                 Outgoing(
                     tp.DELIVERIES,
@@ -295,73 +286,36 @@ class Router:
                 )
                 for r in out
             ]
-            if spans is not None:
-                outgoing = spans.carried(outgoing, [r.event for r in out])
+            if written.spans is not None:
+                outgoing = written.spans.carried(outgoing, [r.event for r in out])
             timeout_s = self._settings.publish_timeout_s
-            confirmed = self._transport.submit(outgoing + poisoned, timeout_s=timeout_s)
-        except BaseException:
-            self._unpublished.update(unclear)  # committed, never handed to the broker
+            confirmed = self._transport.submit(outgoing + written.poisoned, timeout_s=timeout_s)
+        except BaseException as exc:
+            self._unpublished.update(written.unclear)  # committed, never handed to the broker
+            written.end_spans(exc)
             raise
         carried = {(r.event.tenant, r.event.id) for r in out}
-        return _Sending(batch, confirmed, keys, carried, count, len(outgoing), len(poisoned), spans)
+        due = time.monotonic() + timeout_s
+        return Sending(written, confirmed, due, carried, len(outgoing))
 
-    def _confirmed(self, sending: _Sending) -> None:
+    def _confirmed(self, sending: Sending) -> None:
         """Wait for the batch's confirm; its route spans end here, failed or not."""
         try:
-            sending.confirmed.result(timeout=self._settings.publish_timeout_s)
+            sending.confirmed.result(timeout=max(0.0, sending.due - time.monotonic()))
         except concurrent.futures.TimeoutError:
             late = PublishError(f"no confirm for a batch of {len(sending.batch)} in time")
-            sending.end_spans(late)
+            sending.written.end_spans(late)
             raise late from None
         except BaseException as exc:
-            sending.end_spans(exc)
+            sending.written.end_spans(exc)
             raise
-        sending.end_spans()
+        sending.written.end_spans()
 
-    def _done(self, sending: _Sending, consumer: Consumer) -> None:
-        self._unpublished.difference_update(sending.keys)
-        consumer.ack_many(sending.batch)
-        self._metrics.events_routed.inc(sending.events)
+    def _done(self, sending: Sending, consumer: Consumer) -> None:
+        written = sending.written
+        self._unpublished.difference_update(written.keys)
+        consumer.ack_many(written.batch)
+        self._metrics.events_routed.inc(written.events)
         self._metrics.deliveries_enqueued.labels(origin="new").inc(sending.deliveries)
-        if sending.poisoned:
-            self._metrics.dead_letters.labels(reason="poison").inc(sending.poisoned)
-
-
-@dataclass(frozen=True)
-class _Sending:
-    """A batch whose rows are committed and whose messages are on their way to the broker."""
-
-    batch: Sequence[Message]
-    confirmed: Future[None]
-    keys: set[Key]  # every event of the batch
-    carried: set[Key]  # the events whose delivery messages it carries
-    events: int
-    deliveries: int
-    poisoned: int
-    spans: RouteSpans | None  # when the router traces: from the batch's start to its confirm
-
-    def end_spans(self, error: BaseException | None = None) -> None:
-        if self.spans is not None:
-            self.spans.end(error)
-
-
-def _is_data_error(exc: BaseException) -> bool:
-    """A database error caused by one row's data rather than by the database being away."""
-    return (
-        isinstance(exc, DBAPIError)
-        and not exc.connection_invalidated
-        and not isinstance(exc, OperationalError)
-    )
-
-
-def describe(exc: BaseException) -> str:
-    """An error as its class (and SQLSTATE), never its message: what the database says
-    about a refused row quotes the row."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    sqlstate = getattr(cause, "sqlstate", None)
-    return f"{type(cause).__name__} (SQLSTATE {sqlstate})" if sqlstate else type(cause).__name__
-
-
-def wants(target: Target, event: Event) -> bool:
-    """The subscription's payload filter (validated when it was saved) passes the event."""
-    return matches(target.payload_filter, event.data)
+        if written.poisoned:
+            self._metrics.dead_letters.labels(reason="poison").inc(len(written.poisoned))

@@ -10,13 +10,15 @@ code under test runs as it is, the CLI's own engine included.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
+import psycopg
 from sqlalchemy import Engine, Select, event, text
 
 from common.db import partitions
@@ -108,6 +110,31 @@ def partitions_read() -> Iterator[list[Read]]:
         yield reads
     finally:
         event.remove(Engine, "before_cursor_execute", before)
+
+
+def generic_plan(engine: Engine, statement: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """`EXPLAIN (ANALYZE)` of `statement` (as psycopg got it, `%(name)s` placeholders) as
+    a prepared statement's generic plan: what a connection that ran it five times gets
+    when PostgreSQL finds the generic plan no dearer (psycopg prepares at the fifth run).
+    The statement runs in a transaction that is rolled back."""
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", statement)))
+    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", statement)
+    with engine.connect() as connection:
+        raw = cast(psycopg.Connection[Any], connection.connection.dbapi_connection)
+        with psycopg.ClientCursor(raw) as cursor:
+            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            cursor.execute("PREPARE generic_probe AS " + numbered)
+            arguments = ", ".join(["%s"] * len(names))
+            cursor.execute(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE generic_probe({arguments})",
+                [parameters[name] for name in names],
+            )
+            row = cursor.fetchone()
+            cursor.execute("DEALLOCATE generic_probe")
+        connection.rollback()
+    assert row is not None
+    plan: dict[str, Any] = row[0][0]
+    return plan
 
 
 def assert_one_day(reads: list[Read], day: date, *tables: str) -> None:

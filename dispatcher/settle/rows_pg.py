@@ -4,15 +4,18 @@ statement (see common/db/bulk.py). It must move rows exactly as the plain UPDATE
 
 from __future__ import annotations
 
+import functools
+from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import Table, text
+from sqlalchemy import Table, TextClause, text
 from sqlalchemy.orm import Session
 
 from common.db.bulk import recordset, rows_document
 from common.db.days import days_of
 from common.db.models import Delivery
 from common.db.statuses import FINAL_STATUSES
+from common.ids import day_of
 
 _deliveries = cast(Table, Delivery.__table__)
 _SET_COLUMNS = (
@@ -20,19 +23,33 @@ _SET_COLUMNS = (
     "updated_at", "finished_at",
 )  # fmt: skip
 _FINAL_SQL = ", ".join(f"'{status}'" for status in sorted(FINAL_STATUSES))
-# With the batch's days (every id carries one, `common.db.days`) the update reads those
-# days' partitions only, usually one; without, every partition's primary key.
-_ON_THEIR_DAYS = " AND d.day = ANY(CAST(:days AS date[]))"
-_UPDATE_DELIVERIES_PG = {
-    on_days: text(
-        "UPDATE deliveries AS d SET "
-        + ", ".join(f"{column} = r.{column}" for column in _SET_COLUMNS)
-        + f" FROM {recordset(_deliveries, ('id', *_SET_COLUMNS), {'replay': 'boolean'})}"
-        + f" WHERE d.id = r.id AND (r.replay OR (d.status NOT IN ({_FINAL_SQL})"
-        " AND d.attempts <= r.attempts))" + (_ON_THEIR_DAYS if on_days else "")
+_UPDATE = (
+    "UPDATE deliveries AS d SET "
+    + ", ".join(f"{column} = r.{column}" for column in _SET_COLUMNS)
+    + " FROM {recordset} WHERE d.id = r.id AND (r.replay OR (d.status NOT IN "
+    f"({_FINAL_SQL}) AND d.attempts <= r.attempts))"
+)
+# Ids from before 0011 carry no day: every partition's primary key is probed.
+_UPDATE_ANY_DAY = text(
+    _UPDATE.format(recordset=recordset(_deliveries, ("id", *_SET_COLUMNS), {"replay": "boolean"}))
+)
+_RECORDSET_WITH_DAY = recordset(_deliveries, ("id", "day", *_SET_COLUMNS), {"replay": "boolean"})
+
+
+@functools.lru_cache(maxsize=64)
+def _update_on_days(days: tuple[date, ...]) -> TextClause:
+    """The update of a batch whose ids carry `days` (usually one): each row joined on the
+    whole primary key (id, day), the days written into the statement. Then even the
+    generic plan that a prepared statement gets after five runs reads those days'
+    partitions only (pruned when planned) and each row by the key. With the days as a
+    parameter and the join on the id alone, that plan read a day without statistics
+    whole: hash join over a sequential scan, 149 ms a batch of 100 at 300,000 rows
+    against 5 ms by the key (`keeper.analyse` keeps statistics too)."""
+    listed = ", ".join(f"'{day.isoformat()}'" for day in days)
+    return text(
+        _UPDATE.format(recordset=_RECORDSET_WITH_DAY)
+        + f" AND d.day = r.day AND d.day IN ({listed})"
     )
-    for on_days in (True, False)
-}
 
 
 def update_deliveries(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -44,9 +61,11 @@ def update_deliveries(session: Session, rows: list[dict[str, Any]]) -> None:
         seen = latest.get(row["id"])
         if seen is None or row["attempts"] >= seen["attempts"]:
             latest[row["id"]] = row
-    document = rows_document(session, _deliveries, list(latest.values()))
     days = days_of(latest)
     if days is None:
-        session.execute(_UPDATE_DELIVERIES_PG[False], {"rows": document})
-    else:
-        session.execute(_UPDATE_DELIVERIES_PG[True], {"rows": document, "days": days})
+        document = rows_document(session, _deliveries, list(latest.values()))
+        session.execute(_UPDATE_ANY_DAY, {"rows": document})
+        return
+    keyed = [{**row, "day": day_of(row["id"])} for row in latest.values()]
+    document = rows_document(session, _deliveries, keyed)
+    session.execute(_update_on_days(tuple(days)), {"rows": document})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from starlette.types import ASGIApp
 from common import __version__
 from common.metrics import Metrics
 from common.secretbox import DEV_SECRET_KEY, SecretBox
+from common.service import freeze_startup_heap
 from common.settings import Settings
 from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
@@ -57,7 +57,6 @@ from producer import Producer
 if TYPE_CHECKING:
     from common.tracing import Tracing
 
-GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections while serving
 INGEST_LIMITS = {SINGLE: MAX_BODY_BYTES, BATCH: MAX_BATCH_BODY_BYTES}
 DESCRIPTION = (
     "Publish events, manage subscriptions and inspect deliveries. Authenticate with "
@@ -73,16 +72,7 @@ def _operation_id(route: APIRoute) -> str:
 
 @asynccontextmanager
 async def _serving(app: FastAPI) -> AsyncIterator[None]:
-    # Under single-event load the collector ran ~100 young collections per 1,000 requests,
-    # each walking what the requests in flight hold (futures, scopes, frames) while they
-    # wait for confirms, plus full collections over everything the process imported (~150,000
-    # objects, ~0.1-0.2 s each here). What exists once the server starts lives as long as
-    # the process: frozen, full collections skip it; a larger young threshold walks the
-    # in-flight objects a fraction as often (cyclic garbage just waits a little longer).
-    # Once per process: an all-in-one process (`hookline dev`) may serve more than one app.
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    freeze_startup_heap()  # common/service.py: the collector's cost under load
     yield
     services: Services = app.state.services
     for own_threads in (services.handshakes, services.quota, services.limits, services.ready):

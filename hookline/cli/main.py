@@ -15,7 +15,7 @@ from common import logs
 from common.db import migrate as db_migrate
 from common.errors import ConfigurationError
 from common.secretbox import check_admin_token
-from common.service import install_stop_handlers, run_until_stopped
+from common.service import freeze_startup_heap, install_stop_handlers, run_until_stopped
 from common.settings import Settings
 from common.transport import topology
 from hookline.cli import backend
@@ -210,6 +210,7 @@ def router(
         tracing=runtime.tracing,
     )  # fmt: skip
     log.info("router started")
+    freeze_startup_heap()
     try:
         run_until_stopped(worker.run, stop)
     finally:
@@ -255,6 +256,7 @@ def dispatcher(
     )
     log.info("dispatcher started", extra={"concurrency": settings.dispatcher_concurrency})
     resumer.start()
+    freeze_startup_heap()
     try:
         run_until_stopped(worker.run, stop)
     finally:

@@ -4,7 +4,6 @@ the router's idempotency under partitioning, on a PostgreSQL database of their o
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -23,15 +22,6 @@ from router.persist import persist_batch
 from tests.services import temporary_database
 
 TODAY = datetime.now(UTC).date()
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    with temporary_database() as url:
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
 
 
 def _days(engine: Engine, table: str = "deliveries") -> dict[date, str]:
@@ -221,3 +211,24 @@ def test_a_trimmed_day_keeps_its_indexes_and_leaves_no_detached_table(engine: En
         for table in partitions.TABLES:  # built before the swap, attached, not rebuilt
             kept, plain = partitions.name(table, old, kept=True), partitions.name(table, TODAY)
             assert indexes(kept) == indexes(plain) != []
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_a_paced_drop_takes_the_indexes_first_and_leaves_nothing(
+    engine: Engine, parallel: bool
+) -> None:
+    old = TODAY - timedelta(days=40)
+    with engine.begin() as connection:
+        partitions.ensure(connection, [old])
+    with make_sessionmaker(engine).begin() as session:
+        session.add(Delivery(id="d1", tenant_id="t", event_id="e1", subscription_id="s",
+                             event_type="x", status=DeliveryStatus.SUCCEEDED, day=old))  # fmt: skip
+    names = [partitions.name(table, old) for table in partitions.TABLES]
+
+    dropped = partitions.drop(engine, old, parallel=parallel, pause_s=0.01)
+
+    assert sorted(dropped) == sorted(names)
+    with engine.connect() as connection:
+        assert old not in partitions.existing(connection, "deliveries")
+        left = text("SELECT relname FROM pg_class WHERE relname LIKE :p")
+        assert connection.execute(left, {"p": f"%{old:%Y%m%d}%"}).scalars().all() == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
 
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,12 +21,14 @@ from common.db.models import Delivery, EventRow
 from common.db.statuses import DeliveryStatus
 from common.errors import ConnectionLostError
 from common.metrics import Metrics
+from common.service import run_until_stopped
 from common.settings import Settings
 from common.tracing import configure
 from common.transport import MemoryTransport, Message, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, Event, decode, encode
-from router import Router
+from router import Router, Target
+from router.persist import persist_batch
 from tests import builders
 from tests.queues import DELIVERY_QUEUES, delivery_depth
 
@@ -288,29 +292,128 @@ def test_batch_whose_publish_failed_is_published_once_by_the_one_by_one_fallback
     assert transport.queue_depth(tp.POISON) == 0
 
 
-def test_lone_event_is_acked_once_confirmed_without_waiting_for_the_next_batch(
-    sessions: sessionmaker[Session], transport: MemoryTransport
-) -> None:
+@contextmanager
+def routing(
+    sessions: sessionmaker[Session], transport: MemoryTransport, settings: Settings | None = None
+) -> Iterator[tuple[str, Callable[[], float]]]:
+    """A router running on its own thread (reconnecting as `hookline router` does) for a
+    tenant with one subscription; yields the tenant and a reading of events routed."""
     with sessions.begin() as session:
         tenant = builders.tenant(session)
         builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
         tenant_id = tenant.id
     metrics = Metrics()
-    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, metrics)
+    router = Router(settings or Settings(retry_schedule=SCHEDULE), transport, sessions, metrics)
     stop = threading.Event()
-    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=run_until_stopped, args=(router.run, stop), daemon=True)
     thread.start()
 
     def routed() -> float:
         return metrics.registry.get_sample_value("hookline_events_routed_total") or 0.0
 
     try:
-        publish(transport, builders.event(tenant_id))
-        drain(transport, tp.DELIVERIES, 1)
-        assert wait_for(lambda: routed() == 1.0, 5), "the lone event was not settled"
+        yield tenant_id, routed
     finally:
         stop.set()
         thread.join(10)
+        assert not thread.is_alive(), "router did not stop"
+
+
+def test_lone_event_is_acked_once_confirmed_without_waiting_for_the_next_batch(
+    sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    with routing(sessions, transport) as (tenant_id, routed):
+        publish(transport, builders.event(tenant_id))
+        drain(transport, tp.DELIVERIES, 1)
+        assert wait_for(lambda: routed() == 1.0, 5), "the lone event was not settled"
+
+
+class HeldConfirms(MemoryTransport):
+    """The in-memory broker whose delivery publishes are queued at once but confirmed only
+    when the test says so (or never: `lose` drops the confirm of the next batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Future[None]] = []
+        self.lose = False
+
+    def submit(self, messages: Sequence[Outgoing], *, timeout_s: float = 30.0) -> Future[None]:
+        if not any(m.exchange == tp.DELIVERIES for m in messages):
+            return super().submit(messages, timeout_s=timeout_s)
+        self.publish(messages, timeout_s=timeout_s)
+        future: Future[None] = Future()
+        if self.lose:
+            self.lose = False  # the broker never answers for this batch
+        else:
+            self.held.append(future)
+        return future
+
+    def confirm_all(self) -> None:
+        held, self.held = self.held, []
+        for future in held:
+            future.set_result(None)
+
+
+def test_the_next_event_is_routed_while_the_last_batch_waits_for_its_confirm(
+    sessions: sessionmaker[Session],
+) -> None:
+    transport = HeldConfirms()
+    transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
+    with routing(sessions, transport) as (tenant_id, routed):
+        publish(transport, builders.event(tenant_id))
+        assert wait_for(lambda: len(transport.held) == 1), "the first batch was not sent"
+        publish(transport, builders.event(tenant_id))
+        # Its confirm still out, the first batch holds back neither the second nor its ack.
+        assert wait_for(lambda: len(transport.held) == 2), "routing waited for a confirm"
+        assert routed() == 0.0, "acked before its confirm"
+        assert transport.queue_depth(tp.EVENTS) == 0
+        transport.confirm_all()
+        assert wait_for(lambda: routed() == 2.0), "confirmed batches were not acked"
+        assert delivery_depth(transport) == 2
+
+
+def test_a_batch_whose_confirm_never_comes_ends_the_session_and_is_routed_again(
+    sessions: sessionmaker[Session],
+) -> None:
+    transport = HeldConfirms()
+    transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
+    settings = Settings(retry_schedule=SCHEDULE, publish_timeout_s=0.5)
+    with routing(sessions, transport, settings) as (tenant_id, routed):
+        transport.lose = True
+        sent = builders.event(tenant_id)
+        publish(transport, sent)
+        # No confirm within publish_timeout_s: the session ends with the event unacked, and
+        # the next one routes the redelivered event again: its committed deliveries are
+        # published once more, and the event is acked once that copy is confirmed.
+        assert wait_for(lambda: len(transport.held) == 1, 15), "the lost batch was not resent"
+        transport.confirm_all()
+        assert wait_for(lambda: routed() == 1.0)
+        copies = drain(transport, tp.DELIVERIES, 2)  # the unconfirmed copy and its resend
+        assert {decode(DeliveryMessage, m.body).event_id for m in copies} == {sent.id}
+        assert transport.queue_depth(tp.EVENTS) == 0
+
+
+def test_an_event_is_routed_while_another_batch_waits_on_the_database(
+    sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("SQLite routes with one writer: a waiting write holds the next")
+    with routing(sessions, transport) as (tenant_id, routed):
+        target = Target(subscription_id="", tenant_id=tenant_id, event_types=("order.*",))
+        blocked, free = builders.event(tenant_id), builders.event(tenant_id)
+        # Another transaction holds `blocked`'s unique key: the router's write of it waits.
+        with sessions() as holder, holder.begin():
+            persist_batch(holder, [(blocked, [target])])
+            publish(transport, blocked)
+            time.sleep(0.3)  # its writer is waiting on the key now
+            publish(transport, free)
+            first = drain(transport, tp.DELIVERIES, 1)
+            assert decode(DeliveryMessage, first[0].body).event_id == free.id
+            assert routed() == 1.0
+            holder.rollback()  # the key is free: the waiting write goes through
+        second = drain(transport, tp.DELIVERIES, 1)
+        assert decode(DeliveryMessage, second[0].body).event_id == blocked.id
+        assert wait_for(lambda: routed() == 2.0)
 
 
 def test_undecodable_event_goes_to_poison_with_raw_body_and_the_queue_keeps_flowing(

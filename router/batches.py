@@ -1,0 +1,167 @@
+"""A routed batch in its two stages: written (decoded, matched and committed in one
+statement, by one of the router's writer threads) and sending (its delivery messages handed
+to the broker, until the confirm that lets the routing thread ack its events)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.session import single_statement
+from common.errors import DecodeError, TransportError
+from common.filters import matches
+from common.service import retry_database
+from common.transport import Message, Outgoing, poison_copy
+from common.wire import Event, decode
+from router.index import Target
+from router.loader import IndexLoader
+from router.persist import Key, Routed, persist_batch
+from router.traces import RouteSpans
+
+if TYPE_CHECKING:
+    from common.tracing import Tracing
+
+
+@dataclass(frozen=True, eq=False)
+class Written:
+    """A batch whose rows are committed; its messages are not on the broker yet."""
+
+    batch: Sequence[Message]
+    keys: set[Key]  # every event of the batch
+    unclear: set[Key]  # events this write committed, or may have (a try that failed)
+    out: list[Routed]
+    events: int
+    poisoned: list[Outgoing]  # copies of the undecodable messages, for the poison queue
+    spans: RouteSpans | None
+
+    def end_spans(self, error: BaseException | None = None) -> None:
+        if self.spans is not None:
+            self.spans.end(error)
+
+
+@dataclass(frozen=True, eq=False)
+class Sending:
+    """A written batch whose messages are on their way to the broker."""
+
+    written: Written
+    confirmed: Future[None]
+    due: float  # monotonic time by which the confirm must be in
+    carried: set[Key]  # the events whose delivery messages it carries
+    deliveries: int
+
+    @property
+    def batch(self) -> Sequence[Message]:
+        return self.written.batch
+
+
+@dataclass(frozen=True)
+class Writing:
+    """The batch a writer thread is writing, and how it ends."""
+
+    batch: Sequence[Message]
+    future: Future[Written]
+
+
+class Writer:
+    """Decodes, matches and commits a batch: what may run on several threads at once.
+
+    Two copies of one event id in two batches at once are safe: the second statement waits
+    on the first's unique key, then inserts nothing and so publishes nothing."""
+
+    def __init__(
+        self, loader: IndexLoader, sessions: sessionmaker[Session], tracing: Tracing | None
+    ) -> None:
+        self._loader = loader
+        self._sessions = sessions
+        self._tracing = tracing  # None: tracing is off, and costs nothing
+
+    def write(
+        self, batch: Sequence[Message], unpublished: Collection[Key], stop: threading.Event
+    ) -> Written:
+        """`unpublished`: events this router committed without publishing their messages;
+        their deliveries are published again, as are those of redelivered events."""
+        events: list[Event] = []
+        redelivered: set[Key] = set()
+        poisoned: list[Outgoing] = []
+        decoded: list[tuple[Message, Event]] = []
+        for message in batch:
+            try:
+                event = decode(Event, message.body)
+            except DecodeError as exc:
+                poisoned.append(poison_copy(message, "undecodable", str(exc)))
+                continue
+            events.append(event)
+            decoded.append((message, event))
+            if message.redelivered or message.delivery_count:
+                redelivered.add((event.tenant, event.id))
+        spans = RouteSpans(self._tracing, decoded) if self._tracing is not None else None
+        keys = {(e.tenant, e.id) for e in events}
+        # Written by a try whose statement failed (it may have landed), or by the last try.
+        unclear: set[Key] = set()
+
+        def match_and_persist() -> list[Routed]:
+            index = self._loader.current()
+            routed = [
+                (e, [t for t in index.match(e.tenant, e.type, e.operation) if wants(t, e)])
+                for e in events
+            ]
+            recover = redelivered | unclear | (keys & set(unpublished))
+            try:
+                with self._sessions() as session, session.begin():
+                    single_statement(session)  # the batch's writes are one statement
+                    traced = spans.traceparents() if spans is not None else None
+                    out = persist_batch(session, routed, recover, traced)
+                    unclear.update((r.event.tenant, r.event.id) for r in out)
+            except DBAPIError as exc:
+                if not is_data_error(exc):  # e.g. the connection lost: it may have landed
+                    unclear.update(keys)
+                raise
+            return out
+
+        # In place: the consuming thread keeps the batch unacked and the connection pumped,
+        # so a database outage costs no redelivery (see retry_database).
+        try:
+            out = retry_database(match_and_persist, abandon=stop)
+        except BaseException as exc:
+            if spans is not None:
+                spans.end(exc)
+            raise
+        return Written(batch, keys, unclear, out, len(events), poisoned, spans)
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a batch failed for what it holds (split it to find the culprits) rather
+    than because the database or the broker is away (the session's concern)."""
+    if isinstance(exc, (OperationalError, TransportError)):
+        return False
+    if isinstance(exc, DBAPIError):
+        return is_data_error(exc)
+    return isinstance(exc, Exception)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A database error caused by one row's data rather than by the database being away."""
+    return (
+        isinstance(exc, DBAPIError)
+        and not exc.connection_invalidated
+        and not isinstance(exc, OperationalError)
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """An error as its class (and SQLSTATE), never its message: what the database says
+    about a refused row quotes the row."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    sqlstate = getattr(cause, "sqlstate", None)
+    return f"{type(cause).__name__} (SQLSTATE {sqlstate})" if sqlstate else type(cause).__name__
+
+
+def wants(target: Target, event: Event) -> bool:
+    """The subscription's payload filter (validated when it was saved) passes the event."""
+    return matches(target.payload_filter, event.data)
