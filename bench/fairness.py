@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from bench import runs
+from bench.fairness_legs import light_legs
 from bench.pipeline import publish_backlog
 from bench.stack import BOX, Stack, cpu_per_delivery_us, load_average, percentile, stack
 from common.db.models import Delivery
@@ -202,6 +203,8 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         sent: dict[str, tuple[str, float]] = {}
         cpu: dict[str, dict[str, float]] = {}
         held: dict[str, int] = {}
+        shared_start = 0.0
+        in_shard: dict[str, int] = {}
         with Producer(settings) as producer:
             # Odd runs drain the shared burst first, so that a machine growing busier (or
             # calmer) over a run does not always favour the same phase.
@@ -211,8 +214,11 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
                 since = utcnow()
                 publish_backlog(producer, running.tenant_id, ids)
                 assert running.wait_for(lambda: queued(running), args.burst, 600, 1.0) == args.burst
+                own = running.queue_depth(tp.shard_queue(tp.shard_of(running.tenant_id, shards)))
+                in_shard[phase] = own
                 analyze(running)
                 start_dispatchers(running, args)
+                shared_start = time.time() if phase == "s" else shared_start
                 before = running.cpu()
                 if phase == "a":
                     wait_drained(running, args, since)
@@ -224,6 +230,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
             running.wait_for(running.succeeded, 2 * args.burst + len(sent), 120)
         heavy = running.arrival_times("heavy")
         received = running.arrivals("light")
+        where = light_legs(running, sent, received, shared_start) if sent else {}
     alone_times = [at for i, at in heavy if i.startswith("a-")]
     shared_times = [at for i, at in heavy if i.startswith("s-")]
     alone, shared = rate_of(alone_times, DRAINED), rate_of(shared_times, DRAINED)
@@ -248,6 +255,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         "burst_alone_full_per_s": round(alone_full, 1),
         "burst_shared_full_per_s": round(shared_full, 1),
         "burst_ratio_full": round(shared_full / alone_full, 3),
+        "in_own_shard": in_shard["s"],
         "deferred_alone": held["a"],
         "deferred_shared": held["s"],
         "cpu_us_alone": cpu["a"],
@@ -257,6 +265,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         "light_max_ms": round(1000 * max(latencies), 1) if latencies else None,
         "same_shard_events": len(beside),
         "same_shard_p99_ms": round(1000 * percentile(beside, 0.99), 1) if beside else None,
+        **where,
         "load": [load_before, load_average()],
     }
 

@@ -3,8 +3,9 @@ deliveries, published in full before tenant B does anything, does not delay B's 
 events nor B's own small replay. Router and TWO dispatchers as separate processes, the
 replays as `hookline replay start` runs them, over a real RabbitMQ (its own vhost) and
 PostgreSQL, delivering to real receivers on 127.0.0.1. B is hashed to A's shard: the worst
-case, where B waits behind A's share of a second (the rest of A's replay spilled to the
-overflow shard).
+case, where B waits behind A's share of the replay's first second (the rest of A's replay
+spilled to the overflow shard: `common/transport/spill.py`; where a burst's copies land is
+asserted in `test_spill_burst.py`).
 
 What is asserted, on a shared machine: every one of B's deliveries arrives while less than
 half of what was left of A's replay when B began had been delivered (before replays went
