@@ -22,7 +22,6 @@ from common.errors import DecodeError
 from common.transport import Consumer, Message
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, decode
-from common.probe import probe
 from dispatcher.outcome import Deferred, Outcome, Poisoned, Skipped
 from dispatcher.policy.admission import Lanes
 from dispatcher.settle import Settler
@@ -153,7 +152,6 @@ class Intake:
         except DecodeError as exc:
             self._settler.put(Poisoned(message, str(exc)))
             return
-        probe('d_recv', delivery.event_id)
         if message.redelivered or tp.H_RECHECK in message.headers:
             if not self._rechecks:
                 self._recheck_since = time.monotonic()
@@ -200,7 +198,6 @@ class Intake:
                 return
 
     def _work(self, message: Message, delivery: DeliveryMessage) -> None:
-        probe('d_work', delivery.event_id)
         # Every line logged for this attempt (sender, gate, cache) names its delivery.
         with logs.bound(
             delivery_id=delivery.delivery_id, event_id=delivery.event_id,

@@ -19,7 +19,6 @@ from common.filters import matches
 from common.service import retry_database
 from common.transport import Message, Outgoing, poison_copy
 from common.wire import Event, decode
-from common.probe import probe
 from router.index import Target
 from router.loader import IndexLoader
 from router.persist import Key, Routed, persist_batch
@@ -127,16 +126,12 @@ class Writer:
 
         # In place: the consuming thread keeps the batch unacked and the connection pumped,
         # so a database outage costs no redelivery (see retry_database).
-        for e in events:
-            probe('r_start', e.id)
         try:
             out = retry_database(match_and_persist, abandon=stop)
         except BaseException as exc:
             if spans is not None:
                 spans.end(exc)
             raise
-        for e in events:
-            probe('r_commit', e.id)
         return Written(batch, keys, unclear, out, len(events), poisoned, spans)
 
 

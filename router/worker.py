@@ -30,7 +30,6 @@ from common.settings import Settings
 from common.transport import Consumer, Message, Outgoing, Transport, poison_copy
 from common.transport import topology as tp
 from common.transport.spill import Spill
-from common.probe import probe
 from router.batches import Sending, Writer, Writing, Written, describe, refused
 from router.loader import IndexLoader
 from router.persist import Key
@@ -111,7 +110,6 @@ class Router:
                 if failure:
                     raise failure[0]
                 if message is not None:
-                    probe('r_recv', message.message_id)
                     inbox.put(message)
                 if stop.is_set():
                     break
@@ -296,8 +294,6 @@ class Router:
             self._unpublished.update(written.unclear)  # committed, never handed to the broker
             written.end_spans(exc)
             raise
-        for m in written.batch:
-            probe('r_submit', m.message_id)
         carried = {(r.event.tenant, r.event.id) for r in out}
         due = time.monotonic() + timeout_s
         return Sending(written, confirmed, due, carried, len(outgoing))
@@ -316,8 +312,6 @@ class Router:
         sending.written.end_spans()
 
     def _done(self, sending: Sending, consumer: Consumer) -> None:
-        for m in sending.batch:
-            probe('r_acked', m.message_id)
         written = sending.written
         self._unpublished.difference_update(written.keys)
         consumer.ack_many(written.batch)
