@@ -1,6 +1,6 @@
 """Partition maintenance, run by the services themselves (issue 17).
 
-Every replica of the router and the dispatcher runs a `PartitionKeeper`; at each tick only
+Every dispatcher replica runs a `PartitionKeeper`; at each tick only
 the one that wins `pg_try_advisory_lock` works, the others skip until the next tick. A
 run creates the partitions of the next `ahead_days` days, trims days past the retention
 (keeping dead letters, see `partitions.trim`) and drops days past the dead retention.
