@@ -7,17 +7,19 @@ case, where B waits behind A's share of the replay's first second (the rest of A
 spilled to the overflow shard: `common/transport/spill.py`; where a burst's copies land is
 asserted in `test_spill_burst.py`).
 
-What is asserted, on a shared machine: every one of B's deliveries arrives while less than
-half of what was left of A's replay when B began had been delivered (before replays went
-to their tenants' shards, B's replay queued behind all of A's in the one unsharded queue),
-and within a generous 15 s of being sent; and every delivery of both arrives exactly once,
-with its original webhook-id and a valid signature.
+What is asserted, on a shared machine: each of B's deliveries waits behind fewer than half
+of what was left of A's replay when B began, counted from B's copy being on the broker
+(before replays went to their tenants' shards, B's replay queued behind all of A's in the
+one unsharded queue), and each fresh one arrives within a generous 15 s of being sent; and
+every delivery of both arrives exactly once, with its original webhook-id and a valid
+signature.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -161,39 +163,61 @@ def test_a_large_replay_does_not_delay_another_tenants_deliveries(
         assert _replay(services, env, heavy).wait(120) == 0, services.logs_of_all()
         heavy_left_at_start = HEAVY - heavy_rx.count
         assert heavy_left_at_start > HEAVY // 4, "A's replay was delivered before B began"
-        heavy_done_at: list[int] = []
+        heavy_before = HEAVY - heavy_left_at_start
+        # For each of B's deliveries, how many of A's arrived between B's copy going on the
+        # broker and B's arrival: what B waited behind. A fresh event is on the broker when
+        # its publish returns. A replay copy is on it by the time its command exits (the
+        # command returns once every copy is confirmed); a copy delivered before then
+        # counts as having waited behind none. Counting from the command's start instead
+        # measured how long a Python process takes to start on a loaded machine (4-5 s in
+        # one CI run, ~9,600 of A's deliveries), not the dispatchers' fairness.
+        heavy_at_publish: dict[str, int] = {}
+        replay_exit: dict[str, int] = {}
+        waited_behind: list[tuple[str, int]] = []
         sent_at: dict[str, float] = {}
         waited_s: list[float] = []
-        kinds: list[str] = []
 
         def on_light(request: Received) -> None:
-            heavy_done_at.append(heavy_rx.count - (HEAVY - heavy_left_at_start))
             event_id = request.headers["webhook-id"]
-            kinds.append("fresh" if event_id in sent_at else "replay")
             if event_id in sent_at:
                 waited_s.append(time.monotonic() - sent_at[event_id])
+                waited_behind.append(("fresh", heavy_rx.count - heavy_at_publish[event_id]))
+            else:
+                exited_at = replay_exit.get("heavy")
+                behind = 0 if exited_at is None else heavy_rx.count - exited_at
+                waited_behind.append(("replay", behind))
+
+        def watch(replay: subprocess.Popen[bytes]) -> None:
+            while replay.poll() is None:
+                time.sleep(0.005)
+            replay_exit["heavy"] = heavy_rx.count
 
         light_rx.on_receive = on_light
         light_replay = _replay(services, env, light)
+        watcher = threading.Thread(target=watch, args=(light_replay,), daemon=True)
+        watcher.start()
         with Producer(Settings(broker_url=env["HOOKLINE_BROKER_URL"])) as producer:
             for n in range(LIGHT):
                 event = {"tenant": light.id, "type": "page.updated", "data": {"fresh": n}}
-                started = time.monotonic()
+                started, heavy_now = time.monotonic(), heavy_rx.count
                 (event_id,) = producer.publish_batch([event])
-                sent_at[event_id] = started
+                heavy_at_publish[event_id], sent_at[event_id] = heavy_now, started
                 time.sleep(0.1)
-        assert light_replay.wait(120) == 0, services.logs_of_all()
+        watcher.join(120)
+        assert light_replay.returncode == 0, services.logs_of_all()
         assert light_rx.wait_for(2 * LIGHT, timeout_s=120), services.logs_of_all()
         assert heavy_rx.wait_for(HEAVY, timeout_s=300), services.logs_of_all()
         time.sleep(1.5)  # anything extra (a duplicate) would arrive now
 
-        # B waited behind less than half of what was left of A's replay when B began.
-        assert len(heavy_done_at) == 2 * LIGHT
-        seen = (heavy_left_at_start, list(zip(kinds, heavy_done_at, strict=True)))
-        assert max(heavy_done_at) < heavy_left_at_start // 2, seen
+        # Each of B's deliveries waited behind less than half of what was left of A's
+        # replay when B began (in the one unsharded queue it waited behind all of it).
+        assert len(waited_behind) == 2 * LIGHT
+        worst = max(behind for _, behind in waited_behind)
+        assert worst < heavy_left_at_start // 2, (heavy_left_at_start, waited_behind)
         assert len(waited_s) == LIGHT and max(waited_s) < FRESH_BOUND_S, waited_s
         print(json.dumps({"heavy_left_at_light_start": heavy_left_at_start,
-                          "heavy_done_at_last_light": max(heavy_done_at),
+                          "heavy_delivered_before_light": heavy_before,
+                          "light_waited_behind_max": worst,
                           "light_fresh_wait_s_max": round(max(waited_s), 3)}))  # fmt: skip
         heavy_ids = _verified(heavy_rx.received, heavy.secret)
         light_ids = _verified(light_rx.received, light.secret)
