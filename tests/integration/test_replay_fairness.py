@@ -166,13 +166,15 @@ def test_a_large_replay_does_not_delay_another_tenants_deliveries(
         heavy_before = HEAVY - heavy_left_at_start
         # For each of B's deliveries, how many of A's arrived between B's copy going on the
         # broker and B's arrival: what B waited behind. A fresh event is on the broker when
-        # its publish returns. A replay copy is on it by the time its command exits (the
-        # command returns once every copy is confirmed); a copy delivered before then
-        # counts as having waited behind none. Counting from the command's start instead
-        # measured how long a Python process takes to start on a loaded machine (4-5 s in
-        # one CI run, ~9,600 of A's deliveries), not the dispatchers' fairness.
+        # its publish returns (its id and A's count are noted before, so that a delivery
+        # quicker than the confirm is still known as fresh). A replay copy is on it by the
+        # time its command exits (the command returns once every copy is confirmed); a copy
+        # delivered before then counts as having waited behind none. Counting from the
+        # command's start instead measured how long a Python process takes to start on a
+        # loaded machine (4-5 s in one CI run, ~9,600 of A's deliveries), not the
+        # dispatchers' fairness.
         heavy_at_publish: dict[str, int] = {}
-        replay_exit: dict[str, int] = {}
+        heavy_at_replay_exit: list[int] = []  # A's count when B's replay command exited
         waited_behind: list[tuple[str, int]] = []
         sent_at: dict[str, float] = {}
         waited_s: list[float] = []
@@ -183,14 +185,13 @@ def test_a_large_replay_does_not_delay_another_tenants_deliveries(
                 waited_s.append(time.monotonic() - sent_at[event_id])
                 waited_behind.append(("fresh", heavy_rx.count - heavy_at_publish[event_id]))
             else:
-                exited_at = replay_exit.get("heavy")
-                behind = 0 if exited_at is None else heavy_rx.count - exited_at
+                behind = heavy_rx.count - heavy_at_replay_exit[0] if heavy_at_replay_exit else 0
                 waited_behind.append(("replay", behind))
 
         def watch(replay: subprocess.Popen[bytes]) -> None:
             while replay.poll() is None:
                 time.sleep(0.005)
-            replay_exit["heavy"] = heavy_rx.count
+            heavy_at_replay_exit.append(heavy_rx.count)
 
         light_rx.on_receive = on_light
         light_replay = _replay(services, env, light)
@@ -198,10 +199,11 @@ def test_a_large_replay_does_not_delay_another_tenants_deliveries(
         watcher.start()
         with Producer(Settings(broker_url=env["HOOKLINE_BROKER_URL"])) as producer:
             for n in range(LIGHT):
-                event = {"tenant": light.id, "type": "page.updated", "data": {"fresh": n}}
-                started, heavy_now = time.monotonic(), heavy_rx.count
-                (event_id,) = producer.publish_batch([event])
-                heavy_at_publish[event_id], sent_at[event_id] = heavy_now, started
+                event_id = new_id("evt")
+                heavy_at_publish[event_id], sent_at[event_id] = heavy_rx.count, time.monotonic()
+                event = {"tenant": light.id, "id": event_id, "type": "page.updated",
+                         "data": {"fresh": n}}  # fmt: skip
+                assert producer.publish_batch([event]) == [event_id]
                 time.sleep(0.1)
         watcher.join(120)
         assert light_replay.returncode == 0, services.logs_of_all()
