@@ -8,6 +8,9 @@ events are scheduled at `--rate`/s for `--duration-s` (the first 2 s are warm-up
 counted), each measured from its *scheduled* send time to its receipt, so a stalled
 publisher or a growing queue counts. Baseline, same run: the latency of direct POSTs of the
 dispatcher's `Sender` to the same receiver, one at a time (the floor of the HTTP leg).
+Also printed: the CPU each component spent per event from the first publish until the
+last receipt (`cpu_us_per_event`, and `cpu_total_us`): near saturation the latency follows
+it, so an A/B of two trees (`bench.ab_builds`) says whether a gap is the cost per event.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sqlalchemy import text
 
 from bench import runs
 from bench.pipeline import open_model, start_services
-from bench.stack import Stack, load_average, percentile, stack
+from bench.stack import Stack, cpu_per_delivery_us, load_average, percentile, stack
 from common.settings import Settings
 from common.wire import DeliveryMessage, Event
 from dispatcher.http import Sender
@@ -58,8 +61,10 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         settings = Settings(database_url=running.database_url, broker_url=running.broker_url)
         ids = [f"lat-{number}-{n}" for n in range(int(args.rate * args.duration_s))]
         with Producer(settings) as producer:
+            cpu_before = running.cpu()
             sent_at = open_model(producer, running.tenant_id, ids, args.rate)
         done = running.wait_for(running.succeeded, len(ids), 120)
+        cpu = cpu_per_delivery_us(cpu_before, running.cpu(), len(ids))
         received = running.arrivals("receiver")
         first = min(sent_at.values()) + WARMUP_S
         legs = breakdown(running, sent_at, received, first)
@@ -75,6 +80,8 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         "direct_p50_ms": round(1000 * percentile(direct, 0.50), 2),
         "direct_p99_ms": round(1000 * percentile(direct, 0.99), 2),
         "legs_p50_ms": legs,
+        "cpu_us_per_event": cpu,
+        "cpu_total_us": sum(cpu.values()),
         "load": [load_before, load_average()],
     }
 

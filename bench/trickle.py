@@ -1,7 +1,7 @@
 """CPU per event when events come one at a time, against when they stream.
 
     .venv/bin/python -m bench.trickle [--tenants 1000] [--trickle 10] [--stream 300]
-        [--seconds 30] [--no-warm] [--runs 3]
+        [--seconds 30] [--no-warm] [--runs 3] [--profile /tmp/trickle]
 
 Each run: one stack (`bench/stack.py`: a router and one dispatcher delivering to a
 receiver on 127.0.0.1), `--tenants` tenants with a subscription each, each sent one event
@@ -11,6 +11,9 @@ the dispatcher's caches are cold, as in a benchmark that starts it). Three phase
 still), a trickle (`--trickle` events/s over the tenants in turn), and a stream
 (`--stream` events/s, the same way: the same-run baseline). For each component the CPU of
 a phase less the idle phase's, per event: the trickle's, the stream's, and their ratio.
+With `--profile PREFIX`, py-spy samples the router and the dispatcher through the trickle
+(`bench.stack.profile`: where their CPU goes) into `PREFIX-router-N.txt` and
+`PREFIX-dispatcher-N.txt` for run N.
 
 Why: with 1,000 tenants beside a burst (`bench.fairness`) the burst drained at 0.72 of its
 rate alone with 50 light events/s between them, and 0.85 with 10/s, on a machine the burst
@@ -30,7 +33,7 @@ from typing import Any
 
 from bench import runs
 from bench.fairness import light_tenants, publish_light
-from bench.stack import Stack, load_average, stack
+from bench.stack import Stack, load_average, profile, stack, stop_profile
 from common.settings import Settings
 from producer import Producer
 
@@ -38,9 +41,14 @@ COMPONENTS = ("router", "dispatcher", "rabbitmq", "postgres", "bench")
 
 
 def _phase(running: Stack, producer: Producer, tenants: list[str], rate: float, name: str,
-           seconds: float, before_phase: int) -> tuple[int, dict[str, float]]:  # fmt: skip
+           seconds: float, before_phase: int, profile_to: str | None = None,
+           ) -> tuple[int, dict[str, float]]:  # fmt: skip
     """Events sent, and CPU seconds per component, over one phase (until each of its
-    events, and the `before_phase` ones, was delivered)."""
+    events, and the `before_phase` ones, was delivered); `profile_to`: py-spy's output
+    prefix for the router's and the dispatcher's samples over the phase."""
+    profilers = [
+        profile(running.procs[c].pid, f"{profile_to}-{c}.txt") for c in ("router", "dispatcher")
+    ] if profile_to else []  # fmt: skip
     before = running.cpu()
     sent: dict[str, Any] = {}
     stop = threading.Event()
@@ -56,6 +64,8 @@ def _phase(running: Stack, producer: Producer, tenants: list[str], rate: float, 
     expected = before_phase + len(sent)
     assert running.wait_for(running.succeeded, expected, 120) == expected, "events were lost"
     after = running.cpu()
+    for profiler in profilers:
+        stop_profile(profiler)
     return len(sent), {c: after[c] - before[c] for c in COMPONENTS}
 
 
@@ -83,8 +93,9 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
             warmed = _warm(running, producer, tenants) if args.warm else 0
             seconds = args.seconds
             _, idle = _phase(running, producer, tenants, 0, "idle", seconds, warmed)
+            profile_to = f"{args.profile}-{number}" if args.profile else None
             trickled, trickle = _phase(
-                running, producer, tenants, args.trickle, "trickle", seconds, warmed
+                running, producer, tenants, args.trickle, "trickle", seconds, warmed, profile_to
             )
             streamed, stream = _phase(
                 running, producer, tenants, args.stream, "stream", seconds, warmed + trickled
@@ -117,6 +128,7 @@ def main() -> int:
         "--no-warm", dest="warm", action="store_false", help="measure from a cold start"
     )
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", help="py-spy output prefix for the trickle phase")
     args = parser.parse_args()
     keys = ("trickle_total_us", "stream_total_us", "trickle_to_stream")
     runs.repeat(one_run, args, keys)
