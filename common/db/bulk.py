@@ -40,13 +40,19 @@ def recordset(
     return f"json_to_recordset(CAST(:{param} AS json)) AS {alias}({', '.join(fields)})"
 
 
-def _recordset_insert(table: Table, names: Sequence[str], ignore_conflicts: bool) -> Any:
+def recordset_insert(
+    table: Table,
+    names: Sequence[str],
+    ignore_conflicts: bool = False,
+    *,
+    param: str = "rows",
+    alias: str = "r",
+) -> str:
+    """`INSERT INTO table (names) SELECT names FROM recordset(...)`, as SQL text."""
     columns = ", ".join(f'"{name}"' for name in names)
     conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
-    return text(
-        f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} '
-        f"FROM {recordset(table, names)}{conflict}"
-    )
+    source = recordset(table, names, param=param, alias=alias)
+    return f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} FROM {source}{conflict}'
 
 
 def _plain(value: Any) -> Any:
@@ -72,7 +78,7 @@ def insert_rows(
         return
     names = list(rows[0])
     document = rows_document(session, table, rows)
-    session.execute(_recordset_insert(table, names, ignore_conflicts), {"rows": document})
+    session.execute(text(recordset_insert(table, names, ignore_conflicts)), {"rows": document})
 
 
 def rows_document(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> str:

@@ -48,6 +48,13 @@ class HeaderSets:
             found.update(stored.tuples().all())
         return found
 
+    def known(self, shapes: Iterable[HeaderShape]) -> dict[str, int] | None:
+        """digest -> row id for every shape if each is known already, else None."""
+        try:
+            return {shape.digest: self._ids[shape.digest] for shape in shapes}
+        except KeyError:
+            return None
+
     def remember(self, ids: dict[str, int]) -> None:
         if len(self._ids) + len(ids) > MAX_KNOWN:
             self._ids.clear()

@@ -3,7 +3,9 @@
 Sending threads hand their outcomes to one settler thread, which takes them in batches: one
 transaction for the attempt and delivery rows of the whole batch, then one confirmed publish
 for every retry copy, dead letter and poison message, and only then the acks. If the write
-or the publish fails nothing of the batch is acked, so the broker hands it out again.
+or the publish fails nothing of the batch is acked, so the broker hands it out again. On
+PostgreSQL a batch with no failure streak, no new header shape and nothing to disable (the
+common one) is written as one statement in autocommit (`rows_pg.record_batch`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.background import BackgroundThread
 from common.db.bulk import insert_rows
 from common.db.models import Attempt
+from common.db.session import single_statement
 from common.db.statuses import DeliveryStatus
 from common.ids import day_of
 from common.metrics import Metrics, status_class
@@ -32,6 +35,7 @@ from common.wire import utcnow
 from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
 from dispatcher.policy import autodisable
 from dispatcher.policy.retry import DeadReason, Verdict
+from dispatcher.settle import rows_pg
 from dispatcher.settle.header_sets import HeaderSets
 from dispatcher.settle.onward import onward_message
 from dispatcher.settle.rows import update_deliveries
@@ -59,6 +63,15 @@ KNOWN_CLEAN_S = 5.0
 _attempts = cast(Table, Attempt.__table__)
 
 
+def _name_header_sets(
+    rows: list[dict[str, Any]], attempted: Sequence[Attempted], ids: dict[str, int]
+) -> None:
+    """Each attempt row names the header set its request went out with (None: not sent)."""
+    for row, o in zip(rows, attempted, strict=True):
+        shape = o.result.shape
+        row["header_set_id"] = ids[shape.digest] if shape is not None else None
+
+
 class Settler(BackgroundThread):
     """The settling thread of one consumer session. `stop` settles what is queued first."""
 
@@ -81,6 +94,7 @@ class Settler(BackgroundThread):
         self._consumer = consumer
         self._transport = transport
         self._sessionmaker = sessionmaker
+        self._postgres = sessionmaker.kw["bind"].dialect.name == "postgresql"
         self._metrics = metrics
         self._publish_timeout_s = publish_timeout_s
         self._on_disabled = on_disabled
@@ -207,12 +221,26 @@ class Settler(BackgroundThread):
             if streak.failed or self._clean_at.get(sid, -KNOWN_CLEAN_S) < known_clean
         }
 
+        known_ids = self._header_sets.known(shapes.values())
+        healthy = [sid for sid, streak in to_write.items() if not streak.failed]
+        one_statement = (
+            self._postgres
+            and known_ids is not None
+            and not disabled
+            and len(healthy) == len(to_write)
+        )
+
         def write() -> tuple[list[autodisable.Disabled], dict[str, int]]:
+            if one_statement:  # the common batch: nothing fails, nothing new
+                assert known_ids is not None
+                _name_header_sets(attempts, attempted, known_ids)
+                with self._sessionmaker() as session, session.begin():
+                    single_statement(session)
+                    rows_pg.record_batch(session, attempts, updates, healthy)
+                return [], known_ids
             with self._sessionmaker() as session, session.begin():
                 ids = self._header_sets.ids(session, shapes.values()) if shapes else {}
-                for row, o in zip(attempts, attempted, strict=True):
-                    shape = o.result.shape
-                    row["header_set_id"] = ids[shape.digest] if shape is not None else None
+                _name_header_sets(attempts, attempted, ids)
                 insert_rows(session, _attempts, attempts)
                 update_deliveries(session, updates)
                 newly = autodisable.apply(session, to_write, disabled, self._policy, now)

@@ -7,21 +7,23 @@ from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.db.models import Attempt, Delivery
+from common.db.models import Attempt, Delivery, Subscription
 from common.db.statuses import DeliveryStatus
 from common.errors import PublishError
 from common.metrics import Metrics
+from common.signing import new_secret
 from common.transport import Consumer, MemoryTransport, Message, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, encode
 from dispatcher.deadletters import DeadLetterDrain
-from dispatcher.http import SendResult
+from dispatcher.http import SendResult, build_headers, header_shape
 from dispatcher.outcome import Attempted
 from dispatcher.policy.retry import SUCCESS, DeadReason, Decision, Verdict, dead
 from dispatcher.settle import Settler
+from dispatcher.settle import settler as settler_module
 from tests import builders
 from tests.dispatcher.conftest import Harness, make_settings, wait_until
 
@@ -205,3 +207,89 @@ def test_the_drain_marks_a_dead_letter_dead_once(harness: Harness) -> None:
     assert drain.failure is None
     found = row(harness.db, delivery.delivery_id)
     assert found.dead_reason == "unsafe_target" and found.finished_at is not None
+
+
+def _subscription_with_streak(harness: Harness, delivery: DeliveryMessage) -> None:
+    """As if another dispatcher had settled failures for the delivery's subscription."""
+    with harness.db() as session, session.begin():
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == delivery.subscription_id)
+            .values(failing_since=NOW, consecutive_dead=2)
+        )
+
+
+def _streak(harness: Harness, subscription_id: str) -> tuple[datetime | None, int]:
+    with harness.db() as session:
+        found = session.get(Subscription, subscription_id)
+        assert found is not None
+        return found.failing_since, found.consecutive_dead
+
+
+def test_a_batch_of_successes_is_one_statement_that_also_ends_a_streak(
+    db: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The common batch (no failure, no new header shape) is written as one statement on
+    # PostgreSQL: attempts inserted, deliveries moved, the streak another dispatcher began
+    # ended. The second batch reuses the shape the first one stored.
+    monkeypatch.setattr(settler_module, "KNOWN_CLEAN_S", 0.0)  # no memory of clean ones
+    harness = Harness(make_settings(), MemoryTransport(), db)
+    first, second = given(harness, 2)
+    consumer, messages = taken(harness, 2)
+    shape = header_shape(build_headers({}, "evt_1", 0, b"{}", [new_secret()]))
+    sent = SendResult(200, 0.1, shape=shape)
+    settling = settler(harness, consumer)
+    settling.settle([Attempted(messages[0], first, SUCCESS, sent, NOW)])
+    _subscription_with_streak(harness, second)
+    statements: list[str] = []
+    engine = db.kw["bind"]
+
+    def seen(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        settling.settle([Attempted(messages[1], second, SUCCESS, sent, NOW)])
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    if engine.dialect.name == "postgresql":
+        assert len(statements) == 1 and statements[0].startswith("WITH attempted AS")
+    found = row(db, second.delivery_id)
+    assert (found.status, found.attempts, found.last_status_code) == (
+        DeliveryStatus.SUCCEEDED, 1, 200
+    )  # fmt: skip
+    with db() as session:
+        attempts = session.scalars(select(Attempt).order_by(Attempt.id)).all()
+    assert [a.delivery_id for a in attempts] == [first.delivery_id, second.delivery_id]
+    assert attempts[1].header_set_id == attempts[0].header_set_id is not None
+    assert _streak(harness, second.subscription_id) == (None, 0)
+    consumer.close()
+    assert harness.depth(tp.DELIVERIES) == 0
+
+
+def test_a_failure_beside_a_success_still_starts_its_streak(db: sessionmaker[Session]) -> None:
+    # A batch with a failure takes the transaction (the streak may disable); the success in
+    # it still ends the other subscription's streak.
+    harness = Harness(make_settings(retry_schedule="1h"), MemoryTransport(), db)
+    with harness.db() as session, session.begin():
+        tenant = builders.tenant(session)
+        subs = [builders.subscription(session, tenant.id, f"http://{n}.test")[0] for n in "ab"]
+        ok, failing = (
+            builders.delivery(session, builders.event(tenant.id), sub.id) for sub in subs
+        )
+    for delivery in (ok, failing):
+        harness.publish(delivery)
+    _subscription_with_streak(harness, ok)
+    consumer, messages = taken(harness, 2)
+    retry = Decision(Verdict.RETRY, delay_s=3600.0)
+    settler(harness, consumer).settle(
+        [
+            Attempted(messages[0], ok, SUCCESS, SendResult(200, 0.1), NOW),
+            Attempted(messages[1], failing, retry, SendResult(500, 0.1), NOW),
+        ]
+    )
+    assert _streak(harness, ok.subscription_id) == (None, 0)
+    failing_since, dead_in_a_row = _streak(harness, failing.subscription_id)
+    assert failing_since is not None and dead_in_a_row == 0
+    assert row(db, failing.delivery_id).status == DeliveryStatus.RETRYING
+    consumer.close()
