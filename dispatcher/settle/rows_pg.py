@@ -112,6 +112,7 @@ def record_batch(
     parameters = {
         "attempts": rows_document(session, _attempts, attempts),
         "rows": document,
-        "healthy": json.dumps(list(healthy)),
+        # Sorted: two settlers resetting the same subscriptions lock them in one order.
+        "healthy": json.dumps(sorted(healthy)),
     }
     session.execute(statement, parameters)
