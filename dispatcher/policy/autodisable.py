@@ -1,6 +1,8 @@
-"""Subscription health, written in the settler's transaction: the failure streak that
-auto-disable watches, disabling (on 410, or after failing too long), and the operational
-event `hookline.subscription.disabled` that a disable emits.
+"""Subscription health, written with the settler's batch (in its transaction; a batch whose
+successes only end streaks does it in its one statement, `settle/rows_pg.record_batch`,
+which must reset exactly as `apply` does): the failure streak that auto-disable watches,
+disabling (on 410, or after failing too long), and the operational event
+`hookline.subscription.disabled` that a disable emits.
 
 A streak is "every attempt failed since `failing_since`", plus a count of deliveries that
 died of exhausted attempts in a row. Any success ends it. Only attempts that reached the
