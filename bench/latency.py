@@ -11,6 +11,8 @@ dispatcher's `Sender` to the same receiver, one at a time (the floor of the HTTP
 Also printed: the CPU each component spent per event from the first publish until the
 last receipt (`cpu_us_per_event`, and `cpu_total_us`): near saturation the latency follows
 it, so an A/B of two trees (`bench.ab_builds`) says whether a gap is the cost per event.
+`--ids sdk` sends ids that carry their day (`common.ids.new_id`) instead of the default
+`lat-<run>-<n>`, whose look-up in every events partition is part of what the router pays.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy import text
 from bench import runs
 from bench.pipeline import open_model, start_services
 from bench.stack import Stack, cpu_per_delivery_us, load_average, percentile, stack
+from common.ids import new_id
 from common.settings import Settings
 from common.wire import DeliveryMessage, Event
 from dispatcher.http import Sender
@@ -59,7 +62,10 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         direct = direct_latencies(url, secret, 1000)
         start_services(running, args)
         settings = Settings(database_url=running.database_url, broker_url=running.broker_url)
-        ids = [f"lat-{number}-{n}" for n in range(int(args.rate * args.duration_s))]
+        count = int(args.rate * args.duration_s)
+        ids = [f"lat-{number}-{n}" for n in range(count)] if args.ids == "own" else [
+            new_id("evt") for _ in range(count)
+        ]  # fmt: skip
         with Producer(settings) as producer:
             cpu_before = running.cpu()
             sent_at = open_model(producer, running.tenant_id, ids, args.rate)
@@ -115,6 +121,11 @@ def main() -> int:
     parser.add_argument("--dispatchers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--ids", choices=("own", "sdk"), default="own",
+        help="events' ids: the benchmark's own (`lat-…`, which the router looks up in every "
+        "events partition) or ones that carry their day, as the SDK and the API make them",
+    )  # fmt: skip
     args = parser.parse_args()
     runs.repeat(one_run, args, ("p50_ms", "p99_ms", "direct_p50_ms", "direct_p99_ms"))
     return 0
