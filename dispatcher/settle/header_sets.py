@@ -10,8 +10,8 @@ back leaves no id in memory naming a row that does not exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import cast
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
@@ -59,3 +59,12 @@ class HeaderSets:
         if len(self._ids) + len(ids) > MAX_KNOWN:
             self._ids.clear()
         self._ids.update(ids)
+
+
+def name_header_sets(
+    rows: Sequence[dict[str, Any]], shapes: Sequence[HeaderShape | None], ids: dict[str, int]
+) -> None:
+    """Each attempt row names the header set its request went out with (`ids`: digest ->
+    row id, from `HeaderSets`); None where nothing was sent."""
+    for row, shape in zip(rows, shapes, strict=True):
+        row["header_set_id"] = ids[shape.digest] if shape is not None else None

@@ -36,7 +36,7 @@ from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
 from dispatcher.policy import autodisable
 from dispatcher.policy.retry import DeadReason, Verdict
 from dispatcher.settle import rows_pg
-from dispatcher.settle.header_sets import HeaderSets
+from dispatcher.settle.header_sets import HeaderSets, name_header_sets
 from dispatcher.settle.onward import onward_message
 from dispatcher.settle.rows import update_deliveries
 from dispatcher.traces import SettleSpans
@@ -61,15 +61,6 @@ DEFAULT_POLICY = autodisable.Policy(failing_for=timedelta(days=5), dead_in_a_row
 KNOWN_CLEAN_S = 5.0
 
 _attempts = cast(Table, Attempt.__table__)
-
-
-def _name_header_sets(
-    rows: list[dict[str, Any]], attempted: Sequence[Attempted], ids: dict[str, int]
-) -> None:
-    """Each attempt row names the header set its request went out with (None: not sent)."""
-    for row, o in zip(rows, attempted, strict=True):
-        shape = o.result.shape
-        row["header_set_id"] = ids[shape.digest] if shape is not None else None
 
 
 class Settler(BackgroundThread):
@@ -233,14 +224,14 @@ class Settler(BackgroundThread):
         def write() -> tuple[list[autodisable.Disabled], dict[str, int]]:
             if one_statement:  # the common batch: nothing fails, nothing new
                 assert known_ids is not None
-                _name_header_sets(attempts, attempted, known_ids)
+                name_header_sets(attempts, [o.result.shape for o in attempted], known_ids)
                 with self._sessionmaker() as session, session.begin():
                     single_statement(session)
                     rows_pg.record_batch(session, attempts, updates, healthy)
                 return [], known_ids
             with self._sessionmaker() as session, session.begin():
                 ids = self._header_sets.ids(session, shapes.values()) if shapes else {}
-                _name_header_sets(attempts, attempted, ids)
+                name_header_sets(attempts, [o.result.shape for o in attempted], ids)
                 insert_rows(session, _attempts, attempts)
                 update_deliveries(session, updates)
                 newly = autodisable.apply(session, to_write, disabled, self._policy, now)
