@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
-LINGER_S = 0.005
+LINGER_S = 0.005  # gathering waits this long for the next outcome
+LINGER_MAX_S = 0.02  # and this long at most from the batch's first
 STORED_BODY_BYTES = 4096
 _STATUS_BY_OUTCOME = {
     Verdict.SUCCESS: DeliveryStatus.SUCCEEDED,
@@ -122,15 +123,21 @@ class Settler(BackgroundThread):
                 if self.stopping.is_set():
                     return
                 continue
-            # Linger a moment under light load so that a trickle still shares transactions.
-            linger_until = time.monotonic() + LINGER_S
+            # Gather while outcomes keep coming: each one lets the batch wait `LINGER_S`
+            # more, up to `LINGER_MAX_S` from the first. A lone delivery is settled
+            # `LINGER_S` after its outcome, as before; a stream shares each statement and
+            # each ack among what arrives in `LINGER_MAX_S`, however quick the statement.
+            # (A fixed `LINGER_S` from the first left the one-statement form's batches so
+            # small that a drain's costs per delivery grew: RabbitMQ's by half, the
+            # dispatchers' and PostgreSQL's by a fifth; architecture section 1.)
+            first = time.monotonic()
             while len(batch) < self._batch_size:
-                remaining = linger_until - time.monotonic()
-                try:
-                    batch.append(self._queue.get(timeout=max(remaining, 0)))
+                wait = min(LINGER_S, first + LINGER_MAX_S - time.monotonic())
+                try:  # past the bound, only what is already there
+                    batch.append(self._queue.get(timeout=wait) if wait > 0 else
+                                 self._queue.get_nowait())  # fmt: skip
                 except queue.Empty:
-                    if remaining <= 0:
-                        break
+                    break
             try:
                 self.settle(batch)
             except Exception as exc:

@@ -3,6 +3,7 @@ acks, and guarded rows; on SQLite and PostgreSQL, whose SQL for these differs.""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -293,3 +294,41 @@ def test_a_failure_beside_a_success_still_starts_its_streak(db: sessionmaker[Ses
     assert failing_since is not None and dead_in_a_row == 0
     assert row(db, failing.delivery_id).status == DeliveryStatus.RETRYING
     consumer.close()
+
+
+def test_a_stream_shares_a_batch_while_it_lasts_and_a_lone_outcome_waits_one_linger(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outcomes closer together than `LINGER_S` gather into one batch, up to `LINGER_MAX_S`
+    from its first: a drain's batches hold what arrives in that bound, however quick the
+    statement, and a lone outcome is settled one `LINGER_S` after it came (here in
+    units of 50 ms, so that a busy machine's scheduling cannot split a batch)."""
+    monkeypatch.setattr(settler_module, "LINGER_S", 0.2)
+    monkeypatch.setattr(settler_module, "LINGER_MAX_S", 1.0)
+    consumer = harness.transport.consume(tp.DELIVERIES, prefetch=100)
+    settling = settler(harness, consumer)
+    batches: list[tuple[float, int]] = []
+    settling.settle = lambda batch: batches.append((time.monotonic(), len(batch)))  # type: ignore[method-assign]
+    settling.start()
+    try:
+        for _ in range(10):  # 0.5 s, every gap well under the linger: one batch
+            settling.put(object())  # type: ignore[arg-type]
+            time.sleep(0.05)
+        wait_until(lambda: sum(size for _, size in batches) == 10)
+        assert [size for _, size in batches] == [10]
+        batches.clear()
+        lone = time.monotonic()
+        settling.put(object())  # type: ignore[arg-type]
+        wait_until(lambda: len(batches) == 1)
+        assert batches[0][1] == 1 and batches[0][0] - lone >= 0.2
+        batches.clear()
+        began = time.monotonic()
+        for _ in range(30):  # 1.5 s: the bound closes a batch after 1 s
+            settling.put(object())  # type: ignore[arg-type]
+            time.sleep(0.05)
+        wait_until(lambda: sum(size for _, size in batches) == 30)
+        assert len(batches) >= 2
+        assert batches[0][0] - began < 1.2
+    finally:
+        settling.stop()
+        consumer.close()
