@@ -13,6 +13,8 @@ last receipt (`cpu_us_per_event`, and `cpu_total_us`): near saturation the laten
 it, so an A/B of two trees (`bench.ab_builds`) says whether a gap is the cost per event.
 `--ids sdk` sends ids that carry their day (`common.ids.new_id`) instead of the default
 `lat-<run>-<n>`, whose look-up in every events partition is part of what the router pays.
+`--tap` splits the leg from the router's row to the attempt where the broker routes each
+delivery message (`bench/tap.py`): `row_to_broker` and `broker_to_attempt`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sqlalchemy import text
 from bench import runs
 from bench.pipeline import open_model, start_services
 from bench.stack import Stack, cpu_per_delivery_us, load_average, percentile, stack
+from bench.tap import Tap
 from common.ids import new_id
 from common.settings import Settings
 from common.wire import DeliveryMessage, Event
@@ -66,6 +69,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         ids = [f"lat-{number}-{n}" for n in range(count)] if args.ids == "own" else [
             new_id("evt") for _ in range(count)
         ]  # fmt: skip
+        tap = Tap(running.broker_url) if args.tap else None
         with Producer(settings) as producer:
             cpu_before = running.cpu()
             sent_at = open_model(producer, running.tenant_id, ids, args.rate)
@@ -73,7 +77,9 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         cpu = cpu_per_delivery_us(cpu_before, running.cpu(), len(ids))
         received = running.arrivals("receiver")
         first = min(sent_at.values()) + WARMUP_S
-        legs = breakdown(running, sent_at, received, first)
+        if tap is not None:
+            tap.close()
+        legs = breakdown(running, sent_at, received, first, tap.seen if tap else {})
     latencies = [received[i] - at for i, at in sent_at.items() if at >= first and i in received]
     return {
         "run": number,
@@ -93,24 +99,34 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
 
 
 def breakdown(
-    running: Stack, sent_at: dict[str, float], received: dict[str, float], first: float
+    running: Stack,
+    sent_at: dict[str, float],
+    received: dict[str, float],
+    first: float,
+    tapped: dict[str, float],
 ) -> dict[str, float]:
     """Median of each leg, from the rows' own times: scheduled -> the router's write of the
-    delivery row -> the dispatcher's start of the attempt -> the receipt."""
+    delivery row -> the dispatcher's start of the attempt -> the receipt; with `tapped`
+    (delivery id -> its message's arrival at the broker) the middle leg in two."""
     query = text(
-        "SELECT d.event_id, extract(epoch FROM d.created_at), extract(epoch FROM a.created_at)"
+        "SELECT d.id, d.event_id, extract(epoch FROM d.created_at),"
+        " extract(epoch FROM a.created_at)"
         " FROM deliveries d JOIN attempts a ON a.delivery_id = d.id AND a.attempt = 1"
     )
     with running.sessions() as session:
         rows = session.execute(query).tuples().all()
-    legs: dict[str, list[float]] = {"to_router_write": [], "to_attempt": [], "to_receipt": []}
-    for event_id, routed, attempted in rows:
+    legs: dict[str, list[float]] = {"to_router_write": [], "to_attempt": [], "to_receipt": [],
+                                    "row_to_broker": [], "broker_to_attempt": []}  # fmt: skip
+    for delivery_id, event_id, routed, attempted in rows:
         at = sent_at.get(event_id)
         if at is None or at < first or event_id not in received:
             continue
         legs["to_router_write"].append(float(routed) - at)
         legs["to_attempt"].append(float(attempted) - float(routed))
         legs["to_receipt"].append(received[event_id] - float(attempted))
+        if delivery_id in tapped:
+            legs["row_to_broker"].append(tapped[delivery_id] - float(routed))
+            legs["broker_to_attempt"].append(float(attempted) - tapped[delivery_id])
     return {k: round(1000 * percentile(v, 0.5), 1) for k, v in legs.items() if v}
 
 
@@ -126,6 +142,8 @@ def main() -> int:
         help="events' ids: the benchmark's own (`lat-…`, which the router looks up in every "
         "events partition) or ones that carry their day, as the SDK and the API make them",
     )  # fmt: skip
+    parser.add_argument("--tap", action="store_true",
+                        help="also time each delivery message's arrival at the broker")  # fmt: skip
     args = parser.parse_args()
     runs.repeat(one_run, args, ("p50_ms", "p99_ms", "direct_p50_ms", "direct_p99_ms"))
     return 0
