@@ -129,7 +129,7 @@ class Settler(BackgroundThread):
             # each ack among what arrives in `LINGER_MAX_S`, however quick the statement.
             # (A fixed `LINGER_S` from the first left the one-statement form's batches so
             # small that a drain's costs per delivery grew: RabbitMQ's by half, the
-            # dispatchers' and PostgreSQL's by a fifth; architecture section 1.)
+            # dispatchers' by a sixth, PostgreSQL's by a quarter; architecture section 1.)
             first = time.monotonic()
             while len(batch) < self._batch_size:
                 wait = min(LINGER_S, first + LINGER_MAX_S - time.monotonic())

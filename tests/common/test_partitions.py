@@ -120,9 +120,9 @@ def test_the_look_up_of_a_foreign_id_reads_each_day_by_key_in_a_generic_plan(
 ) -> None:
     """The router's statement is prepared, and PostgreSQL soon plans it once for all
     parameters, guessing 100 rows for a batch. Written as `carried OR NOT EXISTS (...)` that
-    plan read every events row of the day into a hash on every batch (2.4 ms for a lone
-    event with 6,000 events that day, up to 6,000 to 9,000); each id must be looked up by the
-    (tenant_id, id) index instead, whatever the day holds."""
+    plan read every events row of the day into a hash on every batch (2.8 ms for a lone
+    event's statement with 6,000 events that day, up to 6,000 to 9,000); each id must be
+    looked up by the (tenant_id, id) index instead, whatever the day holds."""
     sessions = make_sessionmaker(engine)
     target = [Target("sub_1", "t", ("x",))]
     for start in range(0, 3000, 500):
