@@ -75,3 +75,34 @@ def test_jobs_queued_at_shutdown_are_dropped_and_submitting_after_fails() -> Non
         thread.join(5)
         assert not thread.is_alive()
     assert ran == []
+
+
+def test_every_job_runs_once_however_many_threads_wait_and_shutdown_ends_them_all() -> None:
+    """Many threads and submitters at once: each job taken by exactly one thread (one
+    wake-up token per job), and the idle threads all end at shutdown."""
+    pool = SendingThreads(8, "test-send")
+    counts = [0] * 2000
+    lock = threading.Lock()
+    done = threading.Semaphore(0)
+
+    def job(n: int) -> None:
+        with lock:
+            counts[n] += 1
+        done.release()
+
+    def submit(start: int) -> None:
+        for n in range(start, 2000, 2):
+            pool.submit(functools.partial(job, n), f"shard-{n % 5}")
+
+    submitters = [threading.Thread(target=submit, args=(s,)) for s in (0, 1)]
+    for thread in submitters:
+        thread.start()
+    for thread in submitters:
+        thread.join(5)
+    for _ in range(2000):
+        assert done.acquire(timeout=5)
+    assert counts == [1] * 2000 and pool.waiting() == {}
+    pool.shutdown()
+    for thread in pool._threads:
+        thread.join(5)
+        assert not thread.is_alive()
