@@ -67,15 +67,15 @@ class Breaker:
         self._on_transition = on_transition
         self._clock = clock
         self._circuits: dict[str, _Circuit] = {}
+        # Kept as circuits open and close: counting them on every answer read every
+        # failing endpoint's circuit once per delivery of any endpoint.
+        self._open = 0
         self._lock = threading.Lock()
 
     @property
     def open_count(self) -> int:
         with self._lock:
-            return self._open_count()
-
-    def _open_count(self) -> int:
-        return sum(1 for c in self._circuits.values() if c.opened_at is not None)
+            return self._open
 
     def open_circuits(self) -> list[Transition]:
         """Every open circuit, as the transition that would open it now."""
@@ -139,24 +139,27 @@ class Breaker:
     def record(self, key: str, ok: bool) -> None:
         transition: Transition | None = None
         with self._lock:
-            before = self._open_count()
+            before = self._open
             circuit = self._circuits.get(key)
             if ok:
                 self._circuits.pop(key, None)
                 if circuit is not None and circuit.opened_at is not None:
                     transition = Transition(key, False)
+                    self._open -= 1
             else:
                 if circuit is None:
                     circuit = self._circuits[key] = _Circuit()
                 circuit.failures += 1
                 if circuit.opened_at is not None or circuit.failures >= self._threshold:
                     now = self._clock()
+                    if circuit.opened_at is None:
+                        self._open += 1
                     circuit.opened_at = now  # opened, or re-opened by its probe
                     if circuit.first_opened_at is None:
                         circuit.first_opened_at = now
                     circuit.probing = False
                     transition = self._opened(key, circuit, now)
-            after = self._open_count()
+            after = self._open
         if after != before:
             self._on_change(after)
         if transition is not None:

@@ -64,6 +64,22 @@ def test_the_breaker_opens_after_the_threshold_and_half_opens_with_one_probe() -
     assert changes == [1, 0] and breaker.open_count == 0
 
 
+def test_the_open_count_follows_several_circuits_through_re_opens_and_closes() -> None:
+    """The count is kept as circuits open and close, not recounted: a re-open by a failed
+    probe and an answer from an endpoint with no circuit leave it alone."""
+    changes: list[int] = []
+    breaker = Breaker(threshold=1, open_s=10.0, on_change=changes.append, clock=Clock())
+    breaker.record("a", False)
+    breaker.record("b", False)
+    breaker.record("a", False)  # re-opened, still one circuit
+    breaker.record("c", True)  # no circuit to close
+    assert breaker.open_count == 2 and changes == [1, 2]
+    breaker.record("b", True)
+    breaker.record("b", True)
+    breaker.record("a", True)
+    assert breaker.open_count == 0 and changes == [1, 2, 1, 0]
+
+
 def test_closed_for_tells_the_open_time_left_without_claiming_the_probe() -> None:
     clock = Clock()
     breaker = Breaker(threshold=1, open_s=10.0, clock=clock)
