@@ -10,13 +10,15 @@ escapes array elements in Python). SQLite keeps the plain executemany, cheap in-
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Table, text
+from sqlalchemy import Date, Table, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
@@ -83,15 +85,48 @@ def insert_rows(
 
 def rows_document(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> str:
     """`rows` as the JSON document a `recordset` reads, bound as the columns would be."""
-    bind = session.get_bind()
-    decorated: list[tuple[str, TypeDecorator[Any]]] = [
-        (name, column_type)
-        for name in rows[0]
-        if name in table.c and isinstance(column_type := table.c[name].type, TypeDecorator)
-    ]
-    if decorated:  # e.g. UtcDateTime refuses naive datetimes: the same checks as an insert
-        rows = [
-            {**row, **{n: t.process_bind_param(row[n], bind.dialect) for n, t in decorated}}
-            for row in rows
-        ]
-    return json.dumps(list(rows), default=_plain, separators=(",", ":"))
+    columns = _text_columns(table, tuple(rows[0]))
+    if not columns:
+        return json.dumps(list(rows), default=_plain, separators=(",", ":"))
+    dialect = session.get_bind().dialect
+    out = [dict(row) for row in rows]
+    for name, column_type in columns:
+        # A batch repeats its times and days (the settler's `now`, a day per batch): each
+        # distinct value is bound and formatted once.
+        texts: dict[Any, Any] = {}
+        for row in out:
+            value = row[name]
+            if not isinstance(value, date):  # None, or a value that may not be hashable
+                if value is not None:
+                    row[name] = _text(column_type, value, dialect)
+                continue
+            text_value = texts.get(value)
+            if text_value is None:
+                text_value = texts[value] = _text(column_type, value, dialect)
+            row[name] = text_value
+    return json.dumps(out, default=_plain, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=256)
+def _text_columns(
+    table: Table, names: tuple[str, ...]
+) -> tuple[tuple[str, TypeDecorator[Any] | None], ...]:
+    """The columns of `names` whose values go in as text: those of a decorated type,
+    through its bind processing (e.g. UtcDateTime refuses naive datetimes, the same
+    check as an insert), and the dates."""
+    found: list[tuple[str, TypeDecorator[Any] | None]] = []
+    for name in names:
+        if name not in table.c:
+            continue
+        column_type = table.c[name].type
+        if isinstance(column_type, TypeDecorator):
+            found.append((name, column_type))
+        elif isinstance(column_type, Date):
+            found.append((name, None))
+    return tuple(found)
+
+
+def _text(column_type: TypeDecorator[Any] | None, value: Any, dialect: Dialect) -> Any:
+    if column_type is not None:
+        value = column_type.process_bind_param(value, dialect)
+    return _plain(value) if isinstance(value, date) else value

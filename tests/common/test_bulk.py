@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import cast
 
 import pytest
 from sqlalchemy import Table, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from common.db.bulk import insert_rows
 from common.db.models import EventRow
@@ -67,3 +67,32 @@ def test_no_rows_is_no_statement(database_url: str) -> None:
         insert_rows(session, EVENTS, [])
     with sessions() as session:
         assert session.execute(select(EVENTS.c.id)).all() == []
+
+
+def test_repeated_times_in_any_offset_are_stored_as_the_same_instants(database_url: str) -> None:
+    """A batch's repeated values are formatted once each: the same instant given in two
+    offsets, and distinct instants beside it, all read back as given (in UTC)."""
+    sessions = make_sessionmaker(make_engine(database_url))
+    plus_two = timezone(timedelta(hours=2))
+    given = rows(6)
+    for n, row in enumerate(given):
+        at = cast(datetime, row["received_at"])
+        row["received_at"] = at.astimezone(plus_two) if n % 2 else at
+        row["timestamp"] = at + timedelta(minutes=n % 3)
+    with sessions.begin() as session:
+        insert_rows(session, EVENTS, given)
+    with sessions() as session:
+        stored = session.execute(
+            select(EVENTS.c.received_at, EVENTS.c.timestamp).order_by(EVENTS.c.id)
+        ).all()
+    at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    assert [tuple(r) for r in stored] == [(at, at + timedelta(minutes=n % 3)) for n in range(6)]
+    assert all(r[0].utcoffset() == timedelta(0) for r in stored)
+
+
+def test_a_naive_time_is_refused_as_a_plain_insert_would(database_url: str) -> None:
+    sessions = make_sessionmaker(make_engine(database_url))
+    given = rows(2)
+    given[1]["received_at"] = datetime(2026, 12, 1, 12, 0)  # no zone: whose noon?
+    with pytest.raises((ValueError, StatementError), match="naive"), sessions.begin() as session:
+        insert_rows(session, EVENTS, given)
