@@ -9,8 +9,13 @@ How many may park is the larger of a fixed bound (`PARK_LIMIT_FACTOR` x cap, or 
 and what the lane's own recent speed clears in `PARK_BUDGET_S`: a fast endpoint with the
 whole backlog (a drain) parks the prefetch window instead of deferring deliveries it would
 have sent within milliseconds, while a slow one is held to the fixed bound, so the window
-stays open for the others. An endpoint that starts to hang keeps its fast average until
-its oldest request passes `SLOW_AFTER_S`; `expire` then defers what it had parked.
+stays open for the others. The bound is counted per shard, as the prefetch windows are: a
+burst whose deliveries come from two shards (its own and the overflow shard) parks up to
+the bound from each, as a burst in one queue did. An endpoint with no answer yet is held
+to no bound but the window: the fixed one deferred half of a fresh endpoint's first window
+to the 5 s tier before its first request had ended (docs/benchmarks.md, session 12). An
+endpoint that starts to hang keeps its fast average (or its unknown speed) until its
+oldest request passes `SLOW_AFTER_S`; `expire` then defers what it had parked.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ PARK_LIMIT_FACTOR = 4  # parked deliveries per lane, in units of its cap, or `pa
 PARK_BUDGET_S = 0.25  # a lane may park what its recent request time clears in this long
 SPEED_WEIGHT = 0.2  # of the newest request, in the moving average of a lane's request time
 SPEEDS_KEPT = 10_000  # endpoints whose request time is remembered while idle
+UNKNOWN_SPEED_PARKS = 1_000_000  # an endpoint with no answer yet: bounded by the window only
 
 Job = Callable[[], None]
 
@@ -34,6 +40,26 @@ Job = Callable[[], None]
 class _Lane:
     running: dict[int, float] = field(default_factory=dict)  # ticket -> started (monotonic)
     parked: deque[tuple[Job, Job, str]] = field(default_factory=deque)  # (run, defer, shard)
+    parked_in: dict[str, int] = field(default_factory=dict)  # shard -> how many of `parked`
+
+    def park(self, job: tuple[Job, Job, str]) -> None:
+        self.parked.append(job)
+        self.parked_in[job[2]] = self.parked_in.get(job[2], 0) + 1
+
+    def unpark(self) -> tuple[Job, Job, str]:
+        job = self.parked.popleft()
+        left = self.parked_in[job[2]] - 1
+        if left:
+            self.parked_in[job[2]] = left
+        else:
+            del self.parked_in[job[2]]
+        return job
+
+    def unpark_all(self) -> list[tuple[Job, Job, str]]:
+        jobs = list(self.parked)
+        self.parked.clear()
+        self.parked_in.clear()
+        return jobs
 
     def slow(self, now: float) -> bool:
         return bool(self.running) and min(self.running.values()) <= now - SLOW_AFTER_S
@@ -70,10 +96,10 @@ class Lanes:
             lane = self._lanes.setdefault(key, _Lane())
             if len(lane.running) < cap and not lane.parked:
                 ticket = self._start(lane, now)
-            elif lane.slow(now) or len(lane.parked) >= self._park_limit(key, cap):
+            elif lane.slow(now) or lane.parked_in.get(shard, 0) >= self._park_limit(key, cap):
                 ticket = None
             else:
-                lane.parked.append((run, defer, shard))
+                lane.park((run, defer, shard))
                 return
         if ticket is None:
             defer()
@@ -87,14 +113,18 @@ class Lanes:
         with self._lock:
             for lane in self._lanes.values():
                 if lane.parked and lane.slow(now):
-                    deferred.extend(defer for _run, defer, _shard in lane.parked)
-                    lane.parked.clear()
+                    deferred.extend(defer for _run, defer, _shard in lane.unpark_all())
         for defer in deferred:
             defer()
 
     def _park_limit(self, key: str, cap: int) -> int:
-        fixed = max(cap * PARK_LIMIT_FACTOR, self._park_floor)
         seconds = self._seconds.get(key)
+        if seconds is None:
+            # No answer yet, so no speed to judge by: a burst's first window parks whole
+            # rather than half of it going to the 5 s tier before the first request ends.
+            # Should the endpoint hang, `slow` defers all of it after `SLOW_AFTER_S`, once.
+            return UNKNOWN_SPEED_PARKS
+        fixed = max(cap * PARK_LIMIT_FACTOR, self._park_floor)
         if not seconds:
             return fixed
         return max(fixed, int(cap * PARK_BUDGET_S / seconds))
@@ -121,7 +151,7 @@ class Lanes:
             self._remember(key, now - started)
             follow: tuple[Job, str, int] | None = None
             if lane.parked:
-                run, _defer, shard = lane.parked.popleft()
+                run, _defer, shard = lane.unpark()
                 follow = (run, shard, self._start(lane, now))
             elif not lane.running:
                 del self._lanes[key]

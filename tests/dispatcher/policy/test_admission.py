@@ -160,15 +160,63 @@ def test_a_job_reaches_the_pool_in_the_shard_it_came_from_also_after_waiting_par
     assert pool.shards[-1] == "hookline.deliveries.overflow" and len(pool.jobs) == 2
 
 
+def answered_once(lanes: Lanes, pool: Pool, clock: Clock, request_s: float = 1.0) -> None:
+    """Endpoint "e" answers one request in `request_s`: its lane has a speed from now on."""
+    lanes.submit("e", lambda: None, lambda: None)
+    clock.now += request_s
+    pool.run_one()
+    assert not pool.jobs
+
+
 def test_a_lane_parks_up_to_four_times_its_cap_or_the_floor_then_defers() -> None:
     for floor, parked in ((0, 8), (20, 20)):
         pool, clock = Pool(), Clock()
         deferred: list[int] = []
         lanes = Lanes(pool.submit, lambda _key: 2, park_floor=floor, clock=clock)
+        answered_once(lanes, pool, clock)  # slow: 1 s a request
         for n in range(2 + parked + 3):
             lanes.submit("e", lambda: None, functools.partial(deferred.append, n))
         assert len(pool.jobs) == 2
         assert deferred == list(range(2 + parked, 2 + parked + 3)), (floor, deferred)
+
+
+def test_the_park_bound_holds_per_shard_as_the_prefetch_windows_do() -> None:
+    """A burst coming from its own shard and the overflow shard parks up to the bound from
+    each (each has its own window); a slot freed takes the oldest parked, whichever shard,
+    and the count of its shard goes down with it."""
+    pool, clock = Pool(), Clock()
+    deferred: list[str] = []
+    lanes = Lanes(pool.submit, lambda _key: 2, clock=clock)
+    answered_once(lanes, pool, clock)
+    bound = 2 * PARK_LIMIT_FACTOR
+    for shard in ("own", "overflow"):
+        for n in range(bound + (2 if shard == "own" else 0) + 1):
+            lanes.submit(
+                "e", lambda: None, functools.partial(deferred.append, f"{shard}{n}"), shard
+            )
+    assert len(pool.jobs) == 2  # the cap, taken by the first two of "own"
+    assert deferred == [f"own{bound + 2}", f"overflow{bound}"]  # one past the bound in each
+    pool.run_one()  # the oldest parked ("own") follows: "own" has room for one more
+    lanes.submit("e", lambda: None, lambda: deferred.append("own again"), "own")
+    lanes.submit("e", lambda: None, lambda: deferred.append("overflow again"), "overflow")
+    assert deferred[2:] == ["overflow again"]
+
+
+def test_a_lane_with_no_answer_yet_parks_its_burst_and_defers_it_once_it_turns_slow() -> None:
+    """No speed to judge by before the first answer: the burst's first window parks whole
+    instead of half of it going to a retry tier; if the endpoint hangs, all of it is deferred
+    once its oldest request passes `SLOW_AFTER_S`, and what comes after at once."""
+    pool, clock = Pool(), Clock()
+    deferred: list[int] = []
+    lanes = Lanes(pool.submit, lambda _key: 2, park_floor=8, clock=clock)
+    for n in range(100):
+        lanes.submit("e", lambda: None, functools.partial(deferred.append, n))
+    assert len(pool.jobs) == 2 and deferred == []
+    clock.now += SLOW_AFTER_S
+    lanes.expire()
+    assert deferred == list(range(2, 100))
+    lanes.submit("e", lambda: None, lambda: deferred.append(100))
+    assert deferred[-1] == 100 and len(pool.jobs) == 2
 
 
 def lane_that_ran(pool: Pool, clock: Clock, request_s: float) -> Lanes:
