@@ -299,10 +299,10 @@ def test_a_failure_beside_a_success_still_starts_its_streak(db: sessionmaker[Ses
 def test_a_stream_shares_a_batch_while_it_lasts_and_a_lone_outcome_waits_one_linger(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Outcomes closer together than `LINGER_S` gather into one batch, up to `LINGER_MAX_S`
-    from its first: a drain's batches hold what arrives in that bound, however quick the
-    statement, and a lone outcome is settled one `LINGER_S` after it came (here in
-    units of 50 ms, so that a busy machine's scheduling cannot split a batch)."""
+    """While every `LINGER_S` brings another outcome, they gather into one batch, up to
+    `LINGER_MAX_S` from its first: a drain's batches hold what arrives in that bound, however
+    quick the statement, and a lone outcome is settled one `LINGER_S` after it came (here
+    in units of 50 ms, so that a busy machine's scheduling cannot split a batch)."""
     monkeypatch.setattr(settler_module, "LINGER_S", 0.2)
     monkeypatch.setattr(settler_module, "LINGER_MAX_S", 1.0)
     consumer = harness.transport.consume(tp.DELIVERIES, prefetch=100)
