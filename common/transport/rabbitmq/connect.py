@@ -93,8 +93,18 @@ def parameters(url: str, role: str, attempt_s: float = CONNECT_ATTEMPT_S) -> Any
     return params
 
 
+def _socket_lost(exc: BaseException) -> bool:
+    """pika's stream connector checks the fresh socket with `getpeername()` and turns its
+    `OSError` into a `ValueError`: a peer that closes between the TCP connect and that check
+    (a broker going down, a proxy refusing) reaches us as a `ValueError` raised while
+    handling the socket's error."""
+    return isinstance(exc, ValueError) and isinstance(exc.__context__, OSError)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether trying again may work: the broker was away, not refusing us."""
+    if _socket_lost(exc):
+        return True
     if isinstance(exc, amqp.ConnectionClosedByBroker):
         return exc.reply_code not in (ACCESS_REFUSED, NOT_ALLOWED)
     if isinstance(exc, AMQPConnectorException | OSError):  # a stack timeout, DNS, a reset
@@ -104,7 +114,7 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_broker_error(exc: BaseException) -> bool:
     """An error of pika or of the socket under it, which must not leave this package."""
-    return isinstance(exc, amqp.AMQPError | AMQPConnectorException | OSError)
+    return isinstance(exc, amqp.AMQPError | AMQPConnectorException | OSError) or _socket_lost(exc)
 
 
 def connect(attempt: Callable[[float], T], budget_s: float) -> T:
