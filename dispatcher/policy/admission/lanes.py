@@ -16,6 +16,13 @@ to no bound but the window: the fixed one deferred half of a fresh endpoint's fi
 to the 5 s tier before its first request had ended (docs/benchmarks.md, session 12). An
 endpoint that starts to hang keeps its fast average (or its unknown speed) until its
 oldest request passes `SLOW_AFTER_S`; `expire` then defers what it had parked.
+
+The speed is an average over about the last twenty answers, and the budget half a second:
+with a drain's window parked behind one endpoint, a few slow answers while the host's CPU is
+contended (routing and delivery on the same cores) had dropped the bound below the window and
+sent deliveries a fast endpoint would have cleared in a tenth of a second to the 5 s tier.
+An endpoint that does turn slower (but not slow) gives back what it parked beyond its new
+bound at the next `expire`, newest first, so its shard's window opens within that budget.
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ from dataclasses import dataclass, field
 
 SLOW_AFTER_S = 1.0  # a request running this long marks its endpoint slow
 PARK_LIMIT_FACTOR = 4  # parked deliveries per lane, in units of its cap, or `park_floor`
-PARK_BUDGET_S = 0.25  # a lane may park what its recent request time clears in this long
-SPEED_WEIGHT = 0.2  # of the newest request, in the moving average of a lane's request time
+PARK_BUDGET_S = 0.5  # a lane may park what its recent request time clears in this long
+SPEED_WEIGHT = 0.05  # of the newest request, in the moving average of a lane's request time
 SPEEDS_KEPT = 10_000  # endpoints whose request time is remembered while idle
 UNKNOWN_SPEED_PARKS = 1_000_000  # an endpoint with no answer yet: bounded by the window only
 
@@ -60,6 +67,23 @@ class _Lane:
         self.parked.clear()
         self.parked_in.clear()
         return jobs
+
+    def unpark_beyond(self, limit: int) -> list[tuple[Job, Job, str]]:
+        """Take out the newest parked of each shard that holds more than `limit`."""
+        excess = {shard: n - limit for shard, n in self.parked_in.items() if n > limit}
+        if not excess:
+            return []
+        kept: deque[tuple[Job, Job, str]] = deque()
+        taken: list[tuple[Job, Job, str]] = []
+        for job in reversed(self.parked):
+            if excess.get(job[2], 0) > 0:
+                excess[job[2]] -= 1
+                self.parked_in[job[2]] -= 1
+                taken.append(job)
+            else:
+                kept.appendleft(job)
+        self.parked = kept
+        return taken[::-1]
 
     def slow(self, now: float) -> bool:
         return bool(self.running) and min(self.running.values()) <= now - SLOW_AFTER_S
@@ -107,13 +131,23 @@ class Lanes:
             self._run_on_pool(self._wrapped(key, ticket, run), shard)
 
     def expire(self) -> None:
-        """Defer what waits behind a slow endpoint. Called now and then by the consumer."""
+        """Defer what waits behind a slow endpoint, and what a lane that turned slower holds
+        beyond its bound. Called now and then by the consumer."""
         now = self._clock()
+        with self._lock:
+            waiting = [key for key, lane in self._lanes.items() if lane.parked]
+        caps = {key: self._cap_of(key) for key in waiting}  # the subscription cache's lock
         deferred: list[Job] = []
         with self._lock:
-            for lane in self._lanes.values():
-                if lane.parked and lane.slow(now):
-                    deferred.extend(defer for _run, defer, _shard in lane.unpark_all())
+            for key, cap in caps.items():
+                lane = self._lanes.get(key)
+                if lane is None or not lane.parked:
+                    continue
+                if lane.slow(now):
+                    jobs = lane.unpark_all()
+                else:
+                    jobs = lane.unpark_beyond(self._park_limit(key, cap))
+                deferred.extend(defer for _run, defer, _shard in jobs)
         for defer in deferred:
             defer()
 

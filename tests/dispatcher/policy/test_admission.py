@@ -20,6 +20,7 @@ from dispatcher.policy.admission.lanes import (
     PARK_BUDGET_S,
     PARK_LIMIT_FACTOR,
     SLOW_AFTER_S,
+    SPEED_WEIGHT,
     Lanes,
 )
 from dispatcher.policy.admission.ratelimit import RateLimiter, plan
@@ -243,6 +244,46 @@ def test_a_fast_endpoint_parks_what_it_clears_in_the_budget_and_a_slow_one_the_f
             lanes.submit("e", lambda: None, functools.partial(deferred.append, n))
         assert len(pool.jobs) == 2
         assert deferred == list(range(2 + parked, 2 + parked + 3)), (request_s, deferred[:3])
+
+
+def test_a_few_slow_answers_amid_a_fast_stream_leave_a_window_parked() -> None:
+    """A fast endpoint whose drain fills the window (128 parked) keeps it through three
+    answers six times slower, as a contended CPU gives: the bound had dropped to 61 with
+    them, and the rest went to the 5 s tier."""
+    pool, clock = Pool(), Clock()
+    lanes = lane_that_ran(pool, clock, 1 / 256)
+    for _ in range(3):
+        lanes.submit("e", lambda: None, lambda: None)
+        clock.now += 6 / 256
+        pool.run_one()
+    deferred: list[int] = []
+    for n in range(2 + 128):
+        lanes.submit("e", lambda: None, functools.partial(deferred.append, n))
+    assert deferred == [] and len(pool.jobs) == 2
+
+
+def test_a_lane_that_turns_slower_gives_back_what_it_parked_beyond_its_new_bound() -> None:
+    """Parked while fast, then answers slowly (not slow enough for `SLOW_AFTER_S`): the next
+    `expire` defers the newest parked of each shard beyond the new bound, and the rest run."""
+    pool, clock = Pool(), Clock()
+    lanes = lane_that_ran(pool, clock, 1 / 512)
+    deferred: list[str] = []
+    for shard, count in (("own", 200), ("overflow", 50)):
+        for n in range(count):
+            defer = functools.partial(deferred.append, f"{shard}{n}")
+            lanes.submit("e", lambda: None, defer, shard)
+    assert deferred == [] and len(pool.jobs) == 2  # "own" 0 and 1 run, the rest park
+    clock.now += 0.5
+    pool.run_one()  # "own" 2 takes the freed slot
+    average = 1 / 512 + SPEED_WEIGHT * (0.5 - 1 / 512)
+    bound = max(2 * PARK_LIMIT_FACTOR, int(2 * PARK_BUDGET_S / average))
+    assert bound < 50
+    lanes.expire()
+    assert deferred == [f"own{n}" for n in range(3 + bound, 200)] + [
+        f"overflow{n}" for n in range(bound, 50)
+    ]
+    lanes.expire()  # nothing more: each shard holds its bound
+    assert len(deferred) == (200 - 3 - bound) + (50 - bound)
 
 
 def test_behind_a_slow_endpoint_the_parked_and_new_deliveries_are_deferred() -> None:
