@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Table
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,15 +27,16 @@ from common.db.models import Attempt
 from common.db.session import single_statement
 from common.db.statuses import DeliveryStatus
 from common.ids import day_of
-from common.metrics import Metrics, status_class
+from common.metrics import Metrics
 from common.service import retry_database
 from common.transport import Consumer, Transport
 from common.transport import topology as tp
 from common.wire import utcnow
-from dispatcher.outcome import Attempted, Deferred, Outcome, Poisoned
+from dispatcher.outcome import Attempted, Outcome
 from dispatcher.policy import autodisable
 from dispatcher.policy.retry import DeadReason, Verdict
 from dispatcher.settle import rows_pg
+from dispatcher.settle.counts import SettleCounts
 from dispatcher.settle.header_sets import HeaderSets, name_header_sets
 from dispatcher.settle.onward import onward_message
 from dispatcher.settle.rows import update_deliveries
@@ -96,7 +97,7 @@ class Settler(BackgroundThread):
         self._queue: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._clean_at: dict[str, float] = {}  # subscription id -> when known streak-free
         self._header_sets = HeaderSets()
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self._counts = SettleCounts(metrics)
         self._held = 0
         self._lock = threading.Lock()
 
@@ -180,7 +181,7 @@ class Settler(BackgroundThread):
         with self._lock:
             self._held -= len(batch)
         for outcome in batch:
-            self._count(outcome)
+            self._counts.count(outcome)
 
     def _record(self, attempted: Sequence[Attempted]) -> None:
         now = utcnow()
@@ -286,33 +287,3 @@ class Settler(BackgroundThread):
         if len(self._clean_at) > 100_000:  # bounded: forget the oldest half
             for sid in sorted(self._clean_at, key=self._clean_at.__getitem__)[:50_000]:
                 del self._clean_at[sid]
-
-    def _count(self, outcome: Outcome) -> None:
-        m = self._metrics
-        if isinstance(outcome, Poisoned):
-            m.dead_letters.labels(reason="poison").inc()
-        elif isinstance(outcome, Deferred):
-            self._child(m.attempts, "deferred", "none").inc()
-        elif isinstance(outcome, Attempted):
-            decision, result = outcome.decision, outcome.result
-            self._child(m.attempts, decision.outcome, status_class(result.status_code)).inc()
-            self._child(m.attempt_duration, decision.outcome).observe(result.duration_s)
-            if decision.outcome == Verdict.SUCCESS:
-                self._child(m.finished, "succeeded").inc()
-                if not outcome.delivery.replay:  # a replay's wait is the operator's, not ours
-                    e2e_s = (utcnow() - outcome.delivery.event.timestamp).total_seconds()
-                    m.e2e.observe(max(e2e_s, 0.0))
-            elif decision.outcome == Verdict.DEAD:
-                if outcome.counted:
-                    m.finished.labels(result="dead").inc()
-                    m.dead_letters.labels(reason=decision.reason or "unknown").inc()
-            else:
-                self._child(m.deliveries_enqueued, "retry").inc()
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, remembered: the lookup takes a lock every time."""
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
