@@ -7,10 +7,23 @@ it at once, so `hookline replay start --resume` does not have to wait the lease 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from datetime import datetime
 
-from common.wire import new_id
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.db.models import ReplayJob
+from common.db.session import rowcount
+from common.db.statuses import ReplayJobStatus
+from common.wire import new_id, utcnow
+from dispatcher.replay import jobs
+from dispatcher.replay.jobs import LEASE_S
+
+log = logging.getLogger(__name__)
 
 
 def runner_id() -> str:
@@ -42,3 +55,82 @@ class JobBusy(Exception):
 
 class LeaseLost(JobBusy):
     """Another runner took the job over while this one ran (its heartbeat had lapsed)."""
+
+
+def take(
+    sessions: sessionmaker[Session], job_id: str, runner: str, resumed_by: str | None
+) -> ReplayJob:
+    """Take the job's lease for `runner` (`JobBusy` if another holds it or the job is over);
+    the job as taken. `resumed_by`: who resumed it, audited in the lease's transaction.
+
+    A commit whose answer is lost may have landed: the job would then stay held by a runner
+    that never runs it until the lease lapsed. So on a database error the holder is read
+    back once, and a lease that is this runner's is taken as it stands (its audit entry,
+    if any, came with it)."""
+    try:
+        return _take(sessions, job_id, runner, resumed_by)
+    except SQLAlchemyError:
+        try:
+            with sessions() as session:
+                job = session.get(ReplayJob, job_id)
+        except SQLAlchemyError:
+            job = None
+        if job is None or job.runner != runner:
+            raise
+        log.warning(
+            "a replay job's lease was taken though its commit failed", extra={"job_id": job_id}
+        )
+        return job
+
+
+def _take(
+    sessions: sessionmaker[Session], job_id: str, runner: str, resumed_by: str | None
+) -> ReplayJob:
+    now = utcnow()
+    stale = datetime.fromtimestamp(now.timestamp() - LEASE_S, now.tzinfo)
+    with sessions() as session, session.begin():
+        job = session.get(ReplayJob, job_id)
+        if job is None:
+            raise JobBusy(f"no replay job {job_id}")
+        holder = job.runner
+        free = (
+            (ReplayJob.runner.is_(None))
+            | (ReplayJob.heartbeat_at.is_(None))
+            | (ReplayJob.heartbeat_at < stale)
+        )
+        if holder is not None and runner_gone(holder):
+            free = free | (ReplayJob.runner == holder)  # killed on this host: take over
+        taken = rowcount(
+            session.execute(
+                update(ReplayJob)
+                .where(
+                    ReplayJob.id == job_id,
+                    ReplayJob.state.in_((ReplayJobStatus.RUNNING, ReplayJobStatus.FAILED)),
+                    free,
+                )
+                .values(
+                    runner=runner,
+                    heartbeat_at=now,
+                    updated_at=now,
+                    error=None,
+                    state=ReplayJobStatus.RUNNING,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        )
+        was = job.state
+        session.refresh(job)
+        if taken and resumed_by is not None:
+            # In the lease's transaction: one entry per takeover, none for a take that
+            # failed or rolled back. The runner ids say which process took it from which.
+            jobs.audit(
+                session, actor=resumed_by, tenant_id=job.tenant_id, action="replay.resume",
+                resource_type="replay_job", resource_id=job.id,
+                details={"was": was, "done": job.done, "total": job.total,
+                         "runner": runner, "previous_runner": holder},
+            )  # fmt: skip
+    if not taken:
+        if job.state != ReplayJobStatus.RUNNING:
+            raise JobBusy(f"replay job {job_id} is {job.state}")
+        raise JobBusy(f"replay job {job_id} is being run by another process")
+    return job

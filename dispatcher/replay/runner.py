@@ -19,13 +19,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import ReplayItem, ReplayJob
-from common.db.session import rowcount
 from common.db.shares import Shares
 from common.db.statuses import ReplayItemStatus, ReplayJobStatus
 from common.metrics import Metrics
@@ -33,10 +31,9 @@ from common.transport import Transport
 from common.transport import topology as tp
 from common.transport.spill import Spill
 from common.wire import utcnow
-from dispatcher.replay import copies, jobs
+from dispatcher.replay import copies, jobs, lease
 from dispatcher.replay.batch import Batch
-from dispatcher.replay.jobs import LEASE_S
-from dispatcher.replay.lease import JobBusy, LeaseLost, runner_gone, runner_id
+from dispatcher.replay.lease import JobBusy, LeaseLost, runner_id
 from dispatcher.replay.rows import Batches
 
 log = logging.getLogger(__name__)
@@ -90,7 +87,9 @@ class Runner:
         resume starts, and run it elsewhere (the API: on a thread of its own). `resumed_by`
         is who resumed it: audited with the lease, so only a resume that took it counts."""
         if self._held is None:
-            self._held = self._acquire(resumed_by)
+            job = lease.take(self._sessionmaker, self.job_id, self._runner_id, resumed_by)
+            self._left = max(0, job.total - job.done - job.failed - job.skipped)
+            self._held = job
         return self._held
 
     def run(self, stop: threading.Event | None = None) -> ReplayJob:
@@ -122,59 +121,6 @@ class Runner:
         if stop.is_set():
             return self._release()
         return self._finish(ReplayJobStatus.COMPLETED)
-
-    def _acquire(self, resumed_by: str | None) -> ReplayJob:
-        """Take the job's lease: the job as taken; `_left` is what it still has to go
-        through."""
-        now = utcnow()
-        stale = datetime.fromtimestamp(now.timestamp() - LEASE_S, now.tzinfo)
-        with self._sessionmaker() as session, session.begin():
-            job = session.get(ReplayJob, self.job_id)
-            if job is None:
-                raise JobBusy(f"no replay job {self.job_id}")
-            holder = job.runner
-            free = (
-                (ReplayJob.runner.is_(None))
-                | (ReplayJob.heartbeat_at.is_(None))
-                | (ReplayJob.heartbeat_at < stale)
-            )
-            if holder is not None and runner_gone(holder):
-                free = free | (ReplayJob.runner == holder)  # killed on this host: take over
-            taken = rowcount(
-                session.execute(
-                    update(ReplayJob)
-                    .where(
-                        ReplayJob.id == self.job_id,
-                        ReplayJob.state.in_((ReplayJobStatus.RUNNING, ReplayJobStatus.FAILED)),
-                        free,
-                    )
-                    .values(
-                        runner=self._runner_id,
-                        heartbeat_at=now,
-                        updated_at=now,
-                        error=None,
-                        state=ReplayJobStatus.RUNNING,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-            )
-            was = job.state
-            session.refresh(job)
-            if taken and resumed_by is not None:
-                # In the lease's transaction: one entry per takeover, none for a take that
-                # failed or rolled back. The runner ids say which process took it from which.
-                jobs.audit(
-                    session, actor=resumed_by, tenant_id=job.tenant_id, action="replay.resume",
-                    resource_type="replay_job", resource_id=job.id,
-                    details={"was": was, "done": job.done, "total": job.total,
-                             "runner": self._runner_id, "previous_runner": holder},
-                )  # fmt: skip
-        if not taken:
-            if job.state != ReplayJobStatus.RUNNING:
-                raise JobBusy(f"replay job {self.job_id} is {job.state}")
-            raise JobBusy(f"replay job {self.job_id} is being run by another process")
-        self._left = max(0, job.total - job.done - job.failed - job.skipped)
-        return job
 
     def _cancelling(self) -> bool:
         return self._state() in (ReplayJobStatus.CANCELLING, ReplayJobStatus.CANCELLED)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import AuditEntry, ReplayJob
@@ -198,6 +199,42 @@ def test_a_resume_retried_after_its_take_failed_is_audited_once(
 
     (entry,) = resumes(sessions, job_id)
     assert (entry.actor, entry.details["previous_runner"]) == (ACTOR, holder)
+    with sessions() as session:
+        assert session.get_one(ReplayJob, job_id).state == ReplayJobStatus.COMPLETED
+    assert sorted(c.delivery_id for c in published_copies(broker)) == sorted(ids)
+
+
+def test_a_take_whose_commit_landed_but_whose_answer_was_lost_runs_the_job_at_once(
+    sessions: sessionmaker[Session], broker: MemoryTransport, no_grace: None
+) -> None:
+    """The lease's commit reaches the database and the error comes after it, as when the
+    connection drops before the answer: the runner reads the holder back, finds itself, and
+    runs the job in the same round, instead of leaving it held by a runner that never runs
+    it until the lease lapses (it is no orphan meanwhile: its holder's process lives)."""
+    job_id, ids, holder = killed(sessions, 2)
+    taking: list[Session] = []
+
+    def lease_in_commit(session: Session) -> None:
+        if any(isinstance(o, AuditEntry) and o.action == "replay.resume" for o in session.new):
+            taking.append(session)
+
+    def answer_lost(session: Session) -> None:
+        if session in taking and len(taking) == 1:
+            taking.append(session)  # once
+            raise OperationalError("COMMIT", None, ConnectionError("server closed the connection"))
+
+    event.listen(sessions, "before_commit", lease_in_commit)
+    event.listen(sessions, "after_commit", answer_lost)
+    try:
+        ran = Resumer(lambda: broker, sessions, retry_tiers_s=(1.0,)).resume_once(threading.Event())
+    finally:
+        event.remove(sessions, "before_commit", lease_in_commit)
+        event.remove(sessions, "after_commit", answer_lost)
+
+    assert len(taking) == 2  # the lease's commit did fail, after landing
+    assert ran == [job_id]
+    (entry,) = resumes(sessions, job_id)
+    assert entry.details["previous_runner"] == holder
     with sessions() as session:
         assert session.get_one(ReplayJob, job_id).state == ReplayJobStatus.COMPLETED
     assert sorted(c.delivery_id for c in published_copies(broker)) == sorted(ids)
