@@ -34,8 +34,10 @@ a production installation does every day. Reported per phase: the drain's delive
 and batch latency (p50, p99, max), the probe's latency (p50, p99, max); the same over the
 *maintenance window* (maintenance's own span, at least 2 s; for A1 and A2 a window as
 long in their middle; for U the unlinks' span); how long maintenance and the unlinks
-took. The drain is the database half of `bench.drain` (no broker, no HTTP): what the drop
-could slow down.
+took; and whether the data directory's filesystem discards freed blocks online
+(`baseline.discard`, from its mount options), which is most of what a drop costs the
+writers beside it (docs/operations.md, "Retention"). The drain is the database half of
+`bench.drain` (no broker, no HTTP): what the drop could slow down.
 """
 
 from __future__ import annotations
@@ -266,7 +268,9 @@ def main() -> int:
                          "gib": round(baselines["sequential"].bytes / 2**30, 2),
                          "same_filesystem": unlink_baseline.same_filesystem(
                              args.baseline_dir, data_directory),
-                         "write_s": round(time.monotonic() - began, 1)},
+                         "write_s": round(time.monotonic() - began, 1),
+                         "discard": "discard" in unlink_baseline.mount_options(
+                             data_directory)},
         }  # fmt: skip
         receiving, sending = multiprocessing.Pipe(duplex=False)
         span_s = 4 * args.phase_s + 5

@@ -49,6 +49,21 @@ def same_filesystem(directory: str, data_directory: str) -> bool:
     return os.stat(directory).st_dev == os.stat(data_directory).st_dev
 
 
+def mount_options(path: str, mounts: str = "/proc/mounts") -> list[str]:
+    """The mount options of the filesystem holding `path` (the longest mount point that
+    contains it, from /proc/mounts): whether it discards freed blocks online (`discard`)
+    decides what a drop costs the writers beside it."""
+    real = os.path.realpath(path)
+    best, options = "", []
+    with open(mounts, encoding="utf-8") as table:
+        for line in table:
+            _, point, _, opts, *_ = line.split()
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, options = point, opts.split(",")
+    return options
+
+
 class FileSet:
     """Files of the given sizes by group (a table each), written and synced at once."""
 
