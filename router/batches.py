@@ -4,7 +4,9 @@ to the broker, until the confirm that lets the routing thread ack its events).""
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
+import time
 from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.session import single_statement
-from common.errors import DecodeError, TransportError
+from common.errors import DecodeError, PublishError, TransportError
 from common.filters import matches
 from common.service import retry_database
 from common.transport import Message, Outgoing, poison_copy
@@ -58,6 +60,19 @@ class Sending:
     @property
     def batch(self) -> Sequence[Message]:
         return self.written.batch
+
+    def wait(self) -> None:
+        """Wait for the confirm until `due`; the batch's route spans end here, failed or not."""
+        try:
+            self.confirmed.result(timeout=max(0.0, self.due - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            late = PublishError(f"no confirm for a batch of {len(self.batch)} in time")
+            self.written.end_spans(late)
+            raise late from None
+        except BaseException as exc:
+            self.written.end_spans(exc)
+            raise
+        self.written.end_spans()
 
 
 @dataclass(frozen=True)

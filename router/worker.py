@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.errors import PublishError
 from common.metrics import Metrics
 from common.settings import Settings
 from common.transport import Consumer, Message, Outgoing, Transport, poison_copy
@@ -217,7 +216,7 @@ class Router:
             return
         self._in_flight.remove(sending)
         try:
-            self._confirmed(sending)
+            sending.wait()
         except BaseException as exc:
             if not refused(exc):
                 raise  # the session ends; the unacked batch comes back marked redelivered
@@ -244,7 +243,7 @@ class Router:
             failed = exc
         else:
             try:
-                self._confirmed(sending)
+                sending.wait()
             except BaseException as exc:
                 if not refused(exc):
                     raise
@@ -297,19 +296,6 @@ class Router:
         carried = {(r.event.tenant, r.event.id) for r in out}
         due = time.monotonic() + timeout_s
         return Sending(written, confirmed, due, carried, len(outgoing))
-
-    def _confirmed(self, sending: Sending) -> None:
-        """Wait for the batch's confirm; its route spans end here, failed or not."""
-        try:
-            sending.confirmed.result(timeout=max(0.0, sending.due - time.monotonic()))
-        except concurrent.futures.TimeoutError:
-            late = PublishError(f"no confirm for a batch of {len(sending.batch)} in time")
-            sending.written.end_spans(late)
-            raise late from None
-        except BaseException as exc:
-            sending.written.end_spans(exc)
-            raise
-        sending.written.end_spans()
 
     def _done(self, sending: Sending, consumer: Consumer) -> None:
         written = sending.written
