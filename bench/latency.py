@@ -14,8 +14,9 @@ it, so an A/B of two trees (`bench.ab_builds`) says whether a gap is the cost pe
 `--ids sdk` sends ids that carry their day (`common.ids.new_id`) instead of the default
 `lat-<run>-<n>`, whose look-up in every events partition is part of what the router pays.
 `--publisher async` generates the load from one event loop (`Producer.publish_async`)
-instead of 16 threads (`Producer.publish`): the generator shares the two cores with the
-stack, and the threads cost it about 290 µs of CPU per event.
+instead of 16 threads (`Producer.publish`); the generator shares the two cores with the
+stack, and costs 255-271 µs of CPU per event that way against 278-289 with the threads
+(docs/benchmarks.md, session 14): most of it is the SDK's publish itself.
 `--tap` splits the leg from the router's row to the attempt where the broker routes each
 delivery message (`bench/tap.py`): `row_to_broker` and `broker_to_attempt`.
 """
@@ -177,7 +178,7 @@ def main() -> int:
         "--publisher", choices=("threads", "async"), default="threads",
         help="the load generator: 16 threads calling `Producer.publish` (the default, as "
         "earlier figures were taken) or one event loop calling `Producer.publish_async`, "
-        "which takes less of the CPU the stack shares with it",
+        "which takes a little less of the CPU the stack shares with it",
     )  # fmt: skip
     parser.add_argument("--tap", action="store_true",
                         help="also time each delivery message's arrival at the broker")  # fmt: skip
