@@ -34,7 +34,11 @@ a production installation does every day. Reported per phase: the drain's delive
 and batch latency (p50, p99, max), the probe's latency (p50, p99, max); the same over the
 *maintenance window* (maintenance's own span, at least 2 s; for A1 and A2 a window as
 long in their middle; for U the unlinks' span); how long maintenance and the unlinks
-took; and whether the data directory's filesystem discards freed blocks online
+took; for the maintenance and unlink windows, where their figures fall among those of
+the quiet phases A1 and A2 cut into windows as long (`window_vs_quiet`: a two-second
+window's p99 is its few slowest probes, and moves from window to window with no
+maintenance at all; that spread is the resolution of the window's ratio); and whether
+the data directory's filesystem discards freed blocks online
 (`baseline.discard`, from its mount options), which is most of what a drop costs the
 writers beside it (docs/operations.md, "Retention"). The drain is the database half of
 `bench.drain` (no broker, no HTTP): what the drop could slow down.
@@ -208,6 +212,38 @@ def stats(phase: Phase, batch: int, window: tuple[float, float] | None = None) -
     }
 
 
+def quiet_windows(phases: list[Phase], length_s: float, batch: int) -> list[dict[str, Any]]:
+    """`stats` of every whole window of `length_s` in `phases`, back to back from each
+    phase's start: how much the same figures move from window to window with no
+    maintenance at all."""
+    found = []
+    for phase in phases:
+        start = phase.began
+        while start + length_s <= phase.ended:
+            found.append(stats(phase, batch, (start, start + length_s)))
+            start += length_s
+    return found
+
+
+def against_quiet(window: dict[str, Any], quiet: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a window's drain rate and probe latencies fall among the quiet windows': their
+    median, range, the window over the median, and the share of quiet windows whose figure
+    is lower (for a latency 1.0 means slower than every quiet window; for the rate 0.0
+    means slower than every one)."""
+    placed: dict[str, Any] = {}
+    for name in ("deliveries_per_s", "probe_p50_ms", "probe_p99_ms"):
+        values = sorted(q[name] for q in quiet if name in q)
+        if not values or name not in window:
+            continue
+        value, median = window[name], statistics.median(values)
+        placed[name] = {
+            "window": value, "quiet_median": round(median, 1), "quiet_min": values[0],
+            "quiet_max": values[-1], "over_median": round(value / median, 2) if median else None,
+            "quiet_below": round(sum(v < value for v in values) / len(values), 2),
+        }  # fmt: skip
+    return placed
+
+
 def _middle(phase: Phase, length_s: float) -> tuple[float, float]:
     centre = (phase.began + phase.ended) / 2
     return centre - length_s / 2, centre + length_s / 2
@@ -320,6 +356,12 @@ def main() -> int:
         }  # fmt: skip
         for name, (phase, window) in windows.items():
             result[name] = {**stats(phase, args.batch), "window": stats(phase, args.batch, window)}
+        # Each window against the quiet phases cut into windows as long as it is.
+        for name in ("B (maintenance)", "U (unlink baselines)"):
+            start, end = windows[name][1]
+            quiet = quiet_windows([a1, a2], end - start, args.batch)
+            placed = against_quiet(result[name]["window"], quiet)
+            result[name]["window_vs_quiet"] = {"quiet_windows": len(quiet), **placed}
         same_mode = unlinked["parallel" if parallel else "sequential"]
         result.update(
             maintain_s=round(maintain_s, 3), dropped=drop["dropped"], trimmed=drop["trimmed"],
