@@ -228,8 +228,9 @@ def quiet_windows(phases: list[Phase], length_s: float, batch: int) -> list[dict
 def against_quiet(window: dict[str, Any], quiet: list[dict[str, Any]]) -> dict[str, Any]:
     """Where a window's drain rate and probe latencies fall among the quiet windows': their
     median, range, the window over the median, and the share of quiet windows whose figure
-    is lower (for a latency 1.0 means slower than every quiet window; for the rate 0.0
-    means slower than every one)."""
+    is strictly lower (for a latency 1.0 means slower than every quiet window; for the rate
+    0.0 means none was slower, so it is as slow as the slowest or slower). Ties count as
+    not lower: the drain's rate in a window moves in steps of a batch, so they happen."""
     placed: dict[str, Any] = {}
     for name in ("deliveries_per_s", "probe_p50_ms", "probe_p99_ms"):
         values = sorted(q[name] for q in quiet if name in q)
