@@ -14,8 +14,8 @@ all of them:
   the SDK and the API make them);
 - `foreign`: the same with a producer's own ids, which carry no day (`bench.latency` and
   `bench.router_write` send such ids): each is looked for in every events partition first;
-- `no_lookup`: `router` without that look-up (`carried` is true for every row of `router`,
-  so it is skipped row by row; this says what planning it costs);
+- `no_lookup`: `router` without that look-up (`persist._LOOKUP`; `carried` is true for every
+  row of `router`, so it is skipped row by row; this says what planning it costs);
 - `partition`: as `no_lookup`, into today's partitions by name (no tuple routing);
 - `plain`: as `no_lookup`, into unpartitioned copies of the tables (the tables before
   migration 0012): the baseline.
@@ -51,10 +51,6 @@ from tests.services import temporary_database
 ANALYSE_EVERY = 500
 KEPT_DAYS = 30
 AHEAD_DAYS = 3
-_LOOKUP = (
-    "WHERE r.carried OR NOT EXISTS (SELECT 1 FROM events e "
-    "WHERE e.tenant_id = r.tenant_id AND e.id = r.id) "
-)
 
 
 def _into(statement: str, events: str, deliveries: str) -> str:
@@ -65,8 +61,8 @@ def _into(statement: str, events: str, deliveries: str) -> str:
 
 def shapes(today_events: str, today_deliveries: str) -> dict[str, TextClause]:
     router = persist._PG_INSERT_BATCH
-    assert _LOOKUP in router.text, "router/persist.py's statement changed: update the shapes"
-    no_lookup = router.text.replace(_LOOKUP, "")
+    assert persist._LOOKUP in router.text, "router/persist.py's statement changed: update shapes"
+    no_lookup = router.text.replace(persist._LOOKUP, "")
     texts = {
         "router": router.text,
         "foreign": router.text,
