@@ -283,6 +283,9 @@ def main() -> int:
                         help="where the unlink baseline's files go (the data directory's "
                         "filesystem)")  # fmt: skip
     args = parser.parse_args()
+    if args.phase_s < 2 * MIN_WINDOW_S:
+        # Phase U starts its two unlinks 2 s apart around its middle: both must fall inside.
+        parser.error(f"--phase-s must be at least {2 * MIN_WINDOW_S:g}")
     dead_retention = timedelta(days=90 if args.trim else 30)
     policy = keeper.Policy(timedelta(days=30), dead_retention)
     parallel = args.parallel_drops
