@@ -10,14 +10,16 @@ batch of `--batch` new events with one delivery each, in autocommit as the route
 through each shape of the statement in turn, so that a busier or calmer moment touches
 all of them:
 
-- `router`: the statement as `router/persist.py` sends it, ids that carry their day (as
-  the SDK and the API make them);
-- `foreign`: the same with a producer's own ids, which carry no day (`bench.latency` and
-  `bench.router_write` send such ids): each is looked for in every events partition first;
-- `no_lookup`: `router` without that look-up (`persist._LOOKUP`; `carried` is true for every
-  row of `router`, so it is skipped row by row; this says what planning it costs);
-- `partition`: as `no_lookup`, into today's partitions by name (no tuple routing);
-- `plain`: as `no_lookup`, into unpartitioned copies of the tables (the tables before
+- `router`: the statement `router/persist.py` sends for ids that carry their day (as the
+  SDK and the API make them): `persist._PG_INSERT_CARRIED`, no look-up;
+- `gated`: the statement with the look-up (`persist._PG_INSERT_BATCH`), the same ids: it
+  is skipped row by row (`carried` is true), so this says what merely having it in the
+  statement costs (the router sent this for every batch before session 16);
+- `foreign`: the statement with the look-up and a producer's own ids, which carry no day
+  (`bench.latency` and `bench.router_write` send such ids): each is looked for in every
+  events partition first;
+- `partition`: as `router`, into today's partitions by name (no tuple routing);
+- `plain`: as `router`, into unpartitioned copies of the tables (the tables before
   migration 0012): the baseline.
 
 ANALYZE runs every 500 rounds (what the keeper does every 5 s). Printed per run: the
@@ -60,17 +62,18 @@ def _into(statement: str, events: str, deliveries: str) -> str:
 
 
 def shapes(today_events: str, today_deliveries: str) -> dict[str, TextClause]:
-    router = persist._PG_INSERT_BATCH
-    assert persist._LOOKUP in router.text, "router/persist.py's statement changed: update shapes"
-    no_lookup = router.text.replace(persist._LOOKUP, "")
+    carried, lookup = persist._PG_INSERT_CARRIED, persist._PG_INSERT_BATCH
+    assert lookup.text == carried.text.replace("ON CONFLICT", persist._LOOKUP + "ON CONFLICT", 1), (
+        "router/persist.py's statements changed: update the shapes"
+    )
     texts = {
-        "router": router.text,
-        "foreign": router.text,
-        "no_lookup": no_lookup,
-        "partition": _into(no_lookup, today_events, today_deliveries),
-        "plain": _into(no_lookup, "plain_events", "plain_deliveries"),
+        "router": carried.text,
+        "gated": lookup.text,
+        "foreign": lookup.text,
+        "partition": _into(carried.text, today_events, today_deliveries),
+        "plain": _into(carried.text, "plain_events", "plain_deliveries"),
     }
-    binds = list(router._bindparams.values())
+    binds = list(carried._bindparams.values())
     return {name: text(sql).bindparams(*binds) for name, sql in texts.items()}
 
 

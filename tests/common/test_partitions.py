@@ -158,6 +158,38 @@ def test_the_look_up_of_a_foreign_id_reads_each_day_by_key_in_a_generic_plan(
     assert f"Index Only Scan using {today}_tenant_id_id_idx" in plan
 
 
+def test_a_batch_of_ids_that_carry_their_day_reads_no_other_partition(engine: Engine) -> None:
+    """Such a batch goes without the look-up: merely being in the statement, it opened every
+    events partition's index on each statement, although `carried` skipped it row by row.
+    A repeat is still refused by today's unique key alone."""
+    with engine.begin() as connection:
+        partitions.ensure(connection, [TODAY - timedelta(days=n) for n in range(1, 4)])
+    sessions = make_sessionmaker(engine)
+    target = [Target("sub_1", "t", ("x",))]
+    first = Event(tenant="t", type="x")
+    with sessions.begin() as session:
+        assert len(persist_batch(session, [(first, target)])) == 1
+    plans: list[str] = []
+    with engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        raw.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                        "SET auto_explain.log_level = notice"):  # fmt: skip
+            connection.exec_driver_sql(setting)
+        with Session(bind=connection) as session:
+            fresh = Event(tenant="t", type="x")
+            routed = persist_batch(session, [(first, target), (fresh, target)])
+            session.commit()
+        connection.commit()  # the session joined the connection's transaction
+    assert [r.event.id for r in routed] == [fresh.id]  # the repeat created nothing
+    (plan,) = [p for p in plans if "Insert on events" in p]
+    for day in range(1, 4):
+        assert partitions.name("events", TODAY - timedelta(days=day)) not in plan
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 2
+
+
 def test_upgrade_of_a_populated_database_keeps_every_row() -> None:
     with temporary_database() as url:
         migrate.upgrade(url, "0010")
