@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db import keeper, migrate, partitions
@@ -95,6 +95,19 @@ def test_one_runner_at_a_time(engine: Engine) -> None:
     assert True in results  # at least one ran; never both at once (the lock says so above)
 
 
+def _explaining(connection: Connection, *settings: str) -> list[str]:
+    """The plans of every statement `connection` runs from now on, as auto_explain logs
+    them (one string each)."""
+    plans: list[str] = []
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    raw.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                    "SET auto_explain.log_level = notice", *settings):  # fmt: skip
+        connection.exec_driver_sql(setting)
+    return plans
+
+
 def test_a_repeated_foreign_id_creates_nothing_on_a_later_day(engine: Engine) -> None:
     sessions = make_sessionmaker(engine)
     event = Event(id="order-17", tenant="t", type="x")
@@ -136,15 +149,8 @@ def test_the_look_up_of_a_foreign_id_reads_each_day_by_key_in_a_generic_plan(
     with engine.connect() as connection:
         connection.exec_driver_sql("ANALYZE events")
         connection.commit()
-    plans: list[str] = []
     with engine.connect() as connection:
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        raw.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-        for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
-                        "SET auto_explain.log_level = notice",
-                        "SET plan_cache_mode = force_generic_plan"):  # fmt: skip
-            connection.exec_driver_sql(setting)
+        plans = _explaining(connection, "SET plan_cache_mode = force_generic_plan")
         with Session(bind=connection) as session:
             fresh = [Event(id="order-19", tenant="t", type="x"), Event(tenant="t", type="x")]
             batch = [yesterday, *fresh]
@@ -169,14 +175,8 @@ def test_a_batch_of_ids_that_carry_their_day_reads_no_other_partition(engine: En
     first = Event(tenant="t", type="x")
     with sessions.begin() as session:
         assert len(persist_batch(session, [(first, target)])) == 1
-    plans: list[str] = []
     with engine.connect() as connection:
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        raw.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-        for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
-                        "SET auto_explain.log_level = notice"):  # fmt: skip
-            connection.exec_driver_sql(setting)
+        plans = _explaining(connection)
         with Session(bind=connection) as session:
             fresh = Event(tenant="t", type="x")
             routed = persist_batch(session, [(first, target), (fresh, target)])
