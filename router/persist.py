@@ -67,7 +67,7 @@ def _columns(names: Sequence[str], alias: str = "") -> str:
 # The look-up of ids that carry no day. A batch whose every id carries its day goes without
 # it: gated by `NOT r.carried`, it finds nothing, yet PostgreSQL still opens every events
 # partition's index for it on each statement (0.12 ms more for a lone event at 30 kept
-# days, 0.27 ms at 90: docs/benchmarks.md, "Session 16").
+# days, 0.44 ms at 90: docs/benchmarks.md, "Session 16").
 _LOOKUP = (
     "LEFT JOIN LATERAL (SELECT true AS found FROM events e WHERE NOT r.carried "
     "AND e.tenant_id = r.tenant_id AND e.id = r.id LIMIT 1) known ON true "
