@@ -49,13 +49,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from typing import Any
@@ -64,6 +62,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench import unlink_baseline
+from bench.phases import Phase, against_quiet, middle, quiet_windows, stats
 from bench.stack import load_average
 from common.db import keeper, migrate, partitions
 from common.db.bulk import insert_rows
@@ -148,16 +147,6 @@ def deliver(sessions: sessionmaker[Session], count: int) -> None:
         update_deliveries(session, updates)
 
 
-@dataclass
-class Phase:
-    """One phase: (finished at, latency ms) of each drain batch and each probe in it."""
-
-    began: float
-    ended: float = 0.0
-    batches: list[tuple[float, float]] = field(default_factory=list)
-    probes: list[tuple[float, float]] = field(default_factory=list)
-
-
 def run_phase(engine: Engine, seconds: float, batch: int) -> Phase:
     """The drain, on this thread, for `seconds`."""
     sessions = make_sessionmaker(engine)
@@ -189,65 +178,6 @@ def probe(url: str, rate: float, seconds: float, results: Connection) -> None:
         due += 1 / rate
     results.send(samples)
     engine.dispose()
-
-
-def _latency(samples: list[float], name: str) -> dict[str, float]:
-    if not samples:
-        return {}
-    ordered = sorted(samples)
-    p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)]
-    return {f"{name}_p50_ms": round(statistics.median(ordered), 1),
-            f"{name}_p99_ms": round(p99, 1), f"{name}_max_ms": round(ordered[-1], 1)}  # fmt: skip
-
-
-def stats(phase: Phase, batch: int, window: tuple[float, float] | None = None) -> dict[str, Any]:
-    """The drain's rate and latencies, and the probe's, over the phase or a window of it."""
-    start, end = window or (phase.began, phase.ended)
-    batches = [ms for at, ms in phase.batches if start <= at <= end]
-    probes = [ms for at, ms in phase.probes if start <= at <= end]
-    return {
-        "deliveries_per_s": round(len(batches) * batch / (end - start)),
-        **_latency(batches, "batch"),
-        **_latency(probes, "probe"),
-    }
-
-
-def quiet_windows(phases: list[Phase], length_s: float, batch: int) -> list[dict[str, Any]]:
-    """`stats` of every whole window of `length_s` in `phases`, back to back from each
-    phase's start: how much the same figures move from window to window with no
-    maintenance at all."""
-    found = []
-    for phase in phases:
-        start = phase.began
-        while start + length_s <= phase.ended:
-            found.append(stats(phase, batch, (start, start + length_s)))
-            start += length_s
-    return found
-
-
-def against_quiet(window: dict[str, Any], quiet: list[dict[str, Any]]) -> dict[str, Any]:
-    """Where a window's drain rate and probe latencies fall among the quiet windows': their
-    median, range, the window over the median, and the share of quiet windows whose figure
-    is strictly lower (for a latency 1.0 means slower than every quiet window; for the rate
-    0.0 means none was slower, so it is as slow as the slowest or slower). Ties count as
-    not lower: the drain's rate in a window moves in steps of a batch, so they happen."""
-    placed: dict[str, Any] = {}
-    for name in ("deliveries_per_s", "probe_p50_ms", "probe_p99_ms"):
-        values = sorted(q[name] for q in quiet if name in q)
-        if not values or name not in window:
-            continue
-        value, median = window[name], statistics.median(values)
-        placed[name] = {
-            "window": value, "quiet_median": round(median, 1), "quiet_min": values[0],
-            "quiet_max": values[-1], "over_median": round(value / median, 2) if median else None,
-            "quiet_below": round(sum(v < value for v in values) / len(values), 2),
-        }  # fmt: skip
-    return placed
-
-
-def _middle(phase: Phase, length_s: float) -> tuple[float, float]:
-    centre = (phase.began + phase.ended) / 2
-    return centre - length_s / 2, centre + length_s / 2
 
 
 def midway(
@@ -352,9 +282,9 @@ def main() -> int:
         maintain_s = drop["ended"] - drop["began"]
         window_s = max(maintain_s, MIN_WINDOW_S)
         windows = {
-            "A1": (a1, _middle(a1, window_s)),
+            "A1": (a1, middle(a1, window_s)),
             "B (maintenance)": (b, (drop["began"], drop["began"] + window_s)),
-            "A2": (a2, _middle(a2, window_s)),
+            "A2": (a2, middle(a2, window_s)),
             "U (unlink baselines)": (u, (unlinked["began"], max(unlinked["ended"],
                                      unlinked["began"] + MIN_WINDOW_S))),
         }  # fmt: skip

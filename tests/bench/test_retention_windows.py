@@ -1,7 +1,7 @@
 """The retention benchmark's comparison of the drop's window with windows of the quiet
 phases (how much a short window's figures move with no maintenance at all)."""
 
-from bench.retention import Phase, against_quiet, quiet_windows, stats
+from bench.phases import Phase, against_quiet, quiet_windows, stats
 
 
 def _phase(began: float, latencies: list[float]) -> Phase:
