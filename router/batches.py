@@ -1,6 +1,6 @@
 """A routed batch in its two stages: written (decoded, matched and committed in one
 statement, by one of the router's writer threads) and sending (its delivery messages handed
-to the broker, until the confirm that lets the routing thread ack its events)."""
+to the broker, until the confirm that acks its events)."""
 
 from __future__ import annotations
 
@@ -73,14 +73,6 @@ class Sending:
             self.written.end_spans(exc)
             raise
         self.written.end_spans()
-
-
-@dataclass(frozen=True)
-class Writing:
-    """The batch a writer thread is writing, and how it ends."""
-
-    batch: Sequence[Message]
-    future: Future[Written]
 
 
 class Writer:

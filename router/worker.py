@@ -1,25 +1,24 @@
 """The router's run loop: consume events, route them in batches, publish, then ack.
 
-The consuming thread only pumps the connection and hands messages to one routing thread.
-That thread owns the session's state; it hands batches to `WRITERS` writer threads
-(`batches.Writer`: decode, match, one statement, commit), publishes each written batch, and
-acks its events once the broker confirmed them. Events that arrive while every writer is
+The consuming thread pumps the connection and adds each event to a shared waiting list.
+`WRITERS` writer threads take what is waiting (up to a batch) whenever they are free: each
+decodes, matches and commits its batch in one statement (`batches.Writer`), hands the
+delivery messages to the broker itself, and goes back for more; the broker's confirm acks
+the batch's events from the publisher's thread. Events that arrive while every writer is
 busy wait together and go as the next batch, so a burst shares transactions and confirm
-windows while a lone event is written at once; the confirm comes back through the routing
-thread's inbox, beside the events, and up to `IN_FLIGHT` batches may await theirs. So an
-event never waits for another batch's commit fsync or confirm while a writer is free.
+windows while a lone event is written at once. An event crosses three threads (consumer,
+writer, publisher), and never waits for another batch's commit fsync or confirm while a
+writer is free: a writer does not wait for its confirm, and the consuming thread ends the
+session when the oldest confirm is overdue.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,7 +28,7 @@ from common.settings import Settings
 from common.transport import Consumer, Message, Outgoing, Transport, poison_copy
 from common.transport import topology as tp
 from common.transport.spill import Spill
-from router.batches import Sending, Writer, Writing, Written, describe, refused
+from router.batches import Sending, Writer, Written, describe, refused
 from router.loader import IndexLoader
 from router.persist import Key
 
@@ -40,11 +39,8 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
 WRITERS = 2  # batches written at once (each its own connection, statement and commit)
-IN_FLIGHT = 2  # batches committed and handed to the broker, awaiting their confirm
-PREFETCH_BATCHES = WRITERS + IN_FLIGHT + 1  # and one gathering
+PREFETCH_BATCHES = 5  # one gathering, one per writer, and two awaiting their confirm
 DRAIN_TIMEOUT_S = 30.0
-
-Inbox = queue.Queue[Message | Writing | Sending | None]
 
 
 class Router:
@@ -58,185 +54,173 @@ class Router:
         batch_size: int = BATCH_SIZE,
         tracing: Tracing | None = None,
     ) -> None:
-        self._settings = settings
-        self._transport = transport
-        self._metrics = metrics
-        self._batch_size = batch_size
+        self.settings = settings
+        self.transport = transport
+        self.metrics = metrics
+        self.batch_size = batch_size
         self._loader = IndexLoader(sessionmaker, settings.subscription_refresh_s)
-        self._writer = Writer(self._loader, sessionmaker, tracing)
+        self.writer = Writer(self._loader, sessionmaker, tracing)
         # SQLite (`hookline dev`) takes one writer at a time: a second would only wait.
         postgres = sessionmaker.kw["bind"].dialect.name == "postgresql"
-        self._writer_count = WRITERS if postgres else 1
-        self._spill = Spill(
+        self.writer_count = WRITERS if postgres else 1
+        self.spill = Spill(
             settings.delivery_shards, settings.delivery_share_per_s, self._loader.shares
         )
-        self._stop = threading.Event()  # the running session's stop flag, once `run` starts
-        # Routing thread only, like everything below. Events whose rows this process
-        # committed but whose delivery messages failed to go out: routed again, they are
-        # published although their id is known. (Not those merely in flight: a repeat
-        # arriving meanwhile must publish nothing.)
-        self._unpublished: set[Key] = set()
-        self._writing: dict[concurrent.futures.Future[Written], Writing] = {}
-        self._in_flight: deque[Sending] = deque()  # oldest first
-        self._inbox: Inbox = queue.Queue()
-        self._writers: ThreadPoolExecutor | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Route until `stop` is set; raises when the broker goes away, or the database
         stays away longer than `retry_database` waits."""
-        self._stop = stop
-        # A new session: the last one's unacked messages all come back marked redelivered.
-        self._unpublished.clear()
-        self._writing.clear()
-        self._in_flight.clear()
-        self._transport.declare(
-            tp.build(self._settings.retry_tiers_s, self._settings.delivery_shards)
-        )
+        self.transport.declare(tp.build(self.settings.retry_tiers_s, self.settings.delivery_shards))
         self._loader.current(force=True)
-        consumer = self._transport.consume(tp.EVENTS, prefetch=self._batch_size * PREFETCH_BATCHES)
-        # Events from the consuming thread, written batches from the writers, confirmed
-        # ones from the publisher's thread.
-        inbox: Inbox = queue.Queue()
-        self._inbox = inbox
-        self._writers = ThreadPoolExecutor(self._writer_count, thread_name_prefix="router-write")
-        failure: list[BaseException] = []
-        worker = threading.Thread(
-            target=self._route_loop, args=(consumer, inbox, failure), name="router", daemon=True
-        )
-        worker.start()
+        consumer = self.transport.consume(tp.EVENTS, prefetch=self.batch_size * PREFETCH_BATCHES)
+        # A new session: the last one's unacked messages all come back marked redelivered.
+        routing = Routing(self, consumer)
         try:
             for message in consumer:
-                if failure:
-                    raise failure[0]
+                routing.check()
                 if message is not None:
-                    inbox.put(message)
+                    routing.offer(message)
                 if stop.is_set():
                     break
+            routing.ending.set()  # a write waiting for the database gives up
             consumer.cancel()
-            inbox.put(None)
-            # Keep pumping so the routing thread's acks reach the broker while it drains.
+            routing.close()
+            # Keep pumping so the writers' acks reach the broker while they drain.
             ticks_after_exit = 0
             for _ in consumer:
-                if not worker.is_alive():
+                routing.check()
+                if routing.finished():
                     ticks_after_exit += 1
                     if ticks_after_exit > 1:  # one more tick flushes the last acks
                         break
-            if failure:
-                raise failure[0]
+            routing.check()
         finally:
-            inbox.put(None)
-            worker.join(DRAIN_TIMEOUT_S)
-            self._writers.shutdown(wait=False)
+            routing.end(DRAIN_TIMEOUT_S)
             consumer.close()
 
-    def _route_loop(self, consumer: Consumer, inbox: Inbox, failure: list[BaseException]) -> None:
+
+class Routing:
+    """One consumer session's routing: the events waiting, the writer threads, and the
+    batches awaiting their confirm. Its state is shared by the consuming thread, the
+    writers and the publisher's thread (which settles confirms), under one lock."""
+
+    def __init__(self, router: Router, consumer: Consumer) -> None:
+        self._router = router
+        self._consumer = consumer
+        self.ending = threading.Event()  # stopping or failed: a database retry gives up
+        self._wake = threading.Condition(threading.Lock())
+        # Under `_wake`, like everything below.
+        self._waiting: deque[Message] = deque()
+        self._to_split: deque[Sequence[Message]] = deque()  # whose publish failed after all
+        self._closing = False  # no more events come
+        self._over = False  # the session ends: writers finish what they hold and leave
+        self._failure: BaseException | None = None
+        self._in_flight: dict[Sending, None] = {}  # awaiting their confirm, oldest first
+        # Events whose rows this session committed but whose delivery messages failed to
+        # go out: routed again, they are published although their id is known. (Not those
+        # merely in flight: a repeat arriving meanwhile must publish nothing.)
+        self._unpublished: set[Key] = set()
+        self._writers = [
+            threading.Thread(target=self._write_loop, name=f"router-write-{n}", daemon=True)
+            for n in range(router.writer_count)
+        ]
+        for thread in self._writers:
+            thread.start()
+
+    # The consuming thread.
+
+    def offer(self, message: Message) -> None:
+        with self._wake:
+            self._waiting.append(message)
+            self._wake.notify()
+
+    def check(self) -> None:
+        """Raise what ended the session, or fail the oldest batch if its confirm is overdue."""
+        with self._wake:
+            oldest = next(iter(self._in_flight), None)
+            if oldest is not None and oldest.due <= time.monotonic():
+                del self._in_flight[oldest]
+            else:
+                oldest = None
+        if oldest is not None:
+            self._settle(oldest)  # the confirm may have come just now; if not, it fails
+        if self._failure is not None:
+            raise self._failure
+
+    def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+
+    def finished(self) -> bool:
+        return not any(thread.is_alive() for thread in self._writers)
+
+    def end(self, timeout_s: float) -> None:
+        self.ending.set()
+        with self._wake:
+            self._closing = self._over = True
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._writers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # The writer threads.
+
+    def _write_loop(self) -> None:
         try:
-            waiting: list[Message] = []
-            stopping = False
-            while waiting or self._writing or not stopping:
-                if waiting and len(self._writing) < self._writer_count:
-                    self._write(waiting[: self._batch_size])
-                    del waiting[: self._batch_size]
-                    continue
-                try:
-                    item = inbox.get(timeout=self._confirm_wait_s())
-                except queue.Empty:  # the oldest batch's confirm is overdue: fail it
-                    self._settle(self._in_flight[0], consumer)
-                    continue
-                while True:  # everything ready, in order
-                    if item is None:
-                        stopping = True
-                    elif isinstance(item, Writing):
-                        self._written(item, consumer)
-                    elif isinstance(item, Sending):
-                        self._settle(item, consumer)
+            while True:
+                with self._wake:
+                    while not self._ready():
+                        self._wake.wait()
+                    if self._over or self._failure is not None:
+                        return
+                    split = bool(self._to_split)
+                    if split:
+                        batch = self._to_split.popleft()
+                    elif self._waiting:
+                        take = min(len(self._waiting), self._router.batch_size)
+                        batch = [self._waiting.popleft() for _ in range(take)]
                     else:
-                        waiting.append(item)
-                    try:
-                        item = inbox.get_nowait()
-                    except queue.Empty:
-                        break
-            self._settle_all(consumer)
-        except BaseException as exc:  # handed to the consuming thread, which reconnects
-            failure.append(exc)
+                        return  # closing, and every batch settled
+                if split:
+                    self._bisect(batch)
+                else:
+                    self._route(batch)
+        except BaseException as exc:  # the consuming thread raises it, and reconnects
+            self._fail(exc)
 
-    def _confirm_wait_s(self) -> float | None:
-        """How long the routing thread may wait for work: until the oldest batch's confirm
-        is due, or for ever with none in flight."""
-        if not self._in_flight:
-            return None
-        return max(0.0, self._in_flight[0].due - time.monotonic())
+    def _ready(self) -> bool:
+        """Whether a writer has something to do (under `_wake`): a batch to write or to
+        split, or leaving. A closing session's writers stay until every confirm is in: a
+        failed one leaves a batch to split."""
+        if self._over or self._failure is not None or self._to_split or self._waiting:
+            return True
+        return self._closing and not self._in_flight
 
-    def _write(self, batch: Sequence[Message]) -> None:
-        """Hand `batch` to a free writer thread; it comes back through the inbox."""
-        assert self._writers is not None
-        unpublished = frozenset(self._unpublished)
-        future = self._writers.submit(self._writer.write, batch, unpublished, self._stop)
-        writing = self._writing[future] = Writing(batch, future)
-        inbox = self._inbox
-        future.add_done_callback(lambda _: inbox.put(writing))
-
-    def _written(self, writing: Writing, consumer: Consumer) -> None:
-        """Publish a batch its writer committed; a batch refused for what it holds (or
-        whose publishing failed) is split until the culprits stand alone: those go to
-        poison, the rest is routed."""
-        if self._writing.pop(writing.future, None) is None:
-            return  # taken already, by `_quiesce`
+    def _route(self, batch: Sequence[Message]) -> None:
         try:
-            sending = self._publish(writing.future.result())
+            sending = self._publish(self._write(batch))
         except BaseException as exc:
             if not refused(exc):
                 raise  # the database or the broker is away: the session's concern
-            self._quiesce(consumer)
-            self._bisect(writing.batch, consumer)
+            self._bisect(batch)
             return
-        self._in_flight.append(sending)
-        inbox = self._inbox
-        sending.confirmed.add_done_callback(lambda _: inbox.put(sending))
-        while len(self._in_flight) > IN_FLIGHT:
-            self._settle(self._in_flight[0], consumer)
+        with self._wake:
+            self._in_flight[sending] = None
+        sending.confirmed.add_done_callback(lambda _: self._confirmed(sending))
 
-    def _quiesce(self, consumer: Consumer) -> None:
-        """Wait for every write and confirm in flight and settle them (before a batch is
-        split, which runs one part at a time on this thread)."""
-        while self._writing:
-            writing = next(iter(self._writing.values()))
-            concurrent.futures.wait([writing.future])
-            self._written(writing, consumer)
-        self._settle_all(consumer)
+    def _write(self, batch: Sequence[Message]) -> Written:
+        with self._wake:
+            unpublished = frozenset(self._unpublished)
+        return self._router.writer.write(batch, unpublished, self.ending)
 
-    def _settle_all(self, consumer: Consumer) -> None:
-        while self._in_flight:
-            self._settle(self._in_flight[0], consumer)
-
-    def _settle(self, sending: Sending, consumer: Consumer) -> None:
-        """Wait for a batch in flight to be confirmed, then ack it (once: a batch already
-        settled, whose confirm reaches the inbox later, is passed over)."""
-        if sending not in self._in_flight:
-            return
-        self._in_flight.remove(sending)
-        try:
-            sending.wait()
-        except BaseException as exc:
-            if not refused(exc):
-                raise  # the session ends; the unacked batch comes back marked redelivered
-            log.warning(
-                "publishing a routed batch failed; routing it again in parts",
-                extra={"error": describe(exc)},
-            )
-            self._unpublished.update(sending.carried)
-            self._quiesce(consumer)
-            self._bisect(sending.batch, consumer)
-            return
-        self._done(sending, consumer)
-
-    def _bisect(self, batch: Sequence[Message], consumer: Consumer) -> None:
+    def _bisect(self, batch: Sequence[Message]) -> None:
         """Route `batch` in halves, recursively, each confirmed before the next, on this
-        thread: one bad row among 200 costs about 16 transactions, not 200, and a bad event
+        writer: one bad row among 200 costs about 16 transactions, not 200, and a bad event
         poisons only its own message, never the session (and so never another tenant's
         routing)."""
         try:
-            sending = self._publish(self._writer.write(batch, self._unpublished, self._stop))
+            sending = self._publish(self._write(batch))
         except BaseException as exc:
             if not refused(exc):
                 raise
@@ -247,19 +231,20 @@ class Router:
             except BaseException as exc:
                 if not refused(exc):
                     raise
-                self._unpublished.update(sending.carried)  # published when routed again
+                with self._wake:
+                    self._unpublished.update(sending.carried)  # published when routed again
                 failed = exc
             else:
-                self._done(sending, consumer)
+                self._done(sending)
                 return
         if len(batch) > 1:
             half = len(batch) // 2
-            self._bisect(batch[:half], consumer)
-            self._bisect(batch[half:], consumer)
+            self._bisect(batch[:half])
+            self._bisect(batch[half:])
             return
-        self._poison(batch[0], failed, consumer)
+        self._poison(batch[0], failed)
 
-    def _poison(self, message: Message, exc: BaseException, consumer: Consumer) -> None:
+    def _poison(self, message: Message, exc: BaseException) -> None:
         # Ids and the error's class only: a driver's message quotes the statement's
         # parameters and the refused value, which are tenants' event data.
         error = describe(exc)
@@ -267,12 +252,13 @@ class Router:
             "event could not be routed; moved to poison",
             extra={"message_id": message.message_id, "error": error},
         )
-        self._transport.publish([poison_copy(message, "handler_error", error)])
-        self._metrics.dead_letters.labels(reason="poison").inc()
-        consumer.ack(message)
+        self._router.transport.publish([poison_copy(message, "handler_error", error)])
+        self._router.metrics.dead_letters.labels(reason="poison").inc()
+        self._consumer.ack(message)
 
     def _publish(self, written: Written) -> Sending:
         """Hand a committed batch's messages to the broker, each to its tenant's shard."""
+        router = self._router
         try:
             out = written.out
             outgoing = [
@@ -280,28 +266,70 @@ class Router:
                     tp.DELIVERIES,
                     tp.DELIVERY_ROUTING_KEY,
                     r.body,
-                    self._spill.headers(r.event.tenant, recheck=r.recheck),
+                    router.spill.headers(r.event.tenant, recheck=r.recheck),
                     r.delivery_id,
                 )
                 for r in out
             ]
             if written.spans is not None:
                 outgoing = written.spans.carried(outgoing, [r.event for r in out])
-            timeout_s = self._settings.publish_timeout_s
-            confirmed = self._transport.submit(outgoing + written.poisoned, timeout_s=timeout_s)
+            timeout_s = router.settings.publish_timeout_s
+            confirmed = router.transport.submit(outgoing + written.poisoned, timeout_s=timeout_s)
         except BaseException as exc:
-            self._unpublished.update(written.unclear)  # committed, never handed to the broker
+            with self._wake:  # committed, never handed to the broker
+                self._unpublished.update(written.unclear)
             written.end_spans(exc)
             raise
         carried = {(r.event.tenant, r.event.id) for r in out}
         due = time.monotonic() + timeout_s
         return Sending(written, confirmed, due, carried, len(outgoing))
 
-    def _done(self, sending: Sending, consumer: Consumer) -> None:
+    # Whichever thread settles a confirm: the publisher's, or the consuming one when late.
+
+    def _confirmed(self, sending: Sending) -> None:
+        with self._wake:
+            if self._in_flight.pop(sending, self) is self:
+                return  # failed as overdue already
+            if self._closing:
+                self._wake.notify_all()  # the writers may leave once all are in
+        self._settle(sending)
+
+    def _settle(self, sending: Sending) -> None:
+        """Ack a confirmed batch; one whose publishing failed for what it carries goes to
+        a writer to be split, anything else ends the session."""
+        try:
+            try:
+                sending.wait()
+            except BaseException as exc:
+                if not refused(exc):
+                    raise  # the session ends; the unacked batch comes back marked redelivered
+                log.warning(
+                    "publishing a routed batch failed; routing it again in parts",
+                    extra={"error": describe(exc)},
+                )
+                with self._wake:
+                    self._unpublished.update(sending.carried)
+                    self._to_split.append(sending.batch)
+                    self._wake.notify()
+                return
+            self._done(sending)
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _done(self, sending: Sending) -> None:
         written = sending.written
-        self._unpublished.difference_update(written.keys)
-        consumer.ack_many(written.batch)
-        self._metrics.events_routed.inc(written.events)
-        self._metrics.deliveries_enqueued.labels(origin="new").inc(sending.deliveries)
+        with self._wake:
+            self._unpublished.difference_update(written.keys)
+        self._consumer.ack_many(written.batch)
+        metrics = self._router.metrics
+        metrics.events_routed.inc(written.events)
+        metrics.deliveries_enqueued.labels(origin="new").inc(sending.deliveries)
         if written.poisoned:
-            self._metrics.dead_letters.labels(reason="poison").inc(len(written.poisoned))
+            metrics.dead_letters.labels(reason="poison").inc(len(written.poisoned))
+
+    def _fail(self, exc: BaseException) -> None:
+        self.ending.set()
+        with self._wake:
+            if self._failure is None:
+                self._failure = exc
+            self._wake.notify_all()
