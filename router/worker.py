@@ -8,8 +8,8 @@ the batch's events from the publisher's thread. Events that arrive while every w
 busy wait together and go as the next batch, so a burst shares transactions and confirm
 windows while a lone event is written at once. An event crosses three threads (consumer,
 writer, publisher), and never waits for another batch's commit fsync or confirm while a
-writer is free: a writer does not wait for its confirm, and the consuming thread ends the
-session when the oldest confirm is overdue.
+writer is free: a writer does not wait for its own confirm (up to `IN_FLIGHT` batches
+await theirs), and the consuming thread ends the session when the oldest is overdue.
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
 WRITERS = 2  # batches written at once (each its own connection, statement and commit)
-PREFETCH_BATCHES = 5  # one gathering, one per writer, and two awaiting their confirm
+# Batches handed to the broker that await their confirm. A writer takes no new batch while
+# this many are out: what arrives meanwhile joins the next batch, so a burst goes in full
+# batches (fewer commits and confirms) rather than as fast as writers come back.
+IN_FLIGHT = 2
+PREFETCH_BATCHES = WRITERS + IN_FLIGHT + 1  # and one gathering
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -190,11 +194,14 @@ class Routing:
             self._fail(exc)
 
     def _ready(self) -> bool:
-        """Whether a writer has something to do (under `_wake`): a batch to write or to
-        split, or leaving. A closing session's writers stay until every confirm is in: a
-        failed one leaves a batch to split."""
-        if self._over or self._failure is not None or self._to_split or self._waiting:
+        """Whether a writer has something to do (under `_wake`): a batch to write (once
+        fewer than `IN_FLIGHT` await their confirm) or to split, or leaving. A closing
+        session's writers stay until every confirm is in: a failed one leaves a batch to
+        split."""
+        if self._over or self._failure is not None or self._to_split:
             return True
+        if self._waiting:
+            return len(self._in_flight) < IN_FLIGHT
         return self._closing and not self._in_flight
 
     def _route(self, batch: Sequence[Message]) -> None:
@@ -290,8 +297,8 @@ class Routing:
         with self._wake:
             if self._in_flight.pop(sending, self) is self:
                 return  # failed as overdue already
-            if self._closing:
-                self._wake.notify_all()  # the writers may leave once all are in
+            # A writer may take the next batch now; or, closing, leave once all are in.
+            self._wake.notify_all()
         self._settle(sending)
 
     def _settle(self, sending: Sending) -> None:

@@ -372,6 +372,38 @@ def test_the_next_event_is_routed_while_the_last_batch_waits_for_its_confirm(
         assert delivery_depth(transport) == 2
 
 
+def test_a_stop_while_a_batch_awaits_its_confirm_acks_it_once_confirmed_and_then_leaves(
+    sessions: sessionmaker[Session],
+) -> None:
+    transport = HeldConfirms()
+    transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
+        tenant_id = tenant.id
+    metrics = Metrics()
+    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, metrics)
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        publish(transport, builders.event(tenant_id))
+        assert wait_for(lambda: len(transport.held) == 1), "the batch was not sent"
+        stop.set()
+        time.sleep(0.3)
+        assert thread.is_alive(), "the router left with a batch awaiting its confirm"
+        transport.confirm_all()
+        thread.join(10)
+        assert not thread.is_alive(), "the router did not leave once the confirm came"
+    finally:
+        stop.set()
+        transport.confirm_all()
+        thread.join(10)
+    assert metrics.registry.get_sample_value("hookline_events_routed_total") == 1.0
+    assert transport.queue_depth(tp.EVENTS) == 0  # acked, not handed back
+    assert delivery_depth(transport) == 1
+
+
 def test_a_batch_whose_confirm_never_comes_ends_the_session_and_is_routed_again(
     sessions: sessionmaker[Session],
 ) -> None:
