@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,9 +22,10 @@ from common.filters import matches
 from common.service import retry_database
 from common.transport import Message, Outgoing, poison_copy
 from common.wire import Event, decode
+from router.direct import DirectConnection
 from router.index import Target
 from router.loader import IndexLoader
-from router.persist import Key, Routed, persist_batch
+from router.persist import Key, Routed, persist_batch, persist_new
 from router.traces import RouteSpans
 
 if TYPE_CHECKING:
@@ -87,6 +89,25 @@ class Writer:
         self._loader = loader
         self._sessions = sessions
         self._tracing = tracing  # None: tracing is off, and costs nothing
+        # On PostgreSQL a batch with nothing to recover goes on its thread's own connection.
+        bind = sessions.kw["bind"]
+        self._engine: Engine | None = bind if bind.dialect.name == "postgresql" else None
+        self._local = threading.local()
+
+    def _direct(self) -> DirectConnection | None:
+        if self._engine is None:
+            return None
+        direct: DirectConnection | None = getattr(self._local, "direct", None)
+        if direct is None:
+            direct = self._local.direct = DirectConnection(self._engine)
+        return direct
+
+    def release(self) -> None:
+        """Close the calling thread's own connection (a writer thread that leaves)."""
+        direct: DirectConnection | None = getattr(self._local, "direct", None)
+        if direct is not None:
+            self._local.direct = None
+            direct.close()
 
     def write(
         self, batch: Sequence[Message], unpublished: Collection[Key], stop: threading.Event
@@ -119,12 +140,16 @@ class Writer:
                 for e in events
             ]
             recover = redelivered | unclear | (keys & set(unpublished))
+            traced = spans.traceparents() if spans is not None else None
+            direct = self._direct() if not recover else None
             try:
-                with self._sessions() as session, session.begin():
-                    single_statement(session)  # the batch's writes are one statement
-                    traced = spans.traceparents() if spans is not None else None
-                    out = persist_batch(session, routed, recover, traced)
-                    unclear.update((r.event.tenant, r.event.id) for r in out)
+                if direct is not None:
+                    out = persist_new(direct.run, routed, traced)
+                else:
+                    with self._sessions() as session, session.begin():
+                        single_statement(session)  # the batch's writes are one statement
+                        out = persist_batch(session, routed, recover, traced)
+                unclear.update((r.event.tenant, r.event.id) for r in out)
             except DBAPIError as exc:
                 if not is_data_error(exc):  # e.g. the connection lost: it may have landed
                     unclear.update(keys)

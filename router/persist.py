@@ -15,12 +15,13 @@ published again, marked for the dispatcher to re-check.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, TextClause, bindparam, select, text, tuple_
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from common.db.bulk import recordset
@@ -37,6 +38,7 @@ Key = tuple[str, str]  # (tenant, event id)
 _events = cast(Table, EventRow.__table__)
 _deliveries = cast(Table, Delivery.__table__)
 _STAMP = UtcDateTime()  # refuses naive timestamps, as an ORM insert of the column would
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 # One statement for the whole batch on PostgreSQL (see common/db/bulk.py): the rows go as
 # JSON documents, and what every row shares (its time, the new delivery's state) as plain
@@ -107,6 +109,10 @@ class Routed:
     recheck: bool  # published before: the dispatcher must look at the row first
 
 
+# Runs the batch's statement on a writer's own connection (`router.direct`): its rows.
+Run = Callable[[TextClause, Mapping[str, Any]], Iterable[Sequence[Any]]]
+
+
 def persist_batch(
     session: Session,
     routed: Sequence[tuple[Event, list[Target]]],
@@ -123,84 +129,121 @@ def persist_batch(
     if not routed:
         return []
     now = utcnow()
-    first: dict[Key, tuple[Event, list[Target]]] = {}
-    for event, targets in routed:
-        first.setdefault((event.tenant, event.id), (event, targets))  # routed once per batch
-    delivery_rows: dict[str, dict[str, object]] = {}
-    ids: dict[Key, list[tuple[str, str]]] = {}  # (delivery id, subscription id) per event
-    for key, (event, targets) in first.items():
-        ids[key] = []
-        day = event_day(event.id, now.date())
-        for target in targets:
-            delivery_id = delivery_id_for(event.tenant, event.id, target.subscription_id, day)
-            ids[key].append((delivery_id, target.subscription_id))
-            delivery_rows[delivery_id] = {
-                "id": delivery_id,
-                "tenant_id": event.tenant,
-                "event_id": event.id,
-                "subscription_id": target.subscription_id,
-                "event_type": event.type,
-                "day": day,
-            }
-    events = [e for e, _ in first.values()]
-    created = _insert(session, events, list(delivery_rows.values()), now, traceparents or {})
-    out: list[Routed] = []
-    for key, (event, _) in first.items():
-        if key in created:
-            message = _Messages(event)
-            out.extend(message.to(d, subscription, recheck=False) for d, subscription in ids[key])
+    batch = _Batch(routed, now)
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        statement, parameters = _pg_insert(batch, now, traceparents or {})
+        created = {(t, i) for t, i in session.execute(statement, parameters).tuples()}
+    else:
+        created = _insert_sqlite(session, batch, now, traceparents or {})
+    out = batch.messages(created)
     out.extend(_republish_unfinished(session, routed, set(recover) - created, now.date()))
     return out
 
 
-def _insert(
-    session: Session,
-    events: list[Event],
-    deliveries: list[dict[str, object]],
-    now: datetime,
-    traceparents: Mapping[Key, str],
+def persist_new(
+    run: Run,
+    routed: Sequence[tuple[Event, list[Target]]],
+    traceparents: Mapping[Key, str] | None = None,
+) -> list[Routed]:
+    """`persist_batch` on PostgreSQL for a batch with nothing to recover: the same one
+    statement, run by `run` rather than through a session."""
+    if not routed:
+        return []
+    now = utcnow()
+    batch = _Batch(routed, now)
+    statement, parameters = _pg_insert(batch, now, traceparents or {})
+    return batch.messages({(t, i) for t, i in run(statement, parameters)})
+
+
+class _Batch:
+    """A batch's events (each id once) and the delivery rows of their targets."""
+
+    def __init__(self, routed: Sequence[tuple[Event, list[Target]]], now: datetime) -> None:
+        first: dict[Key, tuple[Event, list[Target]]] = {}
+        for event, targets in routed:
+            first.setdefault((event.tenant, event.id), (event, targets))  # once per batch
+        self.first = first
+        self.deliveries: dict[str, dict[str, object]] = {}
+        # (delivery id, subscription id) per event
+        self.ids: dict[Key, list[tuple[str, str]]] = {}
+        for key, (event, targets) in first.items():
+            self.ids[key] = []
+            day = event_day(event.id, now.date())
+            for target in targets:
+                delivery_id = delivery_id_for(event.tenant, event.id, target.subscription_id, day)
+                self.ids[key].append((delivery_id, target.subscription_id))
+                self.deliveries[delivery_id] = {
+                    "id": delivery_id,
+                    "tenant_id": event.tenant,
+                    "event_id": event.id,
+                    "subscription_id": target.subscription_id,
+                    "event_type": event.type,
+                    "day": day,
+                }
+        self.events = [e for e, _ in first.values()]
+
+    def messages(self, created: set[Key]) -> list[Routed]:
+        """The delivery messages of the events this batch's insert created."""
+        out: list[Routed] = []
+        for key, (event, _) in self.first.items():
+            if key in created:
+                message = _Messages(event)
+                out.extend(message.to(d, sub, recheck=False) for d, sub in self.ids[key])
+        return out
+
+
+def _insert_sqlite(
+    session: Session, batch: _Batch, now: datetime, traceparents: Mapping[Key, str]
 ) -> set[Key]:
-    """Insert `events`, skipping ids that exist, and the `deliveries` of those it created;
-    returns the keys of the events created."""
+    """Insert the batch's events, skipping ids that exist, and the deliveries of those it
+    created; returns the keys of the events created."""
     bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
-        statement = insert_ignoring_conflicts(bind, _events).returning(
-            _events.c.tenant_id, _events.c.id
-        )
-        rows = [_event_row(e, now, traceparents.get((e.tenant, e.id))) for e in events]
-        result = session.execute(statement, rows)
-        created = {(tenant, event_id) for tenant, event_id in result.tuples()}
-        constant = {"status": DeliveryStatus.PENDING, "attempts": 0, "replay_count": 0}
-        full = [
-            {**row, **constant, "created_at": now, "updated_at": now}
-            for row in deliveries
-            if (row["tenant_id"], row["event_id"]) in created
-        ]
-        if full:
-            session.execute(insert_ignoring_conflicts(bind, _deliveries), full)
-        return created
+    statement = insert_ignoring_conflicts(bind, _events).returning(
+        _events.c.tenant_id, _events.c.id
+    )
+    rows = [_event_row(e, now, traceparents.get((e.tenant, e.id))) for e in batch.events]
+    result = session.execute(statement, rows)
+    created = {(tenant, event_id) for tenant, event_id in result.tuples()}
+    constant = {"status": DeliveryStatus.PENDING, "attempts": 0, "replay_count": 0}
+    full = [
+        {**row, **constant, "created_at": now, "updated_at": now}
+        for row in batch.deliveries.values()
+        if (row["tenant_id"], row["event_id"]) in created
+    ]
+    if full:
+        session.execute(insert_ignoring_conflicts(bind, _deliveries), full)
+    return created
+
+
+def _pg_insert(
+    batch: _Batch, now: datetime, traceparents: Mapping[Key, str]
+) -> tuple[TextClause, dict[str, Any]]:
+    """The batch's one statement on PostgreSQL and its parameters: it inserts the events,
+    skipping ids that exist, and the deliveries of those it created, and returns the keys
+    of the events created."""
     rows = [
         {
             "tenant_id": e.tenant,
             "id": e.id,
             "type": e.type,
             "operation": e.operation,
-            "timestamp": _STAMP.process_bind_param(e.timestamp, bind.dialect),
+            "timestamp": _STAMP.process_bind_param(e.timestamp, _PG),
             "data": e.data,
             "day": event_day(e.id, now.date()),
             "carried": _carried_day(e.id, now.date()) is not None,
         }
-        for e in events
+        for e in batch.events
     ]
     if traceparents:
-        for event, row in zip(events, rows, strict=True):
+        for event, row in zip(batch.events, rows, strict=True):
             traceparent = traceparents.get((event.tenant, event.id))
             if traceparent is not None:
                 row["traceparent"] = traceparent
+    deliveries = list(batch.deliveries.values())
     parameters = {"rows": _document(rows), "deliveries": _document(deliveries), "now": now}
     carried = all(row["carried"] for row in rows)
-    result = session.execute(_PG_INSERT_CARRIED if carried else _PG_INSERT_BATCH, parameters)
-    return {(tenant, event_id) for tenant, event_id in result.tuples()}
+    return (_PG_INSERT_CARRIED if carried else _PG_INSERT_BATCH), parameters
 
 
 def _document(rows: Sequence[Mapping[str, Any]]) -> str:

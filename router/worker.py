@@ -192,6 +192,8 @@ class Routing:
                     self._route(batch)
         except BaseException as exc:  # the consuming thread raises it, and reconnects
             self._fail(exc)
+        finally:
+            self._router.writer.release()
 
     def _ready(self) -> bool:
         """Whether a writer has something to do (under `_wake`): a batch to write (once

@@ -8,6 +8,9 @@ Switches act on live connections as well as new ones:
 - `blackhole()`: connections are accepted and held, nothing is forwarded either way (a
   partition: the peers see silence, not an error);
 - `reset_all()`: every current connection is closed with an RST (SO_LINGER 0);
+- `cut_after(marker)`: the first request that carries `marker` reaches the server, and its
+  connection is reset when the answer comes, which the client never sees (a connection
+  lost after the server did the work);
 - `refuse()`: new connections are closed as soon as they are accepted;
 - `heal()`: back to a plain pipe.
 """
@@ -49,6 +52,8 @@ class FaultProxy:
         self._refusing = False
         self._closed = threading.Event()
         self.accepted = 0  # connections accepted in total: shows that clients reconnected
+        self._cut_marker: bytes | None = None
+        self.cuts = 0  # answers swallowed by `cut_after`
         self._thread = threading.Thread(target=self._accept_loop, name="faultproxy", daemon=True)
 
     def start(self) -> FaultProxy:
@@ -80,6 +85,17 @@ class FaultProxy:
 
     def refuse(self) -> None:
         self._refusing = True
+
+    def cut_after(self, marker: bytes) -> None:
+        self._cut_marker = marker
+
+    def claim_cut(self, data: bytes) -> bool:
+        """Whether `data`, on its way to the server, carries the marker (once only)."""
+        with self._lock:
+            if self._cut_marker is None or self._cut_marker not in data:
+                return False
+            self._cut_marker = None
+            return True
 
     def heal(self) -> None:
         self._latency_s = 0.0
@@ -178,6 +194,7 @@ class _Link:
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peers = {client: upstream, upstream: client}
+        cutting = False  # the request with the cut's marker went up: reset at its answer
         with selectors.DefaultSelector() as selector:
             selector.register(client, selectors.EVENT_READ)
             selector.register(upstream, selectors.EVENT_READ)
@@ -192,6 +209,12 @@ class _Link:
                     data = source.recv(CHUNK_BYTES)
                     if not data:
                         return
+                    if source is upstream and cutting:
+                        self._proxy.cuts += 1
+                        self.abort()  # the answer is swallowed: the client sees a reset
+                        return
+                    if source is client and self._proxy.claim_cut(data):
+                        cutting = True
                     delay_s = self._proxy.latency_s
                     if delay_s > 0:
                         time.sleep(delay_s)

@@ -128,3 +128,18 @@ def test_latency_delays_every_chunk(proxy: FaultProxy) -> None:
             sock.recv(16)
         sock.settimeout(WAIT_S)
         assert sock.recv(16) == b"slow"
+
+
+def test_cut_after_lets_the_marked_request_through_and_swallows_its_answer(
+    proxy: FaultProxy,
+) -> None:
+    proxy.cut_after(b"MARK")
+    with connect(proxy) as sock:
+        assert round_trip(sock, b"plain") == b"plain"
+        sock.sendall(b"with MARK inside")
+        with pytest.raises(ConnectionResetError):
+            if sock.recv(64) == b"":  # an EOF instead of the RST fails the test too
+                raise AssertionError("the connection ended without a reset")
+    assert proxy.cuts == 1  # the server's echo came back to the proxy, which dropped it
+    with connect(proxy) as sock:  # once only
+        assert round_trip(sock, b"MARK again") == b"MARK again"

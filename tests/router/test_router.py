@@ -13,11 +13,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from sqlalchemy import event as sqla_event
-from sqlalchemy import func, select, update
+from sqlalchemy import func, make_url, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import Delivery, EventRow
+from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
 from common.errors import ConnectionLostError
 from common.metrics import Metrics
@@ -30,6 +31,7 @@ from common.wire import DeliveryMessage, Event, decode, encode
 from router import Router, Target
 from router.persist import persist_batch
 from tests import builders
+from tests.faultproxy import FaultProxy
 from tests.queues import DELIVERY_QUEUES, delivery_depth
 
 SCHEDULE = "1s,2s"
@@ -223,8 +225,11 @@ def test_write_that_reports_a_lost_connection_after_it_went_through_still_publis
     sessions: sessionmaker[Session], transport: MemoryTransport, lost_at: str
 ) -> None:
     """The retry in place finds the event stored by its own first try and publishes it,
-    whether the COMMIT or (in autocommit on PostgreSQL) the batch's statement itself
-    reported the loss after it had landed."""
+    whether the COMMIT or the batch's statement itself reported the loss after it had
+    landed (SQLite, whose writes go through a session; PostgreSQL's are cut by the network
+    in the test below)."""
+    if sessions.kw["bind"].dialect.name == "postgresql":
+        pytest.skip("PostgreSQL runs a new batch on the writer's own connection, no session")
     with sessions.begin() as session:
         tenant = builders.tenant(session)
         builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
@@ -259,6 +264,45 @@ def test_write_that_reports_a_lost_connection_after_it_went_through_still_publis
     assert decode(DeliveryMessage, message.body).event == sent
     assert delivery_depth(transport) == 0
     assert transport.queue_depth(tp.EVENTS) == 0
+
+
+def test_a_statement_whose_answer_the_network_lost_after_it_landed_is_published_once(
+    database_url: str, sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    """On PostgreSQL: the batch's statement reaches the server and commits, then the
+    connection drops before its answer comes back. The writer retries in place, finds its
+    own rows and publishes their delivery once, marked for the dispatcher to re-check."""
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("the writer's own connection is PostgreSQL's")
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
+        tenant_id = tenant.id
+    url = make_url(database_url)
+    with FaultProxy("127.0.0.1", url.port or 5432) as proxy:
+        engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+        router = Router(Settings(retry_schedule=SCHEDULE), transport, make_sessionmaker(engine),
+                        Metrics())  # fmt: skip
+        stop = threading.Event()
+        thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            sent = builders.event(tenant_id)
+            proxy.cut_after(sent.id.encode())  # the id travels in the statement's rows
+            publish(transport, sent)
+            (message,) = drain(transport, tp.DELIVERIES, 1)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            thread.join(10)
+            engine.dispose()
+    assert proxy.cuts == 1, "no answer was lost: nothing was tested"
+    assert decode(DeliveryMessage, message.body).event == sent
+    assert message.headers.get(tp.H_RECHECK) == 1  # published by the retry's recovery
+    assert delivery_depth(transport) == 0
+    assert transport.queue_depth(tp.EVENTS) == 0
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 1
 
 
 def test_batch_whose_publish_failed_is_published_once_by_the_one_by_one_fallback(

@@ -1,0 +1,79 @@
+"""A writer thread's own database connection, for the batch statement alone.
+
+A lone event's batch spent more of the router's CPU in SQLAlchemy's execution layers
+(the session, the connection, the compiled cache, the result's metadata) than in its one
+statement. On PostgreSQL a batch with nothing to recover now runs that statement on a DBAPI
+connection its writer thread keeps, in autocommit (the statement is atomic on its own, as
+`single_statement` has it), taken from the engine's pool so that it has the engine's
+connect arguments. Its errors are raised as SQLAlchemy's own, with `connection_invalidated`
+as the engine would set it: the router's judgement of them (a bad row to split out, or
+the database away, to retry in place) is the same on either path. A lost connection is
+dropped, never handed back to the pool, and the next batch opens another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from sqlalchemy import Engine, TextClause
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection
+
+
+class DirectConnection:
+    """One thread's connection; not shared between threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._connection: PoolProxiedConnection | None = None
+        self._sql: dict[TextClause, str] = {}  # each statement compiled once
+
+    def run(self, statement: TextClause, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run `statement` (committed when it returns) and return its rows."""
+        sql = self._sql.get(statement)
+        if sql is None:
+            sql = self._sql[statement] = str(statement.compile(dialect=self._engine.dialect))
+        connection = self._connection or self._open()
+        cursor = None
+        try:
+            cursor = connection.cursor()
+            cursor.execute(sql, parameters)
+            rows = [tuple(row) for row in cursor.fetchall()]
+            cursor.close()
+            return rows
+        except self._error as exc:
+            dbapi = connection.dbapi_connection
+            lost = self._engine.dialect.is_disconnect(cast(Any, exc), dbapi, cursor) or bool(
+                getattr(dbapi, "closed", False)
+            )
+            if lost:
+                self.close()
+            raise DBAPIError.instance(
+                sql,
+                dict(parameters),
+                exc,
+                self._error,
+                hide_parameters=self._engine.hide_parameters,
+                connection_invalidated=lost,
+                dialect=self._engine.dialect,
+            ) from None
+
+    def close(self) -> None:
+        """Close the connection (it never goes back to the pool in autocommit)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.invalidate()
+            connection.close()
+
+    def _open(self) -> PoolProxiedConnection:
+        connection = self._engine.raw_connection()
+        try:
+            connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+        except BaseException:
+            connection.invalidate()
+            connection.close()
+            raise
+        self._connection = connection
+        return connection
