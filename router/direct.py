@@ -8,17 +8,22 @@ connection its writer thread keeps, in autocommit (the statement is atomic on it
 connect arguments. Its errors are raised as SQLAlchemy's own, with `connection_invalidated`
 as the engine would set it: the router's judgement of them (a bad row to split out, or
 the database away, to retry in place) is the same on either path. A lost connection is
-dropped, never handed back to the pool, and the next batch opens another.
+dropped, never handed back to the pool, and the next batch opens another; one that sat
+idle `PING_IDLE_S` or more is pinged first, as the pool pings its own (a database restart
+or an idle timeout may have killed it unseen).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
 from sqlalchemy import Engine, TextClause
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
+
+from common.db import session as db_session
 
 
 class DirectConnection:
@@ -29,19 +34,21 @@ class DirectConnection:
         self._error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self._connection: PoolProxiedConnection | None = None
         self._sql: dict[TextClause, str] = {}  # each statement compiled once
+        self._used_at = 0.0  # monotonic time its last statement returned
 
     def run(self, statement: TextClause, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run `statement` (committed when it returns) and return its rows."""
         sql = self._sql.get(statement)
         if sql is None:
             sql = self._sql[statement] = str(statement.compile(dialect=self._engine.dialect))
-        connection = self._connection or self._open()
+        connection = self._live()
         cursor = None
         try:
             cursor = connection.cursor()
             cursor.execute(sql, parameters)
             rows = [tuple(row) for row in cursor.fetchall()]
             cursor.close()
+            self._used_at = time.monotonic()
             return rows
         except self._error as exc:
             dbapi = connection.dbapi_connection
@@ -66,6 +73,18 @@ class DirectConnection:
         if connection is not None:
             connection.invalidate()
             connection.close()
+
+    def _live(self) -> PoolProxiedConnection:
+        connection = self._connection
+        if connection is None:
+            return self._open()
+        if time.monotonic() - self._used_at >= db_session.PING_IDLE_S:
+            try:
+                self._engine.dialect.do_ping(connection.dbapi_connection)  # type: ignore[arg-type]
+            except Exception:  # gone while idle: a new one, and the batch goes on it
+                self.close()
+                return self._open()
+        return connection
 
     def _open(self) -> PoolProxiedConnection:
         connection = self._engine.raw_connection()
