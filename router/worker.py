@@ -144,6 +144,7 @@ class Routing:
             oldest = next(iter(self._in_flight), None)
             if oldest is not None and oldest.due <= time.monotonic():
                 del self._in_flight[oldest]
+                self._wake.notify_all()  # as `_confirmed` does
             else:
                 oldest = None
         if oldest is not None:
