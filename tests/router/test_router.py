@@ -77,6 +77,14 @@ class BrokenPublish(MemoryTransport):
         super().publish(messages, timeout_s=timeout_s)
 
 
+def subscribed_tenant(sessions: sessionmaker[Session]) -> str:
+    """A new tenant with one subscription (to all its events); its id."""
+    with sessions.begin() as session:
+        tenant = builders.tenant(session)
+        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
+        return tenant.id
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float = 10) -> bool:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -179,6 +187,22 @@ def test_repeated_event_id_publishes_nothing_while_the_first_deliveries_are_stil
         assert session.scalar(select(func.count()).select_from(EventRow)) == 2
 
 
+def route_one(router: Router, transport: MemoryTransport, sent: Event) -> Message:
+    """Run `router` on a thread until `sent`'s one delivery message is out, and a little
+    longer (a copy that should not come would come then); that message."""
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        publish(transport, sent)
+        (message,) = drain(transport, tp.DELIVERIES, 1)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(10)
+    return message
+
+
 def test_router_that_lost_the_broker_after_commit_republishes_unfinished_deliveries(
     sessions: sessionmaker[Session],
 ) -> None:
@@ -230,10 +254,7 @@ def test_write_that_reports_a_lost_connection_after_it_went_through_still_publis
     in the test below)."""
     if sessions.kw["bind"].dialect.name == "postgresql":
         pytest.skip("PostgreSQL runs a new batch on the writer's own connection, no session")
-    with sessions.begin() as session:
-        tenant = builders.tenant(session)
-        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
-        tenant_id = tenant.id
+    tenant_id = subscribed_tenant(sessions)
     failures = [1]
 
     def lose_connection_once(*_args: object) -> None:
@@ -249,17 +270,8 @@ def test_write_that_reports_a_lost_connection_after_it_went_through_still_publis
     else:
         sqla_event.listen(sessions.kw["bind"], "after_cursor_execute", after_insert)
     router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, Metrics())
-    stop = threading.Event()
-    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        sent = builders.event(tenant_id)
-        publish(transport, sent)
-        (message,) = drain(transport, tp.DELIVERIES, 1)
-        time.sleep(0.3)
-    finally:
-        stop.set()
-        thread.join(10)
+    sent = builders.event(tenant_id)
+    message = route_one(router, transport, sent)
     assert not failures, "the commit never failed: nothing was tested"
     assert decode(DeliveryMessage, message.body).event == sent
     assert delivery_depth(transport) == 0
@@ -274,27 +286,17 @@ def test_a_statement_whose_answer_the_network_lost_after_it_landed_is_published_
     own rows and publishes their delivery once, marked for the dispatcher to re-check."""
     if sessions.kw["bind"].dialect.name != "postgresql":
         pytest.skip("the writer's own connection is PostgreSQL's")
-    with sessions.begin() as session:
-        tenant = builders.tenant(session)
-        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
-        tenant_id = tenant.id
+    tenant_id = subscribed_tenant(sessions)
     url = make_url(database_url)
     with FaultProxy("127.0.0.1", url.port or 5432) as proxy:
         engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
         router = Router(Settings(retry_schedule=SCHEDULE), transport, make_sessionmaker(engine),
                         Metrics())  # fmt: skip
-        stop = threading.Event()
-        thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
-        thread.start()
+        sent = builders.event(tenant_id)
+        proxy.cut_after(sent.id.encode())  # the id travels in the statement's rows
         try:
-            sent = builders.event(tenant_id)
-            proxy.cut_after(sent.id.encode())  # the id travels in the statement's rows
-            publish(transport, sent)
-            (message,) = drain(transport, tp.DELIVERIES, 1)
-            time.sleep(0.3)
+            message = route_one(router, transport, sent)
         finally:
-            stop.set()
-            thread.join(10)
             engine.dispose()
     assert proxy.cuts == 1, "no answer was lost: nothing was tested"
     assert decode(DeliveryMessage, message.body).event == sent
@@ -310,10 +312,7 @@ def test_batch_whose_publish_failed_is_published_once_by_the_one_by_one_fallback
 ) -> None:
     transport = BrokenPublish(error=RuntimeError("marshalling failed"))
     transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
-    with sessions.begin() as session:
-        tenant = builders.tenant(session)
-        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
-        tenant_id = tenant.id
+    tenant_id = subscribed_tenant(sessions)
     events = [builders.event(tenant_id) for _ in range(5)]
     for sent in events:
         publish(transport, sent)
@@ -342,10 +341,7 @@ def routing(
 ) -> Iterator[tuple[str, Callable[[], float]]]:
     """A router running on its own thread (reconnecting as `hookline router` does) for a
     tenant with one subscription; yields the tenant and a reading of events routed."""
-    with sessions.begin() as session:
-        tenant = builders.tenant(session)
-        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
-        tenant_id = tenant.id
+    tenant_id = subscribed_tenant(sessions)
     metrics = Metrics()
     router = Router(settings or Settings(retry_schedule=SCHEDULE), transport, sessions, metrics)
     stop = threading.Event()
@@ -421,10 +417,7 @@ def test_a_stop_while_a_batch_awaits_its_confirm_acks_it_once_confirmed_and_then
 ) -> None:
     transport = HeldConfirms()
     transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
-    with sessions.begin() as session:
-        tenant = builders.tenant(session)
-        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
-        tenant_id = tenant.id
+    tenant_id = subscribed_tenant(sessions)
     metrics = Metrics()
     router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, metrics)
     stop = threading.Event()
@@ -495,10 +488,7 @@ def test_an_event_is_routed_while_another_batch_waits_on_the_database(
 def test_undecodable_event_goes_to_poison_with_raw_body_and_the_queue_keeps_flowing(
     sessions: sessionmaker[Session], transport: MemoryTransport, running_router: Router
 ) -> None:
-    with sessions.begin() as session:
-        tenant = builders.tenant(session)
-        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
-        tenant_id = tenant.id
+    tenant_id = subscribed_tenant(sessions)
     time.sleep(0.3)
     transport.publish([Outgoing(tp.EVENTS, "order.created", b"{not json", {}, None)])
     publish(transport, builders.event(tenant_id))
@@ -553,10 +543,7 @@ def test_traced_routing_gives_each_event_a_span_its_deliveries_carry_until_confi
     tracing = configure("router", processor=SimpleSpanProcessor(exported))
     transport = BrokenPublish(error=RuntimeError("marshalling failed"))
     transport.declare(tp.build(Settings(retry_schedule=SCHEDULE).retry_delays_s))
-    with sessions.begin() as session:
-        tenant = builders.tenant(session)
-        builders.subscription(session, tenant.id, "http://127.0.0.1:1/a")
-        tenant_id = tenant.id
+    tenant_id = subscribed_tenant(sessions)
     caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     traced, untraced = builders.event(tenant_id), builders.event(tenant_id)
     transport.publish([
