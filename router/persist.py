@@ -21,10 +21,9 @@ from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, TextClause, bindparam, select, text, tuple_
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from common.db.bulk import recordset
+from common.db.bulk import POSTGRES, recordset
 from common.db.models import Delivery, EventRow
 from common.db.session import insert_ignoring_conflicts
 from common.db.statuses import FINAL_STATUSES, DeliveryStatus
@@ -38,7 +37,6 @@ Key = tuple[str, str]  # (tenant, event id)
 _events = cast(Table, EventRow.__table__)
 _deliveries = cast(Table, Delivery.__table__)
 _STAMP = UtcDateTime()  # refuses naive timestamps, as an ORM insert of the column would
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 # One statement for the whole batch on PostgreSQL (see common/db/bulk.py): the rows go as
 # JSON documents, and what every row shares (its time, the new delivery's state) as plain
@@ -228,7 +226,7 @@ def _pg_insert(
             "id": e.id,
             "type": e.type,
             "operation": e.operation,
-            "timestamp": _STAMP.process_bind_param(e.timestamp, _PG),
+            "timestamp": _STAMP.process_bind_param(e.timestamp, POSTGRES),
             "data": e.data,
             "day": event_day(e.id, now.date()),
             "carried": _carried_day(e.id, now.date()) is not None,

@@ -24,7 +24,7 @@ from sqlalchemy.types import TypeDecorator
 
 from common.db.session import insert_ignoring_conflicts
 
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]  # to compile types and binds
 
 
 def recordset(
@@ -37,7 +37,7 @@ def recordset(
 ) -> str:
     """The FROM item `json_to_recordset(:rows) AS r(...)`: `names` typed as `table`'s
     columns, then the `extra` fields (name: SQL type) that are not columns."""
-    fields = [f'"{name}" {table.c[name].type.compile(dialect=_PG)}' for name in names]
+    fields = [f'"{name}" {table.c[name].type.compile(dialect=POSTGRES)}' for name in names]
     fields += [f'"{name}" {sql_type}' for name, sql_type in (extra or {}).items()]
     return f"json_to_recordset(CAST(:{param} AS json)) AS {alias}({', '.join(fields)})"
 
