@@ -68,7 +68,7 @@ def fill(engine: Engine, rows: int) -> list[str]:
 
 
 def _before(session: Session, updates: list[dict[str, Any]]) -> None:
-    document = rows_document(session, Delivery.__table__, updates)  # type: ignore[arg-type]
+    document = rows_document(Delivery.__table__, updates)  # type: ignore[arg-type]
     today = datetime.now(UTC).date()
     session.execute(BEFORE, {"rows": document, "days": [today]})
 

@@ -16,13 +16,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db.direct import DirectConnection
 from common.db.session import single_statement
 from common.errors import DecodeError, PublishError, TransportError
 from common.filters import matches
 from common.service import retry_database
 from common.transport import Message, Outgoing, poison_copy
 from common.wire import Event, decode
-from router.direct import DirectConnection
 from router.index import Target
 from router.loader import IndexLoader
 from router.persist import Key, Routed, persist_batch, persist_new

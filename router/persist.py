@@ -107,7 +107,7 @@ class Routed:
     recheck: bool  # published before: the dispatcher must look at the row first
 
 
-# Runs the batch's statement on a writer's own connection (`router.direct`): its rows.
+# Runs the batch's statement on a writer's own connection (`common.db.direct`): its rows.
 Run = Callable[[TextClause, Mapping[str, Any]], Iterable[Sequence[Any]]]
 
 

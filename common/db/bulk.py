@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import Date, Table, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
@@ -79,16 +78,16 @@ def insert_rows(
         session.execute(statement, list(rows))
         return
     names = list(rows[0])
-    document = rows_document(session, table, rows)
+    document = rows_document(table, rows)
     session.execute(text(recordset_insert(table, names, ignore_conflicts)), {"rows": document})
 
 
-def rows_document(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> str:
-    """`rows` as the JSON document a `recordset` reads, bound as the columns would be."""
+def rows_document(table: Table, rows: Sequence[Mapping[str, Any]]) -> str:
+    """`rows` as the JSON document a `recordset` reads (on PostgreSQL), bound as the
+    columns would be there."""
     columns = _text_columns(table, tuple(rows[0]))
     if not columns:
         return json.dumps(list(rows), default=_plain, separators=(",", ":"))
-    dialect = session.get_bind().dialect
     out = [dict(row) for row in rows]
     for name, column_type in columns:
         # A batch repeats its times and days (the settler's `now`, a day per batch): each
@@ -98,11 +97,11 @@ def rows_document(session: Session, table: Table, rows: Sequence[Mapping[str, An
             value = row[name]
             if not isinstance(value, date):  # None, or a value that may not be hashable
                 if value is not None:
-                    row[name] = _text(column_type, value, dialect)
+                    row[name] = _text(column_type, value)
                 continue
             text_value = texts.get(value)
             if text_value is None:
-                text_value = texts[value] = _text(column_type, value, dialect)
+                text_value = texts[value] = _text(column_type, value)
             row[name] = text_value
     return json.dumps(out, default=_plain, separators=(",", ":"))
 
@@ -126,7 +125,7 @@ def _text_columns(
     return tuple(found)
 
 
-def _text(column_type: TypeDecorator[Any] | None, value: Any, dialect: Dialect) -> Any:
+def _text(column_type: TypeDecorator[Any] | None, value: Any) -> Any:
     if column_type is not None:
-        value = column_type.process_bind_param(value, dialect)
+        value = column_type.process_bind_param(value, POSTGRES)
     return _plain(value) if isinstance(value, date) else value

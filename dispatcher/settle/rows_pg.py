@@ -1,11 +1,12 @@
 """The fast path of `rows.py` on PostgreSQL: the same guarded update for a whole batch in one
 statement (see common/db/bulk.py). It must move rows exactly as the plain UPDATE there does.
 
-`record_batch` goes further for the settler's common batch (no failure streak, no new header
-shape, nothing to disable): the attempts' insert, the deliveries' update and the reset of
-the streaks its successes end, as one statement run in autocommit, i.e. one round trip
-where the transaction took five (BEGIN, three statements, COMMIT). A lone delivery pays the
-whole of that per batch (`bench.trickle`).
+`record_statement` goes further for the settler's common batch (no failure streak, no new
+header shape, nothing to disable): the attempts' insert, the deliveries' update and the
+reset of the streaks its successes end, as one statement that the settler runs in
+autocommit on its own connection (`common.db.direct`), i.e. one round trip where the
+transaction took five (BEGIN, three statements, COMMIT). A lone delivery pays the whole of
+that per batch (`bench.trickle`).
 """
 
 from __future__ import annotations
@@ -63,11 +64,11 @@ def _update_on_days(days: tuple[date, ...]) -> TextClause:
 
 def update_deliveries(session: Session, rows: list[dict[str, Any]]) -> None:
     """`rows.update_deliveries` in one statement."""
-    statement, document = _update(session, rows)
+    statement, document = _update(rows)
     session.execute(statement, {"rows": document})
 
 
-def _update(session: Session, rows: list[dict[str, Any]]) -> tuple[TextClause, str]:
+def _update(rows: list[dict[str, Any]]) -> tuple[TextClause, str]:
     """The update of `rows` and its JSON document (the `rows` parameter)."""
     # One row per delivery: of two outcomes for one delivery in a batch (a duplicate
     # message), the later attempt wins, as it would in statement order.
@@ -78,9 +79,9 @@ def _update(session: Session, rows: list[dict[str, Any]]) -> tuple[TextClause, s
             latest[row["id"]] = row
     days = days_of(latest)
     if days is None:
-        return _UPDATE_ANY_DAY, rows_document(session, _deliveries, list(latest.values()))
+        return _UPDATE_ANY_DAY, rows_document(_deliveries, list(latest.values()))
     keyed = [{**row, "day": day_of(row["id"])} for row in latest.values()]
-    return _update_on_days(tuple(days)), rows_document(session, _deliveries, keyed)
+    return _update_on_days(tuple(days)), rows_document(_deliveries, keyed)
 
 
 # The streak reset of `autodisable.apply` for the subscriptions a batch's successes leave
@@ -92,27 +93,39 @@ _CLEAR_STREAKS = (
 )
 
 
+# For a retry of a statement whose answer was lost (it may have landed): an attempt already
+# stored (the same delivery, attempt and signing time) is not stored twice.
+_NOT_STORED = (
+    " WHERE NOT EXISTS (SELECT 1 FROM attempts AS x WHERE x.delivery_id = a.delivery_id"
+    " AND x.day = a.day AND x.attempt = a.attempt AND x.created_at = a.created_at)"
+)
+
+
 @functools.lru_cache(maxsize=64)
-def _record(update: TextClause, names: tuple[str, ...]) -> TextClause:
+def _record(update: TextClause, names: tuple[str, ...], unclear: bool) -> TextClause:
     insert = recordset_insert(_attempts, names, param="attempts", alias="a")
+    if unclear:
+        insert += _NOT_STORED
     return text(f"WITH attempted AS ({insert}), moved AS ({update.text}) {_CLEAR_STREAKS}")
 
 
-def record_batch(
-    session: Session,
+def record_statement(
     attempts: Sequence[dict[str, Any]],
     updates: list[dict[str, Any]],
     healthy: Sequence[str],
-) -> None:
-    """Insert `attempts`, move the deliveries on (`update_deliveries`) and end the streaks
-    of the `healthy` subscriptions, in one statement: atomic alone, so the caller may run
-    it in autocommit (`single_statement`)."""
-    update, document = _update(session, updates)
-    statement = _record(update, tuple(attempts[0]))
+    *,
+    unclear: bool = False,
+) -> tuple[TextClause, dict[str, str]]:
+    """The one statement that inserts `attempts`, moves the deliveries on
+    (`update_deliveries`) and ends the streaks of the `healthy` subscriptions, with its
+    parameters: atomic alone, so the caller may run it in autocommit. `unclear`: a try of
+    it failed and may have landed, so the attempts it stored are not stored again (the
+    rest is safe to run twice: the update is guarded, the reset idempotent)."""
+    update, document = _update(updates)
     parameters = {
-        "attempts": rows_document(session, _attempts, attempts),
+        "attempts": rows_document(_attempts, attempts),
         "rows": document,
         # Sorted: two settlers resetting the same subscriptions lock them in one order.
         "healthy": json.dumps(sorted(healthy)),
     }
-    session.execute(statement, parameters)
+    return _record(update, tuple(attempts[0]), unclear), parameters

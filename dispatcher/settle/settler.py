@@ -5,7 +5,8 @@ transaction for the attempt and delivery rows of the whole batch, then one confi
 for every retry copy, dead letter and poison message, and only then the acks. If the write
 or the publish fails nothing of the batch is acked, so the broker hands it out again. On
 PostgreSQL a batch with no failure streak, no new header shape and nothing to disable (the
-common one) is written as one statement in autocommit (`rows_pg.record_batch`).
+common one) is written as one statement in autocommit (`rows_pg.record_statement`), on the
+settler's own connection (`common.db.direct`), not through a session.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.background import BackgroundThread
 from common.db.bulk import insert_rows
+from common.db.direct import DirectConnection
 from common.db.models import Attempt
-from common.db.session import single_statement
 from common.db.statuses import DeliveryStatus
 from common.ids import day_of
 from common.metrics import Metrics
@@ -87,7 +88,9 @@ class Settler(BackgroundThread):
         self._consumer = consumer
         self._transport = transport
         self._sessionmaker = sessionmaker
-        self._postgres = sessionmaker.kw["bind"].dialect.name == "postgresql"
+        bind = sessionmaker.kw["bind"]
+        # On PostgreSQL the common batch's one statement goes on this thread's connection.
+        self._direct = DirectConnection(bind) if bind.dialect.name == "postgresql" else None
         self._metrics = metrics
         self._publish_timeout_s = publish_timeout_s
         self._on_disabled = on_disabled
@@ -117,6 +120,13 @@ class Settler(BackgroundThread):
     def run(self) -> None:
         """Settle in batches until stopped with nothing queued, or until a failure (a
         dependency that failed outside, through `fail`, stops settling too)."""
+        try:
+            self._settle_until_stopped()
+        finally:
+            if self._direct is not None:
+                self._direct.close()
+
+    def _settle_until_stopped(self) -> None:
         while self.failure is None:
             try:
                 batch = [self._queue.get(timeout=0.1)]
@@ -234,20 +244,26 @@ class Settler(BackgroundThread):
 
         known_ids = self._header_sets.known(shapes.values())
         healthy = [sid for sid, streak in to_write.items() if not streak.failed]
+        direct = self._direct
         one_statement = (
-            self._postgres
+            direct is not None
             and known_ids is not None
             and not disabled
             and len(healthy) == len(to_write)
         )
 
+        tries = 0
+
         def write() -> tuple[list[autodisable.Disabled], dict[str, int]]:
+            nonlocal tries
+            tries += 1
             if one_statement:  # the common batch: nothing fails, nothing new
-                assert known_ids is not None
+                assert direct is not None and known_ids is not None
                 name_header_sets(attempts, [o.result.shape for o in attempted], known_ids)
-                with self._sessionmaker() as session, session.begin():
-                    single_statement(session)
-                    rows_pg.record_batch(session, attempts, updates, healthy)
+                # In autocommit a try whose answer was lost may have landed: a retry
+                # stores none of the attempts that one stored.
+                unclear = tries > 1
+                direct.run(*rows_pg.record_statement(attempts, updates, healthy, unclear=unclear))
                 return [], known_ids
             with self._sessionmaker() as session, session.begin():
                 ids = self._header_sets.ids(session, shapes.values()) if shapes else {}

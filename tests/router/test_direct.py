@@ -1,4 +1,4 @@
-"""A router writer's own connection (`router.direct`) against a real PostgreSQL: what it
+"""A router writer's own connection (`common.db.direct`) against a real PostgreSQL: what it
 commits, and how its errors read to the router (a bad row, or the database away)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError, OperationalError
 
 from common.db import session as db_session
+from common.db.direct import DirectConnection
 from common.db.session import make_engine
 from router.batches import describe, is_data_error, refused
-from router.direct import DirectConnection
 
 PID = text("SELECT pg_backend_pid()")
 INSERT = text("INSERT INTO direct_probe (n) VALUES (CAST(:n AS int)) RETURNING n")

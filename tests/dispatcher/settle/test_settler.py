@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import event, func, select, update
+from sqlalchemy import TextClause, event, func, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db.direct import DirectConnection
 from common.db.models import Attempt, Delivery, Subscription
+from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
 from common.errors import PublishError
 from common.metrics import Metrics
@@ -27,6 +31,7 @@ from dispatcher.settle import Settler
 from dispatcher.settle import settler as settler_module
 from tests import builders
 from tests.dispatcher.conftest import Harness, make_settings, wait_until
+from tests.faultproxy import FaultProxy
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -242,19 +247,30 @@ def test_a_batch_of_successes_is_one_statement_that_also_ends_a_streak(
     settling = settler(harness, consumer)
     settling.settle([Attempted(messages[0], first, SUCCESS, sent, NOW)])
     _subscription_with_streak(harness, second)
-    statements: list[str] = []
+    through_engine: list[str] = []  # statements through SQLAlchemy's engine
     engine = db.kw["bind"]
 
     def seen(*args: object) -> None:
-        statements.append(str(args[2]))
+        through_engine.append(str(args[2]))
 
+    direct: list[str] = []  # statements on the settler's own connection (passed on)
+    run = DirectConnection.run
+
+    def spied(self: DirectConnection, statement: TextClause, parameters: Any) -> Any:
+        direct.append(statement.text)
+        return run(self, statement, parameters)
+
+    monkeypatch.setattr(DirectConnection, "run", spied)
     event.listen(engine, "before_cursor_execute", seen)
     try:
         settling.settle([Attempted(messages[1], second, SUCCESS, sent, NOW)])
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     if engine.dialect.name == "postgresql":
-        assert len(statements) == 1 and statements[0].startswith("WITH attempted AS")
+        assert through_engine == [] and len(direct) == 1
+        assert direct[0].startswith("WITH attempted AS")
+    else:
+        assert direct == [] and through_engine  # SQLite: a transaction through the session
     found = row(db, second.delivery_id)
     assert (found.status, found.attempts, found.last_status_code) == (
         DeliveryStatus.SUCCEEDED, 1, 200
@@ -266,6 +282,37 @@ def test_a_batch_of_successes_is_one_statement_that_also_ends_a_streak(
     assert _streak(harness, second.subscription_id) == (None, 0)
     consumer.close()
     assert harness.depth(tp.DELIVERIES) == 0
+
+
+def test_a_statement_whose_answer_the_network_lost_after_it_landed_stores_its_attempt_once(
+    database_url: str, db: sessionmaker[Session]
+) -> None:
+    """On PostgreSQL the common batch's statement runs in autocommit on the settler's own
+    connection. Here it reaches the server and commits, then the connection drops before
+    the answer comes back: the settler retries in place on a new connection, stores the
+    attempt once (not a second time), and acks the message once."""
+    if db.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("the settler's own connection is PostgreSQL's")
+    harness = Harness(make_settings(), MemoryTransport(), db)
+    [delivery] = given(harness, 1)
+    consumer, [message] = taken(harness, 1)
+    url = make_url(database_url)
+    with FaultProxy("127.0.0.1", url.port or 5432) as proxy:
+        engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+        settling = Settler(consumer, harness.transport, make_sessionmaker(engine),
+                           Metrics(CollectorRegistry()), publish_timeout_s=5)  # fmt: skip
+        proxy.cut_after(delivery.delivery_id.encode())  # the id travels in the statement's rows
+        try:
+            settling.settle([Attempted(message, delivery, SUCCESS, SendResult(200, 0.1), NOW)])
+        finally:
+            engine.dispose()
+    assert proxy.cuts == 1, "no answer was lost: nothing was tested"
+    with db() as session:
+        attempts = session.scalars(select(Attempt)).all()
+    assert [(a.delivery_id, a.attempt) for a in attempts] == [(delivery.delivery_id, 1)]
+    assert row(db, delivery.delivery_id).status == DeliveryStatus.SUCCEEDED
+    consumer.close()
+    assert harness.depth(tp.DELIVERIES) == 0  # acked, once
 
 
 def test_a_failure_beside_a_success_still_starts_its_streak(db: sessionmaker[Session]) -> None:

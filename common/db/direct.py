@@ -1,16 +1,17 @@
-"""A writer thread's own database connection, for the batch statement alone.
+"""A thread's own database connection, for one statement that is atomic alone.
 
 A lone event's batch spent more of the router's CPU in SQLAlchemy's execution layers
 (the session, the connection, the compiled cache, the result's metadata) than in its one
-statement. On PostgreSQL a batch with nothing to recover now runs that statement on a DBAPI
-connection its writer thread keeps, in autocommit (the statement is atomic on its own, as
-`single_statement` has it), taken from the engine's pool so that it has the engine's
-connect arguments. Its errors are raised as SQLAlchemy's own, with `connection_invalidated`
-as the engine would set it: the router's judgement of them (a bad row to split out, or
-the database away, to retry in place) is the same on either path. A lost connection is
-dropped, never handed back to the pool, and the next batch opens another; one that sat
-idle `PING_IDLE_S` or more is pinged first, as the pool pings its own (a database restart
-or an idle timeout may have killed it unseen).
+statement, and so did a lone outcome's batch in the dispatcher's settler. On PostgreSQL
+such a statement (a router writer's batch with nothing to recover; the settler's common
+batch) now runs on a DBAPI connection its thread keeps, in autocommit (the statement is
+atomic on its own, as `single_statement` has it), taken from the engine's pool so that it
+has the engine's connect arguments. Its errors are raised as SQLAlchemy's own, with
+`connection_invalidated` as the engine would set it: the caller's judgement of them (a bad
+row to split out, or the database away, to retry in place) is the same on either path. A
+lost connection is dropped, never handed back to the pool, and the next statement opens
+another; one that sat idle `PING_IDLE_S` or more is pinged first, as the pool pings its
+own (a database restart or an idle timeout may have killed it unseen).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class DirectConnection:
         self._used_at = 0.0  # monotonic time its last statement returned
 
     def run(self, statement: TextClause, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Run `statement` (committed when it returns) and return its rows."""
+        """Run `statement` (committed when it returns) and return its rows (none for a
+        statement that returns none)."""
         sql = self._sql.get(statement)
         if sql is None:
             sql = self._sql[statement] = str(statement.compile(dialect=self._engine.dialect))
@@ -46,7 +48,7 @@ class DirectConnection:
         try:
             cursor = connection.cursor()
             cursor.execute(sql, parameters)
-            rows = [tuple(row) for row in cursor.fetchall()]
+            rows = [tuple(row) for row in cursor.fetchall()] if cursor.description else []
             cursor.close()
             self._used_at = time.monotonic()
             return rows
