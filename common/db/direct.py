@@ -43,7 +43,10 @@ class DirectConnection:
         sql = self._sql.get(statement)
         if sql is None:
             sql = self._sql[statement] = str(statement.compile(dialect=self._engine.dialect))
-        connection = self._live()
+        try:
+            connection = self._live()
+        except self._error as exc:  # no connection to be had: the database is away
+            raise self._raised(exc, sql, parameters, lost=True) from None
         cursor = None
         try:
             cursor = connection.cursor()
@@ -59,7 +62,15 @@ class DirectConnection:
             )
             if lost:
                 self.close()
-            raise DBAPIError.instance(
+            raise self._raised(exc, sql, parameters, lost=lost) from None
+
+    def _raised(
+        self, exc: Exception, sql: str, parameters: Mapping[str, Any], *, lost: bool
+    ) -> DBAPIError:
+        """The driver's error as SQLAlchemy would raise it (OperationalError, DataError...)."""
+        return cast(
+            DBAPIError,
+            DBAPIError.instance(
                 sql,
                 dict(parameters),
                 exc,
@@ -67,7 +78,8 @@ class DirectConnection:
                 hide_parameters=self._engine.hide_parameters,
                 connection_invalidated=lost,
                 dialect=self._engine.dialect,
-            ) from None
+            ),
+        )
 
     def close(self) -> None:
         """Close the connection (it never goes back to the pool in autocommit)."""

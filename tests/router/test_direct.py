@@ -1,18 +1,21 @@
-"""A router writer's own connection (`common.db.direct`) against a real PostgreSQL: what it
-commits, and how its errors read to the router (a bad row, or the database away)."""
+"""A thread's own connection (`common.db.direct`, a router writer's or the settler's) against
+a real PostgreSQL: what it commits, and how its errors read to the router (a bad row, or
+the database away) and to `retry_database`, which both services wait an outage out with."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import DataError, OperationalError
 
 from common.db import session as db_session
 from common.db.direct import DirectConnection
 from common.db.session import make_engine
+from common.service import database_away
 from router.batches import describe, is_data_error, refused
+from tests.faultproxy import FaultProxy
 
 PID = text("SELECT pg_backend_pid()")
 INSERT = text("INSERT INTO direct_probe (n) VALUES (CAST(:n AS int)) RETURNING n")
@@ -87,3 +90,25 @@ def test_a_connection_killed_while_idle_is_replaced_before_the_statement(
         assert again != pid
     finally:
         direct.close()
+
+
+def test_a_database_that_takes_no_connection_reads_as_away_and_is_waited_out(
+    postgres_url: str,
+) -> None:
+    # The connect itself fails (the pool raises the driver's own error there): it must read
+    # as the database away, or the settler stops instead of retrying in place.
+    url = make_url(postgres_url)
+    with FaultProxy("127.0.0.1", url.port or 5432) as proxy:
+        engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+        direct = DirectConnection(engine)
+        try:
+            proxy.refuse()
+            with pytest.raises(OperationalError) as away:
+                direct.run(PID, {})
+            assert database_away(away.value) and not refused(away.value)
+            proxy.heal()
+            ((pid,),) = direct.run(PID, {})  # the outage over, the next statement connects
+            assert pid > 0
+        finally:
+            direct.close()
+            engine.dispose()
