@@ -25,7 +25,8 @@ from common.transport import Message, Outgoing, poison_copy
 from common.wire import Event, decode
 from router.index import Target
 from router.loader import IndexLoader
-from router.persist import Key, Routed, persist_batch, persist_new
+from router.messages import Routed
+from router.persist import Key, persist_batch, persist_new
 from router.traces import RouteSpans
 
 if TYPE_CHECKING:

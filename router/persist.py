@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
@@ -31,6 +30,7 @@ from common.db.types import UtcDateTime
 from common.ids import day_of, event_day
 from common.wire import Event, delivery_id_for, utcnow
 from router.index import Target
+from router.messages import EventMessages, Routed
 
 Key = tuple[str, str]  # (tenant, event id)
 
@@ -95,16 +95,6 @@ def _insert_batch(lookup: str) -> TextClause:
 
 _PG_INSERT_BATCH = _insert_batch(_LOOKUP)  # a batch holding an id without its day
 _PG_INSERT_CARRIED = _insert_batch("")  # every id of the batch carries its day
-
-
-@dataclass(frozen=True)
-class Routed:
-    """One delivery message to publish: `body` is its `DeliveryMessage` (attempt 1)."""
-
-    delivery_id: str
-    event: Event
-    body: bytes
-    recheck: bool  # published before: the dispatcher must look at the row first
 
 
 # Runs the batch's statement on a writer's own connection (`common.db.direct`): its rows.
@@ -186,7 +176,7 @@ class _Batch:
         out: list[Routed] = []
         for key, (event, _) in self.first.items():
             if key in created:
-                message = _Messages(event)
+                message = EventMessages(event)
                 out.extend(message.to(d, sub, recheck=False) for d, sub in self.ids[key])
         return out
 
@@ -291,7 +281,7 @@ def _republish_unfinished(
     if carried:
         days = sorted(set(carried.values()))
         queries.append(unfinished(list(carried)).where(Delivery.day.in_(days)))
-    messages = {key: _Messages(event) for key, event in events.items()}
+    messages = {key: EventMessages(event) for key, event in events.items()}
     return [
         messages[(r.tenant_id, r.event_id)].to(r.id, r.subscription_id, recheck=True)
         for query in queries
@@ -311,30 +301,3 @@ def _event_row(event: Event, now: datetime, traceparent: str | None) -> dict[str
         "received_at": now,
         "day": event_day(event.id, now.date()),
     }
-
-
-class _Messages:
-    """The delivery messages of one event, its JSON encoded once for all of them.
-
-    Byte for byte what `encode(DeliveryMessage(..., attempt=1, event=event))` gives (a
-    test in tests/router holds the two together): the model is built and serialised per
-    delivery otherwise, which is a large share of the router's CPU with many targets.
-    """
-
-    def __init__(self, event: Event) -> None:
-        self._event = event
-        self._event_id = _string(event.id)
-        self._tenant = _string(event.tenant)
-        self._json = event.model_dump_json().encode()
-
-    def to(self, delivery_id: str, subscription_id: str, *, recheck: bool) -> Routed:
-        body = b"".join((
-            b'{"delivery_id":', _string(delivery_id), b',"event_id":', self._event_id,
-            b',"tenant":', self._tenant, b',"subscription_id":', _string(subscription_id),
-            b',"attempt":1,"event":', self._json, b',"first_attempt_at":null,"replay":false}',
-        ))  # fmt: skip
-        return Routed(delivery_id, self._event, body, recheck)
-
-
-def _string(value: str) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode()

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.db.models import EventRow
 from common.ids import day_of
 from common.wire import DeliveryMessage, Event, decode, delivery_id_for, encode
-from router.persist import _Messages, persist_batch
+from router.messages import EventMessages
+from router.persist import persist_batch
 
 EVENTS = [
     Event(tenant="ten_a", type="order.created", data={"total": 12.5}),
@@ -27,7 +28,7 @@ EVENTS = [
 def test_delivery_message_body_is_byte_for_byte_the_encoded_model(
     event: Event, recheck: bool
 ) -> None:
-    routed = _Messages(event).to("dlv_0123", "sub_é9", recheck=recheck)
+    routed = EventMessages(event).to("dlv_0123", "sub_é9", recheck=recheck)
     model = DeliveryMessage(
         delivery_id="dlv_0123", event_id=event.id, tenant=event.tenant,
         subscription_id="sub_é9", attempt=1, event=event,
