@@ -17,6 +17,7 @@ from sqlalchemy import func, make_url, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.db import session as db_session
 from common.db.models import Delivery, EventRow
 from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
@@ -305,6 +306,40 @@ def test_a_statement_whose_answer_the_network_lost_after_it_landed_is_published_
     assert transport.queue_depth(tp.EVENTS) == 0
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 1
+
+
+def test_a_new_batch_while_the_database_takes_no_connection_waits_and_poisons_nothing(
+    database_url: str,
+    sessions: sessionmaker[Session],
+    transport: MemoryTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On PostgreSQL: a writer's connection is gone and the database refuses a new one
+    when the next batch comes. That is the database away (wait in place), not a batch
+    refused for what it holds: were it split, each of its events would be poisoned."""
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("the writer's own connection is PostgreSQL's")
+    monkeypatch.setattr(db_session, "PING_IDLE_S", 0.0)  # each batch finds the lost one first
+    url = make_url(database_url)
+    with FaultProxy("127.0.0.1", url.port or 5432) as proxy:
+        engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+        try:
+            with routing(make_sessionmaker(engine), transport) as (tenant_id, routed):
+                first = builders.event(tenant_id)
+                publish(transport, first)
+                drain(transport, tp.DELIVERIES, 1)  # the writer holds its connection now
+                proxy.refuse()
+                assert proxy.reset_all() > 0
+                threading.Timer(1.5, proxy.heal).start()
+                sent = builders.event(tenant_id)
+                publish(transport, sent)
+                (message,) = drain(transport, tp.DELIVERIES, 1)
+                assert routed() == 2
+        finally:
+            engine.dispose()
+    assert decode(DeliveryMessage, message.body).event == sent
+    assert transport.queue_depth(tp.POISON) == 0
+    assert transport.queue_depth(tp.EVENTS) == 0
 
 
 def test_batch_whose_publish_failed_is_published_once_by_the_one_by_one_fallback(
