@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.direct import DirectConnection
@@ -170,8 +171,10 @@ class Writer:
 
 def refused(exc: BaseException) -> bool:
     """Whether a batch failed for what it holds (split it to find the culprits) rather
-    than because the database or the broker is away (the session's concern)."""
-    if isinstance(exc, (OperationalError, TransportError)):
+    than because the database or the broker is away (the session's concern). A pool
+    with no connection free in its timeout is the database away too (too slow to hand
+    one back), not a bad row: split, every event of the batch would be poisoned."""
+    if isinstance(exc, (OperationalError, TransportError, PoolTimeout)):
         return False
     if isinstance(exc, DBAPIError):
         return is_data_error(exc)

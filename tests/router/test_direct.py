@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from common.db import session as db_session
 from common.db.direct import DirectConnection
@@ -112,3 +113,22 @@ def test_a_database_that_takes_no_connection_reads_as_away_and_is_waited_out(
         finally:
             direct.close()
             engine.dispose()
+
+
+def test_a_pool_with_no_connection_free_is_not_a_batch_refused_for_its_rows(
+    postgres_url: str,
+) -> None:
+    # A writer opening its connection from a pool whose every connection is taken waits
+    # out the pool's timeout; that must not read as a bad batch (split, then poisoned).
+    engine = create_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    direct = DirectConnection(engine)
+    try:
+        # The pool's one connection, taken: the writer's connect times out.
+        with engine.connect(), pytest.raises(PoolTimeout) as exhausted:
+            direct.run(PID, {})
+        assert not refused(exhausted.value)
+        ((pid,),) = direct.run(PID, {})  # handed back: the next statement connects
+        assert pid > 0
+    finally:
+        direct.close()
+        engine.dispose()
