@@ -8,9 +8,10 @@ Switches act on live connections as well as new ones:
 - `blackhole()`: connections are accepted and held, nothing is forwarded either way (a
   partition: the peers see silence, not an error);
 - `reset_all()`: every current connection is closed with an RST (SO_LINGER 0);
-- `cut_after(marker)`: the first request that carries `marker` reaches the server, and its
-  connection is reset when the answer comes, which the client never sees (a connection
-  lost after the server did the work);
+- `cut_after(marker, *then)`: the first request that carries `marker` (and, after it, one
+  carrying each of `then` in turn: the COMMIT of a transaction that wrote it) reaches the
+  server, and its connection is reset when the answer comes, which the client never sees
+  (a connection lost after the server did the work);
 - `refuse()`: new connections are closed as soon as they are accepted;
 - `heal()`: back to a plain pipe.
 """
@@ -52,7 +53,7 @@ class FaultProxy:
         self._refusing = False
         self._closed = threading.Event()
         self.accepted = 0  # connections accepted in total: shows that clients reconnected
-        self._cut_marker: bytes | None = None
+        self._cut_markers: list[bytes] = []  # still to be seen, in order; the last is cut
         self.cuts = 0  # answers swallowed by `cut_after`
         self._thread = threading.Thread(target=self._accept_loop, name="faultproxy", daemon=True)
 
@@ -86,16 +87,18 @@ class FaultProxy:
     def refuse(self) -> None:
         self._refusing = True
 
-    def cut_after(self, marker: bytes) -> None:
-        self._cut_marker = marker
+    def cut_after(self, marker: bytes, *then: bytes) -> None:
+        with self._lock:
+            self._cut_markers = [marker, *then]
 
     def claim_cut(self, data: bytes) -> bool:
-        """Whether `data`, on its way to the server, carries the marker (once only)."""
+        """Whether `data`, on its way to the server, carries the last marker still to be
+        seen (once only; the markers before it must have come first)."""
         with self._lock:
-            if self._cut_marker is None or self._cut_marker not in data:
+            if not self._cut_markers or self._cut_markers[0] not in data:
                 return False
-            self._cut_marker = None
-            return True
+            self._cut_markers.pop(0)
+            return not self._cut_markers
 
     def heal(self) -> None:
         self._latency_s = 0.0

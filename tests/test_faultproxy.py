@@ -143,3 +143,17 @@ def test_cut_after_lets_the_marked_request_through_and_swallows_its_answer(
     assert proxy.cuts == 1  # the server's echo came back to the proxy, which dropped it
     with connect(proxy) as sock:  # once only
         assert round_trip(sock, b"MARK again") == b"MARK again"
+
+
+def test_cut_after_a_sequence_cuts_the_request_that_carries_the_last_marker(
+    proxy: FaultProxy,
+) -> None:
+    proxy.cut_after(b"WRITE", b"COMMIT")
+    with connect(proxy) as sock:
+        assert round_trip(sock, b"COMMIT before") == b"COMMIT before"  # not yet: out of order
+        assert round_trip(sock, b"WRITE") == b"WRITE"  # the first marker passes
+        sock.sendall(b"COMMIT")
+        with pytest.raises(ConnectionResetError):
+            if sock.recv(64) == b"":
+                raise AssertionError("the connection ended without a reset")
+    assert proxy.cuts == 1

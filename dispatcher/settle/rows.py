@@ -1,20 +1,22 @@
 """The delivery rows a settled batch moves on: one guarded UPDATE per row, so that a stale
 duplicate never moves a row backwards. PostgreSQL takes the fast path in `rows_pg.py`.
+And the attempts a retried write must not store twice (`unstored`).
 """
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Boolean, Table, and_, bindparam, or_, update
+from sqlalchemy import Boolean, Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from common.db.models import Delivery
+from common.db.models import Attempt, Delivery
 from common.db.statuses import FINAL_STATUSES
 from common.db.types import UtcDateTime
 from dispatcher.settle import rows_pg
 
 _deliveries = cast(Table, Delivery.__table__)
+_attempts = cast(Table, Attempt.__table__)
 # A stale duplicate must not move a final row backwards, nor an earlier attempt a later one.
 # Replays are meant to reopen a final delivery, so they pass.
 _UPDATE_DELIVERY = (
@@ -49,3 +51,23 @@ def update_deliveries(session: Session, rows: list[dict[str, Any]]) -> None:
         rows_pg.update_deliveries(session, rows)
         return
     session.execute(_UPDATE_DELIVERY, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+
+
+def unstored(session: Session, attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`attempts` less those already stored: the same delivery, attempt and signing time.
+    For the retry of a write whose COMMIT may have landed though its answer was lost. (Two
+    sends of one attempt, after a redelivery, differ in their signing time: both stay.)"""
+    if not attempts:
+        return attempts
+    a = _attempts.c
+    found = session.execute(
+        select(a.delivery_id, a.attempt, a.created_at).where(
+            a.delivery_id.in_({row["delivery_id"] for row in attempts}),
+            a.day.in_({row["day"] for row in attempts}),  # one partition each, usually one
+        )
+    )
+    stored = {tuple(found_row) for found_row in found}
+    return [
+        row for row in attempts
+        if (row["delivery_id"], row["attempt"], row["created_at"]) not in stored
+    ]  # fmt: skip

@@ -40,7 +40,7 @@ from dispatcher.settle import rows_pg
 from dispatcher.settle.counts import SettleCounts
 from dispatcher.settle.header_sets import HeaderSets, name_header_sets
 from dispatcher.settle.onward import onward_message
-from dispatcher.settle.rows import update_deliveries
+from dispatcher.settle.rows import unstored, update_deliveries
 from dispatcher.traces import SettleSpans
 
 if TYPE_CHECKING:
@@ -268,7 +268,11 @@ class Settler(BackgroundThread):
             with self._sessionmaker() as session, session.begin():
                 ids = self._header_sets.ids(session, shapes.values()) if shapes else {}
                 name_header_sets(attempts, [o.result.shape for o in attempted], ids)
-                insert_rows(session, _attempts, attempts)
+                # A try whose COMMIT's answer was lost may have committed: a retry stores
+                # none of the attempts that one stored.
+                insert_rows(
+                    session, _attempts, unstored(session, attempts) if tries > 1 else attempts
+                )
                 update_deliveries(session, updates)
                 newly = autodisable.apply(session, to_write, disabled, self._policy, now)
                 if newly:
