@@ -16,7 +16,7 @@ from dispatcher.http import SendResult, build_headers, header_shape
 from dispatcher.outcome import Attempted
 from dispatcher.policy.retry import SUCCESS, DeadReason, dead
 from tests.dispatcher.conftest import Harness, make_settings
-from tests.dispatcher.settle.test_settler import NOW, given, settler, taken
+from tests.dispatcher.settle.conftest import NOW, given, settler, taken
 
 SIGNED_AT = NOW + timedelta(seconds=1, microseconds=250_000)
 

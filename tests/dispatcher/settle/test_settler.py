@@ -4,74 +4,29 @@ acks, and guarded rows; on SQLite and PostgreSQL, whose SQL for these differs.""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 from sqlalchemy import TextClause, event, func, select, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.direct import DirectConnection
 from common.db.models import Attempt, Delivery, Subscription
-from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
 from common.errors import PublishError
-from common.metrics import Metrics
 from common.signing import new_secret
-from common.transport import Consumer, MemoryTransport, Message, Outgoing
+from common.transport import MemoryTransport, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, encode
 from dispatcher.deadletters import DeadLetterDrain
 from dispatcher.http import SendResult, build_headers, header_shape
 from dispatcher.outcome import Attempted
 from dispatcher.policy.retry import SUCCESS, DeadReason, Decision, Verdict, dead
-from dispatcher.settle import Settler
 from dispatcher.settle import settler as settler_module
 from tests import builders
 from tests.dispatcher.conftest import Harness, make_settings, wait_until
-from tests.faultproxy import FaultProxy
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def taken(harness: Harness, count: int) -> tuple[Consumer, list[Message]]:
-    consumer = harness.transport.consume(tp.DELIVERIES, prefetch=100)
-    messages: list[Message] = []
-    for message in consumer:
-        if message is None:
-            break
-        messages.append(message)
-        if len(messages) == count:
-            break
-    assert len(messages) == count
-    return consumer, messages
-
-
-def given(harness: Harness, count: int) -> list[DeliveryMessage]:
-    with harness.db() as session, session.begin():
-        tenant = builders.tenant(session)
-        sub, _ = builders.subscription(session, tenant.id, "http://a.test")
-        deliveries = [
-            builders.delivery(session, builders.event(tenant.id), sub.id) for _ in range(count)
-        ]
-    for delivery in deliveries:
-        harness.publish(delivery)
-    return deliveries
-
-
-def settler(harness: Harness, consumer: Consumer) -> Settler:
-    return Settler(
-        consumer, harness.transport, harness.db, Metrics(CollectorRegistry()), publish_timeout_s=5
-    )
-
-
-def row(db: sessionmaker[Session], delivery_id: str) -> Delivery:
-    with db() as session:
-        found = session.get(Delivery, delivery_id)
-        assert found is not None
-        return found
+from tests.dispatcher.settle.conftest import NOW, given, row, settler, taken
 
 
 def test_a_batch_is_recorded_published_and_acked(db: sessionmaker[Session]) -> None:
@@ -282,71 +237,6 @@ def test_a_batch_of_successes_is_one_statement_that_also_ends_a_streak(
     assert _streak(harness, second.subscription_id) == (None, 0)
     consumer.close()
     assert harness.depth(tp.DELIVERIES) == 0
-
-
-def test_a_statement_whose_answer_the_network_lost_after_it_landed_stores_its_attempt_once(
-    database_url: str, db: sessionmaker[Session]
-) -> None:
-    """On PostgreSQL the common batch's statement runs in autocommit on the settler's own
-    connection. Here it reaches the server and commits, then the connection drops before
-    the answer comes back: the settler retries in place on a new connection, stores the
-    attempt once (not a second time), and acks the message once."""
-    if db.kw["bind"].dialect.name != "postgresql":
-        pytest.skip("the settler's own connection is PostgreSQL's")
-    harness = Harness(make_settings(), MemoryTransport(), db)
-    [delivery] = given(harness, 1)
-    consumer, [message] = taken(harness, 1)
-    url = make_url(database_url)
-    with FaultProxy("127.0.0.1", url.port or 5432) as proxy:
-        engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
-        settling = Settler(consumer, harness.transport, make_sessionmaker(engine),
-                           Metrics(CollectorRegistry()), publish_timeout_s=5)  # fmt: skip
-        proxy.cut_after(delivery.delivery_id.encode())  # the id travels in the statement's rows
-        try:
-            settling.settle([Attempted(message, delivery, SUCCESS, SendResult(200, 0.1), NOW)])
-        finally:
-            engine.dispose()
-    assert proxy.cuts == 1, "no answer was lost: nothing was tested"
-    with db() as session:
-        attempts = session.scalars(select(Attempt)).all()
-    assert [(a.delivery_id, a.attempt) for a in attempts] == [(delivery.delivery_id, 1)]
-    assert row(db, delivery.delivery_id).status == DeliveryStatus.SUCCEEDED
-    consumer.close()
-    assert harness.depth(tp.DELIVERIES) == 0  # acked, once
-
-
-def test_a_transaction_whose_commit_answer_the_network_lost_stores_its_attempt_once(
-    database_url: str, db: sessionmaker[Session]
-) -> None:
-    """A batch with a failure is written in a transaction. Here its COMMIT reaches the server
-    and commits, then the connection drops before the answer comes back: the settler's
-    retry must find the attempt stored and not store it again, and the retry copy is
-    published and the message acked once."""
-    if db.kw["bind"].dialect.name != "postgresql":
-        pytest.skip("a lost answer needs a network between the settler and its database")
-    harness = Harness(make_settings(retry_schedule="1h"), MemoryTransport(), db)
-    [delivery] = given(harness, 1)
-    consumer, [message] = taken(harness, 1)
-    url = make_url(database_url)
-    with FaultProxy("127.0.0.1", url.port or 5432) as proxy:
-        engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
-        settling = Settler(consumer, harness.transport, make_sessionmaker(engine),
-                           Metrics(CollectorRegistry()), publish_timeout_s=5)  # fmt: skip
-        # The id travels in the insert's rows; the COMMIT after it is the request cut.
-        proxy.cut_after(delivery.delivery_id.encode(), b"COMMIT")
-        retry = Decision(Verdict.RETRY, delay_s=3600.0)
-        try:
-            settling.settle([Attempted(message, delivery, retry, SendResult(500, 0.1), NOW)])
-        finally:
-            engine.dispose()
-    assert proxy.cuts == 1, "no COMMIT's answer was lost: nothing was tested"
-    with db() as session:
-        attempts = session.scalars(select(Attempt)).all()
-    assert [(a.delivery_id, a.attempt) for a in attempts] == [(delivery.delivery_id, 1)]
-    assert row(db, delivery.delivery_id).status == DeliveryStatus.RETRYING
-    assert harness.depth(tp.retry_queue(3600.0)) == 1
-    consumer.close()
-    assert harness.depth(tp.DELIVERIES) == 0  # acked, once
 
 
 def test_a_failure_beside_a_success_still_starts_its_streak(db: sessionmaker[Session]) -> None:
