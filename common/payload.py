@@ -45,6 +45,13 @@ def is_storable_text(text: str) -> bool:
     return "\x00" not in text and (text.isascii() or _UNSTORABLE.search(text) is None)
 
 
+def storable_text(text: str) -> str:
+    """`text` with what the database refuses (NUL, lone surrogates) replaced by U+FFFD: for
+    text Hookline stores but no door checked (a receiver's answer, a poison message's
+    headers), where refusing is not an option."""
+    return text if is_storable_text(text) else _UNSTORABLE.sub("\ufffd", text)
+
+
 def _value(value: Any, depth: int, path: Path) -> None:
     kind = type(value)
     if kind is dict or kind is list:

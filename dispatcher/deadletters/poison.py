@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.db.models import PoisonMessage
 from common.db.session import insert_ignoring_conflicts
 from common.errors import TransportError
+from common.payload import is_storable_text, storable_text
 from common.transport import Message, Outgoing, Transport
 from common.transport import topology as tp
 from common.wire import utcnow
@@ -35,18 +36,19 @@ DRAIN_BATCH = 200
 
 
 def _text(value: Any) -> Any:
-    """Headers as JSON: bytes become text, long values are cut."""
+    """Headers as JSON: bytes become text, long values are cut, what the database refuses
+    in text (a NUL) is replaced."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
-        return value[:MAX_HEADER_TEXT]
+        return storable_text(value[:MAX_HEADER_TEXT])
     if isinstance(value, dict):
-        return {str(k): _text(v) for k, v in value.items()}
+        return {storable_text(str(k)): _text(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_text(v) for v in value]
     if isinstance(value, (int, float, bool)) or value is None:
         return value
-    return str(value)[:MAX_HEADER_TEXT]
+    return storable_text(str(value)[:MAX_HEADER_TEXT])
 
 
 def _field(body: bytes, name: str) -> str | None:
@@ -61,7 +63,8 @@ def _field(body: bytes, name: str) -> str | None:
 
 def _tenant_of(body: bytes) -> str | None:
     tenant = _field(body, "tenant")
-    return tenant[:64] if tenant else None
+    # No tenant's id holds what the database refuses in text: such a body has no tenant.
+    return tenant[:64] if tenant and is_storable_text(tenant) else None
 
 
 def row_for(message: Message, now: datetime) -> dict[str, Any]:
@@ -70,14 +73,16 @@ def row_for(message: Message, now: datetime) -> dict[str, Any]:
     try:
         body, encoding = message.body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
+        body, encoding = "", "base64"
+    if encoding == "base64" or "\x00" in body:  # not text, or text the database refuses
         body, encoding = base64.b64encode(message.body).decode(), "base64"
     digest = hashlib.sha256(source.encode() + b"\0" + message.body).hexdigest()[:40]
     return {
         "id": f"psn_{digest}",
         "tenant_id": _tenant_of(message.body),
-        "source_queue": source[:200],
-        "routing_key": message.routing_key[:255],
-        "reason": str(message.headers.get(tp.H_REASON) or "delivery_limit")[:64],
+        "source_queue": storable_text(source[:200]),
+        "routing_key": storable_text(message.routing_key[:255]),
+        "reason": storable_text(str(message.headers.get(tp.H_REASON) or "delivery_limit")[:64]),
         "error": _text(message.headers.get(tp.H_ERROR)),
         "body": body,
         "encoding": encoding,

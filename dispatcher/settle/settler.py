@@ -29,6 +29,7 @@ from common.db.models import Attempt
 from common.db.statuses import DeliveryStatus
 from common.ids import day_of
 from common.metrics import Metrics
+from common.payload import storable_text
 from common.service import retry_database
 from common.transport import Consumer, Transport
 from common.transport import topology as tp
@@ -200,7 +201,9 @@ class Settler(BackgroundThread):
         for o in attempted:
             delivery, decision, result = o.delivery, o.decision, o.result
             final = decision.outcome != Verdict.RETRY
-            body = result.body[:STORED_BODY_BYTES].decode("utf-8", "replace") or None
+            error = storable_text(result.error) if result.error else result.error
+            # The receiver's own bytes: a NUL in them would fail the whole batch's write.
+            body = storable_text(result.body[:STORED_BODY_BYTES].decode("utf-8", "replace"))
             attempts.append(
                 {
                     "delivery_id": delivery.delivery_id,
@@ -208,8 +211,8 @@ class Settler(BackgroundThread):
                     "outcome": decision.outcome,
                     "status_code": result.status_code,
                     "duration_s": result.duration_s,
-                    "error": result.error,
-                    "response_body": body,
+                    "error": error,
+                    "response_body": body or None,
                     # When it was signed (`webhook-timestamp`), or began if nothing was sent.
                     "created_at": result.signed_at or o.started_at,
                     # The delivery's partition day (migration 0011); today for old ids.
@@ -224,7 +227,7 @@ class Settler(BackgroundThread):
                     "attempts": delivery.attempt,
                     "status": _STATUS_BY_OUTCOME[decision.outcome],
                     "last_status_code": result.status_code,
-                    "last_error": result.error,
+                    "last_error": error,
                     "dead_reason": decision.reason,
                     "next_attempt_at": next_at,
                     "updated_at": now,

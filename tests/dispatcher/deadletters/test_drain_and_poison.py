@@ -55,6 +55,28 @@ def test_poison_messages_are_drained_with_their_raw_body_and_error(
     assert poison.raw_body(rows["base64"]) == b"\xff\x00"
 
 
+def test_a_poison_message_with_nul_characters_is_drained_and_kept_byte_for_byte(
+    sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    """Anyone who can publish can put a NUL (which PostgreSQL's text and jsonb refuse) in a
+    body or a header. The drain must still store it, or that one message
+    would stop every poison message behind it from being listed."""
+    body = b'{"tenant": "ten\\u0000x", "nul": "a\x00b"}'
+    message = Message(tp.EVENTS, body, "order.created", {"x-note": "a\x00b", "k\x00": 1},
+                      False, None, None)  # fmt: skip
+    transport.publish([poison_copy(message, "undecodable", "bad\x00 error")])
+
+    assert poison.drain(transport, sessions) == 1
+
+    assert transport.queue_depth(tp.POISON) == 0
+    with sessions() as session:
+        row = session.scalars(select(PoisonMessage)).one()
+    assert poison.raw_body(row) == body and row.encoding == "base64"
+    assert row.tenant_id is None  # no tenant's id holds a NUL
+    assert row.error == "bad\ufffd error"
+    assert row.headers["x-note"] == "a\ufffdb" and row.headers["k\ufffd"] == 1
+
+
 def test_a_poison_message_is_resubmitted_after_a_fix_and_purged(
     sessions: sessionmaker[Session], transport: MemoryTransport
 ) -> None:

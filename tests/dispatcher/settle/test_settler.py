@@ -303,3 +303,25 @@ def test_a_stream_shares_a_batch_while_it_lasts_and_a_lone_outcome_waits_one_lin
     finally:
         settling.stop()
         consumer.close()
+
+
+def test_a_response_body_the_database_cannot_store_is_stored_with_its_nul_replaced(
+    db: sessionmaker[Session],
+) -> None:
+    """A receiver's body is whatever it sent: a NUL, which PostgreSQL's text refuses, must
+    not make the batch fail (its messages would come back, time and again, to poison)."""
+    harness = Harness(make_settings(retry_schedule="1h"), MemoryTransport(), db)
+    ok, failing = given(harness, 2)
+    consumer, messages = taken(harness, 2)
+    retry = Decision(Verdict.RETRY, delay_s=3600.0)
+    for batch in (  # the one statement (on PostgreSQL), then the transaction
+        [Attempted(messages[0], ok, SUCCESS, SendResult(200, 0.1, None, b"ok\x00!"), NOW)],
+        [Attempted(messages[1], failing, retry, SendResult(500, 0.1, None, b"\x00no"), NOW)],
+    ):
+        settler(harness, consumer).settle(batch)
+    with db() as session:
+        bodies = session.scalars(select(Attempt.response_body).order_by(Attempt.id)).all()
+    assert bodies == ["ok\ufffd!", "\ufffdno"]
+    assert row(db, failing.delivery_id).status == DeliveryStatus.RETRYING
+    consumer.close()
+    assert harness.depth(tp.DELIVERIES) == 0
