@@ -15,6 +15,7 @@ from types import FrameType
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
 from common.errors import ConnectionLostError, TransportError
@@ -68,8 +69,10 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 
 def database_away(exc: BaseException) -> bool:
-    """Whether a database error means the server is unreachable rather than a bad row."""
-    if isinstance(exc, OperationalError):
+    """Whether a database error means the server is unreachable rather than a bad row. A
+    pool with no connection free within its timeout counts: the database is too slow to
+    hand one back, and the write may go through once it does."""
+    if isinstance(exc, OperationalError | PoolTimeout):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 

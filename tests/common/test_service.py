@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from common.errors import ConnectionLostError
 from common.service import database_away, retry_database, run_until_stopped
@@ -40,6 +41,19 @@ def test_retry_database_does_not_retry_a_data_error() -> None:
         retry_database(write)
     assert len(calls) == 1
     assert not database_away(IntegrityError("INSERT", {}, Exception("duplicate key")))
+
+
+def test_retry_database_waits_in_place_for_a_pool_with_no_connection_free() -> None:
+    calls = []
+
+    def write() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise PoolTimeout("QueuePool limit of size 5 overflow 5 reached")
+        return "written"
+
+    assert retry_database(write) == "written"
+    assert len(calls) == 3
 
 
 def test_retry_database_gives_up_once_abandoned() -> None:
