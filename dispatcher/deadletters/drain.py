@@ -25,6 +25,7 @@ from common.db.statuses import DeliveryStatus
 from common.db.types import UtcDateTime
 from common.errors import DecodeError, TransportError
 from common.ids import day_of
+from common.payload import storable_text
 from common.service import (
     DATABASE_OUTAGE_BOUND_S,
     DATABASE_RETRY_MAX_WAIT_S,
@@ -159,7 +160,9 @@ class DeadLetterDrain(BackgroundThread):
             except DecodeError as exc:
                 poisoned.append(poison_copy(message, "undecodable", str(exc)))
                 continue
-            reason = str(message.headers.get(tp.H_REASON) or "unknown")
+            # Ours is a DeadReason; one published by hand is cut and made storable, so it
+            # cannot fail the batch's write and stop the drain (`dead_reason` is 64 long).
+            reason = storable_text(str(message.headers.get(tp.H_REASON) or "unknown")[:64])
             rows.append(
                 {"b_id": delivery.delivery_id, "b_attempt": delivery.attempt,
                  "b_replay": delivery.replay, "b_reason": reason, "b_now": now,
