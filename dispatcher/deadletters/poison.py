@@ -55,7 +55,7 @@ def _field(body: bytes, name: str) -> str | None:
     """A top-level string field of a JSON body, if the body is that much readable."""
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # any bytes at all: nested past the parser too
         return None
     value = parsed.get(name) if isinstance(parsed, dict) else None
     return value if isinstance(value, str) else None

@@ -28,6 +28,9 @@ class _Keyed(Protocol):
 Row = TypeVar("Row", bound=_Keyed)
 
 
+MAX_CURSOR_CHARS = 1000
+
+
 def _invalid() -> ApiError:
     return ApiError(422, "invalid_cursor", "cursor is not one this API returned")
 
@@ -39,12 +42,16 @@ def encode_position(created_at: datetime, row_id: str) -> str:
 
 
 def decode_position(cursor: str) -> tuple[datetime, str]:
-    """The (created_at, id) in a cursor from `encode_position`; anything else is a 422."""
+    """The (created_at, id) in a cursor from `encode_position`; anything else is a 422.
+    Bounded here for every list, whatever its route declares: ours are ~150 characters,
+    and JSON nested deeper than the interpreter's recursion limit would be a 500."""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise _invalid()
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_text, row_id = json.loads(raw)
         created_at = datetime.fromisoformat(created_text)
-    except (binascii.Error, ValueError, TypeError):
+    except (binascii.Error, ValueError, TypeError, RecursionError):
         raise _invalid() from None
     if created_at.tzinfo is None or not isinstance(row_id, str):
         raise _invalid()

@@ -4,6 +4,7 @@ list with cursors, and read one, within one tenant.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from datetime import datetime
@@ -302,3 +303,19 @@ def test_reading_subscriptions_needs_the_read_scope(api):
 
     assert_error(api.client.get("/v1/subscriptions", headers=writer), 403, "forbidden")
     assert_error(api.client.get(f"/v1/subscriptions/{sub_id}", headers=writer), 403)
+
+
+DEEP_CURSOR = base64.urlsafe_b64encode(b"[" * 20_000).decode()
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/subscriptions", "/v1/deliveries", "/v1/dead-letters", "/v1/dead-letters/poison"]
+)
+def test_a_cursor_nested_past_any_parser_is_refused_not_a_crash(api, path):
+    _, headers = api.tenant()
+
+    response = api.client.get(path, params={"cursor": DEEP_CURSOR}, headers=headers)
+
+    assert response.status_code == 422  # a route's length limit, or invalid_cursor
+    if path.startswith("/v1/dead-letters"):  # no limit of their own: the decoder's
+        assert_error(response, 422, "invalid_cursor")

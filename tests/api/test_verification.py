@@ -93,6 +93,17 @@ def test_an_endpoint_that_does_not_echo_stays_pending_until_verify_succeeds(api)
     assert len(challenges) == 4
 
 
+def test_an_answer_nested_past_the_json_parser_fails_the_handshake_not_the_request(api):
+    _, auth = api.tenant()
+    with Receiver(respond=lambda r: Reply(200, b"[" * 16_000)) as receiver:
+        created = subscribe(api, auth, f"{receiver.url}/hooks").json()
+        response = api.client.post(f"/v1/subscriptions/{created['id']}/verify", headers=auth)
+
+    assert created["status"] == "pending_verification"
+    assert response.status_code == 200
+    assert response.json()["detail"] == 'the endpoint did not echo {"challenge": "<the challenge>"}'
+
+
 def test_a_redirect_is_not_followed_and_does_not_verify(api):
     _, auth = api.tenant()
     with (

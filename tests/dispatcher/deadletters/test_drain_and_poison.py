@@ -77,6 +77,19 @@ def test_a_poison_message_with_nul_characters_is_drained_and_kept_byte_for_byte(
     assert row.headers["x-note"] == "a\ufffdb" and row.headers["k\ufffd"] == 1
 
 
+def test_a_poison_message_nested_past_the_json_parser_is_drained(
+    sessions: sessionmaker[Session], transport: MemoryTransport
+) -> None:
+    deep = b"[" * 100_000  # its tenant is looked for, and json.loads recurses
+    transport.publish([undecodable(deep)])
+
+    assert poison.drain(transport, sessions) == 1
+
+    with sessions() as session:
+        row = session.scalars(select(PoisonMessage)).one()
+    assert poison.raw_body(row) == deep and row.tenant_id is None
+
+
 def test_a_poison_message_is_resubmitted_after_a_fix_and_purged(
     sessions: sessionmaker[Session], transport: MemoryTransport
 ) -> None:
