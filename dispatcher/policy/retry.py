@@ -104,7 +104,7 @@ def honour_retry_after(wanted_s: float, attempt: int, delays: Sequence[float]) -
 def parse_retry_after(value: str, now: datetime) -> float | None:
     """Seconds to wait from a Retry-After value (delta-seconds or an HTTP date), or None."""
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not "²", a digit to isdigit but not to float
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)

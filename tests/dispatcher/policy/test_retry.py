@@ -107,6 +107,10 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("120", NOW) == 120.0
     assert parse_retry_after("Fri, 02 Jan 2026 03:05:05 GMT", NOW) == 60.0
     assert parse_retry_after("nonsense", NOW) is None
+    # Digits to str.isdigit but not to float (a header is read as Latin-1): ignored, not
+    # an exception that turned a 429 into an "internal error" attempt.
+    assert parse_retry_after("\xb2", NOW) is None
+    assert parse_retry_after("\xb9\xb2", NOW) is None
 
 
 def test_honour_retry_after_with_repeated_delays() -> None:
