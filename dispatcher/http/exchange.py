@@ -213,7 +213,9 @@ def _read_chunked(conn: Conn, body: _Body, deadline_at: float) -> bool:
         try:
             size = int(size_line, 16)
         except ValueError:
-            raise ProtocolError(f"bad chunk size: {size_line[:40]!r}") from None
+            size = -1
+        if size < 0 or not size_line.isalnum():  # int() also takes "-5", "+5" and "1_0"
+            raise ProtocolError(f"bad chunk size: {size_line[:40]!r}")
         if size == 0:
             while conn.line(deadline_at, MAX_HEAD_BYTES):  # trailers, up to the empty line
                 pass
@@ -242,7 +244,7 @@ def _read_body(
         return _read_chunked(conn, body, deadline_at)
     if "content-length" in headers:
         length = headers["content-length"]
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):  # "²" is a digit to isdigit
             raise ProtocolError(f"bad content-length: {length[:40]!r}")
         return _read_exactly(conn, body, int(length), deadline_at)
     _read_to_close(conn, body, deadline_at)

@@ -248,6 +248,23 @@ def test_garbage_instead_of_http_is_a_protocol_error() -> None:
 
 
 @pytest.mark.parametrize(
+    "framing",
+    [
+        b"content-length: \xb2\r\n\r\n",  # a digit to str.isdigit, not to int()
+        b"transfer-encoding: chunked\r\n\r\n-5\r\nabc\r\n0\r\n\r\n",
+        b"transfer-encoding: chunked\r\n\r\n1_0\r\n" + b"a" * 16 + b"\r\n0\r\n\r\n",
+    ],
+)
+def test_a_body_framed_out_of_the_grammar_is_a_protocol_error_after_the_status(
+    framing: bytes,
+) -> None:
+    with raw_server(answering(b"HTTP/1.1 200 OK\r\n" + framing)) as server:
+        response = post(pool(server.port))
+    assert response.status == 200 and not response.complete
+    assert response.error is not None and "ProtocolError" in response.error
+
+
+@pytest.mark.parametrize(
     ("name", "value"),
     [("x-evil", "a\r\nx-injected: 1"), ("x-evil", "a\nb"), ("bad name", "v"), ("x:y", "v")],
 )
