@@ -60,7 +60,7 @@ def _lookup(data: Any, path: str) -> Any:
     for step in path.split("."):
         if isinstance(node, dict):
             node = node.get(step, _MISSING)
-        elif isinstance(node, list) and step.isdigit() and int(step) < len(node):
+        elif isinstance(node, list) and step.isascii() and step.isdigit() and int(step) < len(node):
             node = node[int(step)]
         else:
             return _MISSING

@@ -177,6 +177,8 @@ def test_the_audit_log_filters_and_pages(api):
     assert len(created) == 2 and len(rest) == 1
     assert audit_log(api, "?since=2999-01-01T00:00:00Z") == []
     assert_error(api.client.get("/v1/audit-log?cursor=xyz", headers=api.admin), 422)
+    # "²" is a digit to str.isdigit, not to int(): refused, not a 500.
+    assert_error(api.client.get("/v1/audit-log?cursor=%C2%B2", headers=api.admin), 422)
     assert_error(api.client.get("/v1/audit-log?since=yesterday", headers=api.admin), 422)
 
 

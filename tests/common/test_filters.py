@@ -28,6 +28,9 @@ ORDER = {
         ({"items.0": {"eq": {"sku": "A-1"}}}, True),
         ({"items.1.sku": "B-2"}, True),
         ({"items.5.sku": "B-2"}, False),
+        # "²" is a digit to str.isdigit, not an index: a step no list has, not an error.
+        ({"items.\u00b2": {"exists": True}}, False),
+        ({"items.\u00b2": {"exists": False}}, True),
         ({"customer.tier": {"in": ["gold", "silver"]}}, True),
         ({"customer.tier": {"in": ["bronze"]}}, False),
         ({"customer.tier": {"not_in": ["bronze"]}}, True),

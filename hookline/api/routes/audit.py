@@ -20,7 +20,7 @@ router = APIRouter(tags=["audit"], responses=documented(401, 403, 422, 503))
 
 
 def _after(cursor: str) -> int:
-    if not cursor.isdigit() or len(cursor) > 19:
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19:  # not "²"
         raise ApiError(422, "invalid_cursor", "cursor is not one this API returned")
     return int(cursor)
 
