@@ -34,7 +34,10 @@ def parse_instant(text: str, *, now: datetime | None = None) -> datetime:
     """An age before `now` or an absolute date-time, in UTC; `InstantError` otherwise."""
     before = age(text)
     if before is not None:
-        return (now or utcnow()) - before
+        try:
+            return (now or utcnow()) - before
+        except OverflowError:
+            raise InstantError("an age reaching back past year 1") from None
     if not _DATE.match(text):
         raise InstantError(f"not a time: use {FORMS}")
     try:

@@ -180,6 +180,8 @@ def test_the_audit_log_filters_and_pages(api):
     # "²" is a digit to str.isdigit, not to int(): refused, not a 500.
     assert_error(api.client.get("/v1/audit-log?cursor=%C2%B2", headers=api.admin), 422)
     assert_error(api.client.get("/v1/audit-log?since=yesterday", headers=api.admin), 422)
+    # An age reaching back past year 1: refused, not a 500.
+    assert_error(api.client.get("/v1/audit-log?since=999999d", headers=api.admin), 422)
 
 
 def test_the_audit_log_is_for_the_admin_only(api):

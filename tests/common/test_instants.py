@@ -29,7 +29,7 @@ def test_a_date_time_with_an_offset_is_read_in_utc() -> None:
     ("text", "says"),
     [("3600", "not a time"), ("1y", "not a time"), ("soon", "not a time"),
      ("2026-05-01T12:00:00", "needs its offset"), ("2026-13-01T00:00:00Z", "not a valid"),
-     ("0001-01-01T00:00:00+14:00", "out of range")],
+     ("0001-01-01T00:00:00+14:00", "out of range"), ("999999d", "past year 1")],
 )  # fmt: skip
 def test_anything_else_is_refused_in_words(text: str, says: str) -> None:
     with pytest.raises(InstantError, match=says):
