@@ -16,6 +16,7 @@ from common.db.statuses import DeliveryStatus
 from common.metrics import Metrics
 from common.transport import MemoryTransport
 from common.transport import topology as tp
+from common.wire import DeliveryMessage
 from dispatcher.http import SendResult
 from dispatcher.outcome import Attempted
 from dispatcher.policy.retry import SUCCESS, Decision, Verdict
@@ -23,6 +24,34 @@ from dispatcher.settle import Settler
 from tests.dispatcher.conftest import Harness, make_settings
 from tests.dispatcher.settle.conftest import NOW, given, row, taken
 from tests.faultproxy import FaultProxy
+
+
+def settled_through_a_cut(
+    database_url: str, harness: Harness, decision: Decision, result: SendResult, *markers: bytes
+) -> tuple[DeliveryMessage, int]:
+    """Settle one delivery's outcome through a fault proxy that cuts the answer to the
+    request carrying the delivery's id (then each of `markers` in turn); the delivery, and
+    how many answers the proxy cut."""
+    [delivery] = given(harness, 1)
+    consumer, [message] = taken(harness, 1)
+    url = make_url(database_url)
+    with FaultProxy("127.0.0.1", url.port or 5432) as proxy:
+        engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+        settling = Settler(consumer, harness.transport, make_sessionmaker(engine),
+                           Metrics(CollectorRegistry()), publish_timeout_s=5)  # fmt: skip
+        # The id travels in the attempts' rows.
+        proxy.cut_after(delivery.delivery_id.encode(), *markers)
+        try:
+            settling.settle([Attempted(message, delivery, decision, result, NOW)])
+        finally:
+            engine.dispose()
+    consumer.close()  # nothing to give back when the message was acked
+    return delivery, proxy.cuts
+
+
+def stored_attempts(db: sessionmaker[Session]) -> list[tuple[str, int]]:
+    with db() as session:
+        return [(a.delivery_id, a.attempt) for a in session.scalars(select(Attempt))]
 
 
 def test_a_statement_whose_answer_the_network_lost_after_it_landed_stores_its_attempt_once(
@@ -35,24 +64,10 @@ def test_a_statement_whose_answer_the_network_lost_after_it_landed_stores_its_at
     if db.kw["bind"].dialect.name != "postgresql":
         pytest.skip("the settler's own connection is PostgreSQL's")
     harness = Harness(make_settings(), MemoryTransport(), db)
-    [delivery] = given(harness, 1)
-    consumer, [message] = taken(harness, 1)
-    url = make_url(database_url)
-    with FaultProxy("127.0.0.1", url.port or 5432) as proxy:
-        engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
-        settling = Settler(consumer, harness.transport, make_sessionmaker(engine),
-                           Metrics(CollectorRegistry()), publish_timeout_s=5)  # fmt: skip
-        proxy.cut_after(delivery.delivery_id.encode())  # the id travels in the statement's rows
-        try:
-            settling.settle([Attempted(message, delivery, SUCCESS, SendResult(200, 0.1), NOW)])
-        finally:
-            engine.dispose()
-    assert proxy.cuts == 1, "no answer was lost: nothing was tested"
-    with db() as session:
-        attempts = session.scalars(select(Attempt)).all()
-    assert [(a.delivery_id, a.attempt) for a in attempts] == [(delivery.delivery_id, 1)]
+    delivery, cuts = settled_through_a_cut(database_url, harness, SUCCESS, SendResult(200, 0.1))
+    assert cuts == 1, "no answer was lost: nothing was tested"
+    assert stored_attempts(db) == [(delivery.delivery_id, 1)]
     assert row(db, delivery.delivery_id).status == DeliveryStatus.SUCCEEDED
-    consumer.close()
     assert harness.depth(tp.DELIVERIES) == 0  # acked, once
 
 
@@ -66,25 +81,13 @@ def test_a_transaction_whose_commit_answer_the_network_lost_stores_its_attempt_o
     if db.kw["bind"].dialect.name != "postgresql":
         pytest.skip("a lost answer needs a network between the settler and its database")
     harness = Harness(make_settings(retry_schedule="1h"), MemoryTransport(), db)
-    [delivery] = given(harness, 1)
-    consumer, [message] = taken(harness, 1)
-    url = make_url(database_url)
-    with FaultProxy("127.0.0.1", url.port or 5432) as proxy:
-        engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
-        settling = Settler(consumer, harness.transport, make_sessionmaker(engine),
-                           Metrics(CollectorRegistry()), publish_timeout_s=5)  # fmt: skip
-        # The id travels in the insert's rows; the COMMIT after it is the request cut.
-        proxy.cut_after(delivery.delivery_id.encode(), b"COMMIT")
-        retry = Decision(Verdict.RETRY, delay_s=3600.0)
-        try:
-            settling.settle([Attempted(message, delivery, retry, SendResult(500, 0.1), NOW)])
-        finally:
-            engine.dispose()
-    assert proxy.cuts == 1, "no COMMIT's answer was lost: nothing was tested"
-    with db() as session:
-        attempts = session.scalars(select(Attempt)).all()
-    assert [(a.delivery_id, a.attempt) for a in attempts] == [(delivery.delivery_id, 1)]
+    retry = Decision(Verdict.RETRY, delay_s=3600.0)
+    # The COMMIT after the insert that carries the id is the request whose answer is cut.
+    delivery, cuts = settled_through_a_cut(
+        database_url, harness, retry, SendResult(500, 0.1), b"COMMIT"
+    )
+    assert cuts == 1, "no COMMIT's answer was lost: nothing was tested"
+    assert stored_attempts(db) == [(delivery.delivery_id, 1)]
     assert row(db, delivery.delivery_id).status == DeliveryStatus.RETRYING
     assert harness.depth(tp.retry_queue(3600.0)) == 1
-    consumer.close()
     assert harness.depth(tp.DELIVERIES) == 0  # acked, once
