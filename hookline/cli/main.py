@@ -305,6 +305,8 @@ def publish(
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--data is not JSON: {exc}") from None
+    except RecursionError:
+        raise typer.BadParameter("--data is nested too deep to read") from None
     if not isinstance(payload, dict):
         raise typer.BadParameter("--data must be a JSON object")
     event = {"type": event_type, "data": payload, "id": event_id, "operation": operation}

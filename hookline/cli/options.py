@@ -60,7 +60,7 @@ def read_ids(path: Path | None) -> tuple[str, ...]:
     text = path.read_text()
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or nested past the parser): lines
         return tuple(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
     rows = parsed.get("data", []) if isinstance(parsed, dict) else parsed
     return tuple(dict.fromkeys(r["id"] if isinstance(r, dict) else str(r) for r in rows))

@@ -104,6 +104,7 @@ def test_publish_returns_after_the_confirm_and_the_event_is_queued(broker: str) 
     [
         (["--data", "{nope"], "not JSON"),
         (["--data", "[1, 2]"], "JSON object"),
+        (["--data", "[" * 100_000], "nested too deep"),
     ],
 )
 def test_publish_refuses_bad_data_with_a_clear_error(
