@@ -33,9 +33,11 @@ lint: install
 # Two workers for all but tests/integration (most of its time is waiting on services and
 # subprocesses: 10 min instead of 18 on two cores); then tests/integration alone, one at a
 # time, because its fault, fail-over and fairness checks time real services and must not
-# share the cores with another test. A bare `pytest` still runs everything in one process.
+# share the cores with another test. `--dist loadfile`: a file's tests run on one worker,
+# in order (the portal's browser tests build on each other). A bare `pytest` still runs
+# everything in one process.
 test: lint
-	$(BIN)/pytest -n 2 --ignore=tests/integration
+	$(BIN)/pytest -n 2 --dist loadfile --ignore=tests/integration
 	$(BIN)/pytest tests/integration
 
 # uv resolves (pinned here, installed into the venv: nothing else is needed); the image

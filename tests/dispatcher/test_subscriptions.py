@@ -64,7 +64,9 @@ def test_a_refresh_is_one_query_for_changed_rows(
 ) -> None:
     sub_id, _ = given_subscription(db)
     other_id, _ = given_subscription(db)
-    cache = SubscriptionCache(db, DEV_BOX, refresh_s=0.05)
+    # A refresh interval long enough that a busy machine does not pass it between the two
+    # reads below (0.05 s did, beside another test worker: two refreshes, two queries).
+    cache = SubscriptionCache(db, DEV_BOX, refresh_s=1.0)
     cache.get(sub_id)
     cache.get(other_id)
     with db() as session, session.begin():
@@ -73,7 +75,7 @@ def test_a_refresh_is_one_query_for_changed_rows(
             .where(Subscription.id == sub_id)
             .values(url="http://b.test/h", updated_at=utcnow())
         )
-    time.sleep(0.06)
+    time.sleep(1.05)
     statements.clear()
     endpoint = cache.get(sub_id)
     assert endpoint is not None and endpoint.url == "http://b.test/h"
