@@ -5,6 +5,7 @@ to the broker, until the confirm that acks its events)."""
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 from collections.abc import Collection, Sequence
@@ -24,7 +25,7 @@ from common.filters import matches
 from common.service import retry_database
 from common.transport import Message, Outgoing, poison_copy
 from common.wire import Event, decode
-from router.index import Target
+from router.index import SubscriptionIndex, Target
 from router.loader import IndexLoader
 from router.messages import Routed
 from router.persist import Key, persist_batch, persist_new
@@ -32,6 +33,8 @@ from router.traces import RouteSpans
 
 if TYPE_CHECKING:
     from common.tracing import Tracing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,7 +46,7 @@ class Written:
     unclear: set[Key]  # events this write committed, or may have (a try that failed)
     out: list[Routed]
     events: int
-    poisoned: list[Outgoing]  # copies of the undecodable messages, for the poison queue
+    poisoned: list[Outgoing]  # copies of the undecodable or unmatchable messages, for poison
     spans: RouteSpans | None
 
     def end_spans(self, error: BaseException | None = None) -> None:
@@ -135,12 +138,12 @@ class Writer:
         # Written by a try whose statement failed (it may have landed), or by the last try.
         unclear: set[Key] = set()
 
+        # Events whose matching raised (a filter this version cannot read): poison each
+        # on its own, and route the rest of the batch without splitting it.
+        unmatchable: dict[int, BaseException] = {}
+
         def match_and_persist() -> list[Routed]:
-            index = self._loader.current()
-            routed = [
-                (e, [t for t in index.match(e.tenant, e.type, e.operation) if wants(t, e)])
-                for e in events
-            ]
+            routed = match(self._loader.current(), events, unmatchable)
             recover = redelivered | unclear | (keys & set(unpublished))
             traced = spans.traceparents() if spans is not None else None
             direct = self._direct() if not recover else None
@@ -166,7 +169,34 @@ class Writer:
             if spans is not None:
                 spans.end(exc)
             raise
-        return Written(batch, keys, unclear, out, len(events), poisoned, spans)
+        for n, error in unmatchable.items():
+            message = decoded[n][0]
+            log.warning(
+                "event could not be matched; moved to poison",
+                extra={"message_id": message.message_id, "error": describe(error)},
+            )
+            poisoned.append(poison_copy(message, "handler_error", describe(error)))
+        routed = len(events) - len(unmatchable)
+        return Written(batch, keys, unclear, out, routed, poisoned, spans)
+
+
+def match(
+    index: SubscriptionIndex, events: Sequence[Event], unmatchable: dict[int, BaseException]
+) -> list[tuple[Event, list[Target]]]:
+    """Each event with the targets that want it, but those in (or now added to)
+    `unmatchable`: matching is pure, so an event whose matching raises (a bug, or a filter
+    written by a newer version) would raise on every try; one such event must not fail the
+    batch, which would be split down to it at the cost of every other tenant in it."""
+    routed = []
+    for n, event in enumerate(events):
+        if n in unmatchable:
+            continue
+        try:
+            targets = index.match(event.tenant, event.type, event.operation)
+            routed.append((event, [t for t in targets if wants(t, event)]))
+        except Exception as exc:
+            unmatchable[n] = exc
+    return routed
 
 
 def refused(exc: BaseException) -> bool:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
@@ -16,7 +19,7 @@ from common.db.statuses import DeliveryStatus
 from common.metrics import Metrics
 from common.settings import Settings
 from common.tracing import configure
-from common.transport import MemoryTransport, Outgoing
+from common.transport import MemoryTransport, Message, Outgoing
 from common.transport import topology as tp
 from common.wire import DeliveryMessage, decode, encode
 from router import Router
@@ -117,6 +120,51 @@ def test_undecodable_event_goes_to_poison_with_raw_body_and_the_queue_keeps_flow
     assert poisoned[0].headers[tp.H_REASON] == "undecodable"
     assert poisoned[0].headers[tp.H_SOURCE_QUEUE] == tp.EVENTS
     drain(transport, tp.DELIVERIES, 1)
+
+
+def test_an_event_whose_matching_raises_is_poisoned_alone_and_its_batch_is_not_split(
+    sessions: sessionmaker[Session], transport: MemoryTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter this version cannot read (an operator a newer API wrote during a rolling
+    upgrade) makes matching raise for the events it applies to: each such event goes to
+    poison on its own, and the other tenant's events in the same batches are written
+    once, not again in halves."""
+    with sessions.begin() as session:
+        newer, other = (builders.tenant(session).id for _ in range(2))
+        builders.subscription(session, newer, "http://127.0.0.1:1/n",
+                              payload_filter={"amount": {"within": [1, 5]}})  # fmt: skip
+        builders.subscription(session, other, "http://127.0.0.1:1/o")
+    unreadable = [builders.event(newer, data={"amount": n}) for n in range(10)]
+    fine = [builders.event(other, data={"amount": n}) for n in range(10)]
+    for pair in zip(unreadable, fine, strict=True):
+        for event in pair:
+            publish(transport, event)
+
+    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, Metrics())
+    written: list[str] = []
+    write = router.writer.write
+
+    def counted(batch: Sequence[Message], *args: Any) -> Any:
+        written.extend(str(m.message_id) for m in batch)
+        return write(batch, *args)
+
+    monkeypatch.setattr(router.writer, "write", counted)
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        delivered = drain(transport, tp.DELIVERIES, len(fine))
+        poisoned = drain(transport, tp.POISON, len(unreadable))
+    finally:
+        stop.set()
+        thread.join(10)
+    assert {decode(DeliveryMessage, m.body).event_id for m in delivered} == {e.id for e in fine}
+    assert {m.message_id for m in poisoned} == {e.id for e in unreadable}
+    assert {m.headers[tp.H_REASON] for m in poisoned} == {"handler_error"}
+    assert {m.headers[tp.H_ERROR] for m in poisoned} == {"KeyError"}
+    assert sorted(written) == sorted(e.id for e in unreadable + fine), "a batch was split"
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EventRow)) == len(fine)
 
 
 def test_subscription_created_while_running_is_picked_up(
