@@ -134,10 +134,14 @@ def test_gone_endpoint_disables_its_subscription_and_ends_its_pending_deliveries
             harness.publish(message)
             wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.DEAD))
             # Still queued, never sent: it ended with the disable, not when it comes up,
-            # and it is counted then: the 410'd delivery and this one.
+            # and it is counted then: the 410'd delivery and this one (counted just after
+            # the commit that the row's status shows, so waited for).
             assert delivery_row(harness, second.delivery_id).status == DeliveryStatus.DEAD
-            assert (
-                dead.get() == 2 and harness.metrics.finished.labels(result="dead")._value.get() == 2
+            assert wait_until(
+                lambda: (
+                    dead.get() == 2
+                    and harness.metrics.finished.labels(result="dead")._value.get() == 2
+                )
             )
             harness.publish(second)
             wait_until(lambda: attempts(harness, second.delivery_id))  # refused, not sent
