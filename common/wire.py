@@ -6,9 +6,17 @@ Secrets never travel in messages: the dispatcher reads them from the database at
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 from typing_extensions import TypedDict
 
 from common.errors import DecodeError
@@ -72,18 +80,30 @@ class Event(BaseModel):
         return body
 
 
+# The ids a delivery message carries: every id Hookline makes (`dlv_`, `evt_`, `sub_`,
+# `ten_` and hex; the uuid5 delivery ids of before 0011) and every event id ingest takes.
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=EVENT_ID_PATTERN)
+]
+MAX_ATTEMPT = 2**31 - 1  # attempts.attempt is an int4
+
+
 class DeliveryMessage(BaseModel):
     """One delivery of one event to one subscription, as it moves through the queues."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    delivery_id: str
-    event_id: str
-    tenant: str
-    subscription_id: str
-    attempt: int = Field(ge=1)
+    # Checked here, where a message enters a dispatcher: a delivery queue also takes
+    # messages the router did not write (an operator's tool, a resubmitted poison message),
+    # and a value the database refuses (a NUL, an int4 overflow, a time without a zone)
+    # would fail the settler's shared batch instead of poisoning its own message.
+    delivery_id: Identifier
+    event_id: Identifier
+    tenant: Identifier
+    subscription_id: Identifier
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     event: Event
-    first_attempt_at: datetime | None = None
+    first_attempt_at: AwareDatetime | None = None
     replay: bool = False
 
 
