@@ -43,7 +43,20 @@ class Message:
     @property
     def delivery_count(self) -> int:
         """How many times the broker handed this message out before (quorum queues)."""
-        return int(self.headers.get("x-delivery-count", 0) or 0)
+        return delivery_count_of(self.headers)
+
+
+def delivery_count_of(headers: Mapping[str, Any]) -> int:
+    """The `x-delivery-count` header as a count. RabbitMQ sets it on a redelivery but
+    passes on a publisher's own on the first delivery, so it may be anything: a value that
+    is not a count reads as 1, handed out before (a redelivery is only checked more)."""
+    value = headers.get("x-delivery-count")
+    if value is None:
+        return 0
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError, OverflowError):
+        return 1
 
 
 class Consumer(abc.ABC):

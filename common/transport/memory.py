@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import ConnectionLostError, PublishError, TopologyError
-from common.transport.base import Consumer, Message, Outgoing, Transport
+from common.transport.base import Consumer, Message, Outgoing, Transport, delivery_count_of
 from common.transport.memory_routes import Routes
 from common.transport.topology import Queue, Topology
 
@@ -120,7 +120,7 @@ class MemoryBroker:
     def requeue(self, queue_name: str, envelope: _Envelope) -> None:
         """Return a message after a reject or a lost consumer, counting the delivery."""
         state = self.queues[queue_name]
-        count = int(envelope.headers.get("x-delivery-count", 0)) + 1
+        count = delivery_count_of(envelope.headers) + 1
         limit = state.spec.arguments.get("x-delivery-limit")
         if limit is not None and count > int(limit):
             self.dead_letter(queue_name, envelope, "delivery_limit")
