@@ -138,8 +138,17 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+def _stripped(value: str) -> str:
+    """Surrounding whitespace dropped, after the length was checked on what was sent (the
+    schema's bounds are the request's); nothing but whitespace is refused."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
 class TenantCreate(Strict):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_stripped)]
 
 
 class TenantCreated(BaseModel):

@@ -93,7 +93,17 @@ def test_admin_routes_are_disabled_without_an_admin_token(make_api):
 
 
 def test_a_tenant_needs_a_name(api):
-    for body in ({}, {"name": ""}, {"name": "   "}, {"name": "x" * 201}, {"name": "a", "x": 1}):
+    # The length is the request's, as the schema says: a leading tab does not buy a 201st
+    # character (schemathesis found it accepted).
+    too_long = {"name": "\t" + "x" * 200}
+    for body in (
+        {},
+        {"name": ""},
+        {"name": "   "},
+        {"name": "x" * 201},
+        too_long,
+        {"name": "a", "x": 1},
+    ):
         response = api.client.post("/v1/tenants", json=body, headers=api.admin)
         assert_error(response, 422, "validation_error")
 
