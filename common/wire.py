@@ -62,7 +62,7 @@ class Event(BaseModel):
         max_length=200,
         pattern=EVENT_ID_PATTERN,
     )
-    tenant: str = Field(min_length=1, max_length=64)
+    tenant: str = Field(min_length=1, max_length=64, pattern=EVENT_ID_PATTERN)
     type: str = Field(min_length=1, max_length=200, pattern=EVENT_TYPE_PATTERN)
     operation: str | None = Field(default=None, max_length=100, pattern=OPERATION_PATTERN)
     timestamp: datetime = Field(default_factory=utcnow)

@@ -130,6 +130,9 @@ def test_publish_generates_distinct_ids(producer):
         ({"id": "has spaces"}, "id"),
         ({"operation": "a b"}, "operation"),
         ({"tenant": ""}, "tenant"),
+        # Not an id: the router's database would refuse the NUL (and split its batch).
+        ({"tenant": "ten_a\x00"}, "tenant"),
+        ({"tenant": "acme corp"}, "tenant"),
         ({"timestamp": datetime(2026, 5, 1, 12, 0)}, "timezone"),
         ({"data": {"when": object()}}, "JSON"),
     ],
