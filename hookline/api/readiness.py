@@ -49,6 +49,11 @@ class ReadyProbe:
         runs = {name: self._current(name) for name in self._checks}
         running = [run.future for run in runs.values() if not run.future.done()]
         pending = [asyncio.wrap_future(future) for future in running]
+        for waiter in pending:
+            # The check's outcome is read from its own future below; a check still running
+            # past the timeout fails into this wrapper later, which asyncio would report as
+            # an ERROR ("exception was never retrieved") on every probe while a broker hangs.
+            waiter.add_done_callback(_retrieved)
         if pending:
             await asyncio.wait(pending, timeout=self._timeout_s)
         problems = []
@@ -77,3 +82,8 @@ class ReadyProbe:
         fresh.future.add_done_callback(finished)
         self._runs[name] = fresh
         return fresh
+
+
+def _retrieved(waiter: asyncio.Future[None]) -> None:
+    if not waiter.cancelled():
+        waiter.exception()

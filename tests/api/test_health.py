@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.db.session import make_engine, make_sessionmaker
 from common.errors import ConnectionLostError, TopologyError
 from common.transport import MemoryTransport, topology
+from hookline.api.readiness import ReadyProbe
 from tests.api.support import assert_error
 
 
@@ -83,3 +87,25 @@ def test_metrics_serves_the_prometheus_text_of_the_registry(api):
     assert response.headers["content-type"].startswith("text/plain")
     assert 'hookline_build_info{version="' in response.text
     assert 'hookline_events_ingested_total{result="accepted"} 0.0' in response.text
+
+
+def test_a_check_that_fails_after_the_probe_answered_is_not_logged_as_an_error(caplog):
+    """A check still running at the probe's timeout (a broker that never answers its
+    handshake) fails later into the wrapper the probe awaited; asyncio logged that as an
+    ERROR, "exception was never retrieved", on every probe while the broker hung."""
+
+    def hangs_then_fails() -> None:
+        time.sleep(0.2)
+        raise ConnectionLostError("handshake timed out")
+
+    async def probe_then_wait() -> list[str]:
+        probe = ReadyProbe({"broker": hangs_then_fails}, timeout_s=0.05)
+        problems = await probe.problems()
+        await asyncio.sleep(0.5)  # the check fails meanwhile, on a live loop
+        gc.collect()
+        probe.close()
+        return problems
+
+    assert asyncio.run(probe_then_wait()) == ["broker unreachable (no answer within 0.05 s)"]
+    gc.collect()
+    assert "never retrieved" not in caplog.text
