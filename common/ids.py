@@ -48,16 +48,18 @@ def delivery_id_for(tenant: str, event_id: str, subscription_id: str, day: date)
 
 
 def day_of(identifier: str) -> date | None:
-    """The UTC day an id carries, or None for an id without time (older, or foreign)."""
+    """The UTC day an id carries, or None for an id without time (older, or foreign), or
+    whose time lies past the calendar's end (year 9999): 48 bits of milliseconds reach the
+    year 10889, and a producer may send such an event id of its own."""
     _, _, tail = identifier.rpartition("_")
     if len(tail) != 32 or tail[12] != "7" or tail[16] not in "89ab":
         return None
     try:
         ms = int(tail[:12], 16)
         int(tail[12:], 16)
-    except ValueError:
+        return _EPOCH + timedelta(days=ms // _MS_PER_DAY)
+    except (ValueError, OverflowError):
         return None
-    return _EPOCH + timedelta(days=ms // _MS_PER_DAY)
 
 
 def event_day(event_id: str, ingested: date) -> date:

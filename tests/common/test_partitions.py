@@ -35,6 +35,10 @@ def test_new_ids_carry_today_and_old_ids_carry_nothing() -> None:
     assert day_of("dlv_" + "0" * 12 + "5" + "0" * 19) is None  # a uuid5 delivery id
     far = "evt_" + "0" * 12 + "7000" + "8" + "0" * 15  # carries 1970: not a partition day
     assert event_day(far, TODAY) == TODAY
+    # 48 bits of milliseconds reach the year 10889, past what a date holds: no day.
+    beyond = "evt_" + "f" * 12 + "7fff" + "8" + "f" * 15
+    assert day_of(beyond) is None
+    assert event_day(beyond, TODAY) == TODAY
 
 
 def test_maintenance_creates_days_ahead_and_drops_old_days_keeping_dead(engine: Engine) -> None:
