@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Select, and_, or_
@@ -51,10 +51,13 @@ def decode_position(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_text, row_id = json.loads(raw)
         created_at = datetime.fromisoformat(created_text)
-    except (binascii.Error, ValueError, TypeError, RecursionError):
+        if created_at.tzinfo is None or not isinstance(row_id, str):
+            raise _invalid()
+        # In UTC here, as the database compares it: a time whose offset takes it past
+        # year 1 or 9999 (`0001-01-01T00:00:00+14:00`) overflowed in every list's query.
+        created_at = created_at.astimezone(UTC)
+    except (binascii.Error, ValueError, TypeError, RecursionError, OverflowError):
         raise _invalid() from None
-    if created_at.tzinfo is None or not isinstance(row_id, str):
-        raise _invalid()
     return created_at, row_id
 
 

@@ -319,3 +319,25 @@ def test_a_cursor_nested_past_any_parser_is_refused_not_a_crash(api, path):
     assert response.status_code == 422  # a route's length limit, or invalid_cursor
     if path.startswith("/v1/dead-letters"):  # no limit of their own: the decoder's
         assert_error(response, 422, "invalid_cursor")
+
+
+def cursor_at(created_at: str) -> str:
+    raw = json.dumps([created_at, "evt_0"]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("created_at", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+@pytest.mark.parametrize(
+    "path", ["/v1/events", "/v1/deliveries", "/v1/dead-letters", "/v1/dead-letters/poison",
+             "/v1/replays"],
+)  # fmt: skip
+def test_a_cursor_whose_time_leaves_the_calendar_in_utc_is_refused_not_a_crash(
+    api, path, created_at
+):
+    """A cursor's time with an offset that takes it before year 1 or past 9999 in UTC: the
+    lists' queries overflowed converting it (a 500 on each)."""
+    _, headers = api.tenant()
+
+    response = api.client.get(path, params={"cursor": cursor_at(created_at)}, headers=headers)
+
+    assert_error(response, 422, "invalid_cursor")
