@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -88,6 +89,18 @@ Identifier = Annotated[
 MAX_ATTEMPT = 2**31 - 1  # attempts.attempt is an int4
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """The time in UTC, as it is stored; one an offset takes past year 1 or 9999 is refused
+    (converting it overflows, which pydantic would not turn into a validation error)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("lies outside years 1-9999 in UTC") from None
+
+
+UtcInstant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
 class DeliveryMessage(BaseModel):
     """One delivery of one event to one subscription, as it moves through the queues."""
 
@@ -95,7 +108,8 @@ class DeliveryMessage(BaseModel):
 
     # Checked here, where a message enters a dispatcher: a delivery queue also takes
     # messages the router did not write (an operator's tool, a resubmitted poison message),
-    # and a value the database refuses (a NUL, an int4 overflow, a time without a zone)
+    # and a value the database refuses (a NUL, an int4 overflow, a time without a zone
+    # or outside years 1-9999 in UTC)
     # would fail the settler's shared batch instead of poisoning its own message.
     delivery_id: Identifier
     event_id: Identifier
@@ -103,7 +117,7 @@ class DeliveryMessage(BaseModel):
     subscription_id: Identifier
     attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     event: Event
-    first_attempt_at: AwareDatetime | None = None
+    first_attempt_at: UtcInstant | None = None
     replay: bool = False
 
 

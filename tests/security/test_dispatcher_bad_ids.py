@@ -43,6 +43,7 @@ BAD: dict[str, dict[str, Any]] = {
     "NUL in the tenant": {"tenant": "ten_\u0000x"},
     "an attempt past the column": {"attempt": 2**40},
     "a first attempt without a zone": {"first_attempt_at": "2026-12-01T00:00:00"},
+    "a first attempt before year 1 in UTC": {"first_attempt_at": "0001-01-01T00:00:00+14:00"},
 }
 
 
