@@ -18,6 +18,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
 )
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from common.errors import DecodeError
@@ -89,16 +90,19 @@ Identifier = Annotated[
 MAX_ATTEMPT = 2**31 - 1  # attempts.attempt is an int4
 
 
-def _in_utc(moment: datetime) -> datetime:
-    """The time in UTC, as it is stored; one an offset takes past year 1 or 9999 is refused
-    (converting it overflows, which pydantic would not turn into a validation error)."""
+def in_utc(value: datetime) -> datetime:
+    """A pydantic validator: the (aware) time in UTC, as it is compared and stored. One an
+    offset takes outside years 1-9999 (`0001-01-01T00:00:00+14:00`) is a validation error;
+    converting it overflows, and pydantic would let the OverflowError through."""
     try:
-        return moment.astimezone(UTC)
+        return value.astimezone(UTC)
     except OverflowError:
-        raise ValueError("lies outside years 1-9999 in UTC") from None
+        raise PydanticCustomError(
+            "datetime_range", "out of range once converted to UTC (years 1 to 9999)"
+        ) from None
 
 
-UtcInstant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+UtcInstant = Annotated[AwareDatetime, AfterValidator(in_utc)]
 
 
 class DeliveryMessage(BaseModel):
@@ -108,9 +112,9 @@ class DeliveryMessage(BaseModel):
 
     # Checked here, where a message enters a dispatcher: a delivery queue also takes
     # messages the router did not write (an operator's tool, a resubmitted poison message),
-    # and a value the database refuses (a NUL, an int4 overflow, a time without a zone
-    # or outside years 1-9999 in UTC)
-    # would fail the settler's shared batch instead of poisoning its own message.
+    # and a value the database refuses (a NUL, an int4 overflow, a time without a zone or
+    # outside years 1-9999 in UTC) would fail the settler's shared batch instead of
+    # poisoning its own message.
     delivery_id: Identifier
     event_id: Identifier
     tenant: Identifier

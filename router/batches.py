@@ -138,8 +138,9 @@ class Writer:
         # Written by a try whose statement failed (it may have landed), or by the last try.
         unclear: set[Key] = set()
 
-        # Events whose matching raised (a filter this version cannot read): poison each
-        # on its own, and route the rest of the batch without splitting it.
+        # Events whose matching raised (a filter this version cannot read), by position in
+        # `events` (and so in `decoded`): poison each on its own, and route the rest of the
+        # batch without splitting it.
         unmatchable: dict[int, BaseException] = {}
 
         def match_and_persist() -> list[Routed]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -26,6 +26,7 @@ from common.wire import (
     EVENT_ID_PATTERN,
     EVENT_TYPE_PATTERN,
     OPERATION_PATTERN,
+    in_utc,
     timestamp_problem,
 )
 
@@ -68,18 +69,9 @@ def _iso_8601(value: Any) -> Any:
     )
 
 
-def _in_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is in year 0 in UTC
-        raise PydanticCustomError(
-            "datetime_range", "out of range once converted to UTC (years 1 to 9999)"
-        ) from None
-
-
 # Every datetime the API takes (bodies and query parameters): with its offset, and within
 # the range once in UTC, which is how it is compared and stored.
-Instant = Annotated[AwareDatetime, BeforeValidator(_iso_8601), AfterValidator(_in_utc)]
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_8601), AfterValidator(in_utc)]
 
 
 def _recent(value: datetime) -> datetime:
@@ -101,7 +93,7 @@ def _instant_or_age(value: Any) -> Any:
 
 # A query filter's bound (`since`, `until`): an `Instant`, or an age before now (`1h`,
 # `30m`, `7d`), the same words the CLI takes (`common.instants`).
-TimeBound = Annotated[AwareDatetime, BeforeValidator(_instant_or_age), AfterValidator(_in_utc)]
+TimeBound = Annotated[AwareDatetime, BeforeValidator(_instant_or_age), AfterValidator(in_utc)]
 
 
 # An event's own time, within a day of the clock (see `common.wire.MAX_EVENT_AGE`).
