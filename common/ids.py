@@ -2,13 +2,17 @@
 
 The hex part of a new id is laid out as a UUIDv7: 48 bits of Unix milliseconds, the
 version nibble `7`, the RFC 4122 variant, then random (or, for delivery ids, hashed) bits.
-Ids written before migration 0011 (24 random hex digits, or a uuid5 delivery id) carry no
-time: `day_of` returns None for them and callers fall back to a lookup without the day.
+A producer's own id carries its day too when it ends in a UUIDv7, in those 32 hex digits
+or in the usual hyphenated form (`0193a0c4-5e1f-7abc-9def-0123456789ab`, what UUIDv7
+libraries print). Ids written before migration 0011 (24 random hex digits, or a uuid5
+delivery id) carry no time: `day_of` returns None for them and callers fall back to a
+lookup without the day.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +23,8 @@ _MS_PER_DAY = 86_400_000
 # An id's own day is trusted as the partition day only this close to the day of ingest, so
 # a producer's made-up id cannot aim at a partition that does not exist (see `event_day`).
 ID_DAY_SLACK = timedelta(days=1)
+# A UUIDv7 in 32 hex digits: 48 bits of milliseconds, the version, the RFC 4122 variant.
+_V7 = re.compile(r"[0-9a-fA-F]{12}7[0-9a-fA-F]{3}[89abAB][0-9a-fA-F]{15}")
 
 
 def _v7(ms: int, rest: bytes) -> str:
@@ -52,13 +58,13 @@ def day_of(identifier: str) -> date | None:
     whose time lies past the calendar's end (year 9999): 48 bits of milliseconds reach the
     year 10889, and a producer may send such an event id of its own."""
     _, _, tail = identifier.rpartition("_")
-    if len(tail) != 32 or tail[12] != "7" or tail[16] not in "89ab":
+    if len(tail) == 36 and tail[8] == tail[13] == tail[18] == tail[23] == "-":
+        tail = tail.replace("-", "")  # 8-4-4-4-12; hyphens anywhere else leave it too long
+    if len(tail) != 32 or _V7.fullmatch(tail) is None:
         return None
     try:
-        ms = int(tail[:12], 16)
-        int(tail[12:], 16)
-        return _EPOCH + timedelta(days=ms // _MS_PER_DAY)
-    except (ValueError, OverflowError):
+        return _EPOCH + timedelta(days=int(tail[:12], 16) // _MS_PER_DAY)
+    except OverflowError:
         return None
 
 

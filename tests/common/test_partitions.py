@@ -4,6 +4,7 @@ the router's idempotency under partitioning, on a PostgreSQL database of their o
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -39,6 +40,22 @@ def test_new_ids_carry_today_and_old_ids_carry_nothing() -> None:
     beyond = "evt_" + "f" * 12 + "7fff" + "8" + "f" * 15
     assert day_of(beyond) is None
     assert event_day(beyond, TODAY) == TODAY
+
+
+def _hyphenated(identifier: str) -> str:
+    """A new id's UUIDv7 as a producer's own id, printed as UUIDv7 libraries print it."""
+    return str(uuid.UUID(identifier.rpartition("_")[2]))
+
+
+def test_a_producers_uuidv7_carries_its_day_hyphenated_or_not_in_either_case() -> None:
+    made = new_id("evt")
+    for own in (_hyphenated(made), "order_" + _hyphenated(made).upper(), made.upper()):
+        assert day_of(own) == TODAY == event_day(own, TODAY), own
+    assert day_of(str(uuid.uuid4())) is None  # random: no time
+    assert day_of(str(uuid.uuid1())) is None  # a time, but not one laid out as v7's
+    assert day_of(_hyphenated(made).replace("-", "", 1) + "-") is None  # hyphens elsewhere
+    assert day_of("-" + made[5:]) is None  # int() would read the sign as hex
+    assert day_of("evt_" + made[4:16] + "7" + "g" * 19) is None  # not hex
 
 
 def test_maintenance_creates_days_ahead_and_drops_old_days_keeping_dead(engine: Engine) -> None:
@@ -168,15 +185,21 @@ def test_the_look_up_of_a_foreign_id_reads_each_day_by_key_in_a_generic_plan(
     assert f"Index Only Scan using {today}_tenant_id_id_idx" in plan
 
 
-def test_a_batch_of_ids_that_carry_their_day_reads_no_other_partition(engine: Engine) -> None:
+@pytest.mark.parametrize("hyphenated", [False, True], ids=["sdk-id", "producer-uuidv7"])
+def test_a_batch_of_ids_that_carry_their_day_reads_no_other_partition(
+    engine: Engine, hyphenated: bool
+) -> None:
     """Such a batch goes without the look-up: merely being in the statement, it opened every
     events partition's index on each statement, although `carried` skipped it row by row.
-    A repeat is still refused by today's unique key alone."""
+    A repeat is still refused by today's unique key alone. A producer's own UUIDv7 in its
+    usual hyphenated form goes the same way."""
     with engine.begin() as connection:
         partitions.ensure(connection, [TODAY - timedelta(days=n) for n in range(1, 4)])
     sessions = make_sessionmaker(engine)
     target = [Target("sub_1", "t", ("x",))]
     first = Event(tenant="t", type="x")
+    if hyphenated:
+        first = Event(id=_hyphenated(first.id), tenant="t", type="x")
     with sessions.begin() as session:
         assert len(persist_batch(session, [(first, target)])) == 1
     with engine.connect() as connection:
