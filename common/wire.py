@@ -53,6 +53,21 @@ def timestamp_problem(timestamp: datetime) -> str | None:
     return None
 
 
+def in_utc(value: datetime) -> datetime:
+    """A pydantic validator: the (aware) time in UTC, as it is compared and stored. One an
+    offset takes outside years 1-9999 (`0001-01-01T00:00:00+14:00`) is a validation error;
+    converting it overflows, and pydantic would let the OverflowError through."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range", "out of range once converted to UTC (years 1 to 9999)"
+        ) from None
+
+
+UtcInstant = Annotated[AwareDatetime, AfterValidator(in_utc)]
+
+
 class Event(BaseModel):
     """A business event: the unit producers publish and subscribers receive."""
 
@@ -67,7 +82,9 @@ class Event(BaseModel):
     tenant: str = Field(min_length=1, max_length=64, pattern=EVENT_ID_PATTERN)
     type: str = Field(min_length=1, max_length=200, pattern=EVENT_TYPE_PATTERN)
     operation: str | None = Field(default=None, max_length=100, pattern=OPERATION_PATTERN)
-    timestamp: datetime = Field(default_factory=utcnow)
+    # In UTC once decoded, and aware: the router stores it, the dispatcher's e2e metric
+    # subtracts it from the clock (a naive time raised there, after the ack).
+    timestamp: UtcInstant = Field(default_factory=utcnow)
     data: dict[str, Any] = Field(default_factory=dict)
 
     def webhook_body(self) -> dict[str, Any]:
@@ -88,21 +105,6 @@ Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=EVENT_ID_PATTERN)
 ]
 MAX_ATTEMPT = 2**31 - 1  # attempts.attempt is an int4
-
-
-def in_utc(value: datetime) -> datetime:
-    """A pydantic validator: the (aware) time in UTC, as it is compared and stored. One an
-    offset takes outside years 1-9999 (`0001-01-01T00:00:00+14:00`) is a validation error;
-    converting it overflows, and pydantic would let the OverflowError through."""
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise PydanticCustomError(
-            "datetime_range", "out of range once converted to UTC (years 1 to 9999)"
-        ) from None
-
-
-UtcInstant = Annotated[AwareDatetime, AfterValidator(in_utc)]
 
 
 class DeliveryMessage(BaseModel):

@@ -21,7 +21,7 @@ from common.tracing import TraceContext
 from common.transport import Outgoing, Transport, open_transport, topology
 from common.wire import Event, WireEvent, encode_fields
 from producer.errors import InvalidEvent
-from producer.messages import EventLike, build_event, carrying, in_utc, outgoing, trace_context
+from producer.messages import EventLike, build_event, carrying, checked, outgoing, trace_context
 from producer.window import LoopWindow
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class Producer:
     def _prepare(self, item: EventLike, *, where: str = "") -> Outgoing:
         try:
             if isinstance(item, Event):
-                event = in_utc(item, where=where)
+                event = checked(item, where=where)
             else:
                 event = build_event(item, where=where)
             return outgoing(event)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,21 +18,6 @@ from producer.errors import InvalidEvent
 EventLike = Event | Mapping[str, Any]
 
 
-def _aware_utc(timestamp: datetime) -> datetime:
-    # The database stores UTC-aware datetimes only; guessing a naive value's zone would
-    # silently shift it, so the caller has to say.
-    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
-        raise InvalidEvent("invalid event: timestamp: must carry a timezone (e.g. UTC)")
-    try:
-        in_utc = timestamp.astimezone(UTC)
-    except OverflowError:
-        raise InvalidEvent("invalid event: timestamp: out of range once in UTC") from None
-    problem = timestamp_problem(in_utc)
-    if problem is not None:
-        raise InvalidEvent(f"invalid event: timestamp: {problem}")
-    return in_utc
-
-
 def build_event(fields: Mapping[str, Any], *, where: str = "") -> Event:
     """A validated `Event` from its fields; omitted `id` and `timestamp` are generated."""
     present = {key: value for key, value in fields.items() if value is not None}
@@ -41,22 +25,21 @@ def build_event(fields: Mapping[str, Any], *, where: str = "") -> Event:
         event = Event.model_validate(present)
     except ValidationError as exc:
         raise InvalidEvent.from_validation(exc, where=where) from None
-    return in_utc(event, where=where)
+    return checked(event, where=where)
 
 
-def in_utc(event: Event, *, where: str = "") -> Event:
-    """The event with its timestamp in UTC (a copy only when it is not already), once its
-    data is known to be what the router can store (the API's check, `common.payload`)."""
+def checked(event: Event, *, where: str = "") -> Event:
+    """`event`, once its data is what the router can store (the API's check,
+    `common.payload`) and its timestamp is near the clock (the model keeps it aware and in
+    UTC: a time without a zone never makes an `Event`)."""
     try:
         payload.check(event.data, "data")
     except payload.UnstorableValue as exc:
         raise InvalidEvent(f"invalid event{where}: {exc}") from None
-    aware = _aware_utc(event.timestamp)
-    return (
-        event
-        if aware.utcoffset() == event.timestamp.utcoffset()
-        else event.model_copy(update={"timestamp": aware})
-    )
+    problem = timestamp_problem(event.timestamp)
+    if problem is not None:
+        raise InvalidEvent(f"invalid event{where}: timestamp: {problem}")
+    return event
 
 
 def outgoing(event: Event) -> Outgoing:

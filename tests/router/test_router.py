@@ -122,6 +122,77 @@ def test_undecodable_event_goes_to_poison_with_raw_body_and_the_queue_keeps_flow
     drain(transport, tp.DELIVERIES, 1)
 
 
+def _route_counting_writes(
+    sessions: sessionmaker[Session],
+    transport: MemoryTransport,
+    monkeypatch: pytest.MonkeyPatch,
+    deliveries: int,
+    poisons: int,
+) -> tuple[list[Message], list[Message], list[str]]:
+    """Run a router until `deliveries` delivery and `poisons` poison messages came out;
+    also the id of each message every write was handed (a split writes some again)."""
+    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, Metrics())
+    written: list[str] = []
+    write = router.writer.write
+
+    def counted(batch: Sequence[Message], *args: Any) -> Any:
+        written.extend(str(m.message_id) for m in batch)
+        return write(batch, *args)
+
+    monkeypatch.setattr(router.writer, "write", counted)
+    stop = threading.Event()
+    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        return (
+            drain(transport, tp.DELIVERIES, deliveries),
+            drain(transport, tp.POISON, poisons),
+            written,
+        )
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+# Events published straight to the exchange (no SDK, no API) with what their rows cannot
+# hold: the body's timestamp and data, as JSON text.
+UNSTORABLE = {
+    "nul-in-a-string": ('"2026-12-07T10:00:00Z"', '{"note": "a\\u0000b"}'),
+    "nul-in-a-key": ('"2026-12-07T10:00:00Z"', '{"a\\u0000": 1}'),
+    "not-a-number": ('"2026-12-07T10:00:00Z"', '{"amount": NaN}'),
+    "infinite": ('"2026-12-07T10:00:00Z"', '{"amount": 1e400}'),
+    "no-zone": ('"2026-12-07T10:00:00"', "{}"),
+    "before-year-1-in-utc": ('"0001-01-01T00:00:00+14:00"', "{}"),
+}
+
+
+def test_an_event_its_row_cannot_hold_is_poisoned_alone_and_its_batch_is_not_split(
+    sessions: sessionmaker[Session], transport: MemoryTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK and the API refuse such events; one published straight to the exchange
+    reached the statement, which refused it (or the row could not be built), and its batch
+    was split in halves down to it, every other tenant in the batch written again."""
+    with sessions.begin() as session:
+        sender, other = (builders.tenant(session).id for _ in range(2))
+        builders.subscription(session, sender, "http://127.0.0.1:1/s")
+        builders.subscription(session, other, "http://127.0.0.1:1/o")
+    fine = [builders.event(other, data={"n": n}) for n in range(len(UNSTORABLE))]
+    for (name, (stamp, data)), event in zip(UNSTORABLE.items(), fine, strict=True):
+        body = f'{{"id": "{name}", "tenant": "{sender}", "type": "x", "timestamp": {stamp}, '
+        transport.publish([Outgoing(tp.EVENTS, "x", f'{body}"data": {data}}}'.encode(), {},
+                                    name)])  # fmt: skip
+        publish(transport, event)
+    delivered, poisoned, written = _route_counting_writes(
+        sessions, transport, monkeypatch, len(fine), len(UNSTORABLE)
+    )
+    assert {decode(DeliveryMessage, m.body).event_id for m in delivered} == {e.id for e in fine}
+    assert {m.message_id for m in poisoned} == set(UNSTORABLE)
+    assert {m.headers[tp.H_REASON] for m in poisoned} == {"undecodable"}
+    assert sorted(written) == sorted([*UNSTORABLE, *(e.id for e in fine)]), "a batch was split"
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EventRow)) == len(fine)
+
+
 def test_an_event_whose_matching_raises_is_poisoned_alone_and_its_batch_is_not_split(
     sessions: sessionmaker[Session], transport: MemoryTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,25 +210,9 @@ def test_an_event_whose_matching_raises_is_poisoned_alone_and_its_batch_is_not_s
     for pair in zip(unreadable, fine, strict=True):
         for event in pair:
             publish(transport, event)
-
-    router = Router(Settings(retry_schedule=SCHEDULE), transport, sessions, Metrics())
-    written: list[str] = []
-    write = router.writer.write
-
-    def counted(batch: Sequence[Message], *args: Any) -> Any:
-        written.extend(str(m.message_id) for m in batch)
-        return write(batch, *args)
-
-    monkeypatch.setattr(router.writer, "write", counted)
-    stop = threading.Event()
-    thread = threading.Thread(target=router.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        delivered = drain(transport, tp.DELIVERIES, len(fine))
-        poisoned = drain(transport, tp.POISON, len(unreadable))
-    finally:
-        stop.set()
-        thread.join(10)
+    delivered, poisoned, written = _route_counting_writes(
+        sessions, transport, monkeypatch, len(fine), len(unreadable)
+    )
     assert {decode(DeliveryMessage, m.body).event_id for m in delivered} == {e.id for e in fine}
     assert {m.message_id for m in poisoned} == {e.id for e in unreadable}
     assert {m.headers[tp.H_REASON] for m in poisoned} == {"handler_error"}

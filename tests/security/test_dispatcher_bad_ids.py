@@ -4,9 +4,9 @@ own message only.
 Delivery queues take messages from the router, and from whoever holds the broker's
 credentials (an operator's tool, a resubmitted poison message). The dispatcher on real
 PostgreSQL: a message whose id holds a NUL (PostgreSQL's text refuses it), whose attempt
-overflows the attempts column, or whose first attempt's time has no zone, published
-before a good delivery: the bad one goes to poison as undecodable, the good one is
-delivered, and the dispatcher's session does not end (which would hand every other
+overflows the attempts column, or whose first attempt's (or event's) time has no zone,
+published before a good delivery: the bad one goes to poison as undecodable, the good one
+is delivered, and the dispatcher's session does not end (which would hand every other
 tenant's unsettled deliveries back to the broker, to be sent again).
 """
 
@@ -44,6 +44,9 @@ BAD: dict[str, dict[str, Any]] = {
     "an attempt past the column": {"attempt": 2**40},
     "a first attempt without a zone": {"first_attempt_at": "2026-12-01T00:00:00"},
     "a first attempt before year 1 in UTC": {"first_attempt_at": "0001-01-01T00:00:00+14:00"},
+    # Not for the database: the settler's e2e metric subtracted it from the clock after the
+    # ack, and the TypeError ended the session all the same.
+    "an event time without a zone": {"event": {"timestamp": "2026-12-01T00:00:00"}},
 }
 
 
@@ -53,7 +56,9 @@ def test_a_delivery_message_the_database_would_refuse_is_poison_alone(
 ) -> None:
     with Receiver() as receiver:
         good, _ = given_delivery(harness, receiver.url)
-        bad = good.model_dump(mode="json") | fields
+        bad = good.model_dump(mode="json")
+        for key, value in fields.items():  # a dict changes some of the event's fields
+            bad[key] = bad[key] | value if isinstance(value, dict) else value
         harness.publish_raw(json.dumps(bad).encode())
         harness.publish(good)
         with harness.running():  # re-raises what ended the session

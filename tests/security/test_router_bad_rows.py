@@ -1,10 +1,11 @@
-"""A row PostgreSQL refuses is poison for its own message only (issue 14, point 7).
+"""A row PostgreSQL would refuse is poison for its own message only (issue 14, point 7).
 
 The router on real PostgreSQL and RabbitMQ (own vhost). Events with a NUL in their data
 are published straight to the events exchange, past every ingest check, mixed into a
-batch with other tenants' good events and then alone: each bad one lands in poison, the
-good ones are routed, the router's session never ends (no reconnect, no redelivery), and
-no event data reaches the logs.
+batch with other tenants' good events and then alone: each bad one lands in poison (the
+router's own data check refuses it as undecodable; before it had one, the statement's
+refusal split the batch down to it), the good ones are routed, the router's session never
+ends (no reconnect, no redelivery), and no event data reaches the logs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from common.settings import Settings
 from common.transport import Outgoing, Transport, open_transport
 from common.transport import topology as tp
 from common.wire import Event, encode
-from router import Router
+from router import Router, batches
 from tests import builders
 from tests.security.postgres import database_url  # noqa: F401  (PostgreSQL, not SQLite)
 from tests.services import temporary_vhost
@@ -63,12 +64,19 @@ def publish_raw(transport: Transport, events: list[Event]) -> None:
     transport.publish([Outgoing(tp.EVENTS, e.type, encode(e), {}, e.id) for e in events])
 
 
+@pytest.mark.parametrize("checked", [True, False], ids=["data-check", "statement-refuses"])
 def test_router_poisons_only_the_refused_event_and_keeps_its_session(
     sessions: sessionmaker[Session],
     transport: Transport,
     broker_url: str,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    checked: bool,
 ) -> None:
+    """`statement-refuses`: without the router's data check, as for a value no check
+    foresaw, PostgreSQL refuses the row and the batch is split down to it."""
+    if not checked:
+        monkeypatch.setattr(batches, "storable", lambda event: event)
     caplog.set_level(logging.INFO)
     with sessions.begin() as session:
         tenants = [builders.tenant(session, name=name).id for name in ("noisy", "quiet")]
@@ -138,21 +146,23 @@ def test_router_poisons_only_the_refused_event_and_keeps_its_session(
             select(func.count()).select_from(Delivery).where(Delivery.tenant_id == quiet)
         )
     assert deliveries == 11
-    poisoned = sorted(str(m) for m in _poison_ids(transport))
-    assert poisoned == sorted([e.id for e in bad] + [lone_bad.id])
+    poisoned = _poisoned(transport)
+    assert sorted(poisoned) == sorted([e.id for e in bad] + [lone_bad.id])
+    assert set(poisoned.values()) == {"undecodable" if checked else "handler_error"}
     assert MARKER not in caplog.text, "event data was logged"
     assert any("poison" in r.getMessage() for r in caplog.records)
 
 
-def _poison_ids(transport: Transport) -> list[str | None]:
+def _poisoned(transport: Transport) -> dict[str, str]:
+    """Each poisoned message's id, with its reason."""
     consumer = transport.consume(tp.POISON, prefetch=100)
-    ids: list[str | None] = []
+    reasons: dict[str, str] = {}
     deadline = time.monotonic() + 10
     for message in consumer:
         if message is not None:
-            ids.append(message.message_id)
+            reasons[str(message.message_id)] = str(message.headers[tp.H_REASON])
             consumer.ack(message)
-        if len(ids) >= 11 or time.monotonic() > deadline:
+        if len(reasons) >= 11 or time.monotonic() > deadline:
             break
     consumer.close()
-    return ids
+    return reasons
