@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     tenant_max_batch_events: int = Field(default=1000, ge=1, le=1000)
     tenant_max_handshakes: int = Field(default=4, ge=1, le=1000)
     tenant_replay_starts_per_min: int = Field(default=10, ge=1, le=10_000)
+    # Subscriptions a tenant may have: each event of the tenant is written and sent once per
+    # matching one, on the routers every tenant shares.
+    tenant_max_subscriptions: int = Field(default=100, ge=1, le=100_000)
     # Outbound calls (handshakes) an API process runs at once, all tenants together.
     api_max_handshakes: int = Field(default=32, ge=1, le=1000)
     # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).

@@ -20,6 +20,7 @@ class LimitValues(BaseModel):
     max_handshakes: int = Field(description="Verification handshakes in progress at once.")
     replay_rate_per_s: float = Field(description="The fastest replay a tenant key may ask for.")
     replay_starts_per_min: int = Field(description="Replay jobs a tenant key may start a minute.")
+    max_subscriptions: int = Field(description="Subscriptions the tenant may have.")
 
 
 class LimitOverrides(Strict):
@@ -35,6 +36,7 @@ class LimitOverrides(Strict):
         default=None, ge=MIN_RATE_PER_S, le=MAX_RATE_PER_S, strict=True
     )
     replay_starts_per_min: int | None = Field(default=None, ge=1, le=10_000, strict=True)
+    max_subscriptions: int | None = Field(default=None, ge=1, le=100_000, strict=True)
 
 
 class TenantLimitsOut(BaseModel):

@@ -28,6 +28,12 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class AtLimit(Conflict):
+    """The tenant has as many of the resource as its limit allows."""
+
+    code = "limit_reached"
+
+
 class NotVerified(Conflict):
     """The endpoint has not passed the verification handshake."""
 

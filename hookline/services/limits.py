@@ -27,6 +27,7 @@ DEFAULTS = {
     "max_handshakes": "tenant_max_handshakes",
     "replay_rate_per_s": "replay_max_rate_per_s",
     "replay_starts_per_min": "tenant_replay_starts_per_min",
+    "max_subscriptions": "tenant_max_subscriptions",
 }
 
 
@@ -39,6 +40,7 @@ class Limits:
     max_handshakes: int
     replay_rate_per_s: float
     replay_starts_per_min: int
+    max_subscriptions: int
 
     @cached_property
     def ingest_window(self) -> Window:

@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import select
+
+from common.db.models import Subscription
 from tests.api.support import ADMIN_TOKEN, Api, assert_error
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -96,7 +99,7 @@ def test_an_override_through_the_admin_route_changes_the_tenants_limits(
     shown = api.client.get(f"/v1/tenants/{a_id}/limits", headers=ADMIN).json()
     assert shown["effective"] == {
         "ingest_rate_per_s": 500, "max_batch_events": 100, "max_handshakes": 4,
-        "replay_rate_per_s": 500, "replay_starts_per_min": 10,
+        "replay_rate_per_s": 500, "replay_starts_per_min": 10, "max_subscriptions": 100,
     }  # fmt: skip
 
 
@@ -165,3 +168,40 @@ def test_an_api_key_asking_for_an_unlimited_replay_gets_its_tenants_pace(
     assert started.json()["rate_per_s"] == 7
     for thread in getattr(api.app.state, "replay_threads", {}).values():
         thread.join(10)
+
+
+def test_a_tenant_has_at_most_its_limit_of_subscriptions_whoever_adds_them(
+    make_api: Callable[..., Api],
+) -> None:
+    """Each event of a tenant is written and sent once per subscription it matches, on the
+    routers every tenant shares: the count is capped, per tenant, like its API limits."""
+    api = make_api(tenant_max_subscriptions=3)
+    a_id, a_auth = api.tenant("a")
+    _, b_auth = api.tenant("b")
+    set_limits(api, a_id, max_subscriptions=2)
+
+    def subscribe(auth: dict[str, str], n: int) -> Any:
+        body = {"url": f"http://127.0.0.1:9/hooks/{n}", "event_types": ["order.paid"]}
+        return api.client.post("/v1/subscriptions", json=body, headers=auth)
+
+    first = subscribe(a_auth, 1)
+    assert first.status_code == 201 and subscribe(a_auth, 2).status_code == 201
+    message = assert_error(subscribe(a_auth, 3), 409, "limit_reached")
+    assert "2 subscriptions" in message and "max_subscriptions" in message
+    assert subscribe(a_auth, 1).status_code == 200  # the same one again: no new row
+    on_behalf = api.client.post(f"/v1/tenants/{a_id}/subscriptions", headers=ADMIN,
+                                json={"url": "http://127.0.0.1:9/hooks/admin",
+                                      "event_types": ["order.paid"]})  # fmt: skip
+    assert_error(on_behalf, 409, "limit_reached")
+    # Another tenant has its own count, and the default.
+    assert [subscribe(b_auth, n).status_code for n in range(4)] == [201, 201, 201, 409]
+    # A place freed is a place taken again.
+    gone = api.client.delete(f"/v1/subscriptions/{first.json()['id']}", headers=a_auth)
+    assert gone.status_code == 204
+    assert subscribe(a_auth, 3).status_code == 201
+    shown = api.client.get(f"/v1/tenants/{a_id}/limits", headers=ADMIN).json()
+    assert shown["effective"]["max_subscriptions"] == 2
+    assert shown["defaults"]["max_subscriptions"] == 3
+    with api.sessionmaker() as session:
+        owned = session.scalars(select(Subscription.tenant_id)).all()
+    assert sorted(owned).count(a_id) == 2

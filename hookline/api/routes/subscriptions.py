@@ -104,7 +104,8 @@ async def create_subscription(
 
     The same URL, event types and operations again answer 200 with the existing
     subscription, unchanged and without its secret (a pending one is verified again).
-    A tenant with as many handshakes in progress as its limit gets 429.
+    A tenant with as many handshakes in progress as its limit gets 429; one with as many
+    subscriptions as its `max_subscriptions` gets 409 `limit_reached`.
     """
     actor = acting(request, principal)
     call = partial(created_or_existing, services, principal.tenant_id, body, actor=actor,

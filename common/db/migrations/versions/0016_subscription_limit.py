@@ -1,0 +1,29 @@
+"""a tenant's cap on its subscriptions
+
+Revision ID: 0016
+Revises: 0015
+Create Date: 2026-12-07 09:45:00
+
+`tenant_api_limits.max_subscriptions` (null for every existing row: the deployment's
+`HOOKLINE_TENANT_MAX_SUBSCRIPTIONS`). A nullable column without a default: a change of the
+catalogue only, no table rewritten.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0016"
+down_revision = "0015"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("tenant_api_limits", sa.Column("max_subscriptions", sa.Integer(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("tenant_api_limits") as batch:
+        batch.drop_column("max_subscriptions")
