@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     # Per-tenant API limits (architecture §7, "Per-tenant API limits"): the defaults of
     # every tenant, which the admin API overrides per tenant (`/v1/tenants/{id}/limits`).
     tenant_ingest_rate_per_s: float = Field(default=1000.0, ge=0.01, le=1_000_000)
+    # Requests a second of a tenant's API keys to every route but ingest (which counts events).
+    tenant_requests_per_s: float = Field(default=100.0, ge=0.01, le=1_000_000)
     tenant_max_batch_events: int = Field(default=1000, ge=1, le=1000)
     tenant_max_handshakes: int = Field(default=4, ge=1, le=1000)
     tenant_replay_starts_per_min: int = Field(default=10, ge=1, le=10_000)

@@ -18,7 +18,7 @@ from common.service import freeze_startup_heap
 from common.settings import Settings
 from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
-from hookline.api import errors
+from hookline.api import auth, errors
 from hookline.api.deps import Services
 from hookline.api.fast_ingest import FastIngest
 from hookline.api.handshakes import HandshakeGate
@@ -51,6 +51,7 @@ from hookline.api.routes.events import BATCH, SINGLE
 from hookline.api.routes.health import readiness_checks
 from hookline.api.schema_check import SchemaCheck
 from hookline.api.telemetry import RequestMetrics
+from hookline.api.tenant_limits import document_request_limit
 from hookline.portal import create_portal
 from producer import Producer
 
@@ -144,6 +145,7 @@ def create_app(
     # Added last, so outermost: the size limit holds before a body is stored for replay.
     app.add_middleware(Idempotency)
     document(app)
+    document_request_limit(app, auth.COUNTING)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={BATCH: MAX_BATCH_BODY_BYTES})
     app.add_middleware(RefuseNul)
     return app

@@ -19,6 +19,7 @@ from common.db.models import ApiKey
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError
 from hookline.api.keycache import KeyRecord
+from hookline.api.tenant_limits import admit_request
 from hookline.services.keys import KEY_PREFIX, hash_key
 
 EVENTS_WRITE = "events:write"
@@ -119,8 +120,15 @@ def _admit(request: Request, key: KeyRecord | None) -> Principal:
     )
 
 
+# The dependencies that count a request against its tenant's `requests_per_s`: the routes
+# that use one (directly or through another) document its 429 (`document_request_limit`).
+COUNTING: set[Callable[..., object]] = set()
+
+
 def require(scope: str) -> Callable[..., Principal]:
-    """A dependency that admits API keys holding `scope` and returns the caller."""
+    """A dependency that admits API keys holding `scope` and returns the caller, once the
+    request is counted against its tenant's `requests_per_s` (429 beyond). The ingest
+    routes use `require_on_loop`, which counts nothing: they count events."""
 
     def check(
         request: Request,
@@ -128,8 +136,13 @@ def require(scope: str) -> Callable[..., Principal]:
         services: Services = Depends(get_services),
     ) -> Principal:
         token = credentials.credentials if credentials else None
-        return _scoped(_principal(request, token, services), scope)
+        principal = _principal(request, token, services)
+        if not getattr(request.state, "counted", False):  # once, however many checks
+            request.state.counted = True
+            admit_request(services, principal.tenant_id)
+        return _scoped(principal, scope)
 
+    COUNTING.add(check)
     return check
 
 

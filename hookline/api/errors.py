@@ -86,6 +86,15 @@ def documented(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def spec_error(description: str) -> dict[str, Any]:
+    """An error answer as an operation of `/openapi.json` lists it (for the answers that
+    hooks on the spec add, after FastAPI built it from the routes)."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+
+
 # What each pattern in the schemas allows, in words: a message never shows a regex.
 _FORMS = {
     EVENT_TYPE_PATTERN: "dotted words of letters, digits, '_' and '-' (e.g. order.created)",

@@ -37,7 +37,7 @@ from common.db.models import IdempotencyRecord
 from common.errors import ConfigurationError
 from common.secretbox import SecretBox
 from common.wire import utcnow
-from hookline.api.errors import error_response
+from hookline.api.errors import error_response, spec_error
 from hookline.api.idempotency_gc import Sweep
 
 HEADER = b"idempotency-key"
@@ -264,7 +264,7 @@ def document(app: FastAPI) -> None:
             for operation in operations.values():
                 # The body limit holds for every request (`BodyLimit`), documented or not.
                 if "requestBody" in operation:
-                    operation["responses"].setdefault("413", _error(_TOO_LARGE))
+                    operation["responses"].setdefault("413", spec_error(_TOO_LARGE))
             operation = operations.get("post")
             if operation is None:
                 continue
@@ -272,7 +272,7 @@ def document(app: FastAPI) -> None:
             if not any(p.get("name") == "Idempotency-Key" for p in parameters):
                 parameters.append(_PARAMETER)
             for status, description in (("409", _IN_PROGRESS), ("422", _INVALID)):
-                operation["responses"].setdefault(status, _error(description))
+                operation["responses"].setdefault(status, spec_error(description))
         app.openapi_schema = spec
         return spec
 
@@ -291,10 +291,3 @@ _PARAMETER = {
 _TOO_LARGE = "The request body is too large"
 _IN_PROGRESS = "A request with the same Idempotency-Key is still in progress"
 _INVALID = "The request does not fit the schema, or its Idempotency-Key was used differently"
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-    }

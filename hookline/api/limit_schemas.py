@@ -21,6 +21,9 @@ class LimitValues(BaseModel):
     replay_rate_per_s: float = Field(description="The fastest replay a tenant key may ask for.")
     replay_starts_per_min: int = Field(description="Replay jobs a tenant key may start a minute.")
     max_subscriptions: int = Field(description="Subscriptions the tenant may have.")
+    requests_per_s: float = Field(
+        description="Requests a second of the tenant's API keys, to every route but ingest."
+    )
 
 
 class LimitOverrides(Strict):
@@ -37,6 +40,9 @@ class LimitOverrides(Strict):
     )
     replay_starts_per_min: int | None = Field(default=None, ge=1, le=10_000, strict=True)
     max_subscriptions: int | None = Field(default=None, ge=1, le=100_000, strict=True)
+    requests_per_s: float | None = Field(
+        default=None, ge=MIN_RATE_PER_S, le=MAX_RATE_PER_S, strict=True
+    )
 
 
 class TenantLimitsOut(BaseModel):

@@ -1,5 +1,6 @@
 """The per-tenant API limits as the routes apply them: events per second (single and batch
-ingest alike, counted in events), events per batch, and replay starts per minute.
+ingest alike, counted in events), events per batch, replay starts per minute, and the
+requests per second of every other route a tenant key calls.
 
 The rates are counted in the shared windows of `Quota`, so they hold across API replicas.
 Over a rate: 429 `rate_limited` with `Retry-After` (whole seconds until the window that
@@ -11,13 +12,20 @@ help). The admin token is not limited.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 
 from common.db.ratewindow import Window
 from hookline.api.deps import Services
-from hookline.api.errors import ApiError
+from hookline.api.errors import ApiError, spec_error
+from hookline.api.served import served_routes
 
 INGEST = "ingest"
 REPLAY_STARTS = "replay_starts"
+REQUESTS = "requests"
 MINUTE_MS = 60_000
 
 
@@ -49,6 +57,49 @@ async def admit_events(services: Services, tenant_id: str, count: int, *, batch:
     if wait_s is not None:
         per_s = limits.ingest_rate_per_s
         raise rate_limited(f"this tenant's ingest limit of {per_s:g} events/s is reached", wait_s)
+
+
+def admit_request(services: Services, tenant_id: str) -> None:
+    """Count one request of a tenant key to a route other than ingest (a worker thread):
+    the control plane's lists, look-ups and writes share the API's threads and database
+    with every tenant."""
+    limits = services.limits.of_now(tenant_id)
+    wait_s = services.quota.take_now(tenant_id, REQUESTS, 1, limits.requests_window)
+    if wait_s is not None:
+        per_s = limits.requests_per_s
+        raise rate_limited(f"this tenant's limit of {per_s:g} API requests/s is reached", wait_s)
+
+
+def document_request_limit(app: FastAPI, counting: Collection[Callable[..., object]]) -> None:
+    """List the 429 of `requests_per_s` on every operation whose route has one of the
+    `counting` dependencies (`auth.COUNTING`), in `/openapi.json`."""
+    counted = {
+        (route.path_format, method.lower())
+        for route in served_routes(app)
+        if _uses(route.dependant, counting)
+        for method in route.methods or ()
+    }
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = build()
+        for path, operations in spec.get("paths", {}).items():
+            for method, operation in operations.items():
+                if (path, method) in counted:
+                    operation["responses"].setdefault("429", spec_error(_OVER_LIMIT))
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _uses(dependant: Dependant, calls: Collection[Callable[..., object]]) -> bool:
+    return any(d.call in calls or _uses(d, calls) for d in dependant.dependencies)
+
+
+_OVER_LIMIT = "Over one of the tenant's API limits; retry after `Retry-After` seconds"
 
 
 def admit_replay_start(services: Services, tenant_id: str) -> None:

@@ -28,6 +28,7 @@ DEFAULTS = {
     "replay_rate_per_s": "replay_max_rate_per_s",
     "replay_starts_per_min": "tenant_replay_starts_per_min",
     "max_subscriptions": "tenant_max_subscriptions",
+    "requests_per_s": "tenant_requests_per_s",
 }
 
 
@@ -41,11 +42,17 @@ class Limits:
     replay_rate_per_s: float
     replay_starts_per_min: int
     max_subscriptions: int
+    requests_per_s: float
 
     @cached_property
     def ingest_window(self) -> Window:
         """`ingest_rate_per_s` as shared windows (worked out once: ingest asks every time)."""
         return Window.per_second(self.ingest_rate_per_s)
+
+    @cached_property
+    def requests_window(self) -> Window:
+        """`requests_per_s` as shared windows (every other request asks)."""
+        return Window.per_second(self.requests_per_s)
 
 
 def defaults(settings: Settings) -> Limits:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import StarletteDeprecationWarning
@@ -19,6 +18,7 @@ from common.ssrf import Resolver, system_resolver
 from common.transport import MemoryTransport, Message, Transport, topology
 from common.wire import Event
 from hookline.api.app import create_app
+from hookline.api.served import served_routes
 from tests.queues import events_waiting
 
 with warnings.catch_warnings():
@@ -82,23 +82,6 @@ def assert_error(response: Any, status_code: int, code: str | None = None) -> st
     assert message
     assert "Traceback" not in response.text
     return message
-
-
-def served_routes(app: FastAPI) -> list[APIRoute]:
-    """Every API route the app serves, from the app itself (so a new module is included).
-
-    FastAPI 0.165 keeps included routers as wrappers holding the original router; older
-    versions copy the routes. Both are walked; our routers carry their prefix themselves.
-    """
-    found: list[APIRoute] = []
-    pending: list[Any] = list(app.routes)
-    while pending:
-        route = pending.pop(0)
-        if isinstance(route, APIRoute):
-            found.append(route)
-        elif getattr(route, "original_router", None) is not None:
-            pending.extend(route.original_router.routes)
-    return found
 
 
 def build_api(

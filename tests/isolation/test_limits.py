@@ -100,6 +100,7 @@ def test_an_override_through_the_admin_route_changes_the_tenants_limits(
     assert shown["effective"] == {
         "ingest_rate_per_s": 500, "max_batch_events": 100, "max_handshakes": 4,
         "replay_rate_per_s": 500, "replay_starts_per_min": 10, "max_subscriptions": 100,
+        "requests_per_s": 100,
     }  # fmt: skip
 
 
@@ -205,3 +206,40 @@ def test_a_tenant_has_at_most_its_limit_of_subscriptions_whoever_adds_them(
     with api.sessionmaker() as session:
         owned = session.scalars(select(Subscription.tenant_id)).all()
     assert sorted(owned).count(a_id) == 2
+
+
+def test_a_tenants_keys_share_its_requests_per_second_on_every_route_but_ingest(
+    make_api: Callable[..., Api],
+) -> None:
+    """The control plane's lists, look-ups and writes run on the API's threads and database,
+    which every tenant shares: one tenant's keys together get `requests_per_s`, counted
+    across replicas like the ingest rate; ingest counts events instead."""
+    first = make_api(tenant_requests_per_s=1000)
+    second = make_api(tenant_requests_per_s=1000)
+    a_id, a_auth = first.tenant("a")
+    a_reader = first.key(a_id, "deliveries:read")
+    _, b_auth = first.tenant("b")
+    set_limits(first, a_id, requests_per_s=4)
+    for _ in range(3):  # a window can end amid the requests on a slow machine
+        at_window_start()
+        window = int(time.time())
+        answers = [
+            first.client.get("/v1/subscriptions", headers=a_auth),
+            second.client.get("/v1/deliveries", headers=a_reader),
+            second.client.get("/v1/events", headers=a_auth),
+            first.client.get("/v1/dead-letters", headers=a_reader),
+            second.client.get("/v1/subscriptions", headers=a_auth),
+        ]
+        others = first.client.get("/v1/subscriptions", headers=b_auth)
+        ingest = second.client.post("/v1/events", json=event(), headers=a_auth)
+        admin = first.client.get(f"/v1/tenants/{a_id}/limits", headers=ADMIN)
+        if int(time.time()) == window:
+            break
+    assert [a.status_code for a in answers[:4]] == [200] * 4, [a.text for a in answers]
+    message = assert_error(answers[4], 429, "rate_limited")
+    assert "4 API requests/s" in message and answers[4].headers["Retry-After"] == "1"
+    assert others.status_code == 200  # another tenant, its own count
+    assert ingest.status_code == 202  # counted as an event, not a request
+    assert admin.status_code == 200  # the operator is not limited
+    time.sleep(1.0)
+    assert first.client.get("/v1/subscriptions", headers=a_auth).status_code == 200

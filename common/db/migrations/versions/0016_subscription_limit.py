@@ -1,12 +1,12 @@
-"""a tenant's cap on its subscriptions
+"""a tenant's cap on its subscriptions, and on its API requests a second
 
 Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-07 09:45:00
 
-`tenant_api_limits.max_subscriptions` (null for every existing row: the deployment's
-`HOOKLINE_TENANT_MAX_SUBSCRIPTIONS`). A nullable column without a default: a change of the
-catalogue only, no table rewritten.
+`tenant_api_limits.max_subscriptions` and `.requests_per_s` (null for every existing row:
+the deployment's `HOOKLINE_TENANT_MAX_SUBSCRIPTIONS` and `HOOKLINE_TENANT_REQUESTS_PER_S`).
+Nullable columns without a default: a change of the catalogue only, no table rewritten.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("tenant_api_limits", sa.Column("max_subscriptions", sa.Integer(), nullable=True))
+    op.add_column("tenant_api_limits", sa.Column("requests_per_s", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tenant_api_limits") as batch:
+        batch.drop_column("requests_per_s")
         batch.drop_column("max_subscriptions")
