@@ -37,7 +37,9 @@ def create_portal(services: Services) -> FastAPI:
 
     @portal.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
-        return refusal(request, exc.status_code, exc.message, exc.theme)
+        answer = refusal(request, exc.status_code, exc.message, exc.theme)
+        answer.headers.update(exc.headers)
+        return answer
 
     @portal.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

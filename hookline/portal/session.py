@@ -26,6 +26,8 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from hookline.api.deps import Services, get_services
+from hookline.api.errors import ApiError
+from hookline.api.tenant_limits import admit_request
 from hookline.services import portal_themes
 from hookline.services.audit import Actor
 from hookline.services.portal_links import LinkRefused, PortalSession, session_of
@@ -39,11 +41,18 @@ MAX_FIELD_CHARS = 4096
 class Refused(Exception):
     """A portal request refused with an HTML page (`status_code` and a message)."""
 
-    def __init__(self, status_code: int, message: str, theme: Theme | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        theme: Theme | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.theme = theme
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,9 @@ def clear_cookie(response: Response, request: Request) -> None:
 
 
 def _load(services: Services, token: str | None) -> tuple[PortalSession, Theme]:
+    """The session and its tenant's theme, once the request is counted against the tenant's
+    `requests_per_s`, as its API keys' are: a receiver holding a link shares the API's
+    threads and database with every tenant too (429 beyond)."""
     with services.sessionmaker() as session:
         try:
             who = session_of(session, token)
@@ -107,7 +119,12 @@ def _load(services: Services, token: str | None) -> tuple[PortalSession, Theme]:
             # that forbids framing would show nothing at all.
             theme = portal_themes.get(session, exc.tenant_id) if exc.tenant_id else None
             raise Refused(401, str(exc), theme) from None
-        return who, portal_themes.get(session, who.tenant_id)
+        theme = portal_themes.get(session, who.tenant_id)
+    try:
+        admit_request(services, who.tenant_id)
+    except ApiError as exc:
+        raise Refused(exc.status_code, exc.message, theme, exc.headers) from None
+    return who, theme
 
 
 async def viewer(request: Request, services: Services = Depends(get_services)) -> Viewer:

@@ -81,8 +81,9 @@ def page(
 def refusal(
     request: Request, status_code: int, message: str, theme: Theme | None = None
 ) -> Response:
-    """An error page (401: no session, 403: not allowed, 404, 409, 422)."""
-    titles = {401: "Sign-in needed", 403: "Not allowed", 404: "Not found", 409: "Not possible"}
+    """An error page (401: no session, 403: not allowed, 404, 409, 422, 429)."""
+    titles = {401: "Sign-in needed", 403: "Not allowed", 404: "Not found", 409: "Not possible",
+              429: "Too many requests"}  # fmt: skip
     title = titles.get(status_code, "Something is wrong")
     return page(
         request,

@@ -4,6 +4,7 @@ read-only session changes nothing; every POST needs the session's CSRF token."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -227,3 +228,27 @@ def test_a_manage_session_acts_as_its_link_in_the_audit_log(portal: Portal) -> N
         ).one()
     assert entry.actor == f"portal:{link['id']}"
     assert entry.tenant_id == tenant
+
+
+def test_portal_pages_count_toward_their_tenants_requests_per_second(portal: Portal) -> None:
+    """A receiver holding a link shares the API's threads and database with every tenant:
+    its pages are counted like the tenant's API keys' requests, and only its tenant's."""
+    a_id, _ = portal.tenant("a")
+    b_id, _ = portal.tenant("b")
+    portal.subscribe(a_id)
+    limited = portal.api.client.patch(f"/v1/tenants/{a_id}/limits", headers=portal.api.admin,
+                                      json={"requests_per_s": 3})  # fmt: skip
+    assert limited.status_code == 200, limited.text
+    a_browser, b_browser = portal.open(a_id), portal.open(b_id)
+    for _ in range(3):  # a window can end amid the pages on a slow machine
+        time.sleep(1.0 - time.time() % 1.0 + 0.01)
+        window = int(time.time())
+        pages = [a_browser.get("/portal/endpoints") for _ in range(4)]
+        other = b_browser.get("/portal/endpoints")
+        if int(time.time()) == window:
+            break
+    assert [p.status_code for p in pages[:3]] == [200] * 3
+    assert pages[3].status_code == 429
+    assert "3 API requests/s" in pages[3].text and pages[3].headers["Retry-After"] == "1"
+    assert "text/html" in pages[3].headers["content-type"]
+    assert other.status_code == 200
