@@ -36,13 +36,14 @@ class Window:
     chunk: int
 
     @classmethod
-    def per_second(cls, per_s: float) -> Window:
+    def per_second(cls, per_s: float, chunk_fraction: float = CHUNK_FRACTION) -> Window:
         """One-second windows, or longer ones for rates under one a second (at most
-        `MAX_WINDOW_MS`: a slower rate is that of one per `MAX_WINDOW_MS`)."""
+        `MAX_WINDOW_MS`: a slower rate is that of one per `MAX_WINDOW_MS`), claimed
+        `chunk_fraction` of the allowance at a time."""
         per_s = max(per_s, 1000 / MAX_WINDOW_MS)
         length_ms = max(WINDOW_MS, math.ceil(1000 / per_s))
         allowance = max(1, round(per_s * length_ms / 1000))
-        return cls(length_ms, allowance, max(1, math.ceil(allowance * CHUNK_FRACTION)))
+        return cls(length_ms, allowance, max(1, math.ceil(allowance * chunk_fraction)))
 
     def start(self, now_ms: int) -> int:
         return now_ms - now_ms % self.length_ms
