@@ -161,7 +161,8 @@ async def create_tenant_subscription(
 ) -> JSONResponse:
     """Register a subscription on a tenant's behalf. It starts active (the operator vouches
     for the endpoint) unless `verify` asks for the handshake first. Either way the URL is
-    checked (its name looked up) on the handshake gate, under the tenant's limit."""
+    checked (its name looked up) on the handshake gate, under the tenant's limit. A tenant
+    at its `max_subscriptions` gets none (409 `limit_reached`): raise the limit first."""
     await run_in_threadpool(_exists, services, tenant_id)
     fields = body.model_dump(exclude={"verify"})
     call = partial(
