@@ -1,5 +1,6 @@
-"""`hookline gc`: wiring only; the logic is in `dispatcher.retention` and (expired
-`Idempotency-Key` answers) `hookline.api.idempotency_gc`."""
+"""`hookline gc`: wiring only; the logic is in `dispatcher.retention`, (expired
+`Idempotency-Key` answers) `hookline.api.idempotency_gc` and (portal links expired more than
+a day ago) `hookline.services.portal_links`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dispatcher import retention
 from hookline.api.idempotency_gc import collect_expired
 from hookline.cli import options as o
 from hookline.cli.dlq import runtime
+from hookline.services import portal_links
 
 
 def gc(
@@ -37,7 +39,8 @@ def gc(
             rt.sessionmaker, cutoff, include_dead=include_dead, batch_size=batch_size
         )
         expired = collect_expired(rt.sessionmaker, ttl_s=rt.settings.idempotency_ttl_s)
+        links = portal_links.sweep_all(rt.sessionmaker)
     finally:
         rt.close()
     shown = {"older_than": older_than, "cutoff": cutoff, **removed.to_json()}
-    typer.echo(o.dump({**shown, "idempotency_keys": expired}))
+    typer.echo(o.dump({**shown, "idempotency_keys": expired, "portal_links": links}))

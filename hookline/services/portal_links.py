@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from common.db.models import PortalLink, Subscription
@@ -31,6 +31,9 @@ SCOPES = (READ, MANAGE)
 MAX_TTL_S = 24 * 3600
 DEFAULT_TTL_S = 3600
 MAX_SUBSCRIPTIONS = 100
+# An expired link still says so (401 "expired") for this long, then its row is deleted.
+EXPIRED_KEPT = timedelta(days=1)
+SWEEP_PER_MINT = 10  # long-expired links each mint deletes: more than it adds
 
 
 class LinkRefused(Exception):
@@ -78,6 +81,37 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def sweep(session: Session, batch_size: int) -> int:
+    """Delete at most `batch_size` of the links (any tenant's) expired more than
+    `EXPIRED_KEPT` ago, oldest first; how many went. Every mint runs it, so the table
+    holds about a day of expired links beside the live ones, whatever the traffic; what
+    is left once minting stops, `hookline gc` deletes (`sweep_all`). Their sessions ended
+    with them; the audit log keeps who minted and used each."""
+    oldest = (
+        select(PortalLink.id)
+        .where(PortalLink.expires_at < utcnow() - EXPIRED_KEPT)
+        .order_by(PortalLink.expires_at)
+        .limit(batch_size)
+    )
+    result = session.execute(
+        delete(PortalLink)
+        .where(PortalLink.id.in_(oldest.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def sweep_all(session_for: Callable[[], Session], batch_size: int = 1000) -> int:
+    """Every link expired more than `EXPIRED_KEPT` ago, a batch per transaction."""
+    removed = 0
+    while True:
+        with session_for() as session, session.begin():
+            batch = sweep(session, batch_size)
+        removed += batch
+        if batch < batch_size:
+            return removed
+
+
 def mint(
     session: Session,
     tenant_id: str,
@@ -107,6 +141,7 @@ def mint(
         missing = [i for i in ids if i not in found]
         if missing:
             raise Invalid(f"subscription_ids: {len(missing)} are not this tenant's")
+    sweep(session, SWEEP_PER_MINT)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     row = PortalLink(

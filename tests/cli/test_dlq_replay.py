@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from common.db import migrate
-from common.db.models import AuditEntry, Delivery, PoisonMessage, ReplayJob
+from common.db.models import AuditEntry, Delivery, PoisonMessage, PortalLink, ReplayJob
 from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
@@ -187,6 +188,14 @@ def test_dlq_purge_needs_a_filter_and_confirmation(world: dict[str, Any]) -> Non
 
 
 def test_gc_reports_what_it_removed(world: dict[str, Any]) -> None:
+    with world["sessions"]() as session, session.begin():
+        for n, age in enumerate((timedelta(days=2), timedelta(hours=1), -timedelta(hours=1))):
+            session.add(PortalLink(id=f"pl_{n}", tenant_id=world["tenant"], token_hash=f"h{n}",
+                                   scope="read", subscription_ids=[], created_by="admin",
+                                   expires_at=utcnow() - age))  # fmt: skip
     result = invoke("gc", "--older-than", "30d")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["deliveries"] == 0  # everything here is young or dead
+    assert json.loads(result.stdout)["portal_links"] == 1  # expired more than a day ago
+    with world["sessions"]() as session:
+        assert sorted(session.scalars(select(PortalLink.id))) == ["pl_1", "pl_2"]

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from common.db.models import AuditEntry, Delivery, PortalLink, Subscription
 from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
+from hookline.services import portal_links
 from tests import builders
 from tests.api.support import served_routes
 from tests.portal.conftest import Portal
@@ -252,3 +253,28 @@ def test_portal_pages_count_toward_their_tenants_requests_per_second(portal: Por
     assert "3 API requests/s" in pages[3].text and pages[3].headers["Retry-After"] == "1"
     assert "text/html" in pages[3].headers["content-type"]
     assert other.status_code == 200
+
+
+def test_links_expired_more_than_a_day_ago_are_deleted_as_new_ones_are_minted(
+    portal: Portal,
+) -> None:
+    """Nothing else deleted a link: a tenant minting one a second left 86,400 rows a day,
+    forever. Each mint deletes a few long-expired ones (any tenant's), oldest first; an
+    expired link stays a day to say so, and a live one is never touched."""
+    a_id, _ = portal.tenant("a")
+    b_id, _ = portal.tenant("b")
+    minted = [portal.mint(tenant, expires_in_s=60)["id"] for tenant in (a_id, b_id, a_id, a_id)]
+    long_gone, other_tenants, yesterday, live = minted
+    ages = {long_gone: timedelta(days=3), other_tenants: timedelta(days=2),
+            yesterday: timedelta(hours=23)}  # fmt: skip
+    with portal.api.sessionmaker.begin() as session:
+        for link_id, age in ages.items():
+            session.execute(
+                update(PortalLink).where(PortalLink.id == link_id)
+                .values(expires_at=utcnow() - age)
+            )  # fmt: skip
+    fresh = portal.mint(a_id)["id"]
+    with portal.api.sessionmaker() as session:
+        left = set(session.scalars(select(PortalLink.id)))
+    assert left == {yesterday, live, fresh}
+    assert portal_links.SWEEP_PER_MINT > 1  # each mint deletes more than it adds

@@ -31,7 +31,8 @@ class PortalLink(Base):
     subscription_ids: Mapped[list[str]] = mapped_column(Json, nullable=False, default=list)
     created_by: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = when_now()
-    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
+    # Indexed (migration 0016) for the deletion of long-expired links (`portal_links.sweep`).
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # The session's cookie value, hashed; set when the link is exchanged.
     session_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
