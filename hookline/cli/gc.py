@@ -16,7 +16,7 @@ from dispatcher import retention
 from hookline.api.idempotency_gc import collect_expired
 from hookline.cli import options as o
 from hookline.cli.dlq import runtime
-from hookline.services import portal_links
+from hookline.services import audit, portal_links
 
 
 def gc(
@@ -25,12 +25,22 @@ def gc(
         bool, typer.Option("--include-dead", help="Also remove old dead letters.")
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = retention.BATCH_SIZE,
+    audit_older_than: Annotated[
+        str | None,
+        typer.Option("--audit-older-than", help="Also remove audit entries this old, e.g. 365d."),
+    ] = None,
 ) -> None:
     """Remove old finished deliveries, attempts and events in small batches.
 
-    Dead letters stay until they are replayed or purged, unless --include-dead."""
+    Dead letters stay until they are replayed or purged, unless --include-dead. The audit
+    log is kept whole unless --audit-older-than."""
     try:
         cutoff = utcnow() - timedelta(seconds=parse_duration(older_than))
+        audit_cutoff = (
+            utcnow() - timedelta(seconds=parse_duration(audit_older_than))
+            if audit_older_than is not None
+            else None
+        )
     except ConfigurationError as exc:
         raise typer.BadParameter(str(exc)) from None
     rt = runtime()
@@ -40,7 +50,16 @@ def gc(
         )
         expired = collect_expired(rt.sessionmaker, ttl_s=rt.settings.idempotency_ttl_s)
         links = portal_links.sweep_all(rt.sessionmaker)
+        entries = (
+            audit.delete_before(rt.sessionmaker, audit_cutoff, batch_size)
+            if audit_cutoff is not None
+            else 0
+        )
     finally:
         rt.close()
     shown = {"older_than": older_than, "cutoff": cutoff, **removed.to_json()}
-    typer.echo(o.dump({**shown, "idempotency_keys": expired, "portal_links": links}))
+    typer.echo(
+        o.dump(
+            {**shown, "idempotency_keys": expired, "portal_links": links, "audit_entries": entries}
+        )
+    )

@@ -9,9 +9,12 @@ of what changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from common.db.models import AuditEntry
@@ -52,3 +55,24 @@ def record(
             details=details or {},
         )
     )
+
+
+def delete_before(session_for: Callable[[], Session], cutoff: datetime, batch_size: int) -> int:
+    """Delete the entries older than `cutoff`, oldest first, a batch per transaction (the
+    operator's `hookline gc --audit-older-than`); how many went."""
+    removed = 0
+    while True:
+        oldest = (
+            select(AuditEntry.id).where(AuditEntry.at < cutoff).order_by(AuditEntry.at)
+            .limit(batch_size)
+        )  # fmt: skip
+        with session_for() as session, session.begin():
+            result = session.execute(
+                delete(AuditEntry)
+                .where(AuditEntry.id.in_(oldest.scalar_subquery()))
+                .execution_options(synchronize_session=False)
+            )
+        batch = int(getattr(result, "rowcount", 0) or 0)
+        removed += batch
+        if batch < batch_size:
+            return removed

@@ -199,3 +199,23 @@ def test_gc_reports_what_it_removed(world: dict[str, Any]) -> None:
     assert json.loads(result.stdout)["portal_links"] == 1  # expired more than a day ago
     with world["sessions"]() as session:
         assert sorted(session.scalars(select(PortalLink.id))) == ["pl_1", "pl_2"]
+
+
+def test_gc_keeps_the_audit_log_unless_told_how_long(world: dict[str, Any]) -> None:
+    with world["sessions"]() as session, session.begin():
+        for n, age in enumerate((timedelta(days=400), timedelta(days=10))):
+            session.add(AuditEntry(at=utcnow() - age, actor="admin", tenant_id=world["tenant"],
+                                   action=f"old.{n}", resource_type="tenant", resource_id=None,
+                                   details={}))  # fmt: skip
+
+    def actions() -> list[str]:
+        with world["sessions"]() as session:
+            query = select(AuditEntry.action).where(AuditEntry.action.like("old.%"))
+            return sorted(session.scalars(query))
+
+    kept = invoke("gc", "--older-than", "30d")
+    assert json.loads(kept.stdout)["audit_entries"] == 0 and actions() == ["old.0", "old.1"]
+    assert invoke("gc", "--audit-older-than", "a year").exit_code == 2
+    trimmed = invoke("gc", "--older-than", "30d", "--audit-older-than", "365d")
+    assert trimmed.exit_code == 0, trimmed.output
+    assert json.loads(trimmed.stdout)["audit_entries"] == 1 and actions() == ["old.1"]
