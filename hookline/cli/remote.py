@@ -2,10 +2,13 @@
 `--token` / `HOOKLINE_API_TOKEN` (the admin token or a tenant's API key).
 
 Every answer other than success becomes a `RemoteError`, which the `hookline` command
-prints as one line (`hookline: <code>: <message>`); the token never appears in it."""
+prints as one line (`hookline: <code>: <message>`); the token never appears in it. A 429
+(a tenant's limit: nothing of the request was done) is sent again after its `Retry-After`,
+a few times, when that is short."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -16,6 +19,8 @@ from common.errors import ConfigurationError, HooklineError
 TIMEOUT_S = 30.0
 # An error body is read for its message only; a proxy's HTML page is not shown whole.
 MAX_MESSAGE_CHARS = 500
+RETRIES_AFTER_429 = 3
+MAX_RETRY_AFTER_S = 10.0
 
 
 class RemoteError(HooklineError):
@@ -77,18 +82,35 @@ class Remote:
     ) -> Any:
         wanted = {k: v for k, v in (params or {}).items() if v is not None}
         raw = {"Content-Type": "application/octet-stream"} if data is not None else None
-        try:
-            response = self._http.request(
-                method, self.url + path, params=wanted, json=body, data=data, headers=raw,
-                timeout=self.timeout_s,
-            )  # fmt: skip
-        except requests.RequestException as exc:
-            raise RemoteError(0, "unreachable", f"{self.url}: {type(exc).__name__}") from None
+        for retry in range(RETRIES_AFTER_429 + 1):
+            try:
+                response = self._http.request(
+                    method, self.url + path, params=wanted, json=body, data=data, headers=raw,
+                    timeout=self.timeout_s,
+                )  # fmt: skip
+            except requests.RequestException as exc:
+                raise RemoteError(0, "unreachable", f"{self.url}: {type(exc).__name__}") from None
+            wait_s = _retry_after(response)
+            if wait_s is None or retry == RETRIES_AFTER_429:
+                break
+            time.sleep(wait_s)
         if response.status_code >= 400:
             raise _refusal(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """How long to wait before sending a 429's request again; None for any other answer,
+    or a wait too long for a command line to sit through (then the 429 is the answer)."""
+    if response.status_code != 429:
+        return None
+    try:
+        wait_s = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return wait_s if 0 <= wait_s <= MAX_RETRY_AFTER_S else None
 
 
 def _object(answer: Any) -> dict[str, Any]:

@@ -6,8 +6,10 @@ CLI reaching them only through `HOOKLINE_API_URL` with the admin token or a tena
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+import requests
 
 from hookline.cli import app
 from tests.cli.remote import (
@@ -164,3 +166,27 @@ def test_a_bad_time_is_refused_in_the_same_words_remotely_and_directly(
     assert remote.exit_code == direct.exit_code == 2
     assert remote.output == direct.output
     assert remote.output.startswith("hookline: validation_error: query.since: ")
+
+
+def test_a_command_over_its_tenants_request_rate_waits_and_is_sent_again(
+    stack: Stack, tenant: dict[str, str]
+) -> None:
+    """A 429 means nothing was done: the CLI waits for its Retry-After and sends the request
+    again, so a script of commands slows to the tenant's limit instead of failing."""
+    limited = requests.patch(
+        f"{stack.api_url}/v1/tenants/{tenant['id']}/limits",
+        json={"requests_per_s": 1},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    assert limited.status_code == 200, limited.text
+    time.sleep(5.2)  # each API process caches a tenant's limits for 5 s
+    started = time.monotonic()
+    listed = [stack.cli("dlq", "list", "-o", "json", token=tenant["key"]) for _ in range(3)]
+    assert [r.exit_code for r in listed] == [0, 0, 0], [r.output for r in listed]
+    assert time.monotonic() - started >= 1.0  # three requests at one a second: waited
+    # Without the CLI's wait: two requests at once, in one window or across two, meet a 429.
+    auth = {"Authorization": f"Bearer {tenant['key']}"}
+    plain = [requests.get(f"{stack.api_url}/v1/dead-letters", headers=auth, timeout=10)
+             for _ in range(2)]  # fmt: skip
+    assert 429 in [r.status_code for r in plain]
