@@ -124,10 +124,11 @@ def _below_limit(session: Session, tenant_id: str, settings: Settings) -> None:
     count = (
         select(func.count()).select_from(Subscription).where(Subscription.tenant_id == tenant_id)
     )
-    if (session.scalar(count) or 0) >= cap:
+    held = session.scalar(count) or 0
+    if held >= cap:
         raise AtLimit(
-            f"this tenant has {cap} subscriptions, its limit: delete one it no longer needs, "
-            "or ask the operator to raise max_subscriptions"
+            f"this tenant has {held} subscriptions and may have {cap}: delete one it no "
+            "longer needs, or ask the operator to raise max_subscriptions"
         )
 
 

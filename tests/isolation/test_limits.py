@@ -188,7 +188,11 @@ def test_a_tenant_has_at_most_its_limit_of_subscriptions_whoever_adds_them(
     first = subscribe(a_auth, 1)
     assert first.status_code == 201 and subscribe(a_auth, 2).status_code == 201
     message = assert_error(subscribe(a_auth, 3), 409, "limit_reached")
-    assert "2 subscriptions" in message and "max_subscriptions" in message
+    assert "has 2 subscriptions and may have 2" in message and "max_subscriptions" in message
+    # Lowered below what the tenant has: it keeps them all, and is told how many it has.
+    set_limits(api, a_id, max_subscriptions=1)
+    assert "has 2 subscriptions and may have 1" in assert_error(subscribe(a_auth, 4), 409)
+    set_limits(api, a_id, max_subscriptions=2)
     assert subscribe(a_auth, 1).status_code == 200  # the same one again: no new row
     on_behalf = api.client.post(f"/v1/tenants/{a_id}/subscriptions", headers=ADMIN,
                                 json={"url": "http://127.0.0.1:9/hooks/admin",
