@@ -92,6 +92,7 @@ def sweep(session: Session, batch_size: int) -> int:
         .where(PortalLink.expires_at < utcnow() - EXPIRED_KEPT)
         .order_by(PortalLink.expires_at)
         .limit(batch_size)
+        .with_for_update(skip_locked=True)  # two mints at once each take other rows
     )
     result = session.execute(
         delete(PortalLink)
