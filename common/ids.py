@@ -4,9 +4,10 @@ The hex part of a new id is laid out as a UUIDv7: 48 bits of Unix milliseconds, 
 version nibble `7`, the RFC 4122 variant, then random (or, for delivery ids, hashed) bits.
 A producer's own id carries its day too when it ends in a UUIDv7, in those 32 hex digits
 or in the usual hyphenated form (`0193a0c4-5e1f-7abc-9def-0123456789ab`, what UUIDv7
-libraries print). Ids written before migration 0011 (24 random hex digits, or a uuid5
-delivery id) carry no time: `day_of` returns None for them and callers fall back to a
-lookup without the day.
+libraries print), or in a ULID (26 characters of Crockford's base 32, the first ten its
+48 bits of milliseconds: `01JEKX0Q2R4S6T8V0W2Y4Z6A8C`). Ids written before migration
+0011 (24 random hex digits, or a uuid5 delivery id) carry no time: `day_of` returns None
+for them and callers fall back to a lookup without the day.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ _MS_PER_DAY = 86_400_000
 ID_DAY_SLACK = timedelta(days=1)
 # A UUIDv7 in 32 hex digits: 48 bits of milliseconds, the version, the RFC 4122 variant.
 _V7 = re.compile(r"[0-9a-fA-F]{12}7[0-9a-fA-F]{3}[89abAB][0-9a-fA-F]{15}")
+# A ULID: 48 bits of milliseconds in ten characters (so the first is at most 7), then 80
+# random bits, in Crockford's base 32 (no I, L, O or U), either case.
+_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_FROM_CROCKFORD = str.maketrans(
+    _CROCKFORD + _CROCKFORD.lower(), "0123456789abcdefghijklmnopqrstuv" * 2
+)
 
 
 def _v7(ms: int, rest: bytes) -> str:
@@ -58,12 +66,16 @@ def day_of(identifier: str) -> date | None:
     whose time lies past the calendar's end (year 9999): 48 bits of milliseconds reach the
     year 10889, and a producer may send such an event id of its own."""
     _, _, tail = identifier.rpartition("_")
-    if len(tail) == 36 and tail[8] == tail[13] == tail[18] == tail[23] == "-":
-        tail = tail.replace("-", "")  # 8-4-4-4-12; hyphens anywhere else leave it too long
-    if len(tail) != 32 or _V7.fullmatch(tail) is None:
-        return None
+    if len(tail) == 26 and _ULID.fullmatch(tail) is not None:
+        ms = int(tail[:10].translate(_FROM_CROCKFORD), 32)
+    else:
+        if len(tail) == 36 and tail[8] == tail[13] == tail[18] == tail[23] == "-":
+            tail = tail.replace("-", "")  # 8-4-4-4-12; hyphens elsewhere leave it too long
+        if len(tail) != 32 or _V7.fullmatch(tail) is None:
+            return None
+        ms = int(tail[:12], 16)
     try:
-        return _EPOCH + timedelta(days=int(tail[:12], 16) // _MS_PER_DAY)
+        return _EPOCH + timedelta(days=ms // _MS_PER_DAY)
     except OverflowError:
         return None
 

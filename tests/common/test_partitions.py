@@ -47,6 +47,18 @@ def _hyphenated(identifier: str) -> str:
     return str(uuid.UUID(identifier.rpartition("_")[2]))
 
 
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _ulid(at: datetime, rest: str = "7ZBQRS2X3Y4W5V6T") -> str:
+    """A ULID as a producer's library makes it: 48 bits of ms in ten characters, then 16."""
+    ms, head = int(at.timestamp() * 1000), ""
+    for _ in range(10):
+        ms, digit = divmod(ms, 32)
+        head = CROCKFORD[digit] + head
+    return head + rest
+
+
 def test_a_producers_uuidv7_carries_its_day_hyphenated_or_not_in_either_case() -> None:
     made = new_id("evt")
     for own in (_hyphenated(made), "order_" + _hyphenated(made).upper(), made.upper()):
@@ -56,6 +68,17 @@ def test_a_producers_uuidv7_carries_its_day_hyphenated_or_not_in_either_case() -
     assert day_of(_hyphenated(made).replace("-", "", 1) + "-") is None  # hyphens elsewhere
     assert day_of("-" + made[5:]) is None  # int() would read the sign as hex
     assert day_of("evt_" + made[4:16] + "7" + "g" * 19) is None  # not hex
+
+
+def test_a_producers_ulid_carries_its_day_in_either_case() -> None:
+    now = datetime.now(UTC)
+    assert day_of("01ARZ3NDEKTSV4RRFFQ69G5FAV") == date(2016, 7, 30)  # the spec's example
+    for own in (_ulid(now), "order_" + _ulid(now).lower()):
+        assert day_of(own) == TODAY == event_day(own, TODAY), own
+    assert day_of("8" + _ulid(now)[1:]) is None  # past 48 bits
+    assert day_of(_ulid(now)[:-1] + "U") is None  # not in Crockford's alphabet
+    assert day_of(_ulid(now)[:-1]) is None  # 25 characters
+    assert day_of("7ZZZZZZZZZ" + _ulid(now)[10:]) is None  # past the year 9999
 
 
 def test_maintenance_creates_days_ahead_and_drops_old_days_keeping_dead(engine: Engine) -> None:
@@ -185,21 +208,22 @@ def test_the_look_up_of_a_foreign_id_reads_each_day_by_key_in_a_generic_plan(
     assert f"Index Only Scan using {today}_tenant_id_id_idx" in plan
 
 
-@pytest.mark.parametrize("hyphenated", [False, True], ids=["sdk-id", "producer-uuidv7"])
+@pytest.mark.parametrize("form", ["sdk", "uuidv7", "ulid"], ids=lambda f: f"{f}-id")
 def test_a_batch_of_ids_that_carry_their_day_reads_no_other_partition(
-    engine: Engine, hyphenated: bool
+    engine: Engine, form: str
 ) -> None:
     """Such a batch goes without the look-up: merely being in the statement, it opened every
     events partition's index on each statement, although `carried` skipped it row by row.
     A repeat is still refused by today's unique key alone. A producer's own UUIDv7 in its
-    usual hyphenated form goes the same way."""
+    usual hyphenated form, or ULID, goes the same way."""
     with engine.begin() as connection:
         partitions.ensure(connection, [TODAY - timedelta(days=n) for n in range(1, 4)])
     sessions = make_sessionmaker(engine)
     target = [Target("sub_1", "t", ("x",))]
     first = Event(tenant="t", type="x")
-    if hyphenated:
-        first = Event(id=_hyphenated(first.id), tenant="t", type="x")
+    if form != "sdk":
+        own = _hyphenated(first.id) if form == "uuidv7" else _ulid(datetime.now(UTC))
+        first = Event(id=own, tenant="t", type="x")
     with sessions.begin() as session:
         assert len(persist_batch(session, [(first, target)])) == 1
     with engine.connect() as connection:
