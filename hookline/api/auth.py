@@ -20,7 +20,7 @@ from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError
 from hookline.api.keycache import KeyRecord
 from hookline.api.tenant_limits import admit_request
-from hookline.services.keys import KEY_PREFIX, hash_key
+from hookline.services.keys import KEY_PREFIX, KEY_SHAPE, hash_key
 
 EVENTS_WRITE = "events:write"
 SUBSCRIPTIONS_READ = "subscriptions:read"
@@ -74,6 +74,8 @@ def _source_allowed(request: Request, cidrs: list[str]) -> bool:
 
 
 def _load(token: str, services: Services) -> KeyRecord | None:
+    if KEY_SHAPE.fullmatch(token) is None:
+        return None  # no key has that form: answered without a query, database up or not
     digest = hash_key(token)
     with services.sessionmaker() as session:
         key = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
@@ -170,6 +172,8 @@ def require_on_loop(scope: str) -> Callable[..., Awaitable[Principal]]:
 async def cached_key(token: str, services: Services) -> KeyRecord | None:
     """The key's record: from the cache on the event loop, else looked up (and cached) on
     a worker thread; None for a key that does not exist."""
+    if KEY_SHAPE.fullmatch(token) is None:
+        return None  # not even the form of a key: no thread, no query
     key = services.key_cache.get(hash_key(token))
     if key is None:
         key = await run_in_threadpool(_load, token, services)

@@ -8,6 +8,7 @@ weakness.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Iterable
 
@@ -20,6 +21,8 @@ from hookline.api.schemas import ALL_SCOPES
 KEY_PREFIX = "hl_"
 KEY_RANDOM_BYTES = 24  # 32 URL-safe characters
 DISPLAY_PREFIX_CHARS = len(KEY_PREFIX) + 8
+# Every key ever issued (the form has not changed since the first).
+KEY_SHAPE = re.compile(r"hl_[A-Za-z0-9_-]{32}")
 
 
 def new_api_key() -> str:

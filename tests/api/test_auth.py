@@ -11,6 +11,7 @@ from common.db.models import ApiKey
 from common.wire import utcnow
 from hookline.services.keys import hash_key, new_api_key
 from tests.api.support import assert_error
+from tests.api.test_health import missing_database
 
 
 def test_new_keys_are_hl_and_32_url_safe_characters_and_never_repeat():
@@ -89,3 +90,16 @@ def test_a_key_limited_to_source_addresses_is_refused_from_elsewhere(make_api):
 
     assert_error(refused, 403, "forbidden")
     assert allowed.status_code == 200
+
+
+def test_a_token_no_key_has_the_form_of_is_refused_without_a_query(make_api, tmp_path):
+    """Only real keys are cached, so a made-up token costs a lookup; one that is not even
+    `hl_` and 32 URL-safe characters is refused without it, with the database down too."""
+    engine, broken = missing_database(tmp_path)
+    api = make_api(sessionmaker=broken)
+    for token in ("not-a-key", "hl_short", "hl_" + "A" * 31 + "!", "hl_" + "A" * 33):
+        response = api.client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {token}"})
+        assert_error(response, 401, "unauthorized")
+    shaped = api.client.get("/v1/subscriptions", headers={"Authorization": "Bearer hl_" + "A" * 32})
+    assert shaped.status_code == 503  # a key of the right form is looked up: the database
+    engine.dispose()
