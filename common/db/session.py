@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc
@@ -109,3 +110,14 @@ def insert_ignoring_conflicts(engine_or_dialect: Any, table: Any) -> Insert:
 def rowcount(result: object) -> int:
     """How many rows an UPDATE or DELETE result touched (0 where the driver cannot say)."""
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def until_short(one_batch: Callable[[], int], batch_size: int) -> int:
+    """Run `one_batch` (a transaction of its own, touching at most `batch_size` rows) again
+    until one touches fewer: what `hookline gc` does with each kind of row. The total."""
+    total = 0
+    while True:
+        touched = one_batch()
+        total += touched
+        if touched < batch_size:
+            return total

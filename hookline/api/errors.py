@@ -81,9 +81,14 @@ def error_response(
 def documented(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the error answers a route can give."""
     return {
-        code: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(code, "Error")}
+        code: {"model": ErrorResponse, "description": describe_status(code)}
         for code in status_codes
     }
+
+
+def describe_status(code: int) -> str:
+    """What an error status means here, as `/openapi.json` says it."""
+    return _DESCRIPTIONS.get(code, "Error")
 
 
 def spec_error(description: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.db.models import IdempotencyRecord
+from common.db.session import rowcount, until_short
 from common.wire import utcnow
 
 SWEEP_EVERY_CLAIMS = 100
@@ -67,16 +68,13 @@ def delete_expired(sessions: sessionmaker[Session], *, ttl_s: float, batch_size:
                 tuple_(IdempotencyRecord.scope, IdempotencyRecord.key).in_(oldest)
             )
         )
-        return int(getattr(result, "rowcount", 0) or 0)
+        return rowcount(result)
 
 
 def collect_expired(
     sessions: sessionmaker[Session], *, ttl_s: float, batch_size: int = SWEEP_BATCH
 ) -> int:
     """Delete every expired row, a batch per transaction (`hookline gc`); how many went."""
-    removed = 0
-    while True:
-        batch = delete_expired(sessions, ttl_s=ttl_s, batch_size=batch_size)
-        removed += batch
-        if batch < batch_size:
-            return removed
+    return until_short(
+        lambda: delete_expired(sessions, ttl_s=ttl_s, batch_size=batch_size), batch_size
+    )

@@ -20,7 +20,7 @@ from fastapi.dependencies.models import Dependant
 
 from common.db.ratewindow import Window
 from hookline.api.deps import Services
-from hookline.api.errors import ApiError, spec_error
+from hookline.api.errors import ApiError, describe_status, spec_error
 from hookline.api.served import served_routes
 
 INGEST = "ingest"
@@ -88,7 +88,7 @@ def document_request_limit(app: FastAPI, counting: Collection[Callable[..., obje
         for path, operations in spec.get("paths", {}).items():
             for method, operation in operations.items():
                 if (path, method) in counted:
-                    operation["responses"].setdefault("429", spec_error(_OVER_LIMIT))
+                    operation["responses"].setdefault("429", spec_error(describe_status(429)))
         app.openapi_schema = spec
         return spec
 
@@ -97,9 +97,6 @@ def document_request_limit(app: FastAPI, counting: Collection[Callable[..., obje
 
 def _uses(dependant: Dependant, calls: Collection[Callable[..., object]]) -> bool:
     return any(d.call in calls or _uses(d, calls) for d in dependant.dependencies)
-
-
-_OVER_LIMIT = "Over one of the tenant's API limits; retry after `Retry-After` seconds"
 
 
 def admit_replay_start(services: Services, tenant_id: str) -> None:

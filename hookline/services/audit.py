@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from common.db.models import AuditEntry
+from common.db.session import rowcount, until_short
 from common.wire import utcnow
 
 ADMIN = "admin"
@@ -60,19 +61,19 @@ def record(
 def delete_before(session_for: Callable[[], Session], cutoff: datetime, batch_size: int) -> int:
     """Delete the entries older than `cutoff`, oldest first, a batch per transaction (the
     operator's `hookline gc --audit-older-than`); how many went."""
-    removed = 0
-    while True:
-        oldest = (
-            select(AuditEntry.id).where(AuditEntry.at < cutoff).order_by(AuditEntry.at)
-            .limit(batch_size)
-        )  # fmt: skip
+    oldest = (
+        select(AuditEntry.id).where(AuditEntry.at < cutoff).order_by(AuditEntry.at)
+        .limit(batch_size)
+    )  # fmt: skip
+
+    def one_batch() -> int:
         with session_for() as session, session.begin():
-            result = session.execute(
-                delete(AuditEntry)
-                .where(AuditEntry.id.in_(oldest.scalar_subquery()))
-                .execution_options(synchronize_session=False)
+            return rowcount(
+                session.execute(
+                    delete(AuditEntry)
+                    .where(AuditEntry.id.in_(oldest.scalar_subquery()))
+                    .execution_options(synchronize_session=False)
+                )
             )
-        batch = int(getattr(result, "rowcount", 0) or 0)
-        removed += batch
-        if batch < batch_size:
-            return removed
+
+    return until_short(one_batch, batch_size)

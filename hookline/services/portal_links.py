@@ -19,6 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from common.db.models import PortalLink, Subscription
+from common.db.session import rowcount, until_short
 from common.wire import new_id, utcnow
 from hookline.services import audit, tenants
 from hookline.services.audit import Actor
@@ -99,18 +100,17 @@ def sweep(session: Session, batch_size: int) -> int:
         .where(PortalLink.id.in_(oldest.scalar_subquery()))
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)
 
 
 def sweep_all(session_for: Callable[[], Session], batch_size: int = 1000) -> int:
     """Every link expired more than `EXPIRED_KEPT` ago, a batch per transaction."""
-    removed = 0
-    while True:
+
+    def one_batch() -> int:
         with session_for() as session, session.begin():
-            batch = sweep(session, batch_size)
-        removed += batch
-        if batch < batch_size:
-            return removed
+            return sweep(session, batch_size)
+
+    return until_short(one_batch, batch_size)
 
 
 def mint(
