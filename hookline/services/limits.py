@@ -10,15 +10,16 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from common.db.models import Tenant, TenantApiLimits
+from common.db.models import Subscription, Tenant, TenantApiLimits
 from common.db.ratewindow import Window
 from common.settings import Settings
 from common.wire import utcnow
 from hookline.services import audit
 from hookline.services.audit import Actor
-from hookline.services.errors import NotFound
+from hookline.services.errors import AtLimit, NotFound
 
 # Override name -> the Settings field that is its default.
 DEFAULTS = {
@@ -100,3 +101,22 @@ def change(
         details={"before": {k: before[k] for k in changes}, "after": changes},
     )  # fmt: skip
     return row
+
+
+def room_for_subscription(session: Session, tenant_id: str, settings: Settings) -> None:
+    """Refuse a new subscription past the tenant's `max_subscriptions`. Every event of the
+    tenant is written and sent once per subscription it matches, by the routers all tenants
+    share, so the count bounds what one event of it costs them. The tenant's row is locked
+    first, so that two concurrent requests cannot both take the last place (PostgreSQL;
+    SQLite writes one transaction at a time anyway)."""
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    cap = effective(session.get(TenantApiLimits, tenant_id), settings).max_subscriptions
+    count = (
+        select(func.count()).select_from(Subscription).where(Subscription.tenant_id == tenant_id)
+    )
+    held = session.scalar(count) or 0
+    if held >= cap:
+        raise AtLimit(
+            f"this tenant has {held} subscriptions and may have {cap}: delete one it no "
+            "longer needs, or ask the operator to raise max_subscriptions"
+        )

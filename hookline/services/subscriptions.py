@@ -18,12 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common import signing, ssrf
-from common.db.models import Subscription, Tenant, TenantApiLimits
+from common.db.models import Subscription
 from common.db.statuses import SubscriptionStatus
 from common.errors import UnsafeTargetError
 from common.secretbox import SecretBox
@@ -34,7 +34,7 @@ from hookline.api.subscription_schemas import SubscriptionCreate
 from hookline.services import audit, limits
 from hookline.services import event_types as catalogue
 from hookline.services.audit import Actor
-from hookline.services.errors import AtLimit, Conflict, Invalid, NotFound, UnsafeTarget
+from hookline.services.errors import Conflict, Invalid, NotFound, UnsafeTarget
 from hookline.services.verification import Outcome, handshake
 
 
@@ -113,25 +113,6 @@ def _find(session: Session, tenant_id: str, key: str) -> Subscription | None:
     return session.scalars(query).first()
 
 
-def _below_limit(session: Session, tenant_id: str, settings: Settings) -> None:
-    """Refuse a new subscription past the tenant's `max_subscriptions`. Every event of the
-    tenant is written and sent once per subscription it matches, by the routers all tenants
-    share, so the count bounds what one event of it costs them. The tenant's row is locked
-    first, so that two concurrent requests cannot both take the last place (PostgreSQL;
-    SQLite writes one transaction at a time anyway)."""
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
-    cap = limits.effective(session.get(TenantApiLimits, tenant_id), settings).max_subscriptions
-    count = (
-        select(func.count()).select_from(Subscription).where(Subscription.tenant_id == tenant_id)
-    )
-    held = session.scalar(count) or 0
-    if held >= cap:
-        raise AtLimit(
-            f"this tenant has {held} subscriptions and may have {cap}: delete one it no "
-            "longer needs, or ask the operator to raise max_subscriptions"
-        )
-
-
 def subscribe(
     sessions: sessionmaker[Session],
     tenant_id: str,
@@ -146,7 +127,7 @@ def subscribe(
 
     A subscription left `pending_verification` (new, or an earlier identical one) goes
     through the handshake at once; the row returned shows the status it reached. A new one
-    past the tenant's `max_subscriptions` raises `AtLimit`.
+    past the tenant's `max_subscriptions` raises `AtLimit` (`limits.room_for_subscription`).
     """
     check_target(outbound, body.url)
     event_types = sorted(set(body.event_types))
@@ -161,7 +142,7 @@ def subscribe(
         with sessions() as session, session.begin():
             row = _find(session, tenant_id, key)
             if row is None:
-                _below_limit(session, tenant_id, outbound.settings)
+                limits.room_for_subscription(session, tenant_id, outbound.settings)
                 catalogue.require_catalogued(session, tenant_id, event_types)
                 row = Subscription(
                     id=new_id("sub"),
