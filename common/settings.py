@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     # Subscriptions a tenant may have: each event of the tenant is written and sent once per
     # matching one, on the routers every tenant shares.
     tenant_max_subscriptions: int = Field(default=100, ge=1, le=100_000)
+    # Requests of a tenant (its keys and its portal sessions) in progress at once in one API
+    # process, of the process's request threads and database connections.
+    tenant_max_concurrent_requests: int = Field(default=8, ge=1, le=1000)
     # Outbound calls (handshakes) an API process runs at once, all tenants together.
     api_max_handshakes: int = Field(default=32, ge=1, le=1000)
     # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).

@@ -23,6 +23,7 @@ from hookline.api.deps import Services
 from hookline.api.fast_ingest import FastIngest
 from hookline.api.handshakes import HandshakeGate
 from hookline.api.idempotency import Idempotency, document
+from hookline.api.in_flight import ReleasePlaces
 from hookline.api.keycache import KeyCache
 from hookline.api.limitbook import LimitBook
 from hookline.api.limits import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, BodyLimit, RefuseNul
@@ -148,4 +149,6 @@ def create_app(
     document_request_limit(app, auth.COUNTING)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={BATCH: MAX_BATCH_BODY_BYTES})
     app.add_middleware(RefuseNul)
+    # Outermost: a tenant's place is given back once its response is sent (`in_flight.py`).
+    app.add_middleware(ReleasePlaces, in_flight=app.state.services.in_flight)
     return app

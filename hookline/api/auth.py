@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from common.db.models import ApiKey
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError
+from hookline.api.in_flight import hold
 from hookline.api.keycache import KeyRecord
 from hookline.api.tenant_limits import admit_request
 from hookline.services.keys import KEY_PREFIX, KEY_SHAPE, hash_key
@@ -129,8 +130,9 @@ COUNTING: set[Callable[..., object]] = set()
 
 def require(scope: str) -> Callable[..., Principal]:
     """A dependency that admits API keys holding `scope` and returns the caller, once the
-    request is counted against its tenant's `requests_per_s` (429 beyond). The ingest
-    routes use `require_on_loop`, which counts nothing: they count events."""
+    request holds one of its tenant's `max_concurrent_requests` places in this process and
+    is counted against its `requests_per_s` (429 beyond either). The ingest routes use
+    `require_on_loop`, which counts nothing: they count events."""
 
     def check(
         request: Request,
@@ -141,6 +143,7 @@ def require(scope: str) -> Callable[..., Principal]:
         principal = _principal(request, token, services)
         if not getattr(request.state, "counted", False):  # once, however many checks
             request.state.counted = True
+            hold(services, request.state, principal.tenant_id)
             admit_request(services, principal.tenant_id)
         return _scoped(principal, scope)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -14,6 +14,7 @@ from common.settings import Settings
 from common.ssrf import Resolver, system_resolver
 from common.transport import Transport
 from hookline.api.handshakes import HandshakeGate
+from hookline.api.in_flight import InFlight
 from hookline.api.keycache import KeyCache
 from hookline.api.limitbook import LimitBook
 from hookline.api.quota import Quota
@@ -44,6 +45,8 @@ class Services:
     # Tests inject one to point names at chosen addresses; production asks the system.
     resolver: Resolver = system_resolver
     tracing: Tracing | None = None  # None: the API does not trace (the default)
+    # Each tenant's requests in progress in this process (`max_concurrent_requests`).
+    in_flight: InFlight = field(default_factory=InFlight)
 
 
 async def get_services(request: Request) -> Services:

@@ -24,6 +24,10 @@ class LimitValues(BaseModel):
     requests_per_s: float = Field(
         description="Requests a second of the tenant's API keys, to every route but ingest."
     )
+    max_concurrent_requests: int = Field(
+        description="Requests of the tenant in progress at once in one API process, to every "
+        "route but ingest (its keys' and its portal sessions')."
+    )
 
 
 class LimitOverrides(Strict):
@@ -43,6 +47,7 @@ class LimitOverrides(Strict):
     requests_per_s: float | None = Field(
         default=None, ge=MIN_RATE_PER_S, le=MAX_RATE_PER_S, strict=True
     )
+    max_concurrent_requests: int | None = Field(default=None, ge=1, le=1000, strict=True)
 
 
 class TenantLimitsOut(BaseModel):

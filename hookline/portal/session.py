@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError
+from hookline.api.in_flight import hold
 from hookline.api.tenant_limits import admit_request
 from hookline.services import portal_themes
 from hookline.services.audit import Actor
@@ -107,10 +108,11 @@ def clear_cookie(response: Response, request: Request) -> None:
         response.headers.append("set-cookie", _cookie("", gone, embedded=embedded, secure=secure))
 
 
-def _load(services: Services, token: str | None) -> tuple[PortalSession, Theme]:
-    """The session and its tenant's theme, once the request is counted against the tenant's
-    `requests_per_s`, as its API keys' are: a receiver holding a link shares the API's
-    threads and database with every tenant too (429 beyond)."""
+def _load(services: Services, request: Request, token: str | None) -> tuple[PortalSession, Theme]:
+    """The session and its tenant's theme, once the request holds one of the tenant's
+    `max_concurrent_requests` places and is counted against its `requests_per_s`, as its
+    API keys' requests are: a receiver holding a link shares the API's threads and database
+    with every tenant too (429 beyond either)."""
     with services.sessionmaker() as session:
         try:
             who = session_of(session, token)
@@ -121,6 +123,7 @@ def _load(services: Services, token: str | None) -> tuple[PortalSession, Theme]:
             raise Refused(401, str(exc), theme) from None
         theme = portal_themes.get(session, who.tenant_id)
     try:
+        hold(services, request.state, who.tenant_id)
         admit_request(services, who.tenant_id)
     except ApiError as exc:
         raise Refused(exc.status_code, exc.message, theme, exc.headers) from None
@@ -128,7 +131,7 @@ def _load(services: Services, token: str | None) -> tuple[PortalSession, Theme]:
 
 
 async def viewer(request: Request, services: Services = Depends(get_services)) -> Viewer:
-    who, theme = await run_in_threadpool(_load, services, request.cookies.get(COOKIE))
+    who, theme = await run_in_threadpool(_load, services, request, request.cookies.get(COOKIE))
     host = request.client.host if request.client else None
     return Viewer(who, theme, host)
 

@@ -30,6 +30,7 @@ DEFAULTS = {
     "replay_starts_per_min": "tenant_replay_starts_per_min",
     "max_subscriptions": "tenant_max_subscriptions",
     "requests_per_s": "tenant_requests_per_s",
+    "max_concurrent_requests": "tenant_max_concurrent_requests",
 }
 
 
@@ -44,6 +45,7 @@ class Limits:
     replay_starts_per_min: int
     max_subscriptions: int
     requests_per_s: float
+    max_concurrent_requests: int
 
     @cached_property
     def ingest_window(self) -> Window:

@@ -50,7 +50,10 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
 def test_hanging_handshakes_of_one_tenant_hold_up_no_other_tenant_nor_the_probes(
     make_api: Callable[..., Api], black_hole: int
 ) -> None:
-    api = make_api(allow_http=True, request_timeout_s=HANDSHAKE_S)
+    # Room for all 45 at once: what refuses them here is the handshake limit alone (each
+    # request holds one of its tenant's `max_concurrent_requests` places while it waits).
+    api = make_api(allow_http=True, request_timeout_s=HANDSHAKE_S,
+                   tenant_max_concurrent_requests=HANDSHAKES)  # fmt: skip
     a_id, a_auth = api.tenant("a")
     b_id, b_auth = api.tenant("b")
     hanging = registered(api, a_id, f"http://127.0.0.1:{black_hole}/hooks")

@@ -100,7 +100,7 @@ def test_an_override_through_the_admin_route_changes_the_tenants_limits(
     assert shown["effective"] == {
         "ingest_rate_per_s": 500, "max_batch_events": 100, "max_handshakes": 4,
         "replay_rate_per_s": 500, "replay_starts_per_min": 10, "max_subscriptions": 100,
-        "requests_per_s": 100,
+        "requests_per_s": 100, "max_concurrent_requests": 8,
     }  # fmt: skip
 
 

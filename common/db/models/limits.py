@@ -45,6 +45,7 @@ class TenantApiLimits(Base):
     replay_starts_per_min: Mapped[int | None] = mapped_column(Integer)
     max_subscriptions: Mapped[int | None] = mapped_column(Integer)  # migration 0016
     requests_per_s: Mapped[float | None] = mapped_column(Float)  # migration 0016
+    max_concurrent_requests: Mapped[int | None] = mapped_column(Integer)  # migration 0017
     updated_at: Mapped[datetime] = when_now()
 
 
