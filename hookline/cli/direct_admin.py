@@ -13,7 +13,9 @@ from pydantic import BaseModel, ValidationError
 from common.ssrf import system_resolver
 from hookline.api.deps import Services
 from hookline.api.errors import problems
+from hookline.api.limit_schemas import LimitOverrides
 from hookline.api.routes.subscriptions import created_or_existing, to_out
+from hookline.api.routes.tenant_limits import limits_out
 from hookline.api.routes.tenants import key_out
 from hookline.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, TenantCreated
 from hookline.api.subscription_schemas import (
@@ -23,8 +25,8 @@ from hookline.api.subscription_schemas import (
 )
 from hookline.cli.remote import RemoteError
 from hookline.runtime import Runtime, command_transport
+from hookline.services import limits, subscriptions, tenants
 from hookline.services import subscription_actions as actions
-from hookline.services import subscriptions, tenants
 from hookline.services.audit import CLI, Actor
 from hookline.services.errors import ServiceError
 
@@ -104,6 +106,18 @@ class DirectAdmin:
         with self.rt.sessionmaker() as session, session.begin():
             row = self._service(lambda: tenants.revoke_key(session, tenant_id, key_id, actor=SHELL))
             return as_json(key_out(row))
+
+    def limits(self, tenant_id: str) -> Json:
+        with self.rt.sessionmaker() as session:
+            row = self._service(lambda: limits.read(session, tenant_id))
+            return as_json(limits_out(tenant_id, row, self.rt.settings))
+
+    def change_limits(self, tenant_id: str, body: Json) -> Json:
+        """As `PATCH /v1/tenants/{id}/limits`: the names present change (null: the default)."""
+        changes = valid(LimitOverrides, body).model_dump(exclude_unset=True)
+        with self.rt.sessionmaker() as session, session.begin():
+            row = self._service(lambda: limits.change(session, tenant_id, changes, actor=SHELL))
+            return as_json(limits_out(tenant_id, row, self.rt.settings))
 
     def subscriptions(self, tenant_id: str | None) -> Json:
         owner = _owner(tenant_id)

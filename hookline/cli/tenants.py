@@ -1,6 +1,6 @@
-"""`hookline tenant create` and `hookline tenant key create|list|revoke`: the operator's
-shell twin of the admin routes, through the API (`HOOKLINE_API_URL`, admin token) or the
-database directly, with the same rules and audit."""
+"""`hookline tenant create|limits` and `hookline tenant key create|list|revoke`: the
+operator's shell twin of the admin routes, through the API (`HOOKLINE_API_URL`, admin
+token) or the database directly, with the same rules and audit."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from hookline.cli import backend
+from hookline.cli import options as o
 
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 key_app = typer.Typer(help="Manage a tenant's API keys.", no_args_is_help=True)
@@ -36,6 +38,53 @@ def tenant_create(name: Annotated[str, typer.Argument(help="A name for the tenan
         tenant = ops.create_tenant(name)
     console.print(f"tenant [bold]{tenant['id']}[/bold] ({tenant['name']})")
     console.print(f"api key: [bold]{tenant['api_key']}[/bold]  (shown once; store it now)")
+
+
+def _limit_change(text: str) -> tuple[str, object]:
+    """`name=value` of `--set`: a number, or `default` (null: the deployment's value)."""
+    name, sign, value = text.partition("=")
+    if not sign or not name:
+        raise typer.BadParameter(f"--set {text!r}: expected name=value, e.g. requests_per_s=500")
+    if value in ("default", "null"):
+        return name, None
+    try:
+        return name, int(value)
+    except ValueError:
+        pass
+    try:
+        return name, float(value)
+    except ValueError:
+        raise typer.BadParameter(f"--set {text!r}: {value!r} is not a number or default") from None
+
+
+@tenant_app.command("limits")
+def tenant_limits(
+    tenant: Annotated[str, typer.Argument(help="The tenant id.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="name=value (repeat): the tenant's own value; name=default puts it back.",
+        ),
+    ] = None,
+    output: o.OutputOpt = "table",
+) -> None:
+    """Show a tenant's API limits (in force, its own, the defaults), or set some with --set
+    (audited; API processes apply it within 5 s)."""
+    changes = dict(_limit_change(text) for text in set_ or [])
+    with backend.session() as ops:
+        shown = ops.change_limits(tenant, changes) if changes else ops.limits(tenant)
+    if output == "json":
+        typer.echo(o.dump(shown))
+        return
+    table = Table(title=f"limits of {shown['tenant_id']}")
+    for column in ("limit", "in force", "own", "default"):
+        table.add_column(column)
+    for name, value in shown["effective"].items():
+        own = shown["overrides"][name]
+        table.add_row(name, f"{value:g}", "" if own is None else f"{own:g}",
+                      f"{shown['defaults'][name]:g}")  # fmt: skip
+    console.print(table)
 
 
 @key_app.command("create")

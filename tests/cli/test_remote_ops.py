@@ -245,3 +245,47 @@ def test_a_body_file_over_an_events_size_is_refused_alike_in_both_modes(
             f"message is at most {MAX_BODY_BYTES} bytes, an event's size\n"
         )
     )
+
+
+def test_a_tenants_limits_are_set_and_shown_alike_in_both_modes(
+    stack: Stack, sessions: sessionmaker[Session]
+) -> None:
+    """`hookline tenant limits`: the admin routes' `GET`/`PATCH /v1/tenants/{id}/limits`
+    through the API, and the same service directly; both audited as the operator."""
+    made = stack.cli("tenant", "create", "site-limits")
+    tenant_id = made.stdout.split()[1]
+
+    remote = stack.cli("tenant", "limits", tenant_id, "--set", "requests_per_s=250",
+                       "--set", "max_concurrent_requests=3", "-o", "json")  # fmt: skip
+    assert remote.exit_code == 0, remote.output
+    shown = json.loads(remote.stdout)
+    assert shown["overrides"]["requests_per_s"] == 250
+    assert shown["effective"]["max_concurrent_requests"] == 3
+    assert shown["defaults"]["max_concurrent_requests"] == 8
+    assert json.loads(stack.direct("tenant", "limits", tenant_id, "-o", "json").stdout) == shown
+
+    reset = stack.direct("tenant", "limits", tenant_id, "--set", "requests_per_s=default",
+                         "-o", "json")  # fmt: skip
+    assert reset.exit_code == 0, reset.output
+    assert json.loads(reset.stdout)["overrides"]["requests_per_s"] is None
+    assert json.loads(reset.stdout)["effective"]["requests_per_s"] == 100
+    assert json.loads(stack.cli("tenant", "limits", tenant_id, "-o", "json").stdout) == (
+        json.loads(reset.stdout)
+    )
+    table = stack.cli("tenant", "limits", tenant_id)
+    assert table.exit_code == 0 and "max_concurrent_requests" in table.stdout
+
+    refusals = [run("tenant", "limits", tenant_id, "--set", "burst=5")
+                for run in (stack.cli, stack.direct)]  # fmt: skip
+    assert [r.exit_code for r in refusals] == [2, 2]
+    assert refusals[0].output == refusals[1].output
+    assert refusals[0].output.startswith("hookline: validation_error: body.burst")
+    unknown = [run("tenant", "limits", "ten_nobody") for run in (stack.cli, stack.direct)]
+    assert [r.exit_code for r in unknown] == [1, 1]
+    assert unknown[0].output == unknown[1].output
+    assert "not_found" in unknown[0].output
+    malformed = stack.cli("tenant", "limits", tenant_id, "--set", "requests_per_s=lots")
+    assert malformed.exit_code == 2 and "not a number" in malformed.output
+
+    changes = audits(sessions, "tenant.limits_changed", tenant_id)
+    assert sorted(entry.actor for entry in changes) == ["admin", "cli"]  # as `tenant create`

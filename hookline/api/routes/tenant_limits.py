@@ -29,7 +29,7 @@ router = APIRouter(
 )
 
 
-def _out(tenant_id: str, row: TenantApiLimits | None, settings: Settings) -> TenantLimitsOut:
+def limits_out(tenant_id: str, row: TenantApiLimits | None, settings: Settings) -> TenantLimitsOut:
     return TenantLimitsOut(
         tenant_id=tenant_id,
         effective=LimitValues(**asdict(limits.effective(row, settings))),
@@ -45,7 +45,7 @@ def get_tenant_limits(
 ) -> TenantLimitsOut:
     """The tenant's API limits: in force, its own values, and the defaults."""
     with services.sessionmaker() as session:
-        return _out(tenant_id, limits.read(session, tenant_id), services.settings)
+        return limits_out(tenant_id, limits.read(session, tenant_id), services.settings)
 
 
 @router.patch("", response_model=TenantLimitsOut)
@@ -60,6 +60,6 @@ def change_tenant_limits(
     changes = body.model_dump(exclude_unset=True)
     with services.sessionmaker() as session, session.begin():
         row = limits.change(session, tenant_id, changes, actor=admin(request))
-        out = _out(tenant_id, row, services.settings)
+        out = limits_out(tenant_id, row, services.settings)
     services.limits.forget(tenant_id)  # after the commit: a reload sees the new values
     return out
