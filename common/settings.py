@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     tenant_max_concurrent_requests: int = Field(default=8, ge=1, le=1000)
     # Outbound calls (handshakes) an API process runs at once, all tenants together.
     api_max_handshakes: int = Field(default=32, ge=1, le=1000)
+    # The longest one statement of an API request may run on PostgreSQL (0: no bound).
+    api_statement_timeout_s: float = Field(default=30.0, ge=0, le=3600)
     # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     endpoint_max_in_flight: int = Field(default=16, ge=1)

@@ -97,15 +97,19 @@ def build_runtime(
     dev: bool = False,
     caller_waits: bool = False,
     role: str | None = None,
+    statement_timeout_s: float = 0,
 ) -> Runtime:
     """What a process needs. `memory` (a broker shared in-process) and `dev` allow
     `memory://`; `caller_waits` (the API) bounds a wait for RabbitMQ by seconds. A service
     names its `role` (api, router, dispatcher, dev): its tracing is set up from the
-    `OTEL_*` variables, and is None when they leave it off."""
+    `OTEL_*` variables, and is None when they leave it off. `statement_timeout_s` bounds
+    each statement on PostgreSQL (the API's `HOOKLINE_API_STATEMENT_TIMEOUT_S`)."""
     if memory is None and not dev:
         require_real_broker(settings)
     tracing = tracing_setup.configure(role) if role is not None else None
-    engine = make_engine(settings.database_url, pool_size=pool_size)
+    engine = make_engine(
+        settings.database_url, pool_size=pool_size, statement_timeout_s=statement_timeout_s
+    )
     budget_s = WAITING_CALLER_CONNECT_S if caller_waits else None
     return Runtime(
         settings=settings,

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
@@ -35,7 +35,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 PING_IDLE_S = 1.0
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, statement_timeout_s: float = 0) -> Engine:
+    """An engine on `url`. `statement_timeout_s` (PostgreSQL; 0: none) bounds every
+    statement of every transaction on it: see `_bound_statements`."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
@@ -51,7 +53,37 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         connect_args={"connect_timeout": 5, "tcp_user_timeout": 15_000, "keepalives_idle": 10},
     )
     _ping_when_idle(engine)
+    if statement_timeout_s > 0:
+        _bound_statements(engine, statement_timeout_s)
     return engine
+
+
+def _bound_statements(engine: Engine, timeout_s: float) -> None:
+    """Each transaction starts with `SET LOCAL statement_timeout`: a statement still
+    running after `timeout_s` is cancelled (SQLSTATE 57014, `is_statement_timeout`).
+
+    Set per transaction, not per connection: behind PgBouncer in transaction mode a
+    session's setting would stay on a server connection that the routers and dispatchers
+    then use. It costs one round trip per transaction, so only the API's engine has it.
+    """
+    setting = f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}"
+
+    def begun(connection: Any) -> None:
+        connection.exec_driver_sql(setting)
+
+    event.listen(engine, "begin", begun)
+
+
+def without_statement_timeout(session: Session) -> None:
+    """Lift the engine's statement timeout for the rest of `session`'s transaction (an
+    operation that must finish however much it touches, such as a purge)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL statement_timeout = 0"))
+
+
+def is_statement_timeout(exc: BaseException) -> bool:
+    """Whether a database error is a statement cancelled by its timeout."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "57014"
 
 
 def _ping_when_idle(engine: Engine) -> None:

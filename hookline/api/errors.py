@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from common.db.session import is_statement_timeout
 from common.errors import BrokerUnavailableError, TransportError
 from common.wire import EVENT_ID_PATTERN, EVENT_TYPE_PATTERN, OPERATION_PATTERN
 from hookline.api.schemas import EVENT_PATTERN_PATTERN, ErrorResponse
@@ -179,7 +180,15 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", problems(exc.errors()))
 
 
-async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    if is_statement_timeout(exc):
+        limit_s = request.app.state.services.settings.api_statement_timeout_s
+        log.warning("a request's statement ran past its timeout", extra={"path": request.url.path})
+        message = (
+            f"the database did not answer this request within {limit_s:g} s (the API's "
+            "statement timeout); narrow it (a filter, a smaller page) or retry later"
+        )
+        return error_response(503, "query_timeout", message)
     # The driver's message can name hosts and users; it goes to the log, not the client.
     log.warning("database unavailable", extra={"error": type(exc).__name__})
     return error_response(503, "database_unavailable", "the database is unavailable; retry later")

@@ -158,7 +158,10 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the HTTP API (control plane and event ingest)."""
     settings = _settings()
     _require_real_secrets(settings, admin=True)
-    runtime = build_runtime(settings, pool_size=20, caller_waits=True, role="api")
+    runtime = build_runtime(
+        settings, pool_size=20, caller_waits=True, role="api",
+        statement_timeout_s=settings.api_statement_timeout_s,
+    )  # fmt: skip
     server = api_server(runtime, host, port)
     stop = threading.Event()
     install_stop_handlers(stop)

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from common.db.session import without_statement_timeout
 from common.db.statuses import DeliveryStatus
 from dispatcher.deadletters import DeadFilter, purge_dead, summarize_dead
 from dispatcher.replay import audit
@@ -65,6 +66,7 @@ def purge(
     matched = summarize_dead(session, dead).total
     if dry_run or matched == 0:
         return Purged(matched, 0, dry_run)
+    without_statement_timeout(session)  # millions of dead letters are purged all the same
     purged = purge_dead(session, dead, status=DeliveryStatus.CANCELLED)
     audit(
         session,
