@@ -99,7 +99,7 @@ def dlq_show(
         f"[bold]{delivery_id}[/bold]  dead, reason {shown['reason']}, "
         f"replayed {shown['replay_count']}x"
     )
-    console.print("event:", o.dump(shown["event"]))
+    console.print("event:", render.plain(o.dump(shown["event"])))
     attempts = [
         {**a, "response_body": (a.get("response_body") or "")[:200]} for a in shown["attempts"]
     ]

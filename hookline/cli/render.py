@@ -1,12 +1,20 @@
-"""How the dead-letter commands show rows: dicts for `-o json`, Rich tables otherwise."""
+"""How the operations commands show rows: dicts for `-o json`, Rich tables otherwise.
+
+What a table shows comes from tenants and receivers (a response body, a poisoned message,
+a subscription's URL), so each cell is `plain`: Rich would read `[link=...]` in it as
+markup, and a terminal would run the escape sequences in it (move the cursor, rewrite
+what the operator reads, set a hyperlink or the clipboard). `-o json` escapes them anyway.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from common.db.models import PoisonMessage
 from hookline.cli import options as o
@@ -44,12 +52,28 @@ def poison_row(row: PoisonMessage) -> dict[str, Any]:
     }
 
 
+# C0 and C1 controls but tab and newline (an escape sequence starts with ESC, or with CSI
+# in C1; a carriage return overwrites the line), and the marks that reorder text.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(value: object) -> Text:
+    """`value` as inert text: no markup, and every control character shown as its escape
+    (`\\x1b`), never sent to the terminal."""
+    return Text(_UNSAFE.sub(_escaped, str(value)))
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     table = Table(title=title)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if row[c] is None else o.shown(row[c])[:80] for c in columns))
+        table.add_row(*(plain("" if row[c] is None else o.shown(row[c])[:80]) for c in columns))
     return table
 
 

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from common.settings import Settings
 from common.transport import open_transport
 from dispatcher.replay import DEFAULT_RATE_PER_S, Resumer
-from hookline.cli import backend
+from hookline.cli import backend, render
 from hookline.cli import options as o
 from hookline.cli.dlq import query
 from hookline.runtime import Runtime
@@ -185,7 +185,7 @@ def replay_status(
         job = ops.replay_job(job_id)
         if output == "json" or not watch or job["state"] in backend.FINISHED:
             shown = o.dump(_job_json(job))
-            typer.echo(shown) if output == "json" else console.print(shown)
+            typer.echo(shown) if output == "json" else console.print(render.plain(shown))
             return
         _watch(job_id, lambda job, show: backend.poll(ops, job, show))
 

@@ -69,10 +69,11 @@ def subscription_create(
     if output == "json":
         typer.echo(o.dump(made))
         return
-    console.print(f"subscription [bold]{made['id']}[/bold] {made['url']}: {made['status']}")
+    console.print(f"subscription [bold]{made['id']}[/bold]", render.plain(made["url"]),
+                  f"{made['status']}")  # fmt: skip
     check = made.get("verification") or {}
     if check.get("status") == "failed":
-        console.print(f"[yellow]verification failed:[/yellow] {check.get('reason')}")
+        console.print("[yellow]verification failed:[/yellow]", render.plain(check.get("reason")))
     if made.get("secret"):
         console.print(f"secret: [bold]{made['secret']}[/bold]  (shown once; store it now)")
 

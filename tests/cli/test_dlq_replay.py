@@ -219,3 +219,44 @@ def test_gc_keeps_the_audit_log_unless_told_how_long(world: dict[str, Any]) -> N
     trimmed = invoke("gc", "--older-than", "30d", "--audit-older-than", "365d")
     assert trimmed.exit_code == 0, trimmed.output
     assert json.loads(trimmed.stdout)["audit_entries"] == 1 and actions() == ["old.1"]
+
+
+# A receiver's answer that would drive the operator's terminal: a hyperlink (OSC 8), red
+# text, a carriage return that overwrites the line, and Rich markup; and how it must show.
+HOSTILE = (
+    "ok\x1b]8;;http://127.0.0.1:9/x\x1b\\click\x1b[31m\r[link=http://127.0.0.1:9/y]here[/link]"
+)
+SHOWN = (
+    r"ok\x1b]8;;http://127.0.0.1:9/x\x1b\click\x1b[31m\x0d[link=http://127.0.0.1:9/y]here[/link]"
+)
+
+
+def columns(output: str) -> set[str]:
+    """Each table column's text, its folded lines joined again (Rich folds long cells)."""
+    found: dict[tuple[int, int], list[str]] = {}
+    table = 0
+    for line in output.splitlines():
+        if line.startswith("┏"):
+            table += 1
+        if line.startswith("│"):
+            for n, cell in enumerate(line.split("│")[1:-1]):
+                found.setdefault((table, n), []).append(cell.strip())
+    return {"".join(parts) for parts in found.values()}
+
+
+def test_what_receivers_and_producers_wrote_reaches_the_terminal_inert(
+    world: dict[str, Any],
+) -> None:
+    """A response body and a poisoned message are shown, never run: control characters as
+    their escapes, and Rich markup as the text it is; `-o json` keeps the value itself."""
+    dead = world["dead_a"][0]
+    with world["sessions"]() as session, session.begin():
+        builders.attempt(session, dead, 1).response_body = HOSTILE
+        session.get(PoisonMessage, "psn_1").body = HOSTILE  # type: ignore[union-attr]
+    shown = invoke("dlq", "show", dead).output
+    listed = invoke("dlq", "list", "--reason", "poison").output
+    for output in (shown, listed):
+        assert "\x1b" not in output and "\r" not in output
+        assert SHOWN in columns(output)
+    as_json = json.loads(invoke("dlq", "list", "--reason", "poison", "-o", "json").stdout)
+    assert as_json["data"][0]["body"] == HOSTILE
