@@ -9,15 +9,25 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
 
+from common.db.models import Tenant
 from common.ssrf import system_resolver
+from hookline.api.cursor import oldest_first
 from hookline.api.deps import Services
-from hookline.api.errors import problems
+from hookline.api.errors import ApiError, problems
 from hookline.api.limit_schemas import LimitOverrides
 from hookline.api.routes.subscriptions import created_or_existing, to_out
 from hookline.api.routes.tenant_limits import limits_out
 from hookline.api.routes.tenants import key_out
-from hookline.api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, TenantCreated
+from hookline.api.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
+    TenantCreated,
+    TenantList,
+    TenantOut,
+)
 from hookline.api.subscription_schemas import (
     AdminSubscriptionCreate,
     SubscriptionCreate,
@@ -87,6 +97,15 @@ class DirectAdmin:
         with self.rt.sessionmaker() as session, session.begin():
             tenant, key = tenants.create_tenant(session, name, actor=SHELL)
             return as_json(TenantCreated(id=tenant.id, name=tenant.name, api_key=key))
+
+    def tenants(self, limit: int, cursor: str | None) -> Json:
+        with self.rt.sessionmaker() as session:
+            try:
+                page, after = oldest_first(session, select(Tenant), Tenant, limit, cursor)
+            except ApiError as exc:  # a cursor that is not one
+                raise refused(exc.code, exc.message) from None
+            shown = [TenantOut(id=t.id, name=t.name, created_at=t.created_at) for t in page]
+        return as_json(TenantList(data=shown, next_cursor=after))
 
     def issue_key(self, tenant_id: str, body: Json) -> Json:
         spec: ApiKeyCreate = valid(ApiKeyCreate, body)

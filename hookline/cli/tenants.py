@@ -1,9 +1,10 @@
-"""`hookline tenant create|limits` and `hookline tenant key create|list|revoke`: the
+"""`hookline tenant create|list|limits` and `hookline tenant key create|list|revoke`: the
 operator's shell twin of the admin routes, through the API (`HOOKLINE_API_URL`, admin
 token) or the database directly, with the same rules and audit."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hookline.cli import backend
+from hookline.cli import backend, render
 from hookline.cli import options as o
 
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
@@ -40,6 +41,28 @@ def tenant_create(name: Annotated[str, typer.Argument(help="A name for the tenan
     console.print(f"api key: [bold]{tenant['api_key']}[/bold]  (shown once; store it now)")
 
 
+@tenant_app.command("list")
+def tenant_list(
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    cursor: Annotated[str | None, typer.Option(help="From a previous page's next_cursor.")] = None,
+    output: o.OutputOpt = "table",
+) -> None:
+    """Every tenant, oldest first, a page at a time."""
+    with backend.session() as ops:
+        page = ops.tenants(limit, cursor)
+    if output == "json":
+        typer.echo(o.dump(page))
+        return
+    table = Table(title="tenants")
+    for column in ("id", "name", "created_at"):
+        table.add_column(column, overflow="fold")
+    for row in page["data"]:
+        table.add_row(row["id"], render.plain(row["name"]), o.shown(row["created_at"]))
+    console.print(table)
+    if page["next_cursor"]:
+        console.print(f"next page: --cursor {page['next_cursor']}", highlight=False)
+
+
 def _limit_change(text: str) -> tuple[str, object]:
     """`name=value` of `--set`: a number, or `default` (null: the deployment's value)."""
     name, sign, value = text.partition("=")
@@ -51,10 +74,17 @@ def _limit_change(text: str) -> tuple[str, object]:
         return name, int(value)
     except ValueError:
         pass
+    number = _float(value)
+    if number is None or not math.isfinite(number):
+        raise typer.BadParameter(f"--set {text!r}: {value!r} is not a number or default")
+    return name, number
+
+
+def _float(text: str) -> float | None:
     try:
-        return name, float(value)
+        return float(text)
     except ValueError:
-        raise typer.BadParameter(f"--set {text!r}: {value!r} is not a number or default") from None
+        return None
 
 
 @tenant_app.command("limits")

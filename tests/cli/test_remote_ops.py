@@ -284,8 +284,30 @@ def test_a_tenants_limits_are_set_and_shown_alike_in_both_modes(
     assert [r.exit_code for r in unknown] == [1, 1]
     assert unknown[0].output == unknown[1].output
     assert "not_found" in unknown[0].output
-    malformed = stack.cli("tenant", "limits", tenant_id, "--set", "requests_per_s=lots")
-    assert malformed.exit_code == 2 and "not a number" in malformed.output
+    for value in ("lots", "nan", "inf"):
+        malformed = stack.cli("tenant", "limits", tenant_id, "--set", f"requests_per_s={value}")
+        assert malformed.exit_code == 2 and "not a number" in malformed.output
 
     changes = audits(sessions, "tenant.limits_changed", tenant_id)
     assert sorted(entry.actor for entry in changes) == ["admin", "cli"]  # as `tenant create`
+
+
+def test_tenant_list_pages_alike_in_both_modes(stack: Stack) -> None:
+    """`hookline tenant list`: `GET /v1/tenants` through the API, the same page directly."""
+    made = [stack.cli("tenant", "create", f"site-list-{n}").stdout.split()[1] for n in range(3)]
+    remote = json.loads(stack.cli("tenant", "list", "--limit", "500", "-o", "json").stdout)
+    direct = json.loads(stack.direct("tenant", "list", "--limit", "500", "-o", "json").stdout)
+    assert remote == direct
+    listed = [t["id"] for t in remote["data"]]
+    assert listed[-3:] == made and remote["next_cursor"] is None  # oldest first
+    first = json.loads(stack.cli("tenant", "list", "--limit", "1", "-o", "json").stdout)
+    cursor = first["next_cursor"]
+    after = [
+        json.loads(run("tenant", "list", "--limit", "1", "--cursor", cursor, "-o", "json").stdout)
+        for run in (stack.cli, stack.direct)
+    ]
+    assert after[0] == after[1] and after[0]["data"][0]["id"] == listed[1]
+    table = stack.cli("tenant", "list")
+    assert table.exit_code == 0 and "site-list-0" in table.stdout
+    bad = [run("tenant", "list", "--cursor", "nope") for run in (stack.cli, stack.direct)]
+    assert [b.exit_code for b in bad] == [2, 2] and bad[0].output == bad[1].output
