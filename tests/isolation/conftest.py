@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -16,7 +17,14 @@ from tests.api.conftest import make_api
 from tests.processes import free_port
 from tests.served import running
 
-__all__ = ["black_hole", "make_api", "serve"]
+__all__ = ["black_hole", "make_api", "serve", "wait_until"]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 @contextmanager

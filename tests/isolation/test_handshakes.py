@@ -17,7 +17,7 @@ import requests
 
 from hookline.api.deps import Services
 from tests.api.support import ADMIN_TOKEN, Api
-from tests.isolation.conftest import serve
+from tests.isolation.conftest import serve, wait_until
 
 HANDSHAKES = 45
 PROMPT_S = 2.0
@@ -38,13 +38,6 @@ def registered(api: Api, tenant_id: str, url: str) -> str:
     response = api.client.post(f"/v1/tenants/{tenant_id}/subscriptions", json=body, headers=ADMIN)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_hanging_handshakes_of_one_tenant_hold_up_no_other_tenant_nor_the_probes(

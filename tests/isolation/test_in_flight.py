@@ -19,7 +19,7 @@ import requests
 from sqlalchemy import text
 
 from tests.api.support import ADMIN_TOKEN, Api, assert_error
-from tests.isolation.conftest import serve
+from tests.isolation.conftest import serve, wait_until
 from tests.security.postgres import database_url  # noqa: F401  (PostgreSQL, not SQLite)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -27,13 +27,6 @@ PROMPT_S = 2.0
 WAITING = text(
     "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'subscriptions'::regclass"
 )
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def waiting_for_the_lock(api: Api) -> int:
