@@ -252,7 +252,7 @@ def test_what_receivers_and_producers_wrote_reaches_the_terminal_inert(
     dead = world["dead_a"][0]
     with world["sessions"]() as session, session.begin():
         builders.attempt(session, dead, 1).response_body = HOSTILE
-        session.get(PoisonMessage, "psn_1").body = HOSTILE  # type: ignore[union-attr]
+        session.get(PoisonMessage, "psn_1").body = HOSTILE
     shown = invoke("dlq", "show", dead).output
     listed = invoke("dlq", "list", "--reason", "poison").output
     for output in (shown, listed):
