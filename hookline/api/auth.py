@@ -172,6 +172,26 @@ def require_on_loop(scope: str) -> Callable[..., Awaitable[Principal]]:
     return check
 
 
+async def admitted(request: Request, services: Services) -> bool:
+    """Whether the request's bearer is the admin token or a live API key usable from its
+    address: what `require` or `require_admin` would let past before scopes and limits.
+    For the work a middleware does before the route (an idempotency claim), which a request
+    the route will refuse as 401 or 403 must not cost."""
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return False
+    if is_admin_token(token, services.settings.admin_token):
+        return True
+    if not token.startswith(KEY_PREFIX):
+        return False
+    try:
+        _admit(request, await cached_key(token, services))
+    except ApiError:
+        return False
+    return True
+
+
 async def cached_key(token: str, services: Services) -> KeyRecord | None:
     """The key's record: from the cache on the event loop, else looked up (and cached) on
     a worker thread; None for a key that does not exist."""

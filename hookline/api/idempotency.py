@@ -31,12 +31,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.db.models import IdempotencyRecord
 from common.errors import ConfigurationError
 from common.secretbox import SecretBox
 from common.wire import utcnow
+from hookline.api import auth
 from hookline.api.errors import error_response, spec_error
 from hookline.api.idempotency_gc import Sweep
 
@@ -75,13 +77,19 @@ class Idempotency:
             problem = "Idempotency-Key must be 1 to 200 visible ASCII characters"
             await error_response(422, "invalid_idempotency_key", problem)(scope, receive, send)
             return
+        services = scope["app"].state.services
+        if not await auth.admitted(Request(scope), services):
+            # No claim: the route refuses the request (401, 403), and a refusal is never
+            # stored. Claiming and releasing would be two writes to the shared database for
+            # anyone who can reach the API, with no credential at all.
+            await self.app(scope, receive, send)
+            return
         body, more = await _read_body(receive)
         owner = hashlib.sha256(_header(scope, b"authorization") or b"anonymous").hexdigest()
         request_hash = hashlib.sha256(
             b"\0".join([scope["method"].encode(), scope["path"].encode(),
                         scope.get("query_string", b""), body])
         ).hexdigest()  # fmt: skip
-        services = scope["app"].state.services
         sessions: sessionmaker[Session] = services.sessionmaker
         box: SecretBox = services.secret_box
         ttl_s: float = services.settings.idempotency_ttl_s

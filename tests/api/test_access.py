@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from common.db.models import ApiKey, IdempotencyRecord, Subscription
 from tests.api.support import Api, assert_error
@@ -298,3 +298,44 @@ def test_an_auth_failure_is_not_stored_as_the_answer(api):
     assert_error(refused, 403)
     with api.sessionmaker() as session:
         assert session.scalar(select(func.count()).select_from(IdempotencyRecord)) == 0
+
+
+def test_a_request_without_valid_credentials_writes_nothing_for_its_key(api):
+    """The claim of an `Idempotency-Key` (and its release) are writes to the database
+    every tenant shares: a request the route refuses as 401 or 403 for its credentials
+    (none, not a key, unknown, revoked, from an address the key does not allow) makes
+    neither; a live key still claims."""
+    tenant_id, auth = api.tenant()
+    revoked = api.key(tenant_id, "subscriptions:write")
+    keys = api.client.get(f"/v1/tenants/{tenant_id}/api-keys", headers=api.admin).json()
+    for row in keys["data"][1:]:  # all but the tenant's first key
+        api.client.delete(f"/v1/tenants/{tenant_id}/api-keys/{row['id']}", headers=api.admin)
+    fenced = api.client.post(
+        f"/v1/tenants/{tenant_id}/api-keys",
+        json={"scopes": ["subscriptions:write"], "allowed_cidrs": ["10.0.0.0/8"]},
+        headers=api.admin,
+    ).json()["api_key"]
+    callers = {
+        "no credential": {},
+        "not a bearer": {"Authorization": "Basic dXNlcjpwYXNz"},
+        "not a key": {"Authorization": "Bearer nope"},
+        "unknown key": {"Authorization": f"Bearer hl_{'A' * 32}"},
+        "revoked key": revoked,
+        "another address's key": {"Authorization": f"Bearer {fenced}"},
+    }
+    touched: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "idempotency_keys" in statement:
+            touched.append(statement.split()[0])
+
+    event.listen(api.engine, "before_cursor_execute", seen)
+    try:
+        for n, (name, headers) in enumerate(callers.items()):
+            refused = subscribe_keyed(api, headers, f"key-{n}")
+            assert refused.status_code in (401, 403), (name, refused.text)
+            assert touched == [], (name, touched)
+        assert subscribe_keyed(api, auth, "live").status_code == 201
+        assert "INSERT" in touched
+    finally:
+        event.remove(api.engine, "before_cursor_execute", seen)
