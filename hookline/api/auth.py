@@ -78,9 +78,12 @@ def _load(token: str, services: Services) -> KeyRecord | None:
     if KEY_SHAPE.fullmatch(token) is None:
         return None  # no key has that form: answered without a query, database up or not
     digest = hash_key(token)
+    if services.key_cache.refused(digest):
+        return None  # looked up less than a TTL ago, and none had it
     with services.sessionmaker() as session:
         key = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
     if key is None:
+        services.key_cache.refuse(digest)
         return None
     record = KeyRecord(
         id=key.id,
@@ -197,8 +200,9 @@ async def cached_key(token: str, services: Services) -> KeyRecord | None:
     a worker thread; None for a key that does not exist."""
     if KEY_SHAPE.fullmatch(token) is None:
         return None  # not even the form of a key: no thread, no query
-    key = services.key_cache.get(hash_key(token))
-    if key is None:
+    digest = hash_key(token)
+    key = services.key_cache.get(digest)
+    if key is None and not services.key_cache.refused(digest):
         key = await run_in_threadpool(_load, token, services)
     return key
 

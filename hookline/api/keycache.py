@@ -1,9 +1,15 @@
 """A short-lived cache of API key lookups, so ingest does not pay a query per request.
 
-Only keys that exist are cached (a flood of made-up keys cannot fill it), for
-`HOOKLINE_API_KEY_CACHE_S` (default 1 s) and at most `MAX_ENTRIES`. When an entry expires,
-one caller looks the key up again while concurrent callers keep using the old entry, for at
-most one more TTL: without that, every request in flight would query at the same moment.
+Keys that exist are cached for `HOOKLINE_API_KEY_CACHE_S` (default 1 s), at most
+`MAX_ENTRIES`. A hash that no key has is remembered apart, as long and as many, so that a
+client retrying a wrong key costs one look-up a period rather than one a request (and a
+request that two layers authenticate, the idempotency claim's and the route's, one in
+all); kept apart so that a flood of made-up keys never pushes out a real one. No key can
+appear later under a remembered hash: a key's token is known only once it is issued.
+
+When an entry of a key expires, one caller looks the key up again while concurrent callers
+keep using the old entry, for at most one more TTL: without that, every request in flight
+would query at the same moment.
 Revoking a key through the API drops it here at once; other API processes see the
 revocation within two TTLs.
 """
@@ -34,6 +40,7 @@ class KeyCache:
         self._max = max_entries
         # hash -> (expires at, record, a caller is refreshing it)
         self._entries: OrderedDict[str, tuple[float, KeyRecord, bool]] = OrderedDict()
+        self._missing: OrderedDict[str, float] = OrderedDict()  # hash -> expires at
         self._lock = threading.Lock()
 
     def get(self, key_hash: str) -> KeyRecord | None:
@@ -59,6 +66,27 @@ class KeyCache:
             self._entries.move_to_end(key_hash)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
+
+    def refuse(self, key_hash: str) -> None:
+        """Remember that no key has this hash, for one TTL."""
+        if self._ttl_s <= 0:
+            return
+        with self._lock:
+            self._missing[key_hash] = time.monotonic() + self._ttl_s
+            self._missing.move_to_end(key_hash)
+            while len(self._missing) > self._max:
+                self._missing.popitem(last=False)
+
+    def refused(self, key_hash: str) -> bool:
+        """Whether no key had this hash less than a TTL ago."""
+        with self._lock:
+            expires = self._missing.get(key_hash)
+            if expires is None:
+                return False
+            if time.monotonic() < expires:
+                return True
+            del self._missing[key_hash]
+            return False
 
     def forget(self, key_id: str) -> None:
         """Drop every entry of the key with this id (revocation)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from common.db.models import ApiKey
 from common.wire import utcnow
@@ -103,3 +104,32 @@ def test_a_token_no_key_has_the_form_of_is_refused_without_a_query(make_api, tmp
     shaped = api.client.get("/v1/subscriptions", headers={"Authorization": "Bearer hl_" + "A" * 32})
     assert shaped.status_code == 503  # a key of the right form is looked up: the database
     engine.dispose()
+
+
+def test_a_wrong_key_costs_one_look_up_a_cache_period_not_one_a_request(make_api):
+    """A client retrying a key that does not exist: the first request looks it up, the
+    next ones within `HOOKLINE_API_KEY_CACHE_S` are refused without a query, including the
+    second layer of a POST with an `Idempotency-Key` (its claim's check, then the route's);
+    once the period is over it is looked up again. A real key is unaffected."""
+    api = make_api(api_key_cache_s=0.5)
+    _, real = api.tenant()
+    wrong = {"Authorization": f"Bearer hl_{'B' * 32}"}
+    looked_up: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM api_keys" in statement:
+            looked_up.append(statement)
+
+    event.listen(api.engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(5):
+            assert_error(api.client.get("/v1/subscriptions", headers=wrong), 401, "unauthorized")
+        keyed = {**wrong, "Idempotency-Key": "k-1"}
+        assert_error(api.client.post("/v1/subscriptions", json={}, headers=keyed), 401)
+        assert len(looked_up) == 1
+        time.sleep(0.6)
+        assert_error(api.client.get("/v1/subscriptions", headers=wrong), 401, "unauthorized")
+        assert len(looked_up) == 2
+        assert api.client.get("/v1/subscriptions", headers=real).status_code == 200
+    finally:
+        event.remove(api.engine, "before_cursor_execute", seen)
