@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from hookline.cli import backend, render
 from hookline.cli import options as o
@@ -53,14 +52,9 @@ def tenant_list(
     if output == "json":
         typer.echo(o.dump(page))
         return
-    table = Table(title="tenants")
-    for column in ("id", "name", "created_at"):
-        table.add_column(column, overflow="fold")
-    for row in page["data"]:
-        table.add_row(row["id"], render.plain(row["name"]), o.shown(row["created_at"]))
-    console.print(table)
+    console.print(render.table("tenants", page["data"], ["id", "name", "created_at"]))
     if page["next_cursor"]:
-        console.print(f"next page: --cursor {page['next_cursor']}", highlight=False)
+        console.print(f"more: --cursor {page['next_cursor']}", highlight=False)
 
 
 def _limit_change(text: str) -> tuple[str, object]:
@@ -71,20 +65,16 @@ def _limit_change(text: str) -> tuple[str, object]:
     if value in ("default", "null"):
         return name, None
     try:
-        return name, int(value)
+        return name, int(value)  # the count limits take integers only
     except ValueError:
         pass
-    number = _float(value)
-    if number is None or not math.isfinite(number):
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
         raise typer.BadParameter(f"--set {text!r}: {value!r} is not a number or default")
     return name, number
-
-
-def _float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 @tenant_app.command("limits")
@@ -107,14 +97,16 @@ def tenant_limits(
     if output == "json":
         typer.echo(o.dump(shown))
         return
-    table = Table(title=f"limits of {shown['tenant_id']}")
-    for column in ("limit", "in force", "own", "default"):
-        table.add_column(column)
-    for name, value in shown["effective"].items():
-        own = shown["overrides"][name]
-        table.add_row(name, f"{value:g}", "" if own is None else f"{own:g}",
-                      f"{shown['defaults'][name]:g}")  # fmt: skip
-    console.print(table)
+    rows = [
+        {"limit": name, "in force": f"{value:g}", "own": _number(shown["overrides"][name]),
+         "default": f"{shown['defaults'][name]:g}"}
+        for name, value in shown["effective"].items()
+    ]  # fmt: skip
+    console.print(render.table(f"limits of {shown['tenant_id']}", rows, list(rows[0])))
+
+
+def _number(value: float | None) -> str | None:
+    return None if value is None else f"{value:g}"
 
 
 @key_app.command("create")
