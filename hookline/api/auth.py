@@ -175,24 +175,33 @@ def require_on_loop(scope: str) -> Callable[..., Awaitable[Principal]]:
     return check
 
 
-async def admitted(request: Request, services: Services) -> bool:
-    """Whether the request's bearer is the admin token or a live API key usable from its
-    address: what `require` or `require_admin` would let past before scopes and limits.
-    For the work a middleware does before the route (an idempotency claim), which a request
-    the route will refuse as 401 or 403 must not cost."""
+@dataclass(frozen=True)
+class Admitted:
+    """A caller `admitted` lets past: a tenant's key, or the admin token (no tenant)."""
+
+    tenant_id: str | None
+
+
+async def admitted(request: Request, services: Services) -> Admitted | None:
+    """Who the request's bearer is, when it is the admin token or a live API key usable
+    from its address: what `require` or `require_admin` would let past before scopes and
+    limits; else None. For the work a middleware does before the route (an idempotency
+    claim), which a request the route will refuse as 401 or 403 must not cost."""
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        return False
+        return None
     if is_admin_token(token, services.settings.admin_token):
-        return True
+        return Admitted(tenant_id=None)
     if not token.startswith(KEY_PREFIX):
-        return False
+        return None
+    key = await cached_key(token, services)
     try:
-        _admit(request, await cached_key(token, services))
+        _admit(request, key)
     except ApiError:
-        return False
-    return True
+        return None
+    assert key is not None  # `_admit` refuses None
+    return Admitted(tenant_id=key.tenant_id)
 
 
 async def cached_key(token: str, services: Services) -> KeyRecord | None:

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from common.db.session import is_statement_timeout
 from common.errors import BrokerUnavailableError, TransportError
@@ -77,6 +78,12 @@ def error_response(
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
+
+
+async def send_error(error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer `error` from an ASGI middleware, outside the app's error handler."""
+    response = error_response(error.status_code, error.code, error.message, error.headers)
+    await response(scope, receive, send)
 
 
 def documented(*status_codes: int) -> dict[int | str, dict[str, Any]]:

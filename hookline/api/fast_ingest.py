@@ -25,7 +25,7 @@ from common.tracing import TraceContext
 from hookline.api import traces
 from hookline.api.auth import EVENTS_WRITE, cached_key
 from hookline.api.deps import Services
-from hookline.api.errors import ApiError, error_response
+from hookline.api.errors import ApiError, send_error
 from hookline.api.routes.events import (
     SINGLE,
     accepted_batch,
@@ -95,17 +95,18 @@ class FastIngest:
             with span as trace:
                 answer = await _admit_and_accept(parsed, events, tenant, services, screen, trace)
         except ApiError as exc:  # over one of the tenant's limits
-            await _error(exc, scope, receive, send)
+            await send_error(exc, scope, receive, send)
             return
         except InvalidEvent as exc:
-            await _error(ApiError(422, "invalid_event", str(exc)), scope, receive, send)
+            await send_error(ApiError(422, "invalid_event", str(exc)), scope, receive, send)
             return
         except TransportError as exc:
-            await _error(broker_unavailable(exc), scope, receive, send)
+            await send_error(broker_unavailable(exc), scope, receive, send)
             return
         except Exception:
             log.exception("ingest request failed")
-            await _error(ApiError(500, "internal", "internal server error"), scope, receive, send)
+            internal = ApiError(500, "internal", "internal server error")
+            await send_error(internal, scope, receive, send)
             return
         headers = [(b"content-type", _JSON), (b"content-length", str(len(answer)).encode())]
         await send({"type": "http.response.start", "status": 202, "headers": headers})
@@ -203,8 +204,3 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replay
-
-
-async def _error(error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
-    response = error_response(error.status_code, error.code, error.message, error.headers)
-    await response(scope, receive, send)

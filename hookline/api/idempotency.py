@@ -39,8 +39,10 @@ from common.errors import ConfigurationError
 from common.secretbox import SecretBox
 from common.wire import utcnow
 from hookline.api import auth
-from hookline.api.errors import error_response, spec_error
+from hookline.api.errors import error_response, send_error, spec_error
 from hookline.api.idempotency_gc import Sweep
+from hookline.api.routes.events import BATCH, SINGLE
+from hookline.api.tenant_limits import certain_refusal
 
 HEADER = b"idempotency-key"
 # Top-level answer fields that hold a credential: sealed, never stored in clear.
@@ -50,6 +52,7 @@ KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
 # Answers that say nothing final about the request: a retry must run it again.
 NOT_STORED = frozenset({401, 403, 409, 429})
 REPLAYED_HEADER = "idempotent-replayed"
+INGEST_PATHS = frozenset({SINGLE, BATCH})  # they count events, not requests
 _KEPT_HEADERS = ("content-type", "cache-control", "location", "retry-after")
 
 
@@ -78,12 +81,22 @@ class Idempotency:
             await error_response(422, "invalid_idempotency_key", problem)(scope, receive, send)
             return
         services = scope["app"].state.services
-        if not await auth.admitted(Request(scope), services):
+        caller = await auth.admitted(Request(scope), services)
+        if caller is None:
             # No claim: the route refuses the request (401, 403), and a refusal is never
             # stored. Claiming and releasing would be two writes to the shared database for
             # anyone who can reach the API, with no credential at all.
             await self.app(scope, receive, send)
             return
+        if caller.tenant_id is not None:
+            # Nor for a tenant this process already knows is over its limits: the route's
+            # 429, given here, before the claim a tenant could otherwise make others pay
+            # for as fast as it can send.
+            ingest = scope["path"] in INGEST_PATHS
+            refusal = await certain_refusal(services, caller.tenant_id, ingest=ingest)
+            if refusal is not None:
+                await send_error(refusal, scope, receive, send)
+                return
         body, more = await _read_body(receive)
         owner = hashlib.sha256(_header(scope, b"authorization") or b"anonymous").hexdigest()
         request_hash = hashlib.sha256(

@@ -56,6 +56,10 @@ class InFlight:
         with self._lock:
             return self._running.get(tenant_id, 0)
 
+    def full(self, tenant_id: str, cap: int) -> bool:
+        """Whether the tenant holds `cap` places already (a request now would be refused)."""
+        return self.running(tenant_id) >= cap
+
     def enter(self, tenant_id: str, cap: int) -> bool:
         """Take a place for the tenant; False when it holds `cap` already."""
         with self._lock:

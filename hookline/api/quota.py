@@ -92,6 +92,20 @@ class Quota:
         future = self._executor.submit(self._take_claiming, lease, (tenant_id, name), count, window)
         return await asyncio.wrap_future(future)
 
+    def spent(self, tenant_id: str, name: str, window: Window) -> float | None:
+        """The seconds until `window` ends when this process already knows the tenant has
+        no unit left in it (its lease is empty and the database said so), else None. Asks
+        nothing and takes nothing: for a refusal that must come before any other work."""
+        lease = self._leases.get((tenant_id, name))
+        if lease is None:
+            return None
+        now_ms = self._now_ms()
+        if lease.window_ms != window.start(now_ms) or not lease.spent or lease.tokens > 0:
+            return None
+        if now_ms / 1000 < lease.open_until:
+            return None
+        return max((lease.window_ms + window.length_ms - now_ms) / 1000, 0.001)
+
     def take_now(self, tenant_id: str, name: str, count: int, window: Window) -> float | None:
         """`take` for a caller on a worker thread (a sync route)."""
         return self._take_claiming(self._lease(tenant_id, name), (tenant_id, name), count, window)

@@ -21,7 +21,9 @@ from fastapi.dependencies.models import Dependant
 from common.db.ratewindow import Window
 from hookline.api.deps import Services
 from hookline.api.errors import ApiError, describe_status, spec_error
+from hookline.api.in_flight import concurrency_limited
 from hookline.api.served import served_routes
+from hookline.services.limits import Limits
 
 INGEST = "ingest"
 REPLAY_STARTS = "replay_starts"
@@ -55,8 +57,7 @@ async def admit_events(services: Services, tenant_id: str, count: int, *, batch:
         return
     wait_s = await services.quota.take(tenant_id, INGEST, count, window)
     if wait_s is not None:
-        per_s = limits.ingest_rate_per_s
-        raise rate_limited(f"this tenant's ingest limit of {per_s:g} events/s is reached", wait_s)
+        raise _ingest_limited(limits, wait_s)
 
 
 def admit_request(services: Services, tenant_id: str) -> None:
@@ -66,8 +67,36 @@ def admit_request(services: Services, tenant_id: str) -> None:
     limits = services.limits.of_now(tenant_id)
     wait_s = services.quota.take_now(tenant_id, REQUESTS, 1, limits.requests_window)
     if wait_s is not None:
-        per_s = limits.requests_per_s
-        raise rate_limited(f"this tenant's limit of {per_s:g} API requests/s is reached", wait_s)
+        raise _requests_limited(limits, wait_s)
+
+
+async def certain_refusal(services: Services, tenant_id: str, *, ingest: bool) -> ApiError | None:
+    """The 429 the route is sure to answer this tenant's request with, when this process
+    knows it without asking the database: the rate window the request counts against is
+    already spent here (events for `ingest`, requests otherwise), or the tenant holds all
+    of its `max_concurrent_requests` places. Counts nothing. For work a middleware would do
+    before the route (an idempotency claim and its release: two writes), which a tenant
+    over its limits must not be able to make others pay for."""
+    limits = await services.limits.of(tenant_id)
+    if ingest:
+        wait_s = services.quota.spent(tenant_id, INGEST, limits.ingest_window)
+        return None if wait_s is None else _ingest_limited(limits, wait_s)
+    wait_s = services.quota.spent(tenant_id, REQUESTS, limits.requests_window)
+    if wait_s is not None:
+        return _requests_limited(limits, wait_s)
+    if services.in_flight.full(tenant_id, limits.max_concurrent_requests):
+        return concurrency_limited(limits.max_concurrent_requests)
+    return None
+
+
+def _ingest_limited(limits: Limits, wait_s: float) -> ApiError:
+    per_s = limits.ingest_rate_per_s
+    return rate_limited(f"this tenant's ingest limit of {per_s:g} events/s is reached", wait_s)
+
+
+def _requests_limited(limits: Limits, wait_s: float) -> ApiError:
+    per_s = limits.requests_per_s
+    return rate_limited(f"this tenant's limit of {per_s:g} API requests/s is reached", wait_s)
 
 
 def document_request_limit(app: FastAPI, counting: Collection[Callable[..., object]]) -> None:

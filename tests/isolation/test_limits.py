@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
 from common.db.models import Subscription
@@ -247,3 +248,78 @@ def test_a_tenants_keys_share_its_requests_per_second_on_every_route_but_ingest(
     assert admin.status_code == 200  # the operator is not limited
     time.sleep(1.0)
     assert first.client.get("/v1/subscriptions", headers=a_auth).status_code == 200
+
+
+def _keyed_writes(api: Api) -> tuple[list[str], Callable[[], None]]:
+    """The statements that touch `idempotency_keys` from now on, and how to stop watching."""
+    touched: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "idempotency_keys" in statement:
+            touched.append(statement.split()[0])
+
+    sqlalchemy_event.listen(api.engine, "before_cursor_execute", seen)
+    return touched, lambda: sqlalchemy_event.remove(api.engine, "before_cursor_execute", seen)
+
+
+def test_a_tenant_over_its_limits_claims_no_idempotency_key(make_api: Callable[..., Api]) -> None:
+    """A keyed POST is claimed (a write) before the route runs and released (a second)
+    when the route refuses it. Once this process knows a tenant's window is spent, or that
+    the tenant holds all its places, the tenant's keyed POSTs get the route's 429 without
+    either write: otherwise a tenant over its limits could still make the database every
+    tenant shares write twice for each request it sends, as fast as it sends them."""
+    api = make_api(tenant_requests_per_s=2, tenant_ingest_rate_per_s=1)
+    tenant_id, auth = api.tenant("a")
+    url = "http://127.0.0.1:9/hooks"
+    subscription = {"url": url, "event_types": ["a"]}
+    touched, stop = _keyed_writes(api)
+    try:
+        for _ in range(3):  # a window can end amid the requests on a slow machine
+            at_window_start()
+            window = int(time.time())
+            spend = [api.client.get("/v1/subscriptions", headers=auth) for _ in range(3)]
+            touched.clear()
+            keyed = {**auth, "Idempotency-Key": f"over-{window}"}
+            refused = api.client.post("/v1/subscriptions", json=subscription, headers=keyed)
+            writes = list(touched)
+            if int(time.time()) == window:
+                break
+        assert [a.status_code for a in spend] == [200, 200, 429]
+        assert "2 API requests/s" in assert_error(refused, 429, "rate_limited")
+        assert refused.headers["Retry-After"] == "1"
+        assert writes == []
+
+        for _ in range(3):
+            at_window_start()
+            window = int(time.time())
+            first = api.client.post("/v1/events", json=event(), headers=auth)
+            second = api.client.post("/v1/events", json=event(), headers=auth)
+            touched.clear()
+            keyed = {**auth, "Idempotency-Key": f"evt_over_{window}"}
+            ingest_refused = api.client.post("/v1/events", json=event(), headers=keyed)
+            ingest_writes = list(touched)
+            if int(time.time()) == window:
+                break
+        assert (first.status_code, second.status_code) == (202, 429)
+        assert "1 events/s" in assert_error(ingest_refused, 429, "rate_limited")
+        assert ingest_writes == []
+
+        cap = api.app.state.services.limits.of_now(tenant_id).max_concurrent_requests
+        time.sleep(1.0)  # a fresh requests window: only the places can refuse now
+        for _ in range(cap):  # what `cap` requests in progress hold
+            assert api.app.state.services.in_flight.enter(tenant_id, cap)
+        touched.clear()
+        busy = api.client.post("/v1/subscriptions", json=subscription, headers=keyed)
+        assert_error(busy, 429, "concurrency_limited")
+        assert touched == []
+        for _ in range(cap):
+            api.app.state.services.in_flight.leave(tenant_id)
+
+        at_window_start()  # the limits no longer refuse: the key is claimed as before
+        created = api.client.post(
+            "/v1/subscriptions", json=subscription, headers={**auth, "Idempotency-Key": "late"}
+        )
+        assert created.status_code == 201, created.text
+        assert "INSERT" in touched
+    finally:
+        stop()
