@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # Requests of a tenant (its keys and its portal sessions) in progress at once in one API
     # process, of the process's request threads and database connections.
     tenant_max_concurrent_requests: int = Field(default=8, ge=1, le=1000)
+    # Look-ups of credentials (API keys, portal sessions and links) that find nothing, a
+    # second per client address in one API process; beyond them an unknown one gets 429.
+    api_unknown_credentials_per_s: int = Field(default=20, ge=1, le=100_000)
     # Outbound calls (handshakes) an API process runs at once, all tenants together.
     api_max_handshakes: int = Field(default=32, ge=1, le=1000)
     # The longest one statement of an API request may run on PostgreSQL (0: no bound).

@@ -27,6 +27,7 @@ from hookline.api.in_flight import ReleasePlaces
 from hookline.api.keycache import KeyCache
 from hookline.api.limitbook import LimitBook
 from hookline.api.limits import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, BodyLimit, RefuseNul
+from hookline.api.misses import Misses
 from hookline.api.quota import Quota
 from hookline.api.readiness import ReadyProbe
 from hookline.api.routes import (
@@ -122,6 +123,7 @@ def create_app(
         producer=producer,
         secret_box=SecretBox(settings.secret_key or DEV_SECRET_KEY),
         key_cache=KeyCache(settings.api_key_cache_s),
+        misses=Misses(settings.api_unknown_credentials_per_s),
         schema_check=SchemaCheck(sessionmaker, metrics, settings.catalogue_refresh_s),
         limits=LimitBook(sessionmaker, settings),
         quota=Quota(sessionmaker),

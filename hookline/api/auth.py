@@ -74,17 +74,22 @@ def _source_allowed(request: Request, cidrs: list[str]) -> bool:
     return any(address in ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
 
-def _load(token: str, services: Services) -> KeyRecord | None:
+def _load(token: str, services: Services, address: str | None) -> KeyRecord | None:
+    """The key's record, looked up; None when no key has it. 429 for an address that has
+    had its share of look-ups that found nothing this second (`misses.py`)."""
     if KEY_SHAPE.fullmatch(token) is None:
         return None  # no key has that form: answered without a query, database up or not
     digest = hash_key(token)
     if services.key_cache.refused(digest):
         return None  # looked up less than a TTL ago, and none had it
+    services.misses.check(address, digest)
     with services.sessionmaker() as session:
         key = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
     if key is None:
         services.key_cache.refuse(digest)
+        services.misses.charge(address)
         return None
+    services.misses.found(digest)
     record = KeyRecord(
         id=key.id,
         tenant_id=key.tenant_id,
@@ -107,7 +112,7 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 def _principal(request: Request, token: str | None, services: Services) -> Principal:
     checked = _token(HTTPAuthorizationCredentials(scheme="Bearer", credentials=token or ""))
-    key = services.key_cache.get(hash_key(checked)) or _load(checked, services)
+    key = services.key_cache.get(hash_key(checked)) or _load(checked, services, client_ip(request))
     return _admit(request, key)
 
 
@@ -169,7 +174,7 @@ def require_on_loop(scope: str) -> Callable[..., Awaitable[Principal]]:
         credentials: HTTPAuthorizationCredentials | None = Depends(_api_key),
         services: Services = Depends(get_services),
     ) -> Principal:
-        key = await cached_key(_token(credentials), services)
+        key = await cached_key(_token(credentials), services, client_ip(request))
         return _scoped(_admit(request, key), scope)
 
     return check
@@ -195,24 +200,26 @@ async def admitted(request: Request, services: Services) -> Admitted | None:
         return Admitted(tenant_id=None)
     if not token.startswith(KEY_PREFIX):
         return None
-    key = await cached_key(token, services)
     try:
+        key = await cached_key(token, services, client_ip(request))
         _admit(request, key)
-    except ApiError:
+    except ApiError:  # the route gives that answer
         return None
     assert key is not None  # `_admit` refuses None
     return Admitted(tenant_id=key.tenant_id)
 
 
-async def cached_key(token: str, services: Services) -> KeyRecord | None:
+async def cached_key(token: str, services: Services, address: str | None) -> KeyRecord | None:
     """The key's record: from the cache on the event loop, else looked up (and cached) on
-    a worker thread; None for a key that does not exist."""
+    a worker thread; None for a key that does not exist. 429 instead of a look-up for an
+    address that has had its share of unknown credentials this second."""
     if KEY_SHAPE.fullmatch(token) is None:
         return None  # not even the form of a key: no thread, no query
     digest = hash_key(token)
     key = services.key_cache.get(digest)
     if key is None and not services.key_cache.refused(digest):
-        key = await run_in_threadpool(_load, token, services)
+        services.misses.check(address, digest)  # before a thread is taken
+        key = await run_in_threadpool(_load, token, services, address)
     return key
 
 

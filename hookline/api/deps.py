@@ -17,6 +17,7 @@ from hookline.api.handshakes import HandshakeGate
 from hookline.api.in_flight import InFlight
 from hookline.api.keycache import KeyCache
 from hookline.api.limitbook import LimitBook
+from hookline.api.misses import Misses
 from hookline.api.quota import Quota
 from hookline.api.readiness import ReadyProbe
 from producer import Producer
@@ -47,6 +48,8 @@ class Services:
     tracing: Tracing | None = None  # None: the API does not trace (the default)
     # Each tenant's requests in progress in this process (`max_concurrent_requests`).
     in_flight: InFlight = field(default_factory=InFlight)
+    # Look-ups of credentials that found nothing, per client address (`misses.py`).
+    misses: Misses = field(default_factory=lambda: Misses(20))
 
 
 async def get_services(request: Request) -> Services:

@@ -81,7 +81,7 @@ class FastIngest:
         events = [parsed] if isinstance(parsed, EventIn) else parsed.events
         try:
             screen = await services.schema_check.screen(tenant, events)
-        except Exception:  # the database is down: the route gives that answer
+        except Exception:  # the database is down, or a 429: the route gives that answer
             screen = None
         if screen is None or screen.refused:  # the route words (and counts) the 422
             await self.app(scope, _replaying(body, receive), send)
@@ -136,8 +136,9 @@ class FastIngest:
         if not token.startswith(KEY_PREFIX) or not token.isprintable() or " " in token:
             return None
         try:
-            key = await cached_key(token, services)
-        except Exception:  # the database is down: the route gives that answer
+            client = scope.get("client")
+            key = await cached_key(token, services, client[0] if client else None)
+        except Exception:  # the database is down, or a 429: the route gives that answer
             return None
         # Only a live, unrestricted key with the scope; the route answers for the others.
         if key is None or key.revoked_at is not None or key.allowed_cidrs:

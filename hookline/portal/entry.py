@@ -25,6 +25,7 @@ from hookline.portal.session import (
     checked,
     clear_cookie,
     set_cookie,
+    unknown_allowed,
     viewer,
 )
 from hookline.portal.web import NO_REFERRER, PREFIX, page, secure
@@ -36,10 +37,13 @@ router = APIRouter()
 
 
 def _exchange(services: Services, token: str, source_ip: str | None) -> tuple[str, datetime, Theme]:
+    unknown_allowed(services, source_ip, token)
     with services.sessionmaker() as session, session.begin():
         try:
             link, session_token = exchange(session, token, source_ip=source_ip)
         except LinkRefused as exc:
+            if exc.tenant_id is None:  # no such link: a miss of this address
+                services.misses.charge(source_ip)
             message = f"{exc}. Ask the service that sent you the link for a new one."
             # The tenant's theme, when the link is known: it may be inside the tenant's iframe.
             theme = portal_themes.get(session, exc.tenant_id) if exc.tenant_id else None

@@ -113,10 +113,15 @@ def _load(services: Services, request: Request, token: str | None) -> tuple[Port
     `max_concurrent_requests` places and is counted against its `requests_per_s`, as its
     API keys' requests are: a receiver holding a link shares the API's threads and database
     with every tenant too (429 beyond either)."""
+    address = request.client.host if request.client else None
+    unknown_allowed(services, address, token or "")
     with services.sessionmaker() as session:
         try:
             who = session_of(session, token)
+            services.misses.found(token or "")
         except LinkRefused as exc:
+            if exc.tenant_id is None:  # no such session: a miss of this address
+                services.misses.charge(address)
             # The tenant's theme on the refusal too: inside the tenant's iframe, a page
             # that forbids framing would show nothing at all.
             theme = portal_themes.get(session, exc.tenant_id) if exc.tenant_id else None
@@ -128,6 +133,16 @@ def _load(services: Services, request: Request, token: str | None) -> tuple[Port
     except ApiError as exc:
         raise Refused(exc.status_code, exc.message, theme, exc.headers) from None
     return who, theme
+
+
+def unknown_allowed(services: Services, address: str | None, credential: str) -> None:
+    """Refuse (429, before any query) an address that has had its share of unknown
+    sessions, links and keys this second, unless `credential` was found before
+    (`hookline/api/misses.py`)."""
+    try:
+        services.misses.check(address, credential)
+    except ApiError as exc:
+        raise Refused(exc.status_code, exc.message, None, exc.headers) from None
 
 
 async def viewer(request: Request, services: Services = Depends(get_services)) -> Viewer:
