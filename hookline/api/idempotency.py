@@ -10,7 +10,8 @@ Credentials in an answer (`api_key`, `secret`: a new API key or webhook secret) 
 stored in clear: they are sealed like subscription secrets into `secrets_enc` and the stored
 body holds `null` in their place; a replay puts them back, so it is byte for byte the first
 answer. If they can no longer be opened (the key that sealed them left the key ring), the
-replay carries `null` and names the fields in `Idempotent-Secrets-Omitted`.
+replay carries `null` and names the fields in `Idempotent-Secrets-Omitted`
+(`idempotency_seal`).
 
 Expired rows are deleted as the API goes and by `hookline gc` (`idempotency_gc`).
 
@@ -21,7 +22,6 @@ if the stored answer has expired).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -35,18 +35,16 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.db.models import IdempotencyRecord
-from common.errors import ConfigurationError
 from common.secretbox import SecretBox
 from common.wire import utcnow
 from hookline.api import auth
 from hookline.api.errors import error_response, send_error, spec_error
 from hookline.api.idempotency_gc import Sweep
+from hookline.api.idempotency_seal import opened, sealed
 from hookline.api.routes.events import BATCH, SINGLE
 from hookline.api.tenant_limits import certain_refusal
 
 HEADER = b"idempotency-key"
-# Top-level answer fields that hold a credential: sealed, never stored in clear.
-SECRET_FIELDS = ("api_key", "secret")
 OMITTED_HEADER = "idempotent-secrets-omitted"
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
 # Answers that say nothing final about the request: a retry must run it again.
@@ -205,43 +203,7 @@ def _finish(
         body = b"".join(m.get("body", b"") for m in captured if m["type"] == "http.response.body")
         row.status_code = status
         row.headers = headers
-        row.body, row.secrets_enc = _sealed(body, box)
-
-
-def _render(content: Any) -> bytes:
-    """JSON as FastAPI's `JSONResponse` renders it, so a replay is byte for byte the same."""
-    return json.dumps(
-        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode()
-
-
-def _sealed(body: bytes, box: SecretBox) -> tuple[str, str | None]:
-    """The body to store, with its credential fields set to null, and those fields sealed."""
-    text = body.decode("utf-8", errors="replace")
-    try:
-        content = json.loads(body)
-    except ValueError:
-        return text, None
-    if not isinstance(content, dict):
-        return text, None
-    found = {k: content[k] for k in SECRET_FIELDS if isinstance(content.get(k), str)}
-    if not found:
-        return text, None
-    content.update(dict.fromkeys(found))
-    return _render(content).decode(), box.seal(json.dumps(found))
-
-
-def _opened(row: IdempotencyRecord, box: SecretBox) -> tuple[bytes, list[str]]:
-    """The stored body with its sealed fields put back, and the fields that could not be."""
-    body = (row.body or "").encode()
-    if row.secrets_enc is None:
-        return body, []
-    content = json.loads(body)
-    try:
-        content.update(json.loads(box.open(row.secrets_enc)))
-    except ConfigurationError:
-        return body, [k for k in SECRET_FIELDS if k in content]
-    return _render(content), []
+        row.body, row.secrets_enc = sealed(body, box)
 
 
 async def _replay(
@@ -260,7 +222,7 @@ async def _replay(
         message = "a request with this Idempotency-Key is still in progress; retry shortly"
         await error_response(409, "idempotency_in_progress", message)(scope, receive, send)
         return
-    body, omitted = _opened(row, box)
+    body, omitted = opened(row, box)
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in row.headers.items()]
     headers += [
         (b"content-length", str(len(body)).encode()),
