@@ -54,7 +54,7 @@ def _source(address: str | None) -> str:
     if isinstance(parsed, ipaddress.IPv6Address):
         if parsed.ipv4_mapped is not None:
             return str(parsed.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+        return f"{int(parsed) >> 64:x}/64"  # the network's upper half names it
     return str(parsed)
 
 
