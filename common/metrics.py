@@ -33,6 +33,9 @@ REPLAY_RESULTS = ("published", "skipped", "failed")
 SCHEMA_VALIDATION_MODES = ("warn", "reject")  # `off` checks nothing, so counts nothing
 SUBSCRIPTION_STATUSES = ("pending_verification", "active", "paused", "disabled")
 DISABLE_REASONS = ("endpoint_gone", "failing")  # dispatcher/policy/autodisable.py
+# The API's 429 codes (hookline/api: tenant_limits, in_flight, handshakes, misses).
+REFUSAL_REASONS = ("rate_limited", "concurrency_limited", "too_many_handshakes",
+                   "too_many_unknown_credentials")  # fmt: skip
 API_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -119,6 +122,11 @@ class Metrics:
             "hookline_api_request_duration_seconds", "API requests, answered, by route",
             ["route", "method", "status_class"], buckets=API_BUCKETS_S, registry=r,
         )  # fmt: skip
+        self.api_refusals = Counter(
+            "hookline_api_refusals_total",
+            "Requests the API refused (429) to keep what tenants share for all, by reason",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.inflight = Gauge(
             "hookline_inflight_deliveries", "HTTP deliveries in progress", registry=r
         )
@@ -169,6 +177,8 @@ class Metrics:
             self.schema_violations.labels(mode=mode)
         for reason in DISABLE_REASONS:
             self.subscriptions_disabled.labels(reason=reason)
+        for reason in REFUSAL_REASONS:
+            self.api_refusals.labels(reason=reason)
         # The hot route only: other routes' series appear with their first request.
         for klass in ("2xx", "4xx", "5xx"):
             self.api_request_duration.labels(route="/v1/events", method="POST", status_class=klass)

@@ -84,6 +84,9 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
         ("API requests by status class", "reqps", "Answers of the API, ingest included.",
          [q(f"sum by (status_class) (rate(hookline_api_request_duration_seconds_count[{RATE}]))",
             "{{status_class}}")]),
+        ("API refusals by reason", "reqps", "429s of the API and the portal: tenants held "
+         "to their limits, addresses to their unknown credentials.",
+         [q(f"sum by (reason) (rate(hookline_api_refusals_total[{RATE}]))", "{{reason}}")]),
         ("API latency by route (p95)", "s", "95th percentile per route template.",
          [q("histogram_quantile(0.95, sum by (le, route) "
             f"(rate(hookline_api_request_duration_seconds_bucket[{RATE}])))", "{{route}}")]),

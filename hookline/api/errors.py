@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from common.db.session import is_statement_timeout
 from common.errors import BrokerUnavailableError, TransportError
+from common.metrics import REFUSAL_REASONS, Metrics
 from common.wire import EVENT_ID_PATTERN, EVENT_TYPE_PATTERN, OPERATION_PATTERN
 from hookline.api.schemas import EVENT_PATTERN_PATTERN, ErrorResponse
 
@@ -82,8 +83,15 @@ def error_response(
 
 async def send_error(error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer `error` from an ASGI middleware, outside the app's error handler."""
+    count_refusal(scope["app"].state.services.metrics, error.status_code, error.code)
     response = error_response(error.status_code, error.code, error.message, error.headers)
     await response(scope, receive, send)
+
+
+def count_refusal(metrics: Metrics, status_code: int, code: str | None) -> None:
+    """Count a 429 that holds a tenant or an address back (`hookline_api_refusals_total`)."""
+    if status_code == 429 and code in REFUSAL_REASONS:
+        metrics.api_refusals.labels(reason=code).inc()
 
 
 def documented(*status_codes: int) -> dict[int | str, dict[str, Any]]:
@@ -139,8 +147,9 @@ def problems(errors: Sequence[Any]) -> str:
     return "; ".join(lines) or "invalid request"
 
 
-async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
+    count_refusal(request.app.state.services.metrics, exc.status_code, exc.code)
     return error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
 

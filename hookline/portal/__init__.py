@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from hookline.api.deps import Services
+from hookline.api.errors import count_refusal
 from hookline.portal import catalog, deliveries, endpoints, entry, manage
 from hookline.portal.session import Refused
 from hookline.portal.web import HERE, refusal, secure
@@ -37,6 +38,7 @@ def create_portal(services: Services) -> FastAPI:
 
     @portal.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
+        count_refusal(services.metrics, exc.status_code, exc.code)
         answer = refusal(request, exc.status_code, exc.message, exc.theme)
         answer.headers.update(exc.headers)
         return answer

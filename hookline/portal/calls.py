@@ -36,7 +36,7 @@ async def call(seen: Viewer, fn: Callable[[], T]) -> T:
     except ServiceError as exc:
         raise Refused(_status(exc), exc.message, seen.theme) from None
     except ApiError as exc:
-        raise Refused(exc.status_code, exc.message, seen.theme) from None
+        raise Refused.of(exc, seen.theme) from None
 
 
 async def reaching(seen: Viewer, services: Services, fn: Callable[[], T]) -> T:
@@ -47,7 +47,7 @@ async def reaching(seen: Viewer, services: Services, fn: Callable[[], T]) -> T:
     except ServiceError as exc:
         raise Refused(_status(exc), exc.message, seen.theme) from None
     except ApiError as exc:
-        raise Refused(exc.status_code, exc.message, seen.theme) from None
+        raise Refused.of(exc, seen.theme) from None
 
 
 def allowed_or_404(seen: Viewer, subscription_id: str) -> None:

@@ -48,12 +48,19 @@ class Refused(Exception):
         message: str,
         theme: Theme | None = None,
         headers: dict[str, str] | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.theme = theme
         self.headers = headers or {}
+        self.code = code  # an API refusal's code (a limit's 429), for its metric
+
+    @classmethod
+    def of(cls, error: ApiError, theme: Theme | None) -> Refused:
+        """The page for an API refusal (a limit's 429): its status, headers and code kept."""
+        return cls(error.status_code, error.message, theme, error.headers, error.code)
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ def _load(services: Services, request: Request, token: str | None) -> tuple[Port
         hold(services, request.state, who.tenant_id)
         admit_request(services, who.tenant_id)
     except ApiError as exc:
-        raise Refused(exc.status_code, exc.message, theme, exc.headers) from None
+        raise Refused.of(exc, theme) from None
     return who, theme
 
 
@@ -142,7 +149,7 @@ def unknown_allowed(services: Services, address: str | None, credential: str) ->
     try:
         services.misses.check(address, credential)
     except ApiError as exc:
-        raise Refused(exc.status_code, exc.message, None, exc.headers) from None
+        raise Refused.of(exc, None) from None
 
 
 async def viewer(request: Request, services: Services = Depends(get_services)) -> Viewer:

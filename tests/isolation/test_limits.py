@@ -303,6 +303,11 @@ def test_a_tenant_over_its_limits_claims_no_idempotency_key(make_api: Callable[.
         assert (first.status_code, second.status_code) == (202, 429)
         assert "1 events/s" in assert_error(ingest_refused, 429, "rate_limited")
         assert ingest_writes == []
+        # Both answered by the middleware, counted as the route's own 429s are.
+        counted = api.metrics.registry.get_sample_value(
+            "hookline_api_refusals_total", {"reason": "rate_limited"}
+        )
+        assert counted is not None and counted >= 4
 
         cap = api.app.state.services.limits.of_now(tenant_id).max_concurrent_requests
         time.sleep(1.0)  # a fresh requests window: only the places can refuse now

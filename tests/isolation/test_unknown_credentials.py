@@ -46,6 +46,11 @@ def queries_of(api: Api, table: str) -> Iterator[list[str]]:
         event.remove(api.engine, "before_cursor_execute", record)
 
 
+def refusals(api: Api, reason: str = "too_many_unknown_credentials") -> float:
+    value = api.metrics.registry.get_sample_value("hookline_api_refusals_total", {"reason": reason})
+    return value or 0.0
+
+
 def within_one_second(attempt: Callable[[], Any]) -> Any:
     """`attempt()` begun at a second's start, again if the second ended amid it."""
     for _ in range(3):
@@ -67,6 +72,7 @@ def test_unknown_api_keys_from_one_address_cost_a_few_queries_a_second(
     assert api.client.get("/v1/subscriptions", headers=known).status_code == 200
 
     def flood() -> dict[str, Any]:
+        counted = refusals(api)
         with queries_of(api, "api_keys") as seen:
             answers = [api.client.get("/v1/subscriptions", headers=unknown_key())
                        for _ in range(PER_S + 2)]  # fmt: skip
@@ -82,7 +88,7 @@ def test_unknown_api_keys_from_one_address_cost_a_few_queries_a_second(
             elsewhere = other.get("/v1/subscriptions", headers=unknown_key())
         return {"answers": answers, "queried": queried, "after": after, "ingest": ingest,
                 "keyed": keyed, "known": still, "known_queries": known_queries,
-                "elsewhere": elsewhere}  # fmt: skip
+                "elsewhere": elsewhere, "counted": refusals(api) - counted}  # fmt: skip
 
     seen = within_one_second(flood)
 
@@ -96,6 +102,7 @@ def test_unknown_api_keys_from_one_address_cost_a_few_queries_a_second(
     assert_error(seen["ingest"], 429, "too_many_unknown_credentials")
     assert_error(seen["keyed"], 429, "too_many_unknown_credentials")
     assert seen["after"] == seen["queried"]
+    assert seen["counted"] == 4  # counted for the operator, however the 429 was answered
     # A key found before is looked up again and served, from the same address.
     assert seen["known"].status_code == 200 and seen["known_queries"] >= 1
     assert_error(seen["elsewhere"], 401)  # another address has its own count
@@ -112,7 +119,8 @@ def test_unknown_portal_sessions_and_links_count_too(make_api: Callable[..., Api
     signed_in = portal.open(tenant_id)  # the same address as `api.client`
     assert signed_in.get("/portal/endpoints").status_code == 200
 
-    def flood() -> tuple[list[int], int, int, int, int]:
+    def flood() -> tuple[list[int], int, int, int, int, float]:
+        counted = refusals(api)
         with queries_of(api, "portal_links") as seen:
             pages = []
             for _ in range(PER_S + 1):
@@ -123,14 +131,16 @@ def test_unknown_portal_sessions_and_links_count_too(make_api: Callable[..., Api
             link = api.client.get("/portal/open", params={"token": "hlp_" + "x" * 30})
             after = len(seen)
             session = signed_in.get("/portal/endpoints")
-        return pages, queried, link.status_code, after, session.status_code
+        counted = refusals(api) - counted
+        return pages, queried, link.status_code, after, session.status_code, counted
 
-    pages, queried, link, after, session = within_one_second(flood)
+    pages, queried, link, after, session, counted = within_one_second(flood)
 
     assert pages == [401] * PER_S + [429]
     assert queried == PER_S
     assert (link, after) == (429, queried)  # a link's exchange is counted with the sessions
     assert session == 200  # a live session is served from the same address all along
+    assert counted == 2
     portal.close()
 
 

@@ -104,6 +104,39 @@ def test_retrying_a_failed_delivery_starts_a_replay_job_of_one(portal: Portal) -
         thread.join(10)
 
 
+def test_a_retry_past_the_tenants_replay_starts_says_when_to_come_back(portal: Portal) -> None:
+    """A limit's 429 inside the portal keeps the API's Retry-After, and is counted."""
+    tenant, _ = portal.tenant()
+    sub = portal.subscribe(tenant)
+    limited = portal.api.client.patch(f"/v1/tenants/{tenant}/limits", headers=portal.api.admin,
+                                      json={"replay_starts_per_min": 1})  # fmt: skip
+    assert limited.status_code == 200, limited.text
+    ids = []
+    with portal.api.sessionmaker() as session, session.begin():
+        for _ in range(2):
+            message = builders.delivery(session, builders.event(tenant), sub)
+            ids.append(message.delivery_id)
+        session.execute(
+            update(Delivery).where(Delivery.id.in_(ids))
+            .values(status=DeliveryStatus.DEAD, dead_reason="max_attempts", finished_at=utcnow())
+        )  # fmt: skip
+    browser = portal.open(tenant, scope="manage")
+    answers = [
+        browser.post(f"/portal/deliveries/{d}/retry", data={"csrf": portal.csrf(browser)})
+        for d in ids
+    ]
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[1].status_code == 429 and "text/html" in answers[1].headers["content-type"]
+    assert int(answers[1].headers["Retry-After"]) >= 1
+    counted = portal.api.metrics.registry.get_sample_value(
+        "hookline_api_refusals_total", {"reason": "rate_limited"}
+    )
+    assert counted == 1
+    mounted = next(r for r in portal.api.app.routes if getattr(r, "path", "") == "/portal")
+    for thread in getattr(mounted.app.state, "replay_threads", {}).values():  # type: ignore[attr-defined]
+        thread.join(10)
+
+
 def _trace_of(portal: Portal, sub: str) -> bool:
     with portal.api.sessionmaker() as session:
         row = session.get(Subscription, sub)
