@@ -18,12 +18,13 @@ import time
 from collections.abc import Mapping
 
 from pydantic import Field, ValidationError
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import TransportError
 from common.tracing import TraceContext
 from hookline.api import traces
-from hookline.api.auth import EVENTS_WRITE, cached_key
+from hookline.api.auth import EVENTS_WRITE, admitted, cached_key
 from hookline.api.deps import Services
 from hookline.api.errors import ApiError, send_error
 from hookline.api.routes.events import (
@@ -34,7 +35,7 @@ from hookline.api.routes.events import (
 )
 from hookline.api.schema_check import Screen
 from hookline.api.schemas import MAX_BATCH_EVENTS, EventAccepted, EventIn, Strict
-from hookline.api.tenant_limits import admit_events
+from hookline.api.tenant_limits import admit_events, certain_refusal
 from hookline.services.keys import KEY_PREFIX
 from producer import InvalidEvent
 
@@ -67,6 +68,14 @@ class FastIngest:
         services: Services = scope["app"].state.services
         started_ns = time.time_ns() if services.tracing is not None else None
         tenant = await self._plain(scope, services, self.limits[path])
+        # A tenant this process knows is over its ingest rate is refused before its body is
+        # read and parsed (up to 5 MiB): else it could spend the event loop's CPU, which
+        # every tenant's ingest shares, as fast as it can send.
+        known = tenant or await _tenant_of(scope, services)
+        refusal = await certain_refusal(services, known, ingest=True) if known else None
+        if refusal is not None:
+            await send_error(refusal, scope, receive, send)
+            return
         if tenant is None:
             await self.app(scope, receive, send)
             return
@@ -81,7 +90,7 @@ class FastIngest:
         events = [parsed] if isinstance(parsed, EventIn) else parsed.events
         try:
             screen = await services.schema_check.screen(tenant, events)
-        except Exception:  # the database is down, or a 429: the route gives that answer
+        except Exception:  # the database is down: the route gives that answer
             screen = None
         if screen is None or screen.refused:  # the route words (and counts) the 422
             await self.app(scope, _replaying(body, receive), send)
@@ -144,6 +153,12 @@ class FastIngest:
         if key is None or key.revoked_at is not None or key.allowed_cidrs:
             return None
         return key.tenant_id if EVENTS_WRITE in key.scopes else None
+
+
+async def _tenant_of(scope: Scope, services: Services) -> str | None:
+    """The tenant of a request the route will admit (a live key, allowed from here)."""
+    caller = await admitted(Request(scope), services)
+    return caller.tenant_id if caller is not None else None
 
 
 async def _admit_and_accept(

@@ -328,3 +328,37 @@ def test_a_tenant_over_its_limits_claims_no_idempotency_key(make_api: Callable[.
         assert "INSERT" in touched
     finally:
         stop()
+
+
+def test_a_tenant_over_its_ingest_rate_is_refused_before_its_body_is_parsed(
+    make_api: Callable[..., Api],
+) -> None:
+    """Parsing a batch (up to 5 MiB) runs on the event loop every tenant's ingest shares.
+    Once this process knows the tenant's window is spent, its next requests get the 429
+    before the body is read: a body that is not even JSON is refused for the rate, not
+    parsed into a 422, whichever way the request takes (the fast path, or the route for a
+    key restricted to some networks)."""
+    api = make_api(tenant_ingest_rate_per_s=1, client_address=("127.0.0.1", 40000))
+    tenant_id, auth = api.tenant("a")
+    fenced = api.client.post(
+        f"/v1/tenants/{tenant_id}/api-keys",
+        json={"scopes": ["events:write"], "allowed_cidrs": ["127.0.0.0/8"]},
+        headers=ADMIN,
+    ).json()["api_key"]
+    not_json = {"content": b"{" * 100_000, "headers": {**auth, "Content-Type": "application/json"}}
+    for _ in range(3):  # a window can end amid the requests on a slow machine
+        at_window_start()
+        window = int(time.time())
+        spent = [api.client.post("/v1/events", json=event(), headers=auth) for _ in range(2)]
+        plain = api.client.post("/v1/events/batch", **not_json)
+        routed = api.client.post(
+            "/v1/events/batch", content=b"{" * 100_000,
+            headers={"Authorization": f"Bearer {fenced}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        if int(time.time()) == window:
+            break
+    assert [r.status_code for r in spent] == [202, 429]
+    assert "1 events/s" in assert_error(plain, 429, "rate_limited")
+    assert "1 events/s" in assert_error(routed, 429, "rate_limited")
+    time.sleep(1.0)  # a new window: the same body is parsed, and refused for what it is
+    assert_error(api.client.post("/v1/events/batch", **not_json), 422)
