@@ -28,6 +28,7 @@ from hookline.api.keycache import KeyCache
 from hookline.api.limitbook import LimitBook
 from hookline.api.limits import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, BodyLimit, RefuseNul
 from hookline.api.misses import Misses
+from hookline.api.over_limit import OverLimit
 from hookline.api.quota import Quota
 from hookline.api.readiness import ReadyProbe
 from hookline.api.routes import (
@@ -151,6 +152,9 @@ def create_app(
     document_request_limit(app, auth.COUNTING)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={BATCH: MAX_BATCH_BODY_BYTES})
     app.add_middleware(RefuseNul)
+    # A tenant known to be over its limits gets its 429 before its body is read or its
+    # Idempotency-Key claimed (`over_limit.py`).
+    app.add_middleware(OverLimit)
     # Outermost: a tenant's place is given back once its response is sent (`in_flight.py`).
     app.add_middleware(ReleasePlaces, in_flight=app.state.services.in_flight)
     return app

@@ -187,11 +187,12 @@ class Admitted:
     tenant_id: str | None
 
 
-async def admitted(request: Request, services: Services) -> Admitted | None:
+async def admitted(request: Request, services: Services, *, lookup: bool = True) -> Admitted | None:
     """Who the request's bearer is, when it is the admin token or a live API key usable
     from its address: what `require` or `require_admin` would let past before scopes and
     limits; else None. For the work a middleware does before the route (an idempotency
-    claim), which a request the route will refuse as 401 or 403 must not cost."""
+    claim), which a request the route will refuse as 401 or 403 must not cost. Without
+    `lookup`, only a key fresh in this process's cache is known (no query, no thread)."""
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -201,7 +202,10 @@ async def admitted(request: Request, services: Services) -> Admitted | None:
     if not token.startswith(KEY_PREFIX):
         return None
     try:
-        key = await cached_key(token, services, client_ip(request))
+        if lookup:
+            key = await cached_key(token, services, client_ip(request))
+        else:
+            key = services.key_cache.peek(hash_key(token))
         _admit(request, key)
     except ApiError:  # the route gives that answer
         return None

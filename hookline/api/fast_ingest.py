@@ -18,13 +18,12 @@ import time
 from collections.abc import Mapping
 
 from pydantic import Field, ValidationError
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import TransportError
 from common.tracing import TraceContext
 from hookline.api import traces
-from hookline.api.auth import EVENTS_WRITE, admitted, cached_key
+from hookline.api.auth import EVENTS_WRITE, cached_key
 from hookline.api.deps import Services
 from hookline.api.errors import ApiError, send_error
 from hookline.api.routes.events import (
@@ -68,16 +67,15 @@ class FastIngest:
         services: Services = scope["app"].state.services
         started_ns = time.time_ns() if services.tracing is not None else None
         tenant = await self._plain(scope, services, self.limits[path])
+        if tenant is None:  # the route's; `OverLimit` refuses a tenant past its rate there
+            await self.app(scope, receive, send)
+            return
         # A tenant this process knows is over its ingest rate is refused before its body is
         # read and parsed (up to 5 MiB): else it could spend the event loop's CPU, which
-        # every tenant's ingest shares, as fast as it can send.
-        known = tenant or await _tenant_of(scope, services)
-        refusal = await certain_refusal(services, known, ingest=True) if known else None
+        # every tenant's ingest shares, as fast as it can send (`over_limit.py`).
+        refusal = await certain_refusal(services, tenant, ingest=True)
         if refusal is not None:
             await send_error(refusal, scope, receive, send)
-            return
-        if tenant is None:
-            await self.app(scope, receive, send)
             return
         body = await _read(receive)
         if body is None:
@@ -153,12 +151,6 @@ class FastIngest:
         if key is None or key.revoked_at is not None or key.allowed_cidrs:
             return None
         return key.tenant_id if EVENTS_WRITE in key.scopes else None
-
-
-async def _tenant_of(scope: Scope, services: Services) -> str | None:
-    """The tenant of a request the route will admit (a live key, allowed from here)."""
-    caller = await admitted(Request(scope), services)
-    return caller.tenant_id if caller is not None else None
 
 
 async def _admit_and_accept(

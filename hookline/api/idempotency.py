@@ -38,11 +38,9 @@ from common.db.models import IdempotencyRecord
 from common.secretbox import SecretBox
 from common.wire import utcnow
 from hookline.api import auth
-from hookline.api.errors import error_response, send_error, spec_error
+from hookline.api.errors import error_response, spec_error
 from hookline.api.idempotency_gc import Sweep
 from hookline.api.idempotency_seal import opened, sealed
-from hookline.api.routes.events import BATCH, SINGLE
-from hookline.api.tenant_limits import certain_refusal
 
 HEADER = b"idempotency-key"
 OMITTED_HEADER = "idempotent-secrets-omitted"
@@ -50,7 +48,6 @@ KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
 # Answers that say nothing final about the request: a retry must run it again.
 NOT_STORED = frozenset({401, 403, 409, 429})
 REPLAYED_HEADER = "idempotent-replayed"
-INGEST_PATHS = frozenset({SINGLE, BATCH})  # they count events, not requests
 _KEPT_HEADERS = ("content-type", "cache-control", "location", "retry-after")
 
 
@@ -86,15 +83,8 @@ class Idempotency:
             # anyone who can reach the API, with no credential at all.
             await self.app(scope, receive, send)
             return
-        if caller.tenant_id is not None:
-            # Nor for a tenant this process already knows is over its limits: the route's
-            # 429, given here, before the claim a tenant could otherwise make others pay
-            # for as fast as it can send.
-            ingest = scope["path"] in INGEST_PATHS
-            refusal = await certain_refusal(services, caller.tenant_id, ingest=ingest)
-            if refusal is not None:
-                await send_error(refusal, scope, receive, send)
-                return
+        # Nor for a tenant this process knows is over its limits: `OverLimit`, outside this
+        # middleware, has answered its 429 already.
         body, more = await _read_body(receive)
         owner = hashlib.sha256(_header(scope, b"authorization") or b"anonymous").hexdigest()
         request_hash = hashlib.sha256(

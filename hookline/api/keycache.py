@@ -58,6 +58,15 @@ class KeyCache:
             self._entries[key_hash] = (expires, record, True)
             return None
 
+    def peek(self, key_hash: str) -> KeyRecord | None:
+        """The record while it is fresh, else None; unlike `get`, never asks the caller to
+        look it up (for a check that can do without one)."""
+        with self._lock:
+            entry = self._entries.get(key_hash)
+            if entry is None or time.monotonic() >= entry[0]:
+                return None
+            return entry[1]
+
     def put(self, key_hash: str, record: KeyRecord) -> None:
         if self._ttl_s <= 0:
             return

@@ -10,6 +10,7 @@ from sqlalchemy import event, update
 
 from common.db.models import ApiKey
 from common.wire import utcnow
+from hookline.api.keycache import KeyCache, KeyRecord
 from hookline.services.keys import hash_key, new_api_key
 from tests.api.support import assert_error
 from tests.api.test_health import missing_database
@@ -133,3 +134,18 @@ def test_a_wrong_key_costs_one_look_up_a_cache_period_not_one_a_request(make_api
         assert api.client.get("/v1/subscriptions", headers=real).status_code == 200
     finally:
         event.remove(api.engine, "before_cursor_execute", seen)
+
+
+def test_a_peek_at_the_key_cache_never_delays_a_keys_refresh() -> None:
+    """`OverLimit` peeks at the cache and never looks a key up: were its peek taken for the
+    caller that refreshes an expired entry, the others would keep the old record (a
+    revocation unseen) for one more period, and nobody would look the key up meanwhile."""
+    cache = KeyCache(ttl_s=0.05)
+    record = KeyRecord("k1", "t1", frozenset({"events:write"}), (), None)
+    cache.put("h", record)
+    assert cache.peek("h") == record
+    time.sleep(0.06)
+    assert cache.peek("h") is None  # expired: a peek does not serve it
+    assert cache.peek("h") is None
+    assert cache.get("h") is None  # the first real caller is the one told to look it up
+    assert cache.get("h") == record  # the others keep the old record while it does

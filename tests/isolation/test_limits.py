@@ -282,12 +282,17 @@ def test_a_tenant_over_its_limits_claims_no_idempotency_key(make_api: Callable[.
             keyed = {**auth, "Idempotency-Key": f"over-{window}"}
             refused = api.client.post("/v1/subscriptions", json=subscription, headers=keyed)
             writes = list(touched)
+            unparsed = api.client.post(
+                "/v1/subscriptions", content=b"{" * 10_000,
+                headers={**auth, "Content-Type": "application/json"},
+            )  # fmt: skip
             if int(time.time()) == window:
                 break
         assert [a.status_code for a in spend] == [200, 200, 429]
         assert "2 API requests/s" in assert_error(refused, 429, "rate_limited")
         assert refused.headers["Retry-After"] == "1"
         assert writes == []
+        assert_error(unparsed, 429, "rate_limited")  # refused before its body was parsed
 
         for _ in range(3):
             at_window_start()
@@ -313,6 +318,9 @@ def test_a_tenant_over_its_limits_claims_no_idempotency_key(make_api: Callable[.
         time.sleep(1.0)  # a fresh requests window: only the places can refuse now
         for _ in range(cap):  # what `cap` requests in progress hold
             assert api.app.state.services.in_flight.enter(tenant_id, cap)
+        # The key's cache entry has expired: the first request looks it up again, through
+        # the route (which refuses it); the next ones are refused at the door.
+        assert_error(api.client.get("/v1/subscriptions", headers=auth), 429, "concurrency_limited")
         touched.clear()
         busy = api.client.post("/v1/subscriptions", json=subscription, headers=keyed)
         assert_error(busy, 429, "concurrency_limited")
