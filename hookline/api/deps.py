@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # it reads the catalogue through the services, which need thi
     from hookline.api.schema_check import SchemaCheck
 
 
+# The setting's default, for services built without `create_app` (tests).
+_UNKNOWN_CREDENTIALS_PER_S = Settings.model_fields["api_unknown_credentials_per_s"].default
+
+
 @dataclass(frozen=True)
 class Services:
     settings: Settings
@@ -49,7 +53,7 @@ class Services:
     # Each tenant's requests in progress in this process (`max_concurrent_requests`).
     in_flight: InFlight = field(default_factory=InFlight)
     # Look-ups of credentials that found nothing, per client address (`misses.py`).
-    misses: Misses = field(default_factory=lambda: Misses(20))
+    misses: Misses = field(default_factory=lambda: Misses(_UNKNOWN_CREDENTIALS_PER_S))
 
 
 async def get_services(request: Request) -> Services:

@@ -9,12 +9,12 @@ it can send them.
 So each client address gets `HOOKLINE_API_UNKNOWN_CREDENTIALS_PER_S` look-ups a second
 that find nothing; beyond them, a credential this process does not already know is
 refused at once (429 `too_many_unknown_credentials`, `Retry-After: 1`), without a query,
-until the next second. A credential this process has found before (the last
-`MAX_FOUND` of them) is never refused here, so the periodic re-check of a live key or
-session goes on whatever others send from the same address (a proxy's, say). Counted in
-memory per API process, like the threads it protects. An IPv6 address counts by its /64, what one
-host is usually given; past `MAX_ADDRESSES` in one second, the addresses not yet seen
-share one count, so a flood from many addresses gets one budget between them.
+until the next second. A credential this process has found before (the last `MAX_FOUND`
+of them) is never refused here, so the periodic re-check of a live key or session goes on
+whatever others send from the same address (a proxy's, say). Counted in memory per API
+process, like the threads it protects. An IPv6 address counts by its /64, what one host is
+usually given; past `MAX_ADDRESSES` in one second, the addresses not yet seen share one
+count, so a flood from many addresses gets one budget between them.
 """
 
 from __future__ import annotations
