@@ -115,7 +115,7 @@ class Idempotency:
         try:
             await self.app(scope, replay_body, capture)
         finally:
-            await run_in_threadpool(_finish, sessions, box, owner, key, captured)
+            await run_in_threadpool(_finish, sessions, box, owner, key, scope["path"], captured)
         for answer in captured:
             await send(answer)
         if self._sweep.due():
@@ -174,6 +174,7 @@ def _finish(
     box: SecretBox,
     owner: str,
     key: str,
+    path: str,
     captured: list[Message],
 ) -> None:
     start = next((m for m in captured if m["type"] == "http.response.start"), None)
@@ -193,7 +194,7 @@ def _finish(
         body = b"".join(m.get("body", b"") for m in captured if m["type"] == "http.response.body")
         row.status_code = status
         row.headers = headers
-        row.body, row.secrets_enc = sealed(body, box)
+        row.body, row.secrets_enc = sealed(body, box, path)
 
 
 async def _replay(
@@ -212,7 +213,7 @@ async def _replay(
         message = "a request with this Idempotency-Key is still in progress; retry shortly"
         await error_response(409, "idempotency_in_progress", message)(scope, receive, send)
         return
-    body, omitted = opened(row, box)
+    body, omitted = opened(row, box, scope["path"])
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in row.headers.items()]
     headers += [
         (b"content-length", str(len(body)).encode()),

@@ -1,7 +1,8 @@
 """The idempotency store keeps no credential in clear, and forgets answers after the TTL.
 
-A POST with `Idempotency-Key` that answers with an API key or a webhook secret stores its
-answer with those fields sealed (like subscription secrets); a replay restores them. Rows
+A POST with `Idempotency-Key` that answers with an API key, a webhook secret or a portal
+link (its `url` carries the token that opens the portal) stores its answer with those
+fields sealed (like subscription secrets); a replay restores them. Rows
 older than `HOOKLINE_IDEMPOTENCY_TTL_S` are deleted by the API as it goes and by
 `hookline gc` (docs/security.md, "Idempotency store").
 """
@@ -31,8 +32,8 @@ PASS = {"X-Shared-Pass": "receiver-pass-7f3a9c"}
 
 
 def _credentials_issued(api: Api) -> tuple[list[Any], list[str]]:
-    """A tenant, a key, a subscription and a rotation, each with an Idempotency-Key: the
-    responses, and every credential they returned."""
+    """A tenant, a key, a subscription, a rotation and a portal link, each with an
+    Idempotency-Key: the responses, and every credential they returned."""
     tenant = _keyed(api, "/v1/tenants", {"name": "acme"}, api.admin, "tenant-1")
     tenant_id = tenant.json()["id"]
     auth = {"Authorization": f"Bearer {tenant.json()['api_key']}"}
@@ -53,7 +54,8 @@ def _credentials_issued(api: Api) -> tuple[list[Any], list[str]]:
         auth,
         "rotate-1",
     )
-    responses = [tenant, key, subscription, rotated]
+    link = _keyed(api, "/v1/portal/links", {"scope": "manage"}, auth, "link-1")
+    responses = [tenant, key, subscription, rotated, link]
     for response in responses:
         assert response.status_code in (200, 201), response.text
     credentials = [
@@ -61,8 +63,9 @@ def _credentials_issued(api: Api) -> tuple[list[Any], list[str]]:
         key.json()["api_key"],
         subscription.json()["secret"],
         rotated.json()["secret"],
+        link.json()["url"].rsplit("token=", 1)[1],
     ]
-    assert all(c.startswith(("hl_", "whsec_")) for c in credentials)
+    assert all(c.startswith(("hl_", "whsec_", "hlp_")) for c in credentials)
     return responses, credentials
 
 
@@ -71,7 +74,7 @@ def test_stored_answers_hold_no_credential_in_clear(api: Api):
 
     with api.sessionmaker() as session:
         rows = list(session.scalars(select(IdempotencyRecord)))
-    assert len(rows) == 4
+    assert len(rows) == 5
     stored = " ".join(f"{r.body} {r.headers} {r.secrets_enc}" for r in rows)
     for credential in credentials:
         assert credential not in stored
@@ -102,6 +105,7 @@ def test_a_replay_still_answers_with_the_credentials_byte_for_byte(api: Api):
         _keyed(
             api, f"/v1/subscriptions/{sub_id}/rotate-secret", {"overlap_s": 60}, auth, "rotate-1"
         ),
+        _keyed(api, "/v1/portal/links", {"scope": "manage"}, auth, "link-1"),
     ]
 
     for first, replayed in zip(responses, again, strict=True):
@@ -193,10 +197,15 @@ def test_a_replay_whose_credentials_cannot_be_opened_says_it_left_them_out(make_
     first_key, other_key = "1f" * 32, "2e" * 32
     api: Api = make_db_api(secret_key=first_key)
     first = _keyed(api, "/v1/tenants", {"name": "acme"}, api.admin, "tenant-1")
+    auth = {"Authorization": f"Bearer {first.json()['api_key']}"}
+    link = _keyed(api, "/v1/portal/links", {"scope": "manage"}, auth, "link-1")
     rekeyed: Api = make_db_api(secret_key=other_key)
 
     again = _keyed(rekeyed, "/v1/tenants", {"name": "acme"}, api.admin, "tenant-1")
+    link_again = _keyed(rekeyed, "/v1/portal/links", {"scope": "manage"}, auth, "link-1")
 
     assert again.headers["idempotent-replayed"] == "true"
     assert again.headers["idempotent-secrets-omitted"] == "api_key"
     assert again.json() == {**first.json(), "api_key": None}
+    assert link_again.headers["idempotent-secrets-omitted"] == "url"
+    assert link_again.json() == {**link.json(), "url": None}
