@@ -1,4 +1,5 @@
-"""`Idempotency-Key` on every POST: a repeated request gets the first one's stored answer.
+"""`Idempotency-Key` on every POST of the API (`/v1/`): a repeated request gets the first
+one's stored answer. The portal's forms are not kept (their HTML may show a secret).
 
 The first request with a key claims it (a row without an answer) before it runs, so a
 concurrent repeat is told 409 instead of running twice; its answer is stored when it is
@@ -44,6 +45,8 @@ from hookline.api.idempotency_seal import opened, sealed
 
 HEADER = b"idempotency-key"
 OMITTED_HEADER = "idempotent-secrets-omitted"
+# The key is the API's: the portal's forms (HTML that may show a secret) are never kept.
+API = "/v1/"
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
 # Answers that say nothing final about the request: a retry must run it again.
 NOT_STORED = frozenset({401, 403, 409, 429})
@@ -67,7 +70,7 @@ class Idempotency:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key_bytes = _header(scope, HEADER) if scope["type"] == "http" else None
-        if key_bytes is None or scope["method"] != "POST":
+        if key_bytes is None or scope["method"] != "POST" or not scope["path"].startswith(API):
             await self.app(scope, receive, send)
             return
         key = key_bytes.decode("latin-1")

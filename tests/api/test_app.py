@@ -5,6 +5,7 @@ truth about every route.
 from __future__ import annotations
 
 from common.db.session import make_engine, make_sessionmaker
+from hookline.api.idempotency import API as IDEMPOTENT
 from tests.api.support import Api, assert_error, served_routes
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
@@ -74,6 +75,7 @@ def test_openapi_describes_every_route_the_app_serves_with_our_error_shape(api):
                 assert {"409", "422"} <= statuses, (method, path)
                 names = [p["name"] for p in op.get("parameters", [])]
                 assert "Idempotency-Key" in names, (method, path)
+                assert path.startswith(IDEMPOTENT), path  # where the key is honoured
             if "requestBody" in op:
                 assert {"413", "422"} <= statuses, (method, path)
             for status, response in op["responses"].items():

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from common.db.models import AuditEntry, Delivery, PortalLink, Subscription
+from common.db.models import AuditEntry, Delivery, IdempotencyRecord, PortalLink, Subscription
 from common.db.statuses import DeliveryStatus
 from common.wire import utcnow
 from hookline.services import portal_links
@@ -278,3 +278,21 @@ def test_links_expired_more_than_a_day_ago_are_deleted_as_new_ones_are_minted(
         left = set(session.scalars(select(PortalLink.id)))
     assert left == {yesterday, live, fresh}
     assert portal_links.SWEEP_PER_MINT > 1  # each mint deletes more than it adds
+
+
+def test_a_portal_answer_is_never_kept_by_the_idempotency_store(portal: Portal) -> None:
+    """`Idempotency-Key` belongs to the /v1 API. A portal POST that carries one, with any
+    live API key beside its session, was stored whole: the HTML of a Reveal (or Rotate, or
+    a new endpoint) holds a webhook secret, kept in clear in `idempotency_keys` for a day."""
+    tenant_id, auth = portal.tenant()
+    sub = portal.subscribe(tenant_id)
+    browser = portal.open(tenant_id, scope="manage")
+    keyed = {**auth, "Idempotency-Key": "reveal-1"}
+    reveal = f"/portal/endpoints/{sub}/reveal"
+    shown = [browser.post(reveal, data={"csrf": portal.csrf(browser)}, headers=keyed)
+             for _ in range(2)]  # fmt: skip
+    assert [page.status_code for page in shown] == [200, 200]
+    assert all("idempotent-replayed" not in page.headers for page in shown)  # served twice
+    assert "whsec_" in shown[0].text
+    with portal.api.sessionmaker() as session:
+        assert list(session.scalars(select(IdempotencyRecord.key))) == []
