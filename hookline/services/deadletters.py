@@ -40,10 +40,12 @@ class Selection(Protocol):
     def tenant(self) -> str | None: ...
 
 
-def refuse_unnamed(selection: Selection, *, everything: bool) -> None:
+def refuse_unnamed(selection: Selection, *, everything: bool, by_tenant_key: bool = False) -> None:
     """`PurgeRefused` for a purge that names nothing (no filter, no tenant) and does not
-    say `everything`."""
-    if not selection.narrows and selection.tenant is None and not everything:
+    say `everything`. A tenant's own key can only reach its tenant, so for it the tenant
+    names nothing: an empty purge from it would be all of the tenant's."""
+    tenant_named = selection.tenant is not None and not by_tenant_key
+    if not selection.narrows and not tenant_named and not everything:
         raise PurgeRefused()
 
 
@@ -58,11 +60,17 @@ class Purged:
 
 
 def purge(
-    session: Session, dead: DeadFilter, *, actor: str, everything: bool, dry_run: bool
+    session: Session,
+    dead: DeadFilter,
+    *,
+    actor: str,
+    everything: bool,
+    dry_run: bool,
+    by_tenant_key: bool = False,
 ) -> Purged:
     """Count, and unless `dry_run` cancel, the dead letters `dead` selects (`hookline gc`
     removes cancelled rows later); the caller commits."""
-    refuse_unnamed(dead, everything=everything)
+    refuse_unnamed(dead, everything=everything, by_tenant_key=by_tenant_key)
     matched = summarize_dead(session, dead).total
     if dry_run or matched == 0:
         return Purged(matched, 0, dry_run)

@@ -16,11 +16,17 @@ from hookline.services.deadletters import Purged, refuse_unnamed
 
 
 def purge(
-    session: Session, poison: PoisonFilter, *, actor: str, everything: bool, dry_run: bool
+    session: Session,
+    poison: PoisonFilter,
+    *,
+    actor: str,
+    everything: bool,
+    dry_run: bool,
+    by_tenant_key: bool = False,
 ) -> Purged:
     """Count, and unless `dry_run` delete, the poison messages `poison` selects; the caller
     drained `hookline.poison` first, and commits."""
-    refuse_unnamed(poison, everything=everything)
+    refuse_unnamed(poison, everything=everything, by_tenant_key=by_tenant_key)
     matched = session.scalar(
         select(func.count()).select_from(PoisonMessage).where(*poison.conditions())
     )

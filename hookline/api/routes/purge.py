@@ -33,7 +33,8 @@ def purge_dead_letters(
     services: Services = Depends(get_services),
 ) -> PurgeOut:
     """Cancel the matching dead letters (`dry_run`: only count them). A filter, or
-    `"all": true`, is required; a tenant's key purges its own tenant's only."""
+    `"all": true`, is required (for a tenant's key its tenant is no filter); a tenant's
+    key purges its own tenant's only."""
     dead = dead_filter(
         who,
         tenant=body.tenant,
@@ -46,7 +47,10 @@ def purge_dead_letters(
     )
     with services.sessionmaker() as session, session.begin():
         try:
-            done = purge(session, dead, actor=who.actor, everything=body.all, dry_run=body.dry_run)
+            done = purge(
+                session, dead, actor=who.actor, everything=body.all, dry_run=body.dry_run,
+                by_tenant_key=who.tenant_id is not None,
+            )  # fmt: skip
         except PurgeRefused as exc:
             raise ApiError(409, exc.code, exc.worded(SPELLING)) from None
     return _out(done)
@@ -64,12 +68,14 @@ def purge_poison_messages(
     only the admin token."""
     wanted = PoisonFilter(who.tenant(body.tenant), body.source_queue, body.since, body.until)
     try:
-        refuse_unnamed(wanted, everything=body.all)  # before any work
+        by_tenant_key = who.tenant_id is not None
+        refuse_unnamed(wanted, everything=body.all, by_tenant_key=by_tenant_key)  # before any work
         drain_poison(services.transport, services.sessionmaker)
         with services.sessionmaker() as session, session.begin():
             done = poison.purge(
-                session, wanted, actor=who.actor, everything=body.all, dry_run=body.dry_run
-            )
+                session, wanted, actor=who.actor, everything=body.all, dry_run=body.dry_run,
+                by_tenant_key=by_tenant_key,
+            )  # fmt: skip
     except PurgeRefused as exc:
         raise ApiError(409, exc.code, exc.worded(SPELLING)) from None
     return _out(done)
