@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -119,6 +120,10 @@ class Settings(BaseSettings):
     api_unknown_credentials_per_s: int = Field(default=20, ge=1, le=100_000)
     # Outbound calls (handshakes) an API process runs at once, all tenants together.
     api_max_handshakes: int = Field(default=32, ge=1, le=1000)
+    # The API's address as browsers and clients reach it, e.g. https://hooks.example.com when
+    # a proxy in front ends TLS: portal links are built on it, and the portal's cookie is
+    # `Secure` when it is https. Unset: the address each request came in on.
+    public_url: str | None = None
     # The longest one statement of an API request may run on PostgreSQL (0: no bound).
     api_statement_timeout_s: float = Field(default=30.0, ge=0, le=3600)
     # Delivery engine: retry jitter, per-endpoint isolation, auto-disable (architecture §6).
@@ -150,6 +155,22 @@ class Settings(BaseSettings):
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_an_origin(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        try:
+            parts.port  # noqa: B018 -- raises for a port that is not one
+        except ValueError:
+            parts = parts._replace(netloc="")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("HOOKLINE_PUBLIC_URL must be an http:// or https:// address")
+        if parts.username is not None or parts.query or parts.fragment:
+            raise ValueError("HOOKLINE_PUBLIC_URL takes no credentials, query or fragment")
+        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
     @field_validator("egress_proxy")
     @classmethod

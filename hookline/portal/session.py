@@ -28,6 +28,7 @@ from starlette.responses import Response
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError
 from hookline.api.in_flight import hold
+from hookline.api.public_url import over_https
 from hookline.api.tenant_limits import admit_request
 from hookline.services import portal_themes
 from hookline.services.audit import Actor
@@ -99,8 +100,9 @@ def _cookie(value: str, expires_at: datetime, *, embedded: bool, secure: bool) -
 def set_cookie(
     response: Response, request: Request, token: str, expires_at: datetime, *, embedded: bool
 ) -> None:
-    """The session cookie: Strict, or for an embeddable portal None + Partitioned."""
-    secure = request.url.scheme == "https"
+    """The session cookie: Strict, or for an embeddable portal None + Partitioned; `Secure`
+    whenever browsers reach the portal over https (`HOOKLINE_PUBLIC_URL` behind a proxy)."""
+    secure = over_https(request, request.app.state.services.settings)
     response.headers.append(
         "set-cookie", _cookie(token, expires_at, embedded=embedded, secure=secure)
     )
@@ -110,7 +112,7 @@ def clear_cookie(response: Response, request: Request) -> None:
     """Remove the session cookie, in both modes: the theme may have changed since it was set,
     and a partitioned cookie is removed only by a partitioned Set-Cookie."""
     gone = datetime(1970, 1, 1, tzinfo=UTC)
-    secure = request.url.scheme == "https"
+    secure = over_https(request, request.app.state.services.settings)
     for embedded in (False, True):
         response.headers.append("set-cookie", _cookie("", gone, embedded=embedded, secure=secure))
 

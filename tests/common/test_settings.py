@@ -107,3 +107,19 @@ def test_each_default_the_contract_states_is_the_one_in_code(
         monkeypatch.delenv(variable)
     assert words in _contract(), f"the contract no longer says {words!r}"
     assert getattr(Settings(), name.lower()) == default
+
+
+def test_the_public_url_is_an_origin_with_an_optional_path() -> None:
+    assert Settings(public_url="https://hooks.example.com/").public_url == (
+        "https://hooks.example.com"
+    )
+    assert Settings(public_url="http://127.0.0.1:8000/hooks/").public_url == (
+        "http://127.0.0.1:8000/hooks"
+    )
+    assert Settings(public_url=" ").public_url is None
+    for bad in ("ftp://x", "https://", "hooks.example.com", "https://x:99999",
+                "https://user:pw@x", "https://x/?a=1", "https://x/#top"):  # fmt: skip
+        with pytest.raises(ValidationError) as refused:
+            Settings(public_url=bad)
+        assert "HOOKLINE_PUBLIC_URL" in str(refused.value)
+        assert "pw" not in str(refused.value)  # a credential is never echoed

@@ -76,8 +76,8 @@ class Portal:
             client.close()
 
 
-@pytest.fixture
-def portal(database_url: str) -> Iterator[Portal]:
+def make_portal_api(database_url: str, **overrides: Any) -> Api:
+    """An API app on the in-memory broker, as the portal's tests use it."""
     settings = Settings(
         database_url=database_url,
         broker_url="memory://",
@@ -85,6 +85,7 @@ def portal(database_url: str) -> Iterator[Portal]:
         allow_private_targets=True,
         allow_http=True,
         retry_schedule="1s,2s",
+        **overrides,
     )
     engine = make_engine(database_url)
     transport = MemoryTransport()
@@ -93,9 +94,12 @@ def portal(database_url: str) -> Iterator[Portal]:
     sessions = make_sessionmaker(engine)
     app = create_app(settings, transport=transport, sessionmaker=sessions, metrics=metrics)
     client = TestClient(app, client=("testclient", 50000))
-    made = Portal(Api(client, app, settings, transport, sessions, metrics, engine))
+    return Api(client, app, settings, transport, sessions, metrics, engine)
+
+
+@pytest.fixture
+def portal(database_url: str) -> Iterator[Portal]:
+    made = Portal(make_portal_api(database_url))
     yield made
     made.close()
-    client.close()
-    transport.close()
-    engine.dispose()
+    made.api.close()

@@ -7,13 +7,18 @@ from sqlalchemy import select
 
 from common.db.models import PortalLink
 from tests.api.support import TestClient
-from tests.portal.conftest import Portal
+from tests.portal.conftest import CSRF, Portal, make_portal_api
 
 
 def _cookie(response: object) -> str:
     headers = response.headers  # type: ignore[attr-defined]
     cookie: str = next(v for k, v in headers.multi_items() if k == "set-cookie")
     return cookie
+
+
+def _cookies(response: object) -> list[str]:
+    headers = response.headers  # type: ignore[attr-defined]
+    return [v for k, v in headers.multi_items() if k == "set-cookie"]
 
 
 def test_opening_a_link_sets_a_strict_http_only_cookie_for_the_portal_only(
@@ -39,6 +44,36 @@ def test_over_https_the_cookie_is_secure(portal: Portal) -> None:
     with TestClient(portal.api.app, base_url="https://testserver") as browser:
         answer = browser.get(link["url"].replace("http://testserver", ""))
     assert "secure" in _cookie(answer).lower().split("; ")
+
+
+def test_behind_a_proxy_that_ends_tls_the_public_url_makes_links_and_cookies_https(
+    database_url: str,
+) -> None:
+    """The API serves plain http behind the proxy and believes no forwarded header, so it
+    saw every request as http: links came out `http://` (the token in clear if followed as
+    given) and the cookie never `Secure`. `HOOKLINE_PUBLIC_URL` says how browsers reach it."""
+    portal = Portal(make_portal_api(database_url, public_url="https://hooks.example.com/"))
+    try:
+        tenant, _ = portal.tenant()
+        link = portal.mint(tenant)
+        assert link["url"].startswith("https://hooks.example.com/portal/open?token=hlp_")
+        path = link["url"].removeprefix("https://hooks.example.com")
+        browser = portal.browser()  # the proxy forwards the browser's requests as plain http
+        answer = browser.get(path)
+        assert answer.status_code == 200, answer.text
+        assert "secure" in _cookie(answer).lower().split("; ")
+        # What the browser sends back over https, which the proxy passes on.
+        cookie = {"Cookie": _cookie(answer).split(";")[0]}
+        page = browser.get("/portal/endpoints", headers=cookie)
+        csrf = CSRF.search(page.text)
+        assert csrf is not None, page.text
+        signed_out = browser.post("/portal/signout", data={"csrf": csrf.group(1)}, headers=cookie)
+        assert signed_out.status_code == 200, signed_out.text
+        removed = _cookies(signed_out)  # as it was set
+        assert len(removed) == 2 and all("secure" in c.lower().split("; ") for c in removed)
+    finally:
+        portal.close()
+        portal.api.close()
 
 
 def test_only_the_tokens_hash_is_stored(portal: Portal) -> None:

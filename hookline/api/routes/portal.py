@@ -15,6 +15,7 @@ from hookline.api.auth import client_ip
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented
 from hookline.api.opsauth import Caller, caller
+from hookline.api.public_url import public_base
 from hookline.api.schemas import Strict
 from hookline.api.service_calls import ServiceRoute
 from hookline.services import portal_links, portal_themes
@@ -95,7 +96,7 @@ def create_portal_link(
         out = PortalLinkCreated(
             id=row.id, tenant_id=row.tenant_id, scope=row.scope,
             subscription_ids=row.subscription_ids, expires_at=row.expires_at,
-            url=f"{str(request.base_url).rstrip('/')}/portal/open?token={token}",
+            url=f"{public_base(request, services.settings)}/portal/open?token={token}",
         )  # fmt: skip
     return JSONResponse(out.model_dump(mode="json"), status_code=201, headers=NO_STORE)
 
