@@ -31,6 +31,7 @@ DELIVERIES_REPLAY = "deliveries:replay"
 EVENT_TYPES_READ = "event_types:read"
 EVENT_TYPES_WRITE = "event_types:write"
 AUDIT_READ = "audit:read"
+ADMIN = "admin"  # who the admin token is
 
 _api_key = HTTPBearer(
     scheme_name="ApiKey",
@@ -185,6 +186,7 @@ class Admitted:
     """A caller `admitted` lets past: a tenant's key, or the admin token (no tenant)."""
 
     tenant_id: str | None
+    who: str  # the key's id, or "admin": never anything derived from the credential itself
 
 
 async def admitted(request: Request, services: Services, *, lookup: bool = True) -> Admitted | None:
@@ -198,7 +200,7 @@ async def admitted(request: Request, services: Services, *, lookup: bool = True)
     if scheme.lower() != "bearer" or not token:
         return None
     if is_admin_token(token, services.settings.admin_token):
-        return Admitted(tenant_id=None)
+        return Admitted(tenant_id=None, who=ADMIN)
     if not token.startswith(KEY_PREFIX):
         return None
     try:
@@ -210,7 +212,7 @@ async def admitted(request: Request, services: Services, *, lookup: bool = True)
     except ApiError:  # the route gives that answer
         return None
     assert key is not None  # `_admit` refuses None
-    return Admitted(tenant_id=key.tenant_id)
+    return Admitted(tenant_id=key.tenant_id, who=key.id)
 
 
 async def cached_key(token: str, services: Services, address: str | None) -> KeyRecord | None:

@@ -5,9 +5,10 @@ The first request with a key claims it (a row without an answer) before it runs,
 concurrent repeat is told 409 instead of running twice; its answer is stored when it is
 final (2xx and 4xx other than auth and conflicts). 5xx answers release the key, so a retry
 runs again. The same key with a different method, path or body is a client error (422).
-Keys are scoped to the caller's credential and kept for `HOOKLINE_IDEMPOTENCY_TTL_S`.
+Keys are scoped to the caller (its API key's id, or the admin token) and kept for
+`HOOKLINE_IDEMPOTENCY_TTL_S`.
 
-Credentials in an answer (`api_key`, `secret`: a new API key or webhook secret) are never
+Credentials in an answer (`api_key`, `secret`, a portal link's `url`) are never
 stored in clear: they are sealed like subscription secrets into `secrets_enc` and the stored
 body holds `null` in their place; a replay puts them back, so it is byte for byte the first
 answer. If they can no longer be opened (the key that sealed them left the key ring), the
@@ -89,7 +90,9 @@ class Idempotency:
         # Nor for a tenant this process knows is over its limits: `OverLimit`, outside this
         # middleware, has answered its 429 already.
         body, more = await _read_body(receive)
-        owner = hashlib.sha256(_header(scope, b"authorization") or b"anonymous").hexdigest()
+        # Who, not a digest of the credential: a copy of the database could test guesses
+        # of a weak admin token against its digest.
+        owner = caller.who
         request_hash = hashlib.sha256(
             b"\0".join([scope["method"].encode(), scope["path"].encode(),
                         scope.get("query_string", b""), body])

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from common.db.models import IdempotencyRecord
+from common.db.models import ApiKey, IdempotencyRecord
 from common.wire import utcnow
 from hookline.api import idempotency_gc
+from hookline.services.keys import hash_key
 from tests.api.support import Api
 
 
@@ -78,6 +79,19 @@ def test_stored_answers_hold_no_credential_in_clear(api: Api):
     stored = " ".join(f"{r.body} {r.headers} {r.secrets_enc}" for r in rows)
     for credential in credentials:
         assert credential not in stored
+
+
+def test_the_store_names_its_callers_not_digests_of_their_credentials(api: Api):
+    """A digest of `Bearer <admin token>` in the table would let a copy of the database
+    test guesses of a weak admin token offline."""
+    responses, _ = _credentials_issued(api)
+    tenant_key = responses[0].json()["api_key"]
+    with api.sessionmaker() as session:
+        scopes = set(session.scalars(select(IdempotencyRecord.scope)))
+        (key_id,) = session.scalars(
+            select(ApiKey.id).where(ApiKey.key_hash == hash_key(tenant_key))
+        )
+    assert scopes == {"admin", key_id}
 
 
 def test_a_replay_still_answers_with_the_credentials_byte_for_byte(api: Api):

@@ -48,7 +48,8 @@ class AuditEntry(Base):
 class IdempotencyRecord(Base):
     """A POST's stored answer, replayed when the same `Idempotency-Key` comes again.
 
-    `scope` is a digest of the caller's credential, so keys of different callers never meet;
+    `scope` is the caller (its API key's id, or `admin`), so keys of different callers never
+    meet (rows written before held a digest of the credential, and expire with the TTL);
     a row without `status_code` is a request still in progress. An answer's credentials (an
     API key, a webhook secret) are not in `body` but sealed in `secrets_enc` (migration 0006).
     """
