@@ -29,6 +29,9 @@ from common.ids import new_id as new_id
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 OPERATION_PATTERN = r"^[A-Za-z0-9_\-.]+$"
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_\-.:]+$"
+# Hookline's own operational events (`hookline.subscription.disabled`): the API refuses them
+# from producers, so that a tenant's subscribers can trust them.
+OWN_TYPE_PREFIX = "hookline."
 M = TypeVar("M", bound=BaseModel)
 
 

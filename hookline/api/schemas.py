@@ -26,6 +26,7 @@ from common.wire import (
     EVENT_ID_PATTERN,
     EVENT_TYPE_PATTERN,
     OPERATION_PATTERN,
+    OWN_TYPE_PREFIX,
     in_utc,
     timestamp_problem,
 )
@@ -54,6 +55,19 @@ EventType = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=EVENT_TYPE_PATTERN)
 ]
 EventId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=EVENT_ID_PATTERN)]
+
+
+def _not_hooklines_own(value: str) -> str:
+    if value.startswith(OWN_TYPE_PREFIX):
+        raise PydanticCustomError(
+            "reserved_event_type", "types beginning with 'hookline.' are Hookline's own events"
+        )
+    return value
+
+
+# What a producer may publish through the API: any type but Hookline's own operational
+# events, which a tenant's subscribers act on (`hookline.subscription.disabled`).
+PublishedType = Annotated[EventType, AfterValidator(_not_hooklines_own)]
 
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -207,7 +221,7 @@ class ApiKeyList(BaseModel):
 
 
 class EventIn(Strict):
-    type: EventType
+    type: PublishedType
     data: dict[str, Any] = Field(
         description="Any JSON object whose strings (keys too) hold no NUL (\\u0000), whose "
         "integers are in -2^63..2^64-1 and floats finite, nested at most "

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from common.db.models import EventTypeEntry
-from common.wire import new_id, utcnow
+from common.wire import OWN_TYPE_PREFIX, new_id, utcnow
 from hookline.api.catalogue_schemas import EventTypeCreate
 from hookline.services import audit, event_schemas, tenant_settings
 from hookline.services.audit import Actor
@@ -24,9 +24,9 @@ from hookline.services.errors import Conflict, Invalid, NotFound
 from hookline.services.tenants import get as get_tenant
 
 MAX_EVENT_TYPES = 1000  # per tenant
-# Hookline's own operational events (`hookline.subscription.disabled`) are never catalogued
-# by a tenant, and may always be subscribed to.
-OWN_PREFIX = "hookline."
+# Hookline's own operational events are never catalogued by a tenant, and may always be
+# subscribed to.
+OWN_PREFIX = OWN_TYPE_PREFIX
 
 
 class Uncatalogued(Invalid):

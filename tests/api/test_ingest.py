@@ -310,3 +310,15 @@ def test_a_valid_batch_is_answered_as_the_full_route_answers(api):
         "o-1x",
         "o-2x",
     ]
+
+
+def test_hooklines_own_event_types_are_refused_from_producers(api):
+    """`hookline.subscription.disabled` is what Hookline says when it disables an endpoint,
+    and a tenant's subscribers act on it: a producer key could otherwise forge it."""
+    _, auth = api.tenant()
+    own = {"type": "hookline.subscription.disabled", "data": {"subscription_id": "sub_x"}}
+    single = api.client.post("/v1/events", json=own, headers=auth)
+    assert "Hookline's own events" in assert_error(single, 422, "validation_error")
+    mixed = batch(api, auth, [own, {"type": "hookline", "data": {}}])  # a plain word is fine
+    assert [r["status"] for r in mixed.json()["results"]] == ["rejected", "accepted"]
+    assert [event.type for _, event in api.published()] == ["hookline"]
