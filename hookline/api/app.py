@@ -56,6 +56,7 @@ from hookline.api.schema_check import SchemaCheck
 from hookline.api.telemetry import RequestMetrics
 from hookline.api.tenant_limits import document_request_limit
 from hookline.portal import create_portal
+from hookline.portal.outer import PortalHeaders
 from producer import Producer
 
 if TYPE_CHECKING:
@@ -152,6 +153,8 @@ def create_app(
     document_request_limit(app, auth.COUNTING)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={BATCH: MAX_BATCH_BODY_BYTES})
     app.add_middleware(RefuseNul)
+    # Outside each layer above that may answer a request to /portal itself.
+    app.add_middleware(PortalHeaders)
     # A tenant known to be over its limits gets its 429 before its body is read or its
     # Idempotency-Key claimed (`over_limit.py`).
     app.add_middleware(OverLimit)

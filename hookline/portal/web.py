@@ -42,15 +42,25 @@ REFERRER_POLICY = "same-origin"
 NO_REFERRER = "no-referrer"
 
 
+def security_headers(
+    theme: Theme | None = None, *, referrer: str = REFERRER_POLICY
+) -> dict[str, str]:
+    """What every portal answer carries, `Cache-Control` aside (an asset may set its own)."""
+    headers = {
+        "Content-Security-Policy": csp(theme),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": referrer,
+    }
+    if not (theme and theme.frame_ancestors):
+        headers["X-Frame-Options"] = "DENY"
+    return headers
+
+
 def secure(
     response: Response, theme: Theme | None = None, *, referrer: str = REFERRER_POLICY
 ) -> Response:
     """The headers of every portal answer (pages, errors, redirects, assets)."""
-    response.headers["Content-Security-Policy"] = csp(theme)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = referrer
-    if not (theme and theme.frame_ancestors):
-        response.headers["X-Frame-Options"] = "DENY"
+    response.headers.update(security_headers(theme, referrer=referrer))
     if "cache-control" not in response.headers:
         response.headers["Cache-Control"] = "no-store"
     return response

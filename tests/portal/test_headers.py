@@ -184,3 +184,25 @@ def test_a_form_with_a_file_is_a_page_not_a_json_error(portal: Portal) -> None:
     answer = browser.post("/portal/endpoints", files={"csrf": ("x.txt", b"x")})
     assert answer.status_code == 400 and "text/html" in answer.headers["content-type"]
     assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
+def test_answers_made_before_the_portal_carry_its_headers_too(portal: Portal) -> None:
+    """The size limit, the NUL check and the slash redirect answer for /portal outside the
+    portal's app, and sent neither its CSP nor X-Frame-Options nor no-store."""
+    browser = portal.browser()
+    answers = {
+        "redirect": browser.get("/portal", follow_redirects=False),
+        "too large": browser.post("/portal/signout", content=b"a" * 400_000),
+        "NUL in the query": browser.get("/portal/endpoints?q=%00"),
+    }
+    assert [a.status_code for a in answers.values()] == [307, 413, 422]
+    for name, answer in answers.items():
+        assert answer.headers["content-security-policy"].endswith("frame-ancestors 'none'"), name
+        assert answer.headers["x-frame-options"] == "DENY", name
+        assert answer.headers["cache-control"] == "no-store", name
+        assert answer.headers["x-content-type-options"] == "nosniff", name
+    tenant, _ = portal.tenant()
+    page = portal.open(tenant).get("/portal/endpoints")  # the portal's own: left as it was
+    assert page.headers.get_list("content-security-policy") == [
+        page.headers["content-security-policy"]
+    ]
