@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
+from common.payload import is_storable_text
 from hookline.api.errors import ApiError
 
 
@@ -29,6 +30,7 @@ Row = TypeVar("Row", bound=_Keyed)
 
 
 MAX_CURSOR_CHARS = 1000
+MAX_ROW_ID_CHARS = 200  # the longest id a list pages by: a tenant's event id
 
 
 def _invalid() -> ApiError:
@@ -44,14 +46,15 @@ def encode_position(created_at: datetime, row_id: str) -> str:
 def decode_position(cursor: str) -> tuple[datetime, str]:
     """The (created_at, id) in a cursor from `encode_position`; anything else is a 422.
     Bounded here for every list, whatever its route declares: ours are ~150 characters,
-    and JSON nested deeper than the interpreter's recursion limit would be a 500."""
+    and JSON nested deeper than the interpreter's recursion limit would be a 500. The id is
+    bound into the query as is: NUL or a lone surrogate in it was a 500 from the driver."""
     if len(cursor) > MAX_CURSOR_CHARS:
         raise _invalid()
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_text, row_id = json.loads(raw)
         created_at = datetime.fromisoformat(created_text)
-        if created_at.tzinfo is None or not isinstance(row_id, str):
+        if created_at.tzinfo is None or not _is_row_id(row_id):
             raise _invalid()
         # In UTC here, as the database compares it: a time whose offset takes it past
         # year 1 or 9999 (`0001-01-01T00:00:00+14:00`) overflowed in every list's query.
@@ -59,6 +62,10 @@ def decode_position(cursor: str) -> tuple[datetime, str]:
     except (binascii.Error, ValueError, TypeError, RecursionError, OverflowError):
         raise _invalid() from None
     return created_at, row_id
+
+
+def _is_row_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_ROW_ID_CHARS and is_storable_text(value)
 
 
 def oldest_first(

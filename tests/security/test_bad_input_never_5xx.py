@@ -7,6 +7,7 @@ edge. `tests/api/test_schemathesis.py` runs the generated version of this in CI.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +66,30 @@ def test_a_bad_path_or_query_value_is_a_422(
 def test_bad_query_values_of_the_admin_routes_are_422(api: Api) -> None:
     for path in (f"/v1/audit-log?since={FAR}".replace("+", "%2B"), "/v1/tenants/%00"):
         assert_error(api.client.get(path, headers=api.admin), 422)
+
+
+def cursor_after(row_id: str) -> str:
+    raw = json.dumps(["2026-01-01T00:00:00+00:00", row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "row_id", ["a\u0000b", "a\ud800b", "a" * 201], ids=["nul", "surrogate", "long"]
+)
+def test_a_cursor_whose_id_could_not_be_stored_is_refused_by_every_list(
+    api: Api, row_id: str
+) -> None:
+    """The id in a cursor is bound into the list's query: NUL or a lone surrogate in it
+    was a 500 from the driver on each of these."""
+    tenant_id, auth = api.tenant()
+    lists = {path: auth for path in (
+        "/v1/subscriptions", "/v1/deliveries", "/v1/dead-letters", "/v1/dead-letters/poison",
+        "/v1/events", "/v1/event-types", "/v1/replays",
+    )}  # fmt: skip
+    lists |= {"/v1/tenants": api.admin, f"/v1/tenants/{tenant_id}/api-keys": api.admin}
+    for path, headers in lists.items():
+        response = api.client.get(path, params={"cursor": cursor_after(row_id)}, headers=headers)
+        assert_error(response, 422, "invalid_cursor")
 
 
 @pytest.mark.parametrize(
