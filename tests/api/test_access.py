@@ -184,6 +184,19 @@ def test_the_audit_log_filters_and_pages(api):
     assert_error(api.client.get("/v1/audit-log?since=999999d", headers=api.admin), 422)
 
 
+@pytest.mark.parametrize("path", ["/v1/audit-log", "/v1/audit"])
+def test_an_audit_cursor_past_the_bigint_ids_is_refused(api, path):
+    """19 digits, but above 2**63 - 1: binding it to the id column was a 500."""
+    tenant_id, _ = api.tenant()
+    headers = api.admin if path == "/v1/audit-log" else api.key(tenant_id, "audit:read")
+    top = api.client.get(path, params={"cursor": str(2**63 - 1)}, headers=headers)
+    assert top.status_code == 200, top.text
+
+    for cursor in (str(2**63), "9" * 19):
+        response = api.client.get(path, params={"cursor": cursor}, headers=headers)
+        assert_error(response, 422, "invalid_cursor")
+
+
 def test_the_audit_log_is_for_the_admin_only(api):
     _, auth = api.tenant()
 

@@ -64,7 +64,12 @@ def test_a_bad_path_or_query_value_is_a_422(
 
 
 def test_bad_query_values_of_the_admin_routes_are_422(api: Api) -> None:
-    for path in (f"/v1/audit-log?since={FAR}".replace("+", "%2B"), "/v1/tenants/%00"):
+    paths = (
+        f"/v1/audit-log?since={FAR}".replace("+", "%2B"),
+        "/v1/tenants/%00",
+        "/v1/audit-log?cursor=9999999999999999999",  # past the bigint ids
+    )
+    for path in paths:
         assert_error(api.client.get(path, headers=api.admin), 422)
 
 

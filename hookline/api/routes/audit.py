@@ -19,10 +19,17 @@ from hookline.api.schemas import AuditEntryOut, AuditList, TimeBound
 router = APIRouter(tags=["audit"], responses=documented(401, 403, 422, 503))
 
 
+MAX_ENTRY_ID = 2**63 - 1  # the id column is a bigint
+
+
 def _after(cursor: str) -> int:
-    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19:  # not "²"
-        raise ApiError(422, "invalid_cursor", "cursor is not one this API returned")
-    return int(cursor)
+    # ASCII digits ("²" is a digit to str.isdigit, not to int()) within the bigint column:
+    # 9999999999999999999 was a 500 from the driver binding it.
+    if cursor.isascii() and cursor.isdigit() and len(cursor) <= 19:
+        entry_id = int(cursor)
+        if entry_id <= MAX_ENTRY_ID:
+            return entry_id
+    raise ApiError(422, "invalid_cursor", "cursor is not one this API returned")
 
 
 class _Filters:
