@@ -46,6 +46,15 @@ def parse_instant(text: str, *, now: datetime | None = None) -> datetime:
         raise InstantError(f"not a valid date-time: use {FORMS}") from None
     if when.tzinfo is None:
         raise InstantError("a date-time needs its offset (Z, or e.g. +02:00)")
+    return as_utc(when)
+
+
+def as_utc(when: datetime) -> datetime:
+    """`when` in UTC, a naive value taken as UTC (a browser's `datetime-local` field has no
+    offset); `InstantError` if its offset takes it outside years 1 to 9999 in UTC
+    (`0001-01-01T00:00:00+14:00`), where converting it overflows."""
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
     try:
         return when.astimezone(UTC)
     except OverflowError:

@@ -4,7 +4,7 @@ that failed, and the progress of a replay job this session started."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 
 from common.db.models import Attempt, Delivery, Subscription
 from common.db.statuses import DeliveryStatus
+from common.instants import InstantError, as_utc
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError
@@ -28,14 +29,15 @@ from hookline.services.delivery_log import LogFilter, LogPage, Position
 router = APIRouter()
 
 
-def _when(text: str, seen: Viewer) -> datetime | None:
+def _when(name: str, text: str, seen: Viewer) -> datetime | None:
     if not text:
         return None
     try:
-        value = datetime.fromisoformat(text)
+        return as_utc(datetime.fromisoformat(text))
+    except InstantError as exc:
+        raise Refused(422, f"{name}: {exc}", seen.theme) from None
     except ValueError:
         raise Refused(422, "a time filter is not a date and time", seen.theme) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _position(text: str, seen: Viewer) -> Position | None:
@@ -77,8 +79,8 @@ async def delivery_log_page(
         status=status or None,
         event_type=event_type or None,
         subscription_id=endpoint or None,
-        since=_when(since, seen),
-        until=_when(until, seen),
+        since=_when("since", since, seen),
+        until=_when("until", until, seen),
     )
     after, before = _position(older, seen), _position(newer, seen)
 

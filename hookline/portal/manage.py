@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
+from common.instants import as_utc
 from hookline.api.deps import Services, get_services
 from hookline.api.replay_threads import run_in_background
 from hookline.api.tenant_limits import admit_replay_start, replay_rate_cap
@@ -160,12 +161,12 @@ async def send_test(
 
 
 def _since(text: str) -> datetime | None:
-    """A `datetime-local` value (read as UTC), or None."""
+    """A `datetime-local` value (read as UTC), or None; also for one outside the calendar
+    in UTC (`InstantError` is a ValueError)."""
     try:
-        value = datetime.fromisoformat(text)
+        return as_utc(datetime.fromisoformat(text))
     except ValueError:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @router.post("/recover")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from common.instants import InstantError, format_instant, parse_instant
+from common.instants import InstantError, as_utc, format_instant, parse_instant
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -40,3 +40,11 @@ def test_times_are_shown_in_utc_with_z() -> None:
     assert format_instant(NOW) == "2026-05-01T12:00:00Z"
     assert format_instant(NOW.astimezone(timezone(timedelta(hours=-5)))) == "2026-05-01T12:00:00Z"
     assert format_instant(datetime(2026, 5, 1, 12, 0, 0, 5000)) == "2026-05-01T12:00:00.005000Z"
+
+
+def test_as_utc_takes_a_naive_time_as_utc_and_refuses_one_outside_the_calendar() -> None:
+    assert as_utc(datetime(2026, 5, 1, 14, tzinfo=timezone(timedelta(hours=2)))) == NOW
+    assert as_utc(datetime(2026, 5, 1, 12)) == NOW
+    for text in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        with pytest.raises(InstantError, match="out of range"):
+            as_utc(datetime.fromisoformat(text))

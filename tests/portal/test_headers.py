@@ -178,6 +178,27 @@ def test_a_bad_query_is_a_422_page_with_the_portals_headers(portal: Portal) -> N
     assert browser.get("/portal/deliveries?status=nope").status_code == 422
 
 
+EARLY, LATE = "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"  # years 0 and 10000
+
+
+def test_a_time_outside_the_calendar_in_utc_is_a_422_page_not_a_crash(portal: Portal) -> None:
+    """Converting these to UTC overflowed: a 500 from the log's filters and recovery."""
+    tenant, _ = portal.tenant()
+    sub = portal.subscribe(tenant)
+    browser = portal.open(tenant, scope="manage")
+    for name, value in (("since", EARLY), ("until", EARLY), ("since", LATE)):
+        answer = browser.get("/portal/deliveries", params={name: value})
+        assert answer.status_code == 422, (name, value)
+        assert "out of range once converted to UTC" in answer.text
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    csrf = portal.csrf(browser)
+    for value in (EARLY, LATE):
+        form = {"csrf": csrf, "since": value}
+        answer = browser.post(f"/portal/endpoints/{sub}/recover", data=form)
+        assert answer.status_code == 422 and "a time in the last" in answer.text
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
 def test_a_form_with_a_file_is_a_page_not_a_json_error(portal: Portal) -> None:
     tenant, _ = portal.tenant()
     browser = portal.open(tenant, scope="manage")
