@@ -121,9 +121,11 @@ def _check_path(path: str) -> None:
         raise FilterError(f"{path!r} is not a dotted path (e.g. customer.tier)")
 
 
+# Messages show a tenant's key as its repr, escaped: pydantic, which carries a message to the
+# 422, cannot encode a lone surrogate, and raised UnicodeEncodeError instead (a 500).
 def _check_operators(path: str, condition: dict[str, Any]) -> None:
     for operator, operand in condition.items():
-        where = f"{path}.{operator}"
+        where = repr(f"{path}.{operator}")
         if operator in ("in", "not_in") and not isinstance(operand, list):
             raise FilterError(f"{where}: expects a list of values")
         if operator == "exists" and not isinstance(operand, bool):
@@ -152,7 +154,7 @@ def _check(spec: Any, depth: int) -> None:
                 if not condition or unknown:
                     name = sorted(unknown)[0] if unknown else "(none)"
                     raise FilterError(
-                        f"{key}: unknown operator {name!r}; compare with an object through eq"
+                        f"{key!r}: unknown operator {name!r}; compare with an object through eq"
                     )
                 _check_operators(key, condition)
 

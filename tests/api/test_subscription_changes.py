@@ -147,6 +147,20 @@ def test_a_filter_outside_the_language_is_refused_at_creation(api):
     assert "list of values" in assert_error(response, 422, "validation_error")
 
 
+@pytest.mark.parametrize(
+    "spec", ['{"\\ud800": {"bogus": 1}}', '{"a\\ud800": {"in": 1}}', '{"not": {"\\ud800": {}}}']
+)
+def test_a_bad_filter_whose_key_holds_a_lone_surrogate_is_refused_not_a_crash(api, spec):
+    """The refusal names the key: as it was, pydantic could not encode the message (a 500)."""
+    _, auth = api.tenant()
+    body = f'{{"url": "{URL}", "event_types": ["a"], "filter": {spec}}}'
+    headers = {**auth, "content-type": "application/json"}
+
+    response = api.client.post("/v1/subscriptions", content=body, headers=headers)
+
+    assert "\\ud800" in assert_error(response, 422, "validation_error")
+
+
 def test_delete_removes_the_subscription_and_a_second_delete_is_not_found(api):
     sub, auth, _ = active(api)
 

@@ -85,6 +85,16 @@ def test_a_filter_outside_the_language_is_refused_with_the_reason(spec, complain
         validate(spec)
 
 
+@pytest.mark.parametrize(
+    "spec", [{"\ud800": {"bogus": 1}}, {"a\ud800": {"in": 1}}, {"a\ud800": {"gt": "x"}}]
+)
+def test_a_refusal_shows_the_key_escaped_so_it_can_be_encoded(spec: dict[str, Any]) -> None:
+    with pytest.raises(FilterError) as refused:
+        validate(spec)
+    assert "\\ud800" in str(refused.value)
+    str(refused.value).encode()  # a lone surrogate as it was would raise here
+
+
 def test_nesting_is_bounded() -> None:
     spec: dict[str, Any] = {"a": 1}
     for _ in range(10):
