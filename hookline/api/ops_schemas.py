@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
+from hookline.api.limit_schemas import MIN_RATE_PER_S
 from hookline.api.schemas import AttemptOut, Strict, TimeBound
 
 StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
@@ -95,11 +96,13 @@ class ReplayCreate(_Strict):
     force: bool = Field(
         default=False, description="Replay deliveries of paused or disabled subscriptions too."
     )
+    # The runner waits a batch's size / rate after each batch: at 1e-300 that wait overflowed
+    # and the accepted job failed. The floor is the tenant limits' (one copy a 100 s).
     rate_per_s: float | None = Field(
         default=50.0,
-        gt=0,
-        description="Copies published per second; null for unlimited (with an API key: at "
-        "most HOOKLINE_REPLAY_MAX_RATE_PER_S, which null means).",
+        ge=MIN_RATE_PER_S,
+        description="Copies published per second, at least 0.01; null for unlimited (with an "
+        "API key: at most HOOKLINE_REPLAY_MAX_RATE_PER_S, which null means).",
     )
 
 
@@ -144,7 +147,7 @@ class RecoverRequest(_Strict):
     until: TimeBound | None = None
     dry_run: bool = False
     force: bool = False
-    rate_per_s: float | None = Field(default=50.0, gt=0)
+    rate_per_s: float | None = Field(default=50.0, ge=MIN_RATE_PER_S)  # as ReplayCreate's
 
 
 class ReplayOptions(_Strict):

@@ -150,6 +150,24 @@ def test_a_tenants_replay_pace_is_capped(make_api: Callable[..., Api]) -> None:
             time.sleep(0.05)
 
 
+@pytest.mark.parametrize("rate", [1e-300, 5e-324, 0.0099])
+def test_a_replay_slower_than_one_copy_a_100_s_is_refused(
+    make_api: Callable[..., Api], rate: float
+) -> None:
+    """Accepted, a rate such as 1e-300 made the runner's wait between batches overflow:
+    the job failed with an OverflowError. The floor is the tenant limits' (0.01)."""
+    api = make_api()
+    _, auth = api.tenant()
+    since = datetime.now(UTC).isoformat()
+    for headers in (auth, api.admin):
+        for path, body in (
+            ("/v1/replays", {"all": True}),
+            ("/v1/subscriptions/sub_none/recover", {"since": since}),
+        ):
+            response = api.client.post(path, json={**body, "rate_per_s": rate}, headers=headers)
+            assert "rate_per_s" in assert_error(response, 422, "validation_error")
+
+
 def test_an_event_timestamp_far_from_the_clock_is_refused(
     make_api: Callable[..., Api],
 ) -> None:
