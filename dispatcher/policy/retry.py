@@ -102,13 +102,14 @@ def honour_retry_after(wanted_s: float, attempt: int, delays: Sequence[float]) -
 
 
 def parse_retry_after(value: str, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After value (delta-seconds or an HTTP date), or None."""
+    """Seconds to wait from a Retry-After value (delta-seconds or an HTTP date), or None for
+    one it cannot use: that answer keeps the schedule, as if the header were absent."""
     text = value.strip()
     if text.isascii() and text.isdigit():  # not "²", a digit to isdigit but not to float
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year or offset of 20 digits
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)  # RFC 9110 dates are GMT; a naive parse means GMT

@@ -178,6 +178,28 @@ def test_retry_after_on_429_picks_the_smallest_tier_that_waits_long_enough(
     assert (row.status, row.last_status_code) == ("retrying", 429)
 
 
+@pytest.mark.parametrize(
+    "retry_after",
+    ["Mon, 01 Jan 99999999999999999999 00:00:00 GMT", "01 Jan 2026 00:00:00 +99999999999999999999"],
+)
+def test_a_429_whose_retry_after_cannot_be_used_keeps_the_schedule_and_its_status(
+    db: Any, retry_after: str
+) -> None:
+    """Parsing these overflowed: the attempt was recorded as an internal error, without the
+    receiver's 429. Unusable, the header counts as absent."""
+    harness = Harness(make_settings(retry_schedule="5s,10s"), MemoryTransport(), db)
+    reply = Reply(429, headers={"retry-after": retry_after})
+    with Receiver(respond=lambda _: reply) as receiver:
+        message, _ = given_delivery(harness, receiver.url)
+        with harness.running():
+            harness.publish(message)
+            wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.RETRYING))
+    (attempt,) = attempts(harness, message.delivery_id)
+    assert (attempt.status_code, attempt.error) == (429, None)
+    row = delivery_row(harness, message.delivery_id)
+    assert (row.status, row.last_status_code, row.last_error) == ("retrying", 429, None)
+
+
 def test_redirects_are_not_followed(harness: Harness) -> None:
     with Receiver() as receiver:
         receiver.respond = lambda r: (

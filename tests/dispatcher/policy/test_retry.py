@@ -93,7 +93,12 @@ def test_retry_after_in_the_past_means_the_smallest_tier() -> None:
     assert decide(429, 3, SCHEDULE, retry_after=yesterday, now=NOW).delay_s == 5.0
 
 
-@pytest.mark.parametrize("garbage", ["", "soon", "-5", "1.5", "Mon, 99 Foo 2026"])
+@pytest.mark.parametrize(
+    "garbage",
+    ["", "soon", "-5", "1.5", "Mon, 99 Foo 2026",
+     # A year or an offset past what a date can hold: an OverflowError, not a ValueError.
+     "Mon, 01 Jan 99999999999999999999 00:00:00 GMT", "01 Jan 2026 00:00:00 +99999999999999999999"],
+)  # fmt: skip
 def test_an_unreadable_retry_after_keeps_the_schedule(garbage: str) -> None:
     assert decide(429, 2, SCHEDULE, retry_after=garbage, now=NOW).delay_s == 300.0
 
