@@ -48,7 +48,7 @@ HEADER = b"idempotency-key"
 OMITTED_HEADER = "idempotent-secrets-omitted"
 # The key is the API's: the portal's forms (HTML that may show a secret) are never kept.
 API = "/v1/"
-KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
+KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,200}")  # with fullmatch: `$` would take a final "\n"
 # Answers that say nothing final about the request: a retry must run it again.
 NOT_STORED = frozenset({401, 403, 409, 429})
 REPLAYED_HEADER = "idempotent-replayed"
@@ -75,7 +75,7 @@ class Idempotency:
             await self.app(scope, receive, send)
             return
         key = key_bytes.decode("latin-1")
-        if not KEY_PATTERN.match(key):
+        if not KEY_PATTERN.fullmatch(key):
             problem = "Idempotency-Key must be 1 to 200 visible ASCII characters"
             await error_response(422, "invalid_idempotency_key", problem)(scope, receive, send)
             return

@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from common import filters
 from hookline.api.schemas import EventTypePattern, OperationName, Strict, SubscriptionStatus
 
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# RFC 9110 tokens. Checked with `fullmatch`: `match` with `$` also takes a name ending in
+# "\n" (Python's `$` matches before a final newline), which no request can carry.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 9110 field values: visible characters, space and tab, and obs-text (latin-1 above
 # 0x7f), which is what the HTTP client can encode; anything else fails every delivery.
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
@@ -43,7 +45,7 @@ PROPAGATE_TRACE_DESCRIPTION = (
 
 def check_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     for name, value in (headers or {}).items():
-        if not _HEADER_NAME.match(name):
+        if not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"header name {name!r} is not a valid HTTP token")
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"header {name!r} is set by Hookline and cannot be overridden")

@@ -22,12 +22,15 @@ from hookline.services.errors import Invalid
 MAX_NAME_CHARS = 80
 MAX_URL_CHARS = 500
 MAX_ANCESTORS = 10
-_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+# Each is used with `fullmatch`: with `match`, `$` also takes a value ending in "\n"
+# (Python's `$` matches before a final newline), and a newline in the CSP header fails
+# every portal page of the tenant.
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 _ORIGIN = re.compile(
-    r"^https://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$"
+    r"https://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?"
 )
-_LOCAL_ORIGIN = re.compile(r"^http://(127\.0\.0\.1|localhost)(:\d{1,5})?$")
-_URL_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&()*+,=%]+$")  # no quotes, spaces or ';'
+_LOCAL_ORIGIN = re.compile(r"http://(127\.0\.0\.1|localhost)(:\d{1,5})?")
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&()*+,=%]+")  # no quotes, spaces or ';'
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class Theme:
 
 
 def _origin(value: str) -> str:
-    if not (_ORIGIN.match(value) or _LOCAL_ORIGIN.match(value)):
+    if not (_ORIGIN.fullmatch(value) or _LOCAL_ORIGIN.fullmatch(value)):
         raise Invalid(
             "frame_ancestors: each must be an origin such as https://app.example.com "
             "(http only for 127.0.0.1 and localhost)"
@@ -57,7 +60,7 @@ def _origin(value: str) -> str:
 def _logo(value: str) -> str:
     parts = urlsplit(value)
     local = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")
-    if len(value) > MAX_URL_CHARS or not _URL_CHARS.match(value):
+    if len(value) > MAX_URL_CHARS or not _URL_CHARS.fullmatch(value):
         raise Invalid(f"logo_url: a URL of at most {MAX_URL_CHARS} plain characters")
     if not (parts.scheme == "https" or local) or not parts.netloc:
         raise Invalid("logo_url: an https URL")
@@ -75,7 +78,7 @@ def check(
     """The theme, or `Invalid` naming the first bad field."""
     if name is not None and not 1 <= len(name.strip()) <= MAX_NAME_CHARS:
         raise Invalid(f"name: 1 to {MAX_NAME_CHARS} characters")
-    if primary_color is not None and not _COLOR.match(primary_color):
+    if primary_color is not None and not _COLOR.fullmatch(primary_color):
         raise Invalid("primary_color: a colour such as #1f6feb")
     if len(frame_ancestors) > MAX_ANCESTORS:
         raise Invalid(f"frame_ancestors: at most {MAX_ANCESTORS} origins")

@@ -290,7 +290,7 @@ def test_a_request_still_in_progress_makes_a_concurrent_repeat_wait_with_409(mak
     assert results[0].status_code == 201
 
 
-@pytest.mark.parametrize("key", ["", "x" * 201, "has space", "tab\there"])
+@pytest.mark.parametrize("key", ["", "x" * 201, "has space", "tab\there", "trailing-newline\n"])
 def test_a_malformed_idempotency_key_is_refused_and_nothing_is_stored(api, key):
     _, auth = api.tenant()
 

@@ -47,6 +47,25 @@ def test_a_subscription_header_value_a_delivery_cannot_send_is_refused(
     assert_error(update, 422)
 
 
+@pytest.mark.parametrize("name", ["X-Token\n", "Host\n", "X Token", "X-Caf\u00e9", ""])
+def test_a_subscription_header_name_that_is_not_an_http_token_is_refused(
+    make_api: Callable[..., Api],
+    name: str,
+) -> None:
+    """A name with a final newline is refused too: it would fail every delivery, and
+    `Host\\n` would get past the reserved names."""
+    api = make_api(allow_http=True)
+    tenant_id, auth = api.tenant()
+
+    message = assert_error(subscribe(api, tenant_id, {name: "v"}), 422)
+    assert "HTTP token" in message, message
+
+    created = subscribe(api, tenant_id, {"X-Token": "v"})
+    assert created.status_code == 201, created.text
+    url = f"/v1/subscriptions/{created.json()['id']}"
+    assert_error(api.client.patch(url, json={"headers": {name: "v"}}, headers=auth), 422)
+
+
 @pytest.fixture
 def served(database_url: str) -> Iterator[tuple[str, int]]:  # noqa: F811
     settings = Settings(
