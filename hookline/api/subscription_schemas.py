@@ -24,6 +24,12 @@ RESERVED_HEADERS = frozenset(
      "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature",
      "traceparent", "tracestate"}
 )  # fmt: skip
+# A name longer than any real header's, and a block that stays well inside the 16 KiB most
+# servers take for a whole request head (Node's default; nginx's is 4 lines of 8 KiB) with
+# Hookline's own headers beside it: past that a receiver refuses every webhook.
+MAX_HEADER_NAME_CHARS = 256
+MAX_HEADER_VALUE_CHARS = 4096
+MAX_HEADER_BLOCK_CHARS = 8192
 MAX_OVERLAP_S = 7 * 86400
 DEFAULT_OVERLAP_S = 86400
 
@@ -45,15 +51,26 @@ PROPAGATE_TRACE_DESCRIPTION = (
 
 def check_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     for name, value in (headers or {}).items():
+        if len(name) > MAX_HEADER_NAME_CHARS:
+            raise ValueError(
+                f"header name {name[:40]!r}... is too long: at most "
+                f"{MAX_HEADER_NAME_CHARS} characters"
+            )
         if not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"header name {name!r} is not a valid HTTP token")
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"header {name!r} is set by Hookline and cannot be overridden")
-        if not _HEADER_VALUE.fullmatch(value) or len(value) > 4096:
+        if not _HEADER_VALUE.fullmatch(value) or len(value) > MAX_HEADER_VALUE_CHARS:
             raise ValueError(
                 f"header {name!r} has a value that cannot be sent: at most 4,096 characters, "
                 "visible latin-1 (ISO-8859-1), spaces or tabs"
             )
+    if sum(len(name) + len(value) for name, value in (headers or {}).items()) > (
+        MAX_HEADER_BLOCK_CHARS
+    ):
+        raise ValueError(
+            f"headers: names and values together at most {MAX_HEADER_BLOCK_CHARS:,} characters"
+        )
     return headers
 
 

@@ -66,6 +66,25 @@ def test_a_subscription_header_name_that_is_not_an_http_token_is_refused(
     assert_error(api.client.patch(url, json={"headers": {name: "v"}}, headers=auth), 422)
 
 
+def test_a_header_name_and_the_header_block_are_bounded(make_api: Callable[..., Api]) -> None:
+    """A 200,000-character name would go out with every webhook, past what any server takes
+    in a header line; so would fifty values of 4,096 characters in one request head."""
+    api = make_api(allow_http=True)
+    tenant_id, auth = api.tenant()
+
+    message = assert_error(subscribe(api, tenant_id, {"X" * 200_000: "v"}), 422)
+    assert "at most 256" in message and len(message) < 500, message[:500]
+    assert_error(subscribe(api, tenant_id, {"X" * 257: "v"}), 422)
+    block = {f"X-Part-{i}": "v" * 4000 for i in range(3)}
+    assert "8,192" in assert_error(subscribe(api, tenant_id, block), 422)
+
+    created = subscribe(api, tenant_id, {"X" * 256: "v", "X-Two": "v" * 4000})
+    assert created.status_code == 201, created.text
+    url = f"/v1/subscriptions/{created.json()['id']}"
+    assert_error(api.client.patch(url, json={"headers": {"X" * 257: "v"}}, headers=auth), 422)
+    assert_error(api.client.patch(url, json={"headers": block}, headers=auth), 422)
+
+
 @pytest.fixture
 def served(database_url: str) -> Iterator[tuple[str, int]]:  # noqa: F811
     settings = Settings(
