@@ -35,6 +35,13 @@ _SPECIAL = tuple(
 )  # fmt: skip
 
 
+_DIGITS = {
+    8: frozenset("01234567"),
+    10: frozenset("0123456789"),
+    16: frozenset("0123456789abcdefABCDEF"),
+}
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     """Every address `host` resolves to, through the system resolver."""
     try:
@@ -57,12 +64,25 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
+def _number(part: str) -> int | None:
+    """The value of one part of a numeric host as `inet_aton` reads it (`0x` hex, leading
+    `0` octal, else decimal), or None. Only the base's ASCII digits count: `int()` also
+    takes a sign, `_` and other scripts' digits ("-1", "1_0", "\uff11\uff12\uff17")."""
+    base = 16 if part[:2].lower() == "0x" else 8 if len(part) > 1 and part[0] == "0" else 10
+    digits = part[2:] if base == 16 else part
+    if not digits or not _DIGITS[base].issuperset(digits):
+        return None
+    return int(digits, base)
+
+
 @functools.lru_cache(maxsize=4096)
 def numeric_host(host: str) -> IPAddress | None:
     """The address a numeric host denotes, in any form a C resolver accepts.
 
     `inet_aton` reads `0x7f.1`, `0177.0.0.1`, `127.1` and `2130706433` as 127.0.0.1, so a
-    name made only of such numbers is an address whatever an injected resolver says.
+    name made only of such numbers is an address whatever an injected resolver says. A
+    host whose last label is a number but which is no address (`-1.0.0.1`, `1.2.3.999`)
+    is refused, as the URL standard does, rather than handed to a resolver as a name.
     """
     text = host.rstrip(".")
     if text.startswith("[") and text.endswith("]"):
@@ -72,25 +92,21 @@ def numeric_host(host: str) -> IPAddress | None:
     except ValueError:
         pass
     parts = text.split(".")
-    if not 1 <= len(parts) <= 4:
-        return None
-    numbers = []
-    for part in parts:
-        base = 16 if part[:2].lower() == "0x" else 8 if len(part) > 1 and part[0] == "0" else 10
-        digits = part[2:] if base == 16 else part
-        try:
-            numbers.append(int(digits, base) if digits else None)
-        except ValueError:
-            return None
-    if any(n is None for n in numbers):
-        return None
+    if not _DIGITS[10].issuperset(parts[-1] or "x") and _number(parts[-1]) is None:
+        return None  # a name: no top-level domain is a number
+    numbers = [_number(part) for part in parts]
+    if len(parts) > 4 or None in numbers:
+        raise UnsafeTargetError(f"invalid URL: host {host!r} is not a valid IPv4 address")
     *head, last = [n for n in numbers if n is not None]
     if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
-        return None
+        raise UnsafeTargetError(f"invalid URL: host {host!r} is not a valid IPv4 address")
     value = last
     for index, number in enumerate(head):
         value += number << (8 * (3 - index))
-    return ipaddress.IPv4Address(value)
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise UnsafeTargetError(f"invalid URL: host {host!r} is not a valid IPv4 address") from None
 
 
 def is_public(address: IPAddress) -> bool:

@@ -214,6 +214,32 @@ def test_an_unsafe_url_is_refused_with_the_reason(make_api, url, reason):
     assert subscriptions_stored(api) == 0
 
 
+@pytest.mark.parametrize(
+    "url", ["https://-1.0.0.1/hook", "https://0x-1.0.0.1/", "https://1.2.3.999/"]
+)
+def test_a_host_ending_in_a_number_but_no_address_is_a_422_on_every_route(make_api, url):
+    def resolver(host: str, port: int) -> list[str]:
+        raise AssertionError(f"{host!r} is no name to resolve")
+
+    api = make_api(resolver=resolver, raise_server_exceptions=False)
+    tenant_id, headers = api.tenant()
+    created = subscribe(api, headers, url="http://127.0.0.1:9/h").json()["id"]
+
+    answers = [
+        subscribe(api, headers, url=url),
+        api.client.patch(f"/v1/subscriptions/{created}", json={"url": url}, headers=headers),
+        api.client.post(
+            f"/v1/tenants/{tenant_id}/subscriptions",
+            json={"url": url, "event_types": ["*"]},
+            headers=api.admin,
+        ),
+    ]
+
+    for answer in answers:
+        assert "not a valid IPv4 address" in assert_error(answer, 422, "unsafe_target")
+    assert subscriptions_stored(api) == 1
+
+
 def test_plain_http_to_a_public_address_needs_allow_http(make_api):
     strict = make_api(allow_private_targets=False)
     _, headers = strict.tenant()

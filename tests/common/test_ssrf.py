@@ -1,7 +1,7 @@
 import pytest
 
 from common.errors import UnsafeTargetError
-from common.ssrf import check_url, system_resolver
+from common.ssrf import check_url, numeric_host, system_resolver
 
 
 def fixed(*addresses: str):
@@ -40,6 +40,27 @@ def test_numeric_tricks_resolve_to_loopback_and_are_refused(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "host", ["-1", "0x-1", "+1", "1_0", "0x1_0", "\uff11\uff12\uff17", "\u0661\u0662\u0667"]
+)
+def test_a_signed_or_non_ascii_number_is_a_name_not_an_address(host: str) -> None:
+    # `int()` reads all of these; `inet_aton` none. As names they go to the resolver.
+    assert numeric_host(host) is None
+    with pytest.raises(UnsafeTargetError, match="non-public"):
+        check_url(f"https://{host}/hook", resolver=fixed("10.0.0.1"))
+
+
+@pytest.mark.parametrize(
+    "host", ["-1.0.0.1", "0x-1.0.0.1", "256.1", "1.2.3.999", "1.2.3.4.5", "4294967296", "08"]
+)
+def test_a_host_ending_in_a_number_must_be_an_address(host: str) -> None:
+    def resolver(host: str, port: int) -> list[str]:
+        raise AssertionError(f"{host!r} is no name to resolve")
+
+    with pytest.raises(UnsafeTargetError, match="not a valid IPv4 address"):
+        check_url(f"https://{host}/hook", allow_private=True, resolver=resolver)
+
+
+@pytest.mark.parametrize(
     ("url", "reason"),
     [
         ("ftp://example.com/", "scheme"),
@@ -65,8 +86,6 @@ import ipaddress  # noqa: E402
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from common.ssrf import numeric_host  # noqa: E402
 
 # The ranges a receiver can never be in, written out here rather than taken from the guard.
 BLOCKED_V4 = [

@@ -35,6 +35,9 @@ def test_a_bad_endpoint_form_is_shown_again_with_the_problems(portal: Portal) ->
     assert 'value="no way!"' in answer.text
     unsafe = browser.post("/portal/endpoints", data={**form, "url": "ftp://x", "event_types": "a"})
     assert unsafe.status_code == 422 and "url refused" in unsafe.text.lower()
+    no_address = {**form, "url": "https://-1.0.0.1/hook", "event_types": "a"}
+    refused = browser.post("/portal/endpoints", data=no_address)
+    assert refused.status_code == 422 and "not a valid IPv4 address" in refused.text
 
 
 def test_editing_an_endpoint_follows_the_apis_rules(portal: Portal) -> None:
