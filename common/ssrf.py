@@ -18,8 +18,10 @@ from common.errors import UnsafeTargetError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]
 
+# Only the well-known prefix has one layout (the IPv4 address in the low 32 bits). The
+# local-use 64:ff9b:1::/48 (RFC 8215) may embed it in any RFC 6052 layout (/48: bits
+# 48-63 and 72-87), so its low bits say nothing: it is refused with the special ranges.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
 # IANA's special-purpose ranges, written out so the answer does not depend on the Python
 # version's idea of `is_global` (which has moved for 192.0.0.0/24 and 2001::/23).
 _SPECIAL = tuple(
@@ -59,7 +61,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in _NAT64 or address in _NAT64_LOCAL:
+    if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 

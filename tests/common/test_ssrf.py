@@ -1,7 +1,9 @@
+import ipaddress
+
 import pytest
 
 from common.errors import UnsafeTargetError
-from common.ssrf import check_url, numeric_host, system_resolver
+from common.ssrf import check_url, is_public, numeric_host, system_resolver
 
 
 def fixed(*addresses: str):
@@ -18,6 +20,19 @@ def fixed(*addresses: str):
     ],
 )  # fmt: skip
 def test_non_public_addresses_are_refused(address: str) -> None:
+    with pytest.raises(UnsafeTargetError, match="non-public"):
+        check_url("https://hooks.example.com/x", resolver=fixed(address))
+
+
+@pytest.mark.parametrize(
+    "address",
+    # 127.0.0.1 in the RFC 6052 /48 layout; then 8.8.8.8 where a /96 would put it.
+    ["64:ff9b:1:7f00:0:100:808:808", "64:ff9b:1::808:808", "64:ff9b:1:ffff::1"],
+)
+def test_the_local_use_nat64_prefix_is_never_public_whatever_its_low_bits(address: str) -> None:
+    assert not is_public(ipaddress.IPv6Address(address))
+    with pytest.raises(UnsafeTargetError, match="non-public"):
+        check_url(f"https://[{address}]/hook", resolver=fixed("93.184.216.34"))
     with pytest.raises(UnsafeTargetError, match="non-public"):
         check_url("https://hooks.example.com/x", resolver=fixed(address))
 
@@ -81,8 +96,6 @@ def test_private_targets_can_be_allowed_for_tests_and_the_dev_server() -> None:
 
 
 # --- Property tests: every form of a non-public address is refused, public ones pass ------
-
-import ipaddress  # noqa: E402
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
