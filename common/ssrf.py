@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import idna
+
 from common.errors import UnsafeTargetError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -224,6 +226,35 @@ def check_url(
     return Target(url=url, scheme=scheme, host=host, port=port, address=str(addresses[0]))
 
 
+def ascii_host(host: str) -> str:
+    """`host` in ASCII, non-ASCII labels as IDNA A-labels (`bücher.example` is
+    `xn--bcher-kva.example`), mapped as browsers map it (UTS #46: case, full-width forms);
+    the name a resolver and the receiver's `Host` header know. An ASCII host is as given."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise UnsafeTargetError(
+            f"invalid URL: host {host!r} is not a valid internationalised domain name ({exc}); "
+            "give its ASCII (punycode, xn--) form"
+        ) from None
+
+
+def ascii_url(url: str) -> str:
+    """`url` with its host in ASCII (`ascii_host`), as it is stored and sent; the rest is
+    kept as written. `UnsafeTargetError` if the host has no ASCII form."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise UnsafeTargetError(f"invalid URL: {exc}") from None
+    if host is None or parts.netloc.isascii():
+        return url
+    netloc = ascii_host(host) if port is None else f"{ascii_host(host)}:{port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
 @functools.lru_cache(maxsize=4096)
 def _parts(url: str, *, allow_private: bool, allow_http: bool) -> tuple[str, str, int]:
     """The checks that depend on the URL alone (the dispatcher repeats them per attempt,
@@ -241,9 +272,10 @@ def _parts(url: str, *, allow_private: bool, allow_http: bool) -> tuple[str, str
         raise UnsafeTargetError("plain http is not allowed (set HOOKLINE_ALLOW_HTTP)")
     if "@" in parts.netloc or parts.username is not None or parts.password is not None:
         raise UnsafeTargetError("credentials in the URL are not allowed; use headers")
-    host = parts.hostname
-    if not host:
+    if not parts.hostname:
         raise UnsafeTargetError("URL has no host")
+    # The guard resolves and checks the name that is connected to and sent as `Host`.
+    host = ascii_host(parts.hostname)
     if "%" in host:
         raise UnsafeTargetError("invalid URL: zone ids and percent-encoded hosts are refused")
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from common import filters
+from common import filters, ssrf
+from common.errors import UnsafeTargetError
 from hookline.api.schemas import EventTypePattern, OperationName, Strict, SubscriptionStatus
 
 # RFC 9110 tokens. Checked with `fullmatch`: `match` with `$` also takes a name ending in
@@ -74,6 +75,17 @@ def check_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
     return headers
 
 
+def check_url(url: str | None) -> str | None:
+    """The URL with its host in ASCII (IDNA A-labels): stored so, and so sent and checked,
+    as browsers and HTTP clients send an internationalised name."""
+    if url is None:
+        return None
+    try:
+        return ssrf.ascii_url(url)
+    except UnsafeTargetError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def check_filter(spec: dict[str, Any] | None) -> dict[str, Any] | None:
     if spec is None:
         return None
@@ -112,6 +124,8 @@ class SubscriptionCreate(SubscriptionFields):
         "public key from `GET /v1/subscriptions/{id}/public-key`.",
     )
 
+    _url = field_validator("url")(check_url)
+
 
 class AdminSubscriptionCreate(SubscriptionCreate):
     verify: bool = Field(
@@ -135,6 +149,7 @@ class SubscriptionUpdate(Strict):
     max_in_flight: int | None = Field(default=None, ge=1, le=10_000)
     propagate_trace: bool | None = Field(default=None, description=PROPAGATE_TRACE_DESCRIPTION)
 
+    _url = field_validator("url")(check_url)
     _headers = field_validator("headers")(check_headers)
     _filter = field_validator("filter")(check_filter)
 

@@ -240,6 +240,34 @@ def test_a_host_ending_in_a_number_but_no_address_is_a_422_on_every_route(make_a
     assert subscriptions_stored(api) == 1
 
 
+def test_an_internationalised_host_is_stored_in_its_ascii_form_on_every_route(make_api):
+    """Stored as browsers and HTTP clients send it, so every attempt can build its `Host`
+    header; a name with no ASCII form is refused, with the way out."""
+    api = make_api(resolver=lambda host, port: ["127.0.0.1"])
+    tenant_id, headers = api.tenant()
+    admin_url = f"/v1/tenants/{tenant_id}/subscriptions"
+
+    mine = subscribe(api, headers, url="https://b\u00fccher.example/hook")
+    operator = api.client.post(
+        admin_url, json={"url": "https://\u4f8b\u3048.jp/hook", "event_types": ["*"]},
+        headers=api.admin,
+    )  # fmt: skip
+    moved = api.client.patch(
+        f"/v1/subscriptions/{mine.json()['id']}",
+        json={"url": "https://\uff11\uff12\uff17.\uff10.\uff10.\uff12:9/hook"},
+        headers=headers,
+    )
+
+    assert mine.status_code == operator.status_code == 201, (mine.text, operator.text)
+    assert mine.json()["url"] == "https://xn--bcher-kva.example/hook"
+    assert operator.json()["url"] == "https://xn--r8jz45g.jp/hook"
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["url"] == "https://127.0.0.2:9/hook"
+    with api.sessionmaker() as session:
+        assert all(url.isascii() for url in session.scalars(select(Subscription.url)))
+    assert "xn--" in assert_error(subscribe(api, headers, url="https://i\u2764.ws/"), 422)
+
+
 def test_plain_http_to_a_public_address_needs_allow_http(make_api):
     strict = make_api(allow_private_targets=False)
     _, headers = strict.tenant()

@@ -3,7 +3,8 @@ import ipaddress
 import pytest
 
 from common.errors import UnsafeTargetError
-from common.ssrf import check_url, is_public, numeric_host, system_resolver
+from common.ssrf import ascii_url, check_url, is_public, numeric_host, system_resolver
+from dispatcher.http.request import request_target
 
 
 def fixed(*addresses: str):
@@ -37,6 +38,25 @@ def test_the_local_use_nat64_prefix_is_never_public_whatever_its_low_bits(addres
         check_url("https://hooks.example.com/x", resolver=fixed(address))
 
 
+def test_an_internationalised_host_is_resolved_checked_and_sent_in_its_ascii_form() -> None:
+    asked: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["93.184.216.34"]
+
+    for url in ("https://b\u00fccher.example/hook", "https://B\u00dcCHER.example/hook"):
+        target = check_url(url, resolver=resolver)
+        assert request_target(target) == ("/hook", "xn--bcher-kva.example")
+    assert asked == ["xn--bcher-kva.example"] * 2
+    # Full-width digits map to an address, which is checked as one.
+    with pytest.raises(UnsafeTargetError, match="non-public"):
+        check_url("https://\uff11\uff12\uff17.\uff10.\uff10.\uff12/", resolver=resolver)
+    assert ascii_url("https://\u4f8b\u3048.jp:8443/p?q=1") == "https://xn--r8jz45g.jp:8443/p?q=1"
+    with pytest.raises(UnsafeTargetError, match="xn--"):
+        ascii_url("https://i\u2764.ws/")
+
+
 def test_one_bad_address_among_good_ones_is_enough_to_refuse() -> None:
     with pytest.raises(UnsafeTargetError):
         check_url("https://hooks.example.com/x", resolver=fixed("93.184.216.34", "10.0.0.1"))
@@ -60,7 +80,7 @@ def test_numeric_tricks_resolve_to_loopback_and_are_refused(url: str) -> None:
 def test_a_signed_or_non_ascii_number_is_a_name_not_an_address(host: str) -> None:
     # `int()` reads all of these; `inet_aton` none. As names they go to the resolver.
     assert numeric_host(host) is None
-    with pytest.raises(UnsafeTargetError, match="non-public"):
+    with pytest.raises(UnsafeTargetError):  # non-public, or (Arabic-Indic) no valid name
         check_url(f"https://{host}/hook", resolver=fixed("10.0.0.1"))
 
 
