@@ -156,12 +156,13 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 # FastAPI's answer to a body it could not decode (not UTF-8): a 400, where a body that is
 # not JSON is a 422. Both are "the body does not fit the schema", answered as documented.
 _UNDECODABLE_BODY = "There was an error parsing the body"
+NOT_UTF8_JSON = "body: not JSON encoded as UTF-8"  # and `limits.RefuseNonUtf8Json`'s
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == _UNDECODABLE_BODY:
-        return error_response(422, "validation_error", "body: not JSON encoded as UTF-8")
+        return error_response(422, "validation_error", NOT_UTF8_JSON)
     code = _CODES.get(exc.status_code, "error")
     if exc.status_code == 404:
         message = f"no such resource: {request.url.path}"

@@ -1,15 +1,16 @@
-"""Caps on what a request may carry: its head (at the protocol), its body, and NUL in its
-path or query, each refused before any handler reads it."""
+"""Caps on what a request may carry: its head (at the protocol), its body and its encoding,
+and NUL in its path or query, each refused before any handler reads it."""
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hookline.api.errors import error_response
+from hookline.api.errors import NOT_UTF8_JSON, error_response
 
 # Events are notifications, not file transfers; bigger bodies belong in the receiver's API.
 # A request body's limit, an event's with it (and a poison message's corrected body's).
@@ -75,6 +76,71 @@ class BodyLimit:
     async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         message = f"request body exceeds the limit of {limit} bytes"
         await error_response(413, "payload_too_large", message)(scope, receive, send)
+
+
+class RefuseNonUtf8Json:
+    """Answer 422 to a JSON body that is not UTF-8, a byte order mark included.
+
+    The framework parses a body with `json.loads(bytes)`, which sniffs UTF-16 and UTF-32
+    and skips a UTF-8 BOM: such bodies were accepted where the contract takes UTF-8 alone.
+    Inside `BodyLimit`, so the body is whole and bounded here. The fast path's parser is
+    strict already and hands such a body on to here: plain ingest pays nothing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if not _is_utf8_json(body):
+            response = error_response(422, "validation_error", NOT_UTF8_JSON)
+            await response(scope, receive, send)
+            return
+        pending: list[Message] = [{"type": "http.request", "body": body}]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    """Whether the framework would parse the body as JSON (its test: application/json or
+    application/*+json; without a content type it does not)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media: bytes = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or (
+                media.startswith(b"application/") and media.endswith(b"+json")
+            )
+    return False
+
+
+def _is_utf8_json(body: bytes) -> bool:
+    """False for what `json.loads(bytes)` would read other than as strict UTF-8: UTF-16 and
+    UTF-32 (which it tells by their NUL bytes, never in JSON as UTF-8: a control character),
+    a UTF-8 BOM (which it skips), and invalid UTF-8 (surrogates it lets through)."""
+    if b"\x00" in body:
+        return False
+    if body.isascii():
+        return True
+    if body.startswith(codecs.BOM_UTF8):
+        return False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class RefuseNul:

@@ -274,6 +274,29 @@ def test_a_plain_request_is_answered_as_the_full_route_answers(api):
     assert published[1].tenant == tenant_id
 
 
+EVENT_TEXT = '{"type": "order.paid", "data": {"note": "café"}}'
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-8-sig"])
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
+def test_a_body_not_in_utf8_is_refused_on_every_ingest_path(api, path, encoding, keyed):
+    """The route parsed a body with `json.loads(bytes)`, which reads UTF-16 and UTF-32 and
+    skips a UTF-8 BOM: the fast path handed such a body on, and the route accepted it."""
+    _, auth = api.tenant()
+    text = EVENT_TEXT if path == "/v1/events" else f'{{"events": [{EVENT_TEXT}]}}'
+    headers = {**auth, "content-type": "application/json"}
+    if keyed:  # through the whole stack, as the fast path hands it on
+        headers["Idempotency-Key"] = f"k-{encoding}"
+
+    refused = api.client.post(path, content=text.encode(encoding), headers=headers)
+    accepted = api.client.post(path, content=text.encode(), headers=headers)
+
+    assert "UTF-8" in assert_error(refused, 422, "validation_error")
+    assert accepted.status_code == 202, accepted.text
+    assert [event.data for _, event in api.published()] == [{"note": "café"}]
+
+
 def test_a_key_revoked_after_it_was_cached_is_refused_at_once(api):
     tenant_id, headers = api.tenant()
     event = {"type": "order.paid", "data": {}}

@@ -139,7 +139,15 @@ def test_a_batch_item_nested_too_deep_is_rejected_alone(api: Api, auth: dict[str
     assert "nested deeper" in results[1]["error"]["message"]
 
 
-@pytest.mark.parametrize("body", [b"\xff\xfe{}", b"not json", b'{"name": "a"'])
+NAMED = '{"name": "a"}'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff\xfe{}", b"not json", b'{"name": "a"',
+     # JSON, but not in UTF-8: `json.loads(bytes)` read these, and the tenant was created.
+     NAMED.encode("utf-16"), NAMED.encode("utf-32-le"), NAMED.encode("utf-8-sig")],
+)  # fmt: skip
 def test_a_body_that_is_not_json_in_utf8_is_a_documented_422(api: Api, body: bytes) -> None:
     headers = {**api.admin, "content-type": "application/json"}
     assert_error(api.client.post("/v1/tenants", content=body, headers=headers), 422)
