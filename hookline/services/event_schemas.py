@@ -9,7 +9,10 @@ the compiled validator, so what the catalogue shows is what ingest enforces.
 
 Compiled validators never reach the network (`offline`: a `$ref` to a URL is refused when
 saved, and would fail to compile), and patterns run on Rust's linear-time regex engine, so
-a tenant's schema cannot make ingest wait on a host or on a backtracking pattern.
+a tenant's schema cannot make ingest wait on a host or on a backtracking pattern. Nor on its
+own shape: a schema whose references expand to more than `MAX_SCHEMA_EXPANSION` subschemas
+(`schema_expansion`) is refused when saved, and never compiled for ingest if it was saved
+before that bound existed.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from typing import Any
 import jsonschema
 import jsonschema_rs
 
+from common import payload
 from hookline.services.errors import Invalid
+from hookline.services.schema_expansion import Unbounded, expanded_size
 
 MAX_SCHEMA_BYTES = 64 * 1024  # JSON text of one schema
 MAX_SCHEMA_DEPTH = 32  # nested objects and arrays
+MAX_SCHEMA_EXPANSION = 10_000  # subschemas with every $ref expanded: steps per data value
 MAX_EXAMPLES = 10
 MAX_EXAMPLE_BYTES = 16 * 1024
 MAX_PATH_CHARS = 200  # of a problem's location, as answered
@@ -37,7 +43,7 @@ Validator = jsonschema_rs.Validator
 
 
 class InvalidSchema(Invalid):
-    """The JSON Schema itself is not one (or is too large, deep, or reaches outside)."""
+    """The JSON Schema itself is not one (or is too large, deep, costly, or reaches outside)."""
 
     code = "invalid_schema"
 
@@ -92,12 +98,28 @@ def size_of(document: Any) -> int:
 
 
 def compile_schema(schema: dict[str, Any]) -> Validator:
-    """The validator ingest runs for `schema` (which `check_schema` accepted)."""
+    """The validator ingest runs for `schema` (which `check_schema` accepted), or
+    `InvalidSchema` if validating with it could take too many steps: the bound is checked
+    here, so a schema stored before it existed cannot reach ingest either."""
+    _check_expansion(schema)
     # `mask`: an error names the place and the rule, never the value (docs/architecture.md,
     # "Input limits"), so neither an answer nor a log line can carry a tenant's data.
     return jsonschema_rs.validator_for(
         schema, offline=True, pattern_options=jsonschema_rs.RegexOptions(), mask=MASK
     )
+
+
+def _check_expansion(schema: dict[str, Any]) -> None:
+    try:
+        size = expanded_size(schema, MAX_SCHEMA_EXPANSION, payload.MAX_DEPTH)
+    except Unbounded as exc:
+        raise InvalidSchema(f"data_schema: {_bounded(str(exc))}") from None
+    if size > MAX_SCHEMA_EXPANSION:
+        raise InvalidSchema(
+            f"data_schema: more than {MAX_SCHEMA_EXPANSION} subschemas once every $ref is "
+            f"expanded (recursion counted to {payload.MAX_DEPTH} levels of data): validating "
+            f"one event could take as many steps"
+        )
 
 
 def check_schema(schema: Any) -> Validator:

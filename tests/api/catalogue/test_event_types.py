@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from common.db.models import AuditEntry
+from tests.api.catalogue.costly import anyof_chain
 from tests.api.support import Api, assert_error
 
 ORDER_SCHEMA = {
@@ -91,6 +92,107 @@ def test_a_schema_nested_too_deeply_is_refused(api: Api) -> None:
     )
 
     assert "nested deeper than 32" in assert_error(response, 422, "invalid_schema")
+
+
+TWO_WAYS_BACK = {  # each level of `a` tries both branches again: 2^64 paths
+    "$defs": {"d": {"anyOf": [
+        {"type": "object", "minProperties": 1, "properties": {"a": {"$ref": "#/$defs/d"}}},
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/d"}}},
+    ]}},
+    "$ref": "#/$defs/d",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        (anyof_chain(17), "more than 10000 subschemas once every $ref is expanded"),
+        (TWO_WAYS_BACK, "more than 10000 subschemas once every $ref is expanded"),
+        ({"$defs": {"a": {"allOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"},
+         "a $ref cycle never goes into the data"),
+    ],
+    ids=["anyOf chain", "recursion with two ways back", "cycle in place"],
+)  # fmt: skip
+def test_a_small_schema_whose_references_multiply_is_refused_on_create_and_on_change(
+    api: Api, schema: dict[str, object], words: str
+) -> None:
+    _, auth = api.tenant()
+    api.client.post("/v1/event-types", json={"name": "order.paid"}, headers=auth)
+
+    created = api.client.post(
+        "/v1/event-types", json={"name": "order.created", "data_schema": schema}, headers=auth
+    )
+    changed = api.client.patch(
+        "/v1/event-types/order.paid", json={"data_schema": schema}, headers=auth
+    )
+
+    assert words in assert_error(created, 422, "invalid_schema")
+    assert words in assert_error(changed, 422, "invalid_schema")
+    names = [
+        entry["name"] for entry in api.client.get("/v1/event-types", headers=auth).json()["data"]
+    ]
+    assert names == ["order.paid"]
+    assert api.client.get("/v1/event-types/order.paid", headers=auth).json()["version"] == 1
+
+
+def large_schema() -> dict[str, object]:
+    """What a big real payload's schema looks like: 300 fields of an order in 10 nested
+    sections, shared money and address definitions used all over, and a recursive category
+    tree (one way back: unrolled to 64 levels of data, about 130 subschemas). About 700 in
+    all, 14 KB."""
+    money = {"type": "object", "required": ["amount", "currency"], "properties": {
+        "amount": {"type": "integer", "minimum": 0},
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+    }}  # fmt: skip
+    address = {"type": "object", "properties": {
+        name: {"type": "string", "maxLength": 200}
+        for name in ("line1", "line2", "city", "region", "postcode", "country")
+    }}  # fmt: skip
+    category = {"type": "object", "properties": {
+        "name": {"type": "string"},
+        "children": {"type": "array", "items": {"$ref": "#/$defs/category"}},
+    }}  # fmt: skip
+    kinds: list[dict[str, object]] = [
+        {"type": "string", "maxLength": 100}, {"type": "integer"}, {"type": "boolean"},
+        {"$ref": "#/$defs/money"}, {"type": ["string", "null"], "format": "date-time"},
+        {"enum": ["new", "paid", "shipped"]},
+    ]  # fmt: skip
+    sections = {
+        f"section_{s}": {"type": "object", "properties": {
+            f"field_{f}": kinds[(s + f) % len(kinds)] for f in range(30)
+        } | {"address": {"$ref": "#/$defs/address"}}}
+        for s in range(10)
+    }  # fmt: skip
+    return {
+        "type": "object",
+        "required": ["section_0"],
+        "$defs": {"money": money, "address": address, "category": category},
+        "properties": sections | {
+            "lines": {"type": "array", "items": {"type": "object", "properties": {
+                "sku": {"type": "string"}, "price": {"$ref": "#/$defs/money"},
+                "tax": {"anyOf": [{"$ref": "#/$defs/money"}, {"type": "null"}]},
+            }}},
+            "category": {"$ref": "#/$defs/category"},
+        },
+    }  # fmt: skip
+
+
+def test_a_large_schema_that_shares_definitions_and_recurses_once_is_accepted(api: Api) -> None:
+    _, auth = api.tenant()
+    schema = large_schema()
+    example = {
+        "section_0": {"field_3": {"amount": 1, "currency": "EUR"}, "address": {"city": "Oslo"}},
+        "category": {"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]},
+    }
+
+    response = api.client.post(
+        "/v1/event-types",
+        json={"name": "order.created", "data_schema": schema, "examples": [example]},
+        headers=auth,
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["data_schema"] == schema
 
 
 def test_examples_are_checked_against_the_schema_on_create_and_on_change(api: Api) -> None:
