@@ -8,7 +8,9 @@ the mode, then each type's id and version) while concurrent requests keep the ol
 at most one more period, as the key cache does. Validators are compiled once per (entry
 id, version) and kept in a bounded LRU, so a reload compiles only what changed. A change
 through this process's API drops the tenant's entry at once; other API processes follow
-within one or two periods.
+within one or two periods. A stored schema that today's save-time checks would refuse (one
+saved before its bound, such as `MAX_SCHEMA_EXPANSION`) is not compiled: its type goes
+unchecked, as one without a schema, and an error is logged with the entry's id.
 
 Cost when the tenant's mode is `off` (the default): one dictionary look-up per request.
 """
@@ -164,6 +166,13 @@ class SchemaCheck:
         if found is not None and found[0] == version:
             try:
                 validator = event_schemas.compile_schema(found[1])
+            except event_schemas.InvalidSchema as exc:
+                # Saved before a bound it breaks (a schema too costly to run): its type goes
+                # unchecked, as one without a schema, rather than stall this process.
+                log.error(
+                    "catalogued schema is past today's bounds: not checked",
+                    extra={"entry": entry_id, "reason": str(exc)},
+                )
             except Exception:  # checked when saved; a library change must not stop ingest
                 log.exception("catalogued schema does not compile", extra={"entry": entry_id})
         elif found is not None:

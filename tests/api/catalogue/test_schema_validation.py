@@ -9,9 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from common.db.models import EventTypeEntry
 from hookline.api import fast_ingest
 from hookline.api.schemas import EventIn
+from tests.api.catalogue.costly import anyof_chain
 from tests.api.support import Api, assert_error
 
 SCHEMA = {
@@ -127,6 +130,20 @@ def test_a_schema_error_message_is_bounded(api):
     )
 
     assert len(assert_error(response, 422, "schema_violation")) <= 320
+
+
+def test_a_schema_stored_before_the_expansion_bound_goes_unchecked_rather_than_stall(api, caplog):
+    auth = catalogued(api, "reject")
+    with api.sessionmaker.begin() as session:  # as a row saved before the bound would be
+        entry = session.scalars(select(EventTypeEntry)).one()
+        entry.data_schema, entry.version = anyof_chain(14), entry.version + 1
+
+    response = api.client.post("/v1/events", json=BAD, headers=auth)
+
+    assert response.status_code == 202, response.text
+    assert len(api.published()) == 1 and violations(api, "reject") == 0
+    logged = [r for r in caplog.records if "past today's bounds" in r.getMessage()]
+    assert logged and "more than 10000 subschemas" in logged[0].__dict__["reason"]
 
 
 def test_a_change_through_this_process_applies_to_the_next_request(api):
