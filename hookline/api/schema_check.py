@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -59,6 +60,13 @@ class _Catalogue:
     validators: dict[str, Validator]  # event type -> compiled schema of its data
 
 
+def _problems(broken: dict[int, tuple[Validator, Any]]) -> dict[int, str]:
+    return {
+        index: event_schemas.problem(validator, data) or "data: invalid"
+        for index, (validator, data) in broken.items()
+    }
+
+
 class SchemaCheck:
     def __init__(
         self,
@@ -87,13 +95,17 @@ class SchemaCheck:
             catalogue = await run_in_threadpool(self.load, tenant)
         if catalogue.mode == SchemaValidation.OFF or not catalogue.validators:
             return Screen(catalogue.mode)
-        problems: dict[int, str] = {}
         validators = catalogue.validators
+        broken: dict[int, tuple[Validator, Any]] = {}
         for index, event in enumerate(events):
             validator = validators.get(event.type)
             if validator is not None and not validator.is_valid(event.data):
-                problems[index] = event_schemas.problem(validator, event.data) or "data: invalid"
-        return Screen(catalogue.mode, problems)
+                broken[index] = (validator, event.data)
+        if not broken:
+            return Screen(catalogue.mode)
+        # Wording a problem walks the failing branches again, dearer than `is_valid`: on a
+        # worker thread, not on the loop every tenant's requests share.
+        return Screen(catalogue.mode, await run_in_threadpool(_problems, broken))
 
     def report(self, tenant: str, screen: Screen, events: Sequence[EventIn]) -> None:
         """Count (and log, by ids only) what a screen found, once the answer is final."""

@@ -152,12 +152,13 @@ def check_schema(schema: Any) -> Validator:
 
 def problem(validator: Validator, data: Any) -> str | None:
     """Why `data` breaks the schema (`data.path: message`, bounded), or None if it fits."""
-    if validator.is_valid(data):
-        return None
-    error = next(iter(validator.iter_errors(data)), None)
-    if error is None:  # is_valid and iter_errors disagree only on a library bug
-        return "data: does not match the schema"
-    return f"{_where(error.instance_path, 'data')}: {_bounded(error.message)}"
+    # `validate` stops at the first error; `iter_errors` builds every one before yielding
+    # any, and each failing `anyOf` holds its branches' errors: seconds for a wide object.
+    try:
+        validator.validate(data)
+    except jsonschema_rs.ValidationError as error:
+        return f"{_where(error.instance_path, 'data')}: {_bounded(error.message)}"
+    return None
 
 
 def check_examples(validator: Validator | None, examples: list[Any]) -> None:
