@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 MAX_TENANTS = 10_000
 MAX_VALIDATORS = 2_000
 MAX_LOGGED_IDS = 10
+# Schemas that expand to more subschemas than this (a realistic order schema: 15) are run
+# on a worker thread: the loop's share stays ~100 steps per value of data, however large
+# the body.
+MAX_INLINE_EXPANSION = 100
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,19 @@ class Screen:
 class _Catalogue:
     mode: SchemaValidation
     validators: dict[str, Validator]  # event type -> compiled schema of its data
+    inline: bool = True  # every schema cheap enough to run on the event loop
+
+
+def _broken(
+    validators: dict[str, Validator], events: Sequence[EventIn]
+) -> dict[int, tuple[Validator, Any]]:
+    """By position, each event whose data its type's schema refuses."""
+    broken: dict[int, tuple[Validator, Any]] = {}
+    for index, event in enumerate(events):
+        validator = validators.get(event.type)
+        if validator is not None and not validator.is_valid(event.data):
+            broken[index] = (validator, event.data)
+    return broken
 
 
 def _problems(broken: dict[int, tuple[Validator, Any]]) -> dict[int, str]:
@@ -84,8 +101,8 @@ class SchemaCheck:
         self._max_validators = max_validators
         # tenant -> (expires at, catalogue, a caller is reloading it)
         self._tenants: OrderedDict[str, tuple[float, _Catalogue, bool]] = OrderedDict()
-        # (entry id, version) -> its validator, None for an entry without a schema
-        self._compiled: OrderedDict[tuple[str, int], Validator | None] = OrderedDict()
+        # (entry id, version) -> its validator and expansion, None for an entry without a schema
+        self._compiled: OrderedDict[tuple[str, int], tuple[Validator, int] | None] = OrderedDict()
         self._lock = threading.Lock()
 
     async def screen(self, tenant: str, events: Sequence[EventIn]) -> Screen:
@@ -95,12 +112,10 @@ class SchemaCheck:
             catalogue = await run_in_threadpool(self.load, tenant)
         if catalogue.mode == SchemaValidation.OFF or not catalogue.validators:
             return Screen(catalogue.mode)
-        validators = catalogue.validators
-        broken: dict[int, tuple[Validator, Any]] = {}
-        for index, event in enumerate(events):
-            validator = validators.get(event.type)
-            if validator is not None and not validator.is_valid(event.data):
-                broken[index] = (validator, event.data)
+        if catalogue.inline:
+            broken = _broken(catalogue.validators, events)
+        else:  # its cost grows with the schema times the body: off the loop others share
+            broken = await run_in_threadpool(_broken, catalogue.validators, events)
         if not broken:
             return Screen(catalogue.mode)
         # Wording a problem walks the failing branches again, dearer than `is_valid`: on a
@@ -153,11 +168,13 @@ class SchemaCheck:
                 missing = [entry for entry in versions.values() if entry not in self._compiled]
             loaded = event_types.schemas(session, [entry_id for entry_id, _ in missing])
         validators: dict[str, Validator] = {}
+        inline = True
         for name, (entry_id, version) in versions.items():
-            validator = self._validator(entry_id, version, loaded)
-            if validator is not None:
-                validators[name] = validator
-        catalogue = _Catalogue(mode, validators)
+            compiled = self._validator(entry_id, version, loaded)
+            if compiled is not None:
+                validators[name] = compiled[0]
+                inline = inline and compiled[1] <= MAX_INLINE_EXPANSION
+        catalogue = _Catalogue(mode, validators, inline)
         with self._lock:
             self._tenants[tenant] = (time.monotonic() + self._refresh_s, catalogue, False)
             self._tenants.move_to_end(tenant)
@@ -167,7 +184,7 @@ class SchemaCheck:
 
     def _validator(
         self, entry_id: str, version: int, loaded: dict[str, tuple[int, dict[str, object]]]
-    ) -> Validator | None:
+    ) -> tuple[Validator, int] | None:
         key = (entry_id, version)
         with self._lock:
             if key in self._compiled:
@@ -177,7 +194,10 @@ class SchemaCheck:
         validator = None
         if found is not None and found[0] == version:
             try:
-                validator = event_schemas.compile_schema(found[1])
+                validator = (
+                    event_schemas.compile_schema(found[1]),
+                    event_schemas.expansion(found[1]),
+                )
             except event_schemas.InvalidSchema as exc:
                 # Saved before a bound it breaks (a schema too costly to run): its type goes
                 # unchecked, as one without a schema, rather than stall this process.

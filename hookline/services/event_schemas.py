@@ -101,7 +101,7 @@ def compile_schema(schema: dict[str, Any]) -> Validator:
     """The validator ingest runs for `schema` (which `check_schema` accepted), or
     `InvalidSchema` if validating with it could take too many steps: the bound is checked
     here, so a schema stored before it existed cannot reach ingest either."""
-    _check_expansion(schema)
+    expansion(schema)
     # `mask`: an error names the place and the rule, never the value (docs/architecture.md,
     # "Input limits"), so neither an answer nor a log line can carry a tenant's data.
     return jsonschema_rs.validator_for(
@@ -109,7 +109,9 @@ def compile_schema(schema: dict[str, Any]) -> Validator:
     )
 
 
-def _check_expansion(schema: dict[str, Any]) -> None:
+def expansion(schema: dict[str, Any]) -> int:
+    """How many subschemas `schema` expands to (`schema_expansion`), or `InvalidSchema` if
+    that is past `MAX_SCHEMA_EXPANSION` or has no bound."""
     try:
         size = expanded_size(schema, MAX_SCHEMA_EXPANSION, payload.MAX_DEPTH)
     except Unbounded as exc:
@@ -120,6 +122,7 @@ def _check_expansion(schema: dict[str, Any]) -> None:
             f"expanded (recursion counted to {payload.MAX_DEPTH} levels of data): validating "
             f"one event could take as many steps"
         )
+    return size
 
 
 def check_schema(schema: Any) -> Validator:

@@ -122,6 +122,23 @@ def test_mode_reject_refuses_the_event_with_the_schema_error(api, path, fast_cal
     assert violations(api, "reject") == 1 and violations(api, "warn") == 0
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_a_schema_too_costly_for_the_event_loop_gives_the_same_answers(api, path, fast_calls):
+    wide = {f"note_{i}": {"type": "string"} for i in range(120)}  # 122 subschemas: a thread
+    properties = {"order": {"type": "integer"}, **wide}
+    auth = catalogued(api, "reject", {**SCHEMA, "properties": properties})
+
+    results = send(api, auth, path, GOOD, BAD, UNCHECKED)
+
+    assert [status for status, _ in results] == [
+        "accepted",
+        422 if path.startswith("single") else "rejected",
+        "accepted",
+    ]
+    assert results[1][1]["message"].startswith("data.order: ")
+    assert len(api.published()) == 2 and violations(api, "reject") == 1
+
+
 def test_a_schema_error_message_is_bounded(api):
     auth = catalogued(api, "reject", {"type": "object", "properties": {"a": {"type": "string"}}})
 
