@@ -11,8 +11,8 @@ Compiled validators never reach the network (`offline`: a `$ref` to a URL is ref
 saved, and would fail to compile), and patterns run on Rust's linear-time regex engine, so
 a tenant's schema cannot make ingest wait on a host or on a backtracking pattern. Nor on its
 own shape: a schema whose references expand to more than `MAX_SCHEMA_EXPANSION` subschemas
-(`schema_expansion`) is refused when saved, and never compiled for ingest if it was saved
-before that bound existed.
+along one path into the data (`schema_expansion`) is refused when saved, and never
+compiled for ingest if it was saved before that bound existed.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from hookline.services.schema_expansion import Unbounded, expanded_size
 
 MAX_SCHEMA_BYTES = 64 * 1024  # JSON text of one schema
 MAX_SCHEMA_DEPTH = 32  # nested objects and arrays
-MAX_SCHEMA_EXPANSION = 10_000  # subschemas with every $ref expanded: steps per data value
+MAX_SCHEMA_EXPANSION = 10_000  # subschemas along one path, every $ref expanded (per value)
 MAX_EXAMPLES = 10
 MAX_EXAMPLE_BYTES = 16 * 1024
 MAX_PATH_CHARS = 200  # of a problem's location, as answered
@@ -119,8 +119,8 @@ def expansion(schema: dict[str, Any]) -> int:
     if size > MAX_SCHEMA_EXPANSION:
         raise InvalidSchema(
             f"data_schema: more than {MAX_SCHEMA_EXPANSION} subschemas once every $ref is "
-            f"expanded (recursion counted to {payload.MAX_DEPTH} levels of data): validating "
-            f"one event could take as many steps"
+            f"expanded, along one path into the data (recursion counted to "
+            f"{payload.MAX_DEPTH} levels): validating one value could take as many steps"
         )
     return size
 

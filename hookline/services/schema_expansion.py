@@ -1,5 +1,5 @@
-"""How many subschemas validating one event can visit: a schema's size once every `$ref` is
-replaced by its target.
+"""How many subschemas validating one event can visit along one path into its data: a
+schema's size with every `$ref` replaced by its target.
 
 A schema's text says little about its cost. `{"anyOf": [{"$ref": "#/$defs/b"}, {"$ref":
 "#/$defs/b"}]}` names `b` twice, and a chain of 20 such definitions fits in 1.5 KB yet sends
@@ -8,12 +8,15 @@ minutes). So the count expands each reference where it stands, as the validator 
 memoised per (subschema, data depth) so the count itself stays cheap, and stops once it
 passes the limit.
 
-Recursion is bounded by the data: a keyword that applies to the instance's children
-(`properties`, `items`, ...) goes one level down, and data nests at most
-`common.payload.MAX_DEPTH` levels, so a cycle through one is unrolled that many times. A
-recursion with one way back (a tree's `children`) stays small; one with two (`left` and
-`right`, or `anyOf` of two references) doubles every level and is over any limit. A cycle
-that never goes down (`a` is `allOf: [{"$ref": a}]`) would validate forever: refused.
+What applies to one value adds up: every subschema of `allOf`, `anyOf`, `not`, ... and every
+reference. Into the data, only one path is followed at a time: a child of an object is
+validated against its one property's subschema (or `additionalProperties`) plus any
+matching `patternProperties`; an item against its position's or `items`, plus `contains`;
+and a value is an object or an array, not both. So a tree whose `left` and `right` point
+back to it costs what one branch does at each level, while `anyOf` of two references that
+go down the same property doubles every level. A recursion is unrolled as deep as data may
+nest (`common.payload.MAX_DEPTH`). A cycle that never goes down (`a` is `allOf: [{"$ref":
+a}]`) would validate forever: refused.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-# Keywords whose subschemas apply to the instance itself, and to its children (a level down);
-# of these, the ones whose value maps names to subschemas.
+# Keywords whose subschemas apply to the value itself.
 _HERE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas",
          "dependencies")  # fmt: skip
-_DOWN = (
-    "properties", "patternProperties", "additionalProperties", "unevaluatedProperties",
-    "propertyNames", "items", "prefixItems", "additionalItems", "unevaluatedItems", "contains",
-)  # fmt: skip
+# Into a child of an object, or an item of an array: of the first group one subschema
+# applies to a given child (the largest counts), every one of the second may apply too.
+_OBJECT_ONE = ("properties", "additionalProperties")
+_OBJECT_ALL = ("patternProperties", "unevaluatedProperties", "propertyNames")
+_ARRAY_ONE = ("prefixItems", "items", "additionalItems")
+_ARRAY_ALL = ("contains", "unevaluatedItems")
 _MAPS = ("properties", "patternProperties", "dependentSchemas", "dependencies")
 _REFERENCES = ("$ref", "$dynamicRef", "$recursiveRef")
 
@@ -39,43 +43,63 @@ class Unbounded(Exception):
 
 
 def expanded_size(schema: Any, limit: int, depth: int) -> int:
-    """The number of subschemas in `schema` with every reference expanded and recursion
-    unrolled `depth` levels of data deep, counting no further than `limit + 1`.
+    """The most subschemas validating one value of data and its way down along one path
+    can visit, every reference expanded and recursion unrolled `depth` levels of data deep,
+    counting no further than `limit + 1`.
 
-    Raises `Unbounded` for a reference cycle that never goes down a level, or a reference
-    this count cannot follow (the validator may follow it, so it is not assumed cheap)."""
+    Raises `Unbounded` for a reference cycle that never goes down a level, a reference this
+    count cannot follow (the validator may follow it, so it is not assumed cheap), or
+    references nested too deep to count."""
     document = _Document(schema)
-    sizes: dict[tuple[int, int], int] = {}  # (id of a subschema, data depth) -> its size
-    stack = [_Frame((id(schema), depth), document.applied(schema, depth))]
-    open_keys = {stack[0].key}
-    while True:
-        frame = stack[-1]
-        if frame.size > limit:
-            return limit + 1
-        if frame.pending:
-            child, level = frame.pending.pop()
-            key = (id(child), level)
-            if key in sizes:
-                frame.size += sizes[key]
-            elif key in open_keys:
-                raise Unbounded("a $ref cycle never goes into the data: it would validate forever")
-            else:
-                stack.append(_Frame(key, document.applied(child, level)))
-                open_keys.add(key)
-            continue
-        stack.pop()
-        open_keys.discard(frame.key)
-        sizes[frame.key] = frame.size
-        if not stack:
-            return min(frame.size, limit + 1)
-        stack[-1].size += frame.size
+    cap = limit + 1
+    known: dict[tuple[int, int], _Cost] = {}  # (id of a subschema, data depth) -> its cost
+    open_keys: set[tuple[int, int]] = set()
+
+    def size(node: Any, level: int) -> int:
+        cost = cost_of(node, level)
+        return min(cost.here + max(cost.into_object, cost.into_array), cap)
+
+    def cost_of(node: Any, level: int) -> _Cost:
+        key = (id(node), level)
+        if key in known:
+            return known[key]
+        if key in open_keys:
+            raise Unbounded("a $ref cycle never goes into the data: it would validate forever")
+        open_keys.add(key)
+        here, into_object, into_array = 1, 0, 0
+        for child in document.here(node):
+            cost = cost_of(child, level)
+            here = min(here + cost.here, cap)
+            into_object = min(into_object + cost.into_object, cap)
+            into_array = min(into_array + cost.into_array, cap)
+        if level > 0 and isinstance(node, dict):  # below the deepest data they apply to none
+            one, every = document.down(node, _OBJECT_ONE, _OBJECT_ALL)
+            into_object = min(
+                into_object + max((size(c, level - 1) for c in one), default=0)
+                + sum(size(c, level - 1) for c in every),
+                cap,
+            )  # fmt: skip
+            one, every = document.down(node, _ARRAY_ONE, _ARRAY_ALL)
+            into_array = min(
+                into_array + max((size(c, level - 1) for c in one), default=0)
+                + sum(size(c, level - 1) for c in every),
+                cap,
+            )  # fmt: skip
+        open_keys.discard(key)
+        known[key] = _Cost(here, into_object, into_array)
+        return known[key]
+
+    try:
+        return size(schema, depth)
+    except RecursionError:
+        raise Unbounded("its references nest too deep to count") from None
 
 
-@dataclass
-class _Frame:
-    key: tuple[int, int]
-    pending: list[tuple[Any, int]]  # (subschema, the data depth it applies at)
-    size: int = 1
+@dataclass(frozen=True)
+class _Cost:
+    here: int  # subschemas applied to the value itself
+    into_object: int  # the most applied along one path into an object's children
+    into_array: int  # the same into an array's items
 
 
 @dataclass
@@ -107,20 +131,30 @@ class _Document:
                 self.recursive.append(node)
             pending.extend((value, resource) for value in node.values())
 
-    def applied(self, node: Any, depth: int) -> list[tuple[Any, int]]:
-        """The subschemas `node` applies, each with the data depth it applies at."""
+    def here(self, node: Any) -> list[Any]:
+        """The subschemas `node` applies to the value itself, references expanded."""
         if not isinstance(node, dict):
             return []  # `true` / `false`
-        found: list[tuple[Any, int]] = []
+        found: list[Any] = []
         for keyword, value in node.items():
             if keyword in _REFERENCES:
                 if isinstance(value, str):
-                    found.extend((target, depth) for target in self._targets(node, value))
+                    found.extend(self._targets(node, value))
             elif keyword in _HERE:
-                found.extend((child, depth) for child in _subschemas(keyword, value))
-            elif keyword in _DOWN and depth > 0:  # no data deeper: they apply to nothing
-                found.extend((child, depth - 1) for child in _subschemas(keyword, value))
+                found.extend(_subschemas(keyword, value))
         return found
+
+    @staticmethod
+    def down(
+        node: dict[str, Any], one: tuple[str, ...], every: tuple[str, ...]
+    ) -> tuple[list[Any], list[Any]]:
+        """The subschemas of `node`'s keywords in `one` and in `every` (see `_OBJECT_ONE`)."""
+        return (
+            [child for keyword in one if keyword in node
+             for child in _subschemas(keyword, node[keyword])],
+            [child for keyword in every if keyword in node
+             for child in _subschemas(keyword, node[keyword])],
+        )  # fmt: skip
 
     def _targets(self, node: dict[str, Any], reference: str) -> list[Any]:
         """Every object `reference` may mean: resolved against its resource and against the

@@ -1,4 +1,5 @@
-"""Schemas small in text and costly to validate with, for the catalogue's tests."""
+"""Schemas small in text and costly to validate with, for the catalogue's tests, and two
+whose recursion looks as costly and is not."""
 
 from __future__ import annotations
 
@@ -11,3 +12,16 @@ def anyof_chain(levels: int) -> dict[str, object]:
     }
     defs[f"d{levels}"] = {"type": "string"}
     return {"$defs": defs, "$ref": "#/$defs/d0"}
+
+
+# Two ways back into different children: one path follows one of them at each level.
+BINARY = {"type": "object", "properties": {
+    "value": {"type": "integer"}, "left": {"$ref": "#"}, "right": {"$ref": "#"},
+}}  # fmt: skip
+# Any JSON value: an object's branch and an array's branch both point back, but a value is
+# one or the other.
+ANY_JSON = {"$defs": {"json": {"anyOf": [
+    {"type": ["string", "number", "boolean", "null"]},
+    {"type": "object", "additionalProperties": {"$ref": "#/$defs/json"}},
+    {"type": "array", "items": {"$ref": "#/$defs/json"}},
+]}}, "$ref": "#/$defs/json"}  # fmt: skip

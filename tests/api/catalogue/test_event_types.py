@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from common.db.models import AuditEntry
-from tests.api.catalogue.costly import anyof_chain
+from tests.api.catalogue.costly import ANY_JSON, BINARY, anyof_chain
 from tests.api.support import Api, assert_error
 
 ORDER_SCHEMA = {
@@ -175,6 +175,19 @@ def large_schema() -> dict[str, object]:
             "category": {"$ref": "#/$defs/category"},
         },
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("schema", [BINARY, ANY_JSON], ids=["binary tree", "any JSON value"])
+def test_a_recursion_into_different_children_is_accepted(
+    api: Api, schema: dict[str, object]
+) -> None:
+    """Its references meet once per level along any one path into the data, so validating
+    stays linear in the data: refusing it would refuse ordinary trees and free-form JSON."""
+    _, auth = api.tenant()
+    created = api.client.post(
+        "/v1/event-types", json={"name": "tree.changed", "data_schema": schema}, headers=auth
+    )
+    assert created.status_code == 201, created.text
 
 
 def test_a_large_schema_that_shares_definitions_and_recurses_once_is_accepted(api: Api) -> None:
