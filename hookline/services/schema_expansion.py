@@ -59,6 +59,14 @@ def expanded_size(schema: Any, limit: int, depth: int) -> int:
         cost = cost_of(node, level)
         return min(cost.here + max(cost.into_object, cost.into_array), cap)
 
+    def child_cost(
+        node: dict[str, Any], level: int, one: tuple[str, ...], every: tuple[str, ...]
+    ) -> int:
+        """The most a child of `node`'s value meets, one level down."""
+        only, all_of = document.down(node, one, every)
+        biggest = max((size(child, level - 1) for child in only), default=0)
+        return biggest + sum(size(child, level - 1) for child in all_of)
+
     def cost_of(node: Any, level: int) -> _Cost:
         key = (id(node), level)
         if key in known:
@@ -73,18 +81,8 @@ def expanded_size(schema: Any, limit: int, depth: int) -> int:
             into_object = min(into_object + cost.into_object, cap)
             into_array = min(into_array + cost.into_array, cap)
         if level > 0 and isinstance(node, dict):  # below the deepest data they apply to none
-            one, every = document.down(node, _OBJECT_ONE, _OBJECT_ALL)
-            into_object = min(
-                into_object + max((size(c, level - 1) for c in one), default=0)
-                + sum(size(c, level - 1) for c in every),
-                cap,
-            )  # fmt: skip
-            one, every = document.down(node, _ARRAY_ONE, _ARRAY_ALL)
-            into_array = min(
-                into_array + max((size(c, level - 1) for c in one), default=0)
-                + sum(size(c, level - 1) for c in every),
-                cap,
-            )  # fmt: skip
+            into_object = min(into_object + child_cost(node, level, _OBJECT_ONE, _OBJECT_ALL), cap)
+            into_array = min(into_array + child_cost(node, level, _ARRAY_ONE, _ARRAY_ALL), cap)
         open_keys.discard(key)
         known[key] = _Cost(here, into_object, into_array)
         return known[key]
