@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     # The fastest replay a tenant's key may ask for (copies per second); the admin token
     # may ask for more, or for unlimited.
-    replay_max_rate_per_s: float = Field(default=500.0, gt=0)
+    replay_max_rate_per_s: float = Field(default=500.0, ge=0.01)  # a replay's own floor
     # Per-tenant API limits (architecture §7, "Per-tenant API limits"): the defaults of
     # every tenant, which the admin API overrides per tenant (`/v1/tenants/{id}/limits`).
     tenant_ingest_rate_per_s: float = Field(default=1000.0, ge=0.01, le=1_000_000)

@@ -123,3 +123,11 @@ def test_the_public_url_is_an_origin_with_an_optional_path() -> None:
             Settings(public_url=bad)
         assert "HOOKLINE_PUBLIC_URL" in str(refused.value)
         assert "pw" not in str(refused.value)  # a credential is never echoed
+
+
+def test_the_replay_rate_cap_is_no_slower_than_a_replays_own_floor() -> None:
+    """A key's `null` rate means this cap: at 1e-300 every such replay waited past what the
+    clock can hold and failed, as a request's own rate below 0.01 did (refused at 422)."""
+    assert Settings(replay_max_rate_per_s=0.01).replay_max_rate_per_s == 0.01
+    with pytest.raises(ValidationError):
+        Settings(replay_max_rate_per_s=1e-300)
