@@ -26,13 +26,7 @@ from hookline.api.idempotency import Idempotency, document
 from hookline.api.in_flight import ReleasePlaces
 from hookline.api.keycache import KeyCache
 from hookline.api.limitbook import LimitBook
-from hookline.api.limits import (
-    MAX_BATCH_BODY_BYTES,
-    MAX_BODY_BYTES,
-    BodyLimit,
-    RefuseNonUtf8Json,
-    RefuseNul,
-)
+from hookline.api.limits import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES, BodyLimit, RefuseNul
 from hookline.api.misses import Misses
 from hookline.api.over_limit import OverLimit
 from hookline.api.quota import Quota
@@ -157,9 +151,6 @@ def create_app(
     app.add_middleware(Idempotency)
     document(app)
     document_request_limit(app, auth.COUNTING)
-    # Inside the size limit (a body is whole and bounded), outside Idempotency: a body that
-    # is not UTF-8 is refused before its key is claimed.
-    app.add_middleware(RefuseNonUtf8Json)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={BATCH: MAX_BATCH_BODY_BYTES})
     app.add_middleware(RefuseNul)
     # Outside each layer above that may answer a request to /portal itself.

@@ -156,7 +156,7 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 # FastAPI's answer to a body it could not decode (not UTF-8): a 400, where a body that is
 # not JSON is a 422. Both are "the body does not fit the schema", answered as documented.
 _UNDECODABLE_BODY = "There was an error parsing the body"
-NOT_UTF8_JSON = "body: not JSON encoded as UTF-8"  # and `limits.RefuseNonUtf8Json`'s
+NOT_UTF8_JSON = "body: not JSON encoded as UTF-8"  # and `limits.BodyLimit`'s
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -20,10 +20,15 @@ MAX_BATCH_BODY_BYTES = 5 * 1024 * 1024
 
 
 class BodyLimit:
-    """Answer 413 to any request whose body exceeds `max_bytes`.
+    """Answer 413 to any request whose body exceeds `max_bytes`, and 422 to a JSON body that
+    is not UTF-8 (a byte order mark included).
 
     The body is read here (at most `max_bytes` of it) and handed on whole, so a chunked
     request that lies about its size is cut off as early as one with a Content-Length.
+    The framework parses a body with `json.loads(bytes)`, which sniffs UTF-16 and UTF-32
+    and skips a UTF-8 BOM: such bodies were accepted where the contract takes UTF-8 alone.
+    The fast ingest path's parser is strict already and hands such a body on to here, so
+    plain ingest pays nothing for the check.
     """
 
     def __init__(
@@ -55,7 +60,11 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+        body = b"".join(chunks)
+        if _is_json(scope) and not _is_utf8_json(body):
+            await error_response(422, "validation_error", NOT_UTF8_JSON)(scope, receive, send)
+            return
+        pending: list[Message] = [{"type": "http.request", "body": body}]
 
         async def replay() -> Message:
             return pending.pop() if pending else await receive()
@@ -76,42 +85,6 @@ class BodyLimit:
     async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         message = f"request body exceeds the limit of {limit} bytes"
         await error_response(413, "payload_too_large", message)(scope, receive, send)
-
-
-class RefuseNonUtf8Json:
-    """Answer 422 to a JSON body that is not UTF-8, a byte order mark included.
-
-    The framework parses a body with `json.loads(bytes)`, which sniffs UTF-16 and UTF-32
-    and skips a UTF-8 BOM: such bodies were accepted where the contract takes UTF-8 alone.
-    Inside `BodyLimit`, so the body is whole and bounded here. The fast path's parser is
-    strict already and hands such a body on to here: plain ingest pays nothing."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_json(scope):
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        if not _is_utf8_json(body):
-            response = error_response(422, "validation_error", NOT_UTF8_JSON)
-            await response(scope, receive, send)
-            return
-        pending: list[Message] = [{"type": "http.request", "body": body}]
-
-        async def replay() -> Message:
-            return pending.pop() if pending else await receive()
-
-        await self.app(scope, replay, send)
 
 
 def _is_json(scope: Scope) -> bool:
