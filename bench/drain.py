@@ -29,6 +29,7 @@ from bench.pipeline import publish_backlog
 from bench.stack import (
     Sampler,
     baseline,
+    by_webhook_id,
     cpu_per_delivery_us,
     load_average,
     profile,
@@ -76,8 +77,8 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         cpu_after = running.cpu()
         stop_profile(profiler)
         end_rss = rss()
-        received = running.arrival_times("receiver")
-    received = [(webhook_id, at) for webhook_id, at in received if webhook_id.startswith("d-")]
+        sent = by_webhook_id(running.tenant_id, (f"d-{n}" for n in range(count)))
+        received = running.arrival_times("receiver", sent)
     times = sorted(at for _, at in received)
     first, last = times[0], times[-1]
     rate = count / (last - first)

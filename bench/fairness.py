@@ -41,12 +41,20 @@ from sqlalchemy import func, select, text
 from bench import runs
 from bench.fairness_legs import light_legs
 from bench.pipeline import publish_backlog
-from bench.stack import BOX, Stack, cpu_per_delivery_us, load_average, percentile, stack
+from bench.stack import (
+    BOX,
+    Stack,
+    by_webhook_id,
+    cpu_per_delivery_us,
+    load_average,
+    percentile,
+    stack,
+)
 from common.db.models import Delivery
 from common.db.statuses import DeliveryStatus
 from common.settings import Settings
 from common.transport import topology as tp
-from common.wire import utcnow
+from common.wire import utcnow, webhook_id_for
 from producer import Producer
 from tests import builders
 
@@ -228,8 +236,10 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
                 held[phase] = deferred(running, args)
                 stop_dispatchers(running, args)
             running.wait_for(running.succeeded, 2 * args.burst + len(sent), 120)
-        heavy = running.arrival_times("heavy")
-        received = running.arrivals("light")
+        burst = (f"{phase}-{n}" for phase in order for n in range(args.burst))
+        heavy = running.arrival_times("heavy", by_webhook_id(running.tenant_id, burst))
+        light_ids = {webhook_id_for(tenant, i): i for i, (tenant, _) in sent.items()}
+        received = running.arrivals("light", light_ids)
         where = light_legs(running, sent, received, shared_start) if sent else {}
     alone_times = [at for i, at in heavy if i.startswith("a-")]
     shared_times = [at for i, at in heavy if i.startswith("s-")]

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import runs
 from bench.pipeline import publish_backlog, start_services
-from bench.stack import baseline, cpu_per_delivery_us, load_average, stack
+from bench.stack import baseline, by_webhook_id, cpu_per_delivery_us, load_average, stack
 from common.settings import Settings
 from producer import Producer
 
@@ -43,8 +43,9 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
             publish_backlog(producer, running.tenant_id, [f"f-{n}" for n in range(args.events)])
         done = running.wait_for(running.succeeded, count, count / 100 + 60)
         cpu_after = running.cpu()
-        received = running.arrival_times("receiver")
-    times = [at for webhook_id, at in received if webhook_id.startswith("f-")]
+        sent = by_webhook_id(running.tenant_id, (f"f-{n}" for n in range(args.events)))
+        received = running.arrival_times("receiver", sent)
+    times = [at for _, at in received]
     rate = count / (max(times) - start)
     return {
         "run": number,

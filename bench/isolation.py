@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.stack import load_average, percentile, stack
+from bench.stack import by_webhook_id, load_average, percentile, stack
 from common.settings import Settings
 from hookline.receiver import Receiver, Reply
 from producer import Producer
@@ -145,14 +145,15 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         total = len(publisher.sent_at)
         done = running.wait_for(running.succeeded, total, args.drain_timeout_s, tick_s=1.0)
         drained_at = time.time()
-        received = running.arrivals("healthy")
+        sent = by_webhook_id(running.tenant_id, publisher.sent_at)
+        received = running.arrivals("healthy", sent)
         after_recovery: dict[str, float] = {}
         for r in hung.received:
-            webhook_id = r.headers.get("webhook-id", "")
+            event_id = sent.get(r.headers.get("webhook-id", ""), "")
             if r.received_at >= recovered_at:
-                after_recovery.setdefault(webhook_id, r.received_at)
+                after_recovery.setdefault(event_id, r.received_at)
             if not hanging.is_set():
-                received.setdefault(webhook_id, r.received_at)
+                received.setdefault(event_id, r.received_at)
     sent_at = publisher.sent_at
     others: list[dict[str, Any]] = [
         {

@@ -34,7 +34,7 @@ from sqlalchemy import text
 
 from bench import runs
 from bench.pipeline import open_model, start_services
-from bench.stack import Stack, cpu_per_delivery_us, load_average, percentile, stack
+from bench.stack import Stack, by_webhook_id, cpu_per_delivery_us, load_average, percentile, stack
 from bench.tap import Tap
 from common.ids import new_id
 from common.settings import Settings
@@ -107,7 +107,7 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
                 sent_at = asyncio.run(open_model_async(producer, running.tenant_id, ids, args.rate))
         done = running.wait_for(running.succeeded, len(ids), 120)
         cpu = cpu_per_delivery_us(cpu_before, running.cpu(), len(ids))
-        received = running.arrivals("receiver")
+        received = running.arrivals("receiver", by_webhook_id(running.tenant_id, ids))
         first = min(sent_at.values()) + WARMUP_S
         if tap is not None:
             tap.close()

@@ -29,6 +29,7 @@ from bench import runs
 from bench.stack import (
     Stack,
     baseline,
+    by_webhook_id,
     cpu_per_delivery_us,
     load_average,
     percentile,
@@ -98,7 +99,8 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         sent_at = open_model(producer, running.tenant_id, latency_ids, args.rate)
         done_latency = running.wait_for(running.succeeded, done + len(latency_ids), 120)
         producer.close()
-        received = running.arrivals("receiver")
+        sent = by_webhook_id(running.tenant_id, [*ids, *latency_ids])
+        received = running.arrivals("receiver", sent)
     last = max(received[i] for i in ids if i in received)
     rate = args.events / (last - start)
     latencies = [received[i] - sent_at[i] for i in latency_ids if i in received]

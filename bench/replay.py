@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bench.stack import Stack, baseline, cpu_per_delivery_us, load_average, stack
+from bench.stack import Stack, baseline, by_webhook_id, cpu_per_delivery_us, load_average, stack
 from common.transport import Outgoing, open_transport
 from common.transport.topology import Exchange, Queue, Topology
 from tests.processes import HOOKLINE
@@ -138,7 +138,8 @@ def one_run(args: argparse.Namespace, number: int, workdir: Path) -> dict[str, A
         done = running.wait_for(running.succeeded, count, 1800, tick_s=1.0) if names else 0
         delivered_s = time.monotonic() - began if names else float("nan")
         cpu_after = running.cpu()
-        arrivals = [w for w, _ in running.arrival_times("receiver") if w.startswith("r-")]
+        replayed = by_webhook_id(running.tenant_id, (f"r-{n}" for n in range(1, count + 1)))
+        arrivals = [event_id for event_id, _ in running.arrival_times("receiver", replayed)]
     summary = json.loads(job.stdout[job.stdout.index("{") :])
     return {
         "run": number,

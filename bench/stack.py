@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +36,7 @@ from common.db.statuses import DeliveryStatus
 from common.secretbox import SecretBox
 from common.settings import Settings
 from common.transport import topology as tp
-from common.wire import DeliveryMessage, Event
+from common.wire import DeliveryMessage, Event, webhook_id_for
 from dispatcher.http import Sender
 from dispatcher.subscriptions import Endpoint
 from tests import builders
@@ -46,6 +46,12 @@ from tests.services import temporary_database, temporary_vhost
 SECRET_KEY = "5yN6ZnxUf48i2cY4NAoWswcXnt4IRkW61fRd9BzFpoU"
 BOX = SecretBox(SECRET_KEY)
 TICK_S = os.sysconf("SC_CLK_TCK")
+
+
+def by_webhook_id(tenant_id: str, event_ids: Iterable[str]) -> dict[str, str]:
+    """webhook-id -> event id for one tenant's events: how a benchmark reads its receiver's
+    log (the header names the tenant and the event, not the event alone)."""
+    return {webhook_id_for(tenant_id, event_id): event_id for event_id in event_ids}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -203,20 +209,21 @@ class Stack:
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")[-4000:]
 
-    def arrivals(self, name: str) -> dict[str, float]:
-        """webhook-id -> first receipt time, once the receiver `name` has stopped."""
-        self.stop(name)
+    def arrivals(self, name: str, events: Mapping[str, str]) -> dict[str, float]:
+        """event id -> first receipt time, once the receiver `name` has stopped, for the
+        events of `events` (webhook-id -> event id: `by_webhook_id`)."""
         found: dict[str, float] = {}
-        for line in (self.workdir / f"{name}.tsv").read_text().splitlines():
-            webhook_id, at = line.split("\t")
-            found.setdefault(webhook_id, float(at))
+        for event_id, at in self.arrival_times(name, events):
+            found.setdefault(event_id, at)
         return found
 
-    def arrival_times(self, name: str) -> list[tuple[str, float]]:
-        """Every receipt, duplicates included, once the receiver `name` has stopped."""
+    def arrival_times(self, name: str, events: Mapping[str, str]) -> list[tuple[str, float]]:
+        """(event id, time) of every receipt of the events of `events`, duplicates included,
+        once the receiver `name` has stopped."""
         self.stop(name)
         lines = (self.workdir / f"{name}.tsv").read_text().splitlines()
-        return [(a, float(b)) for a, b in (line.split("\t") for line in lines)]
+        times = [(events.get(a), float(b)) for a, b in (line.split("\t") for line in lines)]
+        return [(event_id, at) for event_id, at in times if event_id is not None]
 
     # -- counts -----------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from bench import runs
 from bench.pipeline import publish_backlog
 from bench.stack import (
     baseline,
+    by_webhook_id,
     cpu_per_delivery_us,
     load_average,
     stack,
@@ -136,8 +137,9 @@ def hookline(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         cpu_after = running.cpu()
         wal_drained = _wal_lsn(running)
         stored = _table_bytes(running)
-        received = running.arrival_times("receiver")
-    times = sorted(at for webhook_id, at in received if webhook_id.startswith("d-"))
+        sent = by_webhook_id(running.tenant_id, (f"d-{n}" for n in range(count)))
+        received = running.arrival_times("receiver", sent)
+    times = sorted(at for _, at in received)
     rate = count / (times[-1] - times[0])
     return {
         "deliveries_per_s": round(rate, 1),

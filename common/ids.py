@@ -19,6 +19,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 _DELIVERY_NAMESPACE = uuid.UUID("8f3b5c1e-6a47-4a3e-9a55-1f0d3c2b7e90")
+_WEBHOOK_NAMESPACE = uuid.UUID("3e9d2a71-0c5b-4f86-b1d4-7a2e6c90f415")
 _EPOCH = date(1970, 1, 1)
 _MS_PER_DAY = 86_400_000
 # An id's own day is trusted as the partition day only this close to the day of ingest, so
@@ -59,6 +60,19 @@ def delivery_id_for(tenant: str, event_id: str, subscription_id: str, day: date)
     name = f"{tenant}\x1f{event_id}\x1f{subscription_id}"
     digest = hashlib.sha1(_DELIVERY_NAMESPACE.bytes + name.encode()).digest()
     return "dlv_" + _v7((day - _EPOCH).days * _MS_PER_DAY, digest)
+
+
+def webhook_id_for(tenant: str, event_id: str) -> str:
+    """The `webhook-id` every request for one event carries: to each of its subscriptions,
+    on every retry and every replay.
+
+    Event ids are unique within a tenant only, and Standard Webhooks asks that a webhook id
+    be unique across all messages: a receiver subscribed to two tenants de-duplicates on it,
+    so two tenants' `order-1001` must not share one. Hashed with the tenant (`\x1f` cannot
+    occur in either id), so it is stable without being stored.
+    """
+    name = f"{tenant}\x1f{event_id}"
+    return "msg_" + hashlib.sha256(_WEBHOOK_NAMESPACE.bytes + name.encode()).digest()[:16].hex()
 
 
 def day_of(identifier: str) -> date | None:

@@ -25,6 +25,7 @@ from common.errors import DecodeError
 from common.ids import day_of as day_of
 from common.ids import delivery_id_for as delivery_id_for
 from common.ids import new_id as new_id
+from common.ids import webhook_id_for as webhook_id_for
 
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 OPERATION_PATTERN = r"^[A-Za-z0-9_\-.]+$"

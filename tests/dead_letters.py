@@ -20,6 +20,7 @@ class Dead:
     id: str
     event_id: str
     subscription_id: str
+    webhook_id: str  # what its requests carried
 
 
 def dead_letter(
@@ -43,7 +44,7 @@ def dead_letter(
     row.finished_at = died_at or utcnow() - timedelta(minutes=1)
     row.updated_at = row.finished_at
     session.flush()
-    return Dead(row.id, row.event_id, subscription_id)
+    return Dead(row.id, row.event_id, subscription_id, row.webhook_id)
 
 
 def published_copies(transport: Transport) -> list[DeliveryMessage]:

@@ -16,7 +16,7 @@ from common.errors import UnsafeTargetError
 from common.settings import Settings
 from common.ssrf import CachingResolver, Resolver, Target, check_url, system_resolver
 from common.tracing import TraceContext
-from common.wire import DeliveryMessage, utcnow
+from common.wire import DeliveryMessage, utcnow, webhook_id_for
 from dispatcher.http.exchange import DeadlineExceeded, ProtocolError
 from dispatcher.http.pool import Pools
 from dispatcher.http.request import build_headers, request_bytes, request_target, webhook_body
@@ -134,8 +134,9 @@ class Sender:
         # so the portal shows the `webhook-timestamp` that was sent without storing it.
         signed_at = utcnow()
         secrets = endpoint.secrets_at(signed_at)
+        msg_id = webhook_id_for(delivery.tenant, delivery.event_id)
         headers = build_headers(
-            endpoint.headers, delivery.event_id, int(signed_at.timestamp()), body, secrets, trace
+            endpoint.headers, msg_id, int(signed_at.timestamp()), body, secrets, trace
         )
         path, host = request_target(target)
         try:

@@ -7,8 +7,9 @@ A shape lists the header names in the order sent, with a value only where it is 
 on every request of the shape and says nothing secret: `content-type`, `user-agent`, and
 for `webhook-signature` its schemes (`v1 v1` during a rotation, `v1a` for an ed25519 key),
 never a signature. A subscription's own header values are not kept: any may be a
-credential. `webhook-id` (the event id) and `webhook-timestamp` (the attempt's time in
-whole seconds) are the attempt's own and are read back from its rows (`headers_shown`).
+credential. `webhook-id` (`common.ids.webhook_id_for`: its tenant and event id) and
+`webhook-timestamp` (the attempt's time in whole seconds) are the attempt's own and are
+read back from its rows (`headers_shown`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _shape(names: tuple[str, ...], schemes: str, kept: tuple[str, ...]) -> Heade
 
 
 def headers_shown(
-    headers: Sequence[Sequence[str | None]], event_id: str, signed_at: datetime
+    headers: Sequence[Sequence[str | None]], webhook_id: str, signed_at: datetime
 ) -> list[tuple[str, str]]:
     """A stored shape's headers as one attempt sent them, secrets masked: the signature's
     schemes with `MASK` for each signature, `MASK` for a subscription's own values."""
@@ -62,7 +63,7 @@ def headers_shown(
         if name is None:
             continue
         if name == "webhook-id":
-            value = event_id
+            value = webhook_id
         elif name == "webhook-timestamp":
             value = str(int(signed_at.timestamp()))
         elif name == SIGNATURE:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from hookline.api.limit_schemas import MIN_RATE_PER_S
-from hookline.api.schemas import AttemptOut, Strict, TimeBound
+from hookline.api.schemas import WEBHOOK_ID, AttemptOut, Strict, TimeBound
 
 StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
 JobState = Literal["running", "completed", "cancelling", "cancelled", "failed"]
@@ -23,6 +23,7 @@ class DeadLetterOut(BaseModel):
     id: str
     tenant_id: str
     event_id: str
+    webhook_id: str = WEBHOOK_ID
     subscription_id: str
     event_type: str
     reason: str | None

@@ -292,9 +292,14 @@ class AttemptOut(BaseModel):
     )
 
 
+# What a receiver de-duplicates on; an operator finds a receiver's report by it.
+WEBHOOK_ID = Field(description="The `webhook-id` header of every request for this event.")
+
+
 class DeliverySummary(BaseModel):
     id: str
     event_id: str
+    webhook_id: str = WEBHOOK_ID
     subscription_id: str
     event_type: str
     status: DeliveryStatus

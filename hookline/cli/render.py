@@ -27,6 +27,7 @@ def dead_row(row: Any) -> dict[str, Any]:
         "id": row.id,
         "tenant_id": row.tenant_id,
         "event_id": row.event_id,
+        "webhook_id": row.webhook_id,
         "subscription_id": row.subscription_id,
         "event_type": row.event_type,
         "reason": row.dead_reason,

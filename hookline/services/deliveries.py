@@ -77,7 +77,7 @@ def attempt_headers(
         .all()
     )
     return {
-        a.id: headers_shown(stored[a.header_set_id], delivery.event_id, a.created_at)
+        a.id: headers_shown(stored[a.header_set_id], delivery.webhook_id, a.created_at)
         for a in attempts
         if a.header_set_id in stored
     }

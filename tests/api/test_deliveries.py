@@ -8,7 +8,7 @@ import pytest
 
 from common.db.models import Attempt, Delivery
 from common.db.statuses import DeliveryStatus
-from common.wire import utcnow
+from common.wire import utcnow, webhook_id_for
 from tests import builders
 from tests.api.support import assert_error
 
@@ -49,6 +49,7 @@ def test_a_delivery_is_shown_with_its_attempts_in_order(api):
     assert response.status_code == 200
     body = response.json()
     assert body["id"] == delivery_id
+    assert body["webhook_id"] == webhook_id_for(tenant_id, body["event_id"])
     assert body["event_type"] == "order.created"
     assert body["status"] == "dead"
     assert body["attempt_count"] == 2

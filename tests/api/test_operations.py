@@ -129,6 +129,7 @@ def test_a_dead_letter_shows_event_attempts_and_headers_without_secrets(
         builders.attempt(session, target.id, 2, sent=False, status_code=None)
     body = ops_api.client.get(f"/v1/dead-letters/{target.id}", headers=world["auth"]).json()
     assert body["event"]["id"] == target.event_id
+    assert body["webhook_id"] == target.webhook_id  # what the receiver saw, to find it by
     first, second = body["attempts"]
     assert {k: v for k, v in first.items() if k != "request_headers"} == {
         "attempt": 1,
@@ -143,7 +144,7 @@ def test_a_dead_letter_shows_event_attempts_and_headers_without_secrets(
     assert sent == [
         ("Authorization", MASK),  # every value of the subscription's own headers
         ("X-Site", MASK),
-        ("webhook-id", target.event_id),
+        ("webhook-id", target.webhook_id),
         ("webhook-timestamp", stamp),
         ("webhook-signature", f"v1,{MASK}"),
         ("content-type", "application/json"),

@@ -17,7 +17,7 @@ from common.db import migrate
 from common.db.models import AuditEntry, Delivery, PoisonMessage, PortalLink, ReplayJob
 from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
-from common.wire import utcnow
+from common.wire import utcnow, webhook_id_for
 from dispatcher.http import MASK
 from hookline.cli import app
 from tests import builders
@@ -112,7 +112,8 @@ def test_dlq_show_prints_the_attempts_and_headers(world: dict[str, Any]) -> None
     result = invoke("dlq", "show", dead, "-o", "json")
     shown = json.loads(result.stdout)
     # The API's shape (`DeadLetterDetail`), whichever backend answered.
-    assert shown["reason"] and shown["headers"]["webhook-id"] == shown["event_id"]
+    assert shown["reason"] and shown["headers"]["webhook-id"] == shown["webhook_id"]
+    assert shown["webhook_id"] == webhook_id_for(shown["tenant_id"], shown["event_id"])
     assert shown["died_at"].endswith("Z")
     assert all(a["created_at"].endswith("Z") for a in shown["attempts"])
     first, second = shown["attempts"]

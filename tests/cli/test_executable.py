@@ -86,7 +86,7 @@ def test_the_executable_shows_a_dead_letter_through_the_api(
     assert shown == from_api.json()  # the API's body, as the executable printed it
     first, second = shown["attempts"]
     sent = {h["name"]: h["value"] for h in first["request_headers"]}
-    assert (sent["X-Key"], sent["webhook-id"]) == (MASK, dead.event_id)
+    assert (sent["X-Key"], sent["webhook-id"]) == (MASK, dead.webhook_id)
     assert second["request_headers"] is None
     assert as_table.returncode == 0, as_table.stderr
     assert "headers sent by attempt 1" in as_table.stdout and "X-Key" in as_table.stdout

@@ -22,7 +22,7 @@ from common.db.models import AuditEntry, Delivery, ReplayJob
 from common.db.session import make_engine, make_sessionmaker
 from common.transport import Outgoing, open_transport
 from common.transport import topology as tp
-from common.wire import encode, utcnow
+from common.wire import encode, utcnow, webhook_id_for
 from dispatcher.deadletters import DeadFilter
 from dispatcher.replay import create_job
 from hookline.api.limits import MAX_BODY_BYTES
@@ -92,9 +92,10 @@ def test_replay_resume_through_the_api_and_directly_answers_the_same(
     assert (remote_job["state"], remote_job["done"], remote_job["actor"]) == (
         "completed", 1, "operator"
     )  # fmt: skip
-    # Each arrived once more (a replay keeps the webhook-id: the event id).
-    wait_until(lambda: len(deliveries_of(stack, "resume-1")) == 4, "resume-1 replayed")
-    wait_until(lambda: len(deliveries_of(stack, "resume-2")) == 4, "resume-2 replayed")
+    # Each arrived once more (a replay keeps the webhook-id).
+    first, second = (webhook_id_for(tenant["id"], f"resume-{n}") for n in (1, 2))
+    wait_until(lambda: len(deliveries_of(stack, first)) == 4, "resume-1 replayed")
+    wait_until(lambda: len(deliveries_of(stack, second)) == 4, "resume-2 replayed")
     # Who resumed it, in the audit log: the admin token remotely, the login name directly.
     (by_api,) = audits(sessions, "replay.resume", through_api)
     (by_cli,) = audits(sessions, "replay.resume", directly)
@@ -215,9 +216,10 @@ def test_dlq_resubmit_with_a_body_file_through_the_api_and_directly_answers_the_
     assert remote.stdout.replace(through_api, "ID") == direct.stdout.replace(directly, "ID")
     assert remote.stdout == f"re-submitted {through_api} to {tp.EVENTS}\n"
     # The corrected events are routed and delivered, signed.
+    remote_id, direct_id = (webhook_id_for(tenant["id"], f"fix-{m}") for m in ("remote", "direct"))
     arrived = [
-        wait_until(lambda: deliveries_of(stack, "fix-remote"), "fix-remote"),
-        wait_until(lambda: deliveries_of(stack, "fix-direct"), "fix-direct"),
+        wait_until(lambda: deliveries_of(stack, remote_id), "fix-remote"),
+        wait_until(lambda: deliveries_of(stack, direct_id), "fix-direct"),
     ]
     for (got,) in arrived:
         assert Webhook(tenant["secret"]).verify(got.body, got.headers)["type"] == "order.fixed"

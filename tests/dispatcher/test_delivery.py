@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from common import logs
 from common.db.models import Attempt, Delivery, Subscription
@@ -17,7 +18,7 @@ from common.signing import verify
 from common.transport import MemoryTransport
 from common.transport import topology as tp
 from common.transport.topology import Queue, Topology
-from common.wire import DeliveryMessage, Event, decode
+from common.wire import DeliveryMessage, Event, decode, webhook_id_for
 from dispatcher.http import Sender, SendResult
 from dispatcher.subscriptions import Endpoint
 from dispatcher.worker import Dispatcher
@@ -60,7 +61,7 @@ def tap_dead_letters(harness: Harness) -> None:
     harness.transport.declare(Topology((), (Queue(DEAD_TAP, bindings=((tp.DEAD, ""),)),)))
 
 
-def test_delivery_arrives_signed_with_the_event_id_and_the_exact_body(harness: Harness) -> None:
+def test_delivery_arrives_signed_with_its_webhook_id_and_the_exact_body(harness: Harness) -> None:
     static = {"Authorization": "Bearer t0k", "Webhook-Id": "forged", "X-Site": "b"}
     with Receiver() as receiver:
         message, secret = given_delivery(harness, f"{receiver.url}/hooks?v=1", headers=static)
@@ -73,7 +74,7 @@ def test_delivery_arrives_signed_with_the_event_id_and_the_exact_body(harness: H
     assert (request.method, request.path) == ("POST", "/hooks?v=1")
     Webhook(secret).verify(request.body, request.headers)
     verify(secret, request.headers, request.body)
-    assert request.headers["webhook-id"] == message.event_id
+    assert request.headers["webhook-id"] == webhook_id_for(message.tenant, message.event_id)
     expected = json.dumps(message.event.webhook_body(), separators=(",", ":")).encode()
     assert request.body == expected
     assert request.headers["content-type"] == "application/json"
@@ -90,6 +91,44 @@ def test_delivery_arrives_signed_with_the_event_id_and_the_exact_body(harness: H
     assert harness.metrics.e2e._sum.get() > 0
 
 
+def test_two_tenants_events_of_one_id_reach_a_shared_receiver_under_two_webhook_ids(
+    harness: Harness,
+) -> None:
+    # Event ids are unique per tenant only. A receiver subscribed through two tenants
+    # de-duplicates on `webhook-id` (Standard Webhooks: unique across all messages), so
+    # the second tenant's `order-1001` must not look like a repeat of the first's.
+    with Receiver() as receiver:
+        sent: list[tuple[DeliveryMessage, str]] = []
+        with harness.db() as session, session.begin():
+            for _ in range(2):
+                tenant = builders.tenant(session)
+                sub, secret = builders.subscription(session, tenant.id, receiver.url)
+                ev = builders.event(tenant.id, id="order-1001")
+                sent.append((builders.delivery(session, ev, sub.id), secret))
+        with harness.running():
+            for message, _ in sent:
+                harness.publish(message)
+            assert receiver.wait_for(2, 10)
+    webhook_ids = {}
+    for request in receiver.received:
+        # Each verifies with exactly one tenant's secret: that tells whose it is.
+        owners = [m for m, secret in sent if _verifies(secret, request)]
+        assert len(owners) == 1
+        webhook_ids[owners[0].tenant] = request.headers["webhook-id"]
+    assert sorted(webhook_ids) == sorted(m.tenant for m, _ in sent)
+    first, second = webhook_ids.values()
+    assert first != second
+    assert webhook_ids == {m.tenant: webhook_id_for(m.tenant, "order-1001") for m, _ in sent}
+
+
+def _verifies(secret: str, request: Any) -> bool:
+    try:
+        Webhook(secret).verify(request.body, request.headers)
+    except WebhookVerificationError:
+        return False
+    return True
+
+
 def test_dispatcher_dead_letters_after_the_last_attempt(harness: Harness) -> None:
     tap_dead_letters(harness)
     with Receiver(respond=lambda _: Reply(500, b"down")) as receiver:
@@ -99,7 +138,9 @@ def test_dispatcher_dead_letters_after_the_last_attempt(harness: Harness) -> Non
             wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.DEAD))
             wait_until(lambda: harness.depth(DEAD_TAP) == 1)
         assert receiver.count == 3
-    assert {r.headers["webhook-id"] for r in receiver.received} == {message.event_id}
+    assert {r.headers["webhook-id"] for r in receiver.received} == {
+        webhook_id_for(message.tenant, message.event_id)
+    }
     rows = attempts(harness, message.delivery_id)
     assert [(a.attempt, a.outcome, a.status_code) for a in rows] == [
         (1, "retry", 500), (2, "retry", 500), (3, "dead", 500)

@@ -12,7 +12,7 @@ from common.db.models import Base, Delivery
 from common.db.statuses import DeliveryStatus, SubscriptionStatus
 from common.transport import MemoryTransport, Outgoing
 from common.transport import topology as tp
-from common.wire import DeliveryMessage, encode
+from common.wire import DeliveryMessage, encode, webhook_id_for
 from hookline.receiver import Receiver, Reply
 from tests import builders
 from tests.dispatcher.conftest import Harness, make_settings, wait_until
@@ -142,7 +142,7 @@ def test_a_failed_settle_leaves_the_message_unacked_for_redelivery(
             assert receiver.wait_for(2, 10)
             wait_until(lambda: finished(harness, message.delivery_id, DeliveryStatus.SUCCEEDED))
     ids = [r.headers["webhook-id"] for r in receiver.received]
-    assert ids == [message.event_id, message.event_id]
+    assert ids == [webhook_id_for(message.tenant, message.event_id)] * 2
     assert [a.outcome for a in attempts(harness, message.delivery_id)] == ["success"]
 
 

@@ -31,6 +31,7 @@ from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import FINAL_STATUSES, DeliveryStatus
 from common.secretbox import SecretBox
 from common.settings import Settings
+from common.wire import webhook_id_for
 from hookline.receiver import Received, Receiver, Reply
 from producer import Producer
 from tests import builders
@@ -75,8 +76,9 @@ class Rig:
     secrets: dict[str, str] = field(default_factory=dict)  # path -> secret
     subscriptions: dict[str, str] = field(default_factory=dict)  # path -> subscription id
     sent: dict[str, int] = field(default_factory=dict)  # event id -> number
+    webhook_ids: dict[str, str] = field(default_factory=dict)  # webhook-id -> event id
     accepted: set[str] = field(default_factory=set)
-    answered_ok: set[tuple[str, str]] = field(default_factory=set)  # (path, webhook-id)
+    answered_ok: set[tuple[str, str]] = field(default_factory=set)  # (path, event id)
     copies: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     lock: threading.Lock = field(default_factory=threading.Lock)
     generation: int = 0
@@ -94,7 +96,7 @@ class Rig:
         """A receiver callback that runs `script` and remembers what it answered 2xx."""
 
         def answer(request: Received) -> Reply:
-            event_id = request.headers.get("webhook-id", "")
+            event_id = self.webhook_ids.get(request.headers.get("webhook-id", ""), "")
             n = json.loads(request.body)["data"]["n"]
             with self.lock:
                 self.copies[(request.path, event_id)] += 1
@@ -149,6 +151,7 @@ def publish(rig: Rig, count: int, *, batch: int = 50, pause_s: float = 0.05,
             ]  # fmt: skip
             for event in events:
                 rig.sent[str(event["id"])] = int(event["data"]["n"])  # type: ignore[index]
+                rig.webhook_ids[webhook_id_for(rig.tenant, str(event["id"]))] = str(event["id"])
             deadline = time.monotonic() + 90
             while True:
                 try:
@@ -243,10 +246,11 @@ def check(rig: Rig, *, quiet_timeout_s: float = QUIET_TIMEOUT_S) -> dict[Row, No
     for request in rig.receiver.received:
         assert request.path in rig.secrets, f"a request to an unknown path {request.path}"
         payload = Webhook(rig.secrets[request.path]).verify(request.body, request.headers)
-        event_id = request.headers["webhook-id"]
-        assert event_id in rig.sent, f"received an event that was never sent: {event_id}"
+        webhook_id = request.headers["webhook-id"]
+        event_id = rig.webhook_ids.get(webhook_id, "")
+        assert event_id in rig.sent, f"received an event that was never sent: {webhook_id}"
         assert payload["data"] == {"n": rig.sent[event_id]}
-        ids[(request.path, rig.sent[event_id])].add(event_id)
+        ids[(request.path, rig.sent[event_id])].add(webhook_id)
     assert all(len(found) == 1 for found in ids.values()), "a duplicate changed its webhook-id"
 
     arrived = rig.arrived()

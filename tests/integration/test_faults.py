@@ -32,6 +32,7 @@ from common.secretbox import SecretBox
 from common.settings import Settings
 from common.transport import open_transport
 from common.transport import topology as tp
+from common.wire import webhook_id_for
 from hookline.receiver import Received, Receiver, Reply
 from producer import Producer
 from tests import builders
@@ -201,13 +202,20 @@ def dead_rows(rig: Rig) -> tuple[int, int, dict[str, int]]:
         engine.dispose()
 
 
+def by_webhook_id(rig: Rig) -> dict[str, str]:
+    """webhook-id -> event id, for every event in the ledger."""
+    return {webhook_id_for(rig.tenant, event_id): event_id for event_id in list(rig.ledger)}
+
+
 def settle_and_check(rig: Rig, started: dict[str, int]) -> dict[str, float]:
     """Wait for the system to go quiet, then check the ledger against what arrived."""
     started_at = time.monotonic()
 
     def quiet() -> bool:
         requests = rig.receiver.received
-        arrived = {r.headers.get("webhook-id") for r in requests if not refused(number(r))}
+        events_of = by_webhook_id(rig)
+        answered = [r for r in requests if not refused(number(r))]
+        arrived = {events_of.get(r.headers.get("webhook-id", "")) for r in answered}
         events, unfinished, dead = dead_rows(rig)
         return (
             events == len(rig.ledger) and unfinished == 0 and set(rig.ledger) <= arrived | set(dead)
@@ -223,18 +231,20 @@ def settle_and_check(rig: Rig, started: dict[str, int]) -> dict[str, float]:
     _, unfinished, dead = dead_rows(rig)
 
     webhook = Webhook(rig.secret)
+    events_of = by_webhook_id(rig)
     ids_by_number: dict[int, set[str]] = defaultdict(set)
     for request in received:
         payload = webhook.verify(request.body, request.headers)
         signing.verify(rig.secret, request.headers, request.body)  # raises when invalid
-        event_id = request.headers["webhook-id"]
-        assert event_id in rig.ledger, f"received an event that was never sent: {event_id}"
+        webhook_id = request.headers["webhook-id"]
+        event_id = events_of.get(webhook_id, "")
+        assert event_id in rig.ledger, f"received an event that was never sent: {webhook_id}"
         assert payload["data"] == {"n": rig.ledger[event_id]}
-        ids_by_number[json.loads(request.body)["data"]["n"]].add(event_id)
+        ids_by_number[json.loads(request.body)["data"]["n"]].add(webhook_id)
     assert all(len(ids) == 1 for ids in ids_by_number.values()), "a duplicate changed its id"
 
     accepted = [request for request in received if not refused(number(request))]
-    arrived = {request.headers["webhook-id"] for request in accepted}
+    arrived = {events_of.get(request.headers["webhook-id"]) for request in accepted}
     for event_id in set(rig.ledger) - arrived:
         assert dead.get(event_id, 0) >= 1, f"{event_id} neither arrived nor is dead with attempts"
     assert unfinished == 0

@@ -20,6 +20,7 @@ from standardwebhooks import Webhook
 from common.db.models import Attempt, Delivery, EventRow
 from common.db.session import make_engine
 from common.db.statuses import DeliveryStatus
+from common.wire import webhook_id_for
 from hookline.receiver import Receiver
 from tests.processes import HOOKLINE, Services, free_port
 from tests.services import temporary_database, temporary_vhost
@@ -92,7 +93,7 @@ def test_thousand_events_arrive_signed_exactly_as_sent(stack: tuple[Services, st
         secret = created.json()["secret"]
         time.sleep(1.0)  # the router refreshes its index every 0.2 s
 
-        sent: dict[str, dict[str, object]] = {}
+        sent: dict[str, dict[str, object]] = {}  # by the webhook-id each must arrive with
 
         def publish(n: int) -> tuple[str, dict[str, object]]:
             body: dict[str, object] = {
@@ -105,7 +106,7 @@ def test_thousand_events_arrive_signed_exactly_as_sent(stack: tuple[Services, st
 
         with ThreadPoolExecutor(8) as pool:
             for event_id, body in pool.map(publish, range(EVENTS)):
-                sent[event_id] = body
+                sent[webhook_id_for(tenant["id"], event_id)] = body
         assert len(sent) == EVENTS
 
         arrived = receiver.wait_for(EVENTS, timeout_s=120)
@@ -120,13 +121,13 @@ def test_thousand_events_arrive_signed_exactly_as_sent(stack: tuple[Services, st
     webhook = Webhook(secret)
     for request in received:
         payload = webhook.verify(request.body, request.headers)
-        event_id = request.headers["webhook-id"]
-        assert event_id in sent, f"received an event that was never sent: {event_id}"
-        assert payload["type"] == sent[event_id]["type"]
-        assert payload["data"] == sent[event_id]["data"]
+        webhook_id = request.headers["webhook-id"]
+        assert webhook_id in sent, f"received an event that was never sent: {webhook_id}"
+        assert payload["type"] == sent[webhook_id]["type"]
+        assert payload["data"] == sent[webhook_id]["data"]
         assert request.headers["content-type"] == "application/json"
         assert request.headers["user-agent"].startswith("Hookline/")
-        by_id[event_id] = request
+        by_id[webhook_id] = request
     assert set(by_id) == set(sent)
     assert len(received) == EVENTS, "a delivery arrived twice in a fault-free run"
 

@@ -25,7 +25,7 @@ from common.db.session import make_engine, make_sessionmaker
 from common.db.statuses import DeliveryStatus
 from common.secretbox import SecretBox
 from common.settings import Settings
-from common.wire import utcnow
+from common.wire import utcnow, webhook_id_for
 from hookline.receiver import Received, Receiver, Reply
 from producer import Producer
 from tests import builders
@@ -162,7 +162,7 @@ def assert_each_arrived_once_more(stack: Stack, ep: Endpoint) -> None:
         webhook.verify(request.body, request.headers)
         ids.append(request.headers["webhook-id"])
     assert len(ids) == EVENTS, f"{len(ids)} arrived for {EVENTS} replayed deliveries"
-    assert set(ids) == ep.event_ids
+    assert set(ids) == {webhook_id_for(ep.tenant, event_id) for event_id in ep.event_ids}
 
 
 def test_a_replay_after_recovery_delivers_each_dead_delivery_exactly_once_more(

@@ -40,7 +40,7 @@ from common.ids import delivery_id_for, new_id
 from common.secretbox import SecretBox
 from common.settings import Settings
 from common.transport import topology as tp
-from common.wire import utcnow
+from common.wire import utcnow, webhook_id_for
 from hookline.receiver import Received, Receiver
 from producer import Producer
 from tests import builders
@@ -173,17 +173,17 @@ def test_a_large_replay_does_not_delay_another_tenants_deliveries(
         # command's start instead measured how long a Python process takes to start on a
         # loaded machine (4-5 s in one CI run, ~9,600 of A's deliveries), not the
         # dispatchers' fairness.
-        heavy_at_publish: dict[str, int] = {}
+        heavy_at_publish: dict[str, int] = {}  # by webhook-id, as are the two below
         heavy_at_replay_exit: list[int] = []  # A's count when B's replay command exited
         waited_behind: list[tuple[str, int]] = []
         sent_at: dict[str, float] = {}
         waited_s: list[float] = []
 
         def on_light(request: Received) -> None:
-            event_id = request.headers["webhook-id"]
-            if event_id in sent_at:
-                waited_s.append(time.monotonic() - sent_at[event_id])
-                waited_behind.append(("fresh", heavy_rx.count - heavy_at_publish[event_id]))
+            webhook_id = request.headers["webhook-id"]
+            if webhook_id in sent_at:
+                waited_s.append(time.monotonic() - sent_at[webhook_id])
+                waited_behind.append(("fresh", heavy_rx.count - heavy_at_publish[webhook_id]))
             else:
                 behind = heavy_rx.count - heavy_at_replay_exit[0] if heavy_at_replay_exit else 0
                 waited_behind.append(("replay", behind))
@@ -200,7 +200,9 @@ def test_a_large_replay_does_not_delay_another_tenants_deliveries(
         with Producer(Settings(broker_url=env["HOOKLINE_BROKER_URL"])) as producer:
             for n in range(LIGHT):
                 event_id = new_id("evt")
-                heavy_at_publish[event_id], sent_at[event_id] = heavy_rx.count, time.monotonic()
+                webhook_id = webhook_id_for(light.id, event_id)
+                heavy_at_publish[webhook_id] = heavy_rx.count
+                sent_at[webhook_id] = time.monotonic()
                 event = {"tenant": light.id, "id": event_id, "type": "page.updated",
                          "data": {"fresh": n}}  # fmt: skip
                 assert producer.publish_batch([event]) == [event_id]
@@ -224,9 +226,12 @@ def test_a_large_replay_does_not_delay_another_tenants_deliveries(
         heavy_ids = _verified(heavy_rx.received, heavy.secret)
         light_ids = _verified(light_rx.received, light.secret)
 
-    # Nothing lost, nothing twice, each with its original webhook-id (the event id).
-    assert set(heavy_ids) == heavy.dead_events and set(heavy_ids.values()) == {1}
-    assert set(light_ids) == light.dead_events | set(sent_at) and set(light_ids.values()) == {1}
+    # Nothing lost, nothing twice, each with its original webhook-id.
+    heavy_dead, light_dead = (
+        {webhook_id_for(t.id, event_id) for event_id in t.dead_events} for t in (heavy, light)
+    )
+    assert set(heavy_ids) == heavy_dead and set(heavy_ids.values()) == {1}
+    assert set(light_ids) == light_dead | set(sent_at) and set(light_ids.values()) == {1}
     with sessions() as session:
         grouped = session.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
         assert dict(grouped.tuples().all()) == {DeliveryStatus.SUCCEEDED: HEAVY + 2 * LIGHT}

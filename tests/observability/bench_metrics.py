@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.pipeline import publish_backlog
-from bench.stack import load_average, stack, wait_http
+from bench.stack import by_webhook_id, load_average, stack, wait_http
 from common.settings import Settings
 from producer import Producer
 from tests.observability.prom import Prometheus
@@ -75,7 +75,7 @@ def one_run(prometheus_binary: str, events: int, concurrency: int, scrape_interv
         done = running.wait_for(running.succeeded, events, events / 100 + 60)
         time.sleep(4 * scrape_interval_s + 1)  # the last increments get scraped
         end = time.time()
-        received = running.arrivals("receiver")
+        received = running.arrivals("receiver", by_webhook_id(running.tenant_id, ids))
         last = max(received[i] for i in ids if i in received)
         measured = events / (last - start)
 

@@ -9,6 +9,7 @@ import re
 from sqlalchemy import update
 
 from common.db.models import Subscription
+from common.wire import webhook_id_for
 from dispatcher.http import MASK, USER_AGENT
 from tests import builders
 from tests.portal.conftest import Portal
@@ -39,7 +40,7 @@ def test_each_attempt_shows_the_headers_it_was_sent_with(portal: Portal) -> None
     first, second = page.split('<li class="attempt">')[1:3]
     for name, value in (
         ("X-Api-Key", MASK),
-        ("webhook-id", message.event_id),
+        ("webhook-id", webhook_id_for(message.tenant, message.event_id)),
         ("webhook-timestamp", str(stamp)),
         ("webhook-signature", f"v1,{MASK}"),
         ("content-type", "application/json"),

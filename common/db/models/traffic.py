@@ -25,6 +25,7 @@ from common.db.statuses import (
     DeliveryStatus,
 )
 from common.db.types import UtcDateTime
+from common.ids import webhook_id_for
 
 
 class EventRow(Base):
@@ -106,6 +107,11 @@ class Delivery(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     day: Mapped[date] = _partition_day("id")
 
+    @property
+    def webhook_id(self) -> str:
+        """The `webhook-id` its requests carry (derived, not stored)."""
+        return webhook_id_for(self.tenant_id, self.event_id)
+
 
 class Attempt(Base):
     __tablename__ = "attempts"
@@ -134,7 +140,8 @@ class HeaderSet(Base):
     the header names in the order sent, with the values that are the same on every request
     of that shape (content-type, user-agent, the signature's schemes) and null for the ones
     that are not kept (a subscription's own header values: they may be credentials) or are
-    the attempt's own (webhook-id: the event id; webhook-timestamp: the attempt's time).
+    the attempt's own (webhook-id: its delivery's `webhook_id`; webhook-timestamp: the
+    attempt's time).
 
     An attempt stores the set's id, not the headers: a few bytes per attempt, and the few
     shapes a deployment sends are written once (`dispatcher/settle/header_sets.py`)."""

@@ -86,6 +86,7 @@ def dead_letter_out(row: Delivery) -> DeadLetterOut:
         id=row.id,
         tenant_id=row.tenant_id,
         event_id=row.event_id,
+        webhook_id=row.webhook_id,
         subscription_id=row.subscription_id,
         event_type=row.event_type,
         reason=row.dead_reason,

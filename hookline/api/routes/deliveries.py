@@ -64,6 +64,7 @@ def summary(row: Delivery) -> DeliverySummary:
     return DeliverySummary(
         id=row.id,
         event_id=row.event_id,
+        webhook_id=row.webhook_id,
         subscription_id=row.subscription_id,
         event_type=row.event_type,
         status=cast(DeliveryStatus, row.status),

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 
 from common.signing import new_secret, new_signing_key
+from common.wire import webhook_id_for
 from dispatcher.http import MASK, USER_AGENT, Sender, build_headers, header_shape, headers_shown
 from hookline.receiver import Receiver
 from tests.dispatcher.conftest import make_settings
@@ -45,11 +46,11 @@ def test_the_same_shape_has_the_same_digest_and_another_shape_another() -> None:
 
 
 def test_read_back_an_attempt_shows_its_own_id_and_timestamp_and_masks_the_rest() -> None:
-    headers = build_headers({"X-Api-Key": "k"}, "evt_9", 1, b"{}", [new_secret(), new_secret()])
-    shown = dict(headers_shown(header_shape(headers).headers, "evt_9", SIGNED_AT))
+    headers = build_headers({"X-Api-Key": "k"}, "msg_9", 1, b"{}", [new_secret(), new_secret()])
+    shown = dict(headers_shown(header_shape(headers).headers, "msg_9", SIGNED_AT))
     assert shown == {
         "X-Api-Key": MASK,
-        "webhook-id": "evt_9",
+        "webhook-id": "msg_9",
         "webhook-timestamp": str(int(SIGNED_AT.timestamp())),
         "webhook-signature": f"v1,{MASK} v1,{MASK}",
         "content-type": "application/json",
@@ -66,7 +67,8 @@ def test_a_sent_request_is_shown_as_the_receiver_got_it_masked() -> None:
         sender.close()
     assert result.complete and result.shape is not None and result.signed_at is not None
     got = receiver.received[0].headers
-    shown = headers_shown(result.shape.headers, delivery.event_id, result.signed_at)
+    sent_id = webhook_id_for(delivery.tenant, delivery.event_id)
+    shown = headers_shown(result.shape.headers, sent_id, result.signed_at)
     for name, value in shown:
         if value == MASK:
             assert name == "X-Key" and got["x-key"] == "hidden"
