@@ -43,11 +43,10 @@ from hookline.api import auth
 from hookline.api.errors import error_response, spec_error
 from hookline.api.idempotency_gc import Sweep
 from hookline.api.idempotency_seal import opened, sealed
+from hookline.api.served import API_ROUTES  # the portal's forms (HTML) are never kept
 
 HEADER = b"idempotency-key"
 OMITTED_HEADER = "idempotent-secrets-omitted"
-# The key is the API's: the portal's forms (HTML that may show a secret) are never kept.
-API = "/v1/"
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,200}")  # with fullmatch: `$` would take a final "\n"
 # Answers that say nothing final about the request: a retry must run it again.
 NOT_STORED = frozenset({401, 403, 409, 429})
@@ -70,8 +69,9 @@ class Idempotency:
         self._sweep = Sweep()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key_bytes = _header(scope, HEADER) if scope["type"] == "http" else None
-        if key_bytes is None or scope["method"] != "POST" or not scope["path"].startswith(API):
+        api = scope["type"] == "http" and scope["path"].startswith(API_ROUTES)
+        key_bytes = _header(scope, HEADER) if api else None
+        if key_bytes is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         key = key_bytes.decode("latin-1")

@@ -7,6 +7,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+# Where every API route lives: what a tenant key or the admin token calls (not health,
+# metrics or the portal, whose forms have their own session).
+API_ROUTES = "/v1/"
+
 
 def served_routes(app: FastAPI) -> list[APIRoute]:
     """Every API route the app serves, from the app itself (so a new module is included).

@@ -5,7 +5,7 @@ truth about every route.
 from __future__ import annotations
 
 from common.db.session import make_engine, make_sessionmaker
-from hookline.api.idempotency import API as IDEMPOTENT
+from hookline.api.served import API_ROUTES as IDEMPOTENT
 from tests.api.support import Api, assert_error, served_routes
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
