@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
+from hookline.api.history_schemas import WEBHOOK_ID, AttemptOut
 from hookline.api.limit_schemas import MIN_RATE_PER_S
-from hookline.api.schemas import WEBHOOK_ID, AttemptOut, Strict, TimeBound
+from hookline.api.schemas import Strict, TimeBound
 
 StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
 JobState = Literal["running", "completed", "cancelling", "cancelled", "failed"]

@@ -14,7 +14,8 @@ from common.db.models import AuditEntry
 from hookline.api.auth import AUDIT_READ, Principal, require, require_admin
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented
-from hookline.api.schemas import AuditEntryOut, AuditList, TimeBound
+from hookline.api.history_schemas import AuditEntryOut, AuditList
+from hookline.api.schemas import TimeBound
 
 router = APIRouter(tags=["audit"], responses=documented(401, 403, 422, 503))
 

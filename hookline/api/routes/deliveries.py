@@ -20,16 +20,14 @@ from hookline.api.auth import DELIVERIES_READ, Principal, require
 from hookline.api.cursor import decode_position, encode_position
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import documented, not_found
-from hookline.api.schemas import (
+from hookline.api.history_schemas import (
     AttemptOut,
     DeliveryList,
     DeliveryOut,
-    DeliveryStatus,
     DeliverySummary,
-    EventType,
     SentHeader,
-    TimeBound,
 )
+from hookline.api.schemas import DeliveryStatus, EventType, TimeBound
 from hookline.services import deliveries, delivery_log
 from hookline.services.deliveries import Sent
 from hookline.services.delivery_log import LogFilter

@@ -20,15 +20,9 @@ from hookline.api import traces
 from hookline.api.auth import DELIVERIES_READ, EVENTS_WRITE, Principal, require, require_on_loop
 from hookline.api.deps import Services, get_services
 from hookline.api.errors import ApiError, documented, not_found, problems
+from hookline.api.history_schemas import EventDetail
 from hookline.api.routes.deliveries import summary
-from hookline.api.schemas import (
-    BatchResult,
-    EventAccepted,
-    EventBatch,
-    EventDetail,
-    EventId,
-    EventIn,
-)
+from hookline.api.schemas import BatchResult, EventAccepted, EventBatch, EventId, EventIn
 from hookline.api.tenant_limits import admit_events
 from producer import InvalidEvent
 
