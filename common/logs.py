@@ -10,6 +10,11 @@ message it works on for everything logged meanwhile:
 Secrets never reach the output: context keys that name a secret are dropped, and values
 that look like one (webhook secrets, API keys, signatures, bearer tokens, passwords in
 URLs) are masked wherever they appear, in the message, the context or a traceback.
+
+Nor does a terminal's escape sequence, or a line of its own: what is logged may quote a
+tenant or a receiver (an error's text), and a console line shows every control character
+as its escape (`inert`), newlines included, so a record stays one line that says what it
+is. JSON escapes them by itself.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+# What must not reach an operator's terminal as it is: C0 and C1 controls (an escape
+# sequence starts with ESC, or with CSI in C1; a carriage return overwrites the line) and
+# the marks that reorder text. Tab stays; a newline stays only where lines are expected.
+_BIDI = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(rf"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
+_UNSAFE_IN_A_LINE = re.compile(rf"[\x00-\x08\x0a-\x1f\x7f-\x9f{_BIDI}]")
 # Attributes every LogRecord has; anything else was passed through `extra=` and is context.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 # The ids a handler binds; a bounded set of names keeps the output greppable.
@@ -87,13 +98,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=lambda value: redact(str(value)))
 
 
+def inert(text: str, *, one_line: bool = False) -> str:
+    """`text` with every control character shown as its escape (`\\x1b`), and every line
+    break too for `one_line`: what a terminal shows of it, it cannot run or rewrite."""
+    return (_UNSAFE_IN_A_LINE if one_line else _UNSAFE).sub(_escaped, text)
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         context = " ".join(f"{k}={v}" for k, v in _context(record).items())
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}: "
         line += redact(record.getMessage()) + (f"  [{context}]" if context else "")
+        line = inert(line, one_line=True)
         if record.exc_info:
-            line += "\n" + redact(self.formatException(record.exc_info))
+            line += "\n" + inert(redact(self.formatException(record.exc_info)))
         return line
 
 

@@ -8,7 +8,6 @@ what the operator reads, set a hyperlink or the clipboard). `-o json` escapes th
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import typer
@@ -17,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common.db.models import PoisonMessage
+from common.logs import inert
 from hookline.cli import options as o
 
 console = Console()
@@ -53,20 +53,10 @@ def poison_row(row: PoisonMessage) -> dict[str, Any]:
     }
 
 
-# C0 and C1 controls but tab and newline (an escape sequence starts with ESC, or with CSI
-# in C1; a carriage return overwrites the line), and the marks that reorder text.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
 def plain(value: object) -> Text:
     """`value` as inert text: no markup, and every control character shown as its escape
     (`\\x1b`), never sent to the terminal."""
-    return Text(_UNSAFE.sub(_escaped, str(value)))
-
-
-def _escaped(found: re.Match[str]) -> str:
-    code = ord(found.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return Text(inert(str(value)))
 
 
 def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:

@@ -93,3 +93,25 @@ def test_secrets_and_signatures_never_reach_the_output(
         assert leaked not in out, f"{leaked!r} leaked into {log_format} logs"
     assert out.count(logs.MASK) >= 6
     assert "posting with" in out and "crash" in out and "guest" in out
+
+
+def test_a_console_line_shows_control_characters_as_escapes_and_stays_one_line(
+    captured: pytest.CaptureFixture[str],
+) -> None:
+    # What is logged may quote a tenant or a receiver: a line break would forge a record
+    # of its own, an escape sequence would run in the operator's terminal.
+    logs.configure("console")
+    log = logging.getLogger("hookline.test")
+    forged = "refused\n12:00:00 INFO    hookline.api: all clear\x1b[2J\u202e"
+    log.warning("compile failed: %s", forged, extra={"reason": "a\r\nb\x1b]52;c;x\x07"})
+    try:
+        raise ValueError("boom\x1b[31m")
+    except ValueError:
+        log.exception("crashed")
+    err = captured.readouterr().err
+    first, second, *trace = err.splitlines()
+    assert "all clear" in first and first.endswith("[reason=a\\x0d\\x0ab\\x1b]52;c;x\\x07]")
+    assert "\\x0a12:00:00 INFO" in first and "\\x1b[2J\\u202e" in first
+    assert second.endswith("hookline.test: crashed")
+    assert trace[0].startswith("Traceback") and "boom\\x1b[31m" in trace[-1]
+    assert "\x1b" not in err and "\u202e" not in err and "\r" not in err
