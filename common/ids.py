@@ -68,7 +68,7 @@ def webhook_id_for(tenant: str, event_id: str) -> str:
 
     Event ids are unique within a tenant only, and Standard Webhooks asks that a webhook id
     be unique across all messages: a receiver subscribed to two tenants de-duplicates on it,
-    so two tenants' `order-1001` must not share one. Hashed with the tenant (`\x1f` cannot
+    so two tenants' `order-1001` must not share one. Hashed with the tenant (`\\x1f` cannot
     occur in either id), so it is stable without being stored.
     """
     name = f"{tenant}\x1f{event_id}"

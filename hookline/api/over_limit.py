@@ -11,7 +11,9 @@ nobody, the route gets the request with an empty body instead: every API route c
 caller in a dependency, which runs before the body is validated, so the answer (401, 403,
 or the 429 of too many unknown credentials) is the route's own, word for word, and the
 body is never parsed. Like the 413 of `BodyLimit`, the answer does not wait for the rest
-of the body.
+of the body. (With `HOOKLINE_API_KEY_CACHE_S=0` nothing is cached, so a request with a
+body has its key looked up twice, here and by the route, as a keyed POST's idempotency
+claim already had.)
 
 **A tenant over its limits.** A tenant's limits are counted where the route knows what to
 count: `requests_per_s` and the places in progress when the route admits the key, events
