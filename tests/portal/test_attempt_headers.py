@@ -37,10 +37,13 @@ def test_each_attempt_shows_the_headers_it_was_sent_with(portal: Portal) -> None
         )
     browser = portal.open(tenant)
     page = browser.get(f"/portal/deliveries/{message.delivery_id}").text
-    first, second = page.split('<li class="attempt">')[1:3]
+    facts, first, second = page.split('<li class="attempt">')[:3]
+    sent_id = webhook_id_for(message.tenant, message.event_id)
+    # The page says which webhook-id to look for at the receiver, before any attempt.
+    assert f'<dt>Webhook id</dt><dd class="mono">{sent_id}</dd>' in facts
     for name, value in (
         ("X-Api-Key", MASK),
-        ("webhook-id", webhook_id_for(message.tenant, message.event_id)),
+        ("webhook-id", sent_id),
         ("webhook-timestamp", str(stamp)),
         ("webhook-signature", f"v1,{MASK}"),
         ("content-type", "application/json"),
